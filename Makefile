@@ -1,0 +1,55 @@
+# linelight developer entry points. `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+PY    ?= python3
+VENV  := .venv
+BIN   := $(VENV)/bin
+APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup apt venv demo test lint typecheck unit bench bench-quick deb clean
+
+setup: apt venv
+
+# System packages the tests need (a real mosquitto broker, openssl for test CAs, the .deb tools).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || { $(SUDO) apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
+
+venv: $(BIN)/python
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]' 2>&1 | grep -v 'is ignored' || true
+	@$(BIN)/python -c 'import agent, rules, hw, paho.mqtt, pymodbus, anyio' 
+
+# The demo: a simulated machine, the example rules, the stack light, the queue, a local broker.
+demo: setup
+	$(BIN)/linelight demo
+
+lint:
+	$(BIN)/ruff check agent rules hw tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest -q -p no:cacheprovider
+
+# The whole test suite: lint, types, then every test.
+test: setup lint typecheck unit
+
+bench: setup
+	$(BIN)/python -m bench.all
+
+bench-quick: setup
+	$(BIN)/python -m bench.all --quick
+
+deb: setup
+	bash packaging/build.sh
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

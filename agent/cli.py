@@ -1,0 +1,74 @@
+"""The `linelight` command line: a thin dispatcher to one module per subcommand.
+
+Each subcommand lives in its own module exposing `configure(parser)` and `run(args) -> int`,
+imported only when used, so `linelight --version` or `linelight queue` start fast and do not
+import the MQTT or Modbus stacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from agent import __version__
+
+# name -> (module, one-line help). Exit codes everywhere: 0 ok, 1 problem found, 2 usage.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("agent.cmd_run", "run the agent with a config file"),
+    "demo": ("agent.cmd_demo", "run a simulated machine with a live view of the stack light"),
+    "check": ("agent.cmd_check", "validate a config file and its rules, or rule files alone"),
+    "rules": ("agent.cmd_rules", "rule tools: `rules test FILE...` runs rule unit tests"),
+    "schema": ("agent.cmd_schema", "print the JSON Schema of rule and config files"),
+    "status": ("agent.cmd_status", "print the running agent's status from its diagnostics port"),
+    "doctor": ("agent.cmd_doctor", "check config, journal, disk, broker and devices step by step"),
+    "queue": ("agent.cmd_queue", "inspect the on-disk queue offline: stats, tail, export"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linelight",
+        description="linelight: machine signals -> local rules -> stack light; "
+        "every event queued on disk, then forwarded to MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"linelight {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:
+                    raise
+                continue
+            module.configure(p)
+            p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the chosen subcommand's module: the first word that names a command.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=chosen)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module = getattr(args, "_module", None)
+    if module is None:
+        if args.command:
+            print(f"linelight: '{args.command}' is not available in this build", file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 2
+    try:
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""linelight hardware adapters: Modbus, GPIO, simulator and the stack-light driver."""
