@@ -7,6 +7,7 @@ the agent config all read their files through `TomlDoc` and `Table` (see `rules.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -42,12 +43,10 @@ class TomlDoc:
             plain = _DECODE_POS.sub("", msg).strip().rstrip(".")
             raise LocatedError(Location(file, line, col), f"TOML syntax error: {plain}") from None
         doc = cls(file=file, text=text, data=data)
-        try:
+        # Positions are a convenience; tomllib already accepted the file, so a scanner gap
+        # must never turn a valid file into an error. Errors then fall back to the parent key.
+        with contextlib.suppress(IndexError, ValueError):
             _Scanner(doc).scan()
-        except (IndexError, ValueError):
-            # Positions are a convenience; tomllib already accepted the file, so a scanner
-            # gap must never turn a valid file into an error. Errors fall back to the parent.
-            pass
         return doc
 
     def key_location(self, path: PathKey) -> Location:
