@@ -1,0 +1,118 @@
+"""Prometheus metrics through prometheus-client, on a registry of our own (no global state).
+
+The scan loop observes its own duration into a histogram; everything else (queue, broker,
+inputs, components) is read from the agent's status at scrape time by a custom collector,
+so there is one source of truth for `/status` and `/metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+StatusFn = Callable[[], Mapping[str, Any]]
+
+
+class Metrics:
+    """The agent's metrics registry. `render()` gives the exposition text."""
+
+    def __init__(self, status: StatusFn) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.scan_duration = Histogram(
+            "linelight_scan_duration_seconds",
+            "Time one scan tick took: snapshot, rules, tower.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=self.registry,
+        )
+        self.registry.register(_StatusCollector(status))
+
+    def observe_scan(self, seconds: float) -> None:
+        self.scan_duration.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    return 0.0
+
+
+class _StatusCollector(Collector):
+    def __init__(self, status: StatusFn) -> None:
+        self._status = status
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())  # values are produced at scrape time only
+
+    def collect(self) -> Iterator[Any]:
+        s = self._status()
+        info = InfoMetricFamily("linelight_agent", "Agent identity.")
+        info.add_metric([], {"agent": str(s.get("agent", "")), "version": str(s.get("version", "")),
+                             "rules": str(s.get("rules", {}).get("fingerprint", ""))})
+        yield info
+        yield _gauge("linelight_up_seconds", "Seconds since the agent started.", s.get("uptime_s"))
+        yield _gauge("linelight_healthy", "1 when /healthz says ok, 0 when degraded.",
+                     s.get("health", {}).get("status") == "ok")
+        state = s.get("state", {})
+        yield _gauge("linelight_state_code", "Numeric code of the current machine state.",
+                     state.get("code"))
+
+        scan = s.get("scan", {})
+        yield _counter("linelight_scan_ticks", "Scan ticks run.", scan.get("ticks"))
+        yield _counter("linelight_scan_overruns", "Scan ticks that took longer than the period.",
+                       scan.get("overruns"))
+
+        q = s.get("queue", {})
+        yield _gauge("linelight_queue_depth", "Events waiting in the on-disk queue.", q.get("depth"))
+        yield _gauge("linelight_queue_bytes", "Bytes of queued events.", q.get("bytes"))
+        yield _gauge("linelight_queue_oldest_age_seconds", "Age of the oldest queued event.",
+                     q.get("oldest_age_s"))
+        yield _counter("linelight_events_dropped", "Events dropped by queue limits.",
+                       q.get("dropped"))
+        yield _counter("linelight_events_submitted", "Events handed to the journal.",
+                       s.get("events", {}).get("submitted"))
+
+        b = s.get("broker", {})
+        yield _gauge("linelight_broker_connected", "1 while the MQTT link is up.",
+                     b.get("connected"))
+        yield _counter("linelight_broker_reconnects", "MQTT reconnects.", b.get("reconnects"))
+        yield _counter("linelight_published", "Events acknowledged by the broker (PUBACK).",
+                       b.get("published"))
+
+        by_quality = GaugeMetricFamily("linelight_inputs", "Inputs by quality.", labels=["quality"])
+        counts: dict[str, int] = {"good": 0, "stale": 0, "bad": 0, "init": 0}
+        for entry in s.get("inputs", {}).values():
+            quality = str(entry.get("quality", "init"))
+            counts[quality] = counts.get(quality, 0) + 1
+        for quality, n in counts.items():
+            by_quality.add_metric([quality], n)
+        yield by_quality
+
+        restarts = CounterMetricFamily("linelight_component_restarts",
+                                       "Restarts of a supervised component.", labels=["component"])
+        for name, comp in s.get("components", {}).items():
+            restarts.add_metric([name], _num(comp.get("restarts")))
+        yield restarts
+
+        clock = s.get("clock", {})
+        yield _gauge("linelight_clock_synchronized", "1 when the wall clock is synchronized.",
+                     clock.get("synchronized"))
+        yield _counter("linelight_clock_jumps", "Wall-clock jumps seen.", clock.get("jumps"))
+
+
+def _gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=_num(value))
+
+
+def _counter(name: str, doc: str, value: Any) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=_num(value))

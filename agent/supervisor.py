@@ -1,0 +1,87 @@
+"""Restarts a failing component (a source, the forwarder) with backoff, never the scan loop.
+
+This is the one place where `except Exception` is allowed: a component that raises is
+logged, counted and restarted after an exponential, jittered, capped delay, while the scan
+loop and the lamps carry on. Cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ComponentHealth:
+    """What the diagnostics page shows about one supervised component."""
+
+    name: str
+    running: bool = False
+    restarts: int = 0
+    last_error: str = ""
+    last_error_at_ns: int = 0
+    started_at: float = field(default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delay before restart attempt n (0-based): base * 2**n, capped, with +-jitter."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    jitter: float = 0.2
+    reset_after_s: float = 60.0  # a run this long counts as healthy: the next failure starts over
+
+    def delay(self, attempt: int) -> float:
+        raw = min(self.cap_s, self.base_s * float(2 ** min(attempt, 30)))
+        return max(0.0, raw * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+class Supervisor:
+    """Keeps the health record of every component it runs."""
+
+    def __init__(self, backoff: Backoff | None = None) -> None:
+        self.backoff = backoff or Backoff()
+        self.components: dict[str, ComponentHealth] = {}
+
+    async def run(
+        self,
+        name: str,
+        component: Callable[[], Awaitable[object]],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run `component()` forever: restart it whenever it raises or returns."""
+        health = self.components.setdefault(name, ComponentHealth(name))
+        task_status.started()
+        attempt = 0
+        while True:
+            health.running = True
+            health.started_at = time.monotonic()
+            try:
+                await component()
+                reason = "stopped unexpectedly"
+            except Exception as exc:  # the supervisor's job: log, count, restart
+                reason = f"{type(exc).__name__}: {exc}"
+                if not log.isEnabledFor(logging.DEBUG):
+                    log.error("%s failed: %s; restarting", name, reason)
+                else:
+                    log.exception("%s failed; restarting", name)
+            health.running = False
+            health.last_error = reason
+            health.last_error_at_ns = time.time_ns()
+            if time.monotonic() - health.started_at >= self.backoff.reset_after_s:
+                attempt = 0
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            health.restarts += 1
+            log.info("%s restarts in %.1f s (restart %d)", name, delay, health.restarts)
+            await anyio.sleep(delay)

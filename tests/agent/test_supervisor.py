@@ -1,0 +1,83 @@
+"""The supervisor restarts a failing component with backoff and never swallows cancellation."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from agent.supervisor import Backoff, Supervisor
+
+
+@pytest.mark.anyio
+async def test_failing_component_is_restarted_and_its_error_recorded() -> None:
+    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.01, jitter=0.0))
+    calls = 0
+    third = anyio.Event()
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            third.set()
+            await anyio.sleep_forever()
+        raise ConnectionRefusedError("broker said no")
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run, "forwarder", flaky)
+        with anyio.fail_after(30):
+            await third.wait()
+        health = sup.components["forwarder"]
+        assert health.restarts == 2 and health.running
+        assert health.last_error == "ConnectionRefusedError: broker said no"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_other_tasks_keep_running_while_a_component_fails() -> None:
+    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.002, jitter=0.0))
+    ticks = 0
+    failures = 0
+    enough = anyio.Event()
+
+    async def always_fails() -> None:
+        nonlocal failures
+        failures += 1
+        if failures >= 5 and ticks >= 5:
+            enough.set()
+        raise RuntimeError("boom")
+
+    async def scan() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0.001)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scan)
+        await tg.start(sup.run, "source plc", always_fails)
+        with anyio.fail_after(30):
+            await enough.wait()
+        tg.cancel_scope.cancel()
+    assert sup.components["source plc"].restarts >= 4 and ticks >= 5
+
+
+@pytest.mark.anyio
+async def test_cancellation_stops_the_component_without_restart() -> None:
+    sup = Supervisor(Backoff(base_s=0.001))
+    started = anyio.Event()
+
+    async def long_running() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run, "x", long_running)
+        with anyio.fail_after(30):
+            await started.wait()
+        tg.cancel_scope.cancel()
+    assert sup.components["x"].restarts == 0
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    b = Backoff(base_s=0.5, cap_s=4.0, jitter=0.0)
+    assert [b.delay(n) for n in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
