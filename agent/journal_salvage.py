@@ -1,0 +1,306 @@
+"""Opening the journal file safely: checks, integrity, and salvage of a corrupt file.
+
+Opening never crash-loops on a bad file: a file SQLite cannot read, or one that fails
+`PRAGMA quick_check`, is renamed `NAME.corrupt-YYYYmmddTHHMMSSZ` (with its -wal and -shm),
+every row that can still be read is copied into a fresh file, and the seq high-water mark
+continues above anything seen. Problems a new file cannot fix (permissions, a directory in the
+way, another agent holding the file) raise `JournalError` with one sentence naming the path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from agent import journal_schema as schema
+from rules.errors import JournalError
+
+log = logging.getLogger(__name__)
+
+_NOT_CORRUPTION = {
+    sqlite3.SQLITE_BUSY: "is in use by another process",
+    sqlite3.SQLITE_LOCKED: "is locked by another connection",
+    sqlite3.SQLITE_CANTOPEN: "cannot be opened",
+    sqlite3.SQLITE_PERM: "cannot be opened (permission denied)",
+    sqlite3.SQLITE_READONLY: "is read-only",
+    sqlite3.SQLITE_AUTH: "cannot be opened (not authorized)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What salvage found, for the `recovered` gap event and the log."""
+
+    moved_to: str
+    error: str
+    salvaged: int
+    first_seq: int  # lowest salvaged seq, 0 if none
+    last_seq: int  # the seq high-water mark carried into the new file
+    hwm_known: bool  # False when the old counters were unreadable (seq jumped to a time floor)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A write connection with the journal's durability settings."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=2.0)
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        if mode != "wal":
+            raise JournalError(f"journal {path} cannot use WAL mode (SQLite says '{mode}')")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA journal_size_limit = 8388608")
+        conn.execute("PRAGMA foreign_keys = OFF")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def lock(path: str) -> int:
+    """Hold `PATH.lock` for the journal's life so two agents never write the same queue."""
+    lock_path = path + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise JournalError(f"journal {path}: cannot create lock file {lock_path}: "
+                           f"{exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise JournalError(f"journal {path} is already open in another process "
+                           f"(lock {lock_path} is held)") from exc
+    return fd
+
+
+def check_place(path: str) -> None:
+    """Errors a fresh file would not fix: say so in one sentence instead of salvaging."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise JournalError(f"journal {path} is a directory, not a database file")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise JournalError(f"journal {path}: cannot create directory {directory}: "
+                           f"{exc.strerror}") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise JournalError(f"journal {path}: directory {directory} is not writable by this "
+                           f"user (uid {os.getuid()})")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise JournalError(f"journal {path} is not readable and writable by this user "
+                           f"(uid {os.getuid()})")
+
+
+def open_database(path: str) -> tuple[sqlite3.Connection, Recovery | None]:
+    """Open (creating, migrating or salvaging as needed) and return a checked connection."""
+    try:
+        conn = connect(path)
+    except sqlite3.Error as exc:
+        problem = _not_corruption(exc)
+        if problem:
+            raise JournalError(f"journal {path} {problem}: {exc}") from exc
+        return _rebuild(path, str(exc))
+    try:
+        damage = _damage(conn)
+        if damage is None:
+            schema.migrate(conn, path)
+            return conn, None
+    except sqlite3.Error as exc:
+        problem = _not_corruption(exc)
+        if problem:
+            conn.close()
+            raise JournalError(f"journal {path} {problem}: {exc}") from exc
+        damage = str(exc)
+    except BaseException:
+        conn.close()
+        raise
+    conn.close()
+    return _rebuild(path, damage)
+
+
+def _not_corruption(exc: sqlite3.Error) -> str | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    return _NOT_CORRUPTION.get(code & 0xFF)
+
+
+def _damage(conn: sqlite3.Connection) -> str | None:
+    """None if the file is sound, else what is wrong with it."""
+    rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
+    if rows != ["ok"]:
+        return "integrity check failed: " + "; ".join(rows)
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+    if version == 0 and tables:
+        return f"not a linelight journal (tables {', '.join(sorted(tables))}, no version)"
+    if version >= 1 and not {"events", "counters"} <= tables:
+        return f"schema version {version} but tables missing (found {sorted(tables)})"
+    return None
+
+
+def _rebuild(path: str, error: str) -> tuple[sqlite3.Connection, Recovery]:
+    moved_to = _move_aside(path)
+    log.error("journal %s is damaged (%s); moved it to %s and salvaging what can be read",
+              path, error, moved_to)
+    conn = connect(path)
+    schema.migrate(conn, path)
+    try:
+        recovery = _salvage_into(moved_to, conn, error)
+    except BaseException:
+        conn.close()
+        raise
+    log.warning("journal %s: salvaged %d events from %s; seq continues above %d",
+                path, recovery.salvaged, moved_to, recovery.last_seq)
+    return conn, recovery
+
+
+def _move_aside(path: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = f"{path}.corrupt-{stamp}"
+    n = 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.corrupt-{stamp}-{n}"
+    try:
+        os.rename(path, target)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.rename(path + suffix, target + suffix)
+    except OSError as exc:
+        raise JournalError(f"journal {path} is damaged and cannot be moved aside to {target}: "
+                           f"{exc.strerror}") from exc
+    return target
+
+
+def _open_old(path: str) -> sqlite3.Connection | None:
+    try:
+        old = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        old.execute("PRAGMA query_only = 1")
+        return old
+    except sqlite3.Error as exc:
+        log.warning("journal salvage: %s cannot be opened at all: %s", path, exc)
+        return None
+
+
+def _salvage_into(old_path: str, new: sqlite3.Connection, error: str) -> Recovery:
+    old = _open_old(old_path)
+    counters: dict[str, int] = {}
+    meta: list[tuple[str, bytes]] = []
+    salvaged = 0
+    first = 0
+    top = 0
+    top_boot = 0
+    hwm_known = False
+    try:
+        if old is not None:
+            counters, hwm_known = _read_counters(old)
+            meta = _read_meta(old)
+            new.execute("BEGIN IMMEDIATE")
+            for chunk in _chunks(_readable_rows(old, counters.get(schema.SEQ_HWM, 0))):
+                new.executemany(
+                    f"INSERT OR IGNORE INTO events({schema.EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    chunk)
+                salvaged += len(chunk)
+                first = first or chunk[0][0]
+                top = max(top, chunk[-1][0])
+                top_boot = max(top_boot, max(r[1] for r in chunk))
+            new.execute("COMMIT")
+        hwm = max(top, counters.get(schema.SEQ_HWM, 0))
+        if not hwm_known:
+            # The old high-water mark is unreadable: acked rows above `top` may have had seqs
+            # we can no longer see. Jump to a floor no past seq can have reached (microseconds
+            # since the epoch; far above any count of events this agent could have written).
+            hwm = max(hwm, time.time_ns() // 1000)
+        counters[schema.SEQ_HWM] = hwm
+        counters[schema.BOOT] = max(counters.get(schema.BOOT, 0), top_boot)
+        counters[schema.RECOVERED] = counters.get(schema.RECOVERED, 0) + 1
+        new.execute("BEGIN IMMEDIATE")
+        schema.write_counters(new, counters)
+        new.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta)
+        new.execute("COMMIT")
+    finally:
+        if old is not None:
+            old.close()
+    return Recovery(old_path, error, salvaged, first, counters[schema.SEQ_HWM], hwm_known)
+
+
+def _read_counters(old: sqlite3.Connection) -> tuple[dict[str, int], bool]:
+    try:
+        counters = schema.read_counters(old)
+        return counters, True
+    except sqlite3.Error as exc:
+        log.warning("journal salvage: counters unreadable: %s", exc)
+        return {}, False
+
+
+def _read_meta(old: sqlite3.Connection) -> list[tuple[str, bytes]]:
+    try:
+        rows = old.execute("SELECT key, value FROM meta").fetchall()
+    except sqlite3.Error:
+        return []
+    return [(k, v) for k, v in rows if isinstance(k, str) and isinstance(v, bytes)]
+
+
+def _chunks(rows: Iterator[tuple[Any, ...]], size: int = 2000) -> Iterator[list[tuple[Any, ...]]]:
+    chunk: list[tuple[Any, ...]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _readable_rows(old: sqlite3.Connection, hwm: int) -> Iterator[tuple[Any, ...]]:
+    """Every row that reads back whole, in seq order, stepping over damaged stretches."""
+    sql = f"SELECT {schema.EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+    after = -(2**63)
+    chunk = 500
+    step = 1
+    while True:
+        try:
+            rows = old.execute(sql, (after, chunk)).fetchall()
+        except sqlite3.Error:
+            if chunk > 1:
+                chunk = 1  # find the bad row one at a time
+                continue
+            # The row (or the b-tree page) after `after` is unreadable: skip ahead, further
+            # each time, until rows read again or we pass anything the file could hold.
+            if after < 0:
+                after = 0
+            after += step
+            step *= 2
+            if (after > hwm and step > 2**20) or after > 2**62:
+                return
+            continue
+        if not rows:
+            return
+        for row in rows:
+            if _valid(row):
+                yield row
+        after = int(rows[-1][0])
+        step = 1
+        chunk = 500
+
+
+def _valid(row: tuple[Any, ...]) -> bool:
+    seq, boot, cls, kind, name, ts_ns, enq_ns, size, body = row
+    ints_ok = all(isinstance(v, int) for v in (seq, boot, cls, ts_ns, enq_ns, size))
+    if not (ints_ok and isinstance(kind, str) and isinstance(name, str)
+            and isinstance(body, bytes)) or schema.KIND_CLASS.get(kind) != cls:
+        return False
+    try:
+        parts = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return False
+    return isinstance(parts, list) and 1 <= len(parts) <= 2
