@@ -1,0 +1,163 @@
+"""Turns source and tower specs into live objects, sharing one Modbus client per connection."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from hw.config import (
+    GpioChipSourceSpec,
+    GpioZeroSourceSpec,
+    LampBinding,
+    ModbusSourceSpec,
+    SimSourceSpec,
+    SourceSpec,
+    TowerSpec,
+)
+from hw.gpio_chip import GpioChipOutput, GpioChipSource, LineBackend
+from hw.gpio_zero import GpioZeroOutput, GpioZeroSource, make_pin_factory
+from hw.inputs import InputTable, Source
+from hw.modbus import (
+    ModbusCoilOutput,
+    ModbusConnection,
+    ModbusRegisterOutput,
+    ModbusSource,
+    RegisterImage,
+)
+from hw.modbus_codec import Area, Point
+from hw.outputs import Output, VirtualOutput
+from hw.sim import SimSource
+from hw.stacklight import StackLight
+from rules.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hardware:
+    """Everything built from the config: sources, the tower, and what must be closed at exit."""
+
+    sources: list[Source]
+    stacklight: StackLight | None
+    connections: dict[str, ModbusConnection] = field(default_factory=dict)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def source(self, name: str) -> Source:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"no source '{name}'")
+
+    def sim(self, name: str | None = None) -> SimSource:
+        """The simulator source called `name` (or the only one), for demo and test commands."""
+        sims = [s for s in self.sources if isinstance(s, SimSource)
+                and (name is None or s.name == name)]
+        if len(sims) != 1:
+            raise KeyError(f"no single sim source{f' named {name!r}' if name else ''}")
+        return sims[0]
+
+    async def run(self, table: InputTable, *,
+                  task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run every source and the tower until cancelled (then call `close`)."""
+        async with anyio.create_task_group() as tg:
+            for source in self.sources:
+                await tg.start(source.run, table)
+            if self.stacklight is not None:
+                await tg.start(self.stacklight.run)
+            task_status.started()
+
+    async def close(self) -> bool:
+        """Apply the tower's on_exit pattern, then close Modbus clients and GPIO devices."""
+        ok = True
+        if self.stacklight is not None:
+            ok = await self.stacklight.close()
+        for conn in self.connections.values():
+            conn.close()
+        for closer in self._closers:
+            closer()
+        return ok
+
+
+def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
+                   pin_factory: Any = None, line_backend: LineBackend | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> Hardware:
+    """Live objects for the specs. `pin_factory` (e.g. gpiozero's MockFactory) and
+    `line_backend` replace the configured GPIO access, for tests and the demo.
+    Raises DeviceError if a GPIO line cannot be opened."""
+    hw = Hardware([], None)
+    factories: dict[str | None, Any] = {}
+
+    def factory(name: str | None) -> Any:
+        if pin_factory is not None:
+            return pin_factory
+        if name not in factories:
+            factories[name] = make_pin_factory(name)
+        return factories[name]
+
+    for spec in sources:
+        if isinstance(spec, ModbusSourceSpec):
+            conn = ModbusConnection(spec.name, spec.link, timeout=spec.timeout,
+                                    reconnect_min=spec.reconnect_min,
+                                    reconnect_max=spec.reconnect_max, clock=clock)
+            hw.connections[spec.name] = conn
+            hw.sources.append(ModbusSource(spec, conn, clock=clock))
+        elif isinstance(spec, GpioZeroSourceSpec):
+            hw.sources.append(GpioZeroSource(spec, pin_factory=factory(spec.pin_factory),
+                                             clock=clock))
+        elif isinstance(spec, GpioChipSourceSpec):
+            hw.sources.append(GpioChipSource(spec, backend=line_backend, clock=clock))
+        elif isinstance(spec, SimSourceSpec):
+            hw.sources.append(SimSource(spec, clock=clock))
+    if tower is not None:
+        unit_of = {s.name: s.unit for s in sources if isinstance(s, ModbusSourceSpec)}
+        images: dict[tuple[str, int, int], RegisterImage] = {}
+        outputs: dict[str, Output] = {}
+        try:
+            for lamp, binding in tower.lamps.items():
+                outputs[lamp] = _output(binding, hw, unit_of, images,
+                                        lambda: factory(tower.pin_factory), line_backend, clock)
+        except DeviceError:
+            for closer in hw._closers:
+                closer()
+            raise
+        hw.stacklight = StackLight(outputs, blink_slow_hz=tower.blink_slow_hz,
+                                   blink_fast_hz=tower.blink_fast_hz, refresh=tower.refresh,
+                                   retry=tower.retry, write_timeout=tower.write_timeout,
+                                   on_exit=tower.on_exit, clock=clock)
+    return hw
+
+
+def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],
+            images: dict[tuple[str, int, int], RegisterImage], factory: Callable[[], Any],
+            line_backend: LineBackend | None, clock: Callable[[], float]) -> Output:
+    if b.kind == "virtual":
+        return VirtualOutput(clock=clock)
+    if b.kind == "gpiozero":
+        assert b.pin is not None
+        zero = GpioZeroOutput(b.pin, active_low=b.active_low, pin_factory=factory())
+        hw._closers.append(zero.close)
+        return zero
+    if b.kind == "gpiochip":
+        assert b.pin is not None
+        chip = GpioChipOutput(b.chip, b.pin, active_low=b.active_low, backend=line_backend)
+        hw._closers.append(chip.close)
+        return chip
+    conn = hw.connections.get(b.source)
+    if conn is None or b.point is None:
+        raise DeviceError(f"lamp bound at {b.where} names Modbus source '{b.source}', "
+                          "which is not configured")
+    p = b.point
+    unit = unit_of[b.source] if p.unit < 0 else p.unit
+    point = Point(p.area, p.address, p.type, unit, p.bit)
+    if point.area is Area.COIL:
+        return ModbusCoilOutput(conn, point)
+    image = None
+    if point.bit is not None:
+        key = (b.source, unit, point.address)
+        image = images.setdefault(key, RegisterImage(conn, unit, point.address))
+    return ModbusRegisterOutput(conn, point, image)

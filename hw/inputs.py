@@ -1,0 +1,113 @@
+"""The input table: the latest Sample of every input, written by sources, read by the scan loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+import anyio
+
+from rules.values import Sample
+
+log = logging.getLogger(__name__)
+
+Updater = Callable[[str, Sample], None]
+
+
+class Source(Protocol):
+    """Anything that delivers inputs: hw.modbus.ModbusSource, hw.gpio_zero.GpioZeroSource,
+    hw.gpio_chip.GpioChipSource, hw.sim.SimSource. `run` declares its inputs (INIT), calls
+    `task_status.started()` once running, then keeps the table current until cancelled,
+    reconnecting by itself and marking inputs STALE or BAD with a reason."""
+
+    name: str
+
+    def input_names(self) -> list[str]: ...
+
+    async def run(self, table: InputTable, *,
+                  task_status: anyio.abc.TaskStatus[None] = ...) -> None: ...
+
+
+class InputTable:
+    """Latest sample per input name.
+
+    `update` is called from the event loop (Modbus poller, sim). GPIO libraries call back from
+    their own threads; those use the function returned by `threadsafe_updater()`, which hands the
+    sample to the event loop with `call_soon_threadsafe` (non-blocking, so a gpiozero thread never
+    waits on the loop and closing a device can never deadlock against a pending hand-off).
+    """
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self._samples: dict[str, Sample] = {}
+        self._lock = threading.Lock()
+        self._version = 0
+        self._changed: anyio.Event | None = None
+        for name in names:
+            self.declare(name)
+
+    def declare(self, name: str) -> None:
+        """Make `name` known with an INIT sample (the scan loop sees it as not yet read)."""
+        with self._lock:
+            self._samples.setdefault(name, Sample.init())
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._samples)
+
+    def get(self, name: str) -> Sample:
+        with self._lock:
+            return self._samples.get(name, Sample.init())
+
+    def update(self, name: str, sample: Sample) -> None:
+        """Store `sample` as the latest of `name`. Call from the event loop only."""
+        with self._lock:
+            self._samples[name] = sample
+            self._version += 1
+        self._notify()
+
+    def update_many(self, samples: Mapping[str, Sample]) -> None:
+        """Store several samples at once so a snapshot never sees half a Modbus block."""
+        if not samples:
+            return
+        with self._lock:
+            self._samples.update(samples)
+            self._version += 1
+        self._notify()
+
+    def threadsafe_updater(self) -> Updater:
+        """Called in the event loop: a function any thread may call to update an input."""
+        loop = asyncio.get_running_loop()
+
+        def update_from_thread(name: str, sample: Sample) -> None:
+            try:
+                loop.call_soon_threadsafe(self.update, name, sample)
+            except RuntimeError:  # the loop has closed: the agent is shutting down
+                log.debug("input %s changed after shutdown; sample not stored", name)
+
+        return update_from_thread
+
+    def snapshot(self) -> dict[str, Sample]:
+        """A consistent copy of every input's latest sample."""
+        with self._lock:
+            return dict(self._samples)
+
+    @property
+    def version(self) -> int:
+        """Increases on every update; lets waiters tell whether anything changed."""
+        return self._version
+
+    async def wait_changed(self, after_version: int) -> int:
+        """Return the version once it is beyond `after_version` (no polling)."""
+        while self._version <= after_version:
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        return self._version
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, None
+        if event is not None:
+            event.set()
