@@ -109,7 +109,7 @@ def open_database(path: str) -> tuple[sqlite3.Connection, Recovery | None]:
             raise JournalError(f"journal {path} {problem}: {exc}") from exc
         return _rebuild(path, str(exc))
     try:
-        damage = _damage(conn)
+        damage = _damage(conn, path)
         if damage is None:
             schema.migrate(conn, path)
             return conn, None
@@ -133,12 +133,14 @@ def _not_corruption(exc: sqlite3.Error) -> str | None:
     return _NOT_CORRUPTION.get(code & 0xFF)
 
 
-def _damage(conn: sqlite3.Connection) -> str | None:
+def _damage(conn: sqlite3.Connection, path: str) -> str | None:
     """None if the file is sound, else what is wrong with it."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > schema.SCHEMA_VERSION:  # a downgrade: refuse, never "repair" a good file
+        schema.migrate(conn, path)  # raises JournalError naming both versions
     rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
     if rows != ["ok"]:
         return "integrity check failed: " + "; ".join(rows)
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
     if version == 0 and tables:
         return f"not a linelight journal (tables {', '.join(sorted(tables))}, no version)"

@@ -122,11 +122,9 @@ class Store:
         """Commit the batch in one transaction; on disk full, refuse its rows and carry on."""
         first: int | None = None
         now_ns = time.time_ns()
-        if batch.overflow:
-            self._burn(batch.overflow, "overflow", batch.overflow_kinds)
         if batch.maintain:
             self._check_free_disk()
-        writes = bool(batch.rows or self.pending_gaps or batch.maintain
+        writes = bool(batch.rows or batch.overflow or self.pending_gaps or batch.maintain
                       or any(op.what != "peek" for op in batch.ops)
                       or self.counters != self._saved_counters)
         if not writes:
@@ -146,6 +144,7 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 first = self._insert(batch.rows, now_ns)
+                self._burn_overflow(batch)
                 self._flush_gaps(now_ns)
                 self._run_ops(batch.ops)
                 self._retention(now_ns, age=batch.maintain)
@@ -157,6 +156,7 @@ class Store:
         except sqlite3.Error as exc:
             self._restore_state(saved)
             self._refuse(batch.rows, exc)
+            self._burn_overflow(batch)
             self._run_ops_readonly(batch.ops)
             return None
         self._saved_counters = dict(self.counters)
@@ -206,6 +206,11 @@ class Store:
         for gap in self.pending_gaps:
             self._write_gap(gap, now_ns)
         self.pending_gaps = []
+
+    def _burn_overflow(self, batch: Batch) -> None:
+        """Events the submit buffer refused arrived after the batch's rows: seqs after them."""
+        if batch.overflow:
+            self._burn(batch.overflow, "overflow", batch.overflow_kinds)
 
     def _burn(self, count: int, reason: str, kinds: dict[str, int]) -> None:
         """Give `count` lost events seqs of their own so the gap names an exact seq range."""
