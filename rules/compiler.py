@@ -1,0 +1,462 @@
+"""Type-check a condition's syntax tree and compile it to plain Python closures.
+
+A compiled condition reads and writes one flat list of slots owned by the evaluator: slot 0
+holds `now`, each input has a value, a usable flag and a sample time, each [define] and
+[[signal]] has a value, and each edge function (`rising`, `falling`, `changed`) has an output
+slot and a memory slot. Values are three-valued: `None` means unknown and propagates, except
+that `false and unknown` is false and `true or unknown` is true (Kleene logic).
+
+No text is ever handed to eval/exec/compile; the only operations reachable are the ones below.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import operator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.expressions import (
+    Binary,
+    Call,
+    ExpressionError,
+    Literal,
+    Member,
+    Name,
+    Node,
+    Unary,
+    unparse,
+)
+from rules.fields import did_you_mean
+
+Slots = list[Any]
+Fn = Callable[[Slots], Any]
+Update = Callable[[Slots], None]
+NOW_SLOT = 0
+
+
+class Kind(enum.Enum):
+    """The static type of an expression."""
+
+    BOOL = "a condition (true or false)"
+    NUM = "a number"
+    STR = "a text"
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A name an expression may read: an input, a [define] or a [[signal]]."""
+
+    name: str
+    kind: Kind
+    slot: int
+    what: str  # "input", "define", "signal"
+    usable_slot: int = -1  # inputs only: True while the input has a good, fresh value
+    at_slot: int = -1  # inputs only: the sample's `at`, or None
+
+
+class SlotAllocator:
+    """Hands out slot numbers; slot 0 is `now`."""
+
+    def __init__(self) -> None:
+        self.count = 1
+
+    def take(self) -> int:
+        self.count += 1
+        return self.count - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A type-checked, compiled expression. `text` is its canonical form (for identity)."""
+
+    source: str
+    text: str
+    kind: Kind
+    reads: frozenset[str]
+    fn: Fn = field(compare=False, repr=False)
+    updates: tuple[Update, ...] = field(compare=False, repr=False, default=())
+    memory: tuple[int, ...] = field(compare=False, repr=False, default=())
+
+    def evaluate(self, v: Slots) -> Any:
+        """Run the edge functions' bookkeeping (every scan, never short-circuited), then the value."""
+        for update in self.updates:
+            update(v)
+        return self.fn(v)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionInfo:
+    low: int
+    high: int | None
+    usage: str
+    doc: str
+
+
+FUNCTIONS: dict[str, FunctionInfo] = {
+    "between": FunctionInfo(3, 3, "between(x, low, high)", "true when low <= x <= high"),
+    "rising": FunctionInfo(1, 1, "rising(c)", "true for one scan when c turns from false to true"),
+    "falling": FunctionInfo(1, 1, "falling(c)", "true for one scan when c turns from true to false"),
+    "changed": FunctionInfo(1, 1, "changed(x)", "true for one scan when x differs from its last known value"),
+    "stale": FunctionInfo(1, 1, "stale(input)", "true while the input is stale, bad or never received; never unknown"),
+    "age": FunctionInfo(1, 1, "age(input)", "seconds since the input's last sample; unknown before the first"),
+    "known": FunctionInfo(1, 1, "known(x)", "true when x is not unknown; never unknown"),
+    "abs": FunctionInfo(1, 1, "abs(x)", "absolute value"),
+    "min": FunctionInfo(2, None, "min(a, b, ...)", "the smallest argument"),
+    "max": FunctionInfo(2, None, "max(a, b, ...)", "the largest argument"),
+    "bit": FunctionInfo(2, 2, "bit(x, n)", "bit n (0 = least significant) of the integer x, as a condition"),
+}
+
+_CMP: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt,
+    "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def names_in(node: Node) -> Iterator[Name]:
+    """Every Name read by `node`, in source order (function names are not Names)."""
+    if isinstance(node, Name):
+        yield node
+    elif isinstance(node, Unary):
+        yield from names_in(node.operand)
+    elif isinstance(node, Binary):
+        yield from names_in(node.left)
+        yield from names_in(node.right)
+    elif isinstance(node, Member):
+        yield from names_in(node.operand)
+        for c in node.choices:
+            yield from names_in(c)
+    elif isinstance(node, Call):
+        for a in node.args:
+            yield from names_in(a)
+
+
+def compile_tree(
+    source: str,
+    tree: Node,
+    symbols: Mapping[str, Symbol],
+    slots: SlotAllocator,
+    others: Mapping[str, str],
+) -> Compiled:
+    """Type-check and compile `tree`; raises ExpressionError at the offending node.
+
+    `others` maps names that exist but cannot be read (states, counters) to what they are,
+    so the error can say so instead of "unknown".
+    """
+    c = _Compiler(symbols, slots, others)
+    kind, fn = c.node(tree)
+    return Compiled(source, unparse(tree), kind, frozenset(c.reads), fn,
+                    tuple(c.updates), tuple(c.memory))
+
+
+class _Compiler:
+    def __init__(self, symbols: Mapping[str, Symbol], slots: SlotAllocator,
+                 others: Mapping[str, str]) -> None:
+        self.symbols = symbols
+        self.slots = slots
+        self.others = others
+        self.reads: set[str] = set()
+        self.updates: list[Update] = []
+        self.memory: list[int] = []
+
+    def node(self, n: Node) -> tuple[Kind, Fn]:
+        if isinstance(n, Literal):
+            return self.literal(n)
+        if isinstance(n, Name):
+            sym = self.symbol(n)
+            slot = sym.slot
+            return sym.kind, lambda v: v[slot]
+        if isinstance(n, Unary):
+            return self.unary(n)
+        if isinstance(n, Binary):
+            if n.op in ("and", "or"):
+                return self.logic(n)
+            if n.op in _CMP:
+                return self.compare(n)
+            return self.arithmetic(n)
+        if isinstance(n, Member):
+            return self.member(n)
+        if isinstance(n, Call):
+            return self.call(n)
+        raise ExpressionError(n.pos, "this is not an expression")
+
+    # -- leaves ----------------------------------------------------------------------------
+    @staticmethod
+    def literal(n: Literal) -> tuple[Kind, Fn]:
+        value = n.value
+        if isinstance(value, bool):
+            kind = Kind.BOOL
+        elif isinstance(value, str):
+            kind = Kind.STR
+        else:
+            kind = Kind.NUM
+        return kind, lambda v: value
+
+    def symbol(self, n: Name) -> Symbol:
+        sym = self.symbols.get(n.name)
+        if sym is not None:
+            self.reads.add(n.name)
+            return sym
+        if n.name in FUNCTIONS:
+            raise ExpressionError(n.pos, f"'{n.name}' is a function; write "
+                                  f"{FUNCTIONS[n.name].usage}")
+        what = self.others.get(n.name)
+        if what is not None:
+            raise ExpressionError(n.pos, f"'{n.name}' is a {what}; expressions can read inputs, "
+                                  "[define] names and signals only")
+        raise ExpressionError(n.pos, f"unknown input '{n.name}'{did_you_mean(n.name, self.symbols)}")
+
+    def input_symbol(self, n: Node, func: str) -> Symbol:
+        if not isinstance(n, Name):
+            raise ExpressionError(n.pos, f"{func}() needs the plain name of an input, "
+                                  f"e.g. {FUNCTIONS[func].usage}")
+        sym = self.symbol(n)
+        if sym.what != "input":
+            raise ExpressionError(n.pos, f"{func}() needs an input, but '{n.name}' is a {sym.what}")
+        return sym
+
+    # -- operators -------------------------------------------------------------------------
+    def expect(self, n: Node, kind: Kind, context: str) -> Fn:
+        got, fn = self.node(n)
+        if got is not kind:
+            hint = ""
+            if kind is Kind.BOOL and got is Kind.NUM:
+                text = unparse(n) if not isinstance(n, Name) else n.name
+                hint = f"; compare it, e.g. '{text} != 0'"
+            raise ExpressionError(n.pos, f"{context} needs {kind.value}, but this is "
+                                  f"{got.value}{hint}")
+        return fn
+
+    def unary(self, n: Unary) -> tuple[Kind, Fn]:
+        if n.op == "not":
+            g = self.expect(n.operand, Kind.BOOL, "'not'")
+
+            def not_(v: Slots) -> Any:
+                x = g(v)
+                return None if x is None else not x
+
+            return Kind.BOOL, not_
+        g = self.expect(n.operand, Kind.NUM, "'-'")
+
+        def neg(v: Slots) -> Any:
+            x = g(v)
+            return None if x is None else -x
+
+        return Kind.NUM, neg
+
+    def logic(self, n: Binary) -> tuple[Kind, Fn]:
+        a = self.expect(n.left, Kind.BOOL, f"'{n.op}'")
+        b = self.expect(n.right, Kind.BOOL, f"'{n.op}'")
+        if n.op == "and":
+            def and_(v: Slots) -> Any:
+                x = a(v)
+                if x is False:
+                    return False
+                y = b(v)
+                if y is False:
+                    return False
+                return None if x is None or y is None else True
+
+            return Kind.BOOL, and_
+
+        def or_(v: Slots) -> Any:
+            x = a(v)
+            if x is True:
+                return True
+            y = b(v)
+            if y is True:
+                return True
+            return None if x is None or y is None else False
+
+        return Kind.BOOL, or_
+
+    def compare(self, n: Binary) -> tuple[Kind, Fn]:
+        lk, a = self.node(n.left)
+        rk, b = self.node(n.right)
+        if lk is not rk:
+            raise ExpressionError(n.pos, f"'{n.op}' cannot compare {lk.value} with {rk.value}")
+        if n.op not in ("==", "!=") and lk is not Kind.NUM:
+            raise ExpressionError(n.pos, f"'{n.op}' needs numbers on both sides, not {lk.value}")
+        op = _CMP[n.op]
+
+        def cmp(v: Slots) -> Any:
+            x = a(v)
+            if x is None:
+                return None
+            y = b(v)
+            if y is None:
+                return None
+            return op(x, y)
+
+        return Kind.BOOL, cmp
+
+    def arithmetic(self, n: Binary) -> tuple[Kind, Fn]:
+        a = self.expect(n.left, Kind.NUM, f"'{n.op}'")
+        b = self.expect(n.right, Kind.NUM, f"'{n.op}'")
+        op: Callable[[Any, Any], Any] = {
+            "+": operator.add, "-": operator.sub, "*": operator.mul,
+            "/": operator.truediv, "%": operator.mod,
+        }[n.op]
+        divides = n.op in ("/", "%")
+
+        def arith(v: Slots) -> Any:
+            x = a(v)
+            if x is None:
+                return None
+            y = b(v)
+            if y is None or (divides and y == 0):
+                return None  # division by zero is unknown, never an exception
+            r = op(x, y)
+            if isinstance(r, float) and not math.isfinite(r):
+                return None
+            return r
+
+        return Kind.NUM, arith
+
+    def member(self, n: Member) -> tuple[Kind, Fn]:
+        kind, a = self.node(n.operand)
+        choices: list[Fn] = []
+        for c in n.choices:
+            ck, fn = self.node(c)
+            if ck is not kind:
+                raise ExpressionError(c.pos, f"this choice is {ck.value} but the value before "
+                                      f"'in' is {kind.value}")
+            choices.append(fn)
+        negated = n.negated
+        fns = tuple(choices)
+
+        def member(v: Slots) -> Any:
+            x = a(v)
+            if x is None:
+                return None
+            unknown = False
+            for fn in fns:
+                y = fn(v)
+                if y is None:
+                    unknown = True
+                elif x == y:
+                    return not negated
+            return None if unknown else negated
+
+        return Kind.BOOL, member
+
+    # -- functions -------------------------------------------------------------------------
+    def call(self, n: Call) -> tuple[Kind, Fn]:
+        info = FUNCTIONS.get(n.func)
+        if info is None:
+            if n.func in self.symbols:
+                raise ExpressionError(n.pos, f"'{n.func}' is not a function; '(' after a name "
+                                      "calls a function")
+            raise ExpressionError(n.pos, f"unknown function '{n.func}'"
+                                  f"{did_you_mean(n.func, FUNCTIONS)}")
+        count = len(n.args)
+        if count < info.low or (info.high is not None and count > info.high):
+            want = (f"{info.low}" if info.high == info.low else
+                    f"at least {info.low}" if info.high is None else f"{info.low} to {info.high}")
+            plural = "s" if info.low != 1 or info.high != 1 else ""
+            raise ExpressionError(n.pos, f"{n.func}() takes {want} argument{plural}, not "
+                                  f"{count}: write {info.usage}")
+        handler: Callable[[Call], tuple[Kind, Fn]] = getattr(self, f"fn_{n.func}")
+        return handler(n)
+
+    def numbers(self, n: Call) -> list[Fn]:
+        return [self.expect(a, Kind.NUM, f"{n.func}()") for a in n.args]
+
+    def fn_between(self, n: Call) -> tuple[Kind, Fn]:
+        x, lo, hi = self.numbers(n)
+
+        def between(v: Slots) -> Any:
+            a, b, c = x(v), lo(v), hi(v)
+            if a is None or b is None or c is None:
+                return None
+            return bool(b <= a <= c)
+
+        return Kind.BOOL, between
+
+    def fn_abs(self, n: Call) -> tuple[Kind, Fn]:
+        (x,) = self.numbers(n)
+
+        def abs_(v: Slots) -> Any:
+            a = x(v)
+            return None if a is None else abs(a)
+
+        return Kind.NUM, abs_
+
+    def fn_min(self, n: Call) -> tuple[Kind, Fn]:
+        return Kind.NUM, _fold(self.numbers(n), min)
+
+    def fn_max(self, n: Call) -> tuple[Kind, Fn]:
+        return Kind.NUM, _fold(self.numbers(n), max)
+
+    def fn_bit(self, n: Call) -> tuple[Kind, Fn]:
+        x = self.expect(n.args[0], Kind.NUM, "bit()")
+        index = n.args[1]
+        if not (isinstance(index, Literal) and type(index.value) is int and 0 <= index.value <= 63):
+            raise ExpressionError(index.pos, "bit() needs a bit number from 0 to 63 written "
+                                  "as a plain number, e.g. bit(status_word, 3)")
+        shift = index.value
+
+        def bit(v: Slots) -> Any:
+            a = x(v)
+            if a is None or (isinstance(a, float) and not a.is_integer()):
+                return None
+            return (int(a) >> shift) & 1 == 1
+
+        return Kind.BOOL, bit
+
+    def fn_known(self, n: Call) -> tuple[Kind, Fn]:
+        _, x = self.node(n.args[0])
+        return Kind.BOOL, lambda v: x(v) is not None
+
+    def fn_stale(self, n: Call) -> tuple[Kind, Fn]:
+        slot = self.input_symbol(n.args[0], "stale").usable_slot
+        return Kind.BOOL, lambda v: not v[slot]
+
+    def fn_age(self, n: Call) -> tuple[Kind, Fn]:
+        slot = self.input_symbol(n.args[0], "age").at_slot
+
+        def age(v: Slots) -> Any:
+            at = v[slot]
+            return None if at is None else v[NOW_SLOT] - at
+
+        return Kind.NUM, age
+
+    def fn_rising(self, n: Call) -> tuple[Kind, Fn]:
+        x = self.expect(n.args[0], Kind.BOOL, "rising()")
+        return Kind.BOOL, self.edge(x, lambda last, cur: last is False and cur is True)
+
+    def fn_falling(self, n: Call) -> tuple[Kind, Fn]:
+        x = self.expect(n.args[0], Kind.BOOL, "falling()")
+        return Kind.BOOL, self.edge(x, lambda last, cur: last is True and cur is False)
+
+    def fn_changed(self, n: Call) -> tuple[Kind, Fn]:
+        _, x = self.node(n.args[0])
+        return Kind.BOOL, self.edge(x, lambda last, cur: bool(last != cur))
+
+    def edge(self, x: Fn, fired: Callable[[Any, Any], bool]) -> Fn:
+        """An edge compares this scan's value with the last known one (unknown scans skipped)."""
+        out = self.slots.take()
+        mem = self.slots.take()
+
+        def update(v: Slots) -> None:
+            cur = x(v)
+            if cur is None:
+                v[out] = None
+                return
+            last = v[mem]
+            v[mem] = cur
+            v[out] = False if last is None else fired(last, cur)
+
+        self.updates.append(update)
+        self.memory.append(mem)
+        return lambda v: v[out]
+
+
+def _fold(fns: list[Fn], pick: Callable[[list[Any]], Any]) -> Fn:
+    def fold(v: Slots) -> Any:
+        values = [f(v) for f in fns]
+        return None if any(x is None for x in values) else pick(values)
+
+    return fold

@@ -1,0 +1,429 @@
+"""The PLC-style scan: one snapshot in, one state, the lamps and the events out.
+
+`Evaluator.step(snapshot, now)` resolves every input once (quality, staleness, scale,
+debounce, on_stale), computes [define]s and signals in dependency order, runs every state's
+timers, picks exactly one state, resolves the lamps, and counts edges. It keeps its own
+memory (timers, debounce, edges, totals) and reads no clock: `now` is the caller's scan time.
+
+Fail-safe rule: a state whose condition is unknown blocks every state below it, and the
+result is the `unknown` state. The evaluator starts in `unknown`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rules.compiler import NOW_SLOT, Compiled
+from rules.model import UNKNOWN_STATE, Define, InputSlots, InputSpec, LampShow, Rule, RuleSet
+from rules.values import Pattern, Quality, Sample, TowerCommand, Value
+
+_GOOD = Quality.GOOD
+_INIT = Quality.INIT
+_EPS = 1e-9  # scan times are floats: 3 x 0.1 s must count as 0.3 s
+
+
+@dataclass(frozen=True, slots=True)
+class StateInfo:
+    """The machine state: its name, numeric code and the scan time it began."""
+
+    name: str
+    code: int
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class RuleEvent:
+    """Something worth recording: kind is "state", "alarm" or "count"; `at` is scan time."""
+
+    kind: str
+    name: str
+    value: Value
+    at: float
+    detail: tuple[tuple[str, Value], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The result of one scan. `reason` says, for people, why the state is unknown."""
+
+    state: StateInfo
+    lamps: TowerCommand
+    signals: tuple[str, ...]
+    counters: Mapping[str, int]
+    events: tuple[RuleEvent, ...]
+    reason: str = ""
+
+
+class _Timer:
+    """on_delay / off_delay / clear_when for one state or signal, in scan time."""
+
+    __slots__ = ("on_delay", "off_delay", "active", "pending_since", "off_since", "active_since")
+
+    def __init__(self, rule: Rule) -> None:
+        self.on_delay = rule.on_delay
+        self.off_delay = rule.off_delay
+        self.active = False
+        self.pending_since: float | None = None
+        self.off_since: float | None = None
+        self.active_since = 0.0
+
+    def update(self, when: Any, release: Any, now: float) -> Any:
+        """Advance with this scan's `when` and release value; True, False or None (unknown).
+
+        An unknown condition restarts a running delay and keeps the latch as it was.
+        """
+        if not self.active:
+            if when is True:
+                if self.pending_since is None:
+                    self.pending_since = now
+                if now - self.pending_since >= self.on_delay - _EPS:
+                    self.active = True
+                    self.active_since = now
+                    self.pending_since = None
+                    self.off_since = None
+                    return True
+                return False
+            self.pending_since = None
+            return None if when is None else False
+        if release is False:
+            self.off_since = None
+            return True
+        if release is None:
+            self.off_since = None
+            return None
+        if self.off_since is None:
+            self.off_since = now
+        if now - self.off_since >= self.off_delay - _EPS:
+            self.active = False
+            self.off_since = None
+            return False
+        return True
+
+    def copy_from(self, other: _Timer) -> None:
+        self.active = other.active
+        self.pending_since = other.pending_since
+        self.off_since = other.off_since
+        self.active_since = other.active_since
+
+
+class _InputState:
+    """Per-input memory: debounce candidate, last good value for `hold`."""
+
+    __slots__ = ("candidate", "candidate_since", "stable", "last_good", "bad_since")
+
+    def __init__(self) -> None:
+        self.candidate: Any = None
+        self.candidate_since = 0.0
+        self.stable: Any = None
+        self.last_good: Any = None
+        self.bad_since: float | None = None
+
+
+def _coerce(spec: InputSpec, raw: Any) -> Any:
+    """The sample value as the input's type, scaled; None when it does not fit (bad)."""
+    t = spec.type
+    if t == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, int) or (isinstance(raw, float) and math.isfinite(raw)):
+            return raw != 0
+        return None
+    if t == "string":
+        return raw if isinstance(raw, str) else None
+    if isinstance(raw, bool):
+        raw = int(raw)
+    elif isinstance(raw, float):
+        if not math.isfinite(raw):
+            return None
+        if t == "int":
+            if not raw.is_integer():
+                return None
+            raw = int(raw)
+    elif not isinstance(raw, int):
+        return None
+    if t == "float":
+        raw = float(raw)
+    if spec.scale is not None:
+        raw = raw * spec.scale
+    return raw
+
+
+class Evaluator:
+    """Runs one RuleSet scan after scan. Not thread-safe: one scan loop owns it."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self._v: list[Any] = [None] * ruleset.slot_count
+        self._inputs: list[tuple[InputSlots, InputSpec, _InputState]] = [
+            (s, s.spec, _InputState()) for s in ruleset.input_slots
+        ]
+        self._timers: dict[str, _Timer] = {
+            r.name: _Timer(r) for r in (*ruleset.states, *ruleset.signals)
+        }
+        self._state_timers = [(s, self._timers[s.name]) for s in ruleset.states]
+        self._derived: list[tuple[Define | Rule, _Timer | None]] = [
+            (d, self._timers[d.name] if isinstance(d, Rule) else None) for d in ruleset.derived
+        ]
+        self._totals: dict[str, int] = {c.name: 0 for c in ruleset.counters}
+        self._last: dict[str, Any] = {c.name: None for c in ruleset.counters}
+        self._current: StateInfo | None = None
+        self._depends = _input_dependencies(ruleset)
+
+    # -- public ----------------------------------------------------------------------------
+    @property
+    def state(self) -> StateInfo:
+        """The current state (`unknown` before the first scan)."""
+        if self._current is None:
+            return StateInfo(UNKNOWN_STATE, self.ruleset.unknown.code, 0.0)
+        return self._current
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self._totals)
+
+    def restore_counters(self, totals: Mapping[str, int]) -> None:
+        """Seed persisted cumulative totals; names this rule set does not count are ignored."""
+        for name, total in totals.items():
+            if name in self._totals:
+                self._totals[name] = int(total)
+
+    def carry_over(self, old: Evaluator) -> None:
+        """Keep the memory of every unchanged rule from `old` (a hot reload).
+
+        Inputs, [define]s, states, signals and counters whose definition is identical keep
+        their debounce, hold, timers, latches and edge memory; counter totals are kept by name
+        whatever changed; the current state and its start time are kept.
+        """
+        old_inputs = {spec.key: mem for _, spec, mem in old._inputs}
+        for _, spec, mem in self._inputs:
+            prev = old_inputs.get(spec.key)
+            if prev is not None:
+                for name in _InputState.__slots__:
+                    setattr(mem, name, getattr(prev, name))
+        old_exprs = _expressions_by_key(old.ruleset)
+        for key, exprs in _expressions_by_key(self.ruleset).items():
+            before = old_exprs.get(key)
+            if before is None:
+                continue
+            for new_c, old_c in zip(exprs, before, strict=True):
+                for new_slot, old_slot in zip(new_c.memory, old_c.memory, strict=True):
+                    self._v[new_slot] = old._v[old_slot]
+        old_rules = {r.key: r for r in (*old.ruleset.states, *old.ruleset.signals)}
+        for rule in (*self.ruleset.states, *self.ruleset.signals):
+            same = old_rules.get(rule.key)
+            if same is not None and (same in old.ruleset.states) == (rule in self.ruleset.states):
+                self._timers[rule.name].copy_from(old._timers[same.name])
+        old_counters = {c.key for c in old.ruleset.counters}
+        for c in self.ruleset.counters:
+            if c.name in old._totals:
+                self._totals[c.name] = old._totals[c.name]
+            if c.key in old_counters:
+                self._last[c.name] = old._last[c.name]
+        self._current = old._current
+
+    def step(self, snapshot: Mapping[str, Sample], now: float) -> Step:
+        """One scan over one consistent snapshot at scan time `now`."""
+        v = self._v
+        v[NOW_SLOT] = now
+        self._resolve_inputs(snapshot, now)
+        events: list[RuleEvent] = []
+        self._derive(now, events)
+        winner, blocker = self._choose(now)
+        state = self._transition(winner, now, events)
+        lamps = self._lamps(winner, state, now)
+        self._count(now, events)
+        signals = tuple(r.name for r, t in self._derived if t is not None and t.active)
+        reason = "" if winner is not None else self._reason(blocker)
+        return Step(state, lamps, signals, dict(self._totals), tuple(events), reason)
+
+    # -- the scan --------------------------------------------------------------------------
+    def _resolve_inputs(self, snapshot: Mapping[str, Sample], now: float) -> None:
+        v = self._v
+        for slots, spec, mem in self._inputs:
+            sample = snapshot.get(spec.name)
+            value: Any = None
+            if sample is None or sample.quality is _INIT:
+                v[slots.at] = None
+                usable = False
+            else:
+                v[slots.at] = sample.at
+                usable = sample.quality is _GOOD and (
+                    spec.stale_after is None or now - sample.at <= spec.stale_after + _EPS)
+                if usable:
+                    value = _coerce(spec, sample.value)
+                    usable = value is not None
+            if usable:
+                if spec.debounce > 0:
+                    if value != mem.candidate or mem.candidate is None:
+                        mem.candidate = value
+                        mem.candidate_since = now
+                    if now - mem.candidate_since >= spec.debounce - _EPS:
+                        mem.stable = mem.candidate
+                    value = mem.stable
+                mem.bad_since = None
+                if value is not None:
+                    mem.last_good = value
+            else:
+                mem.candidate = None
+                mem.stable = None
+                if mem.bad_since is None:
+                    mem.bad_since = now
+                mode = spec.on_stale
+                if mode == "hold":
+                    if mem.last_good is not None and now - mem.bad_since < spec.hold_for - _EPS:
+                        value = mem.last_good
+                elif mode == "false":
+                    value = False
+                elif mode == "true":
+                    value = True
+            v[slots.usable] = usable
+            v[slots.value] = value
+
+    def _derive(self, now: float, events: list[RuleEvent]) -> None:
+        v = self._v
+        for item, timer in self._derived:
+            if timer is None:
+                assert isinstance(item, Define)
+                v[item.slot] = item.expr.evaluate(v)
+                continue
+            assert isinstance(item, Rule)
+            was = timer.active
+            since = timer.active_since
+            v[item.slot] = _run_rule(item, timer, v, now)
+            if timer.active != was:
+                detail: tuple[tuple[str, Value], ...] = ()
+                if not timer.active:
+                    detail = (("duration", round(now - since, 6)),)
+                events.append(RuleEvent("alarm", item.name, timer.active, now, detail))
+
+    def _choose(self, now: float) -> tuple[Rule | None, Rule | None]:
+        """(winner, None), or (None, the highest state whose condition is unknown)."""
+        v = self._v
+        winner: Rule | None = None
+        blocker: Rule | None = None
+        for rule, timer in self._state_timers:
+            out = _run_rule(rule, timer, v, now)  # every timer runs every scan
+            if winner is None and blocker is None:
+                if out is True:
+                    winner = rule
+                elif out is None:
+                    blocker = rule
+        return winner, blocker
+
+    def _transition(self, winner: Rule | None, now: float, events: list[RuleEvent]) -> StateInfo:
+        unknown = self.ruleset.unknown
+        name, code = (winner.name, winner.code) if winner else (UNKNOWN_STATE, unknown.code)
+        current = self._current
+        if current is None:
+            current = self._current = StateInfo(UNKNOWN_STATE, unknown.code, now)
+        if current.name == name and current.code == code:
+            return current
+        events.append(RuleEvent("state", name, code, now, (
+            ("previous_state", current.name),
+            ("previous_code", current.code),
+            ("previous_duration", round(now - current.since, 6)),
+        )))
+        self._current = StateInfo(name, code, now)
+        return self._current
+
+    def _lamps(self, winner: Rule | None, state: StateInfo, now: float) -> TowerCommand:
+        best: dict[str, tuple[float, Pattern]] = {}
+        if winner is not None:
+            _offer(best, winner.show, float(winner.priority), state.since, now)
+        else:
+            unknown = self.ruleset.unknown
+            prio = math.inf if unknown.priority is None else float(unknown.priority)
+            _offer(best, unknown.show, prio, state.since, now)
+        for rule, timer in self._derived:
+            if timer is not None and timer.active and isinstance(rule, Rule):
+                _offer(best, rule.show, float(rule.priority), timer.active_since, now)
+        off = Pattern.OFF
+        return {lamp: best[lamp][1] if lamp in best else off
+                for lamp in self.ruleset.tower_lamps}
+
+    def _count(self, now: float, events: list[RuleEvent]) -> None:
+        v = self._v
+        totals = self._totals
+        last_known = self._last
+        for c in self.ruleset.counters:
+            cur = c.expr.evaluate(v)
+            if cur is None:
+                continue  # unknown scans are skipped: edges compare known values only
+            last = last_known[c.name]
+            last_known[c.name] = cur
+            if last is None or last == cur or cur != (c.edge == "rising"):
+                continue
+            totals[c.name] += c.increment
+            events.append(RuleEvent("count", c.name, totals[c.name], now,
+                                    (("increment", c.increment),)))
+
+    def _reason(self, blocker: Rule | None) -> str:
+        if blocker is None:
+            return "no state's condition is true"
+        v = self._v
+        bad = [s.spec.name for s in self.ruleset.input_slots
+               if s.spec.name in self._depends.get(blocker.name, ()) and v[s.value] is None]
+        if bad:
+            return (f"state '{blocker.name}' cannot be decided: "
+                    f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not known")
+        return f"state '{blocker.name}' cannot be decided"
+
+
+def _run_rule(rule: Rule, timer: _Timer, v: list[Any], now: float) -> Any:
+    when = rule.when.evaluate(v)
+    if rule.clear_when is not None:
+        clear = rule.clear_when.evaluate(v)
+    else:
+        clear = None if when is None else not when
+    return timer.update(when, clear, now)
+
+
+def _offer(best: dict[str, tuple[float, Pattern]], show: tuple[LampShow, ...], priority: float,
+           since: float, now: float) -> None:
+    for s in show:
+        if s.seconds is not None and now - since >= s.seconds - _EPS:
+            continue  # a timed pattern has run out: it no longer claims the lamp
+        held = best.get(s.lamp)
+        if held is None or held[0] < priority:
+            best[s.lamp] = (priority, s.pattern)
+
+
+def _expressions_by_key(rs: RuleSet) -> dict[str, list[Compiled]]:
+    out: dict[str, list[Compiled]] = {}
+    for d in rs.defines:
+        out[d.key] = [d.expr]
+    for r in rs.states:
+        out["state " + r.key] = [r.when] + ([r.clear_when] if r.clear_when else [])
+    for r in rs.signals:
+        out["signal " + r.key] = [r.when] + ([r.clear_when] if r.clear_when else [])
+    for c in rs.counters:
+        out[c.key] = [c.expr]
+    return out
+
+
+def _input_dependencies(rs: RuleSet) -> dict[str, frozenset[str]]:
+    """For each state, every input its conditions read, through defines and signals."""
+    reads: dict[str, set[str]] = {}
+    for d in rs.defines:
+        reads[d.name] = set(d.expr.reads)
+    for r in rs.signals:
+        reads[r.name] = set(r.when.reads) | (set(r.clear_when.reads) if r.clear_when else set())
+
+    def expand(names: set[str], seen: set[str]) -> set[str]:
+        out: set[str] = set()
+        for n in names:
+            if n in rs.inputs:
+                out.add(n)
+            elif n in reads and n not in seen:
+                seen.add(n)
+                out |= expand(reads[n], seen)
+        return out
+
+    result: dict[str, frozenset[str]] = {}
+    for s in rs.states:
+        names = set(s.when.reads) | (set(s.clear_when.reads) if s.clear_when else set())
+        result[s.name] = frozenset(expand(names, set()))
+    return result

@@ -1,0 +1,651 @@
+"""Read rule files into a validated, compiled RuleSet; every problem is `file:line:col: sentence`.
+
+Several files merge into one set (inputs in one, states in another is fine); a name defined
+twice is an error. Reading goes through `TomlDoc` and `Table`, so unknown keys, wrong types
+and bad durations are reported the same way as in every other config file. All problems of
+all files are collected and raised together as one `ConfigProblems`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rules.compiler import (
+    FUNCTIONS,
+    Compiled,
+    Kind,
+    SlotAllocator,
+    Symbol,
+    compile_tree,
+    names_in,
+)
+from rules.errors import ConfigProblems, LocatedError, Location
+from rules.expressions import KEYWORDS, ExpressionError, Node, parse
+from rules.fields import REQUIRED, Problems, Table, did_you_mean, parse_duration
+from rules.model import (
+    INPUT_TYPES,
+    UNKNOWN_STATE,
+    Counter,
+    Define,
+    InputSlots,
+    InputSpec,
+    LampShow,
+    Rule,
+    RuleSet,
+    UnknownState,
+)
+from rules.tomldoc import PathKey, TomlDoc
+from rules.values import LAMPS, Pattern
+
+# The keys each table accepts; rules.schema builds the JSON Schema from the same lists.
+TOP_KEYS = ("inputs", "define", "state", "signal", "counter", "tower", "unknown")
+INPUT_KEYS = ("type", "scale", "debounce", "stale_after", "on_stale", "description")
+STATE_KEYS = ("name", "code", "priority", "when", "clear_when", "on_delay", "off_delay", "show",
+              "description")
+SIGNAL_KEYS = ("name", "priority", "when", "clear_when", "on_delay", "off_delay", "show",
+               "description")
+COUNTER_KEYS = ("name", "rising", "falling", "increment", "description")
+TOWER_KEYS = ("lamps",)
+UNKNOWN_KEYS = ("code", "priority", "show")
+PATTERNS = tuple(p.value for p in Pattern)
+MAX_DELAY = 86400.0
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def load_rule_files(paths: Iterable[str | Path]) -> RuleSet:
+    """Read and load rule files; an unreadable file is a located problem like any other."""
+    sources: list[tuple[str, str]] = []
+    unreadable: list[LocatedError] = []
+    for path in paths:
+        name = str(path)
+        try:
+            sources.append((name, Path(path).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            unreadable.append(LocatedError(Location(name, 1, 1),
+                                           f"cannot read the rule file: {reason}"))
+    try:
+        ruleset = load_rules(sources)
+    except ConfigProblems as exc:
+        raise ConfigProblems(unreadable + exc.problems) from None
+    if unreadable:
+        raise ConfigProblems(unreadable)
+    return ruleset
+
+
+def load_rules(sources: Sequence[tuple[str, str]]) -> RuleSet:
+    """Load `(file name, text)` pairs into one RuleSet, or raise ConfigProblems listing all."""
+    problems = Problems()
+    draft = _Draft()
+    for file, text in sources:
+        try:
+            doc = TomlDoc.parse(text, file)
+        except LocatedError as exc:
+            problems.extend([exc])
+            continue
+        _read_file(doc, draft, problems)
+    if not sources:
+        problems.add(Location("<rules>", 1, 1), "no rule files were given")
+    ruleset = _Builder(draft, problems, tuple(f for f, _ in sources)).build()
+    problems.raise_if_any()
+    assert ruleset is not None
+    return ruleset
+
+
+# -- reading (per file) --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Expr:
+    """An expression's text and where it stands, for errors inside it."""
+
+    text: str
+    doc: TomlDoc
+    path: PathKey
+
+    def location(self, offset: int) -> Location:
+        return _offset_location(self.doc, self.path, self.text, offset)
+
+
+@dataclass(slots=True)
+class _RuleDraft:
+    kind: str  # "state" or "signal"
+    name: str
+    where: Location
+    priority: int | None
+    when: _Expr | None
+    clear_when: _Expr | None
+    on_delay: float
+    off_delay: float
+    show: list[_ShowDraft]
+    code: int = 0
+    description: str = ""
+
+
+@dataclass(slots=True)
+class _ShowDraft:
+    lamp: str
+    pattern: Pattern
+    seconds: float | None
+    where: Location
+
+
+@dataclass(slots=True)
+class _CounterDraft:
+    name: str
+    where: Location
+    edge: str
+    expr: _Expr | None
+    increment: int
+    description: str
+
+
+@dataclass(slots=True)
+class _Draft:
+    names: dict[str, tuple[str, Location]] = field(default_factory=dict)
+    inputs: list[InputSpec] = field(default_factory=list)
+    defines: list[tuple[str, Location, _Expr]] = field(default_factory=list)
+    states: list[_RuleDraft] = field(default_factory=list)
+    signals: list[_RuleDraft] = field(default_factory=list)
+    counters: list[_CounterDraft] = field(default_factory=list)
+    tower: tuple[tuple[str, ...], Location] | None = None
+    unknown: tuple[int, int | None, list[_ShowDraft] | None, Location] | None = None
+
+
+def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
+    root = Table.root(doc, problems)
+    inputs = root.table("inputs")
+    if inputs is not None:
+        for name, table in inputs.entries():
+            if table is not None and _claim(draft, problems, name, "input", inputs.where(name)):
+                spec = _read_input(name, table)
+                if spec is not None:
+                    draft.inputs.append(spec)
+        inputs.finish()
+    defines = root.table("define")
+    if defines is not None:
+        for name in list(defines.data):
+            where = defines.where(name)
+            expr = _expression(defines, name, required=True)
+            if _claim(draft, problems, name, "define", where) and expr is not None:
+                draft.defines.append((name, where, expr))
+        defines.finish()
+    for t in root.tables("state"):
+        _read_rule(t, "state", draft, problems)
+    for t in root.tables("signal"):
+        _read_rule(t, "signal", draft, problems)
+    for t in root.tables("counter"):
+        _read_counter(t, draft, problems)
+    tower = root.table("tower")
+    if tower is not None:
+        _read_tower(tower, draft, problems)
+    unknown = root.table("unknown")
+    if unknown is not None:
+        _read_unknown(unknown, draft, problems)
+    root.finish()
+
+
+def _claim(draft: _Draft, problems: Problems, name: str, what: str, where: Location) -> bool:
+    """Reserve `name` for one rule; names must be unique across inputs, rules and counters."""
+    if not _IDENT.match(name):
+        problems.add(where, f"'{name}' cannot be a name; use letters, digits and '_' and "
+                            "start with a letter, e.g. 'spindle_running'")
+        return False
+    if name in KEYWORDS or name in FUNCTIONS or name == UNKNOWN_STATE:
+        problems.add(where, f"'{name}' is a reserved word and cannot name a {what}")
+        return False
+    if name in draft.names:
+        other, at = draft.names[name]
+        problems.add(where, f"the name '{name}' is already used by the {other} at {at}")
+        return False
+    draft.names[name] = (what, where)
+    return True
+
+
+def _read_input(name: str, t: Table) -> InputSpec | None:
+    type_ = t.choice("type", INPUT_TYPES)
+    scale = t.number("scale", None)
+    if scale is not None and type_ not in ("int", "float"):
+        t.problem("scale", f"'scale' only applies to int and float inputs, not to {type_}")
+        scale = None
+    if scale == 0:
+        t.problem("scale", "'scale' cannot be 0; every value would read as 0")
+    debounce = t.duration("debounce", 0.0)
+    stale_after = t.duration("stale_after", None, allow_zero=False)
+    on_stale, hold_for = _on_stale(t, type_)
+    description = t.string("description", "")
+    t.finish()
+    if type_ is None or debounce is None:
+        return None
+    return InputSpec(name, type_, scale, debounce, stale_after, on_stale, hold_for,
+                     description or "", t.where())
+
+
+def _on_stale(t: Table, type_: str | None) -> tuple[str, float]:
+    value = t.take("on_stale", (str, bool), "unknown")
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    if value is None:
+        return "unknown", 0.0
+    if value.startswith("hold"):
+        _, _, rest = value.partition(":")
+        try:
+            seconds = parse_duration(rest)
+        except ValueError:
+            t.problem("on_stale", f"'{value}' needs a time to hold the last good value, "
+                                  "e.g. 'hold:5s'")
+            return "unknown", 0.0
+        if seconds <= 0:
+            t.problem("on_stale", "'hold' needs a time longer than zero, e.g. 'hold:5s'")
+            return "unknown", 0.0
+        return "hold", seconds
+    if value in ("false", "true"):
+        if type_ not in (None, "bool"):
+            t.problem("on_stale", f"on_stale = {value} only fits a bool input, not {type_}; "
+                                  "use 'unknown' or 'hold:5s'")
+            return "unknown", 0.0
+        return value, 0.0
+    if value != "unknown":
+        hint = did_you_mean(value, ("unknown", "false", "true", "hold:5s"))
+        t.problem("on_stale", f"'on_stale' cannot be '{value}'"
+                              f"{hint or '; use unknown, false, true or hold:5s'}")
+    return "unknown", 0.0
+
+
+def _expression(t: Table, key: str, *, required: bool) -> _Expr | None:
+    """An expression string (a TOML boolean counts as the literal true/false)."""
+    value = t.take(key, (str, bool), REQUIRED if required else None)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return _Expr(value, t.doc, (*t.path, key))
+
+
+def _delay(t: Table, key: str) -> float:
+    seconds = t.duration(key, 0.0)
+    if seconds is None:
+        return 0.0
+    if seconds > MAX_DELAY:
+        t.problem(key, f"'{key}' is longer than a day; a lamp timer that long cannot be meant")
+        return 0.0
+    return float(seconds)
+
+
+def _read_rule(t: Table, kind: str, draft: _Draft, problems: Problems) -> None:
+    name = t.string("name")
+    code = t.integer("code", minimum=0) if kind == "state" else 0
+    priority = t.integer("priority")
+    when = _expression(t, "when", required=True)
+    clear_when = _expression(t, "clear_when", required=False)
+    on_delay = _delay(t, "on_delay")
+    off_delay = _delay(t, "off_delay")
+    show = _read_show(t)
+    description = t.string("description", "")
+    t.finish()
+    if not isinstance(name, str):
+        return
+    where = t.value_where("name")
+    if not _claim(draft, problems, name, kind, where):
+        return
+    rule = _RuleDraft(kind, name, where, priority, when, clear_when, on_delay, off_delay,
+                      show, code if isinstance(code, int) else 0, description or "")
+    (draft.states if kind == "state" else draft.signals).append(rule)
+
+
+def _read_show(t: Table) -> list[_ShowDraft]:
+    show = t.table("show")
+    out: list[_ShowDraft] = []
+    if show is None:
+        return out
+    for lamp in list(show.data):
+        text = show.string(lamp)
+        if not isinstance(text, str):
+            continue
+        where = show.value_where(lamp)
+        if lamp not in LAMPS:
+            show.problems.add(show.where(lamp), f"there is no lamp '{lamp}'"
+                              f"{did_you_mean(lamp, LAMPS) or '; lamps are ' + ', '.join(LAMPS)}")
+            continue
+        parsed = _pattern(text, show, lamp)
+        if parsed is not None:
+            out.append(_ShowDraft(lamp, parsed[0], parsed[1], where))
+    show.finish()
+    return out
+
+
+def _pattern(text: str, t: Table, lamp: str) -> tuple[Pattern, float | None] | None:
+    name, colon, rest = text.partition(":")
+    name = name.strip()
+    if name not in PATTERNS:
+        hint = did_you_mean(name, PATTERNS) or f"; use one of {', '.join(PATTERNS)}"
+        t.problem(lamp, f"'{name}' is not a lamp pattern{hint}")
+        return None
+    pattern = Pattern(name)
+    if not colon:
+        return pattern, None
+    if pattern is Pattern.OFF:
+        t.problem(lamp, "'off' cannot be timed; a timed pattern lights the lamp for a while, "
+                        "e.g. 'on:5s'")
+        return None
+    try:
+        seconds = parse_duration(rest)
+    except ValueError as exc:
+        t.problem(lamp, f"after '{name}:' {exc}")
+        return None
+    if seconds <= 0:
+        t.problem(lamp, f"'{text}' lasts no time at all; give a duration longer than zero")
+        return None
+    return pattern, seconds
+
+
+def _read_counter(t: Table, draft: _Draft, problems: Problems) -> None:
+    name = t.string("name")
+    rising = _expression(t, "rising", required=False)
+    falling = _expression(t, "falling", required=False)
+    increment = t.integer("increment", 1, minimum=1)
+    description = t.string("description", "")
+    t.finish()
+    if rising is not None and falling is not None:
+        problems.add(t.value_where("falling"), "a counter counts either 'rising' or 'falling' "
+                                               "edges, not both; make two counters")
+    elif rising is None and falling is None:
+        problems.add(t.where(), f"{t.name} needs 'rising' (or 'falling'): the condition whose "
+                                "edges it counts, e.g. rising = \"part_seen\"")
+    if not isinstance(name, str):
+        return
+    where = t.value_where("name")
+    if not _claim(draft, problems, name, "counter", where):
+        return
+    edge = "rising" if rising is not None else "falling"
+    draft.counters.append(_CounterDraft(name, where, edge, rising or falling,
+                                        increment if isinstance(increment, int) else 1,
+                                        description or ""))
+
+
+def _read_tower(t: Table, draft: _Draft, problems: Problems) -> None:
+    lamps = t.take("lamps", list)
+    t.finish()
+    if lamps is None:
+        return
+    where = t.value_where("lamps")
+    if draft.tower is not None:
+        problems.add(where, f"the tower's lamps are already listed at {draft.tower[1]}")
+        return
+    seen: list[str] = []
+    for i, lamp in enumerate(lamps):
+        at = t.doc.value_location((*t.path, "lamps", i))
+        if not isinstance(lamp, str) or lamp not in LAMPS:
+            shown = lamp if isinstance(lamp, str) else repr(lamp)
+            hint = did_you_mean(shown, LAMPS) or f"; lamps are {', '.join(LAMPS)}"
+            problems.add(at, f"there is no lamp '{shown}'{hint}")
+        elif lamp in seen:
+            problems.add(at, f"the lamp '{lamp}' is listed twice")
+        else:
+            seen.append(lamp)
+    if not seen and not lamps:
+        problems.add(where, "the tower needs at least one lamp")
+    draft.tower = (tuple(seen), where)
+
+
+def _read_unknown(t: Table, draft: _Draft, problems: Problems) -> None:
+    code = t.integer("code", 30000, minimum=0)
+    priority = t.integer("priority", None)
+    show = _read_show(t)
+    t.finish()
+    if draft.unknown is not None:
+        problems.add(t.where(), f"[unknown] is already defined at {draft.unknown[3]}")
+        return
+    draft.unknown = (code if isinstance(code, int) else 30000, priority,
+                     show if t.has("show") else None, t.where())
+
+
+# -- building (all files merged) ------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self, draft: _Draft, problems: Problems, files: tuple[str, ...]) -> None:
+        self.draft = draft
+        self.problems = problems
+        self.files = files
+        self.slots = SlotAllocator()
+        self.symbols: dict[str, Symbol] = {}
+        self.others = {name: what for name, (what, _) in draft.names.items()
+                       if what in ("state", "counter")}
+        self.input_slots: list[InputSlots] = []
+        self.tower = draft.tower[0] if draft.tower else LAMPS
+        self.broken: set[str] = set()  # defines with errors: expressions reading them are skipped
+
+    def build(self) -> RuleSet | None:
+        for spec in self.draft.inputs:
+            slots = InputSlots(spec, self.slots.take(), self.slots.take(), self.slots.take())
+            self.input_slots.append(slots)
+            self.symbols[spec.name] = Symbol(spec.name, spec.kind, slots.value, "input",
+                                             slots.usable, slots.at)
+        for sig in self.draft.signals:
+            self.symbols[sig.name] = Symbol(sig.name, Kind.BOOL, self.slots.take(), "signal")
+        derived = self.derived_in_order()
+        states = [r for r in (self.rule(d) for d in self.draft.states) if r is not None]
+        counters = [c for c in (self.counter(d) for d in self.draft.counters) if c is not None]
+        self.check_priorities(states, [d for d in derived if isinstance(d, Rule)])
+        if not self.draft.states and not self.problems:
+            first = self.files[0] if self.files else "<rules>"
+            self.problems.add(Location(first, 1, 1), "the rules define no [[state]]; the "
+                              "machine state would always be unknown")
+        unknown = self.unknown()
+        if self.problems:
+            return None
+        states.sort(key=lambda s: -s.priority)
+        defines = tuple(d for d in derived if isinstance(d, Define))
+        signals = tuple(d for d in derived if isinstance(d, Rule))
+        inputs = {s.name: s for s in self.draft.inputs}
+        return RuleSet(
+            inputs=inputs, defines=defines, states=tuple(states), signals=signals,
+            counters=tuple(counters), tower_lamps=self.tower, unknown=unknown,
+            fingerprint=_fingerprint(inputs.values(), defines, states, signals, counters,
+                                     self.tower, unknown),
+            files=self.files, input_slots=tuple(self.input_slots), derived=tuple(derived),
+            slot_count=self.slots.count,
+        )
+
+    # -- expressions -----------------------------------------------------------------------
+    def parse(self, expr: _Expr) -> Node | None:
+        try:
+            return parse(expr.text)
+        except ExpressionError as exc:
+            self.problems.add(expr.location(exc.offset), exc.message)
+            return None
+
+    def compile(self, expr: _Expr, tree: Node | None, want: Kind | None, role: str) -> Compiled | None:
+        if tree is None or any(n.name in self.broken for n in names_in(tree)):
+            return None
+        try:
+            compiled = compile_tree(expr.text, tree, self.symbols, self.slots, self.others)
+        except ExpressionError as exc:
+            self.problems.add(expr.location(exc.offset), exc.message)
+            return None
+        if want is not None and compiled.kind is not want:
+            hint = "; compare it, e.g. 'x != 0'" if compiled.kind is Kind.NUM else ""
+            self.problems.add(expr.location(0), f"{role} must be {want.value}, but this is "
+                                                f"{compiled.kind.value}{hint}")
+            return None
+        return compiled
+
+    def derived_in_order(self) -> list[Define | Rule]:
+        """Compile [define]s and signals so that each comes after the names it reads."""
+        trees: dict[str, list[tuple[_Expr, Node | None]]] = {}
+        where: dict[str, Location] = {}
+        for name, at, expr in self.draft.defines:
+            trees[name] = [(expr, self.parse(expr))]
+            where[name] = at
+        for sig in self.draft.signals:
+            trees[sig.name] = [(e, self.parse(e)) for e in (sig.when, sig.clear_when) if e]
+            where[sig.name] = sig.where
+        deps = {name: [n.name for _, t in items if t is not None for n in names_in(t)
+                       if n.name in trees]
+                for name, items in trees.items()}
+        order = self.topological(deps, where)
+        defined = {name: (at, expr) for name, at, expr in self.draft.defines}
+        signals = {s.name: s for s in self.draft.signals}
+        out: list[Define | Rule] = []
+        for name in order:
+            if name in defined:
+                at, expr = defined[name]
+                compiled = self.compile(expr, trees[name][0][1], None, "")
+                if compiled is None:
+                    self.broken.add(name)
+                    continue
+                slot = self.slots.take()
+                self.symbols[name] = Symbol(name, compiled.kind, slot, "define")
+                out.append(Define(name, compiled, slot, at))
+            else:
+                parsed = {id(e): t for e, t in trees[name]}
+                rule = self.rule(signals[name], parsed)
+                if rule is not None:
+                    out.append(rule)
+        return out
+
+    def topological(self, deps: dict[str, list[str]], where: dict[str, Location]) -> list[str]:
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+        for start in deps:
+            if state.get(start):
+                continue
+            stack: list[tuple[str, int]] = [(start, 0)]
+            path: list[str] = [start]
+            state[start] = 1
+            while stack:
+                name, i = stack[-1]
+                if i < len(deps[name]):
+                    stack[-1] = (name, i + 1)
+                    nxt = deps[name][i]
+                    if state.get(nxt) == 1:
+                        cycle = path[path.index(nxt):] + [nxt]
+                        self.broken.update(cycle)
+                        self.problems.add(where[nxt], f"'{nxt}' depends on itself: "
+                                                      f"{' -> '.join(cycle)}")
+                        continue
+                    if not state.get(nxt):
+                        state[nxt] = 1
+                        stack.append((nxt, 0))
+                        path.append(nxt)
+                    continue
+                stack.pop()
+                path.pop()
+                state[name] = 2
+                order.append(name)
+        return order
+
+    # -- rules -----------------------------------------------------------------------------
+    def rule(self, d: _RuleDraft, parsed: dict[int, Node | None] | None = None) -> Rule | None:
+        def tree(e: _Expr) -> Node | None:
+            return parsed[id(e)] if parsed is not None else self.parse(e)
+
+        when = self.compile(d.when, tree(d.when), Kind.BOOL, "'when'") if d.when else None
+        clear = (self.compile(d.clear_when, tree(d.clear_when), Kind.BOOL, "'clear_when'")
+                 if d.clear_when else None)
+        show = self.show(d.show)
+        if when is None or d.priority is None or (d.clear_when and clear is None):
+            return None
+        slot = self.symbols[d.name].slot if d.kind == "signal" else -1
+        return Rule(d.name, d.priority, when, clear, d.on_delay, d.off_delay, show, d.code,
+                    d.description, slot, d.where)
+
+    def show(self, items: list[_ShowDraft]) -> tuple[LampShow, ...]:
+        out: list[LampShow] = []
+        for s in items:
+            if s.lamp not in self.tower:
+                at = self.draft.tower[1] if self.draft.tower else None
+                self.problems.add(s.where, f"the tower has no '{s.lamp}' lamp; its lamps are "
+                                           f"{', '.join(self.tower)}" + (f" (see {at})" if at else ""))
+                continue
+            out.append(LampShow(s.lamp, s.pattern, s.seconds))
+        return tuple(out)
+
+    def counter(self, d: _CounterDraft) -> Counter | None:
+        if d.expr is None:
+            return None
+        compiled = self.compile(d.expr, self.parse(d.expr), Kind.BOOL, f"'{d.edge}'")
+        if compiled is None:
+            return None
+        if not compiled.reads:
+            self.problems.add(d.expr.location(0), f"'{d.expr.text}' reads no input, so it never "
+                                                  "changes and the counter would never count")
+            return None
+        return Counter(d.name, d.edge, compiled, d.increment, d.description, d.where)
+
+    def check_priorities(self, states: list[Rule], signals: list[Rule]) -> None:
+        """States need distinct priorities; on one lamp no two entries may tie."""
+        by_priority: dict[int, Rule] = {}
+        for s in sorted(states, key=lambda r: (r.location.file, r.location.line)):
+            other = by_priority.get(s.priority)
+            if other is not None:
+                self.problems.add(s.location, f"state '{s.name}' has the same priority "
+                                  f"{s.priority} as state '{other.name}' at {other.location}; "
+                                  "exactly one state must win, so give each its own priority")
+            else:
+                by_priority[s.priority] = s
+        lamp_owner: dict[tuple[str, int], Rule] = {}
+        for s in states:
+            for show in s.show:
+                lamp_owner.setdefault((show.lamp, s.priority), s)
+        for sig in sorted(signals, key=lambda r: (r.location.file, r.location.line)):
+            for show in sig.show:
+                other = lamp_owner.get((show.lamp, sig.priority))
+                if other is not None and other is not sig:
+                    self.problems.add(sig.location, f"signal '{sig.name}' and '{other.name}' "
+                                      f"(at {other.location}) both show the {show.lamp} lamp at "
+                                      f"priority {sig.priority}; give one a different priority")
+                else:
+                    lamp_owner[(show.lamp, sig.priority)] = sig
+
+    def unknown(self) -> UnknownState:
+        if self.draft.unknown is None:
+            if "amber" in self.tower:
+                return UnknownState()
+            return UnknownState(show=())
+        code, priority, show, _ = self.draft.unknown
+        if show is None:
+            return UnknownState(code, UnknownState().show if "amber" in self.tower else (),
+                                priority)
+        return UnknownState(code, self.show(show), priority)
+
+
+def _offset_location(doc: TomlDoc, path: PathKey, text: str, offset: int) -> Location:
+    """The file position of character `offset` of the expression string at `path`."""
+    offset = max(0, min(offset, len(text)))
+    if "\n" not in text[:offset]:
+        start = doc.value_location(path)
+        line_text = doc.text.splitlines()[start.line - 1] if doc.text else ""
+        opening = line_text[start.col - 1 : start.col + 2]
+        if opening in ('"""', "'''") and line_text[start.col + 2 :].strip() == "":
+            # a multi-line string whose text begins on the next line
+            return Location(doc.file, start.line + 1, offset + 1)
+        return doc.string_offset(path, offset)
+    start = doc.value_location(path)
+    before = text[:offset]
+    lines_down = before.count("\n")
+    col = offset - before.rfind("\n")
+    line_text = doc.text.splitlines()[start.line - 1] if doc.text else ""
+    if line_text[start.col + 2 :].strip() == "":
+        lines_down += 1  # TOML drops a newline right after the opening quotes
+    return Location(doc.file, start.line + lines_down, col)
+
+
+def _fingerprint(inputs: Iterable[InputSpec], defines: Iterable[Define], states: Iterable[Rule],
+                 signals: Iterable[Rule], counters: Iterable[Counter], tower: tuple[str, ...],
+                 unknown: UnknownState) -> str:
+    parts: list[Any] = [i.key for i in sorted(inputs, key=lambda i: i.name)]
+    parts += sorted(d.key for d in defines)
+    parts += sorted("state " + s.key for s in states)
+    parts += sorted("signal " + s.key for s in signals)
+    parts += sorted(c.key for c in counters)
+    parts.append("tower " + " ".join(tower))
+    parts.append(f"unknown {unknown.code} {unknown.priority} "
+                 + " ".join(str(s) for s in unknown.show))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
