@@ -18,6 +18,8 @@ Usage: python3 packaging/build_deb.py [--arch amd64|arm64 ...] [--out DIR] [--co
 from __future__ import annotations
 
 import argparse
+import base64
+import csv
 import gzip
 import hashlib
 import io
@@ -45,6 +47,7 @@ class Target:
     deb_arch: str  # Debian's name
     elf_machine: int  # e_machine in the ELF header of its compiled modules
     wheel_arch: str  # the suffix of manylinux platform tags
+    gnu_triplet: str  # prefix of the binutils that can strip its ELF files
 
     def platforms(self) -> list[str]:
         """Every manylinux tag a Debian 12 (glibc 2.36) machine of this architecture accepts."""
@@ -54,8 +57,8 @@ class Target:
 
 
 TARGETS = {
-    "amd64": Target("amd64", 0x3E, "x86_64"),
-    "arm64": Target("arm64", 0xB7, "aarch64"),
+    "amd64": Target("amd64", 0x3E, "x86_64", "x86_64-linux-gnu"),
+    "arm64": Target("arm64", 0xB7, "aarch64", "aarch64-linux-gnu"),
 }
 
 # Shared libraries the vendored extension modules may link, and the Debian package providing them.
@@ -119,6 +122,7 @@ def build(target: Target, *, out: Path, commit: str, deb_version: str | None,
         stage_wheels(target, src / "packaging" / "requirements.txt", root / LIB_DIR, wheel_cache)
         stage_files(src / "packaging", root, changelog)
         depends = shlib_depends(target, root)
+        strip_elf_files(target, root)
         normalize_modes(root)
         write_control(src / "packaging", root, target, version, depends)
         clamp_mtimes(root, epoch)
@@ -300,6 +304,44 @@ def shlib_depends(target: Target, root: Path) -> list[str]:
     for name in sorted(packages):
         depends.append(f"libc6 (>= {glibc[0]}.{glibc[1]})" if name == "libc6" else name)
     return depends
+
+
+def strip_elf_files(target: Target, root: Path) -> None:
+    """Strip symbols and debug info from the wheels' extension modules, as dh_strip does, and
+    update their wheel RECORD so `pip check`-style verification still holds."""
+    tool = f"{target.gnu_triplet}-strip"
+    if shutil.which(tool) is None:
+        raise BuildError(f"{tool} is missing: apt-get install binutils-{target.gnu_triplet} "
+                         f"(it strips the {target.deb_arch} extension modules)")
+    lib = root / LIB_DIR
+    for path in sorted(lib.rglob("*.so*")):
+        with path.open("rb") as f:
+            if elf_machine(f.read(64)) is None:
+                continue
+        proc = subprocess.run([tool, "--remove-section=.comment", "--remove-section=.note",
+                               "--strip-unneeded", str(path)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"{tool} {path.name} failed: {proc.stderr.strip()}")
+        rewrite_record(lib, path)
+
+
+def rewrite_record(lib: Path, changed: Path) -> None:
+    """Update the hash and size of `changed` in the RECORD of the distribution that owns it."""
+    rel = str(changed.relative_to(lib))
+    data = changed.read_bytes()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    for record in sorted(lib.glob("*.dist-info/RECORD")):
+        rows = list(csv.reader(io.StringIO(record.read_text(encoding="utf-8"))))
+        if not any(row and row[0] == rel for row in rows):
+            continue
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        for row in rows:
+            writer.writerow([rel, f"sha256={digest}", str(len(data))] if row and row[0] == rel
+                            else row)
+        record.write_text(out.getvalue(), encoding="utf-8")
+        return
+    raise BuildError(f"no wheel RECORD lists {rel}")
 
 
 def readelf(flag: str, path: Path) -> str:
