@@ -1,0 +1,330 @@
+"""The agent's config file: one TOML file naming the agent, its data, rules, I/O and services.
+
+`load_config(path)` reads the file through `rules.fields.Table` (so every mistake is a
+`file:line:col: message`), composes the section readers of the other parts (`[journal]`,
+`[mqtt]`, `[sources.*]`, `[tower]`), loads the rule files the `rules` globs name, and
+cross-checks them: every input a rule reads must be delivered by a source, every lamp a rule
+shows must be wired in the tower. All problems are raised together as `ConfigProblems`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.diagnostics import DEFAULT_LISTEN, parse_listen
+from agent.journal import JournalLimits, read_journal_limits
+from agent.mqtt_config import MqttSettings, read_mqtt
+from hw.config import SourceSpec, TowerSpec, input_names, read_sources, read_tower
+from rules.errors import ConfigProblems, LocatedError, Location
+from rules.fields import Problems, Table
+from rules.tomldoc import TomlDoc
+
+DEFAULT_RULES = ("rules.d/*.toml",)
+DEFAULT_DATA_DIR = "/var/lib/linelight"
+_AGENT_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSettings:
+    period: float = 0.02  # seconds between scan ticks
+    deadband: float = 0.0  # analog inputs: smallest change that makes a `signal` event
+    deadbands: dict[str, float] = field(default_factory=dict)  # per input, overrides deadband
+    clock_jump: float = 2.0  # wall-vs-monotonic difference that counts as a clock jump
+
+    def deadband_of(self, name: str) -> float:
+        return self.deadbands.get(name, self.deadband)
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosticsSettings:
+    enabled: bool = True
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 9750),)
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFiles:
+    """The rule files the `rules` globs matched, with their text, in load order."""
+
+    files: tuple[tuple[str, str], ...]  # (file name, text)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    path: Path
+    agent_id: str
+    data_dir: Path
+    rule_globs: tuple[str, ...]
+    rule_files: RuleFiles
+    ruleset: Any  # rules.model.RuleSet
+    scan: ScanSettings
+    diagnostics: DiagnosticsSettings
+    journal: JournalLimits
+    mqtt: MqttSettings | None  # None: no broker configured, events stay queued on disk
+    sources: tuple[SourceSpec, ...]
+    tower: TowerSpec | None  # None: no lamps wired, the tower is shown in /status only
+    fingerprint: str  # sha256 of the config text and every rule file, for the start event
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "journal.db"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate the config file and its rules; raise ConfigProblems listing all."""
+    path = Path(path)
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigProblems([LocatedError(Location(name, 1, 1),
+                                           f"cannot read the config file: {exc.strerror or exc}")]
+                             ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigProblems([LocatedError(Location(name, 1, 1),
+                                           f"the config file is not UTF-8 text ({exc.reason})")]
+                             ) from None
+    try:
+        doc = TomlDoc.parse(text, name)
+    except LocatedError as exc:
+        raise ConfigProblems([exc]) from None
+    problems = Problems()
+    root = Table.root(doc, problems)
+    base = path.parent
+
+    agent_id = _agent_id(root)
+    data_dir = _path(root, "data_dir", base, DEFAULT_DATA_DIR)
+    globs = _rule_globs(root)
+    scan = _read_scan(root.table("scan"))
+    diagnostics = _read_diagnostics(root.table("diagnostics"), base)
+    journal = read_journal_limits(root.table("journal"))
+    mqtt_table = root.table("mqtt")
+    mqtt = read_mqtt(mqtt_table) if mqtt_table is not None else None
+    sources = read_sources(root)
+    tower = read_tower(root, sources)
+    root.finish()
+
+    warnings: list[str] = []
+    rule_files = find_rule_files(root, globs, base, problems, warnings)
+    ruleset = None
+    if not rule_files.files:
+        if globs:
+            problems.add(root.value_where("rules") if root.has("rules") else root.where(),
+                         f"no rule file found: 'rules' ({', '.join(globs)}, relative to "
+                         f"{base}) matches no file; the agent needs at least one")
+    else:
+        try:
+            ruleset = load_ruleset(rule_files)
+        except ConfigProblems as exc:
+            problems.extend(exc.problems)
+    if ruleset is not None:
+        warnings += cross_check(ruleset, sources, tower, root, problems)
+    problems.raise_if_any()
+
+    digest = hashlib.sha256(text.encode())
+    for file_name, rule_text in rule_files.files:
+        digest.update(b"\0" + file_name.encode() + b"\0" + rule_text.encode())
+    return AgentConfig(
+        path=path, agent_id=agent_id, data_dir=data_dir, rule_globs=globs,
+        rule_files=rule_files, ruleset=ruleset, scan=scan, diagnostics=diagnostics,
+        journal=journal, mqtt=mqtt, sources=sources, tower=tower,
+        fingerprint=digest.hexdigest()[:16], warnings=tuple(warnings),
+    )
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+def find_rule_files(root: Table | None, globs: Sequence[str], base: Path, problems: Problems,
+                    warnings: list[str]) -> RuleFiles:
+    """Expand the `rules` globs (relative to the config file) and read every file once."""
+    seen: set[str] = set()
+    files: list[tuple[str, str]] = []
+    for i, pattern in enumerate(globs):
+        full = pattern if Path(pattern).is_absolute() else str(base / pattern)
+        matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        if not matches:
+            warnings.append(f"rules pattern '{pattern}' matches no file")
+        for match in matches:
+            if match in seen:
+                continue
+            seen.add(match)
+            try:
+                files.append((match, Path(match).read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+                loc = (root.doc.value_location(("rules", i)) if root is not None
+                       else Location(match, 1, 1))
+                problems.add(loc, f"cannot read rule file {match}: {reason or exc}")
+    return RuleFiles(tuple(files))
+
+
+def reread_rule_files(config: AgentConfig) -> RuleFiles:
+    """The rule files as they are on disk now (for reload); ConfigProblems if one is unreadable."""
+    problems = Problems()
+    files = find_rule_files(None, config.rule_globs, config.base_dir, problems, [])
+    problems.raise_if_any()
+    return files
+
+
+def load_ruleset(files: RuleFiles) -> Any:
+    from rules.loader import load_rules
+
+    return load_rules(list(files.files))
+
+
+def check_ruleset_against(config: AgentConfig, ruleset: Any) -> None:
+    """For reload: the new rules must fit the sources and tower the agent runs with."""
+    problems = Problems()
+    doc = TomlDoc(file=str(config.path), text="", data={})
+    cross_check(ruleset, config.sources, config.tower, Table.root(doc, Problems()), problems)
+    problems.raise_if_any()
+
+
+def cross_check(ruleset: Any, sources: tuple[SourceSpec, ...], tower: TowerSpec | None,
+                root: Table, problems: Problems) -> list[str]:
+    """Inputs read by rules vs inputs delivered by sources; lamps shown vs lamps wired."""
+    warnings: list[str] = []
+    delivered = {n for spec in sources for n in input_names(spec)}
+    needed = dict(ruleset.inputs)
+    if not sources:
+        if needed:
+            warnings.append(f"no [sources.*] configured: the {len(needed)} inputs the rules read "
+                            "stay uninitialised and the state stays unknown")
+    else:
+        for input_name, spec in needed.items():
+            if input_name not in delivered:
+                hint = ", ".join(sorted(delivered)) or "none"
+                problems.add(_where(spec, root),
+                             f"input '{input_name}' is read by the rules but no source delivers "
+                             f"it (inputs delivered by [sources.*]: {hint})")
+    shown = lamps_shown(ruleset)
+    if tower is None:
+        if shown:
+            warnings.append("no [tower] configured: lamps are shown in /status only")
+    else:
+        wired = set(tower.lamps)
+        for lamp in sorted(shown - wired):
+            problems.add(tower.location or root.where("tower"),
+                         f"the rules show lamp '{lamp}' but [tower] does not wire it "
+                         f"(wired: {', '.join(sorted(wired)) or 'none'}); add it to "
+                         "[tower.lamps], or write virtual = true for a lamp with no hardware")
+        for lamp in sorted(wired - shown):
+            warnings.append(f"lamp '{lamp}' is wired in [tower] but no rule shows it")
+    return warnings
+
+
+def lamps_shown(ruleset: Any) -> set[str]:
+    """Lamps some state, signal or the unknown state actually lights."""
+    shown = {s.lamp for rule in (*ruleset.states, *ruleset.signals) for s in rule.show}
+    return shown | {s.lamp for s in ruleset.unknown.show}
+
+
+def _where(spec: Any, root: Table) -> Location:
+    loc = getattr(spec, "location", None)
+    return loc if isinstance(loc, Location) else root.where()
+
+
+# -- sections -----------------------------------------------------------------------------------
+
+def _agent_id(root: Table) -> str:
+    value = root.string("agent_id", None)
+    if value is None:
+        host = socket.gethostname().split(".")[0] or "linelight"
+        return "".join(c if c in _AGENT_ID_CHARS else "-" for c in host)
+    if not value or not set(value) <= _AGENT_ID_CHARS or len(value) > 64:
+        root.problem("agent_id", f"'agent_id' must be 1 to 64 letters, digits, '-', '_' or '.' "
+                                 f"(it is part of MQTT topics), not '{value}'")
+        return "invalid"
+    return str(value)
+
+
+def _path(t: Table, key: str, base: Path, default: str | None) -> Any:
+    value = t.string(key, default)
+    if value is None:
+        return None
+    if not value:
+        t.problem(key, f"'{key}' cannot be empty")
+        return base
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def _rule_globs(root: Table) -> tuple[str, ...]:
+    value = root.raw("rules", list(DEFAULT_RULES))
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        root.problem("rules", "'rules' must be a list of file names or patterns, "
+                              "e.g. [\"rules.d/*.toml\"]")
+        return ()
+    return tuple(value)
+
+
+def _read_scan(t: Table | None) -> ScanSettings:
+    d = ScanSettings()
+    if t is None:
+        return d
+    period = t.duration("period", d.period, allow_zero=False)
+    if isinstance(period, float) and not 0.001 <= period <= 1.0:
+        t.problem("period", f"'period' must be between 1ms and 1s, not {period:g}s "
+                            "(the lamps follow the machine one period late at most)")
+        period = d.period
+    deadband = t.number("deadband", d.deadband)
+    if isinstance(deadband, float) and deadband < 0:
+        t.problem("deadband", "'deadband' cannot be negative")
+        deadband = d.deadband
+    deadbands: dict[str, float] = {}
+    per_input = t.table("deadbands")
+    if per_input is not None:
+        names: list[str] = per_input.keys()
+        for name in names:
+            value = per_input.number(name)
+            if isinstance(value, float):
+                if value < 0:
+                    per_input.problem(name, f"deadband of '{name}' cannot be negative")
+                else:
+                    deadbands[name] = value
+        per_input.finish()
+    jump = t.duration("clock_jump", d.clock_jump, allow_zero=False)
+    t.finish()
+    return ScanSettings(period or d.period, d.deadband if deadband is None else deadband,
+                        deadbands, jump or d.clock_jump)
+
+
+def _read_diagnostics(t: Table | None, base: Path) -> DiagnosticsSettings:
+    d = DiagnosticsSettings()
+    if t is None:
+        return d
+    enabled = t.boolean("enabled", True)
+    raw = t.raw("listen", list(DEFAULT_LISTEN))
+    listen: list[tuple[str, int]] = []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        t.problem("listen", "'listen' must be a list of addresses such as [\"127.0.0.1:9750\"]")
+    else:
+        for i, item in enumerate(raw):
+            try:
+                if not isinstance(item, str):
+                    raise ValueError(f"{item!r} is not a listen address; write \"host:port\"")
+                listen.append(parse_listen(item))
+            except ValueError as exc:
+                t.problems.add(t.doc.value_location((*t.path, "listen", i)), str(exc))
+    token_file = _path(t, "token_file", base, None)
+    t.finish()
+    return DiagnosticsSettings(bool(enabled), tuple(listen) or d.listen, token_file)

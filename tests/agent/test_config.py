@@ -1,0 +1,190 @@
+"""The agent config: one file, every problem located, rules cross-checked against sources and tower."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, load_config
+from rules.errors import ConfigProblems
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+RULES = """\
+[inputs]
+running = { type = "bool" }
+fault_code = { type = "int" }
+
+[[state]]
+name = "fault"
+code = 180000
+priority = 100
+when = "fault_code != 0"
+show = { red = "on" }
+
+[[state]]
+name = "producing"
+code = 10000
+priority = 50
+when = "running"
+show = { green = "on" }
+"""
+
+SIM = """\
+[sources.machine]
+type = "sim"
+model = "machine"
+"""
+
+TOWER = """\
+[tower.lamps]
+red = { virtual = true }
+green = { virtual = true }
+amber = { virtual = true }
+"""
+
+
+def write(tmp_path: Path, config: str, rules: str | None = RULES) -> Path:
+    (tmp_path / "rules.d").mkdir(exist_ok=True)
+    if rules is not None:
+        (tmp_path / "rules.d" / "machine.toml").write_text(rules)
+    path = tmp_path / "agent.toml"
+    path.write_text(config)
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_example_config_loads_with_sim_source_and_rules(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES / "rules.d", tmp_path / "rules.d")
+    shutil.copy(EXAMPLES / "agent.toml", tmp_path / "agent.toml")
+    config = load_config(tmp_path / "agent.toml")
+    assert isinstance(config, AgentConfig)
+    assert config.agent_id == "demo-press-1"
+    assert [s.name for s in config.sources] == ["machine"]
+    assert config.rule_files.names == (str(tmp_path / "rules.d" / "machine.toml"),)
+    assert config.diagnostics.listen == (("127.0.0.1", 9750),)
+    assert config.mqtt is not None and config.mqtt.port == 1883
+    assert config.warnings == ()
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'agent_id = "press-7"\n' + SIM + TOWER))
+    assert config.scan.period == 0.02
+    assert config.diagnostics.listen == (("127.0.0.1", 9750),)
+    assert config.diagnostics.token_file is None
+    assert config.mqtt is None
+    assert config.data_dir == Path("/var/lib/linelight")
+    assert config.journal_path == Path("/var/lib/linelight/journal.db")
+
+
+def test_config_without_sources_starts_with_a_warning(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'data_dir = "data"\n'))
+    assert config.sources == () and config.tower is None
+    assert config.data_dir == tmp_path / "data"
+    assert any("no [sources.*] configured" in w for w in config.warnings)
+    assert any("no [tower] configured" in w for w in config.warnings)
+
+
+def test_every_problem_is_listed_with_its_location(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+agent_id = "press 7"
+colour = "red"
+
+[scan]
+period = "5 parsecs"
+
+[diagnostics]
+listen = ["127.0.0.1"]
+
+[journal]
+max_bytes = "lots"
+""")
+    got = problems_of(path)
+    name = str(path)
+    assert f"{name}:1:12: 'agent_id' must be 1 to 64 letters" in got[0]
+    assert got[1].startswith(f"{name}:2:1: unknown key 'colour' in top level")
+    assert got[2].startswith(f"{name}:5:10: '5 parsecs' is not a duration")
+    assert got[3].startswith(f"{name}:8:11: '127.0.0.1' is not a listen address")
+    assert got[4].startswith(f"{name}:11:13: 'lots' is not a size")
+    assert len(got) == 5
+
+
+def test_toml_syntax_error_is_located(tmp_path: Path) -> None:
+    path = write(tmp_path, "[scan\nperiod = 1\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:1:")
+    assert "TOML syntax error" in problem
+
+
+def test_missing_config_file_is_one_clear_problem(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path / "nope.toml")
+    assert problem == f"{tmp_path / 'nope.toml'}:1:1: cannot read the config file: " \
+                      "No such file or directory"
+
+
+def test_rule_file_errors_are_reported_with_the_rule_files_location(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM + TOWER, RULES.replace('when = "running"', 'when = "runing"'))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{tmp_path / 'rules.d' / 'machine.toml'}:16:")
+    assert "runing" in problem
+
+
+def test_input_read_by_rules_but_delivered_by_no_source_is_an_error(tmp_path: Path) -> None:
+    rules = RULES.replace('fault_code = { type = "int" }',
+                          'fault_code = { type = "int" }\npressure = { type = "float" }')
+    path = write(tmp_path, SIM + TOWER, rules)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{tmp_path / 'rules.d' / 'machine.toml'}:4:")
+    assert "input 'pressure' is read by the rules but no source delivers it" in problem
+
+
+def test_lamp_shown_by_rules_but_not_wired_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM + "[tower.lamps]\ngreen = { virtual = true }\n")
+    got = problems_of(path)
+    assert [p.split(": ", 1)[1][:44] for p in got] == [
+        "the rules show lamp 'amber' but [tower] does",  # the unknown state's default lamp
+        "the rules show lamp 'red' but [tower] does n"]
+    assert all(p.startswith(f"{path}:") for p in got)
+
+
+def test_rules_glob_matching_nothing_is_an_error_at_the_rules_key(tmp_path: Path) -> None:
+    path = write(tmp_path, 'rules = ["nowhere/*.toml"]\n' + SIM + TOWER)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:1:9: no rule file found")
+
+
+def test_named_rule_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, 'rules = ["rules.d/machine.toml", "extra.toml"]\n' + SIM + TOWER)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:1:")
+    assert "cannot read rule file" in problem and "extra.toml" in problem
+
+
+def test_sections_of_other_parts_report_their_problems_too(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM.replace('model = "machine"', 'model = "machine"\nspeed = 3')
+                 + TOWER + '[mqtt]\nhots = "broker"\n')
+    got = problems_of(path)
+    assert any("unknown key 'speed'" in p for p in got)
+    assert any("unknown key 'hots'" in p and "did you mean 'host'" in p for p in got)
+
+
+def test_fingerprint_changes_when_a_rule_file_changes(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM + TOWER)
+    before = load_config(path).fingerprint
+    (tmp_path / "rules.d" / "machine.toml").write_text(RULES.replace("180000", "180001"))
+    assert load_config(path).fingerprint != before
+
+
+def test_diagnostics_listen_and_token_file(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM + TOWER + '[diagnostics]\nlisten = ["127.0.0.1:9800", "[::1]:9800"]\n'
+                 'token_file = "secret/token"\n')
+    d = load_config(path).diagnostics
+    assert d.listen == (("127.0.0.1", 9800), ("::1", 9800))
+    assert d.token_file == tmp_path / "secret" / "token"
