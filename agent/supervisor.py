@@ -51,6 +51,7 @@ class Supervisor:
     def __init__(self, backoff: Backoff | None = None) -> None:
         self.backoff = backoff or Backoff()
         self.components: dict[str, ComponentHealth] = {}
+        self.stopping = False  # set on planned shutdown: a component that ends is not restarted
 
     async def run(
         self,
@@ -76,6 +77,8 @@ class Supervisor:
                 else:
                     log.exception("%s failed; restarting", name)
             health.running = False
+            if self.stopping:
+                return
             health.last_error = reason
             health.last_error_at_ns = time.time_ns()
             if time.monotonic() - health.started_at >= self.backoff.reset_after_s:

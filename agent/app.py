@@ -1,0 +1,284 @@
+"""The one place that builds the agent's object graph and runs it under one root task group.
+
+Start-up order is explicit (`await tg.start(...)`): journal, tower, scan loop, sources,
+diagnostics, then READY=1 to systemd, then the forwarder, which never delays READY. Shutdown
+(SIGTERM, SIGINT, or `Agent.stop()`): STOPPING=1, tower `on_exit`, a `stop` event, `offline`
+to the broker, cancel every task, flush and close the journal, within a few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from agent import __version__
+from agent import events as ev
+from agent.clock import ClockWatch
+from agent.config import AgentConfig
+from agent.diagnostics import Diagnostics
+from agent.journal import Journal
+from agent.metrics import Metrics
+from agent.notify import Notifier
+from agent.reload import Reloader
+from agent.scan import ScanLoop
+from agent.supervisor import Backoff, Supervisor
+from hw.build import Hardware, build_hardware
+from hw.inputs import InputTable
+from rules.values import Pattern
+
+log = logging.getLogger(__name__)
+
+COUNTERS_META = "counter_totals"
+SHUTDOWN_BUDGET_S = 5.0
+
+
+class _NoTower:
+    """Used when no [tower] is configured: lamps exist only in /status and the live lane."""
+
+    def show(self, command: dict[str, Pattern]) -> None:
+        return None
+
+
+def make_evaluator(ruleset: Any) -> Any:
+    from rules.evaluator import Evaluator
+
+    return Evaluator(ruleset)
+
+
+class Agent:
+    """A running agent. Build with a validated config, then `await tg.start(agent.run)`."""
+
+    def __init__(self, config: AgentConfig, *, notifier: Notifier | None = None,
+                 pin_factory: Any = None, line_backend: Any = None,
+                 backoff: Backoff | None = None, watch_files: bool = True,
+                 handle_signals: bool = True) -> None:
+        self.config = config
+        self.version = __version__
+        self.notifier = notifier or Notifier(None)
+        self._pin_factory = pin_factory
+        self._line_backend = line_backend
+        self._watch_files = watch_files
+        self._handle_signals = handle_signals
+        self.supervisor = Supervisor(backoff)
+        self.clock = ClockWatch(threshold_s=config.scan.clock_jump)
+        self.started_mono = time.monotonic()
+        self.started_ns = time.time_ns()
+        self.inputs = InputTable()
+        self.metrics_registry = Metrics(self.status)
+        self.journal: Journal | None = None
+        self.hardware: Hardware | None = None
+        self.scan: ScanLoop | None = None
+        self.forwarder: Any = None
+        self.reloader: Reloader | None = None
+        self.diagnostics: Diagnostics | None = None
+        self.ready = False
+        self._journal_running = False
+        self._counters_dirty = False
+        self._counters: dict[str, int] = {}
+        self._tg: TaskGroup | None = None
+        self._stopping = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        journal = await anyio.to_thread.run_sync(Journal.open, str(cfg.journal_path), cfg.journal)
+        self.journal = journal
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self._run_journal, journal)
+                self._build(journal)
+                await self._start_parts(tg)
+                self.ready = True
+                self.notifier.ready(self.status_line())
+                log.info("ready: agent %s, boot %d, %d rules files, state %s", cfg.agent_id,
+                         journal.boot, len(cfg.rule_files.files), self.scan_state())
+                if cfg.mqtt is not None:
+                    from agent.forwarder import Forwarder
+
+                    self.forwarder = Forwarder(journal, cfg.mqtt, agent_id=cfg.agent_id,
+                                               boot=journal.boot, version=self.version)
+                    await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
+                    self._publish_initial_live()
+                tg.start_soon(self._keep_notifying)
+                tg.start_soon(self._persist_counters)
+                task_status.started(self)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._final_close()
+
+    def _build(self, journal: Journal) -> None:
+        cfg = self.config
+        self.hardware = build_hardware(cfg.sources, cfg.tower, pin_factory=self._pin_factory,
+                                       line_backend=self._line_backend)
+        evaluator = make_evaluator(cfg.ruleset)
+        totals = journal.get_meta(COUNTERS_META, {}) or {}
+        if totals:
+            evaluator.restore_counters(dict(totals))
+            self._counters = dict(totals)
+        tower = self.hardware.stacklight or _NoTower()
+        self.scan = ScanLoop(
+            inputs=self.inputs, evaluator=evaluator, tower=tower, sink=journal,
+            clock=self.clock, period=cfg.scan.period, deadband=cfg.scan.deadband,
+            deadbands=cfg.scan.deadbands, on_live=self._on_live,
+            observe=self.metrics_registry.observe_scan, on_counters=self._on_counters)
+        self.reloader = Reloader(cfg, self.scan, journal, self.clock, make_evaluator)
+        journal.submit(ev.agent_event(
+            "start", self.version, self.clock.now_ns(), unsynced=not self.clock.synchronized,
+            config=cfg.fingerprint, rules=cfg.ruleset.fingerprint, boot=journal.boot,
+            pid=os.getpid()))
+
+    async def _start_parts(self, tg: TaskGroup) -> None:
+        assert self.hardware is not None and self.scan is not None and self.reloader is not None
+        hw = self.hardware
+        if hw.stacklight is not None:
+            await tg.start(self.supervisor.run, "tower", hw.stacklight.run)
+        await tg.start(self.scan.run)
+        for source in hw.sources:
+            await tg.start(self.supervisor.run, f"source {source.name}",
+                           partial(source.run, self.inputs))
+        if self.config.diagnostics.enabled:
+            d = self.config.diagnostics
+            self.diagnostics = Diagnostics(self, list(d.listen), d.token_file)
+            await tg.start(self.supervisor.run, "diagnostics", self.diagnostics.run)
+        if self._handle_signals:
+            await tg.start(self.reloader.on_sighup)
+            tg.start_soon(self._on_stop_signals)
+        if self._watch_files:
+            await tg.start(self.reloader.watch_files)
+
+    async def _run_journal(self, journal: Journal, *,
+                           task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._journal_running = True
+        try:
+            await journal.run(task_status=task_status)
+        finally:
+            self._journal_running = False
+
+    async def _on_stop_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s received: stopping", signal.Signals(signum).name)
+                await self.stop()
+                return
+
+    async def stop(self) -> None:
+        """Planned shutdown: lamps to on_exit, a stop event, offline to the broker, cancel."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.supervisor.stopping = True
+        self.notifier.stopping(self.status_line())
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BUDGET_S):
+            if self.hardware is not None:
+                await self.hardware.close()
+            if self.journal is not None:
+                self.journal.submit(ev.agent_event(
+                    "stop", self.version, self.clock.now_ns(),
+                    unsynced=not self.clock.synchronized))
+                await self._save_counters()
+            if self.forwarder is not None:
+                await self.forwarder.stop()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _final_close(self) -> None:
+        self.supervisor.stopping = True
+        if not self._stopping:
+            self._stopping = True
+            self.notifier.stopping()
+            if self.hardware is not None:
+                with anyio.move_on_after(SHUTDOWN_BUDGET_S):
+                    await self.hardware.close()
+        if self.journal is not None:
+            await anyio.to_thread.run_sync(self.journal.close)
+        self.notifier.close()
+        log.info("stopped")
+
+    # -- periodic chores ----------------------------------------------------------------------
+    async def _keep_notifying(self) -> None:
+        """WATCHDOG=1 only while the scan loop ticks and the journal writer runs; STATUS= too."""
+        interval = self.notifier.watchdog_interval
+        period = min(interval, 2.0) if interval else 2.0
+        while True:
+            await anyio.sleep(period)
+            if self.healthy_enough_for_watchdog():
+                self.notifier.watchdog()
+            else:
+                log.error("watchdog withheld: scan loop or journal writer is not running")
+            self.notifier.status(self.status_line())
+
+    def healthy_enough_for_watchdog(self) -> bool:
+        return self.scan is not None and self.scan.healthy() and self._journal_running
+
+    def _on_counters(self, totals: dict[str, int]) -> None:
+        self._counters = dict(totals)
+        self._counters_dirty = True
+
+    async def _persist_counters(self) -> None:
+        while True:
+            await anyio.sleep(0.5)
+            await self._save_counters()
+
+    async def _save_counters(self) -> None:
+        if self._counters_dirty and self.journal is not None:
+            self._counters_dirty = False
+            await self.journal.put_meta(COUNTERS_META, dict(self._counters))
+
+    def _on_live(self, key: str, value: Any) -> None:
+        if self.forwarder is not None:
+            self.forwarder.publish_live(key, value)
+
+    def _publish_initial_live(self) -> None:
+        if self.scan is None:
+            return
+        v = self.scan.view
+        self._on_live("state", {"name": v.state, "code": v.code, "since_ns": v.state_since_ns})
+        self._on_live("lamps", {lamp: p.value for lamp, p in v.lamps.items()})
+        self._on_live("signals", list(v.signals))
+        self._on_live("counters", dict(v.counters))
+
+    # -- what diagnostics, the demo and status show --------------------------------------------
+    def scan_state(self) -> str:
+        return self.scan.view.state if self.scan is not None else "starting"
+
+    def status_line(self) -> str:
+        q = self.journal.stats() if self.journal is not None else None
+        depth = q.depth + q.pending if q is not None else 0
+        link = ("connected" if self.forwarder.link.connected else "disconnected"
+                ) if self.forwarder is not None else "no broker configured"
+        return f"state {self.scan_state()}, queue {depth}, broker {link}"
+
+    def health(self) -> tuple[bool, list[str]]:
+        from agent.health import reasons
+
+        found = reasons(self)
+        return not found, found
+
+    def status(self) -> dict[str, Any]:
+        from agent.health import status
+
+        return status(self)
+
+    def metrics(self) -> bytes:
+        return self.metrics_registry.render()
+
+    async def lamp_test(self) -> str:
+        stacklight = self.hardware.stacklight if self.hardware is not None else None
+        if stacklight is None or self._tg is None:
+            return "no tower configured: nothing to test"
+        self._tg.start_soon(stacklight.lamp_test)
+        return f"lamp test started on {len(stacklight.outputs)} lamps"
+
+    async def reload(self, requested_by: str) -> str:
+        if self.reloader is None:
+            return "not running yet"
+        return (await self.reloader.reload(requested_by)).describe()

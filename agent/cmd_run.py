@@ -1,0 +1,49 @@
+"""`linelight run --config F`: run the agent until SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import anyio
+
+from rules.errors import ConfigProblems, JournalError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "/etc/linelight/agent.toml"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                        help=f"the agent's config file (default {DEFAULT_CONFIG})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigProblems as exc:
+        print(f"linelight: {args.config} is not valid, not starting:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    try:
+        anyio.run(_main, config, backend="asyncio")
+    except JournalError as exc:
+        print(f"linelight: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _main(config: object) -> None:
+    from agent.app import Agent
+    from agent.notify import Notifier
+
+    agent = Agent(config, notifier=Notifier.from_environ())  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)

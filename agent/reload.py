@@ -1,0 +1,184 @@
+"""Hot reload of the rule files, on SIGHUP, on a change of the files, or asked over HTTP.
+
+The new files are read, parsed and checked against the running sources and tower in a worker
+thread; only a valid set replaces the running one, in one step between two scan ticks, with
+the timers and counters of unchanged rules carried over. A broken file is rejected: its
+errors are logged and recorded as an `agent` event, and the old rules keep running.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from agent import events as ev
+from agent.clock import ClockWatch
+from agent.config import (
+    AgentConfig,
+    RuleFiles,
+    check_ruleset_against,
+    load_ruleset,
+    reread_rule_files,
+)
+from agent.scan import EventSink, ScanLoop
+from rules.errors import ConfigError, ConfigProblems
+
+log = logging.getLogger(__name__)
+
+MAX_ERRORS_IN_EVENT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    changed: bool
+    fingerprint: str
+    requested_by: str
+    at_ns: int
+    errors: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if not self.ok:
+            return f"rules rejected ({len(self.errors)} problems), old rules kept:\n" + \
+                "\n".join(self.errors)
+        if not self.changed:
+            return f"rules unchanged ({self.fingerprint})"
+        return f"rules reloaded ({self.fingerprint}) from {len(self.files)} files"
+
+
+@dataclass(slots=True)
+class _Loaded:
+    files: RuleFiles
+    ruleset: Any = None
+    problems: list[str] = field(default_factory=list)
+
+
+class Reloader:
+    """Owns the running rule set; `reload()` may be called from any task."""
+
+    def __init__(self, config: AgentConfig, scan: ScanLoop, sink: EventSink, clock: ClockWatch,
+                 make_evaluator: Callable[[Any], Any]) -> None:
+        self.config = config
+        self.scan = scan
+        self.sink = sink
+        self.clock = clock
+        self.make_evaluator = make_evaluator
+        self.ruleset: Any = config.ruleset
+        self.files: tuple[str, ...] = config.rule_files.names
+        self.last: ReloadResult | None = None
+        self.reloads = 0
+        self.rejections = 0
+        self._lock = anyio.Lock()
+
+    async def reload(self, requested_by: str) -> ReloadResult:
+        async with self._lock:
+            loaded = await anyio.to_thread.run_sync(self._load)
+            now_ns = self.clock.now_ns()
+            unsynced = not self.clock.synchronized
+            if loaded.problems:
+                self.rejections += 1
+                result = ReloadResult(False, False, self.ruleset.fingerprint, requested_by,
+                                      now_ns, tuple(loaded.problems), loaded.files.names)
+                log.error("rules rejected (asked by %s); the old rules keep running:\n%s",
+                          requested_by, "\n".join(loaded.problems))
+                self.sink.submit(ev.agent_event(
+                    "rules_rejected", len(loaded.problems), now_ns, unsynced=unsynced,
+                    errors=list(loaded.problems[:MAX_ERRORS_IN_EVENT]),
+                    requested_by=requested_by, kept=self.ruleset.fingerprint))
+            elif loaded.ruleset.fingerprint == self.ruleset.fingerprint:
+                result = ReloadResult(True, False, self.ruleset.fingerprint, requested_by,
+                                      now_ns, (), loaded.files.names)
+                log.info("rules unchanged (asked by %s)", requested_by)
+            else:
+                new = self.make_evaluator(loaded.ruleset)
+                new.carry_over(self.scan.evaluator)
+                previous = self.ruleset.fingerprint
+                self.scan.swap(new)  # between two ticks: this task holds the event loop
+                self.ruleset = loaded.ruleset
+                self.files = loaded.files.names
+                self.reloads += 1
+                result = ReloadResult(True, True, loaded.ruleset.fingerprint, requested_by,
+                                      now_ns, (), loaded.files.names)
+                log.warning("rules reloaded (asked by %s): %s -> %s, %d files", requested_by,
+                            previous, loaded.ruleset.fingerprint, len(loaded.files.files))
+                self.sink.submit(ev.agent_event(
+                    "rules_reloaded", loaded.ruleset.fingerprint, now_ns, unsynced=unsynced,
+                    previous=previous, files=list(loaded.files.names),
+                    requested_by=requested_by))
+            self.last = result
+            return result
+
+    def _load(self) -> _Loaded:
+        """Worker thread: read, parse, cross-check. Never touches the running evaluator."""
+        try:
+            files = reread_rule_files(self.config)
+        except ConfigProblems as exc:
+            return _Loaded(RuleFiles(()), None, [str(p) for p in exc.problems])
+        loaded = _Loaded(files)
+        try:
+            loaded.ruleset = load_ruleset(files)
+            check_ruleset_against(self.config, loaded.ruleset)
+        except ConfigProblems as exc:
+            loaded.problems = [str(p) for p in exc.problems]
+        except ConfigError as exc:
+            loaded.problems = [str(exc)]
+        return loaded
+
+    # -- triggers ---------------------------------------------------------------------------
+    async def on_sighup(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                        ) -> None:
+        with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()
+            async for _ in signals:
+                await self.reload("SIGHUP")
+
+    async def watch_files(self, interval: float = 1.0, settle: float = 0.3, *,
+                          task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll the rule globs: a file added, removed or rewritten triggers a reload once it
+        has been stable for `settle` seconds (editors write in several steps)."""
+        seen = self._signature()
+        task_status.started()
+        while True:
+            await anyio.sleep(interval)
+            now = self._signature()
+            if now == seen:
+                continue
+            await anyio.sleep(settle)
+            if self._signature() != now:
+                continue  # still being written; look again next round
+            seen = now
+            await self.reload("rule file change")
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        out: list[tuple[str, int, int]] = []
+        base = self.config.base_dir
+        for pattern in self.config.rule_globs:
+            full = pattern if Path(pattern).is_absolute() else str(base / pattern)
+            for name in sorted(glob.glob(full)) if glob.has_magic(full) else [full]:
+                try:
+                    st = Path(name).stat()
+                except OSError:
+                    continue
+                out.append((name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def status(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "fingerprint": self.ruleset.fingerprint if self.ruleset is not None else "",
+            "files": list(self.files),
+            "reloads": self.reloads,
+            "rejections": self.rejections,
+            "last_reload": None if last is None else {
+                "ok": last.ok, "changed": last.changed, "at_ns": last.at_ns,
+                "requested_by": last.requested_by, "errors": list(last.errors)},
+        }
