@@ -155,6 +155,7 @@ class _Draft:
     counters: list[_CounterDraft] = field(default_factory=list)
     tower: tuple[tuple[str, ...], Location] | None = None
     unknown: tuple[int, int | None, list[_ShowDraft] | None, Location] | None = None
+    broken: set[str] = field(default_factory=set)  # names whose definition has errors
 
 
 def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
@@ -166,6 +167,8 @@ def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
                 spec = _read_input(name, table)
                 if spec is not None:
                     draft.inputs.append(spec)
+                else:
+                    draft.broken.add(name)
         inputs.finish()
     defines = root.table("define")
     if defines is not None:
@@ -419,7 +422,8 @@ class _Builder:
                        if what in ("state", "counter")}
         self.input_slots: list[InputSlots] = []
         self.tower = draft.tower[0] if draft.tower else LAMPS
-        self.broken: set[str] = set()  # defines with errors: expressions reading them are skipped
+        # inputs and defines with errors: expressions reading them are not checked further
+        self.broken: set[str] = set(draft.broken)
 
     def build(self) -> RuleSet | None:
         for spec in self.draft.inputs:
@@ -432,7 +436,7 @@ class _Builder:
         derived = self.derived_in_order()
         states = [r for r in (self.rule(d) for d in self.draft.states) if r is not None]
         counters = [c for c in (self.counter(d) for d in self.draft.counters) if c is not None]
-        self.check_priorities(states, [d for d in derived if isinstance(d, Rule)])
+        self.check_priorities()
         if not self.draft.states and not self.problems:
             first = self.files[0] if self.files else "<rules>"
             self.problems.add(Location(first, 1, 1), "the rules define no [[state]]; the "
@@ -579,30 +583,35 @@ class _Builder:
             return None
         return Counter(d.name, d.edge, compiled, d.increment, d.description, d.where)
 
-    def check_priorities(self, states: list[Rule], signals: list[Rule]) -> None:
+    def check_priorities(self) -> None:
         """States need distinct priorities; on one lamp no two entries may tie."""
-        by_priority: dict[int, Rule] = {}
-        for s in sorted(states, key=lambda r: (r.location.file, r.location.line)):
+        def order(r: _RuleDraft) -> tuple[str, int, int]:
+            return (r.where.file, r.where.line, r.where.col)
+
+        by_priority: dict[int, _RuleDraft] = {}
+        lamp_owner: dict[tuple[str, int], _RuleDraft] = {}
+        for s in sorted(self.draft.states, key=order):
+            if s.priority is None:
+                continue
             other = by_priority.get(s.priority)
             if other is not None:
-                self.problems.add(s.location, f"state '{s.name}' has the same priority "
-                                  f"{s.priority} as state '{other.name}' at {other.location}; "
+                self.problems.add(s.where, f"state '{s.name}' has the same priority "
+                                  f"{s.priority} as state '{other.name}' at {other.where}; "
                                   "exactly one state must win, so give each its own priority")
             else:
                 by_priority[s.priority] = s
-        lamp_owner: dict[tuple[str, int], Rule] = {}
-        for s in states:
             for show in s.show:
                 lamp_owner.setdefault((show.lamp, s.priority), s)
-        for sig in sorted(signals, key=lambda r: (r.location.file, r.location.line)):
+        for sig in sorted(self.draft.signals, key=order):
+            if sig.priority is None:
+                continue
             for show in sig.show:
-                other = lamp_owner.get((show.lamp, sig.priority))
-                if other is not None and other is not sig:
-                    self.problems.add(sig.location, f"signal '{sig.name}' and '{other.name}' "
-                                      f"(at {other.location}) both show the {show.lamp} lamp at "
-                                      f"priority {sig.priority}; give one a different priority")
-                else:
-                    lamp_owner[(show.lamp, sig.priority)] = sig
+                other = lamp_owner.setdefault((show.lamp, sig.priority), sig)
+                if other is not sig:
+                    self.problems.add(show.where, f"signal '{sig.name}' and {other.kind} "
+                                      f"'{other.name}' (at {other.where}) both show the "
+                                      f"{show.lamp} lamp at priority {sig.priority}; give one "
+                                      "a different priority")
 
     def unknown(self) -> UnknownState:
         if self.draft.unknown is None:
