@@ -337,6 +337,8 @@ def read_gpio_line(entry: Table, name: str, *, chip: bool, output: bool) -> Gpio
     else:
         bias = entry.choice("pull", ("up", "down", "none"), "none" if active_low else "down")
         debounce = entry.duration("debounce", 0.0)
+        if bias == "up" and not entry.has("active_low"):
+            active_low = True  # a switch to ground on a pulled-up pin is active when low
     if pin is None:
         return None
     return GpioInputSpec(name, pin, bool(active_low), bias or "as_is", debounce or 0.0)

@@ -120,6 +120,8 @@ class GpioZeroSource:
         wake = anyio.Event()
         raw_edges: list[tuple[int, bool, float]] = []
         lines: list[_Line] = []
+        # gpiozero keeps only a weak reference to when_changed callbacks: hold them here.
+        callbacks: list[Callable[[Any, Any], None]] = []
 
         def on_edge(index: int, state: Any) -> None:  # event loop side
             raw_edges.append((index, bool(state), self._clock()))
@@ -141,7 +143,8 @@ class GpioZeroSource:
                 lines.append(_Line(spec, device, Debouncer(spec.debounce, level, now)))
                 table.update(spec.name, self._sample(spec, level))
                 device.pin.edges = "both"
-                device.pin.when_changed = from_thread(index)
+                callbacks.append(from_thread(index))
+                device.pin.when_changed = callbacks[-1]
             task_status.started()
             while True:
                 for index, level, at in raw_edges:
@@ -158,8 +161,6 @@ class GpioZeroSource:
                         table.update(line.spec.name, self._sample(line.spec, settled))
                 deadline = min((ln.debouncer.deadline() for ln in lines), default=math.inf)
                 wake = anyio.Event()
-                if raw_edges:
-                    continue
                 with anyio.move_on_after(min(deadline - self._clock(), 3600.0)):
                     await wake.wait()
         finally:

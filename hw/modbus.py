@@ -81,6 +81,7 @@ class ModbusConnection:
         self._next_attempt = 0.0
         self._delay_used = 0.0
         self._lock = anyio.Lock()  # one request at a time on the wire (required on RTU)
+        self._connect_lock = anyio.Lock()
         self.stats = LinkStats()
 
     @property
@@ -110,6 +111,11 @@ class ModbusConnection:
         """Connect if needed; DeviceError if the device cannot be reached (or we are backing off)."""
         if self.connected:
             return
+        async with self._connect_lock:  # the poller and the tower may both ask at once
+            if not self.connected:
+                await self._connect()
+
+    async def _connect(self) -> None:
         wait = self.seconds_until_attempt()
         if wait > 0:
             raise DeviceError(f"Modbus device {self.device} is not connected "

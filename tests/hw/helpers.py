@@ -1,0 +1,54 @@
+"""Small helpers for hardware tests: wait on a condition with a generous deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from hw.inputs import InputTable
+from rules.values import Sample
+
+
+async def wait_until(condition: Callable[[], bool], *, timeout: float = 20.0,
+                     what: str = "condition") -> None:
+    """Poll `condition` every 10 ms until true; fail with `what` after `timeout` seconds."""
+    with anyio.move_on_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bool], *,
+                      timeout: float = 20.0, what: str = "") -> Sample:
+    await wait_until(lambda: check(table.get(name)), timeout=timeout,
+                     what=what or f"input {name} (now {table.get(name)})")
+    return table.get(name)
+
+
+def read_config(text: str, file: str = "agent.toml"):
+    """Sources and tower specs from TOML text, raising ConfigProblems like `linelight check`."""
+    from hw.config import read_sources, read_tower
+    from rules.fields import Problems, Table
+    from rules.tomldoc import TomlDoc
+
+    problems = Problems()
+    root = Table.root(TomlDoc.parse(text, file), problems)
+    sources = read_sources(root)
+    tower = read_tower(root, sources)
+    problems.raise_if_any()
+    return sources, tower
+
+
+def config_problems(text: str, file: str = "agent.toml") -> list[str]:
+    """Every problem message (`file:line:col: message`) the readers find in `text`."""
+    from rules.errors import ConfigProblems, LocatedError
+
+    try:
+        read_config(text, file)
+    except ConfigProblems as exc:
+        return [str(p) for p in exc.problems]
+    except LocatedError as exc:
+        return [str(exc)]
+    return []
