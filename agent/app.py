@@ -82,6 +82,7 @@ class Agent:
         self._journal_running = False
         self._counters_dirty = False
         self._counters: dict[str, int] = {}
+        self._counters_changed: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._stopping = False
 
@@ -222,10 +223,16 @@ class Agent:
     def _on_counters(self, totals: dict[str, int]) -> None:
         self._counters = dict(totals)
         self._counters_dirty = True
+        if self._counters_changed is not None:
+            self._counters_changed.set()
 
     async def _persist_counters(self) -> None:
+        """Store counter totals as soon as they change (coalesced while a write is under way),
+        so the next start continues the cumulative totals."""
         while True:
-            await anyio.sleep(0.5)
+            self._counters_changed = anyio.Event()
+            if not self._counters_dirty:
+                await self._counters_changed.wait()
             await self._save_counters()
 
     async def _save_counters(self) -> None:

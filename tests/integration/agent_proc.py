@@ -1,0 +1,221 @@
+"""The agent as a real subprocess for integration tests: config writing, start, kill, /status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.mosquitto import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_RULES = ROOT / "examples" / "rules.d" / "machine.toml"
+
+# A fast machine: a whole producing/microstop/producing/fault/idle cycle in about 8 s.
+FAST_MACHINE = """\
+[sources.machine]
+type = "sim"
+model = "machine"
+period = "20ms"
+
+[sources.machine.machine]
+producing = "2s"
+microstop = "1s"
+fault = "1500ms"
+idle = "1500ms"
+cycle = "400ms"
+"""
+
+VIRTUAL_TOWER = """\
+[tower.lamps]
+red = { virtual = true }
+amber = { virtual = true }
+green = { virtual = true }
+blue = { virtual = true }
+buzzer = { virtual = true }
+"""
+
+
+def write_config(directory: Path, *, mqtt_port: int | None = None, diag_port: int | None = None,
+                 rules: str | None = None, sources: str = FAST_MACHINE,
+                 tower: str = VIRTUAL_TOWER, extra: str = "",
+                 agent_id: str = "it-press") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rules.d").mkdir(exist_ok=True)
+    rule_text = rules if rules is not None else EXAMPLE_RULES.read_text()
+    (directory / "rules.d" / "machine.toml").write_text(rule_text)
+    diag_port = diag_port or free_port()
+    text = f"""\
+agent_id = "{agent_id}"
+data_dir = "data"
+rules = ["rules.d/*.toml"]
+
+[scan]
+period = "20ms"
+
+[diagnostics]
+listen = ["127.0.0.1:{diag_port}"]
+{extra}
+"""
+    if mqtt_port is not None:
+        text += f"""
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+keepalive = "5s"
+backoff = {{ initial = "200ms", max = "1s" }}
+"""
+    text += "\n" + sources + "\n" + tower
+    path = directory / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+class AgentProcess:
+    """`python -m agent run --config F` with stderr captured to a file."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = config.parent / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = _diag_port(config)
+
+    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> AgentProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+            cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+        log.close()
+        if wait_ready:
+            self.wait_status(lambda s: s.get("ready") is True, timeout, "agent ready")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+            raise AssertionError(f"agent did not stop within {timeout}s on SIGTERM:\n"
+                                 + self.log()) from None
+        self.proc = None
+        return code
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def http(self, method: str, path: str, headers: dict[str, str] | None = None
+             ) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                     headers=headers or {}, data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            exc.close()
+            return exc.code, body
+
+    def status(self) -> dict[str, Any]:
+        code, body = self.http("GET", "/status")
+        assert code == 200, body
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def wait_status(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
+                    what: str = "condition") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode} while waiting "
+                                     f"for {what}:\n{self.log()}")
+            try:
+                last = self.status()
+            except (OSError, AssertionError):
+                time.sleep(0.1)
+                continue
+            if predicate(last):
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"{what} not reached within {timeout}s; last status: "
+                             f"{json.dumps(last)[:2000]}\nagent log:\n{self.log()[-4000:]}")
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def _diag_port(config: Path) -> int:
+    import tomllib
+
+    listen = tomllib.loads(config.read_text())["diagnostics"]["listen"][0]
+    return int(listen.rsplit(":", 1)[1])
+
+
+def journal_records(data_dir: Path) -> list[Any]:
+    """Every record still queued in a stopped agent's journal, oldest first."""
+    import anyio
+
+    from agent.journal import Journal
+
+    async def read() -> list[Any]:
+        journal = Journal.open(str(data_dir / "journal.db"))
+        try:
+            return await _peek_all(journal)
+        finally:
+            journal.close()
+
+    return anyio.run(read)
+
+
+async def _peek_all(journal: Any) -> list[Any]:
+    import anyio
+
+    out: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(journal.run)
+        after = 0
+        while True:
+            batch = await journal.peek(1000, after)
+            if not batch:
+                break
+            out += batch
+            after = batch[-1].seq
+        tg.cancel_scope.cancel()
+    return out
