@@ -10,19 +10,22 @@ from hw.inputs import InputTable
 from rules.values import Sample
 
 
-async def wait_until(condition: Callable[[], bool], *, timeout: float = 20.0,
+async def wait_until(condition: Callable[[], bool], *, within: float = 20.0,
                      what: str = "condition") -> None:
-    """Poll `condition` every 10 ms until true; fail with `what` after `timeout` seconds."""
-    with anyio.move_on_after(timeout):
-        while not condition():
+    """Poll `condition` every 10 ms until true; fail with `what` after `within` seconds.
+
+    Polling on purpose: the conditions are about hardware state (a pin, a server register)
+    that has no event to wait on."""
+    with anyio.move_on_after(within):
+        while not condition():  # noqa: ASYNC110
             await anyio.sleep(0.01)
         return
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {within} s waiting for {what}")
 
 
 async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bool], *,
-                      timeout: float = 20.0, what: str = "") -> Sample:
-    await wait_until(lambda: check(table.get(name)), timeout=timeout,
+                      within: float = 20.0, what: str = "") -> Sample:
+    await wait_until(lambda: check(table.get(name)), within=within,
                      what=what or f"input {name} (now {table.get(name)})")
     return table.get(name)
 

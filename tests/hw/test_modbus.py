@@ -130,8 +130,8 @@ async def test_stopped_server_makes_inputs_stale_and_restart_makes_them_good(
         await modbus_server.stop()
         last_good = table.get("speed")
         while True:  # the poller may still read once more before the stop took effect
-            stale = await wait_sample(table, "speed", lambda s: s.quality is not Quality.GOOD
-                                      or s.at > last_good.at)
+            stale = await wait_sample(table, "speed", lambda s, after=last_good.at:
+                                      s.quality is not Quality.GOOD or s.at > after)
             if stale.quality is not Quality.GOOD:
                 break
             last_good = stale
