@@ -147,7 +147,7 @@ class _CounterDraft:
 
 @dataclass(slots=True)
 class _Draft:
-    names: dict[str, tuple[str, Location]] = field(default_factory=dict)
+    names: dict[tuple[str, str], tuple[str, Location]] = field(default_factory=dict)
     inputs: list[InputSpec] = field(default_factory=list)
     defines: list[tuple[str, Location, _Expr]] = field(default_factory=list)
     states: list[_RuleDraft] = field(default_factory=list)
@@ -194,7 +194,8 @@ def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
 
 
 def _claim(draft: _Draft, problems: Problems, name: str, what: str, where: Location) -> bool:
-    """Reserve `name` for one rule; names must be unique across inputs, rules and counters."""
+    """Reserve `name`. Inputs, defines and signals share one namespace (expressions read
+    them); states and counters each have their own."""
     if not _IDENT.match(name):
         problems.add(where, f"'{name}' cannot be a name; use letters, digits and '_' and "
                             "start with a letter, e.g. 'spindle_running'")
@@ -202,11 +203,12 @@ def _claim(draft: _Draft, problems: Problems, name: str, what: str, where: Locat
     if name in KEYWORDS or name in FUNCTIONS or name == UNKNOWN_STATE:
         problems.add(where, f"'{name}' is a reserved word and cannot name a {what}")
         return False
-    if name in draft.names:
-        other, at = draft.names[name]
+    space = "expression" if what in ("input", "define", "signal") else what
+    if (space, name) in draft.names:
+        other, at = draft.names[(space, name)]
         problems.add(where, f"the name '{name}' is already used by the {other} at {at}")
         return False
-    draft.names[name] = (what, where)
+    draft.names[(space, name)] = (what, where)
     return True
 
 
@@ -418,7 +420,7 @@ class _Builder:
         self.files = files
         self.slots = SlotAllocator()
         self.symbols: dict[str, Symbol] = {}
-        self.others = {name: what for name, (what, _) in draft.names.items()
+        self.others = {name: what for (_, name), (what, _) in draft.names.items()
                        if what in ("state", "counter")}
         self.input_slots: list[InputSlots] = []
         self.tower = draft.tower[0] if draft.tower else LAMPS
