@@ -59,6 +59,7 @@ class Agent:
                  pin_factory: Any = None, line_backend: Any = None,
                  backoff: Backoff | None = None, watch_files: bool = True,
                  handle_signals: bool = True) -> None:
+        # handle_signals: reload the rules on SIGHUP (SIGTERM/SIGINT: see stop_on_signals)
         self.config = config
         self.version = __version__
         self.notifier = notifier or Notifier(None)
@@ -102,11 +103,7 @@ class Agent:
                 self.notifier.ready(self.status_line())
                 log.info("ready: agent %s, boot %d, %d rules files, state %s", cfg.agent_id,
                          journal.boot, len(cfg.rule_files.files), self.scan_state())
-                if cfg.mqtt is not None:
-                    from agent.forwarder import Forwarder
-
-                    self.forwarder = Forwarder(journal, cfg.mqtt, agent_id=cfg.agent_id,
-                                               boot=journal.boot, version=self.version)
+                if self.forwarder is not None:  # after READY: the broker never delays it
                     await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
                     self._publish_initial_live()
                 tg.start_soon(self._keep_notifying)
@@ -132,6 +129,11 @@ class Agent:
             deadbands=cfg.scan.deadbands, on_live=self._on_live,
             observe=self.metrics_registry.observe_scan, on_counters=self._on_counters)
         self.reloader = Reloader(cfg, self.scan, journal, self.clock, make_evaluator)
+        if cfg.mqtt is not None:
+            from agent.forwarder import Forwarder
+
+            self.forwarder = Forwarder(journal, cfg.mqtt, agent_id=cfg.agent_id,
+                                       boot=journal.boot, version=self.version)
         journal.submit(ev.agent_event(
             "start", self.version, self.clock.now_ns(), unsynced=not self.clock.synchronized,
             config=cfg.fingerprint, rules=cfg.ruleset.fingerprint, boot=journal.boot,
@@ -152,7 +154,6 @@ class Agent:
             await tg.start(self.supervisor.run, "diagnostics", self.diagnostics.run)
         if self._handle_signals:
             await tg.start(self.reloader.on_sighup)
-            tg.start_soon(self._on_stop_signals)
         if self._watch_files:
             await tg.start(self.reloader.watch_files)
 
@@ -164,12 +165,19 @@ class Agent:
         finally:
             self._journal_running = False
 
-    async def _on_stop_signals(self) -> None:
+    async def stop_on_signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                              ) -> None:
+        """SIGTERM / SIGINT -> `stop()`. Run it in a task group that outlives `run()`, so a
+        second signal during shutdown is logged instead of killing the process."""
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
-                log.info("%s received: stopping", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                if self._stopping:
+                    log.info("%s received: already stopping", name)
+                    continue
+                log.info("%s received: stopping", name)
                 await self.stop()
-                return
 
     async def stop(self) -> None:
         """Planned shutdown: lamps to on_exit, a stop event, offline to the broker, cancel."""

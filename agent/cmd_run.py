@@ -46,4 +46,6 @@ async def _main(config: object) -> None:
 
     agent = Agent(config, notifier=Notifier.from_environ())  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
-        await tg.start(agent.run)
+        await tg.start(agent.stop_on_signals)
+        await agent.run()  # returns once stopped
+        tg.cancel_scope.cancel()
