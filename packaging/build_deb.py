@@ -121,6 +121,7 @@ def build(target: Target, *, out: Path, commit: str, deb_version: str | None,
         stage_own_code(src, root / LIB_DIR)
         stage_wheels(target, src / "packaging" / "requirements.txt", root / LIB_DIR, wheel_cache)
         stage_files(src / "packaging", root, changelog)
+        stage_docs(src, root / "usr/share/doc/linelight")
         depends = shlib_depends(target, root)
         strip_elf_files(target, root)
         normalize_modes(root)
@@ -150,7 +151,8 @@ def resolve_commit(commit: str) -> str:
 
 def export_commit(rev: str, dest: Path) -> None:
     """The tracked files of `rev` (never the work tree's untracked or uncommitted files)."""
-    paths = [*OWN_PACKAGES, "packaging"]
+    present = set(git("ls-tree", "--name-only", rev).splitlines())
+    paths = [p for p in (*OWN_PACKAGES, "packaging", "docs", "examples") if p in present]
     proc = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, *paths],
                           capture_output=True)
     if proc.returncode != 0:
@@ -241,6 +243,16 @@ def stage_files(pkg: Path, root: Path, changelog: str) -> None:
     put(doc / "changelog.gz", gzip_bytes(changelog.encode()))
     put(root / "usr/share/man/man1/linelight.1.gz", gzip_bytes((pkg / "linelight.1").read_bytes()))
     put(root / "usr/share/lintian/overrides/linelight", (deb / "lintian-overrides").read_bytes())
+
+
+def stage_docs(src: Path, doc: Path) -> None:
+    """The user docs (docs/*.md) and the example configs and rules, for admins on the machine."""
+    for page in sorted((src / "docs").glob("*.md")):
+        put(doc / page.name, page.read_bytes())
+    examples = src / "examples"
+    for path in sorted(examples.rglob("*")) if examples.is_dir() else []:
+        if path.is_file() and path.suffix in (".toml", ".md", ".json"):
+            put(doc / "examples" / path.relative_to(examples), path.read_bytes())
 
 
 def put(path: Path, data: bytes, mode: int = 0o644) -> None:
