@@ -366,6 +366,7 @@ def _read_sim(name: str, src: Table) -> SimSourceSpec:
                 entry.problem(None, f"input '{input_name}' is already made by the machine model; "
                                     "use another name or force() it from a test")
             spec = _read_sim_input(input_name, entry)
+            _misplaced_sim_keys(entry)
             entry.finish()
             if spec is not None:
                 inputs.append(spec)
@@ -388,6 +389,19 @@ def _read_machine(mt: Table | None) -> MachineSpec:
     )
     mt.finish()
     return spec
+
+
+SIM_INPUT_KEYS = ("wave", "type", "period", "low", "high", "duty", "step", "start", "steps",
+                  "repeat", "value")
+
+
+def _misplaced_sim_keys(entry: Table) -> None:
+    """A known key the chosen wave does not use gets a clearer message than 'unknown key'."""
+    wave = entry.data.get("wave")
+    for key in list(entry.data):
+        if key in SIM_INPUT_KEYS and key not in entry._seen and isinstance(wave, str):
+            entry.raw(key)
+            entry.problems.add(entry.where(key), f"'{key}' does not apply to wave = \"{wave}\"")
 
 
 def _read_sim_input(name: str, entry: Table) -> SimInputSpec | None:
