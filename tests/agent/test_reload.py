@@ -1,0 +1,195 @@
+"""Hot reload: broken rules keep the old set running; good ones switch and keep unchanged timers."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from agent.clock import ClockWatch
+from agent.config import load_config
+from agent.journal import Event
+from agent.reload import Reloader
+from agent.scan import ScanLoop
+from hw.inputs import InputTable
+from rules.evaluator import Evaluator
+from rules.values import Quality, Sample
+from tests.integration.agent_proc import AgentProcess, write_config
+
+RULES = """\
+[inputs]
+always = { type = "bool" }
+
+[[state]]
+name = "running"
+code = 10000
+priority = 10
+when = "always"
+show = { green = "on" }
+
+[[signal]]
+name = "warm"
+priority = 5
+when = "always"
+on_delay = "8s"
+show = { amber = "on" }
+"""
+
+SOURCES = """\
+[sources.sim]
+type = "sim"
+period = "20ms"
+
+[sources.sim.inputs]
+always = { wave = "constant", value = true, type = "bool" }
+"""
+
+TOWER = """\
+[tower.lamps]
+green = { virtual = true }
+amber = { virtual = true }
+red = { virtual = true }
+"""
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def submit(self, event: Event) -> None:
+        self.events.append(event)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.rules_file = tmp_path / "rules.d" / "machine.toml"
+        config = write_config(tmp_path, rules=RULES, sources=SOURCES, tower=TOWER)
+        self.config = load_config(config)
+        self.mono = 100.0
+        self.table = InputTable()
+        self.sink = Sink()
+        clock = ClockWatch(monotonic=lambda: self.mono, wall_ns=lambda: int(self.mono * 1e9),
+                           synchronized=lambda: True)
+        self.scan = ScanLoop(inputs=self.table, evaluator=Evaluator(self.config.ruleset),
+                             tower=_Tower(), sink=self.sink, clock=clock, period=0.02,
+                             monotonic=lambda: self.mono)
+        self.reloader = Reloader(self.config, self.scan, self.sink, clock, Evaluator)
+
+    def run_for(self, seconds: float) -> None:
+        end = self.mono + seconds
+        while self.mono < end - 1e-9:
+            self.mono += 0.1
+            self.table.update("always", Sample(True, Quality.GOOD, self.mono))
+            self.scan.tick()
+
+
+class _Tower:
+    def show(self, command: object) -> None:
+        return None
+
+
+@pytest.mark.anyio
+async def test_good_rules_switch_and_keep_the_timers_of_unchanged_rules(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.run_for(5.0)
+    assert h.scan.view.signals == ()
+    h.rules_file.write_text(RULES.replace("code = 10000", "code = 10001"))
+    result = await h.reloader.reload("test")
+    assert result.ok and result.changed
+    assert h.scan.evaluator.ruleset.states[0].code == 10001
+    h.run_for(3.2)  # 8.2 s since `warm` began: its on-delay timer was kept
+    assert h.scan.view.signals == ("warm",)
+    names = [e.name for e in h.sink.events if e.kind == "agent"]
+    assert names == ["rules_reloaded"]
+
+
+@pytest.mark.anyio
+async def test_changed_rule_starts_its_timer_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.run_for(5.0)
+    h.rules_file.write_text(RULES.replace('on_delay = "8s"', 'on_delay = "7s"'))
+    assert (await h.reloader.reload("test")).changed
+    h.run_for(3.2)
+    assert h.scan.view.signals == ()  # a changed rule has a new timer: 3.2 s of 7 s
+    h.run_for(4.0)
+    assert h.scan.view.signals == ("warm",)
+
+
+@pytest.mark.anyio
+async def test_broken_rules_are_rejected_with_located_errors_and_the_old_set_runs_on(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.run_for(1.0)
+    before = h.scan.evaluator
+    h.rules_file.write_text(RULES.replace('when = "always"\non_delay', 'when = "alwys"\non_delay'))
+    result = await h.reloader.reload("SIGHUP")
+    assert not result.ok and h.scan.evaluator is before
+    assert result.errors[0].startswith(f"{h.rules_file}:14:9: ")
+    assert "alwys" in result.errors[0]
+    rejected = [e for e in h.sink.events if e.kind == "agent"]
+    assert [e.name for e in rejected] == ["rules_rejected"]
+    assert dict(rejected[0].attrs)["requested_by"] == "SIGHUP"
+    h.run_for(1.0)
+    assert h.scan.view.state == "running"
+
+
+@pytest.mark.anyio
+async def test_rules_reading_an_input_no_source_delivers_are_rejected(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.rules_file.write_text(RULES.replace('always = { type = "bool" }',
+                                          'always = { type = "bool" }\npressure = { type = "float" }'))
+    result = await h.reloader.reload("test")
+    assert not result.ok
+    assert "input 'pressure' is read by the rules but no source delivers it" in result.errors[0]
+
+
+@pytest.mark.anyio
+async def test_unchanged_rules_are_a_no_op(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    before = h.scan.evaluator
+    result = await h.reloader.reload("test")
+    assert result.ok and not result.changed and h.scan.evaluator is before
+    assert h.sink.events == []
+
+
+def test_sighup_to_the_agent_process_rejects_broken_rules_and_applies_good_ones(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent", rules=RULES, sources=SOURCES, tower=TOWER)
+    rules_file = tmp_path / "agent" / "rules.d" / "machine.toml"
+    with AgentProcess(config) as agent:
+        agent.start()
+        first = agent.wait_status(lambda s: s["state"]["name"] == "running", what="running")
+        fingerprint = first["rules"]["fingerprint"]
+
+        rules_file.write_text(RULES.replace("priority = 10", "priority = ten"))
+        agent.signal(signal.SIGHUP)
+        rejected = agent.wait_status(lambda s: (s["rules"]["last_reload"] or {}).get("ok") is False,
+                                     what="reload rejected")
+        assert rejected["rules"]["fingerprint"] == fingerprint
+        assert rejected["state"]["name"] == "running"
+        assert any(r.startswith("rules:") for r in rejected["health"]["reasons"])
+
+        rules_file.write_text(RULES.replace("code = 10000", "code = 10005"))
+        agent.signal(signal.SIGHUP)
+        switched = agent.wait_status(lambda s: s["rules"]["fingerprint"] != fingerprint,
+                                     what="new rules running")
+        assert switched["rules"]["last_reload"]["ok"] is True
+        assert switched["state"]["since_ns"] == first["state"]["since_ns"]  # state carried over
+        assert agent.stop() == 0
+    log = agent.log()
+    assert f"{rules_file}:7:" in log and "rules rejected (asked by SIGHUP)" in log
+    assert "rules reloaded (asked by SIGHUP)" in log
+
+
+def test_a_changed_rule_file_is_picked_up_without_a_signal(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent", rules=RULES, sources=SOURCES, tower=TOWER)
+    rules_file = tmp_path / "agent" / "rules.d" / "machine.toml"
+    with AgentProcess(config) as agent:
+        agent.start()
+        fingerprint = agent.status()["rules"]["fingerprint"]
+        rules_file.write_text(RULES.replace('green = "on"', 'green = "blink_slow"'))
+        agent.wait_status(lambda s: s["rules"]["fingerprint"] != fingerprint
+                          and s["lamps"]["green"] == "blink_slow", what="reload on file change")
+        assert agent.stop() == 0
+    assert "rules reloaded (asked by rule file change)" in agent.log()
