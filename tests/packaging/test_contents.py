@@ -90,8 +90,9 @@ def test_conffiles_are_exactly_the_config_files(debs: dict[str, Deb], arch: str)
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_no_stray_build_files(debs: dict[str, Deb], arch: str) -> None:
-    stray = re.compile(r"(__pycache__|\.pyc$|\.pyo$|\.egg-info|/\.git|/tests?/|~$|\.orig$|"
-                       r"^/usr/lib/linelight/bin(/|$)|direct_url\.json$)")
+    stray = re.compile(r"(__pycache__|\.pyc$|\.pyo$|\.egg-info|/\.git|~$|\.orig$|"
+                       r"^/usr/lib/linelight/(.*/)?tests?/|^/usr/lib/linelight/bin(/|$)|"
+                       r"direct_url\.json$)")
     build_paths = [str(REPO).encode(), b"linelight-deb-", sys.prefix.encode(),
                    sys.base_prefix.encode()]
     for path, m in debs[arch].members.items():
