@@ -254,6 +254,7 @@ class ModbusSource:
         self.blocks = plan_reads(spec.inputs, max_gap=spec.max_gap, max_count=spec.max_count)
         self._clock = clock
         self.status = SourceStatus(blocks=len(self.blocks))
+        self._states = [_BlockState(b, clock()) for b in self.blocks]
 
     def input_names(self) -> list[str]:
         return [name for name, _ in self.spec.inputs]
@@ -263,28 +264,29 @@ class ModbusSource:
         for name in self.input_names():
             table.declare(name)
         start = self._clock()
-        states = [_BlockState(b, start) for b in self.blocks]
+        self._states = [_BlockState(b, start) for b in self.blocks]
         task_status.started()
         # The connection may be shared with the tower, so closing it is its owner's job
         # (hw.build.Hardware.close), after the tower has applied its on_exit pattern.
         while True:
             tick = self._clock()
-            await self.poll_once(table, states)
-            self._mark_stale(table, states)
+            await self.poll_once(table)
+            self._mark_stale(table)
             next_tick = tick + self.spec.poll
             if not self.connection.connected:
                 # Wake for the next connection attempt, but still in time to mark STALE.
                 next_tick = max(next_tick, min(
                     self._clock() + self.connection.seconds_until_attempt(),
-                    self._next_stale_deadline(states)))
+                    self._next_stale_deadline()))
             await anyio.sleep(max(0.0, next_tick - self._clock()))
 
-    async def poll_once(self, table: InputTable, states: Sequence[_BlockState]) -> None:
-        """Read every block once; good values, BAD on a Modbus exception, stop on no answer."""
+    async def poll_once(self, table: InputTable) -> None:
+        """Read every block once: GOOD values, BAD on a Modbus exception; stop at the first
+        block without an answer (the link is down; staleness takes over)."""
         if self.connection.seconds_until_attempt() > 0 and not self.connection.connected:
             return
         self.status.polls += 1
-        for st in states:
+        for st in self._states:
             try:
                 raw = await self.connection.read(st.block)
             except ModbusExceptionError as exc:
@@ -294,7 +296,7 @@ class ModbusSource:
                 continue
             except DeviceError as exc:
                 self.status.last_error = str(exc)
-                return  # the link is down or backing off: staleness takes over
+                return
             now, wall = self._clock(), time.time_ns()
             st.last_answer = now
             st.stale = False
@@ -315,9 +317,9 @@ class ModbusSource:
         table.update_many({name: Sample(None, quality, now, wall, reason)
                            for name, _ in block.members})
 
-    def _mark_stale(self, table: InputTable, states: Sequence[_BlockState]) -> None:
+    def _mark_stale(self, table: InputTable) -> None:
         now = self._clock()
-        for st in states:
+        for st in self._states:
             silent = now - st.last_answer
             if not st.stale and silent >= self.spec.stale_after:
                 st.stale = True
@@ -336,8 +338,8 @@ class ModbusSource:
             samples[name] = Sample(old.value, Quality.STALE, now, wall, reason)
         table.update_many(samples)
 
-    def _next_stale_deadline(self, states: Sequence[_BlockState]) -> float:
-        pending = [st.last_answer + self.spec.stale_after for st in states if not st.stale]
+    def _next_stale_deadline(self) -> float:
+        pending = [st.last_answer + self.spec.stale_after for st in self._states if not st.stale]
         return min(pending) if pending else math.inf
 
 
