@@ -93,7 +93,7 @@ async def _poll_rate(port: int, seconds: float, max_count: int | None) -> dict[s
     table = InputTable()
     conn = hw.connections["plc"]
     await source.poll_once(table)  # connect and warm up
-    requests0, samples0, polls = conn.stats.requests, source.status.samples, 0
+    requests0, samples0, polls = conn.stats.requests, source.counters.samples, 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         await source.poll_once(table)
@@ -101,7 +101,7 @@ async def _poll_rate(port: int, seconds: float, max_count: int | None) -> dict[s
     elapsed = time.perf_counter() - t0
     hw.connections["plc"].close()
     requests = conn.stats.requests - requests0
-    samples = source.status.samples - samples0
+    samples = source.counters.samples - samples0
     assert conn.stats.failures == 0, conn.stats.last_error
     return {"blocks": len(source.blocks), "polls_per_s": polls / elapsed,
             "requests_per_s": requests / elapsed, "samples_per_s": samples / elapsed}

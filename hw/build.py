@@ -61,6 +61,11 @@ class Hardware:
             raise KeyError(f"no single sim source{f' named {name!r}' if name else ''}")
         return sims[0]
 
+    def status(self) -> dict[str, object]:
+        """Every source's counters and last error, and the tower's lamps, for /status."""
+        return {"sources": {s.name: s.status() for s in self.sources},
+                "tower": self.stacklight.status() if self.stacklight is not None else None}
+
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every source and the tower until cancelled (then call `close`)."""

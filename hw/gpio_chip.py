@@ -133,6 +133,10 @@ class GpioChipSource:
     def input_names(self) -> list[str]:
         return [i.name for i in self.spec.inputs]
 
+    def status(self) -> dict[str, object]:
+        return {"type": "gpiochip", "chip": self.spec.chip, "edges": self.edges,
+                "lines": {i.name: i.pin for i in self.spec.inputs}}
+
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         for name in self.input_names():

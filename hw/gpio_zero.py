@@ -98,6 +98,10 @@ class GpioZeroSource:
     def input_names(self) -> list[str]:
         return [i.name for i in self.spec.inputs]
 
+    def status(self) -> dict[str, object]:
+        return {"type": "gpiozero", "edges": self.edges,
+                "pins": {i.name: i.pin for i in self.spec.inputs}}
+
     def _open(self, spec: GpioInputSpec) -> Any:
         pull_up = {"up": True, "down": False, "none": None}[spec.bias if spec.bias in
                                                               ("up", "down", "none") else "none"]

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
@@ -56,7 +56,6 @@ class LinkStats:
     requests: int = 0
     failures: int = 0
     last_error: str = ""
-    next_attempt_in: float = 0.0
 
 
 class ModbusConnection:
@@ -240,7 +239,6 @@ class SourceStatus:
     samples: int = 0
     blocks: int = 0
     last_error: str = ""
-    errors: dict[str, str] = field(default_factory=dict)
 
 
 class ModbusSource:
@@ -253,11 +251,18 @@ class ModbusSource:
         self.connection = connection
         self.blocks = plan_reads(spec.inputs, max_gap=spec.max_gap, max_count=spec.max_count)
         self._clock = clock
-        self.status = SourceStatus(blocks=len(self.blocks))
+        self.counters = SourceStatus(blocks=len(self.blocks))
         self._states = [_BlockState(b, clock()) for b in self.blocks]
 
     def input_names(self) -> list[str]:
         return [name for name, _ in self.spec.inputs]
+
+    def status(self) -> dict[str, object]:
+        """Polls, samples, blocks, last error and the link's counters, for /status."""
+        link = asdict(self.connection.stats)
+        link["next_attempt_in"] = round(self.connection.seconds_until_attempt(), 2)
+        return {"type": self.spec.type, "device": self.connection.link.describe(),
+                **asdict(self.counters), "link": link}
 
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -285,7 +290,7 @@ class ModbusSource:
         block without an answer (the link is down; staleness takes over)."""
         if self.connection.seconds_until_attempt() > 0 and not self.connection.connected:
             return
-        self.status.polls += 1
+        self.counters.polls += 1
         for st in self._states:
             try:
                 raw = await self.connection.read(st.block)
@@ -295,7 +300,7 @@ class ModbusSource:
                 self._mark(table, st.block, Quality.BAD, str(exc))
                 continue
             except DeviceError as exc:
-                self.status.last_error = str(exc)
+                self.counters.last_error = str(exc)
                 return
             now, wall = self._clock(), time.time_ns()
             st.last_answer = now
@@ -308,12 +313,12 @@ class ModbusSource:
                 except (ValueError, IndexError) as exc:  # malformed answer for this point
                     samples[name] = Sample(None, Quality.BAD, now, wall,
                                            f"cannot decode {point.describe()}: {exc}")
-            self.status.samples += len(samples)
+            self.counters.samples += len(samples)
             table.update_many(samples)
 
     def _mark(self, table: InputTable, block: ReadBlock, quality: Quality, reason: str) -> None:
         now, wall = self._clock(), time.time_ns()
-        self.status.last_error = reason
+        self.counters.last_error = reason
         table.update_many({name: Sample(None, quality, now, wall, reason)
                            for name, _ in block.members})
 

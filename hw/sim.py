@@ -142,6 +142,13 @@ class SimSource:
         names = list(self.values_at(self._start))
         return names + [n for n in (*self._forced, *self._scripts) if n not in names]
 
+    def status(self) -> dict[str, object]:
+        mode = None
+        if self.machine is not None:
+            mode = self.machine.mode or f"auto ({self.machine.phase_at(self._clock())[0]})"
+        return {"type": "sim", "ticks": self.ticks, "machine": mode,
+                "forced": {k: v for k, v in self._forced.items()}, "scripts": list(self._scripts)}
+
     # -- values ------------------------------------------------------------------------------
     def values_at(self, now: float) -> dict[str, Value]:
         values: dict[str, Value] = {}

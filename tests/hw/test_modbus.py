@@ -108,7 +108,7 @@ async def test_100_inputs_in_4_blocks_are_read_with_4_requests(modbus_server: Mo
     before = modbus_server.reads()
     async with anyio.create_task_group() as tg:
         await tg.start(hw.run, table)
-        await wait_until(lambda: source.status.polls == 1 and all(
+        await wait_until(lambda: source.counters.polls == 1 and all(
             s.quality is Quality.GOOD for s in table.snapshot().values()), what="one full poll")
         tg.cancel_scope.cancel()
     await hw.close()
@@ -230,6 +230,9 @@ async def test_tower_coils_are_read_back_from_the_server_and_share_the_source_cl
     assert await modbus_server.coils(0, 6) == [True, False, False, False, False, False]
     assert await modbus_server.holding(20, 1) == [0x8000]
     assert hw.connections["io"].stats.connects == 1  # one client for inputs and lamps
+    status = hw.status()
+    assert status["sources"]["io"]["link"]["connects"] == 1  # type: ignore[index]
+    assert status["tower"]["lamps"]["green"]["writes"] >= 1  # type: ignore[index]
 
 
 async def test_tower_write_failure_is_reported_retried_and_recovers(

@@ -113,6 +113,8 @@ async def test_commands_change_inputs_at_once_while_running():
         assert table.get("fault_code").value == 42 and table.get("running").value is False
         sim.force("estop_ok", False)
         assert table.get("estop_ok").value is False
+        status = hw.status()["sources"]["demo"]  # type: ignore[index]
+        assert status["machine"] == "fault" and status["forced"] == {"estop_ok": False}
         sim.set_mode("producing")
         await wait_sample(table, "running", lambda s: s.value is True)
         assert table.get("estop_ok").value is False  # still forced
