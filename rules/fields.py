@@ -72,6 +72,9 @@ class Problems:
         self.items: list[LocatedError] = []
 
     def add(self, location: Location, message: str) -> None:
+        # echoed user text may hold newlines or control characters: keep one line per problem
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.items.append(LocatedError(location, message))
 
     def extend(self, errors: Iterable[LocatedError]) -> None:
