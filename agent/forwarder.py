@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import RetryCallState, wait_exponential, wait_random
 
 from agent.mqtt_config import MqttSettings, read_mqtt, read_password
 from agent.mqtt_link import LinkError, MqttLink
@@ -103,9 +103,10 @@ class Forwarder:
         self._session: _Session | None = None
         self._mqtt: MqttLink | None = None
         self._rate = RateLimit(settings.msgs_per_s, settings.bytes_per_s)
-        self._backoff = wait_exponential_jitter(initial=settings.backoff_initial,
-                                                max=settings.backoff_max,
-                                                jitter=settings.backoff_initial)
+        # initial, 2 x initial, 4 x ... plus up to one `initial` of jitter, capped in _delay.
+        self._backoff = (wait_exponential(multiplier=settings.backoff_initial,
+                                          max=settings.backoff_max)
+                         + wait_random(0, settings.backoff_initial))
         self._last_logged_error: str | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class Forwarder:
     def _delay(self, attempt: int) -> float:
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         state.attempt_number = attempt
-        return float(self._backoff(state))
+        return min(self.settings.backoff_max, float(self._backoff(state)))
 
     def _note_error(self, message: str) -> None:
         self.link.last_error = message

@@ -114,6 +114,32 @@ def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
     return ctx
 
 
+class _Client(mqtt.Client):
+    """paho's client with a TLS handshake that closes its socket when it fails.
+
+    paho leaves the half-open SSL socket to the garbage collector after a failed handshake
+    (a ResourceWarning per retry during a long outage with a wrong CA). Our context always
+    carries the hostname policy (`check_hostname`), so the handshake is the whole check.
+    """
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        ctx = self._ssl_context
+        assert ctx is not None
+        try:
+            ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host,
+                                       do_handshake_on_connect=False)
+        except BaseException:
+            tcp_sock.close()
+            raise
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
 class MqttLink:
     """One connection attempt and, if it succeeds, the open link until it is lost.
 
@@ -129,7 +155,7 @@ class MqttLink:
         self.broker = settings.broker
         self._on_puback = on_puback
         self._v5 = settings.protocol == "5"
-        self._client = mqtt.Client(
+        self._client = _Client(
             CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
             clean_session=None if self._v5 else True,
@@ -210,9 +236,10 @@ class MqttLink:
         keepalive = max(1, math.ceil(self.settings.keepalive))
         try:
             await anyio.to_thread.run_sync(
-                lambda: self._client.connect(self.settings.host, self.settings.port,
-                                             keepalive=keepalive, clean_start=True,
-                                             properties=props))
+                lambda: self._client.connect(
+                    self.settings.host, self.settings.port, keepalive=keepalive,
+                    clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                    properties=props))
         except (OSError, ValueError) as exc:
             self._client._sock_close()
             raise LinkError(self.broker, _describe_connect_error(exc, self.settings)) from None
@@ -324,8 +351,10 @@ class MqttLink:
         period = min(1.0, keepalive / 4)
         while self.lost is None:
             await anyio.sleep(period)
-            self._client.loop_misc()
+            # Checked before paho's own check (which gives up only after 2 x keepalive).
             silent = time.monotonic() - self.last_rx
             if silent > SILENT_FACTOR * keepalive:
                 self._mark_lost(f"no data from the broker for {silent:.1f}s "
                                 f"(keepalive {keepalive:g}s): silent link")
+                return
+            self._client.loop_misc()
