@@ -72,7 +72,9 @@ class Supervisor:
                 reason = "stopped unexpectedly"
             except Exception as exc:  # the supervisor's job: log, count, restart
                 reason = f"{type(exc).__name__}: {exc}"
-                if not log.isEnabledFor(logging.DEBUG):
+                if self.stopping:
+                    log.debug("%s ended during shutdown: %s", name, reason)
+                elif not log.isEnabledFor(logging.DEBUG):
                     log.error("%s failed: %s; restarting", name, reason)
                 else:
                     log.exception("%s failed; restarting", name)

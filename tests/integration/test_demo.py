@@ -1,0 +1,109 @@
+"""`linelight demo` without a terminal: plain lines, a clean stop, its mosquitto stopped."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.demo_view import Frame, render_line, render_screen
+from tests.integration.agent_proc import ROOT
+
+pytestmark = pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(),
+                                reason="the demo's broker part needs /usr/sbin/mosquitto")
+
+
+def mosquittos_under(directory: Path) -> list[int]:
+    """Pids of mosquitto processes whose config lives under `directory`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"mosquitto") and any(
+                str(directory).encode() in part for part in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_demo_without_a_tty_prints_lines_goes_through_an_outage_and_stops(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "demo", "--seconds", "12", "--outage-every", "3",
+         "--outage-length", "2", "--data-dir", str(tmp_path / "demo")],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    ticks = [line for line in lines if line.startswith("t=")]
+    assert len(ticks) >= 5
+    first_down = next(i for i, t in enumerate(ticks) if "broker=DOWN" in t)
+    assert any("broker=up" in t for t in ticks[first_down:]), "the broker never came back"
+    assert all("in_order=yes" in t for t in ticks)
+    assert "\x1b[" not in proc.stdout  # no ANSI codes in a pipe
+    summary = lines[-1]
+    assert summary.startswith("demo over after") and "(in order," in summary
+    assert re.search(r", [1-9]\d* outages", summary)
+    assert mosquittos_under(tmp_path / "demo") == []
+
+
+def test_demo_stops_cleanly_on_sigterm_and_stops_its_broker(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "demo", "--seconds", "300",
+         "--data-dir", str(tmp_path / "demo")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline and not line.startswith("t="):
+            line = proc.stdout.readline()
+        assert line.startswith("t="), proc.stderr.read() if proc.stderr else ""
+        assert mosquittos_under(tmp_path / "demo") != []
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.splitlines()[-1].startswith("demo over after")
+    assert mosquittos_under(tmp_path / "demo") == []
+
+
+def test_demo_rules_shipped_in_the_package_match_the_example() -> None:
+    assert (ROOT / "agent" / "demo_rules.toml").read_text() == \
+        (ROOT / "examples" / "rules.d" / "machine.toml").read_text()
+
+
+def frame(**changes: object) -> Frame:
+    base = dict(elapsed=3.0, agent_id="demo", phase="fault", pinned=False, state="fault",
+                code=180000, state_for=1.2, reason="", lamps={"red": "blink_fast", "green": "off"},
+                levels={"red": True, "green": False}, signals=(), counters={"parts": 3},
+                inputs={"running": False}, queue_depth=12, queue_oldest=2.0, seq_hwm=40,
+                dropped=0, broker="down", broker_url="mqtt://127.0.0.1:1883",
+                broker_error="connection refused", outage="back in 3 s")
+    base.update(changes)
+    return Frame(**base)  # type: ignore[arg-type]
+
+
+def test_screen_shows_lamps_in_colour_state_queue_and_link() -> None:
+    screen = render_screen(frame())
+    assert "\x1b[48;2;230;40;40m" in screen  # the red lamp lit, as a red block
+    assert "FAULT" in screen and "12\x1b[0m events waiting" in screen
+    assert "○ down" in screen and "back in 3 s" in screen
+
+
+def test_plain_line_has_no_colours_and_names_everything() -> None:
+    line = render_line(frame(broker="connected", outage="", received=38))
+    assert "\x1b" not in line
+    assert "state=fault" in line and "lamps=[red:blink_fast]" in line and "parts=3" in line
+    assert "queue=12" in line and "broker=up" in line and "received=38 in_order=yes" in line
