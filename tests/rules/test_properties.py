@@ -1,0 +1,196 @@
+"""Property tests: stale data never decides the state, same history same outputs, counters grow."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rules.evaluator import Evaluator
+from rules.loader import load_rules
+from rules.values import Quality, Sample
+
+NAMES = ("a", "b", "c", "d")
+PROPS = settings(max_examples=120, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# An expression is a nested tuple: ("in", name) | ("lit", bool) | ("not", e) | ("and"/"or", l, r)
+exprs = st.recursive(
+    st.one_of(st.sampled_from(NAMES).map(lambda n: ("in", n)),
+              st.booleans().map(lambda b: ("lit", b))),
+    lambda inner: st.one_of(
+        inner.map(lambda e: ("not", e)),
+        st.tuples(st.sampled_from(["and", "or"]), inner, inner)),
+    max_leaves=6,
+)
+
+
+def text(e: tuple[Any, ...]) -> str:
+    if e[0] == "in":
+        return e[1]
+    if e[0] == "lit":
+        return "true" if e[1] else "false"
+    if e[0] == "not":
+        return f"(not {text(e[1])})"
+    return f"({text(e[1])} {e[0]} {text(e[2])})"
+
+
+def truth(e: tuple[Any, ...], env: dict[str, bool]) -> bool:
+    if e[0] == "in":
+        return env[e[1]]
+    if e[0] == "lit":
+        return bool(e[1])
+    if e[0] == "not":
+        return not truth(e[1], env)
+    if e[0] == "and":
+        return truth(e[1], env) and truth(e[2], env)
+    return truth(e[1], env) or truth(e[2], env)
+
+
+def rule_text(whens: list[tuple[Any, ...]]) -> str:
+    out = ["[inputs]"] + [f'{n} = {{ type = "bool", stale_after = "1s" }}' for n in NAMES]
+    for i, w in enumerate(whens):
+        out += ["[[state]]", f'name = "s{i}"', f"code = {i + 1}", f"priority = {100 - i}",
+                f'when = "{text(w)}"', 'show = { green = "on" }' if i % 2 else ""]
+    out += ["[[state]]", 'name = "fallback"', "code = 0", "priority = 0", "when = true"]
+    return "\n".join(out) + "\n"
+
+
+# Per scan and input: a fresh good sample, nothing new (the old one ages), a bad one, or gone.
+events = st.sampled_from(["true", "false", "none", "none", "bad", "gone"])
+histories = st.lists(st.fixed_dictionaries({n: events for n in NAMES}), min_size=1, max_size=40)
+
+
+def feed(table: dict[str, Sample], scan: dict[str, str], now: float) -> None:
+    for name, what in scan.items():
+        if what in ("true", "false"):
+            table[name] = Sample(what == "true", Quality.GOOD, now)
+        elif what == "bad":
+            table[name] = Sample(None, Quality.BAD, now)
+        elif what == "gone":
+            table.pop(name, None)
+
+
+def usable(table: dict[str, Sample], name: str, now: float) -> bool:
+    s = table.get(name)
+    return s is not None and s.quality is Quality.GOOD and now - s.at <= 1.0 + 1e-9
+
+
+def outcomes(e: tuple[Any, ...], known: dict[str, bool], unknown: list[str]) -> set[bool]:
+    """The values `e` takes over every possible value of the unknown inputs."""
+    seen = set()
+    for values in itertools.product([False, True], repeat=len(unknown)):
+        seen.add(truth(e, {**known, **dict(zip(unknown, values, strict=True))}))
+    return seen
+
+
+@PROPS
+@given(whens=st.lists(exprs, min_size=1, max_size=5), history=histories,
+       dt=st.sampled_from([0.1, 0.3, 0.7]))
+def test_a_stale_input_never_decides_which_state_wins(whens, history, dt):
+    ev = Evaluator(load_rules([("p.toml", rule_text(whens))]))
+    table: dict[str, Sample] = {}
+    for k, scan in enumerate(history):
+        now = k * dt
+        feed(table, scan, now)
+        step = ev.step(dict(table), now)
+        known = {n: bool(table[n].value) for n in NAMES if usable(table, n, now)}
+        unknown = [n for n in NAMES if n not in known]
+        for i, w in enumerate(whens):
+            possible = outcomes(w, known, unknown)
+            if step.state.name == f"s{i}":
+                # the winner is true whatever the unreadable inputs really are
+                assert possible == {True}, (text(w), unknown)
+                break
+            # every state above the winner is false whatever they really are
+            assert possible == {False} or step.state.name == "unknown", (text(w), unknown)
+            if possible != {False}:
+                break
+        if step.state.name == "unknown":
+            assert step.lamps["green"].value == "off"
+
+
+RICH = """
+[inputs]
+a = { type = "bool", stale_after = "1s", debounce = "150ms" }
+b = { type = "bool", stale_after = "1s", on_stale = "hold:500ms" }
+n = { type = "int", stale_after = "2s", scale = 0.5 }
+[define]
+edge = "rising(a) or falling(b)"
+[[state]]
+name = "hi"
+code = 1
+priority = 9
+when = "n > 3 or (a and b)"
+on_delay = "300ms"
+off_delay = "200ms"
+show = { red = "on", buzzer = "on:1s" }
+[[state]]
+name = "mid"
+code = 2
+priority = 5
+when = "a or edge"
+clear_when = "not a and not b"
+show = { amber = "blink_slow" }
+[[state]]
+name = "lo"
+code = 3
+priority = 0
+when = "not stale(n)"
+show = { green = "on" }
+[[signal]]
+name = "warn"
+priority = 7
+when = "changed(n) or b"
+off_delay = "400ms"
+show = { blue = "blink_fast", amber = "on" }
+[[counter]]
+name = "edges"
+rising = "edge"
+[[counter]]
+name = "falls"
+falling = "a or b"
+increment = 3
+"""
+
+values = st.one_of(st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True),
+                   st.text(max_size=2), st.none())
+samples = st.one_of(st.none(), st.tuples(values, st.sampled_from(list(Quality))))
+rich_history = st.lists(st.fixed_dictionaries({n: samples for n in ("a", "b", "n")}),
+                        min_size=1, max_size=60)
+
+
+def run_rich(history, dt: float):
+    ev = Evaluator(load_rules([("rich.toml", RICH)]))
+    table: dict[str, Sample] = {}
+    out = []
+    for k, scan in enumerate(history):
+        now = k * dt
+        for name, s in scan.items():
+            if s is not None:
+                table[name] = Sample(s[0], s[1], now)
+        out.append(ev.step(dict(table), now))
+    return out
+
+
+@PROPS
+@given(history=rich_history, dt=st.sampled_from([0.05, 0.1, 0.25]))
+def test_the_same_history_gives_the_same_outputs(history, dt):
+    assert run_rich(history, dt) == run_rich(history, dt)
+
+
+@PROPS
+@given(history=rich_history, dt=st.sampled_from([0.05, 0.1, 0.25]))
+def test_counters_never_decrease_and_events_report_the_totals(history, dt):
+    last = {"edges": 0, "falls": 0}
+    for step in run_rich(history, dt):
+        for name, total in step.counters.items():
+            assert total >= last[name]
+        counted = [e for e in step.events if e.kind == "count"]
+        for e in counted:
+            assert e.value == step.counters[e.name]
+            assert e.value - dict(e.detail)["increment"] == last[e.name]
+        last = dict(step.counters)
+        assert set(step.lamps) == {"red", "amber", "green", "blue", "white", "buzzer"}
