@@ -1,0 +1,139 @@
+"""Rule evaluation speed: per-scan time for a large rule set, and its load + validate time.
+
+500 inputs, 100 states, 50 signals, 50 counters (target: <= 1 ms per scan, median).
+Run: .venv/bin/python -m bench.rules [--quick]. Prints a table; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+from rules.evaluator import Evaluator
+from rules.loader import load_rules
+from rules.values import Quality, Sample
+
+N_INPUTS, N_STATES, N_SIGNALS, N_COUNTERS = 500, 100, 50, 50
+TARGET_MEDIAN_US = 1000.0
+
+
+def rule_text(rng: random.Random) -> str:
+    lines = ["[inputs]"]
+    kinds = {}
+    for i in range(N_INPUTS):
+        kind = "bool" if i % 10 < 6 else ("int" if i % 10 < 9 else "float")
+        kinds[f"in{i}"] = kind
+        extra = ""
+        if i % 7 == 0:
+            extra += ', debounce = "20ms"'
+        if i % 3 == 0:
+            extra += ', stale_after = "2s"'
+        if kind == "int" and i % 4 == 0:
+            extra += ", scale = 0.1"
+        if kind == "bool" and i % 11 == 0:
+            extra += ', on_stale = "hold:1s"'
+        lines.append(f'in{i} = {{ type = "{kind}"{extra} }}')
+    bools = [n for n, k in kinds.items() if k == "bool"]
+    nums = [n for n, k in kinds.items() if k != "bool"]
+
+    def condition() -> str:
+        parts = []
+        for _ in range(rng.randint(2, 4)):
+            if rng.random() < 0.6:
+                parts.append(("not " if rng.random() < 0.3 else "") + rng.choice(bools))
+            else:
+                parts.append(f"{rng.choice(nums)} {rng.choice(['>', '<', '!=', '=='])} "
+                             f"{rng.randint(0, 50)}")
+        out = parts[0]
+        for p in parts[1:]:
+            out += f" {rng.choice(['and', 'or'])} {p}"
+        return out
+
+    lamps = ["red", "amber", "green", "blue", "white"]
+    for i in range(N_STATES):
+        lines += ["[[state]]", f'name = "state{i}"', f"code = {10000 + i}",
+                  f"priority = {1000 - i * 5}",
+                  f'when = "{condition() if i < N_STATES - 1 else "true"}"',
+                  f'show = {{ {lamps[i % 5]} = "on" }}']
+        if i % 4 == 0:
+            lines.append('on_delay = "500ms"')
+        if i % 5 == 0:
+            lines.append('off_delay = "1s"')
+    for i in range(N_SIGNALS):
+        lines += ["[[signal]]", f'name = "signal{i}"', f"priority = {1000 - i * 5 - 2}",
+                  f'when = "{condition()}"', f'show = {{ {lamps[i % 5]} = "blink_slow" }}']
+        if i % 3 == 0:
+            lines.append(f'clear_when = "{condition()}"')
+    for i in range(N_COUNTERS):
+        lines += ["[[counter]]", f'name = "count{i}"', f'rising = "{rng.choice(bools)}"']
+    return "\n".join(lines) + "\n"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer scans")
+    parser.add_argument("--scans", type=int, default=5000)
+    args = parser.parse_args()
+    scans = 1000 if args.quick else args.scans
+    rng = random.Random(7)
+    text = rule_text(rng)
+
+    loads = []
+    for _ in range(3 if args.quick else 7):
+        t0 = time.perf_counter()
+        ruleset = load_rules([("bench.toml", text)])
+        loads.append(time.perf_counter() - t0)
+
+    ev = Evaluator(ruleset)
+    names = list(ruleset.inputs)
+    values = {n: (rng.random() < 0.5 if ruleset.inputs[n].type == "bool" else rng.randint(0, 50))
+              for n in names}
+    table = {n: Sample(v, Quality.GOOD, 0.0) for n, v in values.items()}
+    times = []
+    events = 0
+    for k in range(scans):
+        now = k * 0.02
+        for n in rng.sample(names, 50):  # 10 % of the inputs change per scan
+            spec = ruleset.inputs[n]
+            v = rng.random() < 0.5 if spec.type == "bool" else rng.randint(0, 50)
+            q = Quality.BAD if rng.random() < 0.01 else Quality.GOOD
+            table[n] = Sample(v, q, now)
+        snapshot = dict(table)
+        t0 = time.perf_counter_ns()
+        step = ev.step(snapshot, now)
+        times.append((time.perf_counter_ns() - t0) / 1000)
+        events += len(step.events)
+    median = statistics.median(times)
+    p99 = percentile(times, 0.99)
+    load_ms = statistics.median(loads) * 1000
+
+    print(f"rules: {N_INPUTS} inputs, {N_STATES} states, {N_SIGNALS} signals, "
+          f"{N_COUNTERS} counters; {scans} scans, 10 % of inputs change per scan")
+    print(f"{'figure':<28}{'value':>12}")
+    print(f"{'scan median':<28}{median:>10.1f} us")
+    print(f"{'scan p99':<28}{p99:>10.1f} us")
+    print(f"{'scan max':<28}{max(times):>10.1f} us")
+    print(f"{'load + validate (median)':<28}{load_ms:>10.1f} ms")
+    print(f"{'rule text':<28}{len(text) / 1024:>10.1f} KiB")
+    print(f"{'events per scan':<28}{events / scans:>12.2f}")
+    print(f"{'median vs 1 ms target':<28}{median / TARGET_MEDIAN_US:>12.2f}")
+    print(json.dumps({
+        "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
+        "counters": N_COUNTERS, "scans": scans,
+        "step_median_us": round(median, 1), "step_p99_us": round(p99, 1),
+        "step_max_us": round(max(times), 1), "load_validate_ms": round(load_ms, 1),
+        "events_per_scan": round(events / scans, 2),
+        "median_to_target_ratio": round(median / TARGET_MEDIAN_US, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
