@@ -100,7 +100,7 @@ def journal_depth(db: Path) -> int:
 
 def test_kill_9_during_replay_loses_nothing_and_keeps_order(
         tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
-    inflight, kills, backlog = 64, 22, 30_000
+    inflight, kills, backlog = 64, 22, 60_000
     db = tmp_path / "journal.db"
     last = make_backlog(db, backlog)
     sub = make_subscriber(mosquitto, f"{EVENTS}#")
@@ -112,7 +112,7 @@ def test_kill_9_during_replay_loses_nothing_and_keeps_order(
             proc.wait_line("connected")
             # A random moment during the replay: after some deliveries, at a random delay.
             sub.wait_for(lambda ms, b=before: len(ms) > b, 60, "progress after restart")
-            threading.Event().wait(rng.uniform(0.0, 0.15))
+            threading.Event().wait(rng.uniform(0.0, 0.05))
             proc.kill9()
         progress.append(len(sub.seqs(EVENTS)) - before)
     with forwarder_process(db, mosquitto, inflight) as proc:
@@ -122,8 +122,8 @@ def test_kill_9_during_replay_loses_nothing_and_keeps_order(
     assert dedup_in_order(seqs) == list(range(1, last + 1)), "lost or reordered events"
     duplicates = sum(n - 1 for n in Counter(seqs).values())
     assert duplicates <= kills * inflight, (duplicates, kills * inflight)
-    # Every run was killed mid-replay, after delivering something and before the end.
-    assert all(p > 0 for p in progress) and sum(progress) < last + duplicates, progress
+    # Every run was killed mid-replay: after delivering something, before the end.
+    assert all(p > 0 for p in progress) and sum(progress) < last, progress
 
 
 def test_last_will_reads_offline_after_the_agent_is_killed(
