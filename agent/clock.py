@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,24 @@ class ClockJump:
     after_ns: int  # the wall time we read
 
 
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
 def kernel_clock_synchronized() -> bool | None:
-    """What the kernel says (the same flag `timedatectl` shows), or None if it cannot tell."""
+    """What the kernel says (the same flag `timedatectl` shows), or None if it cannot tell.
+
+    A hardened unit (ProtectClock=, a seccomp filter without @clock) refuses even the
+    read-only adjtimex(); then systemd-timesyncd's flag file is the only hint left.
+    """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = libc.adjtimex(buf)
+        state = int(libc.adjtimex(buf))
     except (OSError, AttributeError):
-        return None
+        state = -1
     if state < 0:
-        return None
-    return bool(state != _TIME_ERROR)
+        return True if TIMESYNC_FLAG.exists() else None
+    return state != _TIME_ERROR
 
 
 class ClockWatch:

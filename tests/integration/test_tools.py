@@ -1,0 +1,80 @@
+"""`linelight status` and `linelight doctor` against a real agent and a real mosquitto."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.fixtures.mosquitto import Mosquitto, free_port
+from tests.integration.agent_proc import ROOT, AgentProcess, write_config
+
+
+def linelight(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=90, stdin=subprocess.DEVNULL)
+
+
+def test_status_prints_a_summary_of_the_running_agent(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent")
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: s["state"]["name"] != "unknown", what="a known state")
+        proc = linelight("status", "--config", str(config))
+        as_json = linelight("status", "--url", f"http://127.0.0.1:{agent.port}", "--json")
+        assert agent.stop() == 0
+    assert proc.returncode == 1  # degraded: no broker configured
+    out = proc.stdout
+    assert "agent it-press" in out and "health     degraded" in out
+    assert "broker: none configured" in out
+    assert "state      " in out and "queue      " in out and "spindle_rpm" in out
+    assert '"agent": "it-press"' in as_json.stdout
+
+
+def test_status_says_so_when_no_agent_answers() -> None:
+    proc = linelight("status", "--url", f"http://127.0.0.1:{free_port()}")
+    assert proc.returncode == 1
+    assert "no agent answers at" in proc.stderr and "systemctl status linelight" in proc.stderr
+
+
+def test_doctor_walks_the_broker_steps_and_passes_with_a_live_broker(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port)
+    proc = linelight("doctor", "--config", str(config))
+    out = proc.stdout
+    assert "[ok  ] config" in out
+    assert "[ok  ] broker DNS 127.0.0.1" in out
+    assert f"[ok  ] broker TCP 127.0.0.1:{mosquitto.port}" in out
+    assert "[ok  ] broker login: MQTT 5 CONNACK accepted (anonymous)" in out
+    assert "[ok  ] journal" in out and "[ok  ] disk" in out
+    assert "[FAIL]" not in out, out
+    assert proc.returncode == 0, out
+
+
+def test_doctor_reports_a_refused_login_with_what_to_do(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]) -> None:
+    broker = make_mosquitto(start=False, extra="allow_anonymous false\n")
+    broker.add_user("press", "right")
+    broker.start()
+    secret = tmp_path / "password"
+    secret.write_text("wrong\n")
+    config = write_config(tmp_path / "agent", mqtt_port=broker.port)
+    config.write_text(config.read_text().replace(
+        "[mqtt]\n", f'[mqtt]\nusername = "press"\npassword_file = "{secret}"\n'))
+    proc = linelight("doctor", "--config", str(config))
+    assert proc.returncode == 1
+    assert "[FAIL] broker login: refused" in proc.stdout
+    assert "check username / password_file" in proc.stdout
+    assert "wrong" not in proc.stdout  # never print a secret
+
+
+def test_doctor_fails_on_an_unreachable_broker_and_a_broken_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent", mqtt_port=free_port())
+    proc = linelight("doctor", "--config", str(config))
+    assert proc.returncode == 1
+    assert "[FAIL] broker TCP 127.0.0.1" in proc.stdout and "Connection refused" in proc.stdout
+    config.write_text("bogus = 1\n" + config.read_text())
+    proc = linelight("doctor", "--config", str(config))
+    assert proc.returncode == 1
+    assert f"{config}:" in proc.stdout and "unknown key 'bogus'" in proc.stdout
