@@ -148,6 +148,9 @@ def rule_tests_schema() -> dict[str, Any]:
         "signals": {"type": "array", "items": {"type": "string"},
                     "description": "exactly the signals expected on"},
         "counters": {**counters, "description": "expected counter totals"},
+        "events": {"type": "array", "items": {"type": "string"},
+                   "description": "exactly the events of that scan, e.g. 'state fault 180000', "
+                                  "'alarm microstop true', 'count parts 3'"},
     }, EXPECT_KEYS, ["at"], "one check")
     test = _object({
         "name": {"type": "string"},

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rules.errors import ConfigProblems, LocatedError, Location
-from rules.evaluator import Evaluator, Step
+from rules.evaluator import Evaluator, RuleEvent, Step
 from rules.fields import Problems, Table, did_you_mean
 from rules.loader import load_rule_files
 from rules.model import UNKNOWN_STATE, RuleSet
@@ -25,7 +25,7 @@ from rules.values import Pattern, Quality, Sample, Value
 
 FILE_KEYS = ("rules", "step", "test")
 TEST_KEYS = ("name", "step", "inputs", "counters_start", "expect")
-EXPECT_KEYS = ("at", "state", "code", "lamps", "signals", "counters")
+EXPECT_KEYS = ("at", "state", "code", "lamps", "signals", "counters", "events")
 DEFAULT_STEP = 0.1
 MAX_SCANS = 1_000_000
 _EPS = 1e-9
@@ -100,6 +100,7 @@ class Expectation:
     lamps: tuple[tuple[str, Pattern], ...] = ()
     signals: tuple[str, ...] | None = None
     counters: tuple[tuple[str, int], ...] = ()
+    events: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +271,16 @@ def _read_expect(t: Table, step: float, rs: RuleSet | None) -> Expectation | Non
         lamp_table.finish()
     signals = _signal_list(t, rs)
     counters = _counter_map(t, "counters", rs)
+    events = t.take("events", list, None)
+    if events is not None and not all(isinstance(e, str) for e in events):
+        t.problem("events", "'events' must list events as text, e.g. [\"state fault 180000\", "
+                            "\"alarm microstop true\", \"count parts 3\"]")
+        events = None
     t.finish()
     if seconds is None:
         return None
-    return Expectation(t.where(), at_text, scan, state, code, tuple(lamps), signals, counters)
+    return Expectation(t.where(), at_text, scan, state, code, tuple(lamps), signals, counters,
+                       tuple(" ".join(e.split()) for e in events) if events is not None else None)
 
 
 def _signal_list(t: Table, rs: RuleSet | None) -> tuple[str, ...] | None:
@@ -370,6 +377,17 @@ def _check(test: str, e: Expectation, step: Step) -> Iterable[Failure]:
     for name, total in e.counters:
         if step.counters.get(name) != total:
             yield fail(f"counter {name}", total, step.counters.get(name))
+    if e.events is not None:
+        happened = tuple(event_text(ev) for ev in step.events)
+        if happened != e.events:
+            yield fail("events", "[" + ", ".join(e.events) + "]",
+                       "[" + ", ".join(happened) + "]")
+
+
+def event_text(event: RuleEvent) -> str:
+    """`state fault 180000`, `alarm microstop true`, `count parts 3`: how tests name events."""
+    value = str(event.value).lower() if isinstance(event.value, bool) else str(event.value)
+    return f"{event.kind} {event.name} {value}"
 
 
 def _show(value: Value) -> str:

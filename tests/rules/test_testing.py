@@ -131,3 +131,12 @@ def test_a_hundred_cases_run_on_the_virtual_clock():
                     for i in range(100))
     results = run_file(_load('rules = ["basic.toml"]\n' + cases))
     assert len(results) == 100 and all(r.passed for r in results)
+
+
+def test_events_at_a_scan_can_be_expected_exactly():
+    text = CASE.replace('at = "2.5s"\nstate = "fault"\ncode = 180000',
+                        'at = "2s"\nevents = ["state fault 180000"]')
+    assert run_file(_load(text))[0].passed
+    wrong = run_file(_load(text.replace('"state fault 180000"', '"count parts 1"')))
+    assert str(wrong[0].failures[0]).endswith(
+        "events: expected [count parts 1], got [state fault 180000]")
