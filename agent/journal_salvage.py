@@ -187,6 +187,8 @@ def _open_old(path: str) -> sqlite3.Connection | None:
     try:
         old = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         old.execute("PRAGMA query_only = 1")
+        # Lets SQLite read a file shorter than its header claims (a truncated journal).
+        old.execute("PRAGMA writable_schema = ON")
         return old
     except sqlite3.Error as exc:
         log.warning("journal salvage: %s cannot be opened at all: %s", path, exc)
@@ -266,9 +268,9 @@ def _chunks(rows: Iterator[tuple[Any, ...]], size: int = 2000) -> Iterator[list[
 def _readable_rows(old: sqlite3.Connection, hwm: int) -> Iterator[tuple[Any, ...]]:
     """Every row that reads back whole, in seq order, stepping over damaged stretches."""
     sql = f"SELECT {schema.EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-    after = -(2**63)
+    limit = hwm if hwm > 0 else 2**62
+    after = 0
     chunk = 500
-    step = 1
     while True:
         try:
             rows = old.execute(sql, (after, chunk)).fetchall()
@@ -276,23 +278,59 @@ def _readable_rows(old: sqlite3.Connection, hwm: int) -> Iterator[tuple[Any, ...
             if chunk > 1:
                 chunk = 1  # find the bad row one at a time
                 continue
-            # The row (or the b-tree page) after `after` is unreadable: skip ahead, further
-            # each time, until rows read again or we pass anything the file could hold.
-            if after < 0:
-                after = 0
-            after += step
-            step *= 2
-            if (after > hwm and step > 2**20) or after > 2**62:
+            resume = _skip_damage(old, after, limit)
+            if resume is None:
                 return
+            after = resume
             continue
         if not rows:
             return
+        # A damaged b-tree can answer out of order; keep only the strictly rising prefix.
+        ordered = []
         for row in rows:
+            if not isinstance(row[0], int) or row[0] <= (ordered[-1][0] if ordered else after):
+                break
+            ordered.append(row)
+        if not ordered:
+            resume = _skip_damage(old, after, limit)
+            if resume is None:
+                return
+            after = resume
+            continue
+        for row in ordered:
             if _valid(row):
                 yield row
-        after = int(rows[-1][0])
-        step = 1
+        after = int(ordered[-1][0])
         chunk = 500
+
+
+def _skip_damage(old: sqlite3.Connection, failed: int, limit: int) -> int | None:
+    """The smallest seq bound past an unreadable page: gallop forward, then bisect back."""
+
+    def readable(after: int) -> bool:
+        try:
+            old.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT 1",
+                        (after,)).fetchall()
+        except sqlite3.Error:
+            return False
+        return True
+
+    step = 1
+    while True:
+        candidate = failed + step
+        if candidate > limit or candidate > 2**62:
+            return None
+        if readable(candidate):
+            break
+        failed = candidate
+        step *= 2
+    while candidate - failed > 1:
+        mid = (failed + candidate) // 2
+        if readable(mid):
+            candidate = mid
+        else:
+            failed = mid
+    return candidate
 
 
 def _valid(row: tuple[Any, ...]) -> bool:
