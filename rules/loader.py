@@ -163,7 +163,9 @@ def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
     inputs = root.table("inputs")
     if inputs is not None:
         for name, table in inputs.entries():
-            if table is not None and _claim(draft, problems, name, "input", inputs.where(name)):
+            if table is None:
+                draft.broken.add(name)
+            elif _claim(draft, problems, name, "input", inputs.where(name)):
                 spec = _read_input(name, table)
                 if spec is not None:
                     draft.inputs.append(spec)
@@ -175,7 +177,9 @@ def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
         for name in list(defines.data):
             where = defines.where(name)
             expr = _expression(defines, name, required=True)
-            if _claim(draft, problems, name, "define", where) and expr is not None:
+            if expr is None:
+                draft.broken.add(name)
+            elif _claim(draft, problems, name, "define", where):
                 draft.defines.append((name, where, expr))
         defines.finish()
     for t in root.tables("state"):

@@ -244,3 +244,11 @@ def test_an_input_with_errors_does_not_cascade_into_unknown_input_errors():
     text = BASIC.replace('fault_code = { type = "int" }', 'fault_code = { type = "integer" }')
     msgs = problems(text)
     assert len(msgs) == 1 and "'type' cannot be 'integer'" in msgs[0]
+
+
+def test_a_define_or_input_that_is_not_written_right_does_not_cascade():
+    msgs = problems(BASIC.replace('when = "running"', 'when = "running and ok"')
+                    + '[define]\nok = 3\n')
+    assert len(msgs) == 1 and "'ok' must be a string or true or false, not an integer (3)" in msgs[0]
+    msgs = problems(BASIC.replace('fault_code = { type = "int" }', 'fault_code = "int"'))
+    assert len(msgs) == 1 and "'fault_code' must be a table" in msgs[0]
