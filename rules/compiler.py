@@ -308,7 +308,10 @@ class _Compiler:
             y = b(v)
             if y is None or (divides and y == 0):
                 return None  # division by zero is unknown, never an exception
-            r = op(x, y)
+            try:
+                r = op(x, y)
+            except OverflowError:
+                return None  # a result too large for a float is unknown, never an exception
             if isinstance(r, float) and not math.isfinite(r):
                 return None
             return r

@@ -144,10 +144,15 @@ def _coerce(spec: InputSpec, raw: Any) -> Any:
             raw = int(raw)
     elif not isinstance(raw, int):
         return None
-    if t == "float":
-        raw = float(raw)
-    if spec.scale is not None:
-        raw = raw * spec.scale
+    try:
+        if t == "float":
+            raw = float(raw)
+        if spec.scale is not None:
+            raw = raw * spec.scale
+    except OverflowError:
+        return None  # an integer too large for a float: the value cannot be right
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return None
     return raw
 
 

@@ -452,3 +452,9 @@ def test_same_history_gives_the_same_outputs():
                         i * 0.1) for i in range(100)]
 
     assert history() == history()
+
+
+def test_a_number_too_large_for_a_float_is_bad_not_a_crash():
+    rs = load(SPEED.replace('speed = { type = "int", scale = 0.1 }', 'speed = { type = "float" }'))
+    step = Evaluator(rs).step(good({"speed": 10**400, "button": False}, 0.0), 0.0)
+    assert step.state.name == "unknown"

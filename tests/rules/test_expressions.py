@@ -277,3 +277,8 @@ def test_no_python_is_reachable_from_an_expression():
     for text in ("__import__('os')", "running.__class__", "eval('1')", "open('x')"):
         with pytest.raises(ExpressionError):
             compile_expr(text)
+
+
+def test_arithmetic_overflow_is_unknown_not_an_exception():
+    assert value("speed / 3 > 1", speed=10**400) is None
+    assert value("speed * 1.5 > 1", speed=10**400) is None

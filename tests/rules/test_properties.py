@@ -155,7 +155,7 @@ falling = "a or b"
 increment = 3
 """
 
-values = st.one_of(st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True),
+values = st.one_of(st.booleans(), st.integers(-10, 10), st.integers(), st.floats(allow_nan=True),
                    st.text(max_size=2), st.none())
 samples = st.one_of(st.none(), st.tuples(values, st.sampled_from(list(Quality))))
 rich_history = st.lists(st.fixed_dictionaries({n: samples for n in ("a", "b", "n")}),
