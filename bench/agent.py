@@ -1,0 +1,344 @@
+"""Agent benchmark: input-change-to-tower latency with the broker up, down and while a backlog
+drains; steady RSS with a large queue vs the dependencies' import floor; idle CPU.
+
+    python -m bench.agent [--quick] [--period 20ms]
+
+Prints a table, then one JSON object as the last line. Figures are noisy on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agent.app import Agent
+from agent.config import load_config
+from agent.demo_broker import LocalBroker, find_mosquitto, free_port
+from agent.journal import Event, Journal
+from rules.fields import parse_duration
+
+RULES = """\
+[inputs]
+trigger = { type = "bool" }
+
+[[state]]
+name = "on"
+code = 10000
+priority = 20
+when = "trigger"
+show = { green = "on" }
+
+[[state]]
+name = "off"
+code = 40000
+priority = 10
+when = "not trigger"
+show = { amber = "on" }
+"""
+
+CONFIG = """\
+agent_id = "bench"
+data_dir = "data"
+rules = ["rules.d/*.toml"]
+
+[scan]
+period = "{period}"
+
+[diagnostics]
+listen = ["127.0.0.1:{diag}"]
+
+[journal]
+max_bytes = "1GiB"
+min_free_disk = "16MiB"
+{mqtt}
+[sources.sim]
+type = "sim"
+period = "1s"
+
+[sources.sim.inputs]
+trigger = {{ wave = "constant", value = false, type = "bool" }}
+
+[tower.lamps]
+green = {{ virtual = true }}
+amber = {{ virtual = true }}
+"""
+
+MQTT = """
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+backoff = {{ initial = "200ms", max = "500ms" }}
+"""
+
+IMPORT_FLOOR = ("import anyio, paho.mqtt.client, msgpack, tenacity, sqlite3, prometheus_client, "
+                "pymodbus.client, gpiozero; import time; print('ready', flush=True); "
+                "time.sleep(60)")
+
+
+def write_setup(directory: Path, period: str, broker_port: int | None) -> tuple[Path, int]:
+    (directory / "rules.d").mkdir(parents=True, exist_ok=True)
+    (directory / "rules.d" / "bench.toml").write_text(RULES)
+    mqtt = MQTT.format(port=broker_port) if broker_port else ""
+    path = directory / "agent.toml"
+    diag = free_port()
+    path.write_text(CONFIG.format(period=period, diag=diag, mqtt=mqtt))
+    return path, diag
+
+
+# -- latency ---------------------------------------------------------------------------------
+
+class Probe:
+    """Times each input change to the tower command (StackLight.show) and the lamp write."""
+
+    def __init__(self, agent: Agent) -> None:
+        assert agent.hardware is not None and agent.hardware.stacklight is not None
+        self.sim = agent.hardware.sim()
+        self.tower = agent.hardware.stacklight
+        self.green = self.tower.outputs["green"]
+        self.value = False
+        self.shown: list[tuple[float, bool]] = []
+        original = self.tower.show
+
+        def show(command: Any) -> None:
+            lit = command.get("green") is not None and command["green"].value == "on"
+            if not self.shown or self.shown[-1][1] != lit:
+                self.shown.append((time.monotonic(), lit))
+            original(command)
+
+        self.tower.show = show  # type: ignore[method-assign]
+
+    async def sample(self, period: float) -> tuple[float, float]:
+        await anyio.sleep(random.uniform(0, period))  # land anywhere in the scan cycle
+        self.value = not self.value
+        n_shown = len(self.shown)
+        writes = len(self.green.changes)  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        self.sim.force("trigger", self.value)
+        with anyio.fail_after(10):
+            while len(self.shown) == n_shown or len(self.green.changes) == writes:  # type: ignore[attr-defined]  # noqa: ASYNC110
+                await anyio.sleep(0.0005)
+        command = self.shown[n_shown][0] - t0
+        lamp = self.green.changes[writes][0] - t0  # type: ignore[attr-defined]
+        return command, lamp
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def latency_runs(period: str, samples: int, backlog: int, workdir: Path) -> dict[str, Any]:
+    binary = find_mosquitto()
+    if binary is None:
+        raise SystemExit("bench.agent needs mosquitto (apt install mosquitto)")
+    broker = LocalBroker(binary, workdir / "mosquitto")
+    broker.start()
+    config = load_config(write_setup(workdir / "lat", period, broker.port)[0])
+    period_s = parse_duration(period)
+    results: dict[str, Any] = {}
+    agent = Agent(config, handle_signals=False, watch_files=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        assert agent.forwarder is not None and agent.journal is not None
+        probe = Probe(agent)
+        with anyio.fail_after(30):
+            while not agent.forwarder.link.connected:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        results["broker_up"] = [await probe.sample(period_s) for _ in range(samples)]
+
+        await anyio.to_thread.run_sync(broker.stop)
+        with anyio.fail_after(30):
+            while agent.forwarder.link.connected:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        results["broker_down"] = [await probe.sample(period_s) for _ in range(samples)]
+
+        # A backlog while the broker is down, then measure while it drains.
+        journal = agent.journal
+        target = journal.newest_seq + backlog
+        for i in range(backlog):
+            journal.submit(Event("signal", "filler", i, time.time_ns(), {"bench": True}))
+            if i % 5000 == 4999:
+                with anyio.fail_after(120):
+                    while journal.stats().pending > 5000:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+        with anyio.fail_after(120):
+            while journal.newest_seq < target:  # noqa: ASYNC110 - committed, not just taken
+                await anyio.sleep(0.01)
+        depth_before = journal.stats().depth
+        await anyio.to_thread.run_sync(broker.start)
+        drain: list[tuple[float, float]] = []
+        t_start = time.monotonic()
+        while journal.stats().depth > 100 and len(drain) < samples * 5:
+            drain.append(await probe.sample(period_s))
+        with anyio.fail_after(600):
+            while journal.stats().depth > 10:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        drain_s = time.monotonic() - t_start
+        results["backlog_drain"] = drain
+        results["_backlog"] = {"events": depth_before, "drain_s": drain_s,
+                               "rate_per_s": depth_before / drain_s if drain_s else 0.0}
+        await agent.stop()
+        tg.cancel_scope.cancel()
+    broker.stop()
+    return results
+
+
+# -- memory and CPU --------------------------------------------------------------------------
+
+async def prefill(path: Path, n: int) -> None:
+    journal = Journal.open(str(path))
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(journal.run)
+            for i in range(n):
+                journal.submit(Event("signal", "filler", i, time.time_ns(), {"bench": True}))
+                if i % 10000 == 9999:
+                    while journal.stats().pending > 20000:  # noqa: ASYNC110
+                        await anyio.sleep(0.005)
+            while journal.newest_seq < n:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    finally:
+        journal.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
+                if json.loads(r.read()).get("ready"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("agent did not become ready")
+
+
+def run_agent(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def import_floor_mb() -> float:
+    proc = subprocess.Popen([sys.executable, "-c", IMPORT_FLOOR], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        time.sleep(0.5)
+        return rss_mb(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def memory_and_cpu(period: str, queued: int, settle: float, idle_s: float,
+                   workdir: Path) -> dict[str, float]:
+    # Steady RSS with `queued` events waiting (no broker: nothing drains).
+    config, diag = write_setup(workdir / "mem", period, free_port())
+    (workdir / "mem" / "data").mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    anyio.run(prefill, workdir / "mem" / "data" / "journal.db", queued)
+    fill_s = time.monotonic() - t
+    proc = run_agent(config)
+    try:
+        wait_ready(diag)
+        time.sleep(settle)
+        rss_queued = rss_mb(proc.pid)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(idle_s)
+        idle_cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
+        rss_after = rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    return {"rss_queued_mb": max(rss_queued, rss_after), "idle_cpu_percent": idle_cpu,
+            "fill_s": fill_s, "floor_mb": import_floor_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller queues")
+    parser.add_argument("--period", default="20ms", help="scan period (default 20ms)")
+    args = parser.parse_args()
+    samples = 60 if args.quick else 200
+    backlog = 20_000 if args.quick else 100_000
+    queued = 100_000 if args.quick else 1_000_000
+    period_s = parse_duration(args.period)
+    workdir = Path(tempfile.mkdtemp(prefix="linelight-bench-"))
+    try:
+        lat = anyio.run(latency_runs, args.period, samples, backlog, workdir)
+        mem = memory_and_cpu(args.period, queued, 5.0 if args.quick else 10.0,
+                             5.0 if args.quick else 10.0, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    rows = []
+    figures: dict[str, Any] = {"scan_period_ms": period_s * 1000}
+    for name in ("broker_up", "broker_down", "backlog_drain"):
+        cmd = [c * 1000 for c, _ in lat[name]]
+        lamp = [w * 1000 for _, w in lat[name]]
+        figures[name] = {"samples": len(cmd), "command_median_ms": statistics.median(cmd),
+                         "command_p99_ms": pct(cmd, 0.99), "lamp_median_ms": statistics.median(lamp),
+                         "lamp_p99_ms": pct(lamp, 0.99)}
+        rows.append((name, len(cmd), statistics.median(cmd), pct(cmd, 0.99),
+                     statistics.median(lamp), pct(lamp, 0.99)))
+    medians = [figures[n]["command_median_ms"] for n in ("broker_up", "broker_down", "backlog_drain")]
+    p99s = [figures[n]["command_p99_ms"] for n in ("broker_up", "broker_down", "backlog_drain")]
+    figures["median_spread_ms"] = max(medians) - min(medians)
+    figures["p99_spread_ms"] = max(p99s) - min(p99s)
+    figures["within_one_period"] = figures["p99_spread_ms"] <= period_s * 1000
+    figures["backlog"] = lat["_backlog"]
+    figures["queued_events"] = queued
+    figures["rss_queued_mb"] = mem["rss_queued_mb"]
+    figures["rss_import_floor_mb"] = mem["floor_mb"]
+    figures["rss_ratio_vs_floor"] = mem["rss_queued_mb"] / mem["floor_mb"]
+    figures["idle_cpu_percent"] = mem["idle_cpu_percent"]
+    figures["prefill_events_per_s"] = queued / mem["fill_s"]
+
+    print(f"scan period {period_s * 1000:g} ms; latency from input change to tower command "
+          "(and to the virtual lamp's write)")
+    print(f"{'condition':<15}{'n':>6}{'cmd median':>12}{'cmd p99':>10}{'lamp median':>13}{'lamp p99':>10}")
+    for name, n, med, p99, lmed, lp99 in rows:
+        print(f"{name:<15}{n:>6}{med:>10.2f}ms{p99:>8.2f}ms{lmed:>11.2f}ms{lp99:>8.2f}ms")
+    b = figures["backlog"]
+    print(f"backlog        {b['events']} events drained in {b['drain_s']:.1f} s "
+          f"({b['rate_per_s']:.0f}/s) while sampling")
+    print(f"spread         median {figures['median_spread_ms']:.2f} ms, p99 "
+          f"{figures['p99_spread_ms']:.2f} ms (one period = {period_s * 1000:g} ms): "
+          f"{'within' if figures['within_one_period'] else 'NOT within'} one period")
+    print(f"memory         RSS {mem['rss_queued_mb']:.1f} MB with {queued} events queued; "
+          f"import floor {mem['floor_mb']:.1f} MB; ratio {figures['rss_ratio_vs_floor']:.2f}")
+    print(f"idle CPU       {mem['idle_cpu_percent']:.2f} % of one core (scan every "
+          f"{period_s * 1000:g} ms, no input changes, no broker)")
+    print(json.dumps(figures, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()
