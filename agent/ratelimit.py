@@ -20,12 +20,13 @@ class _Bucket:
         if self.stamp is not None:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= min(cost, self.burst):
+        need = min(cost, self.burst)
+        if self.tokens >= need - 1e-9 * need:  # float sums of sleeps land a hair short
             # A message larger than the burst passes once the bucket is full, then the
             # bucket goes negative so the average still holds.
             self.tokens -= cost
             return 0.0
-        return (min(cost, self.burst) - self.tokens) / self.rate
+        return (need - self.tokens) / self.rate
 
 
 class RateLimit:
