@@ -11,10 +11,14 @@ import json
 import random
 import statistics
 import time
+from pathlib import Path
 
 from rules.evaluator import Evaluator
-from rules.loader import load_rules
+from rules.loader import load_rule_files, load_rules
+from rules.testing import load_test_text, run_file
 from rules.values import Quality, Sample
+
+PRESS = Path(__file__).resolve().parents[1] / "examples" / "rules"
 
 N_INPUTS, N_STATES, N_SIGNALS, N_COUNTERS = 500, 100, 50, 50
 TARGET_MEDIAN_US = 1000.0
@@ -77,6 +81,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def rule_test_suite_ms() -> tuple[int, int, float]:
+    """(cases, scans, ms) for 100 rule-test cases: the press example's cases, repeated."""
+    text = (PRESS / "tests" / "press_test.toml").read_text()
+    head, _, body = text.partition("[[test]]")
+    copies = [("[[test]]" + body).replace('name = "', f'name = "{i}: ') for i in range(10)]
+    ruleset = load_rule_files([PRESS / "press.toml"])
+    suite = load_test_text("bench_test.toml", head + "".join(copies), lambda files: ruleset)
+    t0 = time.perf_counter()
+    results = run_file(suite)
+    ms = (time.perf_counter() - t0) * 1000
+    assert all(r.passed for r in results)
+    return len(results), sum(r.scans for r in results), ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer scans")
@@ -114,6 +132,7 @@ def main() -> None:
     median = statistics.median(times)
     p99 = percentile(times, 0.99)
     load_ms = statistics.median(loads) * 1000
+    cases, case_scans, suite_ms = rule_test_suite_ms()
 
     print(f"rules: {N_INPUTS} inputs, {N_STATES} states, {N_SIGNALS} signals, "
           f"{N_COUNTERS} counters; {scans} scans, 10 % of inputs change per scan")
@@ -125,6 +144,7 @@ def main() -> None:
     print(f"{'rule text':<28}{len(text) / 1024:>10.1f} KiB")
     print(f"{'events per scan':<28}{events / scans:>12.2f}")
     print(f"{'median vs 1 ms target':<28}{median / TARGET_MEDIAN_US:>12.2f}")
+    print(f"{f'{cases} rule-test cases':<28}{suite_ms:>10.1f} ms  ({case_scans} scans)")
     print(json.dumps({
         "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
         "counters": N_COUNTERS, "scans": scans,
@@ -132,6 +152,8 @@ def main() -> None:
         "step_max_us": round(max(times), 1), "load_validate_ms": round(load_ms, 1),
         "events_per_scan": round(events / scans, 2),
         "median_to_target_ratio": round(median / TARGET_MEDIAN_US, 3),
+        "rule_test_cases": cases, "rule_test_scans": case_scans,
+        "rule_test_suite_ms": round(suite_ms, 1),
     }))
 
 
