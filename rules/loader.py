@@ -632,24 +632,40 @@ class _Builder:
 
 
 def _offset_location(doc: TomlDoc, path: PathKey, text: str, offset: int) -> Location:
-    """The file position of character `offset` of the expression string at `path`."""
+    """The file position of character `offset` of the expression string at `path`.
+
+    Counts escapes in basic strings ("a \\"b\\"") and lines in multi-line strings, so the
+    column is the one an editor shows.
+    """
     offset = max(0, min(offset, len(text)))
-    if "\n" not in text[:offset]:
-        start = doc.value_location(path)
-        line_text = doc.text.splitlines()[start.line - 1] if doc.text else ""
-        opening = line_text[start.col - 1 : start.col + 2]
-        if opening in ('"""', "'''") and line_text[start.col + 2 :].strip() == "":
-            # a multi-line string whose text begins on the next line
-            return Location(doc.file, start.line + 1, offset + 1)
-        return doc.string_offset(path, offset)
     start = doc.value_location(path)
-    before = text[:offset]
-    lines_down = before.count("\n")
-    col = offset - before.rfind("\n")
-    line_text = doc.text.splitlines()[start.line - 1] if doc.text else ""
-    if line_text[start.col + 2 :].strip() == "":
-        lines_down += 1  # TOML drops a newline right after the opening quotes
-    return Location(doc.file, start.line + lines_down, col)
+    lines = doc.text.split("\n")  # the positions count "\n" only, as TOML does
+    if not 0 < start.line <= len(lines):
+        return start
+    line_text = lines[start.line - 1]
+    i = start.col - 1
+    if line_text[i : i + 3] in ('"""', "'''"):
+        before = text[:offset]
+        down = before.count("\n")
+        if line_text[i + 3 :].strip() == "":
+            down += 1  # TOML drops a newline right after the opening quotes
+        if down == 0:
+            return Location(doc.file, start.line, start.col + 3 + offset)
+        col = offset - before.rfind("\n") if "\n" in before else offset + 1
+        return Location(doc.file, start.line + down, col)
+    quote = line_text[i : i + 1]
+    if quote == "'":
+        return Location(doc.file, start.line, start.col + 1 + offset)
+    if quote != '"':
+        return start
+    raw, n = i + 1, 0
+    while n < offset and raw < len(line_text):
+        if line_text[raw] == "\\":
+            raw += {"u": 6, "U": 10}.get(line_text[raw + 1 : raw + 2], 2)
+        else:
+            raw += 1
+        n += 1
+    return Location(doc.file, start.line, raw + 1)
 
 
 def _fingerprint(inputs: Iterable[InputSpec], defines: Iterable[Define], states: Iterable[Rule],

@@ -252,3 +252,16 @@ def test_a_define_or_input_that_is_not_written_right_does_not_cascade():
     assert len(msgs) == 1 and "'ok' must be a string or true or false, not an integer (3)" in msgs[0]
     msgs = problems(BASIC.replace('fault_code = { type = "int" }', 'fault_code = "int"'))
     assert len(msgs) == 1 and "'fault_code' must be a table" in msgs[0]
+
+
+@pytest.mark.parametrize(("written", "col"), [
+    ('"mode == \\"auto\\" and runing"', 30),        # escapes count as they are written
+    ("'mode == \"auto\" and runing'", 28),          # a literal string has no escapes
+    ('"""mode == "auto" and runing"""', 30),        # one-line multi-line string
+])
+def test_expression_columns_count_what_the_editor_shows(written, col):
+    text = BASIC.replace('when = "running"', f"when = {written}") + \
+        '[inputs.mode]\ntype = "string"\n'
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "runing" in t)
+    assert problems(text) == [f"rules.toml:{line}:{col}: unknown input 'runing'; "
+                              "did you mean 'running'?"]
