@@ -92,3 +92,27 @@ def test_unit_exposure_is_at_most_2_5(debs: dict[str, Deb], tmp_path: Path) -> N
     m = re.search(r"Overall exposure level for linelight\.service: (\d+\.\d+)", proc.stdout)
     assert m is not None, proc.stdout + proc.stderr
     assert float(m.group(1)) <= 2.5, proc.stdout
+
+
+def test_sysusers_entry_creates_the_service_user(debs: dict[str, Deb], tmp_path: Path) -> None:
+    """The sysusers.d line (used by the postinst where systemd-sysusers exists, and by systemd
+    at boot) makes the user the unit runs as, with the state directory as home."""
+    if shutil.which("systemd-sysusers") is None:
+        pytest.skip("systemd-sysusers is not installed (`make apt` installs systemd)")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\ndialout:x:20:\n")
+    for name in ("shadow", "gshadow"):
+        (root / "etc" / name).write_text("")
+    conf = root / "usr/lib/sysusers.d/linelight.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_bytes(debs["amd64"].files()["/usr/lib/sysusers.d/linelight.conf"].data)
+    proc = subprocess.run(["systemd-sysusers", f"--root={root}", "linelight.conf"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    users = [line.split(":") for line in (root / "etc/passwd").read_text().splitlines()]
+    linelight = next(u for u in users if u[0] == "linelight")
+    assert int(linelight[2]) < 1000  # a system user
+    assert linelight[5:] == ["/var/lib/linelight", "/usr/sbin/nologin"]
+    assert any(line.startswith("linelight:") for line in (root / "etc/group").read_text().splitlines())
