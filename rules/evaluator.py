@@ -165,12 +165,15 @@ class Evaluator:
         self._inputs: list[tuple[InputSlots, InputSpec, _InputState]] = [
             (s, s.spec, _InputState()) for s in ruleset.input_slots
         ]
-        self._timers: dict[str, _Timer] = {
-            r.name: _Timer(r) for r in (*ruleset.states, *ruleset.signals)
+        # states and signals have separate namespaces: a state may share a signal's name
+        self._timers: dict[str, dict[str, _Timer]] = {
+            "states": {r.name: _Timer(r) for r in ruleset.states},
+            "signals": {r.name: _Timer(r) for r in ruleset.signals},
         }
-        self._state_timers = [(s, self._timers[s.name]) for s in ruleset.states]
+        self._state_timers = [(s, self._timers["states"][s.name]) for s in ruleset.states]
         self._derived: list[tuple[Define | Rule, _Timer | None]] = [
-            (d, self._timers[d.name] if isinstance(d, Rule) else None) for d in ruleset.derived
+            (d, self._timers["signals"][d.name] if isinstance(d, Rule) else None)
+            for d in ruleset.derived
         ]
         self._totals: dict[str, int] = {c.name: 0 for c in ruleset.counters}
         self._last: dict[str, Any] = {c.name: None for c in ruleset.counters}
@@ -216,11 +219,12 @@ class Evaluator:
             for new_c, old_c in zip(exprs, before, strict=True):
                 for new_slot, old_slot in zip(new_c.memory, old_c.memory, strict=True):
                     self._v[new_slot] = old._v[old_slot]
-        old_rules = {r.key: r for r in (*old.ruleset.states, *old.ruleset.signals)}
-        for rule in (*self.ruleset.states, *self.ruleset.signals):
-            same = old_rules.get(rule.key)
-            if same is not None and (same in old.ruleset.states) == (rule in self.ruleset.states):
-                self._timers[rule.name].copy_from(old._timers[same.name])
+        for kind in ("states", "signals"):
+            old_rules = {r.key: r for r in getattr(old.ruleset, kind)}
+            for rule in getattr(self.ruleset, kind):
+                same = old_rules.get(rule.key)
+                if same is not None:
+                    self._timers[kind][rule.name].copy_from(old._timers[kind][same.name])
         old_counters = {c.key for c in old.ruleset.counters}
         for c in self.ruleset.counters:
             if c.name in old._totals:

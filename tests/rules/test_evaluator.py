@@ -458,3 +458,21 @@ def test_a_number_too_large_for_a_float_is_bad_not_a_crash():
     rs = load(SPEED.replace('speed = { type = "int", scale = 0.1 }', 'speed = { type = "float" }'))
     step = Evaluator(rs).step(good({"speed": 10**400, "button": False}, 0.0), 0.0)
     assert step.state.name == "unknown"
+
+
+def test_a_state_and_a_signal_may_share_a_name_and_keep_separate_timers():
+    rs = load(BASIC + """
+[[signal]]
+name = "producing"
+priority = 3
+when = "fault_code == 4"
+on_delay = "1s"
+show = { blue = "on" }
+""")
+    ev = Evaluator(rs)
+    step = run(ev, {"running": True, "fault_code": 0}, 0.0, 2.0)
+    assert step.state.name == "producing" and step.signals == ()
+    new = Evaluator(load(BASIC + '[[signal]]\nname = "producing"\npriority = 3\n'
+                         'when = "fault_code == 4"\non_delay = "1s"\nshow = { blue = "on" }\n'))
+    new.carry_over(ev)
+    assert new.step(good(OK, 2.1), 2.1).events == ()
