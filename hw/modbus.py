@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+SILENT_LIMIT = 3  # TCP: unanswered requests in a row before the connection is dropped
+
 
 class ModbusExceptionError(DeviceError):
     """The device answered a request with a Modbus exception (illegal address, busy, ...)."""
@@ -81,6 +83,7 @@ class ModbusConnection:
         self._delay_used = 0.0
         self._lock = anyio.Lock()  # one request at a time on the wire (required on RTU)
         self._connect_lock = anyio.Lock()
+        self._silent = 0  # requests in a row without any answer
         self.stats = LinkStats()
 
     @property
@@ -133,6 +136,7 @@ class ModbusConnection:
             raise DeviceError(f"Modbus device {self.device} does not accept a connection "
                               f"(retry in {self._delay_used:.1f} s)")
         self._client = client
+        self._silent = 0
         self._delay = self.reconnect_min
         self._next_attempt = 0.0
         self.stats.connected = True
@@ -180,8 +184,14 @@ class ModbusConnection:
                 error = ""
         if response is None:
             self.stats.failures += 1
-            self.disconnect(error)
+            self._silent += 1
+            # One unit not answering must not cut off the others on an RTU bus or behind a
+            # TCP gateway: drop the link only when it is gone, or (TCP) when nothing on it has
+            # answered SILENT_LIMIT requests in a row (a pulled cable shows no RST).
+            if not self.connected or (self.link.kind == "tcp" and self._silent >= SILENT_LIMIT):
+                self.disconnect(error)
             raise DeviceError(f"Modbus device {self.device} unit {unit}: {error}")
+        self._silent = 0
         if response.isError():
             self.stats.failures += 1
             raise ModbusExceptionError(self.device, unit, function, address,
@@ -273,21 +283,29 @@ class ModbusSource:
         task_status.started()
         # The connection may be shared with the tower, so closing it is its owner's job
         # (hw.build.Hardware.close), after the tower has applied its on_exit pattern.
+        async with anyio.create_task_group() as tg:
+            # A separate watcher marks STALE on time even while a request hangs until its
+            # timeout (several of them in one poll on a bus with a dead unit).
+            tg.start_soon(self._watch_stale, table)
+            while True:
+                tick = self._clock()
+                await self.poll_once(table)
+                next_tick = tick + self.spec.poll
+                if not self.connection.connected:
+                    next_tick = max(next_tick, self._clock()
+                                    + self.connection.seconds_until_attempt())
+                await anyio.sleep(max(0.0, next_tick - self._clock()))
+
+    async def _watch_stale(self, table: InputTable) -> None:
         while True:
-            tick = self._clock()
-            await self.poll_once(table)
             self._mark_stale(table)
-            next_tick = tick + self.spec.poll
-            if not self.connection.connected:
-                # Wake for the next connection attempt, but still in time to mark STALE.
-                next_tick = max(next_tick, min(
-                    self._clock() + self.connection.seconds_until_attempt(),
-                    self._next_stale_deadline()))
-            await anyio.sleep(max(0.0, next_tick - self._clock()))
+            wake = min(self._next_stale_deadline(), self._clock() + self.spec.stale_after)
+            await anyio.sleep(max(0.001, wake - self._clock()))
 
     async def poll_once(self, table: InputTable) -> None:
-        """Read every block once: GOOD values, BAD on a Modbus exception; stop at the first
-        block without an answer (the link is down; staleness takes over)."""
+        """Read every block once: GOOD values, BAD on a Modbus exception. A block without an
+        answer is skipped (its inputs go STALE on their own clock); the poll stops early only
+        when the link itself is gone."""
         if self.connection.seconds_until_attempt() > 0 and not self.connection.connected:
             return
         self.counters.polls += 1
@@ -301,7 +319,9 @@ class ModbusSource:
                 continue
             except DeviceError as exc:
                 self.counters.last_error = str(exc)
-                return
+                if not self.connection.connected:
+                    return  # the link is gone: the watcher marks STALE, run() reconnects
+                continue  # this block got no answer; the other units may still answer
             now, wall = self._clock(), time.time_ns()
             st.last_answer = now
             st.stale = False

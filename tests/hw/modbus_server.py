@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 class ModbusTestServer:
-    """A device with coils and discrete inputs 0..255 and input/holding registers 0..199.
+    """A device (every unit id answers, except `silent_units`) with coils and discrete inputs 0..255 and input/holding registers 0..199.
 
     Addresses outside those ranges answer "illegal data address". `requests` counts the
     requests the server handled per function code (server side, not what the client thinks
@@ -37,6 +37,7 @@ class ModbusTestServer:
         self.framer = framer
         self.requests: Counter[int] = Counter()
         self.busy_addresses: set[int] = set()
+        self.silent_units: set[int] = set()  # unit ids that never answer (a dead unit on a bus)
         self.server: Any = None
         self.device = SimDevice(
             id=0,  # every unit id answers
@@ -65,9 +66,15 @@ class ModbusTestServer:
 
     _internal = False
 
+    def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
+        # Returning None for a received request makes pymodbus drop it unanswered.
+        if not sending and pdu.dev_id in self.silent_units:
+            return None
+        return pdu
+
     async def start(self) -> None:
         self.server = ModbusTcpServer(self.device, address=("127.0.0.1", self.port),
-                                      framer=self.framer)
+                                      framer=self.framer, trace_pdu=self._trace_pdu)
         await self.server.serve_forever(background=True)
         # a new server builds fresh memory from the device description: restore the data
         for function, values in self._saved.items():

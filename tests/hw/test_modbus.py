@@ -183,6 +183,59 @@ async def test_device_busy_gives_bad_and_clears_when_the_device_answers(
     await hw.close()
 
 
+@pytest.mark.parametrize("kind", ["modbus_rtu", "modbus_tcp"])
+async def test_a_dead_unit_goes_stale_without_cutting_off_the_others(
+        kind: str, modbus_server: ModbusTestServer, modbus_rtu_server: ModbusTestServer):
+    """An RS-485 bus, or a TCP gateway in front of one: unit 2 is dead, unit 1 keeps working."""
+    server = modbus_rtu_server if kind == "modbus_rtu" else modbus_server
+    where = (f'device = "{server.url}"' if kind == "modbus_rtu"
+             else f'host = "127.0.0.1"\nport = {server.port}')
+    server.silent_units.add(2)
+    await server.set_holding(0, [1])
+    toml = _source_toml(kind, where, "alive = { holding_register = 0, unit = 1 }\n"
+                                     "dead = { holding_register = 1, unit = 2 }")
+    (spec,), _ = read_config(toml.replace('timeout = "500ms"', 'timeout = "200ms"'))
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        dead = await wait_sample(table, "dead", lambda s: s.quality is Quality.STALE)
+        assert "unit 2" in dead.reason
+        for value in (2, 3):  # unit 1 keeps delivering fresh values meanwhile
+            await server.set_holding(0, [value])
+            await wait_sample(table, "alive", lambda s, v=value: s.quality is Quality.GOOD
+                              and s.value == v)
+        assert table.get("dead").quality is Quality.STALE
+        tg.cancel_scope.cancel()
+    await hw.close()
+    assert hw.connections["plc"].stats.connects == 1  # the link was never dropped
+
+
+async def test_a_silent_tcp_device_is_dropped_reconnected_and_recovers(
+        modbus_server: ModbusTestServer):
+    """No RST, no answer (a pulled cable, a hung device): STALE, then a fresh connection."""
+    await modbus_server.set_holding(0, [5])
+    toml = _source_toml("modbus_tcp", f'host = "127.0.0.1"\nport = {modbus_server.port}',
+                        "speed = { holding_register = 0 }")
+    (spec,), _ = read_config(toml.replace('timeout = "500ms"', 'timeout = "200ms"'))
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    conn = hw.connections["plc"]
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD)
+        modbus_server.silent_units.add(7)
+        await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
+        await wait_until(lambda: conn.stats.failures >= 3 and not conn.connected,
+                         what="link dropped after 3 unanswered requests")
+        modbus_server.silent_units.clear()
+        await modbus_server.set_holding(0, [6])
+        await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 6)
+        tg.cancel_scope.cancel()
+    await hw.close()
+    assert conn.stats.connects >= 2
+
+
 TOWER_TOML = """
 [sources.io]
 type = "modbus_tcp"
