@@ -160,8 +160,10 @@ def export_commit(rev: str, dest: Path) -> None:
     dest.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
         # The "data" filter (refuse links out of the tree) exists from Python 3.11.4 on.
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(dest, **safe)
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)
 
 
 def read_version(src: Path) -> str:
@@ -284,8 +286,7 @@ def elf_machine(data: bytes) -> int | None:
     """e_machine of an ELF file (None if not ELF)."""
     if data[:4] != b"\x7fELF" or len(data) < 20:
         return None
-    order = "little" if data[5] == 1 else "big"
-    return int.from_bytes(data[18:20], order)
+    return int.from_bytes(data[18:20], "little" if data[5] == 1 else "big")
 
 
 def shlib_depends(target: Target, root: Path) -> list[str]:

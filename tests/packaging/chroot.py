@@ -40,7 +40,7 @@ def debian_mirror(sources: Sequence[Path] | None = None) -> str:
         for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(
                 r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+", text, re.M):
             if re.search(r"/debian/?$", uri) and "security" not in uri:
-                return uri.rstrip("/")
+                return str(uri).rstrip("/")
     return "http://deb.debian.org/debian"
 
 
