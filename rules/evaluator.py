@@ -268,7 +268,7 @@ class Evaluator:
                 if spec.debounce > 0:
                     if value != mem.candidate or mem.candidate is None:
                         mem.candidate = value
-                        mem.candidate_since = now
+                        mem.candidate_since = v[slots.at]  # when the value was first seen
                     if now - mem.candidate_since >= spec.debounce - _EPS:
                         mem.stable = mem.candidate
                     value = mem.stable

@@ -476,3 +476,11 @@ show = { blue = "on" }
                          'when = "fault_code == 4"\non_delay = "1s"\nshow = { blue = "on" }\n'))
     new.carry_over(ev)
     assert new.step(good(OK, 2.1), 2.1).events == ()
+
+
+def test_debounce_counts_from_the_sample_that_first_showed_the_value():
+    ev = Evaluator(load(SPEED))
+    run(ev, {"speed": 0, "button": False}, 0.0, 1.0)
+    # an event-driven source saw the press 300 ms before this scan and nothing since
+    snap = good({"speed": 0}, 1.1) | {"button": Sample(True, Quality.GOOD, 0.8)}
+    assert ev.step(snap, 1.1).state.name == "pressed"
