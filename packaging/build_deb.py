@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import fcntl
 import gzip
 import hashlib
 import io
@@ -222,9 +223,11 @@ def stage_wheels(target: Target, requirements: Path, lib: Path, cache: Path) -> 
               "--implementation", "cp", "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
               "--no-deps", "--require-hashes", "-r", str(requirements)]
     cache.mkdir(parents=True, exist_ok=True)
-    pip("download", "--dest", str(cache), "--find-links", str(cache), *common)
-    pip("install", "--no-index", "--find-links", str(cache), "--no-compile", "--no-cache-dir",
-        "--no-warn-script-location", "--target", str(lib), *common)
+    with (cache / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent builds share the cache
+        pip("download", "--dest", str(cache), "--find-links", str(cache), *common)
+        pip("install", "--no-index", "--find-links", str(cache), "--no-compile",
+            "--no-cache-dir", "--no-warn-script-location", "--target", str(lib), *common)
     # Console scripts of dependencies carry the build machine's interpreter path; linelight's
     # only entry point is /usr/bin/linelight.
     shutil.rmtree(lib / "bin", ignore_errors=True)
