@@ -315,3 +315,24 @@ async def test_tower_write_failure_is_reported_retried_and_recovers(
         assert (await modbus_server.coils(0, 3)) == [True, False, False]
         tg.cancel_scope.cancel()
     await hw.close()
+
+
+async def test_refresh_corrects_a_remote_io_module_that_lost_its_outputs(
+        modbus_server: ModbusTestServer):
+    toml = TOWER_TOML.format(port=modbus_server.port).replace('refresh = "1h"',
+                                                              'refresh = "200ms"')
+    sources, tower = read_config(toml)
+    hw = build_hardware(sources, tower)
+    light = hw.stacklight
+    assert light is not None
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, InputTable())
+        light.show({"green": Pattern.ON})
+        await wait_until(lambda: light.status()["lamps"]["green"]["level"] is True)
+        assert await modbus_server.coils(2, 1) == [True]
+        await modbus_server.set_coils(0, [False] * 6)  # the module was power-cycled
+        written = light.status()["lamps"]["green"]["writes"]
+        await wait_until(lambda: light.status()["lamps"]["green"]["writes"] > written)
+        assert await modbus_server.coils(2, 1) == [True]  # rewritten by the refresh
+        tg.cancel_scope.cancel()
+    await hw.close()
