@@ -27,7 +27,8 @@ from agent.journal_types import Health, HealthState, JournalLimits, JournalStats
 log = logging.getLogger(__name__)
 
 _FULL_CODES = {sqlite3.SQLITE_FULL}
-_IOERR_CODE = sqlite3.SQLITE_IOERR
+_CHECKPOINT = 1000  # SQLite's default WAL auto-checkpoint, in pages
+_LOW_DISK_CHECKPOINT = 64  # while free disk is below the reserve: keep the WAL small
 
 
 @dataclass(slots=True)
@@ -139,28 +140,46 @@ class Store:
         return BatchResult(first, self.newest_seq, self.snapshot)
 
     def _transaction(self, batch: Batch, now_ns: int) -> int | None:
+        """Commit rows, gaps, ops and retention; when the disk refuses, commit what frees space.
+
+        A refused batch's rows are counted and their seqs burned (a gap will name them); its
+        acks and dead letters are retried alone, because deleting is how space comes back.
+        """
+        try:
+            first = self._attempt(batch, now_ns, grow=True)
+        except sqlite3.Error as exc:
+            self._refuse(batch.rows, exc)
+            self._burn_overflow(batch)
+            if any(op.what != "peek" for op in batch.ops):
+                try:
+                    self._attempt(batch, now_ns, grow=False)
+                    return None
+                except sqlite3.Error as again:
+                    log.debug("journal %s: acks refused too: %s", self.path, again)
+            self._run_ops_readonly(batch.ops)
+            return None
+        self._clear("write")
+        return first
+
+    def _attempt(self, batch: Batch, now_ns: int, *, grow: bool) -> int | None:
+        """One transaction; on failure the in-memory state is as before and the error raised."""
         saved = self._save_state()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            first = None
+            if grow:
                 first = self._insert(batch.rows, now_ns)
                 self._burn_overflow(batch)
                 self._flush_gaps(now_ns)
-                self._run_ops(batch.ops)
-                self._retention(now_ns, age=batch.maintain)
-                self._save_counters()
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        except sqlite3.Error as exc:
+            self._run_ops(batch.ops)
+            self._retention(now_ns, age=batch.maintain)
+            self._save_counters()
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
             self._restore_state(saved)
-            self._refuse(batch.rows, exc)
-            self._burn_overflow(batch)
-            self._run_ops_readonly(batch.ops)
-            return None
+            raise
         self._saved_counters = dict(self.counters)
-        self._clear("write")
         return first
 
     def _insert(self, rows: Sequence[PendingRow], now_ns: int) -> int | None:
@@ -386,17 +405,33 @@ class Store:
             return
         free = st.f_bavail * st.f_frsize
         if free < reserve:
+            self._small_wal()
             if self.byte_cap is None:
                 self.byte_cap = sum(self.class_bytes.values())
+                self._set_autocheckpoint(_LOW_DISK_CHECKPOINT)
                 log.error("journal %s: free disk %d bytes is below the reserve of %d; the "
                           "queue stops growing and drops its oldest events", self.path, free,
                           reserve)
             self.reasons["low_disk"] = (f"free disk {free} bytes below the reserve of {reserve}"
                                         f"; queue capped at {self.byte_cap} bytes")
-        elif self.byte_cap is not None and free > reserve + reserve // 10:
+        elif self.byte_cap is not None and free > reserve + max(reserve // 4, self.byte_cap):
+            # Only when the queue could double and still leave the reserve: what our own
+            # drops give back must not lift the cap, or it would flap.
             self.byte_cap = None
+            self._set_autocheckpoint(_CHECKPOINT)
             self.reasons.pop("low_disk", None)
             log.warning("journal %s: free disk is back above the reserve", self.path)
+
+    def _small_wal(self) -> None:
+        """Short of disk: fold the WAL into the database and cut the WAL file to nothing."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.debug("journal %s: checkpoint failed: %s", self.path, exc)
+
+    def _set_autocheckpoint(self, pages: int) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}").fetchall()
 
     def _vacuum_some(self) -> None:
         """Give free pages back to the filesystem a little at a time (auto_vacuum=INCREMENTAL)."""
