@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from hw.config import MACHINE_MODES, MachineSpec, SimInputSpec, SimSourceSpec
+from hw.config import MACHINE_INPUTS, MACHINE_MODES, MachineSpec, SimInputSpec, SimSourceSpec
 from hw.inputs import InputTable
 from rules.values import Quality, Sample, Value
 
@@ -139,8 +139,9 @@ class SimSource:
         self._publish()
 
     def input_names(self) -> list[str]:
-        names = list(self.values_at(self._start))
-        return names + [n for n in (*self._forced, *self._scripts) if n not in names]
+        names = list(MACHINE_INPUTS) if self.machine is not None else []
+        names += [i.name for i in self.spec.inputs]
+        return names + [n for n in (*self._scripts, *self._forced) if n not in names]
 
     def status(self) -> dict[str, object]:
         mode = None
