@@ -121,8 +121,11 @@ def gpio_sim_unavailable() -> str | None:
     """Why gpio-sim cannot be used here, or None if it can."""
     if os.geteuid() != 0:
         return "gpio-sim needs root"
+    filesystems = Path("/proc/filesystems")
+    if filesystems.exists() and "configfs" not in filesystems.read_text():
+        return "this kernel has no configfs (see /proc/filesystems), which gpio-sim needs"
     if not CONFIGFS.is_dir():
-        return "no /sys/kernel/config (configfs) on this machine"
+        return "configfs is not mounted at /sys/kernel/config"
     if not (CONFIGFS / "gpio-sim").is_dir():
         if not (CONFIGFS / "gpio-sim").exists():
             subprocess.run(["modprobe", "gpio-sim"], check=False, capture_output=True)
