@@ -18,7 +18,8 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -99,8 +100,12 @@ class Journal:
 
     # -- opening and closing -----------------------------------------------------------------
     @classmethod
-    def open(cls, path: str, limits: JournalLimits | None = None) -> Journal:
-        """Open or create the journal at `path`: check, salvage if damaged, migrate, boot += 1."""
+    def open(cls, path: str, limits: JournalLimits | None = None, *,
+             clock: Callable[[], int] = time.time_ns) -> Journal:
+        """Open or create the journal at `path`: check, salvage if damaged, migrate, boot += 1.
+
+        `clock` is the wall clock (UTC epoch ns) used for `enq_ns` and `max_age`.
+        """
         limits = limits or JournalLimits()
         path = str(path)
         check_place(path)
@@ -112,7 +117,7 @@ class Journal:
                     page = int(conn.execute("PRAGMA page_size").fetchone()[0])
                     pages = max(1, limits.max_file_bytes // page)
                     conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()
-                store = Store(conn, path, limits)
+                store = Store(conn, path, limits, clock)
                 _start_boot(store, recovery)
             except BaseException:
                 conn.close()

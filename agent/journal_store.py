@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +92,10 @@ def is_disk_full(exc: BaseException) -> bool:
 class Store:
     """The database side of the journal. Not thread-safe: one caller at a time."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str, limits: JournalLimits) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, limits: JournalLimits,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.conn = conn
+        self.clock = clock  # wall clock, UTC epoch ns: enq_ns and max_age
         self.path = path
         self.limits = limits
         c = schema.read_counters(conn)
@@ -122,7 +124,7 @@ class Store:
     def apply(self, batch: Batch, pending: int = 0) -> BatchResult:
         """Commit the batch in one transaction; on disk full, refuse its rows and carry on."""
         first: int | None = None
-        now_ns = time.time_ns()
+        now_ns = self.clock()
         if batch.maintain:
             self._check_free_disk()
         writes = bool(batch.rows or batch.overflow or self.pending_gaps or batch.maintain
@@ -327,7 +329,7 @@ class Store:
         moved = self.conn.execute(
             f"INSERT INTO dead_letters({schema.EVENT_COLUMNS}, reason, dead_ns)"
             f" SELECT {schema.EVENT_COLUMNS}, ?, ? FROM events WHERE seq = ?",
-            (reason, time.time_ns(), seq),
+            (reason, self.clock(), seq),
         ).rowcount
         if not moved:
             return 0

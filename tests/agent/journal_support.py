@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,10 @@ from agent.journal import Event, Journal, JournalLimits
 
 
 @asynccontextmanager
-async def running(path: Path | str, limits: JournalLimits | None = None) -> AsyncIterator[Journal]:
+async def running(path: Path | str, limits: JournalLimits | None = None,
+                  clock: Callable[[], int] = time.time_ns) -> AsyncIterator[Journal]:
     """An open journal with its writer running; closed (and flushed) on exit."""
-    journal = Journal.open(str(path), limits)
+    journal = Journal.open(str(path), limits, clock=clock)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(journal.run)
