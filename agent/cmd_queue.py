@@ -150,7 +150,8 @@ def _stats(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
 
 
 def _where(kinds: list[str] | None, after: int = 0) -> tuple[str, list[Any]]:
-    clauses, params = ["seq > ?"], [after]
+    clauses: list[str] = ["seq > ?"]
+    params: list[Any] = [after]
     if kinds:
         clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})")
         params.extend(kinds)
