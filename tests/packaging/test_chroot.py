@@ -120,6 +120,7 @@ class RunningAgent:
                 self.proc.wait()
                 raise AssertionError(f"the agent ignored SIGTERM:\n{self.log.read_text()}") \
                     from None
+        self.receive()
         self.sock.close()
         return self.proc.returncode
 
@@ -208,12 +209,20 @@ def test_installed_agent_starts_as_the_unit_says_and_reports_ready(
         assert doc["state"]["name"] == "unknown"  # no I/O configured: never a guessed state
         # The watchdog is fed while it is healthy.
         agent.wait_message("WATCHDOG=1", seconds("30s") + 60)
+        # `systemctl reload` runs the unit's ExecReload: the agent reloads and keeps running.
+        unit = unit_settings(chroot.path(UNIT).read_text())
+        reload_cmd = shlex.split(unit["ExecReload"].replace("$MAINPID", str(pid)))
+        subprocess.run(reload_cmd, check=True, timeout=30)
+        wait_for(lambda: "SIGHUP" in agent.log.read_text(), 60, "the SIGHUP reload in the log")
+        assert agent.proc.poll() is None, agent.log.read_text()
+        assert json.loads(get_in_netns(pid, "http://127.0.0.1:9750/status"))["ready"] is True
         # It keeps its queue where the unit's StateDirectory= is.
         journal = chroot.path("/var/lib/linelight/journal.db")
         assert journal.is_file() and str(journal.stat().st_uid) == entry[2]
     finally:
         code = agent.stop()
     assert code == 0, agent.log.read_text()
+    assert "STOPPING=1" in agent.messages
     assert "Traceback" not in agent.log.read_text()
 
 
