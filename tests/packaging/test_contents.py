@@ -7,6 +7,7 @@ import csv
 import fnmatch
 import hashlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_ships_launcher_unit_user_config_and_docs(debs: dict[str, Deb], arch: st
 @pytest.mark.parametrize("arch", ARCHES)
 def test_modes_owners_and_times_are_normalized(debs: dict[str, Deb], arch: str,
                                                pinned_commit: str) -> None:
-    epoch = commit_time(pinned_commit)
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or commit_time(pinned_commit))
     for path, m in debs[arch].members.items():
         assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "root", "root"), path
         assert m.mtime == epoch, f"{path}: mtime {m.mtime} is not the commit's {epoch}"
