@@ -109,11 +109,17 @@ def build(target: Target, *, out: Path, commit: str, deb_version: str | None,
           wheel_cache: Path) -> Path:
     """Build one .deb and return its path."""
     rev = resolve_commit(commit)
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or git("log", "-1", "--format=%ct", rev))
+    epoch_text = os.environ.get("SOURCE_DATE_EPOCH") or git("log", "-1", "--format=%ct", rev)
+    if not epoch_text.isdigit():
+        raise BuildError(f"SOURCE_DATE_EPOCH must be seconds since 1970, not '{epoch_text}'")
+    epoch = int(epoch_text)
     with tempfile.TemporaryDirectory(prefix="linelight-deb-") as tmp:
         src = Path(tmp) / "src"
         root = Path(tmp) / "root"
         export_commit(rev, src)
+        if not (src / "packaging" / "requirements.txt").is_file():
+            raise BuildError(f"commit {rev[:12]} has no packaging/requirements.txt: it predates "
+                             "the .deb build")
         upstream = read_version(src)
         version = deb_version or upstream
         if not re.fullmatch(r"[0-9][A-Za-z0-9.+~]*", version):

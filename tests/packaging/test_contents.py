@@ -18,7 +18,16 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.packaging.debs import ARCHES, REPO, Deb, build, build_module, commit_time, run_build
+from tests.packaging.debs import (
+    ARCHES,
+    BUILD_SCRIPT,
+    REPO,
+    Deb,
+    build,
+    build_module,
+    commit_time,
+    run_build,
+)
 
 ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}
 WHEEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -231,6 +240,22 @@ def test_build_names_a_revision_that_is_not_a_commit(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "'no-such-rev' does not name a commit" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_build_refuses_a_version_dpkg_would_reject(tmp_path: Path, pinned_commit: str) -> None:
+    proc = run_build("--arch", "amd64", "--out", str(tmp_path), "--commit", pinned_commit,
+                     "--version", "v1 beta")
+    assert proc.returncode == 1
+    assert "version 'v1 beta' is not a valid native Debian version" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_build_refuses_a_source_date_epoch_that_is_not_a_time(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(BUILD_SCRIPT), "--arch", "amd64", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SOURCE_DATE_EPOCH": "yesterday"})
+    assert proc.returncode == 1
+    assert "SOURCE_DATE_EPOCH must be seconds since 1970, not 'yesterday'" in proc.stderr
 
 
 def test_build_refuses_a_changelog_that_lags_the_version(tmp_path: Path) -> None:
