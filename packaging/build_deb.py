@@ -257,9 +257,12 @@ def stage_files(pkg: Path, root: Path, changelog: str) -> None:
 
 
 def stage_docs(src: Path, doc: Path) -> None:
-    """The user docs (docs/*.md) and the example configs and rules, for admins on the machine."""
+    """The user docs (docs/*.md), the JSON Schemas for editors, and the example configs and
+    rules, for admins on the machine."""
     for page in sorted((src / "docs").glob("*.md")):
         put(doc / page.name, page.read_bytes())
+    for schema in sorted((src / "docs").glob("schema/*.json")):
+        put(doc / "schema" / schema.name, schema.read_bytes())
     examples = src / "examples"
     for path in sorted(examples.rglob("*")) if examples.is_dir() else []:
         if path.is_file() and path.suffix in (".toml", ".md", ".json"):

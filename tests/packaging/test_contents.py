@@ -74,6 +74,15 @@ def test_ships_launcher_unit_user_config_and_docs(debs: dict[str, Deb], arch: st
     assert re.search(r"^u linelight - .* /var/lib/linelight /usr/sbin/nologin$", sysusers, re.M)
 
 
+def test_docs_the_default_config_points_to_are_shipped(debs: dict[str, Deb]) -> None:
+    members = debs["amd64"].members
+    config = members["/etc/linelight/agent.toml"].data.decode()
+    named = set(re.findall(r"/usr/share/doc/linelight/[\w./-]*\w", config))
+    assert "/usr/share/doc/linelight/operations.md" in named
+    for path in sorted(named):
+        assert path in members, f"agent.toml points to {path}, which the package lacks"
+
+
 @pytest.mark.parametrize("arch", ARCHES)
 def test_modes_owners_and_times_are_normalized(debs: dict[str, Deb], arch: str,
                                                pinned_commit: str) -> None:
