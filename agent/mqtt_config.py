@@ -46,13 +46,13 @@ class MqttSettings:
     codec: str = "msgpack"
     topic_mode: str = "linelight"
     umh: UmhPath | None = None
-    inflight: int = 256
+    inflight: int = 4096  # bench/replay.py: smaller windows idle the link during journal commits
     msgs_per_s: float = 0.0  # replay rate limits, 0 = off
     bytes_per_s: float = 0.0
     historical_after: float = 10.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
-    batch: int = field(default=256)  # rows read from the journal per peek
+    batch: int = field(default=1024)  # rows read from the journal per peek
 
     @property
     def broker(self) -> str:

@@ -109,6 +109,9 @@ def attrs_items(attrs: Any) -> list[tuple[str, Any]]:
     return [(str(k), v) for k, v in attrs]
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """Values both codecs can carry: tuples become lists, bytes become text."""
     if isinstance(value, (list, tuple)):
@@ -156,6 +159,8 @@ class Wire:
         self._umh_base = umh.topic() if umh is not None else ""
         # Encoded once: every event repeats the agent id as a user property.
         self._agent_property = _utf8_pair("agent", agent_id)
+        self._topics: dict[tuple[str, str], str] = {}
+        self._packer = msgpack.Packer(use_bin_type=True, default=str)
 
     # -- topics ----------------------------------------------------------------------------
     @property
@@ -189,13 +194,20 @@ class Wire:
         if self.user_properties:
             seq = str(record.seq)
             props = (("agent", self.agent_id), ("seq", seq))
-            body_props = self._agent_property + _utf8_pair("seq", seq)
+            # "seq" user property: 0x26, length 3, "seq", length, digits (ASCII).
+            body_props = (self._agent_property + b"\x26\x00\x03seq"
+                          + len(seq).to_bytes(2, "big") + seq.encode())
             packed = _varint(len(body_props)) + body_props
-        topic = self.event_topic(record.kind, record.name)
+        topic = self._topics.get((record.kind, record.name))
+        if topic is None:
+            topic = self.event_topic(record.kind, record.name)
+            if len(self._topics) < 10_000:
+                self._topics[(record.kind, record.name)] = topic
         if self.mode == "umh":
             body: dict[str, Any] = {"timestamp_ms": record.ts_ns // 1_000_000,
                                     topic_part(record.name): _plain(record.value)}
             return Message(topic, encode("json", body), props, packed)
+        value = record.value
         body = {
             "agent": self.agent_id,
             "seq": record.seq,
@@ -203,12 +215,15 @@ class Wire:
             "ts": record.ts_ns,
             "kind": record.kind,
             "name": record.name,
-            "value": _plain(record.value),
+            "value": value if type(value) in _SCALARS else _plain(value),
             "historical": historical,
         }
-        for key, value in attrs_items(record.attrs):
-            body.setdefault(key, _plain(value))
-        return Message(topic, encode(self.codec, body), props, packed)
+        if record.attrs:
+            for key, item in attrs_items(record.attrs):
+                body.setdefault(key, item if type(item) in _SCALARS else _plain(item))
+        payload = (self._packer.pack(body) if self.codec == "msgpack"
+                   else encode(self.codec, body))
+        return Message(topic, payload, props, packed)
 
     def live(self, key: str, value: Any, ts_ns: int) -> Message:
         """The retained live-lane message for the latest value of `key`."""

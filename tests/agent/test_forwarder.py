@@ -70,9 +70,10 @@ class Producer:
         self.journal = journal
         self.period = period
         self.count = 0
+        self.stopped = False
 
     async def run(self) -> None:
-        while True:
+        while not self.stopped:
             self.journal.submit(Event("count", "parts", self.count, time.time_ns(), {}))
             self.count += 1
             await anyio.sleep(self.period)
@@ -80,6 +81,7 @@ class Producer:
     async def stop_and_settle(self, scope: anyio.CancelScope) -> int:
         """Stop producing; returns the last seq (an append returns once it and everything
         submitted before it are durable)."""
+        self.stopped = True  # at once: a cancelled task may still run one more step
         scope.cancel()
         seq = await self.journal.append(Event("count", "parts", self.count, time.time_ns(), {}))
         assert seq is not None
