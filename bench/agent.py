@@ -125,15 +125,14 @@ class Probe:
         await anyio.sleep(random.uniform(0, period))  # land anywhere in the scan cycle
         self.value = not self.value
         n_shown = len(self.shown)
-        writes = len(self.green.changes)  # type: ignore[attr-defined]
+        changes: list[tuple[float, bool]] = self.green.changes  # type: ignore[attr-defined]
+        before = changes[-1] if changes else None  # the list is capped: compare identities
         t0 = time.monotonic()
         self.sim.force("trigger", self.value)
         with anyio.fail_after(10):
-            while len(self.shown) == n_shown or len(self.green.changes) == writes:  # type: ignore[attr-defined]  # noqa: ASYNC110
+            while len(self.shown) == n_shown or not changes or changes[-1] is before:  # noqa: ASYNC110
                 await anyio.sleep(0.0005)
-        command = self.shown[n_shown][0] - t0
-        lamp = self.green.changes[writes][0] - t0  # type: ignore[attr-defined]
-        return command, lamp
+        return self.shown[n_shown][0] - t0, changes[-1][0] - t0
 
 
 def pct(values: list[float], q: float) -> float:
