@@ -31,6 +31,7 @@ from agent.scan import ScanLoop
 from agent.supervisor import Backoff, Supervisor
 from hw.build import Hardware, build_hardware
 from hw.inputs import InputTable
+from rules.errors import JournalError
 from rules.values import Pattern
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,11 @@ class Agent:
     # -- life cycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"cannot create data_dir {cfg.data_dir}: "
+                               f"{exc.strerror or exc}") from None
         journal = await anyio.to_thread.run_sync(Journal.open, str(cfg.journal_path), cfg.journal)
         self.journal = journal
         try:

@@ -34,10 +34,24 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     try:
         anyio.run(_main, config, backend="asyncio")
-    except JournalError as exc:
-        print(f"linelight: {exc}", file=sys.stderr)
+    except (JournalError, BaseExceptionGroup) as exc:
+        journal_errors = _journal_errors(exc)
+        if not journal_errors:
+            raise
+        for error in journal_errors:
+            print(f"linelight: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _journal_errors(exc: BaseException) -> list[JournalError]:
+    """The JournalErrors in `exc`, looking through task-group exception groups."""
+    if isinstance(exc, JournalError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        found = [e for sub in exc.exceptions for e in _journal_errors(sub)]
+        return found if len(found) == len(exc.exceptions) else []
+    return []
 
 
 async def _main(config: object) -> None:

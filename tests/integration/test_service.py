@@ -138,3 +138,28 @@ def test_stop_signal_turns_lamps_to_on_exit_and_records_a_stop_event(
     records = journal_records(tmp_path / "agent" / "data")
     assert records[-1].kind == "agent" and records[-1].name == "stop"
     assert "SIG" in agent.log() and "stopped" in agent.log()
+
+
+def test_a_second_agent_on_the_same_queue_refuses_to_start(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent")
+    with AgentProcess(config) as agent:
+        agent.start()
+        other = write_config(tmp_path / "agent", diag_port=free_port())
+        proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(other)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert agent.stop() == 0
+    assert proc.returncode == 1
+    assert "is already open in another process" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_uncreatable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    config = write_config(tmp_path / "agent")
+    config.write_text(config.read_text().replace('data_dir = "data"',
+                                                 f'data_dir = "{tmp_path / "file" / "data"}"'))
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"cannot create data_dir {tmp_path / 'file' / 'data'}" in proc.stderr
+    assert "Traceback" not in proc.stderr
