@@ -286,7 +286,7 @@ def _readable_rows(old: sqlite3.Connection, hwm: int) -> Iterator[tuple[Any, ...
         if not rows:
             return
         # A damaged b-tree can answer out of order; keep only the strictly rising prefix.
-        ordered = []
+        ordered: list[tuple[Any, ...]] = []
         for row in rows:
             if not isinstance(row[0], int) or row[0] <= (ordered[-1][0] if ordered else after):
                 break

@@ -69,7 +69,9 @@ class BatchResult:
 
 
 def encode_body(value: Any, attrs: Any) -> bytes:
-    body: bytes = msgpack.packb([value, dict(attrs)] if attrs else [value], use_bin_type=True)
+    if attrs and type(attrs) is not dict:
+        attrs = dict(attrs)  # msgpack packs plain dicts only
+    body: bytes = msgpack.packb([value, attrs] if attrs else [value], use_bin_type=True)
     return body
 
 
@@ -79,7 +81,8 @@ def decode_body(body: bytes) -> tuple[Any, dict[str, Any]]:
 
 
 def row_size(kind: str, name: str, body: bytes) -> int:
-    return len(kind) + len(name.encode()) + len(body) + schema.ROW_OVERHEAD
+    name_bytes = len(name) if name.isascii() else len(name.encode())
+    return len(kind) + name_bytes + len(body) + schema.ROW_OVERHEAD
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -42,7 +42,7 @@ class JournalLimits:
     max_bytes: int = 256 * MiB  # queued data (rows' accounted bytes), not the file size
     max_age: float = 7 * 86400.0  # seconds an unacknowledged event may wait
     min_free_disk: int = 64 * MiB  # stop growing when the filesystem has less free
-    commit_window: float = 0.005  # at most one commit (one fsync) per window under load
+    commit_window: float = 0.005  # longest a commit waits for appends that keep arriving
     max_group: int = 4096  # events per commit at most
     max_pending: int = 100_000  # events submitted but not yet committed, then drops
     max_file_bytes: int | None = None  # hard ceiling of the database file (max_page_count)
