@@ -72,3 +72,75 @@ def test_missing_socket_returns_false_and_does_not_raise(tmp_path: Path) -> None
     assert n.ready() is False
     assert n.watchdog() is False
     n.close()
+
+
+@pytest.mark.anyio
+async def test_watchdog_is_withheld_while_the_journal_writer_is_not_running(
+        tmp_path: Path, notify_socket: tuple[str, socket.socket]) -> None:
+    import anyio
+
+    from agent.app import Agent
+    from agent.config import load_config
+    from tests.integration.agent_proc import write_config
+
+    path, sock = notify_socket
+    sock.settimeout(0)
+    agent = Agent(load_config(write_config(tmp_path / "agent")), handle_signals=False,
+                  watch_files=False,
+                  notifier=Notifier.from_environ({"NOTIFY_SOCKET": path,
+                                                  "WATCHDOG_USEC": "200000"}))
+
+    async def received(count: int) -> list[str]:
+        got: list[str] = []
+        with anyio.fail_after(30):
+            while len(got) < count:
+                try:
+                    got.append(sock.recv(4096).decode())
+                except BlockingIOError:
+                    await anyio.sleep(0.02)
+        return got
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        healthy = await received(6)
+        agent._journal_running = False  # what the writer task's exit leaves behind
+        while True:  # drop what was sent before the flag changed
+            try:
+                sock.recv(4096)
+            except BlockingIOError:
+                break
+        unhealthy = await received(6)
+        await agent.stop()
+    assert healthy[0].startswith("READY=1")
+    assert "WATCHDOG=1" in healthy
+    assert "WATCHDOG=1" not in unhealthy
+    assert any(m.startswith("STATUS=") for m in unhealthy)
+
+
+def test_scan_loop_counts_as_healthy_only_while_it_ticks() -> None:
+    from agent.clock import ClockWatch
+    from agent.scan import ScanLoop
+    from hw.inputs import InputTable
+    from rules.evaluator import Evaluator
+    from rules.loader import load_rules
+
+    rules = '[inputs]\nx = { type = "bool" }\n[[state]]\nname = "on"\ncode = 1\n' \
+            'priority = 1\nwhen = "x"\nshow = { green = "on" }\n'
+    now = [100.0]
+
+    class Sink:
+        def submit(self, event: object) -> None:
+            pass
+
+    class Tower:
+        def show(self, command: object) -> None:
+            pass
+
+    scan = ScanLoop(inputs=InputTable(), evaluator=Evaluator(load_rules([("r", rules)])),
+                    tower=Tower(), sink=Sink(), clock=ClockWatch(), period=0.02,  # type: ignore[arg-type]
+                    monotonic=lambda: now[0])
+    assert not scan.healthy()
+    scan.tick()
+    assert scan.healthy()
+    now[0] += 5.0
+    assert not scan.healthy()

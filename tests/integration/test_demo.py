@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,44 @@ def test_plain_line_has_no_colours_and_names_everything() -> None:
     assert "\x1b" not in line
     assert "state=fault" in line and "lamps=[red:blink_fast]" in line and "parts=3" in line
     assert "queue=12" in line and "broker=up" in line and "received=38 in_order=yes" in line
+
+
+@pytest.mark.anyio
+async def test_keys_pin_the_machine_and_toggle_an_outage(tmp_path: Path) -> None:
+    import io
+
+    import anyio
+
+    from agent.demo import Demo, DemoOptions
+
+    demo = Demo(DemoOptions(seconds=None, outage_every=0, outage_length=60, use_broker=True,
+                            data_dir=tmp_path / "demo", interactive=False), io.StringIO())
+
+    async def until(condition: Callable[[], bool]) -> None:
+        with anyio.fail_after(60):
+            while not condition():  # noqa: ASYNC110 - polling the agent's own state
+                await anyio.sleep(0.05)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(demo.run)
+            await until(lambda: demo.agent is not None and demo.agent.ready)
+            agent = demo.agent
+            assert agent is not None and agent.scan is not None and demo.broker is not None
+            await demo.on_key("f")
+            await until(lambda: agent.scan.view.state == "fault")  # type: ignore[union-attr]
+            assert demo.frame().pinned and demo.frame().lamps["red"] == "blink_fast"
+            await until(lambda: agent.forwarder.link.connected)
+            await demo.on_key("o")
+            assert not demo.broker.running and "broker stopped" in demo.message
+            await until(lambda: not agent.forwarder.link.connected)
+            await demo.on_key("o")
+            assert demo.broker.running
+            await until(lambda: agent.forwarder.link.connected)
+            await demo.on_key("a")
+            assert not demo.frame().pinned
+            demo.quit()
+    finally:
+        summary = await demo.close()
+    assert summary.startswith("demo over after") and "1 outages" in summary
+    assert mosquittos_under(tmp_path / "demo") == []
