@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
 BIN   := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd
+APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd binutils-aarch64-linux-gnu
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv demo test lint typecheck unit bench bench-quick deb clean
@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/linelight demo
 
 lint:
-	$(BIN)/ruff check agent rules hw tests bench
+	$(BIN)/ruff check agent rules hw tests bench packaging
 
 typecheck:
 	$(BIN)/mypy
