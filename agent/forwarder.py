@@ -13,7 +13,6 @@ Layout on the wire: `agent.wire`; settings: `agent.mqtt_config`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -33,6 +32,8 @@ from rules.errors import ConfigError, TransportError
 __all__ = ["Forwarder", "LinkStatus", "MqttSettings", "read_mqtt"]
 
 log = logging.getLogger(__name__)
+
+STOP_BUDGET_S = 3.0  # a planned stop waits this long at most for the broker
 
 
 class JournalLike(Protocol):
@@ -68,6 +69,7 @@ class _Session:
     def __init__(self) -> None:
         self.pending: dict[int, int] = {}  # mid -> seq, waiting for PUBACK
         self.control: set[int] = set()  # mids of live/status messages
+        self.waiters: dict[int, anyio.Event] = {}  # control mids someone waits on
 
 
 class Forwarder:
@@ -108,6 +110,7 @@ class Forwarder:
                                           max=settings.backoff_max)
                          + wait_random(0, settings.backoff_initial))
         self._last_logged_error: str | None = None
+        self._stopped = False
 
     # -- public ------------------------------------------------------------------------------
     def publish_live(self, key: str, value: Any) -> None:
@@ -130,7 +133,7 @@ class Forwarder:
     # -- connection loop ---------------------------------------------------------------------
     async def _connect_loop(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopped:
             attempt += 1
             self.link.attempts += 1
             try:
@@ -144,6 +147,8 @@ class Forwarder:
                 await self._serve(mqtt_link)
             finally:
                 self._end_session(mqtt_link)
+            if self._stopped:
+                await anyio.sleep_forever()  # planned stop: no reconnect, no new `online`
             reason = mqtt_link.lost or "closed"
             self._note_error(f"MQTT link to {self.settings.broker} lost: {reason}")
             await anyio.sleep(self._delay(1))
@@ -263,6 +268,9 @@ class Forwarder:
             return
         if mid in session.control:
             session.control.discard(mid)
+            waiter = session.waiters.pop(mid, None)
+            if waiter is not None:
+                waiter.set()
             if reason >= 0x80:
                 log.warning("broker %s refused a live/status message: %s",
                             self.settings.broker, text)
@@ -298,12 +306,17 @@ class Forwarder:
             self._ack_idle.set()
 
     # -- live lane and status ----------------------------------------------------------------
-    def _publish_control(self, msg: Message) -> None:
+    def _publish_control(self, msg: Message) -> int | None:
+        """Publish a retained live/status message now; its packet id, or None if no link."""
         mqtt_link, session = self._mqtt, self._session
         if mqtt_link is None or session is None or not mqtt_link.connected:
-            return
-        with contextlib.suppress(TransportError):  # link lost: sent again after reconnect
-            session.control.add(mqtt_link.publish(msg, retain=True))
+            return None
+        try:
+            mid = mqtt_link.publish(msg, retain=True)
+        except TransportError:
+            return None  # link lost: live values are sent again after the reconnect
+        session.control.add(mid)
+        return mid
 
     async def _live_lane(self, mqtt_link: MqttLink) -> None:
         while mqtt_link.connected:
@@ -316,11 +329,19 @@ class Forwarder:
                 self.link.live_published += 1
 
     async def stop(self) -> None:
-        """Leave `offline` retained and disconnect cleanly (used on a planned shutdown)."""
-        mqtt_link = self._mqtt
-        if mqtt_link is None or not mqtt_link.connected:
+        """Planned shutdown while `run()` still runs: leave `offline` retained (waiting up to
+        3 s for its PUBACK), then DISCONNECT. Events not yet acknowledged stay queued."""
+        self._stopped = True
+        mqtt_link, session = self._mqtt, self._session
+        if mqtt_link is None or session is None or not mqtt_link.connected:
             return
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            self._publish_control(self.wire.offline())
+        with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_BUDGET_S):
+            mid = self._publish_control(self.wire.offline())
+            if mid is not None:
+                acked = session.waiters[mid] = anyio.Event()
+                with anyio.move_on_after(STOP_BUDGET_S / 2):
+                    await acked.wait()
             await mqtt_link.disconnect()
+        mqtt_link.close("stopped")
+        self.link.connected = False
 

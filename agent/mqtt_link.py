@@ -330,13 +330,15 @@ class MqttLink:
             self._client._sock_close()
 
     async def disconnect(self) -> None:
-        """A clean DISCONNECT (no will), flushed with a short deadline, then close."""
+        """A clean DISCONNECT (the broker drops the will), then close.
+
+        `serve()` must be running: its writer sends the packet, after which paho closes the
+        socket and `wait_closed` returns. Bounded by `connect_timeout`.
+        """
         if self.connected:
             self._client.disconnect()
-            with anyio.move_on_after(2):
-                while self._client.want_write() and self._client.socket() is not None:
-                    await anyio.wait_writable(self._sock)
-                    self._client.loop_write()
+            with anyio.move_on_after(self.settings.connect_timeout):
+                await self._closed.wait()
         self.close("disconnected by us")
 
     # -- I/O tasks -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -275,3 +276,71 @@ async def test_mqtt_311_delivers_in_order_without_user_properties(
     assert first.user_properties == ()
     assert first.decoded["agent"] == AGENT and first.decoded["unit"] == "rpm"
 
+
+
+async def test_live_values_are_published_again_after_a_reconnect(
+        tmp_path: Path, mosquitto: Mosquitto, tcp_proxy: TcpProxy,
+        make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, f"{LIVE}#")  # straight to the broker, not via the proxy
+
+    def live_copies(ms: list[Any]) -> int:
+        return sum(1 for m in ms if m.topic == f"{LIVE}lamp/red" and not m.retain)
+
+    async with running(tmp_path / "j.db", settings(tcp_proxy.host, tcp_proxy.port)) as (
+            _journal, fwd):
+        fwd.publish_live("lamp/red", "blink_fast")
+        fwd.publish_live("lamp/red", "on")  # only the latest value per key is kept
+        await wait_until(lambda: fwd.link.connected, "connected")
+        await anyio.to_thread.run_sync(lambda: sub.wait_for(lambda ms: live_copies(ms) >= 1, 30))
+        tcp_proxy.cut()
+        await wait_until(lambda: fwd.link.reconnects >= 1, "reconnected")
+        got = await anyio.to_thread.run_sync(
+            lambda: sub.wait_for(lambda ms: live_copies(ms) >= 2, 30, "republished live value"))
+    values = [m.decoded["value"] for m in got if m.topic == f"{LIVE}lamp/red"]
+    assert values == ["on", "on"]
+
+
+async def test_stop_leaves_offline_retained_and_does_not_reconnect(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, STATUS)
+    async with running(tmp_path / "j.db", settings(mosquitto.host, mosquitto.port)) as (
+            _journal, fwd):
+        await anyio.to_thread.run_sync(lambda: sub.wait_for(
+            lambda ms: any(m.decoded["status"] == "online" for m in ms), 30, "online"))
+        await fwd.stop()
+        assert not fwd.link.connected
+        await anyio.sleep(1.0)  # longer than the test backoff: a reconnect would have happened
+        assert fwd.link.connects == 1
+    late = make_subscriber(mosquitto, STATUS)
+    got = await anyio.to_thread.run_sync(lambda: late.wait_for(lambda ms: len(ms) >= 1, 30))
+    assert got[0].retain and got[0].decoded == {"status": "offline", "agent": AGENT}
+
+
+async def test_mosquitto_drops_a_denied_publish_silently_with_mqtt_311(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto],
+        make_subscriber: Callable[..., Subscriber]) -> None:
+    """MQTT 3.1.1 has no PUBACK reason codes: mosquitto acknowledges and discards (documented
+    in docs/wire-format.md). The agent cannot know, so nothing is dead-lettered."""
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic deny {EVENTS}alarm/forbidden\ntopic readwrite linelight/#\n")
+    broker = make_mosquitto(extra=f"acl_file {acl}\n")
+    sub = make_subscriber(broker, f"{EVENTS}#")
+    mqtt = settings(broker.host, broker.port, protocol="3.1.1")
+    async with running(tmp_path / "j.db", mqtt) as (journal, fwd):
+        for i in range(1, 4):
+            await journal.append(Event("alarm", "forbidden" if i == 2 else "allowed", i,
+                                       time.time_ns(), {}))
+        await anyio.to_thread.run_sync(lambda: sub.wait_for_seqs({1, 3}, EVENTS, 60))
+        await wait_until(lambda: journal.stats().depth == 0, "journal emptied")
+    assert fwd.link.dead_letters == 0 and fwd.link.acked == 3
+    assert sub.seqs(EVENTS) == [1, 3]
+
+
+async def test_rate_limited_replay_still_delivers_everything_in_order(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, f"{EVENTS}#")
+    mqtt = settings(mosquitto.host, mosquitto.port, msgs_per_s=2000.0, bytes_per_s=200_000.0)
+    async with running(tmp_path / "j.db", mqtt) as (journal, _fwd):
+        last = await fill_journal(journal, 600)
+        seqs = await wait_seqs(sub, last)
+    assert_complete_in_order(seqs, last)
