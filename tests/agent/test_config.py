@@ -188,3 +188,46 @@ def test_diagnostics_listen_and_token_file(tmp_path: Path) -> None:
     d = load_config(path).diagnostics
     assert d.listen == (("127.0.0.1", 9800), ("::1", 9800))
     assert d.token_file == tmp_path / "secret" / "token"
+
+
+def _keys_missing_from_schema(data: dict[str, object], schema: dict[str, object], path: str = ""
+                              ) -> list[str]:
+    """Keys of `data` the schema does not describe (following properties and additionalProperties)."""
+    missing: list[str] = []
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    for key, value in data.items():
+        sub = props.get(key) if isinstance(props, dict) else None  # type: ignore[union-attr]
+        if sub is None and isinstance(extra, dict):
+            sub = extra
+        if sub is None:
+            missing.append(path + key)
+            continue
+        if isinstance(value, dict) and isinstance(sub, dict):
+            options = sub.get("oneOf") or sub.get("anyOf") or [sub]
+            found = [_keys_missing_from_schema(value, o, f"{path}{key}.") for o in options
+                     if isinstance(o, dict) and o.get("type") == "object"]
+            if found and all(found):
+                missing += min(found, key=len)
+    return missing
+
+
+@pytest.mark.parametrize("config", [EXAMPLES / "agent.toml",
+                                    EXAMPLES.parent / "packaging" / "etc" / "agent.toml"])
+def test_config_schema_describes_every_key_of_the_shipped_configs(config: Path) -> None:
+    import tomllib
+
+    from agent.schema import config_schema
+
+    if not config.exists():
+        pytest.skip(f"{config} is not in this checkout")
+    data = tomllib.loads(config.read_text())
+    assert _keys_missing_from_schema(data, config_schema()) == []
+
+
+def test_config_schema_rejects_what_the_reader_rejects() -> None:
+    from agent.schema import config_schema
+
+    schema = config_schema()
+    assert _keys_missing_from_schema({"colour": "red"}, schema) == ["colour"]
+    assert _keys_missing_from_schema({"scan": {"speed": 1}}, schema) == ["scan.speed"]
