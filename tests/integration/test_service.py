@@ -163,3 +163,37 @@ def test_an_uncreatable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"cannot create data_dir {tmp_path / 'file' / 'data'}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_packaged_default_config_starts_with_no_io_and_reports_ready(tmp_path: Path) -> None:
+    """The .deb's /etc/linelight: no sources, no tower, no broker -> READY, state unknown."""
+    import shutil
+
+    etc = ROOT / "packaging" / "etc"
+    if not (etc / "agent.toml").exists():
+        pytest.skip("no packaging/etc/agent.toml in this checkout")
+    shutil.copytree(etc, tmp_path / "etc")
+    config = tmp_path / "etc" / "agent.toml"
+    port = free_port()
+    text = config.read_text()
+    text = text.replace('data_dir = "/var/lib/linelight"', f'data_dir = "{tmp_path / "state"}"')
+    text = text.replace("127.0.0.1:9750", f"127.0.0.1:{port}")
+    assert str(tmp_path / "state") in text and str(port) in text
+    config.write_text(text)
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(60)
+    try:
+        with AgentProcess(config, env={"NOTIFY_SOCKET": sock_path}) as agent:
+            agent.start(wait_ready=False)
+            ready = receive_until(sock, "READY=1")
+            status = agent.status()
+            assert agent.stop() == 0
+    finally:
+        sock.close()
+    assert len(ready) == 1 and "state unknown" in ready[0]
+    assert status["state"]["name"] == "unknown"
+    assert status["broker"]["connected"] is False and status["broker"]["url"] is None
+    assert status["events"]["submitted"] > 0  # recorded on disk, nothing to send them to
+    assert status["diagnostics"]["listen"] == [f"127.0.0.1:{port}"]
