@@ -149,3 +149,28 @@ async def test_keys_pin_the_machine_and_toggle_an_outage(tmp_path: Path) -> None
         summary = await demo.close()
     assert summary.startswith("demo over after") and "1 outages" in summary
     assert mosquittos_under(tmp_path / "demo") == []
+
+
+@pytest.mark.anyio
+async def test_without_mosquitto_the_demo_says_how_to_install_it_and_shows_buffering(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import agent.demo
+    from agent.demo import Demo, DemoOptions
+
+    monkeypatch.setattr(agent.demo, "find_mosquitto", lambda: None)  # as on a fresh machine
+    out = io.StringIO()
+    demo = Demo(DemoOptions(seconds=3, outage_every=25, outage_length=8, use_broker=True,
+                            data_dir=None, interactive=False), out)
+    try:
+        await demo.run()
+        frame = demo.frame()
+    finally:
+        summary = await demo.close()
+    assert demo.broker is None and frame.broker == "none"
+    assert frame.queue_depth > 0 or frame.seq_hwm > 0
+    text = out.getvalue()
+    assert "note: mosquitto is not installed" in text and "apt install mosquitto" in text
+    assert "broker=none" in text and "still queued" in summary
+    assert not demo.workdir.exists()  # the temp dir is removed
