@@ -8,7 +8,7 @@ import sys
 
 import anyio
 
-from rules.errors import ConfigProblems, JournalError
+from rules.errors import ConfigProblems, DeviceError, JournalError, LinelightError
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +34,23 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     try:
         anyio.run(_main, config, backend="asyncio")
-    except (JournalError, BaseExceptionGroup) as exc:
-        journal_errors = _journal_errors(exc)
-        if not journal_errors:
+    except (JournalError, DeviceError, BaseExceptionGroup) as exc:
+        errors = _start_errors(exc)
+        if not errors:
             raise
-        for error in journal_errors:
-            print(f"linelight: {error}", file=sys.stderr)
+        for error in errors:
+            print(f"linelight: cannot start: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _journal_errors(exc: BaseException) -> list[JournalError]:
-    """The JournalErrors in `exc`, looking through task-group exception groups."""
-    if isinstance(exc, JournalError):
+def _start_errors(exc: BaseException) -> list[LinelightError]:
+    """Errors that stop the agent at start (journal locked or unwritable, an output that
+    cannot be opened), looking through task-group exception groups; [] for anything else."""
+    if isinstance(exc, JournalError | DeviceError):
         return [exc]
     if isinstance(exc, BaseExceptionGroup):
-        found = [e for sub in exc.exceptions for e in _journal_errors(sub)]
+        found = [e for sub in exc.exceptions for e in _start_errors(sub)]
         return found if len(found) == len(exc.exceptions) else []
     return []
 

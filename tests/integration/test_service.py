@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.mosquitto import free_port
-from tests.integration.agent_proc import ROOT, AgentProcess, write_config
+from tests.integration.agent_proc import ROOT, VIRTUAL_TOWER, AgentProcess, write_config
 
 
 def receive_until(sock: socket.socket, last: str, limit: int = 500) -> list[str]:
@@ -197,3 +197,14 @@ def test_packaged_default_config_starts_with_no_io_and_reports_ready(tmp_path: P
     assert status["broker"]["connected"] is False and status["broker"]["url"] is None
     assert status["events"]["submitted"] > 0  # recorded on disk, nothing to send them to
     assert status["diagnostics"]["listen"] == [f"127.0.0.1:{port}"]
+
+
+def test_a_lamp_output_that_cannot_be_opened_stops_the_start_with_one_line(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent", tower=VIRTUAL_TOWER.replace(
+        "red = { virtual = true }", 'red = { line = 3, chip = "/dev/gpiochip-nonexistent" }'))
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "linelight: cannot start: " in proc.stderr and "gpiochip-nonexistent" in proc.stderr
+    assert "Traceback" not in proc.stderr
