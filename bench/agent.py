@@ -157,13 +157,19 @@ async def latency_runs(period: str, samples: int, backlog: int, workdir: Path) -
         with anyio.fail_after(30):
             while not agent.forwarder.link.connected:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
+        scan = agent.scan
+        assert scan is not None
+        skipped = scan.stats.skipped
         results["broker_up"] = [await probe.sample(period_s) for _ in range(samples)]
+        results["_skipped_broker_up"] = scan.stats.skipped - skipped
 
         await anyio.to_thread.run_sync(broker.stop)
         with anyio.fail_after(30):
             while agent.forwarder.link.connected:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
+        skipped = scan.stats.skipped
         results["broker_down"] = [await probe.sample(period_s) for _ in range(samples)]
+        results["_skipped_broker_down"] = scan.stats.skipped - skipped
 
         # A backlog while the broker is down, then measure while it drains.
         journal = agent.journal
@@ -180,6 +186,7 @@ async def latency_runs(period: str, samples: int, backlog: int, workdir: Path) -
         depth_before = journal.stats().depth
         await anyio.to_thread.run_sync(broker.start)
         drain: list[tuple[float, float]] = []
+        skipped = scan.stats.skipped
         t_start = time.monotonic()
         while journal.stats().depth > 100 and len(drain) < samples * 5:
             drain.append(await probe.sample(period_s))
@@ -188,6 +195,7 @@ async def latency_runs(period: str, samples: int, backlog: int, workdir: Path) -
                 await anyio.sleep(0.05)
         drain_s = time.monotonic() - t_start
         results["backlog_drain"] = drain
+        results["_skipped_backlog_drain"] = scan.stats.skipped - skipped
         results["_backlog"] = {"events": depth_before, "drain_s": drain_s,
                                "rate_per_s": depth_before / drain_s if drain_s else 0.0}
         await agent.stop()
@@ -303,7 +311,8 @@ def main() -> None:
     for name in ("broker_up", "broker_down", "backlog_drain"):
         cmd = [c * 1000 for c, _ in lat[name]]
         lamp = [w * 1000 for _, w in lat[name]]
-        figures[name] = {"samples": len(cmd), "command_median_ms": statistics.median(cmd),
+        figures[name] = {"samples": len(cmd), "ticks_late": lat[f"_skipped_{name}"],
+                         "command_median_ms": statistics.median(cmd),
                          "command_p99_ms": pct(cmd, 0.99), "lamp_median_ms": statistics.median(lamp),
                          "lamp_p99_ms": pct(lamp, 0.99)}
         rows.append((name, len(cmd), statistics.median(cmd), pct(cmd, 0.99),
@@ -323,9 +332,11 @@ def main() -> None:
 
     print(f"scan period {period_s * 1000:g} ms; latency from input change to tower command "
           "(and to the virtual lamp's write)")
-    print(f"{'condition':<15}{'n':>6}{'cmd median':>12}{'cmd p99':>10}{'lamp median':>13}{'lamp p99':>10}")
+    print(f"{'condition':<15}{'n':>6}{'cmd median':>12}{'cmd p99':>10}{'lamp median':>13}"
+          f"{'lamp p99':>10}{'ticks late':>12}")
     for name, n, med, p99, lmed, lp99 in rows:
-        print(f"{name:<15}{n:>6}{med:>10.2f}ms{p99:>8.2f}ms{lmed:>11.2f}ms{lp99:>8.2f}ms")
+        print(f"{name:<15}{n:>6}{med:>10.2f}ms{p99:>8.2f}ms{lmed:>11.2f}ms{lp99:>8.2f}ms"
+              f"{figures[name]['ticks_late']:>12}")
     b = figures["backlog"]
     print(f"backlog        {b['events']} events drained in {b['drain_s']:.1f} s "
           f"({b['rate_per_s']:.0f}/s) while sampling")
