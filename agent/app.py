@@ -87,6 +87,7 @@ class Agent:
         self._counters_changed: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._stopping = False
+        self._hardware_closed = False
 
     # -- life cycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -101,6 +102,8 @@ class Agent:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self._stopping:  # asked to stop while the journal was being opened
+                    tg.cancel_scope.cancel()
                 await tg.start(self._run_journal, journal)
                 self._build(journal)
                 await self._start_parts(tg)
@@ -192,8 +195,7 @@ class Agent:
         self.supervisor.stopping = True
         self.notifier.stopping(self.status_line())
         with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BUDGET_S):
-            if self.hardware is not None:
-                await self.hardware.close()
+            await self._close_hardware()
             if self.journal is not None:
                 self.journal.submit(ev.agent_event(
                     "stop", self.version, self.clock.now_ns(),
@@ -204,14 +206,19 @@ class Agent:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
+    async def _close_hardware(self) -> None:
+        """Tower to `on_exit`, then close devices; once, whichever shutdown path gets here."""
+        if self.hardware is not None and not self._hardware_closed:
+            self._hardware_closed = True
+            with anyio.move_on_after(SHUTDOWN_BUDGET_S):
+                await self.hardware.close()
+
     async def _final_close(self) -> None:
         self.supervisor.stopping = True
         if not self._stopping:
             self._stopping = True
             self.notifier.stopping()
-            if self.hardware is not None:
-                with anyio.move_on_after(SHUTDOWN_BUDGET_S):
-                    await self.hardware.close()
+        await self._close_hardware()
         if self.journal is not None:
             await anyio.to_thread.run_sync(self.journal.close)
         self.notifier.close()

@@ -208,3 +208,18 @@ def test_a_lamp_output_that_cannot_be_opened_stops_the_start_with_one_line(
     assert proc.returncode == 1
     assert "linelight: cannot start: " in proc.stderr and "gpiochip-nonexistent" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_during_start_up_still_stops_cleanly(tmp_path: Path) -> None:
+    import time
+
+    config = write_config(tmp_path / "agent")
+    db = tmp_path / "agent" / "data" / "journal.db"
+    with AgentProcess(config) as agent:
+        agent.start(wait_ready=False)
+        deadline = time.monotonic() + 60
+        while not db.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        agent.signal(signal.SIGTERM)  # the handler is installed before the journal is opened
+        assert agent.stop() == 0
+    assert "stopped" in agent.log()
