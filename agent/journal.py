@@ -145,6 +145,9 @@ class Journal:
             self._closed = True
             self._store.close()
         _release(self._lock_fd)
+        if self._new_rows is not None:  # wake wait_new() callers: they raise JournalError
+            with contextlib.suppress(RuntimeError):
+                self._new_rows.set()
 
     # -- writing -----------------------------------------------------------------------------
     def submit(self, event: Event) -> None:
@@ -272,8 +275,13 @@ class Journal:
                 flight = _Flight(*self._take_batch(maintain))
                 self._inflight = flight
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._commit, flight, limiter=limiter)
-                    self._inflight = None
+                    try:
+                        await anyio.to_thread.run_sync(self._commit, flight, limiter=limiter)
+                    except BaseException:
+                        self._fail(flight)  # a bug, not a disk problem: free the waiters
+                        raise
+                    finally:
+                        self._inflight = None
                     if flight.result is not None:
                         self._deliver(flight.group, flight.ops, flight.result)
         finally:
@@ -323,6 +331,16 @@ class Journal:
             if self._new_rows is not None:
                 self._new_rows.set()
                 self._new_rows = None
+
+    def _fail(self, flight: _Flight) -> None:
+        """Release everybody waiting on a batch that will never commit."""
+        failed = {"ack": 0, "dead": 0, "peek": [], "meta": False}
+        if flight.group is not None and flight.group.done is not None:
+            flight.group.first_seq = None
+            flight.group.done.set()
+        for op, done in flight.ops:
+            op.result = failed.get(op.what)
+            done.set()
 
     def _has_work(self) -> bool:
         return bool(self._groups or self._ops or self._overflow)

@@ -115,6 +115,7 @@ class Store:
             for k, v in conn.execute("SELECT key, value FROM meta")
         }
         self.pending_gaps: list[Gap] = []
+        self.undecodable: set[int] = set()  # rows peek could not decode, to dead-letter
         self.reasons: dict[str, str] = {}  # degraded reasons by topic
         self.byte_cap: int | None = None  # set while free disk is below the reserve
         self.newest_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
@@ -131,6 +132,7 @@ class Store:
         if batch.maintain:
             self._check_free_disk()
         writes = bool(batch.rows or batch.overflow or self.pending_gaps or batch.maintain
+                      or self.undecodable
                       or any(op.what != "peek" for op in batch.ops)
                       or self.counters != self._saved_counters)
         if not writes:
@@ -169,6 +171,7 @@ class Store:
     def _attempt(self, batch: Batch, now_ns: int, *, grow: bool) -> int | None:
         """One transaction; on failure the in-memory state is as before and the error raised."""
         saved = self._save_state()
+        bad: list[int] = []
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             first = None
@@ -176,6 +179,9 @@ class Store:
                 first = self._insert(batch.rows, now_ns)
                 self._burn_overflow(batch)
                 self._flush_gaps(now_ns)
+            bad = sorted(self.undecodable)
+            for seq in bad:
+                self._dead(seq, "payload cannot be decoded")
             self._run_ops(batch.ops)
             self._retention(now_ns, age=batch.maintain)
             self._save_counters()
@@ -185,6 +191,7 @@ class Store:
             self._restore_state(saved)
             raise
         self._saved_counters = dict(self.counters)
+        self.undecodable.difference_update(bad)
         return first
 
     def _insert(self, rows: Sequence[PendingRow], now_ns: int) -> int | None:
@@ -356,7 +363,16 @@ class Store:
         ).fetchall()
         out = []
         for seq, boot, kind, name, ts_ns, enq_ns, body in rows:
-            value, attrs = decode_body(body)
+            try:
+                value, attrs = decode_body(body)
+            except (ValueError, TypeError, IndexError, msgpack.ExtraData, msgpack.FormatError,
+                    msgpack.StackError) as exc:
+                # Damaged on disk after it was written: never hand it out, never block the
+                # rows behind it. The next transaction moves it to the dead letters.
+                log.error("journal %s: event %d cannot be decoded (%s); dead-lettering it",
+                          self.path, seq, exc)
+                self.undecodable.add(int(seq))
+                continue
             out.append(Record(seq, boot, kind, name, value, ts_ns, enq_ns, attrs))
         return out
 

@@ -217,3 +217,22 @@ async def test_random_damage_never_stops_the_journal_from_opening(tmp_path: Path
         kept = [r for r in recs if r.kind == "count"]
         assert all(r.value == r.seq - 1 for r in kept), f"seed {seed}: a row changed"
         assert seq is not None and seq > hwm, f"seed {seed}: seq went back to {seq}"
+
+
+async def test_a_row_damaged_after_it_was_written_is_dead_lettered_not_handed_out(
+        tmp_path: Path):
+    path = tmp_path / "q.db"
+    async with running(path) as j:
+        for i in range(5):
+            await j.append(event(value=i))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE events SET body = X'c1' WHERE seq = 3")  # 0xc1: never valid msgpack
+    conn.commit()
+    conn.close()
+    async with running(path) as j:
+        first = await j.peek(10)
+        second = await j.peek(10)
+        stats = j.stats()
+    assert [r.seq for r in first] == [1, 2, 4, 5]
+    assert [r.seq for r in second] == [1, 2, 4, 5]
+    assert stats.dead_letters == 1 and stats.depth == 4
