@@ -206,6 +206,11 @@ class Journal:
         """Store a small msgpack-able value under `key`, durably."""
         await self._request("meta", str(key), value)
 
+    async def maintain(self) -> JournalStats:
+        """Apply retention and the free-disk check now (they also run every interval)."""
+        await self._request("maintain")
+        return self.stats()
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         """The value last stored under `key` (survives restarts), or `default`."""
         return self._store.meta.get(key, default)
@@ -309,6 +314,7 @@ class Journal:
     ) -> tuple[Batch, _Group | None, list[tuple[Op, anyio.Event]], int]:
         group = self._groups.pop(0) if self._groups else None
         ops, self._ops = self._ops, []
+        maintain = maintain or any(op.what == "maintain" for op, _ in ops)
         batch = Batch(rows=group.rows if group else [], ops=[op for op, _ in ops],
                       overflow=self._overflow, overflow_kinds=self._overflow_kinds,
                       maintain=maintain)
@@ -334,7 +340,7 @@ class Journal:
 
     def _fail(self, flight: _Flight) -> None:
         """Release everybody waiting on a batch that will never commit."""
-        failed = {"ack": 0, "dead": 0, "peek": [], "meta": False}
+        failed = {"ack": 0, "dead": 0, "peek": [], "meta": False, "maintain": None}
         if flight.group is not None and flight.group.done is not None:
             flight.group.first_seq = None
             flight.group.done.set()

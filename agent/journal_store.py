@@ -47,7 +47,7 @@ class PendingRow:
 class Op:
     """A request other than an append, executed in batch order after the batch's appends."""
 
-    what: str  # ack | dead | peek | meta
+    what: str  # ack | dead | peek | meta | maintain (the batch does retention)
     args: tuple[Any, ...]
     result: Any = None
 
