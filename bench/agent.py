@@ -81,6 +81,7 @@ MQTT = """
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+inflight = {inflight}
 backoff = {{ initial = "200ms", max = "500ms" }}
 """
 
@@ -89,10 +90,11 @@ IMPORT_FLOOR = ("import anyio, paho.mqtt.client, msgpack, tenacity, sqlite3, pro
                 "time.sleep(60)")
 
 
-def write_setup(directory: Path, period: str, broker_port: int | None) -> tuple[Path, int]:
+def write_setup(directory: Path, period: str, broker_port: int | None,
+                inflight: int = 256) -> tuple[Path, int]:
     (directory / "rules.d").mkdir(parents=True, exist_ok=True)
     (directory / "rules.d" / "bench.toml").write_text(RULES)
-    mqtt = MQTT.format(port=broker_port) if broker_port else ""
+    mqtt = MQTT.format(port=broker_port, inflight=inflight) if broker_port else ""
     path = directory / "agent.toml"
     diag = free_port()
     path.write_text(CONFIG.format(period=period, diag=diag, mqtt=mqtt))
@@ -140,13 +142,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latency_runs(period: str, samples: int, backlog: int, workdir: Path) -> dict[str, Any]:
+async def latency_runs(period: str, samples: int, backlog: int, workdir: Path,
+                       inflight: int) -> dict[str, Any]:
     binary = find_mosquitto()
     if binary is None:
         raise SystemExit("bench.agent needs mosquitto (apt install mosquitto)")
     broker = LocalBroker(binary, workdir / "mosquitto")
     broker.start()
-    config = load_config(write_setup(workdir / "lat", period, broker.port)[0])
+    config = load_config(write_setup(workdir / "lat", period, broker.port, inflight)[0])
     period_s = parse_duration(period)
     results: dict[str, Any] = {}
     agent = Agent(config, handle_signals=False, watch_files=False)
@@ -293,6 +296,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller queues")
     parser.add_argument("--period", default="20ms", help="scan period (default 20ms)")
+    parser.add_argument("--inflight", type=int, default=256,
+                        help="[mqtt] inflight window during the runs (default 256, the default)")
     args = parser.parse_args()
     samples = 60 if args.quick else 200
     backlog = 20_000 if args.quick else 100_000
@@ -300,14 +305,14 @@ def main() -> None:
     period_s = parse_duration(args.period)
     workdir = Path(tempfile.mkdtemp(prefix="linelight-bench-"))
     try:
-        lat = anyio.run(latency_runs, args.period, samples, backlog, workdir)
+        lat = anyio.run(latency_runs, args.period, samples, backlog, workdir, args.inflight)
         mem = memory_and_cpu(args.period, queued, 5.0 if args.quick else 10.0,
                              5.0 if args.quick else 10.0, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = []
-    figures: dict[str, Any] = {"scan_period_ms": period_s * 1000}
+    figures: dict[str, Any] = {"scan_period_ms": period_s * 1000, "inflight": args.inflight}
     for name in ("broker_up", "broker_down", "backlog_drain"):
         cmd = [c * 1000 for c, _ in lat[name]]
         lamp = [w * 1000 for _, w in lat[name]]
