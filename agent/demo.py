@@ -80,6 +80,7 @@ MQTT = """
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+inflight = 64
 keepalive = "5s"
 backoff = {{ initial = "500ms", max = "2s" }}
 """
