@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.from_thread
 import anyio.lowlevel
 
 from agent import journal_schema as schema
@@ -130,24 +131,34 @@ class Journal:
         return cls(store, path, limits, fd)
 
     def close(self) -> None:
-        """Commit whatever is still buffered, checkpoint the WAL and release the file."""
+        """Commit whatever is still buffered, checkpoint the WAL and release the file.
+
+        Call it once producers and `run()` have stopped, from the event-loop thread or from a
+        worker thread (`anyio.to_thread.run_sync(journal.close)`); waiters are woken safely.
+        """
         if self._closed:
             return
+        done: list[_Flight] = []
         with self._db_lock:
             flight = self._inflight
             if flight is not None and flight.result is None:
                 flight.result = self._store.apply(flight.batch, flight.pending)
-                self._deliver(flight.group, flight.ops, flight.result)
+                done.append(flight)
             while self._groups or self._ops or self._overflow:
                 flight = _Flight(*self._take_batch(maintain=False))
                 flight.result = self._store.apply(flight.batch, flight.pending)
-                self._deliver(flight.group, flight.ops, flight.result)
+                done.append(flight)
             self._closed = True
             self._store.close()
         _release(self._lock_fd)
-        if self._new_rows is not None:  # wake wait_new() callers: they raise JournalError
-            with contextlib.suppress(RuntimeError):
-                self._new_rows.set()
+        _on_loop(self._wake_after_close, done)
+
+    def _wake_after_close(self, flights: list[_Flight]) -> None:
+        for flight in flights:
+            assert flight.result is not None
+            self._deliver(flight.group, flight.ops, flight.result)
+        if self._new_rows is not None:  # wait_new() callers raise JournalError
+            self._new_rows.set()
 
     # -- writing -----------------------------------------------------------------------------
     def submit(self, event: Event) -> None:
@@ -369,6 +380,15 @@ class Journal:
         self._wake()
         await done.wait()
         return op.result
+
+
+def _on_loop(func: Callable[[list[_Flight]], None], arg: list[_Flight]) -> None:
+    """Run `func(arg)` on the event loop: directly if we are on it, else through anyio."""
+    try:
+        anyio.from_thread.run_sync(func, arg)
+    except RuntimeError:  # on the loop thread already, or no loop at all any more
+        with contextlib.suppress(RuntimeError):
+            func(arg)
 
 
 def _encode(event: Event) -> PendingRow:

@@ -286,3 +286,23 @@ def test_journal_limit_mistakes_are_located():
     assert "agent.toml:3:11: '2 weeks' is not a duration" in text
     assert "agent.toml:4:1: unknown key 'commit_windw' in journal; did you mean 'commit_window'?" in text
     assert "agent.toml:5:13: 'max_group' must be at least 1, not 0" in text
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["loop-thread", "worker-thread"])
+async def test_close_commits_and_wakes_appends_waiting_without_a_writer(tmp_path: Path,
+                                                                        in_thread: bool):
+    j = Journal.open(str(tmp_path / "q.db"))
+    got: list[int | None] = []
+    async with anyio.create_task_group() as tg:
+        async def waiter() -> None:
+            got.append(await j.append(event()))
+            with pytest.raises(JournalError, match="is closed"):
+                await j.wait_new(1)
+
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        if in_thread:
+            await anyio.to_thread.run_sync(j.close)
+        else:
+            j.close()
+    assert got == [1]
