@@ -119,9 +119,9 @@ class Store:
         self.reasons: dict[str, str] = {}  # degraded reasons by topic
         self.byte_cap: int | None = None  # set while free disk is below the reserve
         self.newest_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
-        self.newest_ts: int | None = None
-        self._oldest: tuple[int, int, int] | None = None
-        self._refresh_oldest()
+        self._newest: tuple[int, int] | None = None  # (seq, ts_ns) of the newest queued row
+        self._oldest: tuple[int, int, int] | None = None  # (seq, ts_ns, enq_ns) of the oldest
+        self._refresh_ends()
         self.snapshot = self._stats(0)
 
     # -- the batch ---------------------------------------------------------------------------
@@ -142,7 +142,7 @@ class Store:
         if batch.maintain:
             self._vacuum_some()
         if batch.ops or batch.maintain:
-            self._refresh_oldest()
+            self._refresh_ends()
         self.snapshot = self._stats(pending)
         return BatchResult(first, self.newest_seq, self.snapshot)
 
@@ -211,7 +211,7 @@ class Store:
             self.class_depth[r.cls] = self.class_depth.get(r.cls, 0) + 1
             self.class_bytes[r.cls] = self.class_bytes.get(r.cls, 0) + r.size
         self.newest_seq = self.next_seq - 1
-        self.newest_ts = rows[-1].ts_ns
+        self._newest = (self.newest_seq, rows[-1].ts_ns)
         if self._oldest is None:
             self._oldest = (first, rows[0].ts_ns, now_ns)
         return first
@@ -272,13 +272,13 @@ class Store:
 
     def _save_state(self) -> tuple[Any, ...]:
         return (self.next_seq, dict(self.counters), list(self.pending_gaps),
-                dict(self.class_depth), dict(self.class_bytes), self.newest_seq, self.newest_ts,
+                dict(self.class_depth), dict(self.class_bytes), self.newest_seq, self._newest,
                 self._oldest, dict(self.meta))
 
     def _restore_state(self, saved: tuple[Any, ...]) -> None:
         """Undo the in-memory effects of a transaction that rolled back."""
         (self.next_seq, self.counters, self.pending_gaps, self.class_depth, self.class_bytes,
-         self.newest_seq, self.newest_ts, self._oldest, self.meta) = saved
+         self.newest_seq, self._newest, self._oldest, self.meta) = saved
 
     def _clear(self, topic: str) -> None:
         if self.reasons.pop(topic, None) is not None:
@@ -414,7 +414,7 @@ class Store:
                                 gap.cls), now_ns)
         if plan:
             self._oldest = None
-            self._refresh_oldest()
+            self._refresh_ends()
 
     def _check_free_disk(self) -> None:
         reserve = self.limits.min_free_disk
@@ -464,14 +464,17 @@ class Store:
             log.debug("journal %s: incremental vacuum failed: %s", self.path, exc)
 
     # -- stats -------------------------------------------------------------------------------
-    def _refresh_oldest(self) -> None:
+    def _refresh_ends(self) -> None:
+        """Re-read the oldest and newest queued rows (two index look-ups)."""
         try:
-            row = self.conn.execute(
-                "SELECT seq, ts_ns, enq_ns FROM events ORDER BY seq LIMIT 1"
-            ).fetchone()
+            old = self.conn.execute(
+                "SELECT seq, ts_ns, enq_ns FROM events ORDER BY seq LIMIT 1").fetchone()
+            new = self.conn.execute(
+                "SELECT seq, ts_ns FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         except sqlite3.Error:
             return
-        self._oldest = None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+        self._oldest = None if old is None else (int(old[0]), int(old[1]), int(old[2]))
+        self._newest = None if new is None else (int(new[0]), int(new[1]))
 
     def file_bytes(self) -> int:
         total = 0
@@ -489,6 +492,7 @@ class Store:
         c = self.counters
         depth = sum(self.class_depth.values())
         oldest = self._oldest if depth else None
+        newest = self._newest if depth else None
         return JournalStats(
             depth=depth,
             bytes=sum(self.class_bytes.values()),
@@ -496,8 +500,8 @@ class Store:
             oldest_seq=oldest[0] if oldest else None,
             oldest_ts_ns=oldest[1] if oldest else None,
             oldest_enq_ns=oldest[2] if oldest else None,
-            newest_seq=self.newest_seq if depth else None,
-            newest_ts_ns=self.newest_ts if depth else None,
+            newest_seq=newest[0] if newest else None,
+            newest_ts_ns=newest[1] if newest else None,
             seq_hwm=self.next_seq - 1,
             boot=c[schema.BOOT],
             dropped=c[schema.DROPPED],

@@ -306,3 +306,17 @@ async def test_close_commits_and_wakes_appends_waiting_without_a_writer(tmp_path
         else:
             j.close()
     assert got == [1]
+
+
+async def test_stats_after_a_restart_and_after_acking_the_newest(tmp_path: Path):
+    path = tmp_path / "q.db"
+    async with running(path) as j:
+        await j.append(Event("signal", "a", 1, 1000))
+        await j.append(Event("signal", "b", 2, 2000))
+        await j.append(Event("signal", "c", 3, 3000))
+    async with running(path) as j:
+        s = j.stats()
+        assert (s.depth, s.oldest_seq, s.newest_seq, s.newest_ts_ns) == (3, 1, 3, 3000)
+        await j.ack([3])
+        s = j.stats()
+        assert (s.depth, s.newest_seq, s.newest_ts_ns, s.seq_hwm) == (2, 2, 2000, 3)
