@@ -174,7 +174,8 @@ class Demo:
         while end is None or time.monotonic() < end:
             frame = self.frame()
             if self.options.interactive:
-                self.out.write(render_screen(frame, shutil.get_terminal_size().columns))
+                size = shutil.get_terminal_size()
+                self.out.write(render_screen(frame, size.columns, size.lines))
                 self.out.flush()
             elif time.monotonic() >= next_line:
                 self.out.write(render_line(frame) + "\n")

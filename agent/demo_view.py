@@ -84,8 +84,9 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def render_screen(f: Frame, width: int = 100) -> str:
-    """The full-screen view (ANSI colours), redrawn several times a second."""
+def render_screen(f: Frame, width: int = 100, height: int = 200) -> str:
+    """The full-screen view (ANSI colours), redrawn several times a second; cut to the
+    terminal's size so it never scrolls."""
     out: list[str] = []
     title = f" linelight demo · simulated machine '{f.agent_id}'"
     out.append(f"{BOLD}{title}{RESET}{DIM}   running {f.elapsed:5.0f} s{RESET}")
@@ -135,7 +136,30 @@ def render_screen(f: Frame, width: int = 100) -> str:
     if f.message:
         out.append(f"   {BOLD}{f.message}{RESET}")
     out += [f"   {DIM}log: {line[:width - 9]}{RESET}" for line in f.log_lines]
-    return HOME_CLEAR + "\n".join(line + ESC + "K" for line in out) + "\n"
+    out = out[:max(1, height - 1)]
+    return HOME_CLEAR + "\n".join(fit(line, width) + RESET + ESC + "K" for line in out) + "\n"
+
+
+def fit(line: str, width: int) -> str:
+    """`line` cut to `width` visible characters (ANSI sequences kept, not counted), so a
+    narrow terminal never wraps and scrolls the view."""
+    out: list[str] = []
+    visible = 0
+    i = 0
+    while i < len(line):
+        if line.startswith(ESC, i):
+            end = i + len(ESC)
+            while end < len(line) and not line[end].isalpha():
+                end += 1
+            out.append(line[i:end + 1])
+            i = end + 1
+            continue
+        if visible >= width - 1:
+            break
+        out.append(line[i])
+        visible += 1
+        i += 1
+    return "".join(out)
 
 
 def render_line(f: Frame) -> str:

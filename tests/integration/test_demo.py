@@ -174,3 +174,14 @@ async def test_without_mosquitto_the_demo_says_how_to_install_it_and_shows_buffe
     assert "note: mosquitto is not installed" in text and "apt install mosquitto" in text
     assert "broker=none" in text and "still queued" in summary
     assert not demo.workdir.exists()  # the temp dir is removed
+
+
+def test_screen_lines_never_exceed_a_narrow_terminal() -> None:
+    import re
+
+    screen = render_screen(frame(rules=["state  fault  prio 100 when " + "x" * 200]), width=60,
+                           height=20)
+    lines = screen.rstrip("\n").split("\n")
+    assert len(lines) == 19
+    for line in lines:
+        assert len(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)) < 60, line
