@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from tenacity import RetryCallState, wait_exponential, wait_random
 
@@ -34,6 +35,7 @@ __all__ = ["Forwarder", "LinkStatus", "MqttSettings", "read_mqtt"]
 log = logging.getLogger(__name__)
 
 STOP_BUDGET_S = 3.0  # a planned stop waits this long at most for the broker
+YIELD_EVERY = 64  # publishes between two yields to the writer (bench/replay.py)
 
 
 class JournalLike(Protocol):
@@ -241,6 +243,10 @@ class Forwarder:
                     session.pending[mid] = record.seq
                     self.link.in_flight += 1
                     self.link.published += 1
+                    if self.link.published % YIELD_EVERY == 0:
+                        # paho only queues; let the writer put these on the wire (and the
+                        # reader take PUBACKs) while the rest of the batch is encoded.
+                        await anyio.lowlevel.checkpoint()
             tg.cancel_scope.cancel()
 
     async def _read_ahead(self, send: Any) -> None:

@@ -196,6 +196,7 @@ class MqttLink:
         c.on_disconnect = self._handle_disconnect
         c.on_publish = self._handle_publish
         self._sock: Any = None
+        self._fd = -1
         self._connack: anyio.Event = anyio.Event()
         self._connected = False
         self._refusal: LinkError | None = None
@@ -263,6 +264,9 @@ class MqttLink:
             self._client._sock_close()
             raise LinkError(self.broker, _describe_connect_error(exc, self.settings)) from None
         self._sock = self._client.socket()
+        # Waits use the bare descriptor: paho may close the socket object while another task
+        # waits on it, and deregistering a closed socket *object* raises in asyncio.
+        self._fd = self._sock.fileno()
         self.last_rx = time.monotonic()
         # From here on paho must not write by itself; it asks us through these callbacks.
         self._client.on_socket_register_write = self._register_write
@@ -287,11 +291,11 @@ class MqttLink:
     async def _io_once(self) -> None:
         """One step of I/O while waiting for CONNACK: write what is queued, then read."""
         if self._want_write.is_set():
-            await anyio.wait_writable(self._sock)
+            await anyio.wait_writable(self._fd)
             self._client.loop_write()
             return
         with anyio.move_on_after(0.5):
-            await anyio.wait_readable(self._sock)
+            await anyio.wait_readable(self._fd)
             self._read()
         if self._sock is not None and self._client.socket() is None:
             self._mark_lost("connection closed by the broker")
@@ -355,17 +359,25 @@ class MqttLink:
                             if rc != mqtt.MQTT_ERR_SUCCESS else "connection closed by the broker")
 
     async def _reader(self) -> None:
-        while self.lost is None:
-            await anyio.wait_readable(self._sock)
+        while self.lost is None and self._client.socket() is not None:
+            await anyio.wait_readable(self._fd)
+            if self._client.socket() is None:
+                break
             self._read()
+        self._mark_lost("connection closed")
 
     async def _writer(self) -> None:
-        while self.lost is None:
+        while self.lost is None and self._client.socket() is not None:
             await self._want_write.wait()
-            await anyio.wait_writable(self._sock)
+            if self._client.socket() is None:
+                break
+            await anyio.wait_writable(self._fd)
+            if self._client.socket() is None:
+                break
             rc = self._client.loop_write()
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 self._mark_lost(f"connection lost: {mqtt.error_string(rc)}")
+        self._mark_lost("connection closed")
 
     async def _housekeeping(self) -> None:
         keepalive = max(1.0, float(math.ceil(self.settings.keepalive)))
