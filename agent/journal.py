@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -123,6 +124,9 @@ class Journal:
             except BaseException:
                 conn.close()
                 raise
+        except sqlite3.Error as exc:  # salvage handled damage; this is e.g. no space to rebuild
+            _release(fd)
+            raise JournalError(f"journal {path} cannot be opened: {exc}") from exc
         except BaseException:
             _release(fd)
             raise
