@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from rules.tomldoc import TomlDoc
 from tests.agent.journal_support import drain, event, rows, running
 
 pytestmark = pytest.mark.anyio
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_append_returns_increasing_seqs_and_peek_gives_them_back_in_order(tmp_path: Path):
@@ -320,3 +326,44 @@ async def test_stats_after_a_restart_and_after_acking_the_newest(tmp_path: Path)
         await j.ack([3])
         s = j.stats()
         assert (s.depth, s.newest_seq, s.newest_ts_ns, s.seq_hwm) == (2, 2, 2000, 3)
+
+
+def _as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a check as another user")
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", "import agent.journal"],
+                           cwd=REPO, capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot import linelight here: {probe.stderr.strip()[-200:]}")
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-c", code, *args],
+                          cwd=REPO, capture_output=True, text=True)
+
+
+_OPEN = ("import sys\nfrom agent.journal import Journal\nfrom rules.errors import JournalError\n"
+         "try:\n    Journal.open(sys.argv[1])\nexcept JournalError as e:\n    print(e)\n"
+         "    sys.exit(3)\n")
+
+
+@pytest.mark.root
+def test_a_directory_this_user_cannot_write_is_one_sentence_not_a_traceback():
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        os.chmod(top, 0o755)
+        done = _as_nobody(_OPEN, os.path.join(top, "q.db"))
+        assert done.returncode == 3, done.stderr
+        assert done.stdout.strip() == (f"journal {top}/q.db: directory {top} is not writable "
+                                       "by this user (uid 65534)")
+
+
+@pytest.mark.root
+def test_a_file_this_user_cannot_read_is_one_sentence_not_a_traceback():
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        os.chmod(top, 0o777)
+        path = os.path.join(top, "q.db")
+        Journal.open(path).close()
+        os.chmod(path, 0o600)
+        done = _as_nobody(_OPEN, path)
+        assert done.returncode == 3, done.stderr
+        assert done.stdout.strip() == (f"journal {path} is not readable and writable by this "
+                                       "user (uid 65534)")
