@@ -26,6 +26,7 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
+import msgpack
 
 from agent import journal_schema as schema
 from agent.journal_policy import Gap
@@ -206,7 +207,7 @@ class Journal:
 
     async def ack(self, seqs: Iterable[int]) -> int:
         """Delete these seqs (the broker has them) in one transaction; returns how many went."""
-        wanted = list(seqs)
+        wanted = [int(s) for s in seqs]
         if not wanted:
             return 0
         result: int = await self._request("ack", wanted)
@@ -218,8 +219,9 @@ class Journal:
         return bool(result)
 
     async def put_meta(self, key: str, value: Any) -> None:
-        """Store a small msgpack-able value under `key`, durably."""
-        await self._request("meta", str(key), value)
+        """Store a small msgpack-able value under `key`, durably (TypeError if it is not)."""
+        packed = msgpack.packb(value, use_bin_type=True)  # TypeError here, for the caller
+        await self._request("meta", str(key), value, packed)
 
     async def maintain(self) -> JournalStats:
         """Apply retention and the free-disk check now (they also run every interval)."""

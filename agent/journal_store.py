@@ -299,12 +299,13 @@ class Store:
             elif op.what == "dead":
                 op.result = self._dead(op.args[0], op.args[1])
             elif op.what == "meta":
+                key, value, packed = op.args  # packed by the caller: errors stay with it
                 self.conn.execute(
                     "INSERT INTO meta(key, value) VALUES (?, ?)"
                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (op.args[0], msgpack.packb(op.args[1], use_bin_type=True)),
+                    (key, packed),
                 )
-                self.meta[op.args[0]] = op.args[1]
+                self.meta[key] = value
                 op.result = True
             elif op.what == "peek":
                 op.result = self.peek(op.args[0], op.args[1])

@@ -176,9 +176,13 @@ async def test_meta_values_survive_a_restart(tmp_path: Path):
         assert j.get_meta("counters", {}) == {}
         await j.put_meta("counters", {"parts": 1234, "scrap": 5})
         assert j.get_meta("counters") == {"parts": 1234, "scrap": 5}
+        with pytest.raises(TypeError):
+            await j.put_meta("bad", object())
+        await j.put_meta("after", 1)  # the writer is still alive
     j2 = Journal.open(str(path))
     try:
         assert j2.get_meta("counters") == {"parts": 1234, "scrap": 5}
+        assert j2.get_meta("after") == 1 and j2.get_meta("bad") is None
     finally:
         j2.close()
 
