@@ -333,10 +333,13 @@ class Journal:
         ops, self._ops = self._ops, []
         maintain = maintain or any(op.what == "maintain" for op, _ in ops)
         batch = Batch(rows=group.rows if group else [], ops=[op for op, _ in ops],
-                      overflow=self._overflow, overflow_kinds=self._overflow_kinds,
                       maintain=maintain)
-        self._overflow = 0
-        self._overflow_kinds = {}
+        if not self._groups:
+            # Dropped events came after everything still buffered: their burned seqs (and
+            # the gap naming them) follow the last buffered row, not the first group.
+            batch.overflow, batch.overflow_kinds = self._overflow, self._overflow_kinds
+            self._overflow = 0
+            self._overflow_kinds = {}
         if group is not None:
             self._pending -= len(group.rows)
         return batch, group, ops, self._pending

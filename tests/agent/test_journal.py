@@ -122,9 +122,11 @@ async def test_close_commits_what_was_submitted_even_without_the_writer(tmp_path
     assert rows(path) == [1, 2, 3]
 
 
-async def test_submit_overflow_is_dropped_counted_and_reported_as_one_gap(tmp_path: Path):
+@pytest.mark.parametrize("max_group", [4096, 4])
+async def test_submit_overflow_is_dropped_counted_and_reported_as_one_gap(tmp_path: Path,
+                                                                          max_group: int):
     path = tmp_path / "q.db"
-    async with running(path, JournalLimits(max_pending=10)) as j:
+    async with running(path, JournalLimits(max_pending=10, max_group=max_group)) as j:
         for i in range(25):  # no await in between: the writer cannot drain the buffer
             j.submit(event(value=i))
         with anyio.fail_after(30):
