@@ -29,8 +29,7 @@ import anyio.lowlevel
 import msgpack
 
 from agent import journal_schema as schema
-from agent.journal_policy import Gap
-from agent.journal_salvage import Recovery, check_place, lock, open_database
+from agent.journal_salvage import Recovery, check_place, lock, open_database, resume_rebuild
 from agent.journal_store import Batch, BatchResult, Op, PendingRow, Store, encode_body, row_size
 from agent.journal_types import (
     Event,
@@ -114,6 +113,7 @@ class Journal:
         check_place(path)
         fd = lock(path)
         try:
+            resume_rebuild(path)
             conn, recovery = open_database(path)
             try:
                 if limits.max_file_bytes:
@@ -412,16 +412,12 @@ def _encode(event: Event) -> PendingRow:
 
 
 def _start_boot(store: Store, recovery: Recovery | None) -> None:
-    """boot += 1 (and the `recovered` gap) in the first transaction of this open."""
+    """boot += 1 in the first transaction of this open (salvage already wrote its gap)."""
     store.counters[schema.BOOT] += 1
-    if recovery is not None:
-        detail: tuple[tuple[str, Any], ...] = (
-            ("moved_to", recovery.moved_to), ("error", recovery.error),
-            ("salvaged", recovery.salvaged), ("hwm_known", recovery.hwm_known),
-        )
-        store.pending_gaps.append(
-            Gap("recovered", recovery.first_seq, recovery.last_seq, 0, {}, None, detail))
     store.apply(Batch())
+    if recovery is not None:
+        log.warning("journal %s was rebuilt: %d events salvaged, damaged file kept at %s",
+                    store.path, recovery.salvaged, recovery.moved_to)
     if store.reasons:
         log.error("journal %s: could not record the new boot: %s", store.path,
                   "; ".join(store.reasons.values()))

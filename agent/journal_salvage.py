@@ -9,6 +9,7 @@ way, another agent holding the file) raise `JournalError` with one sentence nami
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import msgpack
 
 from agent import journal_schema as schema
+from agent.journal_store import encode_body, row_size
 from rules.errors import JournalError
 
 log = logging.getLogger(__name__)
@@ -150,37 +152,110 @@ def _damage(conn: sqlite3.Connection, path: str) -> str | None:
 
 
 def _rebuild(path: str, error: str) -> tuple[sqlite3.Connection, Recovery]:
-    moved_to = _move_aside(path)
-    log.error("journal %s is damaged (%s); moved it to %s and salvaging what can be read",
-              path, error, moved_to)
-    conn = connect(path)
-    schema.migrate(conn, path)
+    """Salvage into `PATH.rebuild`, then swap it in; a crash at any point can be resumed.
+
+    The new file is complete (rows, counters, the `recovered` gap, then a marker, in one
+    transaction) before the damaged one is moved aside and the new one renamed into place, so
+    the seq high-water mark is never lost to a crash during salvage.
+    """
+    target = _aside_name(path)
+    log.error("journal %s is damaged (%s); salvaging what can be read, then moving it to %s",
+              path, error, target)
+    tmp = path + REBUILD_SUFFIX
+    _remove_database(tmp)
+    new = connect(tmp)
     try:
-        recovery = _salvage_into(moved_to, conn, error)
-    except BaseException:
-        conn.close()
-        raise
+        schema.migrate(new, tmp)
+        recovery = _salvage_into(path, new, error, target)
+        _fold_wal(new)
+    finally:
+        new.close()
+    _swap_in(path, tmp, target)
     log.warning("journal %s: salvaged %d events from %s; seq continues above %d",
-                path, recovery.salvaged, moved_to, recovery.last_seq)
-    return conn, recovery
+                path, recovery.salvaged, target, recovery.last_seq)
+    return _reopen_rebuilt(path), recovery
 
 
-def _move_aside(path: str) -> str:
+REBUILD_SUFFIX = ".rebuild"
+_COMPLETE = "rebuild_complete"  # counters key, written last in the salvage transaction
+
+
+def resume_rebuild(path: str) -> None:
+    """Finish (or throw away) a salvage a crash interrupted, before anything else opens PATH."""
+    tmp = path + REBUILD_SUFFIX
+    if not os.path.exists(tmp):
+        return
+    complete = False
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            complete = conn.execute(
+                "SELECT 1 FROM counters WHERE key = ?", (_COMPLETE,)).fetchone() is not None
+            if complete:
+                _fold_wal(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        complete = False
+    if not complete:
+        log.warning("journal %s: discarding an unfinished salvage (%s)", path, tmp)
+        _remove_database(tmp)
+        return
+    target = _aside_name(path)
+    log.warning("journal %s: finishing a salvage interrupted by a crash", path)
+    _swap_in(path, tmp, target)
+
+
+def _fold_wal(conn: sqlite3.Connection) -> None:
+    """Checkpoint the WAL into the file and drop it: only the main file is renamed."""
+    mode = str(conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]).lower()
+    if mode != "delete":
+        raise sqlite3.OperationalError(f"cannot leave WAL mode (still '{mode}')")
+
+
+def _swap_in(path: str, tmp: str, target: str) -> None:
+    if os.path.exists(path):
+        _move_aside(path, target)
+    try:
+        os.rename(tmp, path)
+    except OSError as exc:
+        raise JournalError(f"journal {path}: cannot put the salvaged journal {tmp} in place: "
+                           f"{exc.strerror}") from exc
+
+
+def _reopen_rebuilt(path: str) -> sqlite3.Connection:
+    conn = connect(path)
+    conn.execute("DELETE FROM counters WHERE key = ?", (_COMPLETE,))
+    return conn
+
+
+def _remove_database(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + suffix)
+
+
+def _aside_name(path: str) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = f"{path}.corrupt-{stamp}"
     n = 1
     while os.path.exists(target):
         n += 1
         target = f"{path}.corrupt-{stamp}-{n}"
+    return target
+
+
+def _move_aside(path: str, target: str) -> None:
     try:
-        os.rename(path, target)
+        # The WAL and its index go first: a WAL left beside the new file would be replayed
+        # into it.
         for suffix in ("-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.rename(path + suffix, target + suffix)
+        os.rename(path, target)
     except OSError as exc:
         raise JournalError(f"journal {path} is damaged and cannot be moved aside to {target}: "
                            f"{exc.strerror}") from exc
-    return target
 
 
 def _open_old(path: str) -> sqlite3.Connection | None:
@@ -195,46 +270,62 @@ def _open_old(path: str) -> sqlite3.Connection | None:
         return None
 
 
-def _salvage_into(old_path: str, new: sqlite3.Connection, error: str) -> Recovery:
+def _salvage_into(old_path: str, new: sqlite3.Connection, error: str, target: str) -> Recovery:
+    """Copy what can be read from the damaged file into `new`, in one transaction."""
     old = _open_old(old_path)
     counters: dict[str, int] = {}
     meta: list[tuple[str, bytes]] = []
-    salvaged = 0
-    first = 0
-    top = 0
-    top_boot = 0
+    salvaged = first = top = top_boot = 0
     hwm_known = False
     try:
+        new.execute("BEGIN IMMEDIATE")
         if old is not None:
             counters, hwm_known = _read_counters(old)
             meta = _read_meta(old)
-            new.execute("BEGIN IMMEDIATE")
             for chunk in _chunks(_readable_rows(old, counters.get(schema.SEQ_HWM, 0))):
-                new.executemany(
-                    f"INSERT OR IGNORE INTO events({schema.EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    chunk)
+                new.executemany(f"INSERT OR IGNORE INTO events({schema.EVENT_COLUMNS})"
+                                " VALUES (?,?,?,?,?,?,?,?,?)", chunk)
                 salvaged += len(chunk)
                 first = first or chunk[0][0]
                 top = max(top, chunk[-1][0])
                 top_boot = max(top_boot, max(r[1] for r in chunk))
-            new.execute("COMMIT")
         hwm = max(top, counters.get(schema.SEQ_HWM, 0))
         if not hwm_known:
             # The old high-water mark is unreadable: acked rows above `top` may have had seqs
             # we can no longer see. Jump to a floor no past seq can have reached (microseconds
             # since the epoch; far above any count of events this agent could have written).
             hwm = max(hwm, time.time_ns() // 1000)
-        counters[schema.SEQ_HWM] = hwm
+        counters.pop(_COMPLETE, None)
         counters[schema.BOOT] = max(counters.get(schema.BOOT, 0), top_boot)
         counters[schema.RECOVERED] = counters.get(schema.RECOVERED, 0) + 1
-        new.execute("BEGIN IMMEDIATE")
+        counters[schema.GAPS] = counters.get(schema.GAPS, 0) + 1
+        recovery = Recovery(target, error, salvaged, first, hwm, hwm_known)
+        counters[schema.SEQ_HWM] = hwm + 1  # the gap event below
+        _insert_recovered_gap(new, recovery, hwm + 1, counters[schema.BOOT] + 1)
         schema.write_counters(new, counters)
         new.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta)
+        schema.write_counters(new, {_COMPLETE: 1})
         new.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            new.execute("ROLLBACK")
+        raise
     finally:
         if old is not None:
             old.close()
-    return Recovery(old_path, error, salvaged, first, counters[schema.SEQ_HWM], hwm_known)
+    return recovery
+
+
+def _insert_recovered_gap(new: sqlite3.Connection, r: Recovery, seq: int, boot: int) -> None:
+    """The `gap` event that tells the broker the journal was rebuilt (count 0: unknown)."""
+    attrs = {"reason": "recovered", "first_seq": r.first_seq, "last_seq": r.last_seq,
+             "count": 0, "kinds": {}, "moved_to": r.moved_to, "error": r.error,
+             "salvaged": r.salvaged, "hwm_known": r.hwm_known}
+    body = encode_body(0, attrs)
+    now = time.time_ns()
+    new.execute(f"INSERT INTO events({schema.EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                (seq, boot, schema.KIND_CLASS["gap"], "gap", "recovered", now, now,
+                 row_size("gap", "recovered", body), body))
 
 
 def _read_counters(old: sqlite3.Connection) -> tuple[dict[str, int], bool]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agent import journal_salvage as salvage
+from agent import journal_schema as schema
 from agent.journal import Journal, Record
 from tests.agent.journal_support import event, running
 
@@ -54,7 +56,9 @@ def _exists(path: str) -> bool:
 
 
 def _moved_aside(directory: Path) -> list[Path]:
-    return sorted(directory.glob("q.db.corrupt-*"))
+    """The damaged files kept for forensics (not their -wal / -shm companions)."""
+    return sorted(p for p in directory.glob("q.db.corrupt-*")
+                  if not p.name.endswith(("-wal", "-shm")))
 
 
 def _read(path: Path) -> bytes:
@@ -236,3 +240,38 @@ async def test_a_row_damaged_after_it_was_written_is_dead_lettered_not_handed_ou
     assert [r.seq for r in first] == [1, 2, 4, 5]
     assert [r.seq for r in second] == [1, 2, 4, 5]
     assert stats.dead_letters == 1 and stats.depth == 4
+
+
+async def test_an_unfinished_salvage_is_thrown_away_and_done_again(tmp_path: Path):
+    path = tmp_path / "q.db"
+    hwm = await _filled(path)
+    page_size, leaves = _event_pages(path)
+    _overwrite(path, page_size, leaves[5:6], random.Random(5))
+    _write(Path(str(path) + ".rebuild"), b"half-written salvage" * 100)  # a crash mid-salvage
+    recs, journal = await _reopened(path)
+    journal.close()
+    gap = _recovered_gap(recs)
+    assert gap.attrs["last_seq"] == hwm and gap.attrs["salvaged"] > N // 2
+    assert not _exists(str(path) + ".rebuild")
+    assert len(_moved_aside(tmp_path)) == 1
+
+
+async def test_a_salvage_finished_just_before_a_crash_is_put_in_place(tmp_path: Path):
+    path = tmp_path / "q.db"
+    hwm = await _filled(path)
+    page_size, leaves = _event_pages(path)
+    _overwrite(path, page_size, leaves[5:6], random.Random(6))
+    # Salvage completes into q.db.rebuild, then the process dies before the swap.
+    tmp = str(path) + salvage.REBUILD_SUFFIX
+    new = salvage.connect(tmp)
+    schema.migrate(new, tmp)
+    salvage._salvage_into(str(path), new, "test damage", str(path) + ".corrupt-test")
+    salvage._fold_wal(new)
+    new.close()
+    recs, journal = await _reopened(path)
+    journal.close()
+    gap = _recovered_gap(recs)
+    assert gap.attrs["error"] == "test damage" and gap.attrs["last_seq"] == hwm
+    assert [r.value for r in recs if r.kind == "count"] == [
+        r.seq - 1 for r in recs if r.kind == "count"]
+    assert not _exists(tmp) and len(_moved_aside(tmp_path)) == 1
