@@ -117,7 +117,8 @@ class Store:
         self.pending_gaps: list[Gap] = []
         self.undecodable: set[int] = set()  # rows peek could not decode, to dead-letter
         self.reasons: dict[str, str] = {}  # degraded reasons by topic
-        self.byte_cap: int | None = None  # set while free disk is below the reserve
+        self.low_disk = False  # free disk below the reserve: the file may not grow
+        self._max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         self.newest_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
         self._newest: tuple[int, int] | None = None  # (seq, ts_ns) of the newest queued row
         self._oldest: tuple[int, int, int] | None = None  # (seq, ts_ns, enq_ns) of the oldest
@@ -139,7 +140,7 @@ class Store:
             self._run_ops_readonly(batch.ops)
         else:
             first = self._transaction(batch, now_ns)
-        if batch.maintain:
+        if batch.maintain and not self.low_disk:  # short of disk, free pages are the room
             self._vacuum_some()
         if batch.ops or batch.maintain:
             self._refresh_ends()
@@ -155,6 +156,15 @@ class Store:
         try:
             first = self._attempt(batch, now_ns, grow=True)
         except sqlite3.Error as exc:
+            if self.low_disk and batch.rows and is_disk_full(exc) and self._make_room(
+                    batch.rows, now_ns):
+                try:
+                    first = self._attempt(batch, now_ns, grow=True)
+                except sqlite3.Error as again:
+                    exc = again
+                else:
+                    self._clear("write")
+                    return first
             self._refuse(batch.rows, exc)
             self._burn_overflow(batch)
             if any(op.what != "peek" for op in batch.ops):
@@ -385,13 +395,10 @@ class Store:
                 rows = self.conn.execute("SELECT seq, cls, kind, enq_ns FROM events ORDER BY seq")
                 self._drop(plan_age_drops(rows, cutoff), now_ns)
         cap = self.limits.max_bytes
-        reason = "max_bytes"
-        if self.byte_cap is not None and self.byte_cap < cap:
-            cap, reason = self.byte_cap, "low_disk"
         total = sum(self.class_bytes.values())
         if total > cap:
             target = total - int(cap * 0.9)  # hysteresis: no gap event for every commit
-            self._drop(plan_byte_drops(self.class_depth, self._rows_of_class, target, reason),
+            self._drop(plan_byte_drops(self.class_depth, self._rows_of_class, target),
                        now_ns)
 
     def _rows_of_class(self, cls: int) -> Iterator[tuple[int, str, int]]:
@@ -418,6 +425,9 @@ class Store:
             self._refresh_ends()
 
     def _check_free_disk(self) -> None:
+        """Below the reserve the file stops growing: SQLite's page limit is pinned to today's
+        size, pages freed by acks are reused, and when the file is full the oldest events of
+        the lowest class make room (`_make_room`)."""
         reserve = self.limits.min_free_disk
         if reserve <= 0:
             return
@@ -428,21 +438,47 @@ class Store:
         free = st.f_bavail * st.f_frsize
         if free < reserve:
             self._small_wal()
-            if self.byte_cap is None:
-                self.byte_cap = sum(self.class_bytes.values())
+            if not self.low_disk:
+                self.low_disk = True
+                pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+                self._set_max_pages(min(self._max_pages, pages))
                 self._set_autocheckpoint(_LOW_DISK_CHECKPOINT)
                 log.error("journal %s: free disk %d bytes is below the reserve of %d; the "
-                          "queue stops growing and drops its oldest events", self.path, free,
-                          reserve)
+                          "journal stops growing and its oldest events make room for new ones",
+                          self.path, free, reserve)
             self.reasons["low_disk"] = (f"free disk {free} bytes below the reserve of {reserve}"
-                                        f"; queue capped at {self.byte_cap} bytes")
-        elif self.byte_cap is not None and free > reserve + max(reserve // 4, self.byte_cap):
-            # Only when the queue could double and still leave the reserve: what our own
-            # drops give back must not lift the cap, or it would flap.
-            self.byte_cap = None
+                                        "; the journal file does not grow, oldest events make "
+                                        "room")
+        elif self.low_disk and free > reserve + reserve // 10:
+            self.low_disk = False
+            self._set_max_pages(self._max_pages)
             self._set_autocheckpoint(_CHECKPOINT)
             self.reasons.pop("low_disk", None)
             log.warning("journal %s: free disk is back above the reserve", self.path)
+
+    def _make_room(self, rows: Sequence[PendingRow], now_ns: int) -> bool:
+        """The pinned file is full: drop the oldest lowest-class events (with their gap)."""
+        need = max(2 * sum(r.size for r in rows), 64 * 1024)
+        plan = plan_byte_drops(self.class_depth, self._rows_of_class, need, "low_disk")
+        if not plan:
+            return False
+        saved = self._save_state()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._drop(plan, now_ns)
+            self._save_counters()
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._restore_state(saved)
+            log.debug("journal %s: could not make room: %s", self.path, exc)
+            return False
+        self._saved_counters = dict(self.counters)
+        return True
+
+    def _set_max_pages(self, pages: int) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchall()
 
     def _small_wal(self) -> None:
         """Short of disk: fold the WAL into the database and cut the WAL file to nothing."""

@@ -141,3 +141,4 @@ async def test_low_free_disk_caps_the_queue_and_drops_the_lowest_class_first(tin
                         for g in gaps), "refused or dropped for another reason than the reserve"
     assert not stats.health.ok and "below the reserve" in str(stats.health)
     assert stats.dropped == sum(g.value for g in gaps)
+    assert len(gaps) * 20 <= stats.dropped, "room is made in steps, not one event per commit"
