@@ -114,17 +114,25 @@ def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
     return ctx
 
 
-_PUBACK_OK = ReasonCode(PacketTypes.PUBACK, identifier=0)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+_SUCCESS_REASONS: dict[int, ReasonCode] = {}
+
+
+def _success_reason(code: int) -> ReasonCode:
+    """One shared ReasonCode object per PUBACK success code (callers only read it)."""
+    reason = _SUCCESS_REASONS.get(code)
+    if reason is None:
+        reason = _SUCCESS_REASONS[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
+    return reason
 
 
 class _Client(mqtt.Client):
     """paho's client with two local changes, both measured in bench/replay.py.
 
-    - A plain PUBACK (2 bytes: packet id only, which means Success in MQTT 5 and is the
-      only form in 3.1.1) is decoded without building a ReasonCode and a Properties object
-      per packet; that decoding was a third of paho's per-message cost. Any other PUBACK
-      goes through paho's own decoder.
+    - A PUBACK that says Success without properties is decoded without building a
+      ReasonCode and a Properties object per packet; that decoding was a third of paho's
+      per-message cost. Any other PUBACK (a refusal, properties) goes through paho's own
+      decoder.
     - The TLS handshake closes its socket when it fails; paho leaves the half-open SSL
       socket to the garbage collector (a ResourceWarning per retry during a long outage
       with a wrong CA). Our context always carries the hostname policy (`check_hostname`),
@@ -133,12 +141,18 @@ class _Client(mqtt.Client):
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]
-        if cmd != "PUBACK" or len(packet) != 2:
+        # A success reason (< 0x80, e.g. 0x00, or 0x10 "no matching subscribers" from
+        # mosquitto) and no properties: packet id alone (3.1.1, MQTT 5's short form), or
+        # followed by the reason and possibly an empty property length.
+        size = len(packet)
+        if cmd != "PUBACK" or size > 4 or (size >= 3 and packet[2] >= 0x80) \
+                or (size == 4 and packet[3] != 0):
             return super()._handle_pubackcomp(cmd)
         mid = (packet[0] << 8) | packet[1]
+        reason = _success_reason(packet[2] if size >= 3 else 0)
         with self._out_message_mutex:
             if mid in self._out_messages:
-                return self._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
+                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:

@@ -158,10 +158,10 @@ async def test_a_cut_link_reconnects_and_loses_nothing(
     assert_complete_in_order(seqs, 20_000)
 
 
-async def test_tls_wrong_ca_is_a_clear_error_and_the_right_ca_delivers(
+async def test_tls_wrong_ca_is_a_clear_error_and_the_right_ca_with_client_cert_delivers(
         tmp_path: Path, make_mosquitto: Callable[..., Mosquitto], test_pki: TestPki,
         make_subscriber: Callable[..., Subscriber]) -> None:
-    broker = make_mosquitto(extra=test_pki.tls_extra())
+    broker = make_mosquitto(extra=test_pki.tls_extra(require_client_cert=True))
     other_ca = TestPki(tmp_path / "other-pki", name="some other CA")
     wrong = settings(broker.host, broker.port, tls=TlsSettings(ca_file=other_ca.ca))
     async with running(tmp_path / "j.db", wrong) as (journal, fwd):
@@ -172,7 +172,9 @@ async def test_tls_wrong_ca_is_a_clear_error_and_the_right_ca_delivers(
         assert "certificate verif" in error and "ca_file" in error
         assert journal.stats().depth == 10 and not fwd.link.connected
 
-    sub = make_subscriber(broker, f"{EVENTS}#", tls={"ca_certs": str(test_pki.ca)})
+    sub = make_subscriber(broker, f"{EVENTS}#", tls={
+        "ca_certs": str(test_pki.ca), "certfile": str(test_pki.client_cert),
+        "keyfile": str(test_pki.client_key)})
     right = settings(broker.host, broker.port, tls=TlsSettings(
         ca_file=test_pki.ca, cert_file=test_pki.client_cert, key_file=test_pki.client_key))
     async with running(tmp_path / "j.db", right) as (journal, fwd):
