@@ -9,6 +9,7 @@ a gap) and never raise; only opening can raise `JournalError`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -104,6 +105,7 @@ class Store:
         c = schema.read_counters(conn)
         self.counters = c
         self._saved_counters = dict(c)
+        self._persisting = dict(c)
         self.next_seq = c[schema.SEQ_HWM] + 1
         self.class_depth: dict[int, int] = {}
         self.class_bytes: dict[int, int] = {}
@@ -135,7 +137,7 @@ class Store:
         writes = bool(batch.rows or batch.overflow or self.pending_gaps or batch.maintain
                       or self.undecodable
                       or any(op.what != "peek" for op in batch.ops)
-                      or self.counters != self._saved_counters)
+                      or self.counters != self._saved_counters)  # (also while gaps wait)
         if not writes:
             self._run_ops_readonly(batch.ops)
         else:
@@ -200,7 +202,7 @@ class Store:
             self._rollback()
             self._restore_state(saved)
             raise
-        self._saved_counters = dict(self.counters)
+        self._committed_counters()
         self.undecodable.difference_update(bad)
         return first
 
@@ -281,7 +283,8 @@ class Store:
             self.conn.execute("ROLLBACK")
 
     def _save_state(self) -> tuple[Any, ...]:
-        return (self.next_seq, dict(self.counters), list(self.pending_gaps),
+        gaps = [dataclasses.replace(g, kinds=dict(g.kinds)) for g in self.pending_gaps]
+        return (self.next_seq, dict(self.counters), gaps,
                 dict(self.class_depth), dict(self.class_bytes), self.newest_seq, self._newest,
                 self._oldest, dict(self.meta))
 
@@ -296,10 +299,22 @@ class Store:
         self.reasons.pop("disk_full", None)
 
     def _save_counters(self) -> None:
+        """Write changed counters; `_committed_counters()` becomes true once COMMIT succeeds."""
         self.counters[schema.SEQ_HWM] = self.next_seq - 1
-        changed = {k: v for k, v in self.counters.items() if self._saved_counters.get(k) != v}
+        persist = dict(self.counters)
+        if self.pending_gaps:
+            # Seqs burned for events the disk refused, whose gap is not written yet: if we die
+            # now, those seqs are simply used again, so no hole is left without its gap.
+            persist[schema.SEQ_HWM] = min(persist[schema.SEQ_HWM],
+                                          self.pending_gaps[0].first_seq - 1)
+            persist[schema.DROPPED] -= sum(g.count for g in self.pending_gaps)
+        changed = {k: v for k, v in persist.items() if self._saved_counters.get(k) != v}
         if changed:
             schema.write_counters(self.conn, changed)
+        self._persisting = persist
+
+    def _committed_counters(self) -> None:
+        self._saved_counters = self._persisting
 
     # -- ops ---------------------------------------------------------------------------------
     def _run_ops(self, ops: Sequence[Op]) -> None:
@@ -355,10 +370,14 @@ class Store:
         if not moved:
             return 0
         gone = self.conn.execute(
-            "DELETE FROM events WHERE seq = ? RETURNING cls, size", (seq,)
+            "DELETE FROM events WHERE seq = ? RETURNING cls, size, kind", (seq,)
         ).fetchall()
-        self._forget(gone)
+        self._forget([(cls, size) for cls, size, _ in gone])
         self.counters[schema.DEAD] += 1
+        kind = str(gone[0][2]) if gone else "?"
+        if kind != "gap":  # a refused gap gets no gap of its own: that could loop forever
+            self._write_gap(Gap("dead_letter", seq, seq, 1, {kind: 1}, None,
+                                (("why", reason),)), self.clock())
         self.conn.execute(
             "DELETE FROM dead_letters WHERE seq <= (SELECT seq FROM dead_letters"
             " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
@@ -473,7 +492,7 @@ class Store:
             self._restore_state(saved)
             log.debug("journal %s: could not make room: %s", self.path, exc)
             return False
-        self._saved_counters = dict(self.counters)
+        self._committed_counters()
         return True
 
     def _set_max_pages(self, pages: int) -> None:

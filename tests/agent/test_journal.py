@@ -166,7 +166,13 @@ async def test_dead_letter_moves_the_row_and_counts_it(tmp_path: Path):
             await j.append(event(value=i))
         assert await j.dead_letter(2, "broker refused: payload too large") is True
         assert await j.dead_letter(2, "again") is False
-        assert [r.seq for r in await j.peek(10)] == [1, 3]
+        recs = await j.peek(10)
+        assert [r.seq for r in recs] == [1, 3, 4]
+        gap = recs[-1]  # never silent: the broker hears that seq 2 will not come
+        assert (gap.kind, gap.name, gap.value) == ("gap", "dead_letter", 1)
+        assert gap.attrs["first_seq"] == gap.attrs["last_seq"] == 2
+        assert gap.attrs["why"] == "broker refused: payload too large"
+        assert gap.attrs["kinds"] == {"signal": 1}
         assert j.stats().dead_letters == 1
     assert rows(path, "SELECT seq, reason FROM dead_letters") == [
         (2, "broker refused: payload too large")]

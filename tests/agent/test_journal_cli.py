@@ -49,19 +49,20 @@ def test_stats_reports_depth_range_drops_and_does_not_touch_the_file(journal_fil
     code, out, _ = _run(capsys, "stats", "--db", str(journal_file), "--json")
     stats = json.loads(out)
     assert code == 0
-    assert (stats["depth"], stats["oldest_seq"], stats["newest_seq"]) == (19, 4, 22)
-    assert stats["by_kind"] == {"alarm": 1, "signal": 17, "state": 1}
+    assert (stats["depth"], stats["oldest_seq"], stats["newest_seq"]) == (20, 4, 23)
+    assert stats["by_kind"] == {"alarm": 1, "gap": 1, "signal": 17, "state": 1}
+    assert stats["gaps_queued"] == 1 and stats["gaps_total"] == 1
     assert stats["dead_letters_total"] == 1 and stats["dropped"] == 0 and stats["boot"] == 1
     assert stats["oldest_ts"].endswith("Z") and stats["bytes"] > 0
     code, text, _ = _run(capsys, "stats", "--db", str(journal_file))
-    assert code == 0 and "depth" in text and "19" in text
+    assert code == 0 and "depth" in text and "20" in text
     assert _digest(journal_file) == before
 
 
 def test_tail_shows_the_newest_events_oldest_first(journal_file, capsys):
-    code, out, _ = _run(capsys, "tail", "-n", "2", "--db", str(journal_file))
-    lines = out.splitlines()
-    assert code == 0 and len(lines) == 2
+    code, out, _ = _run(capsys, "tail", "-n", "3", "--db", str(journal_file))
+    lines = out.splitlines()[:2]
+    assert code == 0 and len(out.splitlines()) == 3
     assert "alarm" in lines[0] and 'estop = true  {"by": "operator"}' in lines[0]
     assert lines[1].split()[0] == "22" and "base64:AAE=" in lines[1]
     code, out, _ = _run(capsys, "tail", "--json", "--kind", "signal", "-n", "1",
@@ -72,15 +73,16 @@ def test_tail_shows_the_newest_events_oldest_first(journal_file, capsys):
 def test_export_writes_json_lines_and_csv(journal_file, tmp_path, capsys):
     code, out, _ = _run(capsys, "export", "--db", str(journal_file), "--after", "20")
     recs = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and [r["seq"] for r in recs] == [21, 22]
+    assert code == 0 and [r["seq"] for r in recs] == [21, 22, 23]
     assert recs[1]["attrs"] == {"prev": "idle", "raw": "base64:AAE="}
     target = tmp_path / "out.csv"
     code, _, err = _run(capsys, "export", "--db", str(journal_file), "--format", "csv",
                         "--out", str(target))
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
-    assert code == 0 and "exported 19 events" in err
-    assert [int(r["seq"]) for r in rows] == list(range(4, 23))
-    assert rows[-1]["kind"] == "state" and json.loads(rows[-1]["attrs"])["prev"] == "idle"
+    assert code == 0 and "exported 20 events" in err
+    assert [int(r["seq"]) for r in rows] == list(range(4, 24))
+    assert rows[-2]["kind"] == "state" and json.loads(rows[-2]["attrs"])["prev"] == "idle"
+    assert rows[-1]["kind"] == "gap" and rows[-1]["name"] == "dead_letter"
     code, out, _ = _run(capsys, "export", "--dead-letters", "--db", str(journal_file))
     dead = json.loads(out)
     assert (dead["seq"], dead["reason"]) == (3, "broker refused")

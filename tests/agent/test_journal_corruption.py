@@ -238,8 +238,9 @@ async def test_a_row_damaged_after_it_was_written_is_dead_lettered_not_handed_ou
         second = await j.peek(10)
         stats = j.stats()
     assert [r.seq for r in first] == [1, 2, 4, 5]
-    assert [r.seq for r in second] == [1, 2, 4, 5]
-    assert stats.dead_letters == 1 and stats.depth == 4
+    assert [r.seq for r in second] == [1, 2, 4, 5, 6]  # 6: the gap naming seq 3
+    assert second[-1].name == "dead_letter" and second[-1].attrs["first_seq"] == 3
+    assert stats.dead_letters == 1 and stats.depth == 5
 
 
 async def test_an_unfinished_salvage_is_thrown_away_and_done_again(tmp_path: Path):
