@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="linelight-bench-") as tmp:
         workdir = Path(tmp)
-        broker = Mosquitto(workdir / "broker")
+        broker = Mosquitto(workdir / "broker", autosave=0)  # no periodic full writes
         broker.start()
         try:
             messages = _messages(count)
