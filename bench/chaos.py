@@ -19,7 +19,7 @@ lose messages it had already acknowledged to the agent; that loss would be the b
 the agent's. A broker kill is therefore injected after stalling the link and letting the
 subscriber catch up, so the kill costs only what the agent still holds.
 
-Run: `python -m bench.chaos --minutes N [--seed S] [--no-modbus] [--no-tmpfs]`. Exit 0 when no
+Run: `python -m bench.chaos --minutes N [--seed S] [--no-modbus] [--no-tmpfs] [--fault NAME]`. Exit 0 when no
 invariant was violated, 1 otherwise; the last line is one JSON object with the summary.
 """
 
@@ -562,7 +562,7 @@ class Chaos:
     def run(self) -> int:
         deadline = time.monotonic() + self.args.minutes * 60.0
         faults = self.fault_table()
-        names = list(faults)
+        names = [n for n in faults if not self.args.fault or n in self.args.fault]
         weights = [faults[n][1] for n in names]
         while time.monotonic() < deadline:
             self.pause(self.rng.uniform(0.5, 2.5))
@@ -672,9 +672,12 @@ class Chaos:
         self.mark_drain("link_cut")
 
     def fault_disk_full(self) -> None:
+        """A full disk while the link is stalled, so the queue has to grow and cannot."""
+        assert self.proxy is not None
         window = Window(DISK_REASONS, time.time_ns())
         with self.book.lock:
             self.book.windows.append(window)
+        self.proxy.stall()
         try:
             if self.tmpfs:
                 filler = self.data / "chaos-filler"
@@ -685,13 +688,14 @@ class Chaos:
                 # No mount allowed: a free-disk reserve larger than the disk has the same
                 # effect on the journal (it stops growing and drops oldest-first).
                 self.agent.kill9()
-                huge = Variant("no-free-disk", min_free_disk="1000000GiB")
-                self.start_agent(huge)
+                self.start_agent(Variant("no-free-disk", min_free_disk="1000000GiB"))
                 time.sleep(self.rng.uniform(1.0, 4.0))
                 self.agent.kill9()
                 self.start_agent(NORMAL)
         finally:
+            self.proxy.resume()
             window.end_ns = time.time_ns()
+        self.mark_drain("disk_full")
 
     def fault_reload_good(self) -> None:
         before = self._rules_status()
@@ -846,6 +850,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tmpfs", dest="tmpfs", action="store_false",
                         help="disk-full episodes by a free-disk reserve instead of a full tmpfs")
     parser.add_argument("--tmpfs-mib", type=int, default=48)
+    parser.add_argument("--fault", action="append", metavar="NAME",
+                        help="inject only this kind of fault (repeatable; default: all)")
     parser.add_argument("--modbus-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.modbus_server:
