@@ -779,7 +779,33 @@ class Chaos:
             self.book.violate("agent", f"SIGTERM at the end: exit code {code}")
         summary.update(check_delivery(self.sub, hwm, self.book, first_seq=self.first_seq))
         summary["final_drain_s"] = round(final_drain, 2)
+        summary.update(self.check_journal_offline(hwm, int(summary.get("dropped") or 0)))
         return self.report(summary)
+
+    def check_journal_offline(self, hwm: int, dropped_seen: int) -> dict[str, Any]:
+        """The stopped agent's journal, read with `linelight queue stats` as an engineer would:
+        its seq never went backwards, it never needed salvage, it counted every drop."""
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", "queue", "stats", "--db",
+             str(self.data / "journal.db"), "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+        try:
+            stats = json.loads(done.stdout)
+        except ValueError:
+            self.book.violate("journal", f"`linelight queue stats` failed ({done.returncode}): "
+                              f"{done.stderr.strip()[-300:]}")
+            return {}
+        if int(stats["seq_hwm"]) < hwm:
+            self.book.violate("seq", f"the journal's seq high-water mark {stats['seq_hwm']} is "
+                              f"below {hwm}, which the running agent reported")
+        if int(stats["recovered"]):
+            self.book.violate("journal", f"the journal was salvaged {stats['recovered']} times; "
+                              "kill -9 and a full disk must not corrupt it")
+        if dropped_seen > int(stats["dropped"]):
+            self.book.violate("gap", f"gap events name {dropped_seen} dropped events, the "
+                              f"journal counted {stats['dropped']}")
+        return {"journal_seq_hwm": stats["seq_hwm"], "journal_dropped": stats["dropped"],
+                "journal_boots": stats["boot"], "journal_depth_at_end": stats["depth"]}
 
     def report(self, summary: dict[str, Any]) -> int:
         b = self.book
@@ -806,6 +832,8 @@ class Chaos:
             print(f"  {name:<28}{n:>6}")
         print(f"  events received {summary.get('received')}, unique {summary.get('unique')}, "
               f"duplicates {summary.get('duplicates')}, committed up to seq {summary.get('hwm')}")
+        print(f"  journal offline: seq_hwm {summary.get('journal_seq_hwm')}, dropped "
+              f"{summary.get('journal_dropped')}, boots {summary.get('journal_boots')}")
         print(f"  gaps {summary.get('gap_events')} ({summary.get('drop_reasons')}), "
               f"max queue depth {b.max_depth}, max drain {summary['max_drain_s']} s "
               f"({len(drains)} drains), final drain {summary.get('final_drain_s')} s")
