@@ -5,7 +5,7 @@
 Measured in one run on this machine, all on real files with WAL and synchronous=FULL:
 - journal append through `submit` (the scan loop's hand-off) until every event is durable,
   and through `await append` from 64 concurrent tasks;
-- journal ack: the forwarder's pattern, peek a window of 1000 then ack it;
+- journal ack: the forwarder's pattern, peek a window of 1000 then ack it; and ack alone;
 - raw sqlite3 `executemany` into the same table, same pragmas, one commit per 1000 rows: the
   physical limit of this disk and this SQLite;
 - persist-queue's SQLiteAckQueue put, and get + ack;
@@ -116,6 +116,24 @@ async def _ack_rate(path: Path) -> tuple[float, int]:
     return acked / elapsed, acked
 
 
+async def _ack_only_rate(path: Path) -> float:
+    """Ack alone: the seqs are known (1..n), 1000 per call, as a forwarder's PUBACKs arrive."""
+    journal = Journal.open(str(path))
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(journal.run)
+            first, last = journal.stats().oldest_seq or 1, journal.stats().newest_seq or 0
+            start = time.perf_counter()
+            acked = 0
+            for lo in range(first, last + 1, 1000):
+                acked += await journal.ack(range(lo, min(lo + 1000, last + 1)))
+            elapsed = time.perf_counter() - start
+            tg.cancel_scope.cancel()
+    finally:
+        journal.close()
+    return acked / elapsed
+
+
 def _raw_rate(path: Path, n: int, group: int = 1000) -> float:
     """The same table and pragmas, rows pre-built, executemany + commit per group."""
     conn = connect(str(path))
@@ -207,6 +225,8 @@ def run(quick: bool, directory: Path) -> dict[str, Any]:
     raw = _raw_rate(directory / "raw.db", n)
     submit = anyio.run(_submit_rate, directory / "j.db", n)
     ack, acked = anyio.run(_ack_rate, directory / "j.db")
+    anyio.run(_submit_rate, directory / "k.db", n)
+    ack_only = anyio.run(_ack_only_rate, directory / "k.db")
     awaited = anyio.run(_append_rate, directory / "a.db", n_await)
     pq_put, pq_get_ack = _persist_queue_rates(directory / "pq", n_pq)
     floor = _child("--baseline-child")
@@ -216,6 +236,7 @@ def run(quick: bool, directory: Path) -> dict[str, Any]:
         "append_await_per_s": round(awaited),
         "ack_per_s": round(ack),
         "acked": acked,
+        "ack_only_per_s": round(ack_only),
         "raw_executemany_per_s": round(raw),
         "persistqueue_put_per_s": round(pq_put),
         "persistqueue_get_ack_per_s": round(pq_get_ack),
@@ -240,7 +261,8 @@ def _table(f: dict[str, Any]) -> None:
         ("journal append (submit, group commit)", f"{f['append_per_s']:,} events/s",
          f"{f['append_vs_raw']:.0%} of raw"),
         ("journal append (await, 64 tasks)", f"{f['append_await_per_s']:,} events/s", ""),
-        ("journal ack (peek 1000 + ack)", f"{f['ack_per_s']:,} events/s", ""),
+        ("journal ack (peek 1000 + ack)", f"{f['ack_per_s']:,} events/s", "forwarder loop"),
+        ("journal ack alone (1000 per call)", f"{f['ack_only_per_s']:,} events/s", ""),
         ("raw sqlite3 executemany (same schema)", f"{f['raw_executemany_per_s']:,} rows/s",
          "physical limit"),
         ("persist-queue SQLiteAckQueue put", f"{f['persistqueue_put_per_s']:,} items/s",
