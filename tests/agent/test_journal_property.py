@@ -127,7 +127,7 @@ async def _check_all(journal: Journal, model: _Model) -> None:
     assert journal.stats().seq_hwm >= model.max_seq
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(_op, max_size=25))
 async def test_random_operations_never_reorder_lose_or_reuse(ops: list[tuple[Any, ...]]):
     with tempfile.TemporaryDirectory(prefix="journal-prop-") as directory:
