@@ -29,7 +29,14 @@ import anyio.lowlevel
 import msgpack
 
 from agent import journal_schema as schema
-from agent.journal_salvage import Recovery, check_place, lock, open_database, resume_rebuild
+from agent.journal_salvage import (
+    Recovery,
+    check_place,
+    lock,
+    open_database,
+    remember_boot,
+    resume_rebuild,
+)
 from agent.journal_store import Batch, BatchResult, Op, PendingRow, Store, encode_body, row_size
 from agent.journal_types import (
     Event,
@@ -122,6 +129,7 @@ class Journal:
                     conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()
                 store = Store(conn, path, limits, clock)
                 _start_boot(store, recovery)
+                remember_boot(fd, store.counters[schema.BOOT])
             except BaseException:
                 conn.close()
                 raise

@@ -83,6 +83,22 @@ def lock(path: str) -> int:
     return fd
 
 
+def remember_boot(fd: int, boot: int) -> None:
+    """Keep the boot number in the lock file too, so salvage finds it if the file is garbage."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{boot}\n".encode(), 0)
+
+
+def last_boot(path: str) -> int:
+    """The boot number `remember_boot` left beside `path`, or 0."""
+    try:
+        with open(path + ".lock", encoding="ascii") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def check_place(path: str) -> None:
     """Errors a fresh file would not fix: say so in one sentence instead of salvaging."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -296,7 +312,8 @@ def _salvage_into(old_path: str, new: sqlite3.Connection, error: str, target: st
             # since the epoch; far above any count of events this agent could have written).
             hwm = max(hwm, time.time_ns() // 1000)
         counters.pop(_COMPLETE, None)
-        counters[schema.BOOT] = max(counters.get(schema.BOOT, 0), top_boot)
+        counters[schema.BOOT] = max(counters.get(schema.BOOT, 0), top_boot,
+                                    last_boot(old_path))
         counters[schema.RECOVERED] = counters.get(schema.RECOVERED, 0) + 1
         counters[schema.GAPS] = counters.get(schema.GAPS, 0) + 1
         recovery = Recovery(target, error, salvaged, first, hwm, hwm_known)

@@ -143,6 +143,7 @@ async def test_a_garbage_file_opens_empty_and_seq_jumps_above_anything_possible(
     _replace(path, random.Random(2).randbytes(256 * 1024))
     recs, journal = await _reopened(path)
     journal.close()
+    assert journal.boot == 2, "boot went back: the lock file remembers it"
     gap = _recovered_gap(recs)
     assert [r.kind for r in recs] == ["gap"]
     assert gap.attrs["salvaged"] == 0 and gap.attrs["hwm_known"] is False
