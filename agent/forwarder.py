@@ -225,29 +225,35 @@ class Forwarder:
         async with anyio.create_task_group() as tg, receive:
             tg.start_soon(self._read_ahead, send)
             async for records in receive:
-                now_ns = time.time_ns()
-                for record in records:
-                    while self.link.in_flight >= self._window:
-                        self._space = anyio.Event()
-                        await self._space.wait()
-                    msg = self.wire.event(record,
-                                          historical=now_ns - record.enq_ns > historical_ns)
-                    if self._rate.active:
-                        await self._rate_wait(len(msg.payload) + len(msg.topic))
-                    if not mqtt_link.connected:
-                        return
-                    try:
-                        mid = mqtt_link.publish(msg)
-                    except TransportError:
-                        return  # the link is marked lost; the session ends and re-sends
-                    session.pending[mid] = record.seq
-                    self.link.in_flight += 1
-                    self.link.published += 1
-                    if self.link.published % YIELD_EVERY == 0:
-                        # paho only queues; let the writer put these on the wire (and the
-                        # reader take PUBACKs) while the rest of the batch is encoded.
-                        await anyio.lowlevel.checkpoint()
+                if not await self._publish_batch(mqtt_link, session, records, historical_ns):
+                    break  # the link is lost; the session ends and the next one re-sends
             tg.cancel_scope.cancel()
+
+    async def _publish_batch(self, mqtt_link: MqttLink, session: _Session,
+                             records: Sequence[Any], historical_ns: int) -> bool:
+        """Publish `records` in order; False as soon as the link is gone."""
+        now_ns = time.time_ns()
+        for record in records:
+            while self.link.in_flight >= self._window:
+                self._space = anyio.Event()
+                await self._space.wait()
+            msg = self.wire.event(record, historical=now_ns - record.enq_ns > historical_ns)
+            if self._rate.active:
+                await self._rate_wait(len(msg.payload) + len(msg.topic))
+            if not mqtt_link.connected:
+                return False
+            try:
+                mid = mqtt_link.publish(msg)
+            except TransportError:
+                return False
+            session.pending[mid] = record.seq
+            self.link.in_flight += 1
+            self.link.published += 1
+            if self.link.published % YIELD_EVERY == 0:
+                # paho only queues; let the writer put these on the wire (and the reader
+                # take PUBACKs) while the rest of the batch is encoded.
+                await anyio.lowlevel.checkpoint()
+        return True
 
     async def _read_ahead(self, send: Any) -> None:
         cursor = 0
