@@ -76,7 +76,15 @@ class LinkError(TransportError):
         self.auth = auth  # refused for credentials or authorization
 
 
+# OpenSSL X509_V_ERR_HOSTNAME_MISMATCH, _EMAIL_MISMATCH, _IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = frozenset({62, 63, 64})
+
+
 def _describe_connect_error(exc: BaseException, settings: MqttSettings) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _NAME_MISMATCH:
+        return (f"TLS certificate is not valid for '{settings.host}' ({exc.verify_message}); "
+                f"connect by a name the certificate lists, or set "
+                f"mqtt.tls.insecure_skip_hostname = true")
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or exc.reason or str(exc)
         hint = ("check mqtt.tls.ca_file" if settings.tls and settings.tls.ca_file

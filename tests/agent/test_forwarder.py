@@ -182,6 +182,28 @@ async def test_tls_wrong_ca_is_a_clear_error_and_the_right_ca_with_client_cert_d
     assert_complete_in_order(seqs, 10)
 
 
+async def test_tls_checks_the_broker_name_unless_told_not_to(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto],
+        make_subscriber: Callable[..., Subscriber]) -> None:
+    pki = TestPki(tmp_path / "pki", server_names=("broker.plant.example",))
+    broker = make_mosquitto(extra=pki.tls_extra())
+    checked = settings(broker.host, broker.port, tls=TlsSettings(ca_file=pki.ca))
+    async with running(tmp_path / "j.db", checked) as (journal, fwd):
+        await fill_journal(journal, 3)
+        await wait_until(lambda: fwd.link.last_error is not None, "name mismatch reported")
+        error = fwd.link.last_error or ""
+        assert "not valid for '127.0.0.1'" in error and "insecure_skip_hostname" in error
+        assert not fwd.link.connected
+
+    sub = make_subscriber(broker, f"{EVENTS}#", tls={"ca_certs": str(pki.ca)},
+                          tls_insecure=True)
+    skip = settings(broker.host, broker.port,
+                    tls=TlsSettings(ca_file=pki.ca, insecure_skip_hostname=True))
+    async with running(tmp_path / "j.db", skip):
+        seqs = await wait_seqs(sub, 3)
+    assert_complete_in_order(seqs, 3)
+
+
 async def test_bad_credentials_are_logged_once_and_events_stay_queued(
         tmp_path: Path, make_mosquitto: Callable[..., Mosquitto],
         make_subscriber: Callable[..., Subscriber], caplog: pytest.LogCaptureFixture) -> None:
