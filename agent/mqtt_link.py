@@ -5,7 +5,8 @@ paho) run in a worker thread bounded by `connect_timeout`; after that the socket
 non-blocking and driven from the event loop through paho's socket callbacks (the approach of
 paho's examples/loop_asyncio.py and aiomqtt): a reader task calls `loop_read` when the socket
 is readable, a writer task calls `loop_write` while paho has bytes queued, a housekeeping
-task calls `loop_misc` (PINGREQ) and watches for a silent link. All paho callbacks therefore
+task pings after half a keepalive of silence, calls `loop_misc`, and drops a link that
+stayed silent for 1.5 x keepalive. All paho callbacks therefore
 run in the event loop thread: no locks and no thread hand-offs on the hot path.
 
 paho's own in-flight limit is switched off (`max_inflight_messages = 0`): the forwarder keeps
@@ -146,6 +147,11 @@ class _Client(mqtt.Client):
       with a wrong CA). Our context always carries the hostname policy (`check_hostname`),
       so the handshake is the whole check.
     """
+
+    def ping(self) -> None:
+        """Send a PINGREQ now, unless one is already waiting for its PINGRESP."""
+        if self._ping_t == 0 and self._sock is not None:
+            self._send_pingreq()
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]
@@ -406,10 +412,14 @@ class MqttLink:
         period = min(1.0, keepalive / 4)
         while self.lost is None:
             await anyio.sleep(period)
-            # Checked before paho's own check (which gives up only after 2 x keepalive).
+            # paho pings only after a whole keepalive of silence and gives up after a second
+            # one; we ask after half a keepalive, so a live broker has answered long before
+            # the 1.5 x keepalive limit even on a loaded machine.
             silent = time.monotonic() - self.last_rx
-            if silent > SILENT_FACTOR * keepalive:
+            if silent >= SILENT_FACTOR * keepalive:
                 self._mark_lost(f"no data from the broker for {silent:.1f}s "
                                 f"(keepalive {keepalive:g}s): silent link")
                 return
+            if silent >= keepalive / 2:
+                self._client.ping()
             self._client.loop_misc()
