@@ -56,19 +56,25 @@ class Supervisor:
     async def run(
         self,
         name: str,
-        component: Callable[[], Awaitable[object]],
+        component: Callable[..., Awaitable[object]],
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run `component()` forever: restart it whenever it raises or returns."""
+        """Run `component(task_status=...)` forever: restart it whenever it raises or returns.
+
+        Start-up order stays explicit: this returns from `tg.start` once the component's first
+        run reports `started()` (e.g. the diagnostics port is bound). If that first run fails
+        before starting, start-up goes on without it and the restarts carry on in the
+        background: a broken part must never hold the lamps or READY hostage.
+        """
         health = self.components.setdefault(name, ComponentHealth(name))
-        task_status.started()
+        first = _FirstStart(task_status)
         attempt = 0
         while True:
             health.running = True
             health.started_at = time.monotonic()
             try:
-                await component()
+                await component(task_status=first)
                 reason = "stopped unexpectedly"
             except Exception as exc:  # the supervisor's job: log, count, restart
                 reason = f"{type(exc).__name__}: {exc}"
@@ -79,6 +85,7 @@ class Supervisor:
                 else:
                     log.exception("%s failed; restarting", name)
             health.running = False
+            first.started()  # failed before starting: do not block start-up
             if self.stopping:
                 return
             health.last_error = reason
@@ -90,3 +97,16 @@ class Supervisor:
             health.restarts += 1
             log.info("%s restarts in %.1f s (restart %d)", name, delay, health.restarts)
             await anyio.sleep(delay)
+
+
+class _FirstStart:
+    """A TaskStatus that passes on only the first `started()` of a restarted component."""
+
+    def __init__(self, outer: TaskStatus[None]) -> None:
+        self._outer = outer
+        self._done = False
+
+    def started(self, value: object = None) -> None:
+        if not self._done:
+            self._done = True
+            self._outer.started()

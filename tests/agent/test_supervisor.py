@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from anyio.abc import TaskStatus
 
 from agent.supervisor import Backoff, Supervisor
 
@@ -14,11 +15,12 @@ async def test_failing_component_is_restarted_and_its_error_recorded() -> None:
     calls = 0
     third = anyio.Event()
 
-    async def flaky() -> None:
+    async def flaky(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         nonlocal calls
         calls += 1
         if calls >= 3:
             third.set()
+            task_status.started()
             await anyio.sleep_forever()
         raise ConnectionRefusedError("broker said no")
 
@@ -39,7 +41,7 @@ async def test_other_tasks_keep_running_while_a_component_fails() -> None:
     failures = 0
     enough = anyio.Event()
 
-    async def always_fails() -> None:
+    async def always_fails(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         nonlocal failures
         failures += 1
         if failures >= 5 and ticks >= 5:
@@ -66,8 +68,9 @@ async def test_cancellation_stops_the_component_without_restart() -> None:
     sup = Supervisor(Backoff(base_s=0.001))
     started = anyio.Event()
 
-    async def long_running() -> None:
+    async def long_running(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         started.set()
+        task_status.started()
         await anyio.sleep_forever()
 
     async with anyio.create_task_group() as tg:
@@ -81,3 +84,35 @@ async def test_cancellation_stops_the_component_without_restart() -> None:
 def test_backoff_grows_and_is_capped() -> None:
     b = Backoff(base_s=0.5, cap_s=4.0, jitter=0.0)
     assert [b.delay(n) for n in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+@pytest.mark.anyio
+async def test_start_returns_only_once_the_component_reports_started() -> None:
+    sup = Supervisor(Backoff(base_s=0.001))
+    bound = False
+
+    async def listener(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        nonlocal bound
+        await anyio.sleep(0.05)  # e.g. binding a port
+        bound = True
+        task_status.started()
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run, "diagnostics", listener)
+        assert bound
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_component_failing_before_it_starts_does_not_block_start_up() -> None:
+    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.002, jitter=0.0))
+
+    async def cannot_bind(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        raise OSError("address already in use")
+
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(30):
+            await tg.start(sup.run, "diagnostics", cannot_bind)
+        tg.cancel_scope.cancel()
+    assert sup.components["diagnostics"].last_error == "OSError: address already in use"
