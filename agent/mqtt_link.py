@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -46,6 +47,7 @@ Properties: Any = _Properties  # paho's Properties has no type hints
 PubackHandler = Callable[[int, int, str], None]
 
 SILENT_FACTOR = 1.5  # a link with no byte from the broker for 1.5 x keepalive is dead
+READ_SLICE = 64  # packets handled per turn of the event loop
 
 
 class PackedProperties:
@@ -147,6 +149,19 @@ class _Client(mqtt.Client):
       with a wrong CA). Our context always carries the hostname policy (`check_hostname`),
       so the handshake is the whole check.
     """
+
+    def read_some(self, limit: int) -> tuple[MQTTErrorCode, bool]:
+        """Read and handle at most `limit` packets (paho's `loop_read` reads as many as it
+        has messages in flight). Returns (rc, True if the limit was reached)."""
+        for _ in range(limit):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN, False
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc), False
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS, False
+        return MQTTErrorCode.MQTT_ERR_SUCCESS, True
 
     def ping(self) -> None:
         """Send a PINGREQ now, unless one is already waiting for its PINGRESP."""
@@ -374,24 +389,28 @@ class MqttLink:
         self.close("disconnected by us")
 
     # -- I/O tasks -------------------------------------------------------------------------
-    def _read(self) -> None:
+    def _read(self) -> bool:
+        """Handle up to READ_SLICE packets; True if more may be waiting (read again soon)."""
         self.last_rx = time.monotonic()
         c = self._client
-        rc = c.loop_read(64)
-        # TLS may hold decrypted bytes that select() cannot see.
-        while rc == mqtt.MQTT_ERR_SUCCESS and getattr(self._sock, "pending", None) \
-                and self._sock.pending() > 0 and c.socket() is not None:
-            rc = c.loop_read(64)
+        rc, more = c.read_some(READ_SLICE)
         if rc != mqtt.MQTT_ERR_SUCCESS or c.socket() is None:
             self._mark_lost(f"connection lost: {mqtt.error_string(rc)}"
                             if rc != mqtt.MQTT_ERR_SUCCESS else "connection closed by the broker")
+            return False
+        # TLS may hold decrypted bytes that select() cannot see.
+        pending = getattr(self._sock, "pending", None)
+        return more or (pending is not None and pending() > 0)
 
     async def _reader(self) -> None:
         while self.lost is None and self._client.socket() is not None:
             await anyio.wait_readable(self._fd)
             if self._client.socket() is None:
                 break
-            self._read()
+            # A slice at a time: thousands of PUBACKs in one go would hold the event loop
+            # (and the scan loop that shares it) for tens of milliseconds.
+            while self._read():
+                await anyio.lowlevel.checkpoint()
         self._mark_lost("connection closed")
 
     async def _writer(self) -> None:
