@@ -20,6 +20,7 @@ from typing import Any
 from agent.diagnostics import DEFAULT_LISTEN, parse_listen
 from agent.journal import JournalLimits, read_journal_limits
 from agent.mqtt_config import MqttSettings, read_mqtt
+from agent.secrets import names_credentials_directory
 from hw.config import SourceSpec, TowerSpec, input_names, read_sources, read_tower
 from rules.errors import ConfigProblems, LocatedError, Location
 from rules.fields import Problems, Table
@@ -261,7 +262,7 @@ def _path(t: Table, key: str, base: Path, default: str | None) -> Any:
         t.problem(key, f"'{key}' cannot be empty")
         return base
     p = Path(value)
-    return p if p.is_absolute() else base / p
+    return p if p.is_absolute() or names_credentials_directory(value) else base / p
 
 
 def _rule_globs(root: Table) -> tuple[str, ...]:

@@ -22,6 +22,8 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from agent.metrics import CONTENT_TYPE as METRICS_TYPE
+from agent.secrets import resolve_secret_path
+from rules.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +159,12 @@ class Diagnostics:
                         path, req.who)
             return Response(403, b"actions are disabled: set [diagnostics] token_file\n")
         try:
-            token = self.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+            token_path = resolve_secret_path(str(self.token_file), "token_file")
+            token = token_path.read_text(encoding="utf-8").strip()
+        except (OSError, ConfigError) as exc:
             self.refused += 1
             log.warning("%s refused for %s: cannot read token file %s: %s",
-                        path, req.who, self.token_file, exc.strerror or exc)
+                        path, req.who, self.token_file, getattr(exc, "strerror", None) or exc)
             return Response(403, b"actions are disabled: the token file cannot be read\n")
         given = req.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")

@@ -7,17 +7,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.secrets import names_credentials_directory, resolve_secret_path
 from agent.wire import CODECS, TOPIC_MODES, UmhPath
 from rules.errors import ConfigError
 from rules.fields import Table
 
 PROTOCOLS = ("5", "3.1.1")
-_CRED_VAR = re.compile(r"^\$(\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY)(/|$)")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
 
 
@@ -63,17 +62,8 @@ class MqttSettings:
 
 
 def resolve_password_file(spec: str, environ: dict[str, str] | None = None) -> Path:
-    """The password file's path, expanding a leading `$CREDENTIALS_DIRECTORY` (systemd's
-    `LoadCredential=`). Raises ConfigError naming the variable when it is not set."""
-    env = os.environ if environ is None else environ
-    m = _CRED_VAR.match(spec)
-    if m is None:
-        return Path(spec)
-    base = env.get("CREDENTIALS_DIRECTORY")
-    if not base:
-        raise ConfigError(f"password_file '{spec}' names $CREDENTIALS_DIRECTORY, which is not "
-                          f"set (run under systemd with LoadCredential=)")
-    return Path(base) / spec[m.end():]
+    """The password file's path; see `agent.secrets.resolve_secret_path`."""
+    return resolve_secret_path(spec, "password_file", environ)
 
 
 def read_password(settings: MqttSettings) -> str | None:
@@ -123,7 +113,7 @@ def read_mqtt(table: Table) -> MqttSettings:
         client_id = None
     username = table.string("username", None)
     password_file = table.string("password_file", None)
-    if password_file is not None and _CRED_VAR.match(password_file) is None:
+    if password_file is not None and not names_credentials_directory(password_file):
         p = Path(password_file)
         password_file = str(p if p.is_absolute() else base / p)
     if password_file is not None and username is None:

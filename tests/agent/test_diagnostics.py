@@ -182,3 +182,19 @@ def test_parse_listen_rejects_bad_addresses(text: str) -> None:
 def test_page_escapes_values() -> None:
     page = render_page({**STATUS, "agent": "<script>"})
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+@pytest.mark.anyio
+async def test_token_is_read_from_the_systemd_credentials_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "diagnostics-token").write_text("from-credstore\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    target = Target()
+    diag = Diagnostics(target, [("127.0.0.1", 0)],
+                       Path("$CREDENTIALS_DIRECTORY/diagnostics-token"))
+    async with anyio.create_task_group() as tg:
+        [(_, port)] = await tg.start(diag.run)
+        code, _, _ = await request(port, "POST", "/lamp-test",
+                                   {"Authorization": "Bearer from-credstore"})
+        assert code == 200 and target.lamp_tests == 1
+        tg.cancel_scope.cancel()
