@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.chaos import (
+from bench.chaos_check import (
     NORMAL,
     SMALL,
     Book,
