@@ -12,8 +12,8 @@ Contenders:
 - `bridge-tuned`: the same with `max_queued_messages 0` and `autosave_on_changes true`
   with `autosave_interval 1` (save the in-memory database after every change: the only setting
   that survives kill -9 without loss).
-- `linelight`: the journal and forwarder in a child process (bench/_edge_linelight.py semantics
-  below), events appended in batches and acknowledged once durable.
+- `linelight`: the journal and forwarder in a child process (`edge_child` below), events handed
+  to the journal as the scan loop does and counted as accepted once the last one is durable.
 
 Run: `python -m bench.bridge [--events N] [--quick]`.
 """
@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -561,6 +560,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())
