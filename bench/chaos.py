@@ -363,7 +363,7 @@ class Chaos:
             self.proxy.close()
         self.broker.kill()
         if self.tmpfs:
-            subprocess.run(["umount", "-l", str(self.data)], check=False)
+            _unmount(self.data)
 
     def write_config(self, variant: Variant) -> None:
         assert self.proxy is not None
@@ -678,6 +678,15 @@ def _mount_tmpfs(path: Path, mib: int) -> bool:
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0755", "tmpfs",
                            str(path)], capture_output=True, check=False)
     return done.returncode == 0
+
+
+def _unmount(path: Path) -> None:
+    """Unmount the journal's tmpfs; a lazy unmount only if it stays busy for seconds."""
+    for _ in range(20):
+        if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode == 0:
+            return
+        time.sleep(0.25)
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
 def _fill(path: Path) -> None:
