@@ -178,6 +178,7 @@ class Evaluator:
         self._totals: dict[str, int] = {c.name: 0 for c in ruleset.counters}
         self._last: dict[str, Any] = {c.name: None for c in ruleset.counters}
         self._current: StateInfo | None = None
+        self._left: StateInfo | None = None  # a reload removed this current state
         self._depends = _input_dependencies(ruleset)
 
     # -- public ----------------------------------------------------------------------------
@@ -202,8 +203,11 @@ class Evaluator:
         """Keep the memory of every unchanged rule from `old` (a hot reload).
 
         Inputs, [define]s, states, signals and counters whose definition is identical keep
-        their debounce, hold, timers, latches and edge memory; counter totals are kept by name
-        whatever changed; the current state and its start time are kept.
+        their debounce, hold, timers, latches and edge memory; a state or signal whose only
+        change is its code, lamps or description keeps them too. Counter totals are kept by
+        name whatever changed. The current state becomes this rule set's state of the same
+        name (its new code and lamps) and keeps its start time; if this rule set has no state
+        of that name, the current state is `unknown` and the next scan reports it left.
         """
         old_inputs = {spec.key: mem for _, spec, mem in old._inputs}
         for _, spec, mem in self._inputs:
@@ -220,9 +224,9 @@ class Evaluator:
                 for new_slot, old_slot in zip(new_c.memory, old_c.memory, strict=True):
                     self._v[new_slot] = old._v[old_slot]
         for kind in ("states", "signals"):
-            old_rules = {r.key: r for r in getattr(old.ruleset, kind)}
+            old_rules = {_timer_key(r): r for r in getattr(old.ruleset, kind)}
             for rule in getattr(self.ruleset, kind):
-                same = old_rules.get(rule.key)
+                same = old_rules.get(_timer_key(rule))
                 if same is not None:
                     self._timers[kind][rule.name].copy_from(old._timers[kind][same.name])
         old_counters = {c.key for c in old.ruleset.counters}
@@ -231,7 +235,16 @@ class Evaluator:
                 self._totals[c.name] = old._totals[c.name]
             if c.key in old_counters:
                 self._last[c.name] = old._last[c.name]
-        self._current = old._current
+        self._current = self._left = None
+        current = old._current
+        if current is not None:
+            unknown = StateInfo(UNKNOWN_STATE, self.ruleset.unknown.code, current.since)
+            if current.name == UNKNOWN_STATE:
+                self._current = unknown
+            elif (rule := self.ruleset.state(current.name)) is not None:
+                self._current = StateInfo(rule.name, rule.code, current.since)
+            else:  # the state is gone: `unknown` until a scan decides, and that scan says so
+                self._current, self._left = unknown, current
 
     def step(self, snapshot: Mapping[str, Sample], now: float) -> Step:
         """One scan over one consistent snapshot at scan time `now`."""
@@ -328,13 +341,13 @@ class Evaluator:
         current = self._current
         if current is None:
             current = self._current = StateInfo(UNKNOWN_STATE, unknown.code, now)
+        left, self._left = self._left, None
+        if left is not None:  # the reload removed it: it ends here, through `unknown`
+            events.append(_state_event(UNKNOWN_STATE, unknown.code, left, now))
+            current = self._current = StateInfo(UNKNOWN_STATE, unknown.code, now)
         if current.name == name and current.code == code:
             return current
-        events.append(RuleEvent("state", name, code, now, (
-            ("previous_state", current.name),
-            ("previous_code", current.code),
-            ("previous_duration", round(now - current.since, 6)),
-        )))
+        events.append(_state_event(name, code, current, now))
         self._current = StateInfo(name, code, now)
         return self._current
 
@@ -381,6 +394,21 @@ class Evaluator:
         return f"state '{blocker.name}' cannot be decided"
 
 
+def _state_event(name: str, code: int, previous: StateInfo, now: float) -> RuleEvent:
+    return RuleEvent("state", name, code, now, (
+        ("previous_state", previous.name),
+        ("previous_code", previous.code),
+        ("previous_duration", round(now - previous.since, 6)),
+    ))
+
+
+def _timer_key(rule: Rule) -> str:
+    """What a state's or signal's timers depend on: its code and lamps do not count."""
+    clear = rule.clear_when.text if rule.clear_when else "-"
+    return (f"{rule.name} {rule.priority} {rule.when.text} {clear} "
+            f"{rule.on_delay} {rule.off_delay}")
+
+
 def _run_rule(rule: Rule, timer: _Timer, v: list[Any], now: float) -> Any:
     when = rule.when.evaluate(v)
     if rule.clear_when is not None:
@@ -405,9 +433,9 @@ def _expressions_by_key(rs: RuleSet) -> dict[str, list[Compiled]]:
     for d in rs.defines:
         out[d.key] = [d.expr]
     for r in rs.states:
-        out["state " + r.key] = [r.when] + ([r.clear_when] if r.clear_when else [])
+        out["state " + _timer_key(r)] = [r.when] + ([r.clear_when] if r.clear_when else [])
     for r in rs.signals:
-        out["signal " + r.key] = [r.when] + ([r.clear_when] if r.clear_when else [])
+        out["signal " + _timer_key(r)] = [r.when] + ([r.clear_when] if r.clear_when else [])
     for c in rs.counters:
         out[c.key] = [c.expr]
     return out

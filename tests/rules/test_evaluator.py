@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rules.evaluator import Evaluator, RuleEvent
+from rules.evaluator import Evaluator, RuleEvent, StateInfo
 from rules.values import Pattern, Quality, Sample
 
 from .util import BASIC, good, load, run
@@ -435,6 +435,39 @@ def test_carry_over_keeps_the_current_state_counter_totals_and_edge_memory():
     assert step.events == ()  # still producing, part still high: no new state, no new count
     assert step.counters == {"parts": 2, "pairs": 2}
     assert step.state.since == 0.0
+
+
+def test_carry_over_takes_the_new_code_and_lamps_of_the_current_state_and_keeps_its_timers():
+    old = Evaluator(load(TIMED))
+    run(old, OK, 0.0, 3.0)  # producing since 2.0 (on_delay 2 s)
+    changed = TIMED.replace("code = 10000", "code = 10001").replace(
+        'show = { green = "on" }', 'show = { green = "blink_slow" }')
+    new = Evaluator(load(changed))
+    new.carry_over(old)
+    assert new.state == StateInfo("producing", 10001, 2.0)
+    off = {"running": False, "fault_code": 0}
+    step = new.step(good(off, 3.1), 3.1)  # the off_delay timer was kept: still producing
+    assert step.state == StateInfo("producing", 10001, 2.0) and step.events == ()
+    assert lit(step) == {"green": "blink_slow"}
+    step = run(new, off, 3.2, 4.1)
+    assert step.events[0].detail[:2] == (("previous_state", "producing"), ("previous_code", 10001))
+
+
+def test_carry_over_of_a_removed_current_state_goes_through_unknown():
+    old = Evaluator(load(BASIC))
+    run(old, OK, 0.0, 1.0)
+    new = Evaluator(load(BASIC.replace('"producing"', '"making"')))
+    new.carry_over(old)
+    assert new.state == StateInfo("unknown", 30000, 0.0)
+    step = new.step(good(OK, 1.1), 1.1)
+    assert step.state == StateInfo("making", 10000, 1.1)
+    assert [(e.name, e.value, e.detail) for e in step.events] == [
+        ("unknown", 30000, (("previous_state", "producing"), ("previous_code", 10000),
+                            ("previous_duration", 1.1))),
+        ("making", 10000, (("previous_state", "unknown"), ("previous_code", 30000),
+                           ("previous_duration", 0.0))),
+    ]
+    assert new.step(good(OK, 1.2), 1.2).events == ()
 
 
 # -- derived values ----------------------------------------------------------------------------
