@@ -179,6 +179,8 @@ class Evaluator:
         self._last: dict[str, Any] = {c.name: None for c in ruleset.counters}
         self._current: StateInfo | None = None
         self._left: StateInfo | None = None  # a reload removed this current state
+        # signals that were on when a reload removed or restarted them: (name, on since)
+        self._ended: tuple[tuple[str, float], ...] = ()
         self._depends = _input_dependencies(ruleset)
 
     # -- public ----------------------------------------------------------------------------
@@ -229,6 +231,13 @@ class Evaluator:
                 same = old_rules.get(_timer_key(rule))
                 if same is not None:
                     self._timers[kind][rule.name].copy_from(old._timers[kind][same.name])
+        # a signal that was on and is gone or starts again from off must be reported off,
+        # or whoever follows the events believes it is still on (an on from the new rule
+        # may follow in the same scan)
+        kept = {name for name, t in self._timers["signals"].items() if t.active}
+        self._ended = old._ended + tuple(
+            (name, t.active_since) for name, t in old._timers["signals"].items()
+            if t.active and name not in kept)
         old_counters = {c.key for c in old.ruleset.counters}
         for c in self.ruleset.counters:
             if c.name in old._totals:
@@ -252,6 +261,10 @@ class Evaluator:
         v[NOW_SLOT] = now
         self._resolve_inputs(snapshot, now)
         events: list[RuleEvent] = []
+        if self._ended:
+            events.extend(RuleEvent("alarm", name, False, now, (("duration", round(now - t, 6)),))
+                          for name, t in self._ended)
+            self._ended = ()
         self._derive(now, events)
         winner, blocker = self._choose(now)
         state = self._transition(winner, now, events)

@@ -117,6 +117,20 @@ async def test_changed_rule_starts_its_timer_again(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_signal_on_when_a_reload_removes_it_is_journalled_off(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.run_for(9.0)
+    assert h.scan.view.signals == ("warm",)
+    h.rules_file.write_text(RULES[:RULES.index("[[signal]]")])
+    assert (await h.reloader.reload("test")).changed
+    h.run_for(0.1)
+    alarms = [e for e in h.sink.events if e.kind == "alarm"]
+    assert [(e.name, e.value) for e in alarms] == [("warm", True), ("warm", False)]
+    assert alarms[-1].attrs["duration"] == pytest.approx(1.0)  # on at 8.1 s, off at 9.1 s
+    assert h.scan.view.signals == ()
+
+
+@pytest.mark.anyio
 async def test_broken_rules_are_rejected_with_located_errors_and_the_old_set_runs_on(
         tmp_path: Path) -> None:
     h = Harness(tmp_path)

@@ -470,6 +470,29 @@ def test_carry_over_of_a_removed_current_state_goes_through_unknown():
     assert new.step(good(OK, 1.2), 1.2).events == ()
 
 
+def test_a_signal_on_when_a_reload_removes_it_is_reported_off_on_the_next_scan():
+    old = Evaluator(load(LAMPS))
+    run(old, {"running": True, "fault_code": 5}, 0.0, 1.0)  # both signals on since 0.0
+    without = LAMPS[:LAMPS.index('[[signal]]\nname = "low"')]
+    new = Evaluator(load(without))
+    new.carry_over(old)
+    step = new.step(good({"running": True, "fault_code": 5}, 1.1), 1.1)
+    assert step.events == (RuleEvent("alarm", "low", False, 1.1, (("duration", 1.1),)),)
+    assert step.signals == ("door_warning",)
+    assert new.step(good({"running": True, "fault_code": 5}, 1.2), 1.2).events == ()
+
+
+def test_a_signal_on_when_a_reload_restarts_it_is_reported_off_then_on_again_if_still_true():
+    old = Evaluator(load(LAMPS))
+    run(old, {"running": True, "fault_code": 5}, 0.0, 1.0)
+    new = Evaluator(load(LAMPS.replace('when = "fault_code == 5"\nshow = { blue = "blink_slow"',
+                                       'when = "fault_code >= 5"\nshow = { blue = "blink_slow"')))
+    new.carry_over(old)
+    step = new.step(good({"running": True, "fault_code": 5}, 1.1), 1.1)
+    assert step.events == (RuleEvent("alarm", "low", False, 1.1, (("duration", 1.1),)),
+                           RuleEvent("alarm", "low", True, 1.1))
+
+
 # -- derived values ----------------------------------------------------------------------------
 
 def test_a_define_can_hold_a_number_other_rules_read():
