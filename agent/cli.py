@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from agent import __version__
@@ -69,6 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(module.run(args))
+        code = int(module.run(args))
+        sys.stdout.flush()  # inside the try: a closed pipe must not fail at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`linelight queue export | head`): that is the reader's choice,
+        # not a fault, so no traceback. As the Python docs advise (signal, "Note on SIGPIPE"),
+        # stdout now points at /dev/null so the final flush at exit cannot raise again. Exit
+        # 141 (128 + SIGPIPE) like a tool killed by SIGPIPE, so `set -o pipefail` scripts can
+        # still tell the output was cut short.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + int(signal.SIGPIPE)
