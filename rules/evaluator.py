@@ -23,6 +23,7 @@ from rules.values import Pattern, Quality, Sample, TowerCommand, Value
 _GOOD = Quality.GOOD
 _INIT = Quality.INIT
 _EPS = 1e-9  # scan times are floats: 3 x 0.1 s must count as 0.3 s
+GREEN = "green"
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,9 +373,14 @@ class Evaluator:
             unknown = self.ruleset.unknown
             prio = math.inf if unknown.priority is None else float(unknown.priority)
             _offer(best, unknown.show, prio, state.since, now)
+        v = self._v
         for rule, timer in self._derived:
-            if timer is not None and timer.active and isinstance(rule, Rule):
+            # A lamp is lit only by a condition known to hold in this scan: a signal latched
+            # on whose condition has become unknown keeps its on/off for events, not its lamps.
+            if timer is not None and timer.active and isinstance(rule, Rule) and v[rule.slot]:
                 _offer(best, rule.show, float(rule.priority), timer.active_since, now)
+        if winner is None and not any(s.lamp == GREEN for s in self.ruleset.unknown.show):
+            best.pop(GREEN, None)  # green means a known state: never while the state is unknown
         off = Pattern.OFF
         return {lamp: best[lamp][1] if lamp in best else off
                 for lamp in self.ruleset.tower_lamps}

@@ -291,6 +291,35 @@ def test_the_unknown_state_lamps_outrank_signals_by_default():
     assert step.lamps["amber"] is Pattern.BLINK_SLOW and step.lamps["blue"] is Pattern.ON
 
 
+def test_a_signal_whose_input_went_stale_no_longer_lights_its_lamps():
+    rs = load(LAMPS.replace('when = "fault_code != 0"', 'when = "fault_code > 10"'))
+    ev = Evaluator(rs)
+    assert lit(run(ev, {"running": True, "fault_code": 5}, 0.0, 0.2))["green"] == "blink_fast"
+    stale = good({"running": True}, 0.3) | {"fault_code": Sample(None, Quality.STALE, 0.3)}
+    step = ev.step(stale, 0.3)
+    assert step.lamps["green"] is Pattern.OFF and step.lamps["blue"] is Pattern.OFF
+    assert "door_warning" in step.signals and step.events == (  # latched: no off event
+        RuleEvent("state", "unknown", 30000, 0.3, (
+            ("previous_state", "producing"), ("previous_code", 10000),
+            ("previous_duration", 0.3))),)
+
+
+def test_green_is_off_while_the_state_is_unknown_even_from_a_signal_on_good_data():
+    rs = load(LAMPS.replace('when = "fault_code != 0"', 'when = "fault_code > 10"')
+              .replace('when = "fault_code == 5"', 'when = "true"', 1))
+    snap = good({"fault_code": 5}, 0.0) | {"running": Sample(None, Quality.BAD, 0.0)}
+    step = Evaluator(rs).step(snap, 0.0)
+    assert step.state.name == "unknown" and "door_warning" in step.signals
+    assert step.lamps["green"] is Pattern.OFF and step.lamps["blue"] is Pattern.ON
+
+
+def test_the_unknown_state_may_name_green_itself():
+    rs = load(BASIC + '[unknown]\nshow = { green = "blink_fast" }\n')
+    snap = good({"running": True}, 0.0) | {"fault_code": Sample(None, Quality.BAD, 0.0)}
+    step = Evaluator(rs).step(snap, 0.0)
+    assert step.state.name == "unknown" and step.lamps["green"] is Pattern.BLINK_FAST
+
+
 def test_the_unknown_state_priority_can_be_set_below_signals():
     rs = load(LAMPS.replace('when = "fault_code != 0"', 'when = "fault_code > 10"')
               + '[unknown]\npriority = 1\nshow = { blue = "blink_fast" }\n')

@@ -58,6 +58,14 @@ def rule_text(whens: list[tuple[Any, ...]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def green_signals_text(whens: list[tuple[Any, ...]]) -> str:
+    out = []
+    for j, w in enumerate(whens):
+        out += ["[[signal]]", f'name = "g{j}"', f"priority = {200 + j}", f'when = "{text(w)}"',
+                'show = { green = "blink_slow" }']
+    return "\n".join(out) + "\n"
+
+
 # Per scan and input: a fresh good sample, nothing new (the old one ages), a bad one, or gone.
 events = st.sampled_from(["true", "false", "none", "none", "bad", "gone"])
 histories = st.lists(st.fixed_dictionaries({n: events for n in NAMES}), min_size=1, max_size=40)
@@ -110,6 +118,26 @@ def test_a_stale_input_never_decides_which_state_wins(whens, history, dt):
                 break
         if step.state.name == "unknown":
             assert step.lamps["green"].value == "off"
+
+
+@PROPS
+@given(whens=st.lists(exprs, min_size=1, max_size=4), green=st.lists(exprs, max_size=3),
+       history=histories, dt=st.sampled_from([0.1, 0.3, 0.7]))
+def test_green_is_lit_only_by_a_condition_known_true_in_a_known_state(whens, green, history, dt):
+    ev = Evaluator(load_rules([("p.toml", rule_text(whens) + green_signals_text(green))]))
+    table: dict[str, Sample] = {}
+    for k, scan in enumerate(history):
+        now = k * dt
+        feed(table, scan, now)
+        step = ev.step(dict(table), now)
+        if step.lamps["green"].value == "off":
+            continue
+        assert step.state.name != "unknown"
+        known = {n: bool(table[n].value) for n in NAMES if usable(table, n, now)}
+        unknown = [n for n in NAMES if n not in known]
+        lit_by_state = step.state.name in {f"s{i}" for i in range(1, len(whens), 2)}
+        lit_by_signal = any(outcomes(w, known, unknown) == {True} for w in green)
+        assert lit_by_state or lit_by_signal, (step.state.name, unknown)
 
 
 RICH = """
