@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,20 +140,22 @@ def check_disk(report: Report, config: Any) -> None:
         report.add("ok", f"disk at {where}", f"{free_mib:.0f} MiB free")
 
 
-def check_clock(report: Report) -> None:
+def check_clock(report: Report, *, now: Callable[[], float] = time.time,
+                synchronized: Callable[[], bool | None] | None = None) -> None:
+    """The wall clock's year and the kernel's sync flag; both injectable for tests."""
     from agent.clock import kernel_clock_synchronized
 
-    year = time.gmtime().tm_year
-    synced = kernel_clock_synchronized()
-    if year < 2024:
-        report.add("fail", "clock", f"the wall clock says {time.strftime('%Y-%m-%d')}",
+    wall = time.gmtime(now())
+    synced = (synchronized or kernel_clock_synchronized)()
+    if wall.tm_year < 2024:
+        report.add("fail", "clock", f"the wall clock says {time.strftime('%Y-%m-%d', wall)}",
                    "set up NTP (systemd-timesyncd or chrony); events are marked clock_unsynced")
     elif synced is False:
         report.add("warn", "clock", "the kernel reports the clock as not synchronized",
                    "check NTP: timedatectl timesync-status; events carry clock_unsynced "
                    "until it is")
     else:
-        report.add("ok", "clock", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        report.add("ok", "clock", time.strftime("%Y-%m-%d %H:%M:%S UTC", wall)
                    + ("" if synced else " (sync state unknown)"))
 
 
