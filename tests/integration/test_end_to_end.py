@@ -1,7 +1,8 @@
 """The whole agent as a subprocess: sim machine, example rules, a real mosquitto, an outage.
 
 While the broker is down the machine keeps changing state and the tower keeps following the
-rules; when it returns, an independent subscriber receives every event, in order after dedup.
+rules; when it returns, an independent subscriber receives every event, in order after dedup,
+each with the MQTT 5 user properties `agent` and `seq`.
 A `kill -9` loses nothing that was committed and the sequence continues.
 """
 
@@ -91,6 +92,13 @@ def test_events_survive_a_broker_outage_in_order_while_lamps_follow_the_rules(
     assert any(r.kind == "agent" and r.name == "stop" for r in left)
     states = [m.decoded for m in sub.snapshot() if m.topic.startswith(EVENTS + "state/")]
     assert len({s["name"] for s in states}) >= 3
+    # MQTT 5 user properties, as an independent paho client decodes them: every event message
+    # (replayed or live, re-sent duplicates included) carries agent and seq, as strings.
+    events = [m for m in sub.snapshot() if m.topic.startswith(EVENTS)]
+    wrong = [(m.topic, m.decoded.get("seq"), m.user_properties) for m in events
+             if sorted(m.user_properties) != [("agent", AGENT), ("seq", str(m.decoded["seq"]))]]
+    assert not wrong, f"{len(wrong)} of {len(events)} event messages with wrong user properties, " \
+                      f"first {wrong[:3]}"
 
 
 def test_kill_9_loses_nothing_committed_and_the_sequence_continues(
