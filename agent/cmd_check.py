@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_rules(paths: list[str]) -> bool:
-    from rules.loader import load_rule_files
+    from agent.rulefiles import load_rule_files
 
     try:
         ruleset = load_rule_files(paths)

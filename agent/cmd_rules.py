@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
         print("linelight rules: say what to do, e.g. `linelight rules test tests/*.toml`",
               file=sys.stderr)
         return 2
-    from rules.testing import load_test_file, run_file
+    from agent.rulefiles import load_test_file
+    from rules.testing import run_file
 
     started = time.perf_counter()
     passed = failed = broken = 0

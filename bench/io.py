@@ -144,11 +144,11 @@ buzzer = { virtual = true }
 
 async def _latency(changes: int, scan_period: float | None) -> list[float]:
     """Seconds from `set_mode` on the sim to the green lamp's output write, per change."""
+    from agent.rulefiles import load_rule_files
     from hw.build import build_hardware
     from hw.inputs import InputTable
     from hw.outputs import VirtualOutput
     from rules.evaluator import Evaluator
-    from rules.loader import load_rule_files
 
     ruleset = load_rule_files([ROOT / "examples" / "rules.d" / "machine.toml"])
     evaluator = Evaluator(ruleset)

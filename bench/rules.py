@@ -13,8 +13,9 @@ import statistics
 import time
 from pathlib import Path
 
+from agent.rulefiles import load_rule_files
 from rules.evaluator import Evaluator
-from rules.loader import load_rule_files, load_rules
+from rules.loader import load_rules
 from rules.testing import load_test_text, run_file
 from rules.values import Quality, Sample
 

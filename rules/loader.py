@@ -1,9 +1,10 @@
-"""Read rule files into a validated, compiled RuleSet; every problem is `file:line:col: sentence`.
+"""Turn rule texts into a validated, compiled RuleSet; every problem is `file:line:col: sentence`.
 
-Several files merge into one set (inputs in one, states in another is fine); a name defined
-twice is an error. Reading goes through `TomlDoc` and `Table`, so unknown keys, wrong types
-and bad durations are reported the same way as in every other config file. All problems of
-all files are collected and raised together as one `ConfigProblems`.
+Pure: `load_rules` takes `(file name, text)` pairs and reads no file (`agent.rulefiles`
+reads them). Several files merge into one set (inputs in one, states in another is fine); a
+name defined twice is an error. Reading goes through `TomlDoc` and `Table`, so unknown keys,
+wrong types and bad durations are reported the same way as in every other config file. All
+problems of all files are collected and raised together as one `ConfigProblems`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rules.compiler import (
@@ -24,7 +24,7 @@ from rules.compiler import (
     compile_tree,
     names_in,
 )
-from rules.errors import ConfigProblems, LocatedError, Location
+from rules.errors import LocatedError, Location
 from rules.expressions import KEYWORDS, ExpressionError, Node, parse
 from rules.fields import REQUIRED, Problems, Table, did_you_mean, parse_duration
 from rules.model import (
@@ -55,27 +55,6 @@ UNKNOWN_KEYS = ("code", "priority", "show")
 PATTERNS = tuple(p.value for p in Pattern)
 MAX_DELAY = 86400.0
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def load_rule_files(paths: Iterable[str | Path]) -> RuleSet:
-    """Read and load rule files; an unreadable file is a located problem like any other."""
-    sources: list[tuple[str, str]] = []
-    unreadable: list[LocatedError] = []
-    for path in paths:
-        name = str(path)
-        try:
-            sources.append((name, Path(path).read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            unreadable.append(LocatedError(Location(name, 1, 1),
-                                           f"cannot read the rule file: {reason}"))
-    try:
-        ruleset = load_rules(sources)
-    except ConfigProblems as exc:
-        raise ConfigProblems(unreadable + exc.problems) from None
-    if unreadable:
-        raise ConfigProblems(unreadable)
-    return ruleset
 
 
 def load_rules(sources: Sequence[tuple[str, str]]) -> RuleSet:

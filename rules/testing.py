@@ -5,6 +5,7 @@ input a series such as `"1x40 0x20 _x20"` (one entry per scan; `_` = no new samp
 last one ages and may go stale), and `[[test.expect]]` entries: the state, lamps, signals and
 counters expected at a given time. Everything runs on a virtual clock, so a hundred cases take
 milliseconds. Failures say expected vs actual at that time, at the expectation's line.
+Pure like all of rules/: it parses texts; `agent.rulefiles` reads the files.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rules.errors import ConfigProblems, LocatedError, Location
 from rules.evaluator import Evaluator, RuleEvent, Step
 from rules.fields import Problems, Table, did_you_mean
-from rules.loader import load_rule_files
 from rules.model import UNKNOWN_STATE, RuleSet
 from rules.tomldoc import TomlDoc
 from rules.values import Pattern, Quality, Sample, Value
@@ -159,22 +158,15 @@ class TestFile:
 # -- reading -------------------------------------------------------------------------------
 
 
-def load_test_file(path: str | Path,
-                   load: Callable[[Sequence[Path]], RuleSet] = load_rule_files) -> TestFile:
-    """Read a rule test file and the rules it names; raises ConfigProblems."""
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigProblems([LocatedError(Location(name, 1, 1),
-                                           f"cannot read the test file: {reason}")]) from None
-    return load_test_text(name, text, lambda files: load([Path(path).parent / f for f in files]))
-
-
 def load_test_text(file: str, text: str,
                    load: Callable[[Sequence[str]], RuleSet]) -> TestFile:
-    """Parse test text; `load(rule file names as written)` gives the rules under test."""
+    """Parse the text of the test file `file`; raises ConfigProblems listing every problem.
+
+    `load(rule file names as written in 'rules')` gives the rules under test; the caller
+    resolves the names and reads the files (`agent.rulefiles.load_test_file` does, relative to
+    the test file), so this module reads no file. ConfigProblems raised by `load` are listed
+    with the test file's own problems.
+    """
     problems = Problems()
     try:
         doc = TomlDoc.parse(text, file)

@@ -34,6 +34,14 @@ def test_check_invalid_rules_exits_1_listing_every_problem(tmp_path: Path,
     assert out.err == "2 problems in 1 file\n"
 
 
+def test_check_an_unreadable_rule_file_is_one_located_sentence_and_exit_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["check", "--rules", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [f"{tmp_path}:1:1: cannot read the rule file: Is a directory"]
+    assert out.err == "1 problem in 1 file\n"
+
+
 def test_check_without_files_is_a_usage_error(capsys: pytest.CaptureFixture[str]):
     assert main(["check"]) == 2
     assert "give --rules FILE... or --config FILE" in capsys.readouterr().err
@@ -75,7 +83,18 @@ def test_rules_test_with_a_broken_file_exits_1(tmp_path: Path, capsys: pytest.Ca
     t = tmp_path / "t.toml"
     t.write_text('rules = ["nope.toml"]\n[[test]]\nname = "x"\n[[test.expect]]\nat = "0s"\n')
     assert main(["rules", "test", str(t)]) == 1
-    assert "cannot read the rule file" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{tmp_path / 'nope.toml'}:1:1: cannot read the rule file: No such file or directory")
+
+
+def test_rules_test_an_unreadable_test_file_is_one_located_sentence_and_exit_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    missing = tmp_path / "gone_test.toml"
+    assert main(["rules", "test", str(missing)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{missing}:1:1: cannot read the test file: No such file or directory"
+    assert out[1].startswith("0 tests: 0 passed, 0 failed, 1 file with problems (")
+    assert len(out) == 2
 
 
 def test_rules_without_an_action_is_a_usage_error():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rules.loader import load_rule_files
-from rules.testing import load_test_file, run_file
+from agent.rulefiles import load_rule_files, load_test_file
+from rules.testing import run_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rules"
 TEST_FILES = sorted((EXAMPLES / "tests").glob("*_test.toml"))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from rules.errors import ConfigProblems
-from rules.loader import load_rule_files, load_rules
+from rules.loader import load_rules
 from rules.values import Pattern
 
 from .util import BASIC, load, problems
@@ -212,15 +210,6 @@ def test_a_toml_syntax_error_is_located():
 
 def test_no_states_at_all_is_an_error():
     assert "define no [[state]]" in problems('[inputs]\nrunning = { type = "bool" }\n')[0]
-
-
-def test_unreadable_files_are_reported_with_the_others(tmp_path: Path):
-    good = tmp_path / "good.toml"
-    good.write_text(BASIC)
-    with pytest.raises(ConfigProblems) as info:
-        load_rule_files([good, tmp_path / "missing.toml"])
-    assert [str(p) for p in info.value.problems] == [
-        f"{tmp_path / 'missing.toml'}:1:1: cannot read the rule file: No such file or directory"]
 
 
 def test_the_fingerprint_ignores_comments_and_layout_but_not_meaning():
