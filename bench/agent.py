@@ -1,7 +1,10 @@
 """Agent benchmark: input-change-to-tower latency with the broker up, down and while a backlog
 drains; steady RSS with a large queue vs the dependencies' import floor; idle CPU.
 
-    python -m bench.agent [--quick] [--period 20ms]
+    python -m bench.agent [--quick] [--period 20ms] [--inflight N]
+
+The MQTT inflight window defaults to the agent's shipped default (MqttSettings.inflight), so
+the figures describe what an unconfigured agent does; the window used is in the table and JSON.
 
 Prints a table, then one JSON object as the last line. Figures are noisy on a shared machine.
 """
@@ -29,6 +32,7 @@ from agent.app import Agent
 from agent.config import load_config
 from agent.demo_broker import LocalBroker, find_mosquitto, free_port
 from agent.journal import Event, Journal
+from agent.mqtt_config import MqttSettings
 from rules.fields import parse_duration
 
 RULES = """\
@@ -85,13 +89,16 @@ inflight = {inflight}
 backoff = {{ initial = "200ms", max = "500ms" }}
 """
 
+# The agent's own default window, read from its settings so the benchmark cannot drift from it.
+DEFAULT_INFLIGHT = MqttSettings().inflight
+
 IMPORT_FLOOR = ("import anyio, paho.mqtt.client, msgpack, tenacity, sqlite3, prometheus_client, "
                 "pymodbus.client, gpiozero; import time; print('ready', flush=True); "
                 "time.sleep(60)")
 
 
 def write_setup(directory: Path, period: str, broker_port: int | None,
-                inflight: int = 256) -> tuple[Path, int]:
+                inflight: int = DEFAULT_INFLIGHT) -> tuple[Path, int]:
     (directory / "rules.d").mkdir(parents=True, exist_ok=True)
     (directory / "rules.d" / "bench.toml").write_text(RULES)
     mqtt = MQTT.format(port=broker_port, inflight=inflight) if broker_port else ""
@@ -292,13 +299,18 @@ def memory_and_cpu(period: str, queued: int, settle: float, idle_s: float,
             "fill_s": fill_s, "floor_mb": import_floor_mb()}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller queues")
     parser.add_argument("--period", default="20ms", help="scan period (default 20ms)")
-    parser.add_argument("--inflight", type=int, default=256,
-                        help="[mqtt] inflight window during the runs (default 256, the default)")
-    args = parser.parse_args()
+    parser.add_argument("--inflight", type=int, default=DEFAULT_INFLIGHT,
+                        help="[mqtt] inflight window during the runs (default "
+                             f"{DEFAULT_INFLIGHT}, the agent's shipped default)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     samples = 60 if args.quick else 200
     backlog = 20_000 if args.quick else 100_000
     queued = 100_000 if args.quick else 1_000_000
@@ -312,7 +324,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = []
-    figures: dict[str, Any] = {"scan_period_ms": period_s * 1000, "inflight": args.inflight}
+    figures: dict[str, Any] = {"scan_period_ms": period_s * 1000, "inflight": args.inflight,
+                               "inflight_is_default": args.inflight == DEFAULT_INFLIGHT}
     for name in ("broker_up", "broker_down", "backlog_drain"):
         cmd = [c * 1000 for c, _ in lat[name]]
         lamp = [w * 1000 for _, w in lat[name]]
@@ -335,8 +348,10 @@ def main() -> None:
     figures["idle_cpu_percent"] = mem["idle_cpu_percent"]
     figures["prefill_events_per_s"] = queued / mem["fill_s"]
 
-    print(f"scan period {period_s * 1000:g} ms; latency from input change to tower command "
-          "(and to the virtual lamp's write)")
+    window = ("the shipped default" if args.inflight == DEFAULT_INFLIGHT
+              else f"shipped default {DEFAULT_INFLIGHT}")
+    print(f"scan period {period_s * 1000:g} ms; MQTT inflight window {args.inflight} ({window}); "
+          "latency from input change to tower command (and to the virtual lamp's write)")
     print(f"{'condition':<15}{'n':>6}{'cmd median':>12}{'cmd p99':>10}{'lamp median':>13}"
           f"{'lamp p99':>10}{'ticks late':>12}")
     for name, n, med, p99, lmed, lp99 in rows:
