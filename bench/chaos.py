@@ -6,13 +6,17 @@ while this harness injects, at random: kill -9 of the agent (then a restart, som
 small journal limit), broker restarts and kill -9, link stalls and cuts, disk-full episodes on
 the journal's directory (a small tmpfs when we may mount one, else a free-disk reserve larger
 than the disk), rule reloads (good and broken) by SIGHUP, and Modbus server disappearance.
+A first round, in shuffled order, reaches every family in FAULT_GROUPS once (agent kill -9,
+broker outage or kill, link stall or cut, disk full or max_bytes drop, rule reload) even in a
+short run; the weighted random picks follow until the time is up.
 
 An independent MQTT 5 subscriber with a persistent session, connected straight to the broker,
 checks at the end that every seq up to the agent's committed high-water mark arrived or is
 named by a gap event, that the first copies arrived in seq order, that every gap has a reason
 a configured limit explains at that time; and, while running, that the tower never showed the
-`producing` pattern while an input the producing decision depends on was stale or bad (from
-/status: each tick's view holds its snapshot, state and lamps together).
+`producing` state or a lit green lamp (steady or blinking) while an input the producing
+decision depends on was stale or bad (from /status: each tick's view holds its snapshot,
+state and lamps together).
 
 mosquitto acknowledges a message before it is on disk, so a broker killed with SIGKILL can
 lose messages it had already acknowledged to the agent; that loss would be the broker's, not
@@ -66,6 +70,17 @@ from tests.fixtures.subscriber import Subscriber  # noqa: E402
 
 RULES = ROOT / "examples" / "rules.d" / "machine.toml"
 STALE_AFTER = 2.0
+
+# The fault families every run reaches, however short: a shuffled first round injects one
+# random member of each (a member can cover two families), then the weighted random picks
+# take over. Without it a one-minute run could miss, say, every rule reload.
+FAULT_GROUPS: dict[str, tuple[str, ...]] = {
+    "agent kill -9": ("agent_kill9",),
+    "broker outage or kill": ("broker_restart", "broker_kill9", "long_outage_small_journal"),
+    "link stall or cut": ("link_stall", "link_cut"),
+    "disk full or max_bytes drop": ("disk_full", "long_outage_small_journal"),
+    "rule reload": ("rules_reload_good", "rules_reload_broken"),
+}
 
 
 # ------------------------------------------------------------------------------ config
@@ -390,9 +405,10 @@ class Chaos:
         faults = self.fault_table()
         names = [n for n in faults if not self.args.fault or n in self.args.fault]
         weights = [faults[n][1] for n in names]
-        while time.monotonic() < deadline:
+        opening = self.opening_round(names)
+        while opening or time.monotonic() < deadline:  # the opening round always completes
             self.pause(self.rng.uniform(0.5, 2.5))
-            name = self.rng.choices(names, weights)[0]
+            name = opening.pop(0) if opening else self.rng.choices(names, weights)[0]
             self.book.faults[name] += 1
             print(f"chaos: {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
             try:
@@ -401,6 +417,16 @@ class Chaos:
                 self.book.violate(exc.kind, str(exc))
                 break
         return self.finish()
+
+    def opening_round(self, names: list[str]) -> list[str]:
+        """One fault of each family in FAULT_GROUPS (among `names`), families shuffled."""
+        groups = [[n for n in members if n in names] for members in FAULT_GROUPS.values()]
+        self.rng.shuffle(groups)
+        picked: list[str] = []
+        for members in groups:
+            if members and not any(n in picked for n in members):
+                picked.append(self.rng.choice(members))
+        return picked
 
     def pause(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -639,6 +665,8 @@ class Chaos:
         summary.update(
             minutes=self.args.minutes, seed=self.args.seed,
             faults=dict(sorted(b.faults.items())), faults_total=sum(b.faults.values()),
+            families={g: sum(b.faults[n] for n in members)
+                      for g, members in FAULT_GROUPS.items()},
             disk_full_mode="tmpfs" if self.tmpfs else "min_free_disk",
             modbus=self.modbus is not None,
             status_polls=b.status_polls, stale_views=b.stale_seen,
@@ -656,6 +684,7 @@ class Chaos:
         print(f"  {'fault':<28}{'count':>6}")
         for name, n in summary["faults"].items():
             print(f"  {name:<28}{n:>6}")
+        print("  families: " + ", ".join(f"{g} {n}" for g, n in summary["families"].items()))
         print(f"  events received {summary.get('received')}, unique {summary.get('unique')}, "
               f"duplicates {summary.get('duplicates')}, committed up to seq {summary.get('hwm')}")
         print(f"  journal offline: seq_hwm {summary.get('journal_seq_hwm')}, dropped "

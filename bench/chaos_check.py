@@ -91,7 +91,8 @@ def tower_violation(status: dict[str, Any]) -> str | None:
         return None
     state = (status.get("state") or {}).get("name")
     green = (status.get("lamps") or {}).get("green")
-    if state == "producing" or green == "on":
+    # Any lit green (steady or blinking) tells the floor the machine runs; only off is safe.
+    if state == "producing" or green not in (None, "off"):
         return (f"state {state}, green {green} while inputs are "
                 + ", ".join(f"{n} {q}" for n, q in sorted(bad.items())))
     return None

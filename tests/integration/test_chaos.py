@@ -2,9 +2,9 @@
 
 The run is `bench/chaos.py --minutes 1` as a subprocess: the real agent, a real mosquitto
 behind the stall/cut proxy, faults at random (agent and broker kill -9, broker restarts,
-stalls, cuts, disk full, rule reloads, Modbus device gone). It is a pass/fail check of the
-invariants (nothing committed lost, order kept, every drop announced and explained, never
-producing on stale inputs), not a timing threshold.
+stalls, cuts, disk full, rule reloads, Modbus device gone), each family at least once. It is
+a pass/fail check of the invariants (nothing committed lost, order kept, every drop announced
+and explained, never producing or a lit green on stale inputs), not a timing threshold.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ from bench.chaos_check import (
 from tests.fixtures.subscriber import Received
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The fault families a CI run must reach (bench/chaos.py schedules one of each first).
+MUST_INJECT = {
+    "agent kill -9": ("agent_kill9",),
+    "broker outage or kill": ("broker_restart", "broker_kill9", "long_outage_small_journal"),
+    "link stall or cut": ("link_stall", "link_cut"),
+    "disk full or max_bytes drop": ("disk_full", "long_outage_small_journal"),
+    "rule reload": ("rules_reload_good", "rules_reload_broken"),
+}
 TOPIC = "linelight/chaos-press/events/"
 
 
@@ -41,6 +50,14 @@ def test_tower_check_flags_producing_on_a_stale_input_only() -> None:
     assert tower_violation(status("producing", "on", "stale")) is not None
     assert tower_violation(status("unknown", "off", "stale")) is None
     assert tower_violation(status("producing", "on", "good")) is None
+
+
+@pytest.mark.parametrize("green", ["on", "blink_slow", "blink_fast"])
+def test_tower_check_flags_any_lit_green_on_a_stale_input(green: str) -> None:
+    violation = tower_violation(status("unknown", green, "stale"))
+    assert violation is not None and f"green {green}" in violation
+    assert tower_violation(status("unknown", green, "bad")) is not None
+    assert tower_violation(status("unknown", green, "good")) is None
 
 
 class Snapshot:
@@ -108,3 +125,9 @@ def test_one_minute_of_chaos_breaks_no_invariant() -> None:
     summary = json.loads(done.stdout.strip().splitlines()[-1])["chaos"]
     assert summary["violations"] == [], report
     assert summary["faults_total"] > 0 and summary["unique"] > 0, report
+    # Each fault family that matters was really injected (counted per fault kind by the
+    # harness as it ran them), not only "some fault".
+    faults = summary["faults"]
+    missing = [family for family, kinds in MUST_INJECT.items()
+               if not any(faults.get(k, 0) > 0 for k in kinds)]
+    assert not missing, f"a one-minute run never injected: {missing}; faults {faults}"
