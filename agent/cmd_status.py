@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from agent.humanize import format_age
+
 DEFAULT_CONFIG = Path("/etc/linelight/agent.toml")
 DEFAULT_URL = "http://127.0.0.1:9750"
 
@@ -73,12 +75,12 @@ def summary(s: dict[str, Any], url: str) -> str:
     lines: list[str] = []
     health = s.get("health", {})
     lines.append(f"linelight {s.get('version', '?')} · agent {s.get('agent', '?')} · "
-                 f"up {_age(s.get('uptime_s'))} · {url}")
+                 f"up {format_age(s.get('uptime_s'))} · {url}")
     lines.append(f"health     {health.get('status', '?')}")
     lines += [f"           - {r}" for r in health.get("reasons", [])]
     state = s.get("state", {})
     lines.append(f"state      {state.get('name', '?')} (code {state.get('code', '?')}) for "
-                 f"{_age(state.get('for_s'))}"
+                 f"{format_age(state.get('for_s'))}"
                  + (f" - {state['reason']}" if state.get("reason") else ""))
     lit = [f"{lamp} {p}" for lamp, p in s.get("lamps", {}).items() if p != "off"]
     lines.append(f"lamps      {', '.join(lit) or 'all off'}")
@@ -88,7 +90,7 @@ def summary(s: dict[str, Any], url: str) -> str:
         lines.append("counters   " + ", ".join(f"{k} = {v}" for k, v in s["counters"].items()))
     q = s.get("queue", {})
     lines.append(f"queue      {q.get('depth', '?')} events, {_bytes(q.get('bytes'))}, oldest "
-                 f"{_age(q.get('oldest_age_s'))}, dropped {q.get('dropped', 0)}, last seq "
+                 f"{format_age(q.get('oldest_age_s'))}, dropped {q.get('dropped', 0)}, last seq "
                  f"{q.get('seq_hwm', '?')}, boot {q.get('boot', '?')}")
     b = s.get("broker", {})
     if b.get("url"):
@@ -105,7 +107,7 @@ def summary(s: dict[str, Any], url: str) -> str:
         for name, i in inputs.items():
             extra = f"  {i['reason']}" if i.get("reason") else ""
             lines.append(f"  {name:<{width}}  {str(i.get('value')):>10}  {i.get('quality'):<5}"
-                         f"  {_age(i.get('age_s'))}{extra}")
+                         f"  {format_age(i.get('age_s'))}{extra}")
     rules = s.get("rules", {})
     last = rules.get("last_reload")
     lines.append(f"rules      {rules.get('fingerprint', '?')} from {len(rules.get('files', []))} "
@@ -117,16 +119,6 @@ def summary(s: dict[str, Any], url: str) -> str:
     return "\n".join(lines)
 
 
-def _age(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 def _ms(seconds: Any) -> str:

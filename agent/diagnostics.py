@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from agent.humanize import format_age
 from agent.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.secrets import resolve_secret_path
 from rules.errors import ConfigError
@@ -249,7 +250,7 @@ def render_page(s: Mapping[str, Any]) -> str:
         for name, p in s.get("lamps", {}).items())
     inputs = "".join(
         f"<tr><td>{e(n)}</td><td>{e(str(i.get('value')))}</td><td>{e(str(i.get('quality')))}"
-        f"</td><td>{_age(i.get('age_s'))}</td><td>{e(str(i.get('reason', '')))}</td></tr>"
+        f"</td><td>{format_age(i.get('age_s'))}</td><td>{e(str(i.get('reason', '')))}</td></tr>"
         for n, i in s.get("inputs", {}).items())
     q = s.get("queue", {})
     b = s.get("broker", {})
@@ -266,9 +267,9 @@ margin:2px;border-radius:6px;background:#333;color:#000}} .lamp.on{{background:v
 <p>health: <b class="{'' if health.get('status') == 'ok' else 'bad'}">{e(str(health.get('status')))}</b>
 <ul>{reasons}</ul></p>
 <p>state: <b>{e(str(state.get('name')))}</b> (code {e(str(state.get('code')))}) for
-{_age(state.get('for_s'))}</p><p>{lamps}</p>
+{format_age(state.get('for_s'))}</p><p>{lamps}</p>
 <p>queue: {e(str(q.get('depth')))} events, {e(str(q.get('bytes')))} bytes, oldest
-{_age(q.get('oldest_age_s'))}, dropped {e(str(q.get('dropped')))}</p>
+{format_age(q.get('oldest_age_s'))}, dropped {e(str(q.get('dropped')))}</p>
 <p>broker: {'connected' if b.get('connected') else 'disconnected'}
 {e(str(b.get('last_error') or ''))}</p>
 <table><tr><th>input</th><th>value</th><th>quality</th><th>age</th><th>reason</th></tr>
@@ -276,14 +277,3 @@ margin:2px;border-radius:6px;background:#333;color:#000}} .lamp.on{{background:v
 <a href="/healthz">/healthz</a></p></body></html>
 """
 
-
-def _age(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"

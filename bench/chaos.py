@@ -67,6 +67,7 @@ from bench.chaos_check import (  # noqa: E402
 from tests.fixtures.mosquitto import Mosquitto, free_port  # noqa: E402
 from tests.fixtures.proxy import TcpProxy  # noqa: E402
 from tests.fixtures.subscriber import Subscriber  # noqa: E402
+from tests.integration.agent_proc import FAST_MACHINE  # noqa: E402
 
 RULES = ROOT / "examples" / "rules.d" / "machine.toml"
 STALE_AFTER = 2.0
@@ -85,19 +86,7 @@ FAULT_GROUPS: dict[str, tuple[str, ...]] = {
 
 # ------------------------------------------------------------------------------ config
 
-SIM_MACHINE = """\
-[sources.machine]
-type = "sim"
-model = "machine"
-period = "20ms"
-
-[sources.machine.machine]
-producing = "2s"
-microstop = "1s"
-fault = "1500ms"
-idle = "1500ms"
-cycle = "400ms"
-"""
+SIM_MACHINE = FAST_MACHINE  # the same fast machine cycle the integration tests use
 
 # With a Modbus source the PLC's inputs come from the pymodbus server; the rest from the sim.
 SIM_AND_MODBUS = """\
