@@ -23,8 +23,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV) || { $(SUDO) apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
 
 venv: $(BIN)/python
-	@$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]' 2>&1 | grep -v 'is ignored' || true
-	@$(BIN)/python -c 'import agent, rules, hw, paho.mqtt, pymodbus, anyio' 
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
+	@$(BIN)/python -c 'import agent, rules, hw, paho.mqtt, pymodbus, anyio'
 
 # The demo: a simulated machine, the example rules, the stack light, the queue, a local broker.
 demo: setup
