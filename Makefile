@@ -24,7 +24,7 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
-	@$(BIN)/python -c 'import agent, rules, hw, paho.mqtt, pymodbus, anyio'
+	@$(BIN)/python -c 'import linelight.agent, linelight.rules, linelight.hw, paho.mqtt, pymodbus, anyio'
 
 # The demo: a simulated machine, the example rules, the stack light, the queue, a local broker.
 demo: setup
@@ -33,7 +33,11 @@ demo: setup
 lint:
 	$(BIN)/ruff check agent rules hw tests bench packaging
 
+# mypy cannot follow setuptools' editable finder: it reads the packages through a link tree
+# laid out as installed (linelight/agent -> agent/, ...).
 typecheck:
+	@mkdir -p build/typecheck/linelight
+	@for p in agent rules hw; do ln -sfn ../../../$$p build/typecheck/linelight/$$p; done
 	$(BIN)/mypy
 
 unit:

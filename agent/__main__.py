@@ -1,5 +1,5 @@
 """Allows `python -m agent`."""
 
-from agent.cli import main
+from linelight.agent.cli import main
 
 raise SystemExit(main())

@@ -18,21 +18,20 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from agent import __version__
-from agent import events as ev
-from agent.clock import ClockWatch
-from agent.config import AgentConfig
-from agent.diagnostics import Diagnostics
-from agent.journal import Journal
-from agent.metrics import Metrics
-from agent.notify import Notifier
-from agent.reload import Reloader
-from agent.scan import ScanLoop
-from agent.supervisor import Backoff, Supervisor
-from hw.build import Hardware, build_hardware
-from hw.inputs import InputTable
-from rules.errors import JournalError
-from rules.values import Pattern
+from linelight.agent import __version__
+from linelight.agent import events as ev
+from linelight.agent.clock import ClockWatch
+from linelight.agent.config import AgentConfig
+from linelight.agent.diagnostics import Diagnostics
+from linelight.agent.journal import Journal, JournalError
+from linelight.agent.metrics import Metrics
+from linelight.agent.notify import Notifier
+from linelight.agent.reload import Reloader
+from linelight.agent.scan import ScanLoop
+from linelight.agent.supervisor import Backoff, Supervisor
+from linelight.hw.build import Hardware, build_hardware
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Pattern
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class _NoTower:
 
 
 def make_evaluator(ruleset: Any) -> Any:
-    from rules.evaluator import Evaluator
+    from linelight.rules.evaluator import Evaluator
 
     return Evaluator(ruleset)
 
@@ -138,7 +137,7 @@ class Agent:
             observe=self.metrics_registry.observe_scan, on_counters=self._on_counters)
         self.reloader = Reloader(cfg, self.scan, journal, self.clock, make_evaluator)
         if cfg.mqtt is not None:
-            from agent.forwarder import Forwarder
+            from linelight.agent.mqtt import Forwarder
 
             self.forwarder = Forwarder(journal, cfg.mqtt, agent_id=cfg.agent_id,
                                        boot=journal.boot, version=self.version)
@@ -285,13 +284,13 @@ class Agent:
         return f"state {self.scan_state()}, queue {depth}, broker {link}"
 
     def health(self) -> tuple[bool, list[str]]:
-        from agent.health import reasons
+        from linelight.agent.health import reasons
 
         found = reasons(self)
         return not found, found
 
     def status(self) -> dict[str, Any]:
-        from agent.health import status
+        from linelight.agent.health import status
 
         return status(self)
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.diagnostics import DEFAULT_LISTEN, parse_listen
-from agent.journal import JournalLimits, read_journal_limits
-from agent.mqtt_config import MqttSettings, read_mqtt
-from agent.secrets import names_credentials_directory
-from hw.config import SourceSpec, TowerSpec, input_names, read_sources, read_tower
-from rules.errors import ConfigProblems, LocatedError, Location
-from rules.fields import Problems, Table
-from rules.tomldoc import TomlDoc
+from linelight.agent.diagnostics import DEFAULT_LISTEN, parse_listen
+from linelight.agent.journal import JournalLimits, read_journal_limits
+from linelight.agent.mqtt import MqttSettings, read_mqtt
+from linelight.agent.secrets import names_credentials_directory
+from linelight.hw.config import SourceSpec, TowerSpec, input_names, read_sources, read_tower
+from linelight.rules.errors import ConfigProblems, LocatedError, Location
+from linelight.rules.fields import Problems, Table
+from linelight.rules.tomldoc import TomlDoc
 
 DEFAULT_RULES = ("rules.d/*.toml",)
 DEFAULT_DATA_DIR = "/var/lib/linelight"
@@ -183,7 +183,7 @@ def reread_rule_files(config: AgentConfig) -> RuleFiles:
 
 
 def load_ruleset(files: RuleFiles) -> Any:
-    from rules.loader import load_rules
+    from linelight.rules.loader import load_rules
 
     return load_rules(list(files.files))
 

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
-from agent.humanize import format_age
-from agent.metrics import CONTENT_TYPE as METRICS_TYPE
-from agent.secrets import resolve_secret_path
-from rules.errors import ConfigError
+from linelight.agent.humanize import format_age
+from linelight.agent.metrics import CONTENT_TYPE as METRICS_TYPE
+from linelight.agent.secrets import resolve_secret_path
+from linelight.rules.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

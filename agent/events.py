@@ -1,6 +1,6 @@
 """What the scan loop records: input changes (with deadband), rule events, lamps, agent events.
 
-Pure functions from scan results to `agent.journal.Event`. Timestamps are UTC epoch ns; an
+Pure functions from scan results to `linelight.agent.journal.Event`. Timestamps are UTC epoch ns; an
 event taken while the wall clock is not synchronized carries `clock_unsynced = true` so a
 consumer knows not to trust its `ts` (the `seq` order is always right).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.journal import Event
-from rules.values import Pattern, Quality, Sample, Value
+from linelight.agent.journal import Event
+from linelight.rules.values import Pattern, Quality, Sample, Value
 
 UNSYNCED = "clock_unsynced"
 

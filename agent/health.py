@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.app import Agent
+    from linelight.agent.app import Agent
 
 STALE_NAMES_SHOWN = 5
 

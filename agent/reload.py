@@ -19,17 +19,17 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from agent import events as ev
-from agent.clock import ClockWatch
-from agent.config import (
+from linelight.agent import events as ev
+from linelight.agent.clock import ClockWatch
+from linelight.agent.config import (
     AgentConfig,
     RuleFiles,
     check_ruleset_against,
     load_ruleset,
     reread_rule_files,
 )
-from agent.scan import EventSink, ScanLoop
-from rules.errors import ConfigError, ConfigProblems
+from linelight.agent.scan import EventSink, ScanLoop
+from linelight.rules.errors import ConfigError, ConfigProblems
 
 log = logging.getLogger(__name__)
 

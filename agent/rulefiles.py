@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from rules.errors import ConfigProblems, LocatedError, Location
-from rules.loader import load_rules
-from rules.model import RuleSet
-from rules.testing import TestFile, load_test_text
+from linelight.rules.errors import ConfigProblems, LocatedError, Location
+from linelight.rules.loader import load_rules
+from linelight.rules.model import RuleSet
+from linelight.rules.testing import TestFile, load_test_text
 
 
 def read_text(path: str | Path, what: str) -> str:

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from agent import events as ev
-from agent.clock import ClockWatch
-from agent.journal import Event
-from rules.values import Pattern, Sample
+from linelight.agent import events as ev
+from linelight.agent.clock import ClockWatch
+from linelight.agent.journal import Event
+from linelight.rules.values import Pattern, Sample
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hw.schema import sources_schema_part, tower_schema_part
+from linelight.hw.schema import sources_schema_part, tower_schema_part
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
 _DURATION = r"^\s*\d+(\.\d+)?\s*(us|ms|s|m|min|h)\s*$"

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from rules.errors import ConfigError
+from linelight.rules.errors import ConfigError
 
 _CRED_VAR = re.compile(r"^\$(\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY)(/|$)")
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import anyio
 
-from agent.app import Agent
-from agent.config import load_config
-from agent.demo_broker import LocalBroker, find_mosquitto, free_port
-from agent.journal import Event, Journal
-from agent.mqtt_config import MqttSettings
-from rules.fields import parse_duration
+from linelight.agent.app import Agent
+from linelight.agent.config import load_config
+from linelight.agent.demo.broker import LocalBroker, find_mosquitto, free_port
+from linelight.agent.journal import Event, Journal
+from linelight.agent.mqtt.config import MqttSettings
+from linelight.rules.fields import parse_duration
 
 RULES = """\
 [inputs]
@@ -259,7 +259,7 @@ def wait_ready(port: int, timeout: float = 60) -> None:
 
 
 def run_agent(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+    return subprocess.Popen([sys.executable, "-m", "linelight.agent", "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -426,10 +426,10 @@ def edge_child(db: str, port: int, prefix: str, events: int) -> None:
     """
     import anyio
 
-    from agent import __version__
-    from agent.forwarder import Forwarder
-    from agent.journal import Event, Journal
-    from agent.mqtt_config import MqttSettings
+    from linelight.agent import __version__
+    from linelight.agent.journal import Event, Journal
+    from linelight.agent.mqtt.config import MqttSettings
+    from linelight.agent.mqtt.forwarder import Forwarder
 
     logging.basicConfig(level=logging.ERROR)  # "broker unreachable" is the point here
 

@@ -193,7 +193,7 @@ class Agent:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "linelight.agent", "run", "--config", str(self.config)],
                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
 
@@ -627,7 +627,7 @@ class Chaos:
         """The stopped agent's journal, read with `linelight queue stats` as an engineer would:
         its seq never went backwards, it never needed salvage, it counted every drop."""
         done = subprocess.run(
-            [sys.executable, "-m", "agent", "queue", "stats", "--db",
+            [sys.executable, "-m", "linelight.agent", "queue", "stats", "--db",
              str(self.data / "journal.db"), "--json"],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
         try:

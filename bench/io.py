@@ -69,9 +69,9 @@ def _inputs_toml(port: int, max_count: int | None) -> str:
 
 
 def _read_config(text: str):  # type: ignore[no-untyped-def]
-    from hw.config import read_sources, read_tower
-    from rules.fields import Problems, Table
-    from rules.tomldoc import TomlDoc
+    from linelight.hw.config import read_sources, read_tower
+    from linelight.rules.fields import Problems, Table
+    from linelight.rules.tomldoc import TomlDoc
 
     problems = Problems()
     root = Table.root(TomlDoc.parse(text, "bench.toml"), problems)
@@ -82,9 +82,9 @@ def _read_config(text: str):  # type: ignore[no-untyped-def]
 
 
 async def _poll_rate(port: int, seconds: float, max_count: int | None) -> dict[str, float]:
-    from hw.build import build_hardware
-    from hw.inputs import InputTable
-    from hw.modbus import ModbusSource
+    from linelight.hw.build import build_hardware
+    from linelight.hw.inputs import InputTable
+    from linelight.hw.modbus import ModbusSource
 
     sources, _ = _read_config(_inputs_toml(port, max_count))
     hw = build_hardware(sources, None)
@@ -144,11 +144,11 @@ buzzer = { virtual = true }
 
 async def _latency(changes: int, scan_period: float | None) -> list[float]:
     """Seconds from `set_mode` on the sim to the green lamp's output write, per change."""
-    from agent.rulefiles import load_rule_files
-    from hw.build import build_hardware
-    from hw.inputs import InputTable
-    from hw.outputs import VirtualOutput
-    from rules.evaluator import Evaluator
+    from linelight.agent.rulefiles import load_rule_files
+    from linelight.hw.build import build_hardware
+    from linelight.hw.inputs import InputTable
+    from linelight.hw.outputs import VirtualOutput
+    from linelight.rules.evaluator import Evaluator
 
     ruleset = load_rule_files([ROOT / "examples" / "rules.d" / "machine.toml"])
     evaluator = Evaluator(ruleset)

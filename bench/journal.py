@@ -30,10 +30,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from agent.journal import Event, Journal, JournalLimits
-from agent.journal_salvage import connect
-from agent.journal_schema import KIND_CLASS, migrate
-from agent.journal_store import encode_body, row_size
+from linelight.agent.journal import Event, Journal, JournalLimits
+from linelight.agent.journal.salvage import connect
+from linelight.agent.journal.schema import KIND_CLASS, migrate
+from linelight.agent.journal.store import encode_body, row_size
 
 NAME = "press.temperature"
 ATTRS = {"q": "good", "unit": "degC", "src": "plc1:40001"}

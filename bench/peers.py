@@ -29,9 +29,9 @@ from typing import Any
 
 import anyio
 
-from agent.journal import Record
-from agent.wire import Wire
 from bench.replay import _event, _replay
+from linelight.agent.journal import Record
+from linelight.agent.mqtt.wire import Wire
 from tests.fixtures.mosquitto import Mosquitto
 
 MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"

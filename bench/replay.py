@@ -40,11 +40,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.forwarder import Forwarder
-from agent.journal import Event, Journal, Record
-from agent.mqtt_config import MqttSettings
-from agent.mqtt_link import PackedProperties, _Client
-from agent.wire import Message, Wire
+from linelight.agent.journal import Event, Journal, Record
+from linelight.agent.mqtt.config import MqttSettings
+from linelight.agent.mqtt.forwarder import Forwarder
+from linelight.agent.mqtt.link import PackedProperties, _Client
+from linelight.agent.mqtt.wire import Message, Wire
 from tests.fixtures.mosquitto import Mosquitto
 
 AGENT = "bench-1"

@@ -13,11 +13,11 @@ import statistics
 import time
 from pathlib import Path
 
-from agent.rulefiles import load_rule_files
-from rules.evaluator import Evaluator
-from rules.loader import load_rules
-from rules.testing import load_test_text, run_file
-from rules.values import Quality, Sample
+from linelight.agent.rulefiles import load_rule_files
+from linelight.rules.evaluator import Evaluator
+from linelight.rules.loader import load_rules
+from linelight.rules.testing import load_test_text, run_file
+from linelight.rules.values import Quality, Sample
 
 PRESS = Path(__file__).resolve().parents[1] / "examples" / "rules"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from hw.config import (
+from linelight.hw.config import (
     GpioChipSourceSpec,
     GpioZeroSourceSpec,
     LampBinding,
@@ -19,21 +19,21 @@ from hw.config import (
     SourceSpec,
     TowerSpec,
 )
-from hw.gpio_chip import GpioChipOutput, GpioChipSource, LineBackend
-from hw.gpio_zero import GpioZeroOutput, GpioZeroSource, make_pin_factory
-from hw.inputs import InputTable, Source
-from hw.modbus import (
+from linelight.hw.errors import DeviceError
+from linelight.hw.gpio_chip import GpioChipOutput, GpioChipSource, LineBackend
+from linelight.hw.gpio_zero import GpioZeroOutput, GpioZeroSource, make_pin_factory
+from linelight.hw.inputs import InputTable, Source
+from linelight.hw.modbus import (
     ModbusCoilOutput,
     ModbusConnection,
     ModbusRegisterOutput,
     ModbusSource,
     RegisterImage,
 )
-from hw.modbus_codec import Area, Point
-from hw.outputs import Output, VirtualOutput
-from hw.sim import SimSource
-from hw.stacklight import StackLight
-from rules.errors import DeviceError
+from linelight.hw.modbus_codec import Area, Point
+from linelight.hw.outputs import Output, VirtualOutput
+from linelight.hw.sim import SimSource
+from linelight.hw.stacklight import StackLight
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from hw.modbus_codec import Area, DataType, Order, Point
-from rules.errors import ConfigProblems, Location
-from rules.fields import Problems, Table, did_you_mean
-from rules.tomldoc import TomlDoc
-from rules.values import LAMPS, Pattern
+from linelight.hw.modbus_codec import Area, DataType, Order, Point
+from linelight.rules.errors import ConfigProblems, Location
+from linelight.rules.fields import Problems, Table, did_you_mean
+from linelight.rules.tomldoc import TomlDoc
+from linelight.rules.values import LAMPS, Pattern
 
 SOURCE_TYPES = ("modbus_tcp", "modbus_rtu", "gpiozero", "gpiochip", "sim")
 AREA_KEYS = tuple(a.value for a in Area)
@@ -631,7 +631,7 @@ class Profile:
 
 
 def list_profiles() -> list[str]:
-    folder = resources.files("hw") / "profiles"
+    folder = resources.files("linelight.hw") / "profiles"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir()
                   if p.name.endswith(".toml"))
 
@@ -640,7 +640,7 @@ def load_profile(name: str) -> Profile:
     """The profile `hw/profiles/NAME.toml`; KeyError if absent, ConfigProblems if malformed."""
     if name not in list_profiles():
         raise KeyError(name)
-    res = resources.files("hw") / "profiles" / f"{name}.toml"
+    res = resources.files("linelight.hw") / "profiles" / f"{name}.toml"
     text = res.read_text(encoding="utf-8")
     doc = TomlDoc.parse(text, f"hw/profiles/{name}.toml")
     problems = Problems()

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import anyio
 
-from hw.config import GpioChipSourceSpec, GpioInputSpec
-from hw.inputs import InputTable
-from rules.errors import DeviceError
-from rules.values import Quality, Sample
+from linelight.hw.config import GpioChipSourceSpec, GpioInputSpec
+from linelight.hw.errors import DeviceError
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Quality, Sample
 
 log = logging.getLogger(__name__)
 

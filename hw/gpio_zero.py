@@ -19,10 +19,10 @@ from typing import Any
 import anyio
 from gpiozero import DigitalOutputDevice, GPIOZeroError, InputDevice
 
-from hw.config import GpioInputSpec, GpioZeroSourceSpec
-from hw.inputs import InputTable
-from rules.errors import DeviceError
-from rules.values import Quality, Sample
+from linelight.hw.config import GpioInputSpec, GpioZeroSourceSpec
+from linelight.hw.errors import DeviceError
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Quality, Sample
 
 log = logging.getLogger(__name__)
 

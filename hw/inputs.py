@@ -10,7 +10,7 @@ from typing import Protocol
 
 import anyio
 
-from rules.values import Sample
+from linelight.rules.values import Sample
 
 log = logging.getLogger(__name__)
 

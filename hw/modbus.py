@@ -18,9 +18,10 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
-from hw.config import ModbusLink, ModbusSourceSpec
-from hw.inputs import InputTable
-from hw.modbus_codec import (
+from linelight.hw.config import ModbusLink, ModbusSourceSpec
+from linelight.hw.errors import DeviceError
+from linelight.hw.inputs import InputTable
+from linelight.hw.modbus_codec import (
     EXCEPTION_NAMES,
     FUNCTION_NAMES,
     Area,
@@ -29,8 +30,7 @@ from hw.modbus_codec import (
     decode,
     plan_reads,
 )
-from rules.errors import DeviceError
-from rules.values import Quality, Sample
+from linelight.rules.values import Quality, Sample
 
 log = logging.getLogger(__name__)
 

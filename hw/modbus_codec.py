@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rules.values import Value
+from linelight.rules.values import Value
 
 
 class Area(enum.Enum):

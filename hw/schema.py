@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hw.config import MACHINE_INPUTS, PIN_FACTORIES, WAVES
-from hw.modbus_codec import Area, DataType
-from rules.values import LAMPS
+from linelight.hw.config import MACHINE_INPUTS, PIN_FACTORIES, WAVES
+from linelight.hw.modbus_codec import Area, DataType
+from linelight.rules.values import LAMPS
 
 DURATION = r"^\s*\d+(\.\d+)?\s*(us|ms|s|m|min|h)\s*$"
 

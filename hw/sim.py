@@ -16,9 +16,15 @@ from dataclasses import dataclass
 
 import anyio
 
-from hw.config import MACHINE_INPUTS, MACHINE_MODES, MachineSpec, SimInputSpec, SimSourceSpec
-from hw.inputs import InputTable
-from rules.values import Quality, Sample, Value
+from linelight.hw.config import (
+    MACHINE_INPUTS,
+    MACHINE_MODES,
+    MachineSpec,
+    SimInputSpec,
+    SimSourceSpec,
+)
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Quality, Sample, Value
 
 Clock = Callable[[], float]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from hw.outputs import Output
-from rules.errors import DeviceError
-from rules.values import LAMPS, Pattern, TowerCommand
+from linelight.hw.errors import DeviceError
+from linelight.hw.outputs import Output
+from linelight.rules.values import LAMPS, Pattern, TowerCommand
 
 log = logging.getLogger(__name__)
 

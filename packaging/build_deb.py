@@ -1,6 +1,6 @@
 """Build linelight's .deb packages (amd64, arm64) reproducibly from the files of one git commit.
 
-The package holds linelight's own import packages (`agent`, `rules`, `hw`) and its runtime
+The package holds linelight's own import packages (`linelight.agent`, `.rules`, `.hw`) and its runtime
 dependencies, installed from PyPI wheels for the *target* platform (pinned with hashes in
 packaging/requirements.txt), under /usr/lib/linelight; a launcher /usr/bin/linelight that runs
 them with Debian's python3; the systemd unit, a sysusers.d entry, the default config as
@@ -209,7 +209,7 @@ def stage_own_code(src: Path, lib: Path) -> None:
     for package in OWN_PACKAGES:
         for path in sorted((src / package).rglob("*")):
             if path.is_file() and path.suffix in OWN_SUFFIXES:
-                dest = lib / path.relative_to(src)
+                dest = lib / "linelight" / path.relative_to(src)  # the installed namespace
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, dest)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.expressions import (
+from linelight.rules.expressions import (
     Binary,
     Call,
     ExpressionError,
@@ -29,7 +29,7 @@ from rules.expressions import (
     Unary,
     unparse,
 )
-from rules.fields import did_you_mean
+from linelight.rules.fields import did_you_mean
 
 Slots = list[Any]
 Fn = Callable[[Slots], Any]

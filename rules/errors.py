@@ -1,4 +1,10 @@
-"""The error tree: one root, a sub-root per concern, and located errors for config files."""
+"""The root of the error tree and the located errors every layer's config reading raises.
+
+rules/ is the bottom layer, so what all layers share lives here: `LinelightError`, the root;
+`ConfigError` and its located forms, raised by every reader of a TOML file. Errors that only
+I/O raises live with the I/O: `linelight.hw.errors.DeviceError`,
+`linelight.agent.mqtt.errors.TransportError`, `linelight.agent.journal.JournalError`.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +17,6 @@ class LinelightError(Exception):
 
 class ConfigError(LinelightError):
     """A configuration file (agent config, sources, tower) is wrong."""
-
-
-class RuleError(ConfigError):
-    """A rule file or rule test file is wrong."""
-
-
-class TransportError(LinelightError):
-    """The link to the broker failed."""
-
-
-class DeviceError(LinelightError):
-    """An I/O device (Modbus, GPIO) failed or answered with an error."""
-
-
-class JournalError(LinelightError):
-    """The on-disk journal failed in a way the caller must know about."""
 
 
 @dataclass(frozen=True, slots=True)

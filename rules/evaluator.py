@@ -16,9 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rules.compiler import NOW_SLOT, Compiled
-from rules.model import UNKNOWN_STATE, Define, InputSlots, InputSpec, LampShow, Rule, RuleSet
-from rules.values import Pattern, Quality, Sample, TowerCommand, Value
+from linelight.rules.compiler import NOW_SLOT, Compiled
+from linelight.rules.model import (
+    UNKNOWN_STATE,
+    Define,
+    InputSlots,
+    InputSpec,
+    LampShow,
+    Rule,
+    RuleSet,
+)
+from linelight.rules.values import Pattern, Quality, Sample, TowerCommand, Value
 
 _GOOD = Quality.GOOD
 _INIT = Quality.INIT

@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from rules.errors import ConfigProblems, LocatedError, Location
-from rules.tomldoc import PathKey, TomlDoc
+from linelight.rules.errors import ConfigProblems, LocatedError, Location
+from linelight.rules.tomldoc import PathKey, TomlDoc
 
 T = TypeVar("T")
 

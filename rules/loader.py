@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.compiler import (
+from linelight.rules.compiler import (
     FUNCTIONS,
     Compiled,
     Kind,
@@ -24,10 +24,10 @@ from rules.compiler import (
     compile_tree,
     names_in,
 )
-from rules.errors import LocatedError, Location
-from rules.expressions import KEYWORDS, ExpressionError, Node, parse
-from rules.fields import REQUIRED, Problems, Table, did_you_mean, parse_duration
-from rules.model import (
+from linelight.rules.errors import LocatedError, Location
+from linelight.rules.expressions import KEYWORDS, ExpressionError, Node, parse
+from linelight.rules.fields import REQUIRED, Problems, Table, did_you_mean, parse_duration
+from linelight.rules.model import (
     INPUT_TYPES,
     UNKNOWN_STATE,
     Counter,
@@ -39,8 +39,8 @@ from rules.model import (
     RuleSet,
     UnknownState,
 )
-from rules.tomldoc import PathKey, TomlDoc
-from rules.values import LAMPS, Pattern
+from linelight.rules.tomldoc import PathKey, TomlDoc
+from linelight.rules.values import LAMPS, Pattern
 
 # The keys each table accepts; rules.schema builds the JSON Schema from the same lists.
 TOP_KEYS = ("inputs", "define", "state", "signal", "counter", "tower", "unknown")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rules.compiler import Compiled, Kind
-from rules.errors import Location
-from rules.values import Pattern
+from linelight.rules.compiler import Compiled, Kind
+from linelight.rules.errors import Location
+from linelight.rules.values import Pattern
 
 INPUT_TYPES = ("bool", "int", "float", "string")
 ON_STALE = ("unknown", "false", "true", "hold")

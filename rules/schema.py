@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules.compiler import FUNCTIONS
-from rules.loader import (
+from linelight.rules.compiler import FUNCTIONS
+from linelight.rules.loader import (
     COUNTER_KEYS,
     INPUT_KEYS,
     SIGNAL_KEYS,
@@ -18,9 +18,9 @@ from rules.loader import (
     TOWER_KEYS,
     UNKNOWN_KEYS,
 )
-from rules.model import INPUT_TYPES
-from rules.testing import EXPECT_KEYS, FILE_KEYS, TEST_KEYS
-from rules.values import LAMPS, Pattern
+from linelight.rules.model import INPUT_TYPES
+from linelight.rules.testing import EXPECT_KEYS, FILE_KEYS, TEST_KEYS
+from linelight.rules.values import LAMPS, Pattern
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
 _UNIT = r"(us|ms|s|m|min|h)"

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.errors import ConfigProblems, LocatedError, Location
-from rules.evaluator import Evaluator, RuleEvent, Step
-from rules.fields import Problems, Table, did_you_mean
-from rules.model import UNKNOWN_STATE, RuleSet
-from rules.tomldoc import TomlDoc
-from rules.values import Pattern, Quality, Sample, Value
+from linelight.rules.errors import ConfigProblems, LocatedError, Location
+from linelight.rules.evaluator import Evaluator, RuleEvent, Step
+from linelight.rules.fields import Problems, Table, did_you_mean
+from linelight.rules.model import UNKNOWN_STATE, RuleSet
+from linelight.rules.tomldoc import TomlDoc
+from linelight.rules.values import Pattern, Quality, Sample, Value
 
 FILE_KEYS = ("rules", "step", "test")
 TEST_KEYS = ("name", "step", "inputs", "counters_start", "expect")

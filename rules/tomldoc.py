@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.errors import LocatedError, Location
+from linelight.rules.errors import LocatedError, Location
 
 PathKey = tuple[str | int, ...]
 

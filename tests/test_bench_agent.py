@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.config import load_config
-from agent.mqtt_config import MqttSettings
 from bench.agent import build_parser, write_setup
+from linelight.agent.config import load_config
+from linelight.agent.mqtt.config import MqttSettings
 from tests.fixtures.mosquitto import free_port
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.agent.journal_support import event, running
+from tests.agent.journal.support import event, running
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "rules"
@@ -24,7 +24,7 @@ async def _make_journal(path: Path, count: int = 50) -> None:
 def _closed_reader(*argv: str) -> subprocess.CompletedProcess[bytes]:
     """Run `linelight ARGV` with a stdout pipe whose reader has gone before anything is written
     (like `head -0`): every write to stdout fails with EPIPE, deterministically."""
-    proc = subprocess.Popen([sys.executable, "-m", "agent", *argv], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "linelight.agent", *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()

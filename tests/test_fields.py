@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rules.errors import ConfigProblems, LocatedError
-from rules.fields import Problems, Table, parse_duration, parse_size
-from rules.tomldoc import TomlDoc
+from linelight.rules.errors import ConfigProblems, LocatedError
+from linelight.rules.fields import Problems, Table, parse_duration, parse_size
+from linelight.rules.tomldoc import TomlDoc
 
 TEXT = """\
 # a comment

@@ -1,32 +1,54 @@
-"""The architecture's promises that a file listing can check: dependency direction, entry points."""
+"""The architecture's promises that a file listing can check: rooms, dependency direction, the
+single `linelight` namespace, entry points."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-import agent
+import linelight.agent
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_FOLDERS = {"agent": "linelight.agent", "rules": "linelight.rules", "hw": "linelight.hw"}
 FORBIDDEN_IN_RULES = {
-    "agent", "hw", "anyio", "asyncio", "paho", "sqlite3", "sqlite_utils", "pymodbus",
-    "gpiozero", "gpiod", "socket", "time", "threading", "os", "subprocess",
+    "linelight.agent", "linelight.hw", "anyio", "asyncio", "paho", "sqlite3", "sqlite_utils",
+    "pymodbus", "gpiozero", "gpiod", "socket", "time", "threading", "os", "subprocess",
     "pathlib", "io", "glob", "shutil", "tempfile",
 }
 FILE_METHODS = {"read_text", "write_text", "read_bytes", "write_bytes"}
+# agent/ subsystems: other code imports each one's facade (its __init__), never its modules.
+SUBSYSTEMS = ("linelight.agent.journal", "linelight.agent.mqtt", "linelight.agent.demo")
 
 
-def _imports(path: Path) -> set[str]:
+def _python_files(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every absolute module an import statement names (`from a.b import c` gives a.b and
+    a.b.c: c may be a module)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+def _reaches(imported: set[str], prefix: str) -> bool:
+    return any(m == prefix or m.startswith(prefix + ".") for m in imported)
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = [PACKAGE_FOLDERS.get(rel.parts[0], rel.parts[0]), *rel.parts[1:]]
+    return ".".join(parts).removesuffix(".__init__")
 
 
 def _file_calls(source: str) -> list[str]:
@@ -45,8 +67,10 @@ def _file_calls(source: str) -> list[str]:
 def test_rules_core_imports_no_io_clock_or_outer_package() -> None:
     """DESIGN.md: rules/ imports no I/O library and reads no clock; agent.rulefiles reads."""
     offenders = {}
-    for p in sorted((ROOT / "rules").rglob("*.py")):
-        bad = sorted(_imports(p) & FORBIDDEN_IN_RULES) + _file_calls(p.read_text())
+    for p in _python_files("rules"):
+        imported = _imported_modules(p)
+        bad = sorted(f for f in FORBIDDEN_IN_RULES if _reaches(imported, f))
+        bad += _file_calls(p.read_text())
         if bad:
             offenders[str(p.relative_to(ROOT))] = bad
     assert offenders == {}
@@ -59,12 +83,73 @@ def test_the_file_call_check_finds_open_and_path_methods() -> None:
 
 
 def test_hw_never_imports_agent() -> None:
-    offenders = [str(p) for p in (ROOT / "hw").rglob("*.py") if "agent" in _imports(p)]
+    offenders = [str(p) for p in _python_files("hw")
+                 if _reaches(_imported_modules(p), "linelight.agent")]
     assert offenders == []
+
+
+def test_one_namespace_no_bare_agent_rules_or_hw_imports() -> None:
+    """`linelight` is the only top-level name: `import agent` would work from the repo root
+    (it is on sys.path there) yet fail once installed, and load a second copy of the code."""
+    offenders = {}
+    for p in _python_files("agent", "rules", "hw", "tests", "bench", "packaging"):
+        bare = sorted(m for m in _imported_modules(p) if m.split(".")[0] in PACKAGE_FOLDERS)
+        if bare:
+            offenders[str(p.relative_to(ROOT))] = bare
+    assert offenders == {}
+
+
+def test_subsystems_are_entered_through_their_facade() -> None:
+    """agent/journal, agent/mqtt, agent/demo: other product code imports the package, not
+    its modules (tests and bench may look inside)."""
+    offenders = {}
+    for p in _python_files("agent", "hw", "rules"):
+        own = _module_of(p)
+        inside = [m for m in _imported_modules(p)
+                  for s in SUBSYSTEMS if m.startswith(s + ".") and not own.startswith(s)]
+        # `from linelight.agent.journal import Journal` also lists ...journal.Journal: a name,
+        # not a module. Only real modules of the subsystem count.
+        modules = sorted(m for m in inside if (ROOT / _folder_of(m)).with_suffix(".py").exists()
+                         or (ROOT / _folder_of(m)).is_dir())
+        if modules:
+            offenders[str(p.relative_to(ROOT))] = modules
+    assert offenders == {}
+
+
+def _folder_of(module: str) -> Path:
+    parts = module.split(".")[1:]  # drop "linelight"
+    return Path(*parts)
+
+
+def test_errors_live_with_the_layer_that_raises_them() -> None:
+    """rules/errors.py holds the root error and the located config errors every layer uses;
+    errors only I/O raises live with that I/O (hw: DeviceError; agent: TransportError,
+    JournalError)."""
+    defined = {}
+    for p in _python_files("agent", "rules", "hw"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                defined.setdefault(node.name, str(p.relative_to(ROOT)))
+    assert defined["LinelightError"] == "rules/errors.py"
+    assert defined["ConfigError"] == "rules/errors.py"
+    assert defined["DeviceError"].startswith("hw/")
+    assert defined["TransportError"].startswith("agent/mqtt/")
+    assert defined["JournalError"].startswith("agent/journal/")
+
+
+def test_pyproject_lists_every_package_folder() -> None:
+    """setuptools maps the folders to linelight.*; a package folder missing from the list would
+    be absent from an installed agent although every test here passes."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"] == {v: k for k, v in PACKAGE_FOLDERS.items()}
+    folders = sorted(_module_of(init) for folder in PACKAGE_FOLDERS
+                     for init in (ROOT / folder).rglob("__init__.py"))
+    assert sorted(config["packages"]) == folders
 
 
 def test_version_flag_prints_the_package_version() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "agent", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "linelight.agent", "--version"], capture_output=True, text=True,
+        check=True,
     )
-    assert out.stdout.strip() == f"linelight {agent.__version__}"
+    assert out.stdout.strip() == f"linelight {linelight.agent.__version__}"

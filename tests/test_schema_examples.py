@@ -15,8 +15,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agent.schema import config_schema
-from rules.schema import rule_tests_schema, rules_schema
+from linelight.agent.schema import config_schema
+from linelight.rules.schema import rule_tests_schema, rules_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

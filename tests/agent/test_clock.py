@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.clock import ClockWatch, kernel_clock_synchronized
+from linelight.agent.clock import ClockWatch, kernel_clock_synchronized
 
 
 class FakeClocks:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, load_config
-from rules.errors import ConfigProblems
+from linelight.agent.config import AgentConfig, load_config
+from linelight.rules.errors import ConfigProblems
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -217,7 +217,7 @@ def _keys_missing_from_schema(data: dict[str, object], schema: dict[str, object]
 def test_config_schema_describes_every_key_of_the_shipped_configs(config: Path) -> None:
     import tomllib
 
-    from agent.schema import config_schema
+    from linelight.agent.schema import config_schema
 
     if not config.exists():
         pytest.skip(f"{config} is not in this checkout")
@@ -226,7 +226,7 @@ def test_config_schema_describes_every_key_of_the_shipped_configs(config: Path) 
 
 
 def test_config_schema_rejects_what_the_reader_rejects() -> None:
-    from agent.schema import config_schema
+    from linelight.agent.schema import config_schema
 
     schema = config_schema()
     assert _keys_missing_from_schema({"colour": "red"}, schema) == ["colour"]

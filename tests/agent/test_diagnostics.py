@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from agent.diagnostics import DEFAULT_LISTEN, Diagnostics, parse_listen, render_page
-from agent.metrics import Metrics
+from linelight.agent.diagnostics import DEFAULT_LISTEN, Diagnostics, parse_listen, render_page
+from linelight.agent.metrics import Metrics
 
 STATUS: dict[str, Any] = {
     "agent": "press-7", "version": "0.1.0", "uptime_s": 12.0,
@@ -115,7 +115,7 @@ async def test_action_without_token_is_refused_and_logged(
     token.write_text("s3cret\n")
     target = Target()
     diag = Diagnostics(target, [("127.0.0.1", 0)], token)
-    caplog.set_level(logging.WARNING, logger="agent.diagnostics")
+    caplog.set_level(logging.WARNING, logger="linelight.agent.diagnostics")
     async with anyio.create_task_group() as tg:
         [(_, port)] = await tg.start(diag.run)
         code, hdrs, _ = await request(port, "POST", "/lamp-test",
@@ -143,7 +143,7 @@ async def test_actions_are_forbidden_when_no_token_file_is_configured(
         caplog: pytest.LogCaptureFixture) -> None:
     target = Target()
     diag = Diagnostics(target, [("127.0.0.1", 0)], None)
-    caplog.set_level(logging.WARNING, logger="agent.diagnostics")
+    caplog.set_level(logging.WARNING, logger="linelight.agent.diagnostics")
     async with anyio.create_task_group() as tg:
         [(_, port)] = await tg.start(diag.run)
         code, _, body = await request(port, "POST", "/reload", {"Authorization": "Bearer x"})

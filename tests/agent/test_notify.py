@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.notify import Notifier
+from linelight.agent.notify import Notifier
 
 
 @pytest.fixture
@@ -79,8 +79,8 @@ async def test_watchdog_is_withheld_while_the_journal_writer_is_not_running(
         tmp_path: Path, notify_socket: tuple[str, socket.socket]) -> None:
     import anyio
 
-    from agent.app import Agent
-    from agent.config import load_config
+    from linelight.agent.app import Agent
+    from linelight.agent.config import load_config
     from tests.integration.agent_proc import write_config
 
     path, sock = notify_socket
@@ -118,11 +118,11 @@ async def test_watchdog_is_withheld_while_the_journal_writer_is_not_running(
 
 
 def test_scan_loop_counts_as_healthy_only_while_it_ticks() -> None:
-    from agent.clock import ClockWatch
-    from agent.scan import ScanLoop
-    from hw.inputs import InputTable
-    from rules.evaluator import Evaluator
-    from rules.loader import load_rules
+    from linelight.agent.clock import ClockWatch
+    from linelight.agent.scan import ScanLoop
+    from linelight.hw.inputs import InputTable
+    from linelight.rules.evaluator import Evaluator
+    from linelight.rules.loader import load_rules
 
     rules = '[inputs]\nx = { type = "bool" }\n[[state]]\nname = "on"\ncode = 1\n' \
             'priority = 1\nwhen = "x"\nshow = { green = "on" }\n'

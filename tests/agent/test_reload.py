@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import ClockWatch
-from agent.config import load_config
-from agent.journal import Event
-from agent.reload import Reloader
-from agent.scan import ScanLoop
-from hw.inputs import InputTable
-from rules.evaluator import Evaluator
-from rules.values import Quality, Sample
+from linelight.agent.clock import ClockWatch
+from linelight.agent.config import load_config
+from linelight.agent.journal import Event
+from linelight.agent.reload import Reloader
+from linelight.agent.scan import ScanLoop
+from linelight.hw.inputs import InputTable
+from linelight.rules.evaluator import Evaluator
+from linelight.rules.values import Quality, Sample
 from tests.integration.agent_proc import AgentProcess, write_config
 
 RULES = """\

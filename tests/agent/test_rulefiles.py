@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.rulefiles import load_rule_files, load_test_file
-from rules.errors import ConfigProblems
-from rules.testing import run_file
+from linelight.agent.rulefiles import load_rule_files, load_test_file
+from linelight.rules.errors import ConfigProblems
+from linelight.rules.testing import run_file
 from tests.rules.util import BASIC
 
 CASE = """
@@ -97,7 +97,7 @@ def test_check_as_a_user_who_may_not_read_the_rules_says_permission_denied(tmp_p
     f.write_text(BASIC)
     f.chmod(0o600)
     done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                           sys.executable, "-m", "agent", "check", "--rules", str(f)],
+                           sys.executable, "-m", "linelight.agent", "check", "--rules", str(f)],
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (
         1, f"{f}:1:1: cannot read the rule file: Permission denied\n", "1 problem in 1 file\n")

@@ -7,15 +7,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agent.clock import ClockWatch
-from agent.journal import Event, Journal
-from agent.scan import ScanLoop
-from hw.inputs import InputTable
-from hw.outputs import VirtualOutput
-from hw.stacklight import StackLight
-from rules.evaluator import Evaluator
-from rules.loader import load_rules
-from rules.values import Pattern, Quality, Sample
+from linelight.agent.clock import ClockWatch
+from linelight.agent.journal import Event, Journal
+from linelight.agent.scan import ScanLoop
+from linelight.hw.inputs import InputTable
+from linelight.hw.outputs import VirtualOutput
+from linelight.hw.stacklight import StackLight
+from linelight.rules.evaluator import Evaluator
+from linelight.rules.loader import load_rules
+from linelight.rules.values import Pattern, Quality, Sample
 
 RULES = """\
 [inputs]

@@ -6,7 +6,7 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from agent.supervisor import Backoff, Supervisor
+from linelight.agent.supervisor import Backoff, Supervisor
 
 
 @pytest.mark.anyio

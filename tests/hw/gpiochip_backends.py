@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from hw.config import GpioInputSpec
-from hw.gpio_chip import GpiodBackend, LineBackend, LineEdge
+from linelight.hw.config import GpioInputSpec
+from linelight.hw.gpio_chip import GpiodBackend, LineBackend, LineEdge
 
 LINES = 8
 NAMES = [f"LINE{i}" for i in range(LINES)]

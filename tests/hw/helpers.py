@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import anyio
 
-from hw.inputs import InputTable
-from rules.values import Sample
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Sample
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float = 20.0,
@@ -32,9 +32,9 @@ async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bo
 
 def read_config(text: str, file: str = "agent.toml"):
     """Sources and tower specs from TOML text, raising ConfigProblems like `linelight check`."""
-    from hw.config import read_sources, read_tower
-    from rules.fields import Problems, Table
-    from rules.tomldoc import TomlDoc
+    from linelight.hw.config import read_sources, read_tower
+    from linelight.rules.fields import Problems, Table
+    from linelight.rules.tomldoc import TomlDoc
 
     problems = Problems()
     root = Table.root(TomlDoc.parse(text, file), problems)
@@ -46,7 +46,7 @@ def read_config(text: str, file: str = "agent.toml"):
 
 def config_problems(text: str, file: str = "agent.toml") -> list[str]:
     """Every problem message (`file:line:col: message`) the readers find in `text`."""
-    from rules.errors import ConfigProblems, LocatedError
+    from linelight.rules.errors import ConfigProblems, LocatedError
 
     try:
         read_config(text, file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hw.config import (
+from linelight.hw.config import (
     GpioChipSourceSpec,
     GpioZeroSourceSpec,
     ModbusSourceSpec,
@@ -12,8 +12,8 @@ from hw.config import (
     list_profiles,
     load_profile,
 )
-from hw.modbus_codec import Area, DataType, Order
-from rules.values import Pattern
+from linelight.hw.modbus_codec import Area, DataType, Order
+from linelight.rules.values import Pattern
 from tests.hw.helpers import config_problems, read_config
 
 GOOD = """

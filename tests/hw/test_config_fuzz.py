@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.errors import ConfigProblems, LocatedError
+from linelight.rules.errors import ConfigProblems, LocatedError
 from tests.hw.helpers import read_config
 
 SOURCE_KEYS = ["type", "host", "port", "device", "unit", "poll", "timeout", "stale_after",

@@ -12,9 +12,9 @@ from typing import Any
 import anyio
 import pytest
 
-from hw.build import build_hardware
-from hw.inputs import InputTable
-from rules.values import Pattern, Quality
+from linelight.hw.build import build_hardware
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Pattern, Quality
 from tests.hw.gpiochip_backends import (
     FakeChip,
     FakeLineBackend,

@@ -6,10 +6,10 @@ import anyio
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from hw.build import build_hardware
-from hw.gpio_zero import Debouncer
-from hw.inputs import InputTable
-from rules.values import Pattern, Quality
+from linelight.hw.build import build_hardware
+from linelight.hw.gpio_zero import Debouncer
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Pattern, Quality
 from tests.hw.helpers import read_config, wait_sample, wait_until
 
 INPUTS = """

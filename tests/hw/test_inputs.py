@@ -7,8 +7,8 @@ import threading
 import anyio
 import pytest
 
-from hw.inputs import InputTable
-from rules.values import Quality, Sample
+from linelight.hw.inputs import InputTable
+from linelight.rules.values import Quality, Sample
 
 
 @pytest.mark.anyio

@@ -5,11 +5,11 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from hw.build import build_hardware
-from hw.inputs import InputTable
-from hw.modbus import ModbusSource
-from hw.modbus_codec import DataType, Order, number_to_words
-from rules.values import Pattern, Quality
+from linelight.hw.build import build_hardware
+from linelight.hw.inputs import InputTable
+from linelight.hw.modbus import ModbusSource
+from linelight.hw.modbus_codec import DataType, Order, number_to_words
+from linelight.rules.values import Pattern, Quality
 from tests.hw.helpers import read_config, wait_sample, wait_until
 from tests.hw.modbus_server import ModbusTestServer
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hw.modbus_codec import (
+from linelight.hw.modbus_codec import (
     Area,
     DataType,
     Order,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from hw.schema import sources_schema_part, tower_schema_part
+from linelight.hw.schema import sources_schema_part, tower_schema_part
 from tests.hw.helpers import config_problems
 
 MODBUS_COMMON = ('unit = 1\npoll = "1s"\ntimeout = "1s"\nstale_after = "3s"\n'

@@ -5,11 +5,11 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from hw.build import build_hardware
-from hw.config import MACHINE_INPUTS
-from hw.inputs import InputTable
-from hw.sim import SimSource
-from rules.values import Quality
+from linelight.hw.build import build_hardware
+from linelight.hw.config import MACHINE_INPUTS
+from linelight.hw.inputs import InputTable
+from linelight.hw.sim import SimSource
+from linelight.rules.values import Quality
 from tests.hw.helpers import read_config, wait_sample
 
 

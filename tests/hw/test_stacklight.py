@@ -7,10 +7,10 @@ import logging
 import anyio
 import pytest
 
-from hw.outputs import VirtualOutput
-from hw.stacklight import StackLight
-from rules.errors import DeviceError
-from rules.values import LAMPS, Pattern
+from linelight.hw.errors import DeviceError
+from linelight.hw.outputs import VirtualOutput
+from linelight.hw.stacklight import StackLight
+from linelight.rules.values import LAMPS, Pattern
 from tests.hw.helpers import wait_until
 
 P = Pattern
@@ -109,7 +109,7 @@ async def test_failed_write_is_reported_counted_and_retried(caplog):
     await light.write_due(clock.now)
     outs["red"].fail = 2
     light.show({"red": P.ON})
-    with caplog.at_level(logging.WARNING, logger="hw.stacklight"):
+    with caplog.at_level(logging.WARNING, logger="linelight.hw.stacklight"):
         await light.write_due(clock.now)
     st = light.status()
     assert st["lamps"]["red"]["failing"] is True and st["lamps"]["red"]["failures"] == 1
@@ -161,7 +161,7 @@ async def test_close_reports_a_lamp_it_cannot_set_and_sets_the_others(caplog):
     light.show({"green": P.ON})
     await light.write_due(clock.now)
     outs["green"].fail = 1
-    with caplog.at_level(logging.ERROR, logger="hw.stacklight"):
+    with caplog.at_level(logging.ERROR, logger="linelight.hw.stacklight"):
         assert await light.close() is False
     assert "on_exit: lamp 'green' on out-green: cannot switch off" in caplog.text
     assert outs["red"].writes[-1] is False

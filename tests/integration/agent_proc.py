@@ -92,7 +92,7 @@ class AgentProcess:
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> AgentProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "linelight.agent", "run", "--config", str(self.config)],
             cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)
         log.close()
@@ -192,7 +192,7 @@ def journal_records(data_dir: Path) -> list[Any]:
     """Every record still queued in a stopped agent's journal, oldest first."""
     import anyio
 
-    from agent.journal import Journal
+    from linelight.agent.journal import Journal
 
     async def read() -> list[Any]:
         journal = Journal.open(str(data_dir / "journal.db"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.demo_view import Frame, render_line, render_screen
+from linelight.agent.demo.view import Frame, render_line, render_screen
 from tests.integration.agent_proc import ROOT
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(),
@@ -38,7 +38,7 @@ def mosquittos_under(directory: Path) -> list[int]:
 
 def test_demo_without_a_tty_prints_lines_goes_through_an_outage_and_stops(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--seconds", "12", "--outage-every", "3",
+        [sys.executable, "-m", "linelight.agent", "demo", "--seconds", "12", "--outage-every", "3",
          "--outage-length", "2", "--data-dir", str(tmp_path / "demo")],
         cwd=ROOT, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
@@ -57,7 +57,7 @@ def test_demo_without_a_tty_prints_lines_goes_through_an_outage_and_stops(tmp_pa
 
 def test_demo_stops_cleanly_on_sigterm_and_stops_its_broker(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "demo", "--seconds", "300",
+        [sys.executable, "-m", "linelight.agent", "demo", "--seconds", "300",
          "--data-dir", str(tmp_path / "demo")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)
@@ -81,7 +81,7 @@ def test_demo_stops_cleanly_on_sigterm_and_stops_its_broker(tmp_path: Path) -> N
 
 
 def test_demo_rules_shipped_in_the_package_match_the_example() -> None:
-    assert (ROOT / "agent" / "demo_rules.toml").read_text() == \
+    assert (ROOT / "agent" / "demo" / "rules.toml").read_text() == \
         (ROOT / "examples" / "rules.d" / "machine.toml").read_text()
 
 
@@ -116,7 +116,7 @@ async def test_keys_pin_the_machine_and_toggle_an_outage(tmp_path: Path) -> None
 
     import anyio
 
-    from agent.demo import Demo, DemoOptions
+    from linelight.agent.demo import Demo, DemoOptions
 
     demo = Demo(DemoOptions(seconds=None, outage_every=0, outage_length=60, use_broker=True,
                             data_dir=tmp_path / "demo", interactive=False), io.StringIO())
@@ -156,10 +156,10 @@ async def test_without_mosquitto_the_demo_says_how_to_install_it_and_shows_buffe
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    import agent.demo
-    from agent.demo import Demo, DemoOptions
+    import linelight.agent.demo.runner
+    from linelight.agent.demo import Demo, DemoOptions
 
-    monkeypatch.setattr(agent.demo, "find_mosquitto", lambda: None)  # as on a fresh machine
+    monkeypatch.setattr(linelight.agent.demo.runner, "find_mosquitto", lambda: None)  # as on a fresh machine
     out = io.StringIO()
     demo = Demo(DemoOptions(seconds=3, outage_every=25, outage_length=8, use_broker=True,
                             data_dir=None, interactive=False), out)

@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agent.clock import kernel_clock_synchronized
-from agent.cmd_doctor import Report, check_clock
+from linelight.agent.cli.doctor import Report, check_clock
+from linelight.agent.clock import kernel_clock_synchronized
 from tests.fixtures.mosquitto import Mosquitto, TestPki, free_port
 from tests.hw.modbus_server import ModbusTestServer
 from tests.integration.agent_proc import write_config

@@ -109,7 +109,7 @@ def test_check_on_a_broken_config_prints_the_location_and_exits_1(tmp_path: Path
     text = config.read_text().replace('period = "20ms"', 'period = "20 furlongs"', 1)
     config.write_text(text)
     line = text.splitlines().index('period = "20 furlongs"') + 1
-    proc = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "linelight.agent", "check", "--config", str(config)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"{config}:{line}:10: '20 furlongs' is not a duration" in proc.stdout + proc.stderr
@@ -118,7 +118,7 @@ def test_check_on_a_broken_config_prints_the_location_and_exits_1(tmp_path: Path
 def test_run_on_a_broken_config_refuses_to_start_and_names_the_location(tmp_path: Path) -> None:
     config = write_config(tmp_path / "agent")
     config.write_text(config.read_text() + "\n[scan2]\n")
-    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "linelight.agent", "run", "--config", str(config)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert re.search(rf"{re.escape(str(config))}:\d+:\d+: unknown key 'scan2'", proc.stderr)
@@ -145,7 +145,7 @@ def test_a_second_agent_on_the_same_queue_refuses_to_start(tmp_path: Path) -> No
     with AgentProcess(config) as agent:
         agent.start()
         other = write_config(tmp_path / "agent", diag_port=free_port())
-        proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(other)],
+        proc = subprocess.run([sys.executable, "-m", "linelight.agent", "run", "--config", str(other)],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert agent.stop() == 0
     assert proc.returncode == 1
@@ -158,7 +158,7 @@ def test_an_uncreatable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     config = write_config(tmp_path / "agent")
     config.write_text(config.read_text().replace('data_dir = "data"',
                                                  f'data_dir = "{tmp_path / "file" / "data"}"'))
-    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "linelight.agent", "run", "--config", str(config)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"cannot create data_dir {tmp_path / 'file' / 'data'}" in proc.stderr
@@ -203,7 +203,7 @@ def test_a_lamp_output_that_cannot_be_opened_stops_the_start_with_one_line(
         tmp_path: Path) -> None:
     config = write_config(tmp_path / "agent", tower=VIRTUAL_TOWER.replace(
         "red = { virtual = true }", 'red = { line = 3, chip = "/dev/gpiochip-nonexistent" }'))
-    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "linelight.agent", "run", "--config", str(config)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "linelight: cannot start: " in proc.stderr and "gpiochip-nonexistent" in proc.stderr

@@ -12,7 +12,7 @@ from tests.integration.agent_proc import ROOT, AgentProcess, write_config
 
 
 def linelight(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "linelight.agent", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=90, stdin=subprocess.DEVNULL)
 
 

@@ -61,7 +61,8 @@ def test_ships_launcher_unit_user_config_and_docs(debs: dict[str, Deb], arch: st
                  "/usr/lib/sysusers.d/linelight.conf", "/etc/linelight/agent.toml",
                  "/usr/share/doc/linelight/copyright", "/usr/share/doc/linelight/changelog.gz",
                  "/usr/share/man/man1/linelight.1.gz", "/usr/share/lintian/overrides/linelight",
-                 f"{LIB}/agent/cli.py", f"{LIB}/rules/fields.py", f"{LIB}/hw/__init__.py",
+                 f"{LIB}/linelight/agent/cli/__init__.py", f"{LIB}/linelight/rules/fields.py",
+                 f"{LIB}/linelight/hw/__init__.py",
                  f"{LIB}/paho/mqtt/client.py", f"{LIB}/pymodbus/__init__.py",
                  f"{LIB}/msgpack/__init__.py", f"{LIB}/gpiod/__init__.py"):
         assert path in members, f"{path} is missing from {debs[arch].path.name}"
@@ -119,7 +120,7 @@ def test_no_stray_build_files(debs: dict[str, Deb], arch: str) -> None:
         for needle in build_paths:
             assert needle not in m.data, f"{path} mentions the build machine's {needle!r}"
     # Every module of ours in the package is tracked in git (nothing untracked slipped in).
-    ours = [p for p in debs[arch].files() if re.match(rf"{LIB}/(agent|rules|hw)/", p)]
+    ours = [p for p in debs[arch].files() if re.match(rf"{LIB}/linelight/(agent|rules|hw)/", p)]
     assert ours
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from linelight.agent.cli import main
 
 from .util import BASIC
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rules import loader
-from rules.compiler import FUNCTIONS
-from rules.loader import load_rules
+from linelight.rules import loader
+from linelight.rules.compiler import FUNCTIONS
+from linelight.rules.loader import load_rules
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "rule-language.md").read_text()
 

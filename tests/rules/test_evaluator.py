@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from rules.evaluator import Evaluator, RuleEvent, StateInfo
-from rules.values import Pattern, Quality, Sample
+from linelight.rules.evaluator import Evaluator, RuleEvent, StateInfo
+from linelight.rules.values import Pattern, Quality, Sample
 
 from .util import BASIC, good, load, run
 

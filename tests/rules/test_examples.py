@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.rulefiles import load_rule_files, load_test_file
-from rules.testing import run_file
+from linelight.agent.rulefiles import load_rule_files, load_test_file
+from linelight.rules.testing import run_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rules"
 TEST_FILES = sorted((EXAMPLES / "tests").glob("*_test.toml"))

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from rules.compiler import Kind, SlotAllocator, Symbol, compile_tree
-from rules.expressions import ExpressionError, parse, unparse
+from linelight.rules.compiler import Kind, SlotAllocator, Symbol, compile_tree
+from linelight.rules.expressions import ExpressionError, parse, unparse
 
 KINDS = {"running": Kind.BOOL, "estop_ok": Kind.BOOL, "door": Kind.BOOL,
          "fault_code": Kind.NUM, "speed": Kind.NUM, "mode": Kind.STR}

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.errors import ConfigProblems
-from rules.loader import load_rules
-from rules.testing import load_test_text
+from linelight.rules.errors import ConfigProblems
+from linelight.rules.loader import load_rules
+from linelight.rules.testing import load_test_text
 
 from .util import BASIC, load
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rules.errors import ConfigProblems
-from rules.loader import load_rules
-from rules.values import Pattern
+from linelight.rules.errors import ConfigProblems
+from linelight.rules.loader import load_rules
+from linelight.rules.values import Pattern
 
 from .util import BASIC, load, problems
 

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.evaluator import Evaluator
-from rules.loader import load_rules
-from rules.values import Quality, Sample
+from linelight.rules.evaluator import Evaluator
+from linelight.rules.loader import load_rules
+from linelight.rules.values import Quality, Sample
 
 NAMES = ("a", "b", "c", "d")
 PROPS = settings(max_examples=120, deadline=None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rules import loader, testing
-from rules.schema import rule_tests_schema, rules_schema, rules_schema_part
+from linelight.rules import loader, testing
+from linelight.rules.schema import rule_tests_schema, rules_schema, rules_schema_part
 
 ROOT = Path(__file__).resolve().parents[2]
 

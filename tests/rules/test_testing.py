@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rules.errors import ConfigProblems
-from rules.testing import SeriesError, load_test_text, parse_series, run_file
+from linelight.rules.errors import ConfigProblems
+from linelight.rules.testing import SeriesError, load_test_text, parse_series, run_file
 
 from .util import BASIC, load
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from rules.errors import ConfigProblems
-from rules.evaluator import Evaluator, Step
-from rules.loader import load_rules
-from rules.model import RuleSet
-from rules.values import Quality, Sample
+from linelight.rules.errors import ConfigProblems
+from linelight.rules.evaluator import Evaluator, Step
+from linelight.rules.loader import load_rules
+from linelight.rules.model import RuleSet
+from linelight.rules.values import Quality, Sample
 
 BASIC = """
 [inputs]

@@ -1,0 +1,481 @@
+"""The journal: every event committed to an on-disk SQLite queue before anything else happens.
+
+`Journal.open(path, limits)` checks, salvages and migrates the file (synchronously, before the
+event loop needs it). `run()` is the group-commit writer: it gathers everything submitted,
+appended, acknowledged or asked for since the last commit and hands it to one worker thread as
+one transaction (one fsync), then wakes the waiters on the event loop. All methods except
+`open` and `close` are called from the event-loop thread.
+
+Promises, schema and limits: docs/journal.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import msgpack
+
+from linelight.agent.journal import schema
+from linelight.agent.journal.salvage import (
+    Recovery,
+    check_place,
+    lock,
+    open_database,
+    remember_boot,
+    resume_rebuild,
+)
+from linelight.agent.journal.store import (
+    Batch,
+    BatchResult,
+    Op,
+    PendingRow,
+    Store,
+    encode_body,
+    row_size,
+)
+from linelight.agent.journal.types import (
+    Event,
+    Health,
+    JournalError,
+    JournalLimits,
+    JournalStats,
+    Record,
+)
+from linelight.rules.fields import Table
+
+__all__ = [
+    "Event",
+    "Health",
+    "Journal",
+    "JournalLimits",
+    "JournalStats",
+    "Record",
+    "read_journal_limits",
+]
+
+log = logging.getLogger(__name__)
+
+
+class _Group:
+    """Appends that will share one commit; `done` is created only if somebody awaits it."""
+
+    __slots__ = ("rows", "done", "first_seq")
+
+    def __init__(self) -> None:
+        self.rows: list[PendingRow] = []
+        self.done: anyio.Event | None = None
+        self.first_seq: int | None = None
+
+
+class _Flight:
+    """One batch on its way to the disk; `result` is set by whoever commits it."""
+
+    __slots__ = ("batch", "group", "ops", "pending", "result")
+
+    def __init__(self, batch: Batch, group: _Group | None,
+                 ops: list[tuple[Op, anyio.Event]], pending: int) -> None:
+        self.batch = batch
+        self.group = group
+        self.ops = ops
+        self.pending = pending
+        self.result: BatchResult | None = None
+
+
+class Journal:
+    """The durable event queue. See the module docstring and docs/journal.md."""
+
+    def __init__(self, store: Store, path: str, limits: JournalLimits, lock_fd: int) -> None:
+        self.path = path
+        self.limits = limits
+        self._store = store
+        self._lock_fd = lock_fd
+        self._db_lock = threading.Lock()  # the connection is used by one thread at a time
+        self._groups: list[_Group] = []
+        self._ops: list[tuple[Op, anyio.Event]] = []
+        self._pending = 0
+        self._overflow = 0
+        self._overflow_kinds: dict[str, int] = {}
+        self._wakeup: anyio.Event | None = None
+        self._new_rows: anyio.Event | None = None
+        self._newest_seq = store.newest_seq
+        self._running = False
+        self._closed = False
+        self._inflight: _Flight | None = None
+
+    # -- opening and closing -----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, limits: JournalLimits | None = None, *,
+             clock: Callable[[], int] = time.time_ns) -> Journal:
+        """Open or create the journal at `path`: check, salvage if damaged, migrate, boot += 1.
+
+        `clock` is the wall clock (UTC epoch ns) used for `enq_ns` and `max_age`.
+        """
+        limits = limits or JournalLimits()
+        path = str(path)
+        check_place(path)
+        fd = lock(path)
+        try:
+            resume_rebuild(path)
+            conn, recovery = open_database(path)
+            try:
+                if limits.max_file_bytes:
+                    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                    pages = max(1, limits.max_file_bytes // page)
+                    conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()
+                store = Store(conn, path, limits, clock)
+                _start_boot(store, recovery)
+                remember_boot(fd, store.counters[schema.BOOT])
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:  # salvage handled damage; this is e.g. no space to rebuild
+            _release(fd)
+            raise JournalError(f"journal {path} cannot be opened: {exc}") from exc
+        except BaseException:
+            _release(fd)
+            raise
+        log.info("journal %s open: boot %d, %d events queued, seq above %d", path,
+                 store.counters[schema.BOOT], store.snapshot.depth, store.next_seq - 1)
+        return cls(store, path, limits, fd)
+
+    def close(self) -> None:
+        """Commit whatever is still buffered, checkpoint the WAL and release the file.
+
+        Call it once producers and `run()` have stopped, from the event-loop thread or from a
+        worker thread (`anyio.to_thread.run_sync(journal.close)`); waiters are woken safely.
+        """
+        if self._closed:
+            return
+        done: list[_Flight] = []
+        with self._db_lock:
+            flight = self._inflight
+            if flight is not None and flight.result is None:
+                flight.result = self._store.apply(flight.batch, flight.pending)
+                done.append(flight)
+            while self._groups or self._ops or self._overflow:
+                flight = _Flight(*self._take_batch(maintain=False))
+                flight.result = self._store.apply(flight.batch, flight.pending)
+                done.append(flight)
+            self._closed = True
+            self._store.close()
+        _release(self._lock_fd)
+        _on_loop(self._wake_after_close, done)
+
+    def _wake_after_close(self, flights: list[_Flight]) -> None:
+        for flight in flights:
+            assert flight.result is not None
+            self._deliver(flight.group, flight.ops, flight.result)
+        if self._new_rows is not None:  # wait_new() callers raise JournalError
+            self._new_rows.set()
+
+    # -- writing -----------------------------------------------------------------------------
+    def submit(self, event: Event) -> None:
+        """Hand an event off without waiting; never raises. Overflow is counted as a gap."""
+        if self._pending >= self.limits.max_pending or self._closed:
+            self._overflow += 1
+            self._overflow_kinds[event.kind] = self._overflow_kinds.get(event.kind, 0) + 1
+            self._wake()
+            return
+        try:
+            row = _encode(event)
+        except (TypeError, ValueError) as exc:
+            log.error("journal: event %s/%s not recorded: %s", event.kind, event.name, exc)
+            self._overflow += 1
+            self._overflow_kinds[event.kind] = self._overflow_kinds.get(event.kind, 0) + 1
+            self._wake()
+            return
+        self._tail().rows.append(row)
+        self._pending += 1
+        self._wake()
+
+    async def append(self, event: Event) -> int | None:
+        """Commit `event` and return its seq once durable; None if the disk refused it.
+
+        Raises ValueError/TypeError for an event that cannot be encoded (unknown kind, value
+        msgpack cannot carry) and JournalError once the journal is closed.
+        """
+        row = _encode(event)
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        group = self._tail()
+        index = len(group.rows)
+        group.rows.append(row)
+        self._pending += 1
+        if group.done is None:
+            group.done = anyio.Event()
+        done = group.done
+        self._wake()
+        await done.wait()
+        return None if group.first_seq is None else group.first_seq + index
+
+    async def ack(self, seqs: Iterable[int]) -> int:
+        """Delete these seqs (the broker has them) in one transaction; returns how many went."""
+        wanted = [int(s) for s in seqs]
+        if not wanted:
+            return 0
+        result: int = await self._request("ack", wanted)
+        return result
+
+    async def dead_letter(self, seq: int, reason: str) -> bool:
+        """Move one row to the dead-letter table (counted); False if it was no longer queued."""
+        result: int = await self._request("dead", int(seq), str(reason))
+        return bool(result)
+
+    async def put_meta(self, key: str, value: Any) -> None:
+        """Store a small msgpack-able value under `key`, durably (TypeError if it is not)."""
+        packed = msgpack.packb(value, use_bin_type=True)  # TypeError here, for the caller
+        await self._request("meta", str(key), value, packed)
+
+    async def maintain(self) -> JournalStats:
+        """Apply retention and the free-disk check now (they also run every interval)."""
+        await self._request("maintain")
+        return self.stats()
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The value last stored under `key` (survives restarts), or `default`."""
+        return self._store.meta.get(key, default)
+
+    # -- reading -----------------------------------------------------------------------------
+    async def peek(self, limit: int, after_seq: int = 0) -> list[Record]:
+        """Up to `limit` unacknowledged records with seq > after_seq, oldest first."""
+        if limit <= 0:
+            return []
+        result: list[Record] = await self._request("peek", int(limit), int(after_seq))
+        return result
+
+    async def wait_new(self, after_seq: int) -> None:
+        """Return once a committed row with seq > after_seq exists (at once if one does)."""
+        while self._newest_seq <= after_seq:
+            if self._closed:
+                raise JournalError(f"journal {self.path} is closed")
+            if self._new_rows is None:
+                self._new_rows = anyio.Event()
+            await self._new_rows.wait()
+
+    @property
+    def newest_seq(self) -> int:
+        """The newest committed seq (0 if the journal never held a row)."""
+        return self._newest_seq
+
+    def stats(self) -> JournalStats:
+        """A snapshot as of the last commit, plus what is buffered now."""
+        return dataclasses.replace(self._store.snapshot, pending=self._pending)
+
+    @property
+    def health(self) -> Health:
+        return self._store.snapshot.health
+
+    @property
+    def boot(self) -> int:
+        return self._store.counters[schema.BOOT]
+
+    # -- the writer --------------------------------------------------------------------------
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Group-commit writer and periodic retention; runs until cancelled."""
+        if self._running:
+            raise JournalError(f"journal {self.path}: run() is already running")
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        self._running = True
+        limiter = anyio.CapacityLimiter(1)
+        interval = self.limits.maintenance_interval
+        next_maintenance = anyio.current_time()
+        task_status.started()
+        try:
+            while not self._closed:
+                now = anyio.current_time()
+                if not self._has_work() and now < next_maintenance:
+                    self._wakeup = anyio.Event()
+                    with anyio.move_on_after(next_maintenance - now):
+                        await self._wakeup.wait()
+                    self._wakeup = None
+                    continue
+                # Under a stream of appends, at most one commit (one fsync) per window, so a
+                # group fills up; requests (ack, peek, ...) never wait for the window.
+                await self._gather(anyio.current_time() + self.limits.commit_window)
+                maintain = anyio.current_time() >= next_maintenance
+                if maintain:
+                    next_maintenance = anyio.current_time() + interval
+                flight = _Flight(*self._take_batch(maintain))
+                self._inflight = flight
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await anyio.to_thread.run_sync(self._commit, flight, limiter=limiter)
+                    except BaseException:
+                        self._fail(flight)  # a bug, not a disk problem: free the waiters
+                        raise
+                    finally:
+                        self._inflight = None
+                    if flight.result is not None:
+                        self._deliver(flight.group, flight.ops, flight.result)
+        finally:
+            self._running = False
+
+    async def _gather(self, deadline: float) -> None:
+        """Let the group fill while appends keep arriving, until `deadline` or `max_group`."""
+        seen = self._pending
+        while not self._ops and self._pending < self.limits.max_group:
+            if anyio.current_time() >= deadline:
+                return
+            await anyio.lowlevel.checkpoint()  # ready tasks (appenders just woken) run first
+            if self._pending == seen:
+                return  # nothing new: waiting longer only adds latency
+            seen = self._pending
+
+    def _commit(self, flight: _Flight) -> None:
+        """Worker thread: commit one batch unless close() already did."""
+        with self._db_lock:
+            if flight.result is None and not self._closed:
+                flight.result = self._store.apply(flight.batch, flight.pending)
+
+    def _take_batch(
+        self, maintain: bool
+    ) -> tuple[Batch, _Group | None, list[tuple[Op, anyio.Event]], int]:
+        group = self._groups.pop(0) if self._groups else None
+        ops, self._ops = self._ops, []
+        maintain = maintain or any(op.what == "maintain" for op, _ in ops)
+        batch = Batch(rows=group.rows if group else [], ops=[op for op, _ in ops],
+                      maintain=maintain)
+        if not self._groups:
+            # Dropped events came after everything still buffered: their burned seqs (and
+            # the gap naming them) follow the last buffered row, not the first group.
+            batch.overflow, batch.overflow_kinds = self._overflow, self._overflow_kinds
+            self._overflow = 0
+            self._overflow_kinds = {}
+        if group is not None:
+            self._pending -= len(group.rows)
+        return batch, group, ops, self._pending
+
+    def _deliver(self, group: _Group | None, ops: list[tuple[Op, anyio.Event]],
+                 result: BatchResult) -> None:
+        if group is not None:
+            group.first_seq = result.first_seq
+            if group.done is not None:
+                group.done.set()
+        for _op, done in ops:
+            done.set()
+        if result.newest_seq > self._newest_seq:
+            self._newest_seq = result.newest_seq
+            if self._new_rows is not None:
+                self._new_rows.set()
+                self._new_rows = None
+
+    def _fail(self, flight: _Flight) -> None:
+        """Release everybody waiting on a batch that will never commit."""
+        failed = {"ack": 0, "dead": 0, "peek": [], "meta": False, "maintain": None}
+        if flight.group is not None and flight.group.done is not None:
+            flight.group.first_seq = None
+            flight.group.done.set()
+        for op, done in flight.ops:
+            op.result = failed.get(op.what)
+            done.set()
+
+    def _has_work(self) -> bool:
+        return bool(self._groups or self._ops or self._overflow)
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _tail(self) -> _Group:
+        if not self._groups or len(self._groups[-1].rows) >= self.limits.max_group:
+            self._groups.append(_Group())
+        return self._groups[-1]
+
+    async def _request(self, what: str, *args: Any) -> Any:
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        op = Op(what, args)
+        done = anyio.Event()
+        self._ops.append((op, done))
+        self._wake()
+        await done.wait()
+        return op.result
+
+
+def _on_loop(func: Callable[[list[_Flight]], None], arg: list[_Flight]) -> None:
+    """Run `func(arg)` on the event loop: directly if we are on it, else through anyio."""
+    try:
+        anyio.from_thread.run_sync(func, arg)
+    except RuntimeError:  # on the loop thread already, or no loop at all any more
+        with contextlib.suppress(RuntimeError):
+            func(arg)
+
+
+def _encode(event: Event) -> PendingRow:
+    cls = schema.KIND_CLASS.get(event.kind)
+    if cls is None:
+        raise ValueError(f"unknown event kind '{event.kind}'; use one of "
+                         f"{', '.join(schema.KIND_CLASS)}")
+    body = encode_body(event.value, event.attrs)
+    name = str(event.name)
+    return PendingRow(cls, event.kind, name, int(event.ts_ns), body,
+                      row_size(event.kind, name, body))
+
+
+def _start_boot(store: Store, recovery: Recovery | None) -> None:
+    """boot += 1 in the first transaction of this open (salvage already wrote its gap)."""
+    store.counters[schema.BOOT] += 1
+    store.apply(Batch())
+    if recovery is not None:
+        log.warning("journal %s was rebuilt: %d events salvaged, damaged file kept at %s",
+                    store.path, recovery.salvaged, recovery.moved_to)
+    if store.reasons:
+        log.error("journal %s: could not record the new boot: %s", store.path,
+                  "; ".join(store.reasons.values()))
+
+
+def _release(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+_DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*d\s*$")
+
+
+def read_journal_limits(table: Table | None) -> JournalLimits:
+    """The agent config's `[journal]` table; problems are collected on the table's Problems."""
+    d = JournalLimits()
+    if table is None:
+        return d
+    max_bytes = table.size("max_bytes", d.max_bytes)
+    if table.has("max_age") and isinstance(table.data["max_age"], str) and _DAYS.match(
+            table.data["max_age"]):
+        m = _DAYS.match(table.raw("max_age"))
+        assert m is not None
+        max_age = float(m.group(1)) * 86400.0
+    else:
+        max_age = table.duration("max_age", d.max_age, allow_zero=True)
+    min_free = table.size("min_free_disk", d.min_free_disk)
+    window = table.duration("commit_window", d.commit_window)
+    max_group = table.integer("max_group", d.max_group, minimum=1)
+    max_pending = table.integer("max_pending", d.max_pending, minimum=1)
+    if isinstance(max_bytes, int) and max_bytes < 64 * 1024:
+        table.problem("max_bytes", f"'max_bytes' must be at least 64KiB, not {max_bytes} bytes")
+        max_bytes = d.max_bytes
+    if isinstance(window, float) and window > 1.0:
+        table.problem("commit_window", "'commit_window' must be 1s or less; a few ms is usual")
+        window = d.commit_window
+    table.finish()
+    return JournalLimits(
+        max_bytes=max_bytes if isinstance(max_bytes, int) else d.max_bytes,
+        max_age=max_age if isinstance(max_age, float) else d.max_age,
+        min_free_disk=min_free if isinstance(min_free, int) else d.min_free_disk,
+        commit_window=window if isinstance(window, float) else d.commit_window,
+        max_group=max_group if isinstance(max_group, int) else d.max_group,
+        max_pending=max_pending if isinstance(max_pending, int) else d.max_pending,
+    )

@@ -1,0 +1,106 @@
+"""The journal's on-disk schema, its versioned migrations and the persistent counters."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from linelight.agent.journal.types import JournalError
+
+# Event kinds and their retention class: higher classes are kept longer; gap is never dropped.
+KIND_CLASS: dict[str, int] = {
+    "signal": 0,
+    "lamp": 0,
+    "state": 1,
+    "agent": 1,
+    "alarm": 2,
+    "count": 2,
+    "gap": 2,
+}
+NEVER_DROPPED = frozenset({"gap"})
+
+# Bytes a row costs beyond its name, kind and msgpack body (integers, record header); an
+# estimate so that `max_bytes` means roughly "bytes of queued data" without asking SQLite.
+ROW_OVERHEAD = 40
+
+# Keys of the `counters` table (integers that must survive restarts and salvage).
+SEQ_HWM = "seq_hwm"  # highest seq ever assigned; seq never goes below it
+BOOT = "boot"  # incremented at each open
+DROPPED = "dropped"  # events dropped for any reason (retention, overflow, disk full)
+GAPS = "gaps"  # gap events written
+DEAD = "dead_letters"  # rows moved to the dead-letter table
+RECOVERED = "recovered"  # times the file was found corrupt and salvaged
+COUNTER_KEYS = (SEQ_HWM, BOOT, DROPPED, GAPS, DEAD, RECOVERED)
+
+EVENT_COLUMNS = "seq, boot, cls, kind, name, ts_ns, enq_ns, size, body"
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS events ("
+        " seq INTEGER PRIMARY KEY,"  # the rowid: appends go to the end of the b-tree
+        " boot INTEGER NOT NULL,"
+        " cls INTEGER NOT NULL,"  # retention class, from KIND_CLASS
+        " kind TEXT NOT NULL,"
+        " name TEXT NOT NULL,"
+        " ts_ns INTEGER NOT NULL,"  # event time at the source, UTC epoch ns
+        " enq_ns INTEGER NOT NULL,"  # wall time the event was committed, UTC epoch ns
+        " size INTEGER NOT NULL,"  # accounted bytes (see ROW_OVERHEAD)
+        " body BLOB NOT NULL)"  # msgpack [value, attrs]
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+    )
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS dead_letters ("
+        " seq INTEGER PRIMARY KEY, boot INTEGER NOT NULL, cls INTEGER NOT NULL,"
+        " kind TEXT NOT NULL, name TEXT NOT NULL, ts_ns INTEGER NOT NULL,"
+        " enq_ns INTEGER NOT NULL, size INTEGER NOT NULL, body BLOB NOT NULL,"
+        " reason TEXT NOT NULL, dead_ns INTEGER NOT NULL)"
+    )
+    # The agent's own small key/value store (counter totals that survive restarts).
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+
+
+# Index i holds the step from user_version i to i + 1. Never edit a released step; add one.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: str, *, upto: int = SCHEMA_VERSION) -> int:
+    """Bring the file to schema `upto` (each step in its own transaction); returns the old version."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema version {found}, newer than this linelight "
+            f"understands ({SCHEMA_VERSION}); upgrade linelight or move the file aside"
+        )
+    for version in range(found, upto):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return found
+
+
+def read_counters(conn: sqlite3.Connection) -> dict[str, int]:
+    """All persistent counters, 0 for any not yet written."""
+    out = dict.fromkeys(COUNTER_KEYS, 0)
+    for key, value in conn.execute("SELECT key, value FROM counters"):
+        out[str(key)] = int(value)
+    return out
+
+
+def write_counters(conn: sqlite3.Connection, counters: dict[str, int]) -> None:
+    conn.executemany(
+        "INSERT INTO counters(key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        list(counters.items()),
+    )

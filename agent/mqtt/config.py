@@ -1,0 +1,238 @@
+"""The agent config's `[mqtt]` table: broker, TLS, credentials, wire layout, window, limits.
+
+`read_mqtt(table)` reads it through `rules.fields.Table`, so every mistake is reported as
+`file:line:col: message`. Secrets are never held here: the settings keep the password
+*file*, which the link reads at each connect (a rotated credential is picked up).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from linelight.agent.mqtt.wire import CODECS, TOPIC_MODES, UmhPath
+from linelight.agent.secrets import names_credentials_directory, resolve_secret_path
+from linelight.rules.errors import ConfigError
+from linelight.rules.fields import Table
+
+PROTOCOLS = ("5", "3.1.1")
+_CLIENT_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_hostname: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """Everything the forwarder needs to reach the broker and lay out messages."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: str = "5"
+    keepalive: float = 30.0
+    connect_timeout: float = 10.0
+    client_id: str | None = None  # None: "linelight-{agent_id}"
+    username: str | None = None
+    password_file: str | None = None  # may start with $CREDENTIALS_DIRECTORY
+    tls: TlsSettings | None = None
+    topic_prefix: str = "linelight/{agent}"
+    codec: str = "msgpack"
+    topic_mode: str = "linelight"
+    umh: UmhPath | None = None
+    inflight: int = 4096  # bench/replay.py: smaller windows idle the link during journal commits
+    msgs_per_s: float = 0.0  # replay rate limits, 0 = off
+    bytes_per_s: float = 0.0
+    historical_after: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    batch: int = field(default=1024)  # rows read from the journal per peek
+
+    @property
+    def broker(self) -> str:
+        """`mqtts://host:port` or `mqtt://host:port`, for log lines and status."""
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+def resolve_password_file(spec: str, environ: dict[str, str] | None = None) -> Path:
+    """The password file's path; see `agent.secrets.resolve_secret_path`."""
+    return resolve_secret_path(spec, "password_file", environ)
+
+
+def read_password(settings: MqttSettings) -> str | None:
+    """The password from `password_file` (first line, no trailing newline), or None.
+
+    Raises ConfigError with the path (never the content) when it cannot be read.
+    """
+    if settings.password_file is None:
+        return None
+    path = resolve_password_file(settings.password_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the MQTT password file {path}: "
+                          f"{exc.strerror or exc}") from None
+    return text.splitlines()[0] if text else ""
+
+
+def _path(table: Table, key: str, base: Path) -> Path | None:
+    value = table.string(key, None)
+    if value is None:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def read_mqtt(table: Table) -> MqttSettings:
+    """Read the `[mqtt]` table; problems are collected in `table.problems`.
+
+    Relative file paths are taken from the config file's directory.
+    """
+    base = Path(table.doc.file).parent
+    d = MqttSettings()
+    host = table.string("host", d.host)
+    if isinstance(host, str) and not host.strip():
+        table.problem("host", "'host' cannot be empty; write the broker's name or address")
+    protocol = table.choice("protocol", PROTOCOLS, d.protocol)
+    keepalive = table.duration("keepalive", d.keepalive, allow_zero=False)
+    if keepalive is not None and not 1 <= keepalive <= 65535:
+        table.problem("keepalive", "'keepalive' must be between 1s and 65535s")
+        keepalive = d.keepalive
+    connect_timeout = table.duration("connect_timeout", d.connect_timeout, allow_zero=False)
+    client_id = table.string("client_id", None)
+    if isinstance(client_id, str) and not _CLIENT_ID.match(client_id):
+        table.problem("client_id", f"'client_id' '{client_id}' must be 1-128 letters, digits "
+                                   f"or '_.:-'")
+        client_id = None
+    username = table.string("username", None)
+    password_file = table.string("password_file", None)
+    if password_file is not None and not names_credentials_directory(password_file):
+        p = Path(password_file)
+        password_file = str(p if p.is_absolute() else base / p)
+    if password_file is not None and username is None:
+        table.problem("password_file", "'password_file' needs 'username' too")
+    tls = _read_tls(table, base)
+    port = table.integer("port", 8883 if tls is not None else 1883, minimum=1)
+    if isinstance(port, int) and port > 65535:
+        table.problem("port", f"'port' must be at most 65535, not {port}")
+    prefix = table.string("topic_prefix", d.topic_prefix)
+    if isinstance(prefix, str) and (not prefix.strip("/") or re.search(r"[#+\x00]", prefix)):
+        table.problem("topic_prefix", f"'topic_prefix' '{prefix}' must be a non-empty topic "
+                                      f"without '+' or '#'")
+    codec = table.choice("codec", CODECS, d.codec)
+    mode = table.choice("topic_mode", TOPIC_MODES, d.topic_mode)
+    umh = _read_umh(table, required=mode == "umh")
+    inflight = table.integer("inflight", d.inflight, minimum=1)
+    if isinstance(inflight, int) and inflight > 65000:
+        table.problem("inflight", "'inflight' must be at most 65000 (MQTT packet ids)")
+    msgs, bytes_ = _read_replay(table)
+    historical_after = table.duration("historical_after", d.historical_after)
+    initial, maximum = _read_backoff(table, d)
+    table.finish()
+    return MqttSettings(
+        host=host if isinstance(host, str) else d.host,
+        port=port if isinstance(port, int) else d.port,
+        protocol=protocol or d.protocol,
+        keepalive=keepalive or d.keepalive,
+        connect_timeout=connect_timeout or d.connect_timeout,
+        client_id=client_id,
+        username=username,
+        password_file=password_file,
+        tls=tls,
+        topic_prefix=prefix if isinstance(prefix, str) else d.topic_prefix,
+        codec=codec or d.codec,
+        topic_mode=mode or d.topic_mode,
+        umh=umh,
+        inflight=inflight if isinstance(inflight, int) else d.inflight,
+        msgs_per_s=msgs,
+        bytes_per_s=bytes_,
+        historical_after=historical_after if historical_after is not None
+        else d.historical_after,
+        backoff_initial=initial,
+        backoff_max=maximum,
+    )
+
+
+def _read_tls(table: Table, base: Path) -> TlsSettings | None:
+    sub = table.table("tls")
+    if sub is None:
+        return None
+    tls = TlsSettings(
+        ca_file=_path(sub, "ca_file", base),
+        cert_file=_path(sub, "cert_file", base),
+        key_file=_path(sub, "key_file", base),
+        insecure_skip_hostname=bool(sub.boolean("insecure_skip_hostname", False)),
+    )
+    if (tls.cert_file is None) != (tls.key_file is None):
+        sub.problem(None, "tls needs both 'cert_file' and 'key_file' for a client certificate")
+    sub.finish()
+    return tls
+
+
+def _read_umh(table: Table, *, required: bool) -> UmhPath | None:
+    sub = table.table("umh", required=required)
+    if sub is None:
+        return None
+    parts: dict[str, str] = {}
+    for level in ("enterprise", "site", "area", "line", "workcell"):
+        # enterprise is required: Table reports "umh needs the key 'enterprise'".
+        value = sub.string(level) if level == "enterprise" else sub.string(level, None)
+        if isinstance(value, str):
+            if not value or re.search(r"[/#+\x00]", value):
+                sub.problem(level, f"'{level}' must be one non-empty topic level without "
+                                   f"'/', '+' or '#'")
+            else:
+                parts[level] = value
+    missing_middle = [lv for i, lv in enumerate(("site", "area", "line", "workcell"))
+                      if lv not in parts and any(x in parts for x in
+                                                 ("site", "area", "line", "workcell")[i + 1:])]
+    if missing_middle:
+        sub.problem(None, f"umh levels cannot skip '{missing_middle[0]}': the ISA-95 path "
+                          f"is enterprise/site/area/line/workcell")
+    sub.finish()
+    if "enterprise" not in parts:
+        return None
+    return UmhPath(**parts)
+
+
+def _read_replay(table: Table) -> tuple[float, float]:
+    sub = table.table("replay")
+    if sub is None:
+        return 0.0, 0.0
+    msgs = sub.number("msgs_per_s", 0.0)
+    if msgs is not None and msgs < 0:
+        sub.problem("msgs_per_s", "'msgs_per_s' cannot be negative (0 turns the limit off)")
+        msgs = 0.0
+    raw = sub.raw("bytes_per_s", 0)
+    bytes_ = 0.0
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw >= 0:
+        bytes_ = float(raw)
+    elif isinstance(raw, str):
+        bytes_ = float(sub.size("bytes_per_s", 0) or 0)
+    else:
+        sub.problem("bytes_per_s", "'bytes_per_s' must be a size such as '64kB' or a number "
+                                   "of bytes (0 turns the limit off)")
+    sub.finish()
+    return float(msgs or 0.0), bytes_
+
+
+def _read_backoff(table: Table, d: MqttSettings) -> tuple[float, float]:
+    sub = table.table("backoff")
+    if sub is None:
+        return d.backoff_initial, d.backoff_max
+    initial = sub.duration("initial", d.backoff_initial, allow_zero=False)
+    maximum = sub.duration("max", d.backoff_max, allow_zero=False)
+    initial = initial or d.backoff_initial
+    maximum = maximum or d.backoff_max
+    if maximum < initial:
+        sub.problem("max", "backoff 'max' must not be shorter than 'initial'")
+        maximum = initial
+    sub.finish()
+    return initial, maximum

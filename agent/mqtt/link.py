@@ -1,0 +1,444 @@
+"""One MQTT connection: a fresh paho client per attempt, its network I/O run in our event loop.
+
+paho does the protocol; we do the waiting. The TCP connect and TLS handshake (blocking in
+paho) run in a worker thread bounded by `connect_timeout`; after that the socket is
+non-blocking and driven from the event loop through paho's socket callbacks (the approach of
+paho's examples/loop_asyncio.py and aiomqtt): a reader task calls `loop_read` when the socket
+is readable, a writer task calls `loop_write` while paho has bytes queued, a housekeeping
+task pings after half a keepalive of silence, calls `loop_misc`, and drops a link that
+stayed silent for 1.5 x keepalive. All paho callbacks therefore
+run in the event loop thread: no locks and no thread hand-offs on the hot path.
+
+paho's own in-flight limit is switched off (`max_inflight_messages = 0`): the forwarder keeps
+its own window, and paho's limit rescans its whole message table on every PUBACK.
+
+Library exceptions stop here: callers see `LinkError` (could not connect, with a sentence
+naming the broker and the reason) and `MqttLink.lost` (why an open link ended).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as _Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from linelight.agent.mqtt.config import MqttSettings
+from linelight.agent.mqtt.errors import TransportError
+from linelight.agent.mqtt.wire import Message, pack_user_properties
+
+log = logging.getLogger(__name__)
+
+Properties: Any = _Properties  # paho's Properties has no type hints
+
+# (mid, reason code, reason text); reason >= 0x80 is a refusal (MQTT 5 only).
+PubackHandler = Callable[[int, int, str], None]
+
+SILENT_FACTOR = 1.5  # a link with no byte from the broker for 1.5 x keepalive is dead
+READ_SLICE = 64  # packets handled per turn of the event loop
+
+
+class PackedProperties:
+    """MQTT 5 PUBLISH properties already encoded by `wire`.
+
+    paho's `Properties.pack()` is generic and slow enough to halve the publish rate; paho only
+    ever calls `pack()` on what it is given, so this stands in for it on the hot path.
+    """
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: bytes) -> None:
+        self._packed = packed
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __str__(self) -> str:
+        return f"[properties: {len(self._packed)} bytes]"
+
+
+class LinkError(TransportError):
+    """The broker could not be reached or refused the connection; one plain sentence."""
+
+    def __init__(self, broker: str, reason: str, *, auth: bool = False) -> None:
+        super().__init__(f"cannot connect to MQTT broker {broker}: {reason}")
+        self.broker = broker
+        self.reason = reason
+        self.auth = auth  # refused for credentials or authorization
+
+
+# OpenSSL X509_V_ERR_HOSTNAME_MISMATCH, _EMAIL_MISMATCH, _IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = frozenset({62, 63, 64})
+
+
+def _describe_connect_error(exc: BaseException, settings: MqttSettings) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _NAME_MISMATCH:
+        return (f"TLS certificate is not valid for '{settings.host}' ({exc.verify_message}); "
+                f"connect by a name the certificate lists, or set "
+                f"mqtt.tls.insecure_skip_hostname = true")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or str(exc)
+        hint = ("check mqtt.tls.ca_file" if settings.tls and settings.tls.ca_file
+                else "set mqtt.tls.ca_file to the CA that signed the broker's certificate")
+        return f"TLS certificate verification failed ({detail}); {hint}"
+    if isinstance(exc, ssl.CertificateError):
+        return f"TLS certificate does not match host '{settings.host}' ({exc})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host '{settings.host}' ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on this port?)"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"no answer within {settings.connect_timeout:g}s"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
+def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
+    tls = settings.tls
+    assert tls is not None
+    try:
+        ctx = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls.ca_file is not None else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except FileNotFoundError as exc:
+        raise LinkError(settings.broker, f"TLS file not found: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise LinkError(settings.broker, f"cannot load TLS files ({exc})") from None
+    if tls.insecure_skip_hostname:
+        ctx.check_hostname = False
+    return ctx
+
+
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+_SUCCESS_REASONS: dict[int, ReasonCode] = {}
+
+
+def _success_reason(code: int) -> ReasonCode:
+    """One shared ReasonCode object per PUBACK success code (callers only read it)."""
+    reason = _SUCCESS_REASONS.get(code)
+    if reason is None:
+        reason = _SUCCESS_REASONS[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
+    return reason
+
+
+class _Client(mqtt.Client):
+    """paho's client with two local changes, both measured in bench/replay.py.
+
+    - A PUBACK that says Success without properties is decoded without building a
+      ReasonCode and a Properties object per packet; that decoding was a third of paho's
+      per-message cost. Any other PUBACK (a refusal, properties) goes through paho's own
+      decoder.
+    - The TLS handshake closes its socket when it fails; paho leaves the half-open SSL
+      socket to the garbage collector (a ResourceWarning per retry during a long outage
+      with a wrong CA). Our context always carries the hostname policy (`check_hostname`),
+      so the handshake is the whole check.
+    """
+
+    def read_some(self, limit: int) -> tuple[MQTTErrorCode, bool]:
+        """Read and handle at most `limit` packets (paho's `loop_read` reads as many as it
+        has messages in flight). Returns (rc, True if the limit was reached)."""
+        for _ in range(limit):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN, False
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc), False
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS, False
+        return MQTTErrorCode.MQTT_ERR_SUCCESS, True
+
+    def ping(self) -> None:
+        """Send a PINGREQ now, unless one is already waiting for its PINGRESP."""
+        if self._ping_t == 0 and self._sock is not None:
+            self._send_pingreq()
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        # A success reason (< 0x80, e.g. 0x00, or 0x10 "no matching subscribers" from
+        # mosquitto) and no properties: packet id alone (3.1.1, MQTT 5's short form), or
+        # followed by the reason and possibly an empty property length.
+        size = len(packet)
+        if cmd != "PUBACK" or size > 4 or (size >= 3 and packet[2] >= 0x80) \
+                or (size == 4 and packet[3] != 0):
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        reason = _success_reason(packet[2] if size >= 3 else 0)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        ctx = self._ssl_context
+        assert ctx is not None
+        try:
+            ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host,
+                                       do_handshake_on_connect=False)
+        except BaseException:
+            tcp_sock.close()
+            raise
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
+class MqttLink:
+    """One connection attempt and, if it succeeds, the open link until it is lost.
+
+    `await connect()` returns once the broker accepted (CONNACK success) or raises
+    `LinkError`. Then run `await serve()` (in a task) for as long as the link lives; it
+    returns when the link is lost, with the reason in `lost`. `publish()` queues a QoS 1
+    message and returns its packet id; PUBACKs come back through `on_puback`.
+    """
+
+    def __init__(self, settings: MqttSettings, *, client_id: str, password: str | None,
+                 will: Message | None, on_puback: PubackHandler) -> None:
+        self.settings = settings
+        self.broker = settings.broker
+        self._on_puback = on_puback
+        self._v5 = settings.protocol == "5"
+        self._client = _Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            clean_session=None if self._v5 else True,
+        )
+        c = self._client
+        c.max_inflight_messages_set(0)
+        c.max_queued_messages_set(0)
+        c.connect_timeout = settings.connect_timeout
+        c.suppress_exceptions = False
+        if settings.username is not None:
+            c.username_pw_set(settings.username, password)
+        if settings.tls is not None:
+            c.tls_set_context(_tls_context(settings))
+            if settings.tls.insecure_skip_hostname:
+                c.tls_insecure_set(True)
+        if will is not None:
+            c.will_set(will.topic, will.payload, qos=1, retain=True)
+        c.on_connect = self._handle_connect
+        c.on_disconnect = self._handle_disconnect
+        c.on_publish = self._handle_publish
+        self._sock: Any = None
+        self._fd = -1
+        self._connack: anyio.Event = anyio.Event()
+        self._connected = False
+        self._refusal: LinkError | None = None
+        self._want_write = anyio.Event()
+        self._closed = anyio.Event()
+        self.lost: str | None = None
+        self.last_rx = time.monotonic()
+
+    # -- paho callbacks (run in the event loop thread, inside loop_read/loop_write) ---------
+    def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                        reason: ReasonCode, properties: Any) -> None:
+        if reason.is_failure:
+            auth = reason.value in (0x04, 0x05, 0x86, 0x87, 0x8C)  # 3.1.1 rc 4/5, v5 codes
+            self._refusal = LinkError(self.broker, f"connection refused: {reason.getName()}"
+                                      + (" (check mqtt.username and mqtt.password_file)"
+                                         if auth else ""), auth=auth)
+        else:
+            self._connected = True
+        self._connack.set()
+
+    def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                           reason: ReasonCode, properties: Any) -> None:
+        if self.lost is None:
+            text = reason.getName() if isinstance(reason, ReasonCode) else str(reason)
+            self._mark_lost(f"disconnected: {text}")
+
+    def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                        reason: ReasonCode, properties: Any) -> None:
+        code = reason.value if isinstance(reason, ReasonCode) else 0
+        self._on_puback(mid, code, reason.getName() if code >= 0x80 else "")
+
+    def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._want_write.set()
+
+    def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._want_write.is_set():
+            self._want_write = anyio.Event()
+
+    def _mark_lost(self, reason: str) -> None:
+        if self.lost is None:
+            self.lost = reason
+        self._connected = False
+        self._closed.set()
+        self._connack.set()
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected and self.lost is None
+
+    async def connect(self) -> None:
+        """TCP (+TLS) in a worker thread, then CONNECT/CONNACK in the loop; raises LinkError."""
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0
+        keepalive = max(1, math.ceil(self.settings.keepalive))
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self._client.connect(
+                    self.settings.host, self.settings.port, keepalive=keepalive,
+                    clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                    properties=props))
+        except (OSError, ValueError) as exc:
+            self._client._sock_close()
+            raise LinkError(self.broker, _describe_connect_error(exc, self.settings)) from None
+        self._sock = self._client.socket()
+        # Waits use the bare descriptor: paho may close the socket object while another task
+        # waits on it, and deregistering a closed socket *object* raises in asyncio.
+        self._fd = self._sock.fileno()
+        self.last_rx = time.monotonic()
+        # From here on paho must not write by itself; it asks us through these callbacks.
+        self._client.on_socket_register_write = self._register_write
+        self._client.on_socket_unregister_write = self._unregister_write
+        if self._client.want_write():
+            self._want_write.set()
+        try:
+            with anyio.fail_after(self.settings.connect_timeout):
+                while not self._connack.is_set():
+                    await self._io_once()
+        except TimeoutError:
+            self.close()
+            raise LinkError(self.broker, f"no CONNACK within "
+                                         f"{self.settings.connect_timeout:g}s") from None
+        if self._refusal is not None:
+            self.close()
+            raise self._refusal
+        if not self._connected:
+            self.close()
+            raise LinkError(self.broker, self.lost or "connection closed during CONNECT")
+
+    async def _io_once(self) -> None:
+        """One step of I/O while waiting for CONNACK: write what is queued, then read."""
+        if self._want_write.is_set():
+            await anyio.wait_writable(self._fd)
+            self._client.loop_write()
+            return
+        with anyio.move_on_after(0.5):
+            await anyio.wait_readable(self._fd)
+            self._read()
+        if self._sock is not None and self._client.socket() is None:
+            self._mark_lost("connection closed by the broker")
+
+    def publish(self, msg: Message, *, retain: bool = False) -> int:
+        """Queue one QoS 1 message; returns its packet id. Raises TransportError if closed."""
+        props: Any = None
+        if self._v5 and msg.user_properties:
+            props = PackedProperties(msg.properties or pack_user_properties(msg.user_properties))
+        info = self._client.publish(msg.topic, msg.payload, qos=1, retain=retain,
+                                    properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self._mark_lost(f"publish failed: {mqtt.error_string(info.rc)}")
+            raise TransportError(f"MQTT link to {self.broker} lost: {self.lost}")
+        return int(info.mid)
+
+    async def serve(self) -> None:
+        """Drive the open link until it is lost; `lost` then says why."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._reader)
+                tg.start_soon(self._writer)
+                tg.start_soon(self._housekeeping)
+                await self._closed.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self.close()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def close(self, reason: str = "closed") -> None:
+        """Drop the connection without DISCONNECT (the will fires, as after a crash)."""
+        self._mark_lost(reason)
+        if self._client.socket() is not None:
+            self._client._sock_close()
+
+    async def disconnect(self) -> None:
+        """A clean DISCONNECT (the broker drops the will), then close.
+
+        `serve()` must be running: its writer sends the packet, after which paho closes the
+        socket and `wait_closed` returns. Bounded by `connect_timeout`.
+        """
+        if self.connected:
+            self._client.disconnect()
+            with anyio.move_on_after(self.settings.connect_timeout):
+                await self._closed.wait()
+        self.close("disconnected by us")
+
+    # -- I/O tasks -------------------------------------------------------------------------
+    def _read(self) -> bool:
+        """Handle up to READ_SLICE packets; True if more may be waiting (read again soon)."""
+        self.last_rx = time.monotonic()
+        c = self._client
+        rc, more = c.read_some(READ_SLICE)
+        if rc != mqtt.MQTT_ERR_SUCCESS or c.socket() is None:
+            self._mark_lost(f"connection lost: {mqtt.error_string(rc)}"
+                            if rc != mqtt.MQTT_ERR_SUCCESS else "connection closed by the broker")
+            return False
+        # TLS may hold decrypted bytes that select() cannot see.
+        pending = getattr(self._sock, "pending", None)
+        return more or (pending is not None and pending() > 0)
+
+    async def _reader(self) -> None:
+        while self.lost is None and self._client.socket() is not None:
+            await anyio.wait_readable(self._fd)
+            if self._client.socket() is None:
+                break
+            # A slice at a time: thousands of PUBACKs in one go would hold the event loop
+            # (and the scan loop that shares it) for tens of milliseconds.
+            while self._read():
+                await anyio.lowlevel.checkpoint()
+        self._mark_lost("connection closed")
+
+    async def _writer(self) -> None:
+        while self.lost is None and self._client.socket() is not None:
+            await self._want_write.wait()
+            if self._client.socket() is None:
+                break
+            await anyio.wait_writable(self._fd)
+            if self._client.socket() is None:
+                break
+            rc = self._client.loop_write()
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                self._mark_lost(f"connection lost: {mqtt.error_string(rc)}")
+        self._mark_lost("connection closed")
+
+    async def _housekeeping(self) -> None:
+        keepalive = max(1.0, float(math.ceil(self.settings.keepalive)))
+        period = min(1.0, keepalive / 4)
+        while self.lost is None:
+            await anyio.sleep(period)
+            # paho pings only after a whole keepalive of silence and gives up after a second
+            # one; we ask after half a keepalive, so a live broker has answered long before
+            # the 1.5 x keepalive limit even on a loaded machine.
+            silent = time.monotonic() - self.last_rx
+            if silent >= SILENT_FACTOR * keepalive:
+                self._mark_lost(f"no data from the broker for {silent:.1f}s "
+                                f"(keepalive {keepalive:g}s): silent link")
+                return
+            if silent >= keepalive / 2:
+                self._client.ping()
+            self._client.loop_misc()
