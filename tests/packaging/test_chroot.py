@@ -237,7 +237,7 @@ def test_upgrade_keeps_edited_config_and_purge_removes_state(
     assert str(state.stat().st_uid) == entry[2] and state.stat().st_mode & 0o777 == 0o750
     wants = chroot.path("/etc/systemd/system/multi-user.target.wants/linelight.service")
     assert wants.is_symlink() and os.readlink(wants) == UNIT
-    assert list(chroot.path("/usr/lib/linelight/agent").glob("__pycache__/*.pyc"))
+    assert list(chroot.path("/usr/lib/linelight/linelight/agent").glob("__pycache__/*.pyc"))
 
     agent = start_like_the_unit(chroot, tmp_path / "agent.log")
     try:
