@@ -11,10 +11,11 @@ import math
 import re
 from dataclasses import dataclass
 
+from linelight.rules.fields import DURATION_UNITS, duration_units_text
+
 MAX_LENGTH = 4000
 MAX_DEPTH = 60
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _NUMBER = re.compile(r"(\d[\d_]*(?:\.\d[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "(", ")", ",")
@@ -111,11 +112,11 @@ def _number(source: str, i: int) -> tuple[Token, int]:
     unit_match = _NAME.match(source, end)
     if unit_match:
         unit = unit_match.group(0)
-        if unit not in _UNITS:
+        if unit not in DURATION_UNITS:
             raise ExpressionError(
                 end, f"'{text}{unit}' is not a number or a duration; "
-                "durations use us, ms, s, m, min or h, e.g. '500ms'")
-        value = float(value) * _UNITS[unit]
+                f"durations use {duration_units_text()}, e.g. '500ms'")
+        value = float(value) * DURATION_UNITS[unit]
         text += unit
         end = unit_match.end()
     if isinstance(value, float) and not math.isfinite(value):

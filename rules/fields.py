@@ -16,13 +16,29 @@ from linelight.rules.tomldoc import PathKey, TomlDoc
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|min|h)\s*$")
-_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_SIZE_UNITS = {
+# The one duration grammar: config values, rule keys, `hold:5s`, `on:5s`, expression literals
+# (`500ms`) and every JSON Schema pattern are built from this table.
+DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0,
+                  "d": 86400.0}
+DURATION_EXAMPLES = "'20ms', '1.5s', '2m', '1h', '7d'"
+_UNIT_CHOICE = "|".join(sorted(DURATION_UNITS, key=len, reverse=True))
+# Unanchored, in the regex dialect JSON Schema shares with Python (no named groups, no \Z).
+DURATION_TEXT = rf"\s*\d+(\.\d+)?\s*({_UNIT_CHOICE})\s*"
+DURATION_PATTERN = f"^{DURATION_TEXT}$"
+_DURATION = re.compile(rf"^\s*(\d+(?:\.\d+)?)\s*({_UNIT_CHOICE})\s*$")
+SIZE_UNITS: dict[str | None, int] = {
     None: 1, "B": 1, "kB": 1000, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2,
     "GB": 1000**3, "GiB": 1024**3,
 }
+_SIZE_CHOICE = "|".join(sorted((u for u in SIZE_UNITS if u), key=len, reverse=True))
+SIZE_PATTERN = rf"^\s*\d+(\.\d+)?\s*({_SIZE_CHOICE})?\s*$"
+_SIZE = re.compile(rf"^\s*(\d+(?:\.\d+)?)\s*({_SIZE_CHOICE})?\s*$")
+
+
+def duration_units_text() -> str:
+    """`us, ms, s, m, min, h or d`, for messages."""
+    units = list(DURATION_UNITS)
+    return f"{', '.join(units[:-1])} or {units[-1]}"
 
 
 class _Missing:
@@ -38,9 +54,10 @@ def parse_duration(text: str) -> float:
     m = _DURATION.match(text)
     if not m:
         raise ValueError(
-            f"'{text}' is not a duration; write a number and a unit, e.g. '20ms', '1.5s', '2m', '1h'"
+            f"'{text}' is not a duration; write a number and a unit "
+            f"({duration_units_text()}), e.g. {DURATION_EXAMPLES}"
         )
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return float(m.group(1)) * DURATION_UNITS[m.group(2)]
 
 
 def parse_size(text: str | int) -> int:
@@ -52,7 +69,7 @@ def parse_size(text: str | int) -> int:
     m = _SIZE.match(str(text))
     if not m:
         raise ValueError(f"'{text}' is not a size; write e.g. '64MiB', '1GB' or a number of bytes")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    return int(float(m.group(1)) * SIZE_UNITS[m.group(2)])
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

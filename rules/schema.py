@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from linelight.rules.compiler import FUNCTIONS
+from linelight.rules.fields import DURATION_PATTERN, DURATION_TEXT
 from linelight.rules.loader import (
     COUNTER_KEYS,
     INPUT_KEYS,
@@ -23,12 +24,11 @@ from linelight.rules.testing import EXPECT_KEYS, FILE_KEYS, TEST_KEYS
 from linelight.rules.values import LAMPS, Pattern
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
-_UNIT = r"(us|ms|s|m|min|h)"
-DURATION = rf"^\s*\d+(\.\d+)?\s*{_UNIT}\s*$"
+DURATION = DURATION_PATTERN
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PATTERNS = [p.value for p in Pattern]
 LAMP_PATTERN = (rf"^({'|'.join(_PATTERNS)})$|"
-                rf"^(on|blink_slow|blink_fast):\s*\d+(\.\d+)?\s*{_UNIT}$")
+                rf"^(on|blink_slow|blink_fast):{DURATION_TEXT}$")
 _FUNCS = ", ".join(f.usage for f in FUNCTIONS.values())
 EXPRESSION_HELP = ("A condition over inputs, [define] names and signals: and, or, not, == != < <= "
                    f"> >=, + - * / %, 'x in (1, 2)', numbers, 500ms, 'text', {_FUNCS}.")
@@ -94,7 +94,7 @@ def rules_schema_part() -> dict[str, Any]:
         "on_stale": {"description": "what a stale, bad or missing input reads as: unknown "
                                     "(default, fails safe), false, true, or 'hold:5s'",
                      "anyOf": [{"enum": ["unknown", "false", "true"]}, {"type": "boolean"},
-                               {"type": "string", "pattern": rf"^hold:\s*\d+(\.\d+)?\s*{_UNIT}$"}]},
+                               {"type": "string", "pattern": rf"^hold:{DURATION_TEXT}$"}]},
         "description": {"type": "string", "description": "free text for people"},
     }
     counter_props = {

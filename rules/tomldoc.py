@@ -236,4 +236,8 @@ class _Scanner:
                 self.advance()
         self.advance()
         raw = "".join(buf)
-        return raw.encode().decode("unicode_escape") if q == '"' and "\\" in raw else raw
+        if q == '"' and "\\" in raw:
+            # tomllib already accepted this string: let it decode the escapes by TOML's rules
+            # (\u00fc, \U0001F600, \"), which leaves every other character as written.
+            return str(tomllib.loads(f'k = "{raw}"')["k"])
+        return raw

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -444,22 +443,13 @@ def _release(fd: int) -> None:
         os.close(fd)
 
 
-_DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*d\s*$")
-
-
 def read_journal_limits(table: Table | None) -> JournalLimits:
     """The agent config's `[journal]` table; problems are collected on the table's Problems."""
     d = JournalLimits()
     if table is None:
         return d
     max_bytes = table.size("max_bytes", d.max_bytes)
-    if table.has("max_age") and isinstance(table.data["max_age"], str) and _DAYS.match(
-            table.data["max_age"]):
-        m = _DAYS.match(table.raw("max_age"))
-        assert m is not None
-        max_age = float(m.group(1)) * 86400.0
-    else:
-        max_age = table.duration("max_age", d.max_age, allow_zero=True)
+    max_age = table.duration("max_age", d.max_age, allow_zero=True)
     min_free = table.size("min_free_disk", d.min_free_disk)
     window = table.duration("commit_window", d.commit_window)
     max_group = table.integer("max_group", d.max_group, minimum=1)
