@@ -38,9 +38,6 @@ class ScanSettings:
     deadbands: dict[str, float] = field(default_factory=dict)  # per input, overrides deadband
     clock_jump: float = 2.0  # wall-vs-monotonic difference that counts as a clock jump
 
-    def deadband_of(self, name: str) -> float:
-        return self.deadbands.get(name, self.deadband)
-
 
 @dataclass(frozen=True, slots=True)
 class DiagnosticsSettings:

@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,11 +68,6 @@ class Response:
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
     extra: tuple[tuple[str, str], ...] = ()
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
-            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -228,7 +224,7 @@ async def _read_request(stream: SocketStream, peer: str) -> Request | None:
 
 
 def _encode(r: Response) -> bytes:
-    head = [f"HTTP/1.1 {r.code} {_REASONS.get(r.code, '')}",
+    head = [f"HTTP/1.1 {r.code} {HTTPStatus(r.code).phrase}",
             f"Content-Type: {r.content_type}", f"Content-Length: {len(r.body)}",
             "Cache-Control: no-store", "Connection: close"]
     head += [f"{k}: {v}" for k, v in r.extra]

@@ -45,10 +45,6 @@ class InputChanges:
         self._default = default
         self._last: dict[str, tuple[Value, Quality]] = {}
 
-    def set_deadbands(self, deadband: Mapping[str, float], default: float) -> None:
-        self._deadband = dict(deadband)
-        self._default = default
-
     def changes(self, snapshot: Mapping[str, Sample]) -> list[tuple[str, Sample]]:
         out: list[tuple[str, Sample]] = []
         for name, sample in snapshot.items():

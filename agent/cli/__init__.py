@@ -41,12 +41,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name != module_name:
-                    raise
-                continue
+            module = importlib.import_module(module_name)
             module.configure(p)
             p.set_defaults(_module=module)
     return parser
@@ -64,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     module = getattr(args, "_module", None)
-    if module is None:
-        if args.command:
-            print(f"linelight: '{args.command}' is not available in this build", file=sys.stderr)
-            return 2
+    if module is None:  # no command given
         parser.print_help()
         return 2
     try:

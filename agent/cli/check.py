@@ -48,22 +48,16 @@ def _check_rules(paths: list[str]) -> bool:
 
 
 def _check_config(path: str) -> int:
-    try:
-        from linelight.agent.config import load_config
-    except ImportError as exc:
-        print(f"linelight check: checking a config file is not available in this build ({exc})",
-              file=sys.stderr)
-        return 2
+    from linelight.agent.config import load_config
+
     try:
         config = load_config(path)
     except ConfigProblems as exc:
         _print_problems(exc)
         return 1
-    for warning in getattr(config, "warnings", ()):
+    for warning in config.warnings:
         print(f"warning: {warning}")
-    ruleset = getattr(config, "ruleset", None)
-    tail = f": {_summary(ruleset)}" if ruleset is not None else ""
-    print(f"ok: {path}{tail}")
+    print(f"ok: {path}: {_summary(config.ruleset)}")
     return 0
 
 

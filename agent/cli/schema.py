@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +20,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.kind == "rule-tests":
         from linelight.rules.schema import rule_tests_schema as make
     else:
-        try:
-            make = importlib.import_module("linelight.agent.schema").config_schema
-        except (ImportError, AttributeError):
-            print("linelight schema: the agent config schema is not available in this build",
-                  file=sys.stderr)
-            return 2
+        from linelight.agent.schema import config_schema as make
     print(json.dumps(make(), indent=2, sort_keys=False))
     return 0

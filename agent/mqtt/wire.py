@@ -179,13 +179,6 @@ class Wire:
             return f"{self._umh_base}/_historian/live/{levels}"
         return f"{self.prefix}/live/{levels}"
 
-    @property
-    def event_filter(self) -> str:
-        """The subscription filter matching every event topic of this agent."""
-        if self.mode == "umh":
-            return f"{self._umh_base}/_historian/+/+"
-        return f"{self.prefix}/events/#"
-
     # -- messages --------------------------------------------------------------------------
     def event(self, record: EventRecord, *, historical: bool) -> Message:
         """The event-lane message for one journal record."""
