@@ -18,12 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from linelight.agent.diagnostics import DEFAULT_LISTEN, parse_listen
-from linelight.agent.journal import JournalLimits, read_journal_limits
-from linelight.agent.mqtt import MqttSettings, read_mqtt
+from linelight.agent.journal import JOURNAL_KEYS, JournalLimits, read_journal_limits
+from linelight.agent.mqtt import MQTT_KEYS, MqttSettings, read_mqtt
 from linelight.agent.secrets import names_credentials_directory
-from linelight.hw.config import SourceSpec, TowerSpec, input_names, read_sources, read_tower
+from linelight.hw.config import (
+    TOWER_KEYS,
+    SourceSpec,
+    TowerSpec,
+    input_names,
+    read_sources,
+    read_tower,
+)
+from linelight.hw.schema import sources_schema_part
 from linelight.rules.errors import ConfigProblems, LocatedError, Location
 from linelight.rules.fields import Problems, Table
+from linelight.rules.keys import Key, Keys
 from linelight.rules.tomldoc import TomlDoc
 
 DEFAULT_RULES = ("rules.d/*.toml",)
@@ -83,6 +92,53 @@ class AgentConfig:
         return self.path.parent
 
 
+# -- the key tables: the readers below and agent.schema both come from these ----------------------
+
+_SCAN = ScanSettings()
+SCAN_KEYS = Keys("the scan loop", (
+    Key("period", "duration", "scan period: snapshot, rules, tower; the lamps follow the machine "
+        "one period late at most", _SCAN.period, minimum=0.001, maximum=1.0, allow_zero=False),
+    Key("deadband", "number", "numeric inputs: smallest change recorded as a signal event",
+        _SCAN.deadband, minimum=0.0),
+    Key("deadbands", "entries", "per-input deadband, overriding 'deadband'", None,
+        values=Key("deadband", "number", "smallest change recorded", minimum=0.0)),
+    Key("clock_jump", "duration", "wall-clock step recorded as a clock_jump event",
+        _SCAN.clock_jump, allow_zero=False),
+))
+
+_DIAGNOSTICS = DiagnosticsSettings()
+DIAGNOSTICS_KEYS = Keys("the HTTP diagnostics endpoint", (
+    Key("enabled", "boolean", "serve HTTP diagnostics", _DIAGNOSTICS.enabled),
+    Key("listen", "strings", "host:port to bind; a name other than loopback needs a token",
+        list(DEFAULT_LISTEN), pattern=r".+:\d+"),
+    Key("token_file", "string", "file with the token for POST /lamp-test and /reload", None),
+))
+
+
+def top_keys(parts: dict[str, Key]) -> Keys:
+    """The top level of the config file; `parts` are the sections other packages declare."""
+    return Keys("linelight agent config", (
+        Key("agent_id", "string", "names the agent on the wire", None, default_text="the host name",
+            pattern=r"[A-Za-z0-9_.-]{1,64}", pattern_text="1 to 64 letters, digits, '-', '_' or "
+            "'.' (it is part of MQTT topics)"),
+        Key("data_dir", "string", "where the queue lives", DEFAULT_DATA_DIR),
+        Key("rules", "strings", "rule files or globs, relative to this file", list(DEFAULT_RULES)),
+        Key("scan", "table", SCAN_KEYS.text, None, keys=SCAN_KEYS),
+        Key("diagnostics", "table", DIAGNOSTICS_KEYS.text, None, keys=DIAGNOSTICS_KEYS),
+        *parts.values(),
+    ))
+
+
+TOP_KEYS = top_keys({
+    "journal": Key("journal", "table", JOURNAL_KEYS.text, None, keys=JOURNAL_KEYS),
+    "mqtt": Key("mqtt", "table", "the MQTT broker; leave out to only queue", None,
+                keys=MQTT_KEYS),
+    "sources": Key("sources", "value", "input sources, by name", None,
+                   schema=sources_schema_part()),
+    "tower": Key("tower", "table", TOWER_KEYS.text, None, keys=TOWER_KEYS),
+})
+
+
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate the config file and its rules; raise ConfigProblems listing all."""
     path = Path(path)
@@ -102,16 +158,16 @@ def load_config(path: str | Path) -> AgentConfig:
     except LocatedError as exc:
         raise ConfigProblems([exc]) from None
     problems = Problems()
-    root = Table.root(doc, problems)
+    root = TOP_KEYS.bind(Table.root(doc, problems))
     base = path.parent
 
     agent_id = _agent_id(root)
-    data_dir = _path(root, "data_dir", base, DEFAULT_DATA_DIR)
+    data_dir = _path(root, TOP_KEYS, "data_dir", base)
     globs = _rule_globs(root)
-    scan = _read_scan(root.table("scan"))
-    diagnostics = _read_diagnostics(root.table("diagnostics"), base)
-    journal = read_journal_limits(root.table("journal"))
-    mqtt_table = root.table("mqtt")
+    scan = _read_scan(TOP_KEYS.read(root, "scan"))
+    diagnostics = _read_diagnostics(TOP_KEYS.read(root, "diagnostics"), base)
+    journal = read_journal_limits(TOP_KEYS.read(root, "journal"))
+    mqtt_table = TOP_KEYS.read(root, "mqtt")
     mqtt = read_mqtt(mqtt_table) if mqtt_table is not None else None
     sources = read_sources(root)
     tower = read_tower(root, sources)
@@ -240,19 +296,17 @@ def _where(spec: Any, root: Table) -> Location:
 # -- sections -----------------------------------------------------------------------------------
 
 def _agent_id(root: Table) -> str:
-    value = root.string("agent_id", None)
+    value = TOP_KEYS.read(root, "agent_id")
     if value is None:
+        if root.has("agent_id"):
+            return "invalid"  # the problem is reported
         host = socket.gethostname().split(".")[0] or "linelight"
         return "".join(c if c in _AGENT_ID_CHARS else "-" for c in host)
-    if not value or not set(value) <= _AGENT_ID_CHARS or len(value) > 64:
-        root.problem("agent_id", f"'agent_id' must be 1 to 64 letters, digits, '-', '_' or '.' "
-                                 f"(it is part of MQTT topics), not '{value}'")
-        return "invalid"
     return str(value)
 
 
-def _path(t: Table, key: str, base: Path, default: str | None) -> Any:
-    value = t.string(key, default)
+def _path(t: Table, keys: Keys, key: str, base: Path) -> Any:
+    value = keys.read(t, key)
     if value is None:
         return None
     if not value:
@@ -263,12 +317,11 @@ def _path(t: Table, key: str, base: Path, default: str | None) -> Any:
 
 
 def _rule_globs(root: Table) -> tuple[str, ...]:
-    value = root.raw("rules", list(DEFAULT_RULES))
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        root.problem("rules", "'rules' must be a list of file names or patterns, "
-                              "e.g. [\"rules.d/*.toml\"]")
+    value = TOP_KEYS.read(root, "rules")
+    if value is None:
+        return ()
+    if not all(value):
+        root.problem("rules", "'rules' cannot name an empty file; write e.g. [\"rules.d/*.toml\"]")
         return ()
     return tuple(value)
 
@@ -277,17 +330,8 @@ def _read_scan(t: Table | None) -> ScanSettings:
     d = ScanSettings()
     if t is None:
         return d
-    period = t.duration("period", d.period, allow_zero=False)
-    if isinstance(period, float) and not 0.001 <= period <= 1.0:
-        t.problem("period", f"'period' must be between 1ms and 1s, not {period:g}s "
-                            "(the lamps follow the machine one period late at most)")
-        period = d.period
-    deadband = t.number("deadband", d.deadband)
-    if isinstance(deadband, float) and deadband < 0:
-        t.problem("deadband", "'deadband' cannot be negative")
-        deadband = d.deadband
     deadbands: dict[str, float] = {}
-    per_input = t.table("deadbands")
+    per_input = SCAN_KEYS.read(t, "deadbands")
     if per_input is not None:
         names: list[str] = per_input.keys()
         for name in names:
@@ -298,7 +342,9 @@ def _read_scan(t: Table | None) -> ScanSettings:
                 else:
                     deadbands[name] = value
         per_input.finish()
-    jump = t.duration("clock_jump", d.clock_jump, allow_zero=False)
+    period = SCAN_KEYS.read(t, "period")
+    deadband = SCAN_KEYS.read(t, "deadband")
+    jump = SCAN_KEYS.read(t, "clock_jump")
     t.finish()
     return ScanSettings(period or d.period, d.deadband if deadband is None else deadband,
                         deadbands, jump or d.clock_jump)
@@ -308,21 +354,14 @@ def _read_diagnostics(t: Table | None, base: Path) -> DiagnosticsSettings:
     d = DiagnosticsSettings()
     if t is None:
         return d
-    enabled = t.boolean("enabled", True)
-    raw = t.raw("listen", list(DEFAULT_LISTEN))
+    enabled = DIAGNOSTICS_KEYS.read(t, "enabled")
     listen: list[tuple[str, int]] = []
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list):
-        t.problem("listen", "'listen' must be a list of addresses such as [\"127.0.0.1:9750\"]")
-    else:
-        for i, item in enumerate(raw):
-            try:
-                if not isinstance(item, str):
-                    raise ValueError(f"{item!r} is not a listen address; write \"host:port\"")
-                listen.append(parse_listen(item))
-            except ValueError as exc:
-                t.problems.add(t.doc.value_location((*t.path, "listen", i)), str(exc))
-    token_file = _path(t, "token_file", base, None)
+    for i, item in enumerate(DIAGNOSTICS_KEYS.read(t, "listen") or ()):
+        try:
+            listen.append(parse_listen(item))
+        except ValueError as exc:
+            t.problems.add(t.doc.value_location((*t.path, "listen", i)), str(exc))
+    token_file = _path(t, DIAGNOSTICS_KEYS, "token_file", base)
     t.finish()
-    return DiagnosticsSettings(bool(enabled), tuple(listen) or d.listen, token_file)
+    return DiagnosticsSettings(d.enabled if enabled is None else bool(enabled),
+                               tuple(listen) or d.listen, token_file)

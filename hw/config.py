@@ -12,7 +12,8 @@ from typing import Any
 
 from linelight.hw.modbus_codec import Area, DataType, Order, Point
 from linelight.rules.errors import ConfigProblems, Location
-from linelight.rules.fields import Problems, Table, did_you_mean
+from linelight.rules.fields import REQUIRED, Problems, Table, did_you_mean
+from linelight.rules.keys import Key, Keys
 from linelight.rules.tomldoc import TomlDoc
 from linelight.rules.values import LAMPS, Pattern
 
@@ -169,16 +170,18 @@ def read_sources(root: Table) -> tuple[SourceSpec, ...]:
 
 
 def _read_source(name: str, src: Table) -> SourceSpec | None:
-    kind = src.choice("type", SOURCE_TYPES)
+    kind = SOURCE_TYPE.read(src)
+    if kind is not None:
+        SOURCE_KEYS[kind].bind(src)
     spec: SourceSpec | None = None
     if kind in ("modbus_tcp", "modbus_rtu"):
         spec = _read_modbus(name, src, kind)
     elif kind == "gpiozero":
         spec = GpioZeroSourceSpec(
-            name, src.choice("pin_factory", PIN_FACTORIES, None),
+            name, GPIO_ZERO_KEYS.read(src, "pin_factory"),
             _read_gpio_inputs(src, chip=False), src.where())
     elif kind == "gpiochip":
-        spec = GpioChipSourceSpec(name, src.string("chip", "/dev/gpiochip0"),
+        spec = GpioChipSourceSpec(name, GPIO_CHIP_KEYS.read(src, "chip"),
                                   _read_gpio_inputs(src, chip=True), src.where())
     elif kind == "sim":
         spec = _read_sim(name, src)
@@ -189,51 +192,45 @@ def _read_source(name: str, src: Table) -> SourceSpec | None:
 # -- Modbus ----------------------------------------------------------------------------------
 
 def _read_modbus(name: str, src: Table, kind: str) -> ModbusSourceSpec:
+    keys = SOURCE_KEYS[kind]
     if kind == "modbus_tcp":
-        link = ModbusLink("tcp", host=src.string("host"), port=_port(src))
+        link = ModbusLink("tcp", host=keys.read(src, "host"), port=keys.read(src, "port"))
     else:
         link = ModbusLink(
-            "rtu", device=src.string("device"),
-            baudrate=src.integer("baudrate", 19200, minimum=300),
-            parity={"none": "N", "even": "E", "odd": "O"}[src.choice(
-                "parity", ("none", "even", "odd"), "none")],
-            stopbits=_one_of(src, "stopbits", (1, 2), 1),
-            bytesize=_one_of(src, "bytesize", (7, 8), 8),
-        )
-    unit = _unit(src, "unit", 1)
-    poll = src.duration("poll", 0.1, allow_zero=False) or 0.1
-    timeout = src.duration("timeout", 0.5, allow_zero=False) or 0.5
-    stale_after = src.duration("stale_after", max(2.0, 3 * poll + timeout), allow_zero=False)
-    reconnect_min = src.duration("reconnect_min", 0.5, allow_zero=False) or 0.5
-    if reconnect_min < 0.5:
-        src.problem("reconnect_min", "'reconnect_min' must be at least 500ms so a dead device "
-                                     "is not hammered with connection attempts")
-        reconnect_min = 0.5
-    reconnect_max = src.duration("reconnect_max", 10.0, allow_zero=False) or 10.0
+            "rtu", device=keys.read(src, "device"), baudrate=keys.read(src, "baudrate"),
+            parity={"none": "N", "even": "E", "odd": "O"}[keys.read(src, "parity")],
+            stopbits=_one_of(src, keys["stopbits"]), bytesize=_one_of(src, keys["bytesize"]))
+    unit = keys.read(src, "unit")
+    poll = keys.read(src, "poll")
+    timeout = keys.read(src, "timeout")
+    stale_after = keys.read(src, "stale_after") or max(2.0, 3 * poll + timeout)
+    reconnect_min = keys.read(src, "reconnect_min")
+    reconnect_max = keys.read(src, "reconnect_max")
     if reconnect_max < reconnect_min:
         src.problem("reconnect_max", "'reconnect_max' must not be shorter than 'reconnect_min'")
         reconnect_max = reconnect_min
-    max_gap = src.integer("max_gap", 0, minimum=0)
-    max_count = src.integer("max_count", None, minimum=1)
     inputs: list[tuple[str, Point]] = []
-    table = src.table("inputs")
+    table = keys.read(src, "inputs")
     if table is not None:
         for input_name, entry in table.entries():
             if entry is None:
                 continue
-            point = read_point(entry, default_unit=unit, what=f"input '{input_name}'")
+            point = read_point(POINT_KEYS.bind(entry), default_unit=unit,
+                               what=f"input '{input_name}'")
             entry.finish()
             if point is not None:
                 inputs.append((input_name, point))
-    return ModbusSourceSpec(name, link, unit, poll, timeout, stale_after or 2.0, reconnect_min,
-                            reconnect_max, max_gap or 0, max_count, tuple(inputs), src.where())
+    return ModbusSourceSpec(name, link, unit, poll, timeout, stale_after, reconnect_min,
+                            reconnect_max, keys.read(src, "max_gap"), keys.read(src, "max_count"),
+                            tuple(inputs), src.where())
 
 
 def read_point(entry: Table, *, default_unit: int, what: str, writable: bool = False) -> Point | None:
     """A Modbus address binding: exactly one of coil / discrete_input / input_register /
     holding_register, plus type, bit, word_order, byte_order, scale, offset and unit."""
+    # An output's table declares only the areas it can write: another area is an unknown key.
     allowed = ("coil", "holding_register") if writable else AREA_KEYS
-    present = [k for k in AREA_KEYS if entry.has(k)]
+    present = [k for k in allowed if entry.has(k)]
     if len(present) != 1:
         found = f"found {', '.join(present)}" if present else "found none"
         entry.problem(None, f"{what} needs exactly one of {', '.join(allowed)} ({found})")
@@ -242,22 +239,14 @@ def read_point(entry: Table, *, default_unit: int, what: str, writable: bool = F
         return None
     key = present[0]
     area = Area(key)
-    if key not in allowed:
-        entry.problem(key, f"{what} cannot write a {key.replace('_', ' ')}; "
-                           f"outputs use {' or '.join(allowed)}")
+    address = _area(area).read(entry)
+    if address is None:
         return None
-    address = entry.integer(key, minimum=0)
-    if isinstance(address, int) and address > 65535:
-        entry.problem(key, f"'{key}' must be a 0-based address from 0 to 65535, not {address}")
-        return None
-    unit = _unit(entry, "unit", default_unit)
-    bit = entry.integer("bit", None, minimum=0)
-    if isinstance(bit, int) and bit > 15:
-        entry.problem("bit", f"'bit' must be 0 (least significant) to 15, not {bit}")
-        bit = None
+    unit = _UNIT_KEY.read(entry)
+    unit = default_unit if unit is None else unit
+    bit = _BIT_KEY.read(entry)
     default_type = "bool" if area.is_bit or bit is not None else "uint16"
-    dtype = DataType(entry.choice("type", [d.value for d in DataType], default_type)
-                     or default_type)
+    dtype = DataType((None if writable else POINT_KEYS.read(entry, "type")) or default_type)
     if bit is not None and area.is_bit:
         entry.problem("bit", f"'bit' picks a bit of a register; a {key.replace('_', ' ')} "
                              "is already a single bit")
@@ -268,57 +257,39 @@ def read_point(entry: Table, *, default_unit: int, what: str, writable: bool = F
         entry.problem("type", f"a {'bit' if bit is not None else key.replace('_', ' ')} "
                               f"is a bool, not {dtype.value}")
         dtype = DataType.BOOL
-    word_order = Order(entry.choice("word_order", ("big", "little"), "big") or "big")
-    byte_order = Order(entry.choice("byte_order", ("big", "little"), "big") or "big")
-    scale = entry.number("scale", 1.0)
-    offset = entry.number("offset", 0.0)
+    if writable:  # a lamp's coil or register: the wiring keys only
+        return Point(area, address, dtype, unit, bit)
+    word_order = Order(POINT_KEYS.read(entry, "word_order"))
+    byte_order = Order(POINT_KEYS.read(entry, "byte_order"))
+    scale = POINT_KEYS.read(entry, "scale")
+    offset = POINT_KEYS.read(entry, "offset")
     if (scale != 1.0 or offset != 0.0) and dtype is DataType.BOOL:
         entry.problem("scale" if entry.has("scale") else "offset",
                       "'scale' and 'offset' apply to numbers, not to bools")
-    if not isinstance(address, int):
-        return None
-    return Point(area, address, dtype, unit, bit, word_order, byte_order,
-                 1.0 if scale is None else scale, 0.0 if offset is None else offset)
+    return Point(area, address, dtype, unit, bit, word_order, byte_order, scale, offset)
 
 
-def _port(src: Table) -> int:
-    port = src.integer("port", 502, minimum=1)
-    if isinstance(port, int) and port > 65535:
-        src.problem("port", f"'port' must be 1 to 65535, not {port}")
-        return 502
-    return port or 502
-
-
-def _unit(t: Table, key: str, default: int) -> int:
-    if not t.has(key):
-        t.raw(key)
-        return default
-    unit = t.integer(key, default, minimum=0)
-    if isinstance(unit, int) and unit > 255:
-        t.problem(key, f"'{key}' (the Modbus unit id / slave address) must be 0 to 255, not {unit}")
-        return default
-    return default if unit is None else unit
-
-
-def _one_of(t: Table, key: str, options: tuple[int, ...], default: int) -> int:
-    value = t.integer(key, default)
+def _one_of(t: Table, key: Key) -> int:
+    value = t.integer(key.name, key.default)
+    options = key.schema["enum"] if key.schema else ()
     if value not in options:
-        t.problem(key, f"'{key}' must be one of {', '.join(map(str, options))}, not {value}")
-        return default
+        t.problem(key.name, f"'{key.name}' must be one of {', '.join(map(str, options))}, "
+                            f"not {value}")
+        return int(key.default)
     return int(value)
 
 
 # -- GPIO ------------------------------------------------------------------------------------
 
 def _read_gpio_inputs(src: Table, *, chip: bool) -> tuple[GpioInputSpec, ...]:
-    table = src.table("inputs")
+    table = (GPIO_CHIP_KEYS if chip else GPIO_ZERO_KEYS).read(src, "inputs")
     out: list[GpioInputSpec] = []
     if table is None:
         return ()
     for name, entry in table.entries():
         if entry is None:
             continue
-        spec = read_gpio_line(entry, name, chip=chip, output=False)
+        spec = read_gpio_line(_GPIO_LINE_KEYS[chip].bind(entry), name, chip=chip, output=False)
         entry.finish()
         if spec is not None:
             out.append(spec)
@@ -326,17 +297,18 @@ def _read_gpio_inputs(src: Table, *, chip: bool) -> tuple[GpioInputSpec, ...]:
 
 
 def read_gpio_line(entry: Table, name: str, *, chip: bool, output: bool) -> GpioInputSpec | None:
+    keys = _GPIO_LINE_KEYS[chip]
     key = "line" if chip else "pin"
     pin = entry.take(key, (int, str))
-    active_low = entry.boolean("active_low", False)
+    active_low = keys.read(entry, "active_low")
     if output:
         bias, debounce = "as_is", 0.0
     elif chip:
-        bias = entry.choice("bias", ("as_is", "pull_up", "pull_down", "disabled"), "as_is")
-        debounce = entry.duration("debounce", 0.0)
+        bias = keys.read(entry, "bias")
+        debounce = keys.read(entry, "debounce")
     else:
-        bias = entry.choice("pull", ("up", "down", "none"), "none" if active_low else "down")
-        debounce = entry.duration("debounce", 0.0)
+        bias = keys.read(entry, "pull") or ("none" if active_low else "down")
+        debounce = keys.read(entry, "debounce")
         if bias == "up" and not entry.has("active_low"):
             active_low = True  # a switch to ground on a pulled-up pin is active when low
     if pin is None:
@@ -347,21 +319,22 @@ def read_gpio_line(entry: Table, name: str, *, chip: bool, output: bool) -> Gpio
 # -- simulator -------------------------------------------------------------------------------
 
 def _read_sim(name: str, src: Table) -> SimSourceSpec:
-    period = src.duration("period", 0.05, allow_zero=False) or 0.05
-    seed = src.integer("seed", 1)
+    period = SIM_KEYS.read(src, "period")
+    seed = SIM_KEYS.read(src, "seed")
     machine: MachineSpec | None = None
-    model = src.choice("model", ("machine", "none"), "none")
-    mt = src.table("machine")
+    model = SIM_KEYS.read(src, "model")
+    mt = SIM_KEYS.read(src, "machine")
     if model == "machine" or mt is not None:
         if mt is not None and model != "machine":
             mt.problem(None, "[machine] settings need model = \"machine\"")
         machine = _read_machine(mt)
     inputs: list[SimInputSpec] = []
-    table = src.table("inputs")
+    table = SIM_KEYS.read(src, "inputs")
     if table is not None:
         for input_name, entry in table.entries():
             if entry is None:
                 continue
+            SIM_INPUT_KEYS.bind(entry)
             if machine is not None and input_name in MACHINE_INPUTS:
                 entry.problem(None, f"input '{input_name}' is already made by the machine model; "
                                     "use another name or force() it from a test")
@@ -370,73 +343,55 @@ def _read_sim(name: str, src: Table) -> SimSourceSpec:
             entry.finish()
             if spec is not None:
                 inputs.append(spec)
-    return SimSourceSpec(name, period, seed if seed is not None else 1, machine, tuple(inputs),
-                         src.where())
+    return SimSourceSpec(name, period, seed, machine, tuple(inputs), src.where())
 
 
 def _read_machine(mt: Table | None) -> MachineSpec:
     if mt is None:
         return MachineSpec()
-    d = MachineSpec()
-    spec = MachineSpec(
-        cycle=mt.duration("cycle", d.cycle, allow_zero=False) or d.cycle,
-        producing=mt.duration("producing", d.producing, allow_zero=False) or d.producing,
-        microstop=mt.duration("microstop", d.microstop, allow_zero=False) or d.microstop,
-        fault=mt.duration("fault", d.fault, allow_zero=False) or d.fault,
-        idle=mt.duration("idle", d.idle, allow_zero=False) or d.idle,
-        fault_code=mt.integer("fault_code", d.fault_code, minimum=1) or d.fault_code,
-        rpm=mt.number("rpm", d.rpm) or d.rpm,
-    )
+    spec = MachineSpec(**{key: MACHINE_KEYS.read(mt, key) for key in MACHINE_KEYS.names})
     mt.finish()
     return spec
-
-
-SIM_INPUT_KEYS = ("wave", "type", "period", "low", "high", "duty", "step", "start", "steps",
-                  "repeat", "value")
 
 
 def _misplaced_sim_keys(entry: Table) -> None:
     """A known key the chosen wave does not use gets a clearer message than 'unknown key'."""
     wave = entry.data.get("wave")
     for key in list(entry.data):
-        if key in SIM_INPUT_KEYS and key not in entry._seen and isinstance(wave, str):
+        if key in SIM_INPUT_KEYS.names and key not in entry._seen and isinstance(wave, str):
             entry.raw(key)
             entry.problems.add(entry.where(key), f"'{key}' does not apply to wave = \"{wave}\"")
 
 
 def _read_sim_input(name: str, entry: Table) -> SimInputSpec | None:
-    wave = entry.choice("wave", WAVES)
+    keys = SIM_INPUT_KEYS
+    wave = keys.read(entry, "wave")
     if wave is None:
         return None
-    value_type = entry.choice("type", ("bool", "int", "float"),
-                              "bool" if wave == "square" else "float") or "float"
+    value_type = keys.read(entry, "type") or ("bool" if wave == "square" else "float")
     if wave == "script":
         steps = _read_steps(entry)
         return SimInputSpec(name, wave, value_type=value_type, steps=steps,
-                            repeat=bool(entry.boolean("repeat", True)))
+                            repeat=keys.read(entry, "repeat"))
     if wave == "constant":
         value = entry.take("value", (bool, int, float, str))
         return SimInputSpec(name, wave, value_type=value_type, steps=((value, 1.0),))
-    period = entry.duration("period", 10.0, allow_zero=False) or 10.0
-    low = entry.number("low", 0.0)
-    high = entry.number("high", 1.0)
-    if low is not None and high is not None and low > high:
+    d = _SIM_WAVE
+    period = keys.read(entry, "period")
+    low = keys.read(entry, "low")
+    high = keys.read(entry, "high")
+    if low > high:
         entry.problem("low", f"'low' ({low}) must not be above 'high' ({high})")
-    duty = entry.number("duty", 0.5) if wave == "square" else 0.5
-    if duty is not None and not 0.0 < duty < 1.0:
-        entry.problem("duty", f"'duty' is the fraction of the period spent high: between 0 and 1, not {duty}")
-        duty = 0.5
-    step = entry.number("step", 1.0) if wave == "random_walk" else 1.0
-    start = entry.number("start", low if low is not None else 0.0) if wave == "random_walk" else 0.0
-    return SimInputSpec(name, wave, period=period, low=low or 0.0,
-                        high=1.0 if high is None else high, duty=duty or 0.5,
-                        step=1.0 if step is None else step, start=start or 0.0,
-                        value_type=value_type)
+    duty = keys.read(entry, "duty") if wave == "square" else d.duty
+    step = keys.read(entry, "step") if wave == "random_walk" else d.step
+    start = keys.read(entry, "start") if wave == "random_walk" else None
+    return SimInputSpec(name, wave, period=period, low=low, high=high, duty=duty, step=step,
+                        start=low if start is None else start, value_type=value_type)
 
 
 def _read_steps(entry: Table) -> tuple[tuple[Any, float], ...]:
     steps: list[tuple[Any, float]] = []
-    tables = entry.tables("steps")
+    tables = [_STEP_KEYS.bind(step) for step in entry.tables("steps")]
     if not tables:
         entry.problem(None, "a script needs steps = [{ value = ..., hold = \"1s\" }, ...]")
     for step in tables:
@@ -482,11 +437,12 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
     t = root.table("tower")
     if t is None:
         return None
+    TOWER_KEYS.bind(t)
     modbus_sources = {s.name: s for s in sources if isinstance(s, ModbusSourceSpec)}
-    profile_name = t.string("profile", None)
-    default_source = t.string("source", None)
-    default_chip = t.string("chip", None)
-    pin_factory = t.choice("pin_factory", PIN_FACTORIES, None)
+    profile_name = TOWER_KEYS.read(t, "profile")
+    default_source = TOWER_KEYS.read(t, "source")
+    default_chip = TOWER_KEYS.read(t, "chip")
+    pin_factory = TOWER_KEYS.read(t, "pin_factory")
     lamps: dict[str, LampBinding] = {}
     if profile_name is not None:
         try:
@@ -502,33 +458,37 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
             default_chip = default_chip or profile.chip
             for lamp, binding in profile.lamps.items():
                 lamps[lamp] = binding
-    lamp_table = t.table("lamps")
-    if lamp_table is not None:
-        for lamp, entry in lamp_table.entries():
-            if entry is None:
-                continue
-            if lamp not in LAMPS:
-                lamp_table.problems.add(lamp_table.where(lamp), _lamp_message(lamp))
-                continue
-            lamp_binding = read_lamp_binding(entry, f"lamp '{lamp}'")
-            entry.finish()
-            if lamp_binding is not None:
-                lamps[lamp] = lamp_binding
+    lamps.update(_read_lamps(TOWER_KEYS.read(t, "lamps")))
     lamps = {lamp: _resolve(b, default_source, default_chip) for lamp, b in lamps.items()}
     for lamp, b in lamps.items():
         if b.kind == "modbus":
             _check_modbus_lamp(t, lamp, b, modbus_sources, sources)
     if not lamps:
         t.problem(None, "[tower] binds no lamps: add [tower.lamps] or a profile")
-    slow = _frequency(t, "blink_slow_hz", 1.0)
-    fast = _frequency(t, "blink_fast_hz", 4.0)
-    refresh = t.duration("refresh", 5.0, allow_zero=False) or 5.0
-    retry = t.duration("retry", 0.5, allow_zero=False) or 0.5
-    write_timeout = t.duration("write_timeout", 1.0, allow_zero=False) or 1.0
+    timing = {key: TOWER_KEYS.read(t, key) for key in
+              ("blink_slow_hz", "blink_fast_hz", "refresh", "retry", "write_timeout")}
     on_exit = _read_on_exit(t, lamps)
     t.finish()
-    return TowerSpec(lamps, slow, fast, refresh, retry, write_timeout, on_exit, pin_factory,
-                     profile_name, t.where())
+    return TowerSpec(lamps, **timing, on_exit=on_exit, pin_factory=pin_factory,
+                     profile=profile_name, location=t.where())
+
+
+def _read_lamps(table: Table | None) -> dict[str, LampBinding]:
+    """`[tower.lamps]` (or a profile's `[lamps]`): lamp name -> where it is wired."""
+    lamps: dict[str, LampBinding] = {}
+    if table is None:
+        return lamps
+    for lamp, entry in table.entries():
+        if entry is None:
+            continue
+        if lamp not in LAMPS:
+            table.problems.add(table.where(lamp), _lamp_message(lamp))
+            continue
+        binding = read_lamp_binding(LAMP_KEYS.bind(entry), f"lamp '{lamp}'")
+        entry.finish()
+        if binding is not None:
+            lamps[lamp] = binding
+    return lamps
 
 
 def read_lamp_binding(entry: Table, what: str) -> LampBinding | None:
@@ -548,12 +508,12 @@ def read_lamp_binding(entry: Table, what: str) -> LampBinding | None:
         return LampBinding("virtual", where=where)
     if key in ("pin", "line"):
         spec = read_gpio_line(entry, what, chip=key == "line", output=True)
-        chip = entry.string("chip", "") if key == "line" else ""
+        chip = LAMP_KEYS.read(entry, "chip") if key == "line" else ""
         if spec is None:
             return None
         return LampBinding("gpiozero" if key == "pin" else "gpiochip", spec.pin, spec.active_low,
                            chip=chip or "", where=where)
-    source = entry.string("source", "")
+    source = LAMP_KEYS.read(entry, "source")
     point = read_point(entry, default_unit=-1, what=what, writable=True)
     if point is None:
         return None
@@ -579,15 +539,6 @@ def _check_modbus_lamp(t: Table, lamp: str, b: LampBinding,
         names = ", ".join(modbus) or "none"
         t.problem(None, f"lamp '{lamp}' names source '{b.source}'{at}, which is not a Modbus "
                         f"source (Modbus sources: {names})")
-
-
-def _frequency(t: Table, key: str, default: float) -> float:
-    value = t.number(key, default)
-    if value is None or value <= 0 or value > 50:
-        if value is not None:
-            t.problem(key, f"'{key}' must be above 0 and at most 50 (flashes per second), not {value}")
-        return default
-    return float(value)
 
 
 def _read_on_exit(t: Table, lamps: dict[str, LampBinding]) -> dict[str, Pattern]:
@@ -644,23 +595,198 @@ def load_profile(name: str) -> Profile:
     text = res.read_text(encoding="utf-8")
     doc = TomlDoc.parse(text, f"hw/profiles/{name}.toml")
     problems = Problems()
-    t = Table.root(doc, problems)
-    description = t.string("description")
-    document = t.string("document")
-    chip = t.string("chip", None)
-    lamps: dict[str, LampBinding] = {}
-    table = t.table("lamps", required=True)
-    if table is not None:
-        for lamp, entry in table.entries():
-            if entry is None:
-                continue
-            if lamp not in LAMPS:
-                problems.add(table.where(lamp), _lamp_message(lamp))
-                continue
-            binding = read_lamp_binding(entry, f"lamp '{lamp}'")
-            entry.finish()
-            if binding is not None:
-                lamps[lamp] = binding
+    t = PROFILE_KEYS.bind(Table.root(doc, problems))
+    description = PROFILE_KEYS.read(t, "description")
+    document = PROFILE_KEYS.read(t, "document")
+    chip = PROFILE_KEYS.read(t, "chip")
+    lamps = _read_lamps(PROFILE_KEYS.read(t, "lamps"))
     t.finish()
     problems.raise_if_any()
     return Profile(name, description or "", document or "", chip, lamps)
+
+
+# -- the key tables: the readers above and the JSON Schema (hw.schema) both come from these ----
+
+_LINK = ModbusLink("tcp")
+_MACHINE = MachineSpec()
+_TOWER = TowerSpec(lamps={})
+
+_AREA_TEXT = {
+    Area.COIL: "coil address, 0-based (manual number 00001 = 0); function 01 / 05",
+    Area.DISCRETE_INPUT: "discrete input address, 0-based (manual 10001 = 0); function 02",
+    Area.INPUT_REGISTER: "input register address, 0-based (manual 30001 = 0); function 04",
+    Area.HOLDING_REGISTER: "holding register address, 0-based (manual 40001 = 0); function 03 / 06",
+}
+
+
+def _area(area: Area) -> Key:
+    return Key(area.value, "integer", _AREA_TEXT[area], None, minimum=0, maximum=65535,
+               why="a 0-based address")
+
+
+_UNIT_KEY = Key("unit", "integer", "Modbus unit id (slave address) if not the source's", None,
+                minimum=0, maximum=255, why="the Modbus unit id / slave address")
+_BIT_KEY = Key("bit", "integer", "bit of the register, 0 = least significant", None,
+               minimum=0, maximum=15, why="0 is the least significant bit")
+_VALUE = {"type": ["boolean", "number", "string"]}
+_LINE_VALUE = {"type": ["integer", "string"]}
+
+POINT_KEYS = Keys(
+    "one input: exactly one of coil, discrete_input, input_register, holding_register",
+    (*(_area(a) for a in Area), _UNIT_KEY, _BIT_KEY,
+     Key("type", "choice", "data type (bool for coils, discrete inputs and bits)", None,
+         default_text="uint16 for registers", choices=tuple(d.value for d in DataType)),
+     Key("word_order", "choice", "order of the two registers of a 32-bit value: big = high "
+         "word first (ABCD), little = low word first (CDAB)", "big", choices=("big", "little")),
+     Key("byte_order", "choice", "order of the bytes inside each register", "big",
+         choices=("big", "little")),
+     Key("scale", "number", "value = raw * scale + offset", 1.0),
+     Key("offset", "number", "value = raw * scale + offset", 0.0)),
+    extra_schema={"oneOf": [{"required": [a.value]} for a in Area]})
+
+SOURCE_TYPE = Key("type", "choice", "the kind of source", REQUIRED, choices=SOURCE_TYPES)
+_MODBUS_COMMON = Keys("Modbus", (
+    SOURCE_TYPE,
+    Key("unit", "integer", "default Modbus unit id (slave address)", 1, minimum=0, maximum=255,
+        why="the Modbus unit id / slave address"),
+    Key("poll", "duration", "poll period", 0.1, allow_zero=False),
+    Key("timeout", "duration", "answer timeout per request", 0.5, allow_zero=False),
+    Key("stale_after", "duration", "inputs turn STALE after this long without an answer", None,
+        default_text="max(2s, 3 x poll + timeout)", allow_zero=False),
+    Key("reconnect_min", "duration", "first reconnect delay, so a dead device is not hammered "
+        "with connection attempts", 0.5, allow_zero=False, minimum=0.5,
+        why="so a dead device is not hammered with connection attempts"),
+    Key("reconnect_max", "duration", "reconnect delay cap, doubling from reconnect_min", 10.0,
+        allow_zero=False),
+    Key("max_gap", "integer", "merge reads across holes of up to this many addresses", 0,
+        minimum=0),
+    Key("max_count", "integer", "most items per read, for devices that accept fewer than the "
+        "protocol's 125 registers / 2000 bits", None, minimum=1),
+    Key("inputs", "entries", "input name -> Modbus address", None, keys=POINT_KEYS),
+))
+MODBUS_TCP_KEYS = _MODBUS_COMMON.plus(
+    Key("host", "string", "the device's name or address"),
+    Key("port", "integer", "TCP port", _LINK.port, minimum=1, maximum=65535),
+    text="Modbus TCP device")
+MODBUS_RTU_KEYS = _MODBUS_COMMON.plus(
+    Key("device", "string", "serial port, e.g. /dev/ttyUSB0, or socket://host:port for RTU "
+        "over TCP"),
+    Key("baudrate", "integer", "bits per second", _LINK.baudrate, minimum=300),
+    Key("parity", "choice", "parity", "none", choices=("none", "even", "odd")),
+    Key("stopbits", "value", "stop bits", _LINK.stopbits, schema={"enum": [1, 2]}),
+    Key("bytesize", "value", "data bits", _LINK.bytesize, schema={"enum": [7, 8]}),
+    text="Modbus RTU bus")
+
+
+def _gpio_line_keys(chip: bool) -> Keys:
+    if chip:
+        line = (Key("line", "value", "line offset or name", schema=_LINE_VALUE),
+                Key("bias", "choice", "line bias", "as_is",
+                    choices=("as_is", "pull_up", "pull_down", "disabled")))
+    else:
+        line = (Key("pin", "value", 'pin: 17, "GPIO17", "BOARD11"', schema=_LINE_VALUE),
+                Key("pull", "choice", "pull resistor; up implies active_low", None,
+                    default_text="down (none with active_low)", choices=("up", "down", "none")))
+    return Keys("one input line", (
+        *line,
+        Key("active_low", "boolean", "the input is true when the line is low", False),
+        Key("debounce", "duration", "a new level counts once it has held this long", 0.0)))
+
+
+_GPIO_LINE_KEYS = {False: _gpio_line_keys(chip=False), True: _gpio_line_keys(chip=True)}
+GPIO_ZERO_KEYS = Keys("Raspberry Pi GPIO (gpiozero)", (
+    SOURCE_TYPE,
+    Key("pin_factory", "choice", "gpiozero pin factory", None, default_text="gpiozero's choice",
+        choices=PIN_FACTORIES),
+    Key("inputs", "entries", "input name -> pin", None, keys=_GPIO_LINE_KEYS[False])))
+GPIO_CHIP_KEYS = Keys("GPIO chip (libgpiod)", (
+    SOURCE_TYPE,
+    Key("chip", "string", "the chip's device", "/dev/gpiochip0"),
+    Key("inputs", "entries", "input name -> line", None, keys=_GPIO_LINE_KEYS[True])))
+
+MACHINE_KEYS = Keys("the simulated machine", (
+    Key("cycle", "duration", "time per part while producing", _MACHINE.cycle, allow_zero=False),
+    Key("producing", "duration", "length of a producing phase", _MACHINE.producing,
+        allow_zero=False),
+    Key("microstop", "duration", "length of a microstop", _MACHINE.microstop, allow_zero=False),
+    Key("fault", "duration", "length of a fault", _MACHINE.fault, allow_zero=False),
+    Key("idle", "duration", "length of an idle phase", _MACHINE.idle, allow_zero=False),
+    Key("fault_code", "integer", "fault_code while faulted", _MACHINE.fault_code, minimum=1),
+    Key("rpm", "number", "spindle speed while producing", _MACHINE.rpm),
+))
+_STEP_KEYS = Keys("one script step", (
+    Key("value", "value", "the value", schema=_VALUE),
+    Key("hold", "duration", "how long the value holds", allow_zero=False)))
+_SIM_WAVE = SimInputSpec("", "")
+SIM_INPUT_KEYS = Keys("one simulated input", (
+    Key("wave", "choice", "waveform", choices=WAVES),
+    Key("type", "choice", "value type", None, default_text="bool for square, else float",
+        choices=("bool", "int", "float")),
+    Key("period", "duration", "period of square / ramp / random_walk", _SIM_WAVE.period,
+        allow_zero=False),
+    Key("low", "number", "lowest value", _SIM_WAVE.low),
+    Key("high", "number", "highest value", _SIM_WAVE.high),
+    Key("duty", "number", "fraction of the square period spent high", _SIM_WAVE.duty,
+        above=0.0, below=1.0),
+    Key("step", "number", "largest random-walk step per tick", _SIM_WAVE.step),
+    Key("start", "number", "random-walk start value", None, default_text="low"),
+    Key("steps", "value", "script steps", None,
+        schema={"type": "array", "items": _STEP_KEYS.schema()}),
+    Key("repeat", "boolean", "loop the script", _SIM_WAVE.repeat),
+    Key("value", "value", "constant value", None, schema=_VALUE),
+))
+SIM_KEYS = Keys("simulated inputs", (
+    SOURCE_TYPE,
+    Key("period", "duration", "update period", 0.05, allow_zero=False),
+    Key("seed", "integer", "random seed", 1),
+    Key("model", "choice", f"machine: delivers {', '.join(MACHINE_INPUTS)}", "none",
+        choices=("machine", "none")),
+    Key("machine", "table", MACHINE_KEYS.text, None, keys=MACHINE_KEYS),
+    Key("inputs", "entries", "input name -> waveform", None, keys=SIM_INPUT_KEYS),
+))
+
+SOURCE_KEYS: dict[str, Keys] = {
+    "modbus_tcp": MODBUS_TCP_KEYS, "modbus_rtu": MODBUS_RTU_KEYS, "gpiozero": GPIO_ZERO_KEYS,
+    "gpiochip": GPIO_CHIP_KEYS, "sim": SIM_KEYS,
+}
+assert tuple(SOURCE_KEYS) == SOURCE_TYPES
+
+
+LAMP_KEYS = Keys("exactly one of pin, line, coil, holding_register, virtual", (
+    Key("pin", "value", "gpiozero pin", None, schema=_LINE_VALUE),
+    Key("line", "value", "gpiochip line offset or name", None, schema=_LINE_VALUE),
+    Key("chip", "string", "gpiochip device", None, default_text="[tower] chip"),
+    Key("active_low", "boolean", "the lamp is on when the line is low", False),
+    Key("source", "string", "Modbus source whose connection writes it", None,
+        default_text="[tower] source"),
+    Key("virtual", "value", "no hardware: shown in /status only", None, schema={"const": True}),
+    _area(Area.COIL), _area(Area.HOLDING_REGISTER), _UNIT_KEY, _BIT_KEY,
+))
+_ON_EXIT = {"anyOf": [{"enum": ["off", "on"]},
+                      {"type": "object", "additionalProperties": False,
+                       "properties": {lamp: {"enum": ["off", "on"]} for lamp in LAMPS}}]}
+TOWER_KEYS = Keys("the stack light", (
+    Key("profile", "string", "a profile from hw/profiles (lamp map)", None),
+    Key("source", "string", "default Modbus source for lamps", None),
+    Key("chip", "string", "default gpiochip for lamps", None),
+    Key("pin_factory", "choice", "gpiozero pin factory for lamps", None, choices=PIN_FACTORIES),
+    Key("blink_slow_hz", "number", "slow blink, flashes per second", _TOWER.blink_slow_hz,
+        above=0.0, maximum=50.0, why="flashes per second"),
+    Key("blink_fast_hz", "number", "fast blink, flashes per second", _TOWER.blink_fast_hz,
+        above=0.0, maximum=50.0, why="flashes per second"),
+    Key("refresh", "duration", "rewrite every lamp this often", _TOWER.refresh,
+        allow_zero=False),
+    Key("retry", "duration", "retry a failed write this often", _TOWER.retry, allow_zero=False),
+    Key("write_timeout", "duration", "deadline of one output write", _TOWER.write_timeout,
+        allow_zero=False),
+    Key("on_exit", "value", "lamps at clean shutdown: off, on, or per lamp (a blinking lamp "
+        "cannot outlive the agent that blinks it)", "off", schema=_ON_EXIT),
+    Key("lamps", "table", "where each lamp is wired", None, keys=Keys("lamp -> wiring", tuple(
+        Key(lamp, "table", LAMP_KEYS.text, None, keys=LAMP_KEYS) for lamp in LAMPS))),
+))
+PROFILE_KEYS = Keys("a hardware profile", (
+    Key("description", "string", "what the device is"),
+    Key("document", "string", "where its wiring is documented"),
+    Key("chip", "string", "gpiochip of its lamps", None),
+    Key("lamps", "table", "where each lamp is wired", REQUIRED, keys=TOWER_KEYS["lamps"].keys),
+))

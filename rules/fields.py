@@ -114,6 +114,9 @@ class Table:
         self.data = data
         self.problems = problems
         self._seen: set[str] = set()
+        # Set by `rules.keys.Keys.bind`: the keys this table's key table declares. Reading any
+        # other key is a reader bug (the schema would not list it), so it fails loudly.
+        self.declared: frozenset[str] | None = None
 
     @classmethod
     def root(cls, doc: TomlDoc, problems: Problems) -> Table:
@@ -144,13 +147,19 @@ class Table:
     def keys(self) -> list[str]:
         return list(self.data)
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def _mark(self, key: str) -> None:
+        if self.declared is not None and key not in self.declared:
+            raise KeyError(f"reader bug: {self.name} reads '{key}', which its key table "
+                           "does not declare")
         self._seen.add(key)
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self._mark(key)
         return self.data.get(key, default)
 
     def take(self, key: str, kind: type[T] | tuple[type, ...], default: Any = REQUIRED) -> Any:
         """The value of `key` if it has type `kind`; else a problem and `default` (or None)."""
-        self._seen.add(key)
+        self._mark(key)
         if key not in self.data:
             if default is REQUIRED:
                 self.problems.add(self.where(), f"{self.name} needs the key '{key}'")

@@ -53,7 +53,6 @@ from linelight.agent.journal.types import (
     JournalStats,
     Record,
 )
-from linelight.rules.fields import Table
 
 __all__ = [
     "Event",
@@ -62,7 +61,6 @@ __all__ = [
     "JournalLimits",
     "JournalStats",
     "Record",
-    "read_journal_limits",
 ]
 
 log = logging.getLogger(__name__)
@@ -441,31 +439,3 @@ def _start_boot(store: Store, recovery: Recovery | None) -> None:
 def _release(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
-
-
-def read_journal_limits(table: Table | None) -> JournalLimits:
-    """The agent config's `[journal]` table; problems are collected on the table's Problems."""
-    d = JournalLimits()
-    if table is None:
-        return d
-    max_bytes = table.size("max_bytes", d.max_bytes)
-    max_age = table.duration("max_age", d.max_age, allow_zero=True)
-    min_free = table.size("min_free_disk", d.min_free_disk)
-    window = table.duration("commit_window", d.commit_window)
-    max_group = table.integer("max_group", d.max_group, minimum=1)
-    max_pending = table.integer("max_pending", d.max_pending, minimum=1)
-    if isinstance(max_bytes, int) and max_bytes < 64 * 1024:
-        table.problem("max_bytes", f"'max_bytes' must be at least 64KiB, not {max_bytes} bytes")
-        max_bytes = d.max_bytes
-    if isinstance(window, float) and window > 1.0:
-        table.problem("commit_window", "'commit_window' must be 1s or less; a few ms is usual")
-        window = d.commit_window
-    table.finish()
-    return JournalLimits(
-        max_bytes=max_bytes if isinstance(max_bytes, int) else d.max_bytes,
-        max_age=max_age if isinstance(max_age, float) else d.max_age,
-        min_free_disk=min_free if isinstance(min_free, int) else d.min_free_disk,
-        commit_window=window if isinstance(window, float) else d.commit_window,
-        max_group=max_group if isinstance(max_group, int) else d.max_group,
-        max_pending=max_pending if isinstance(max_pending, int) else d.max_pending,
-    )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from linelight.agent.mqtt.config import (
+        MQTT_KEYS,
         PROTOCOLS,
         MqttSettings,
         TlsSettings,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     )
 
 _HOME = {
-    "PROTOCOLS": "config", "MqttSettings": "config", "TlsSettings": "config",
+    "MQTT_KEYS": "config", "PROTOCOLS": "config", "MqttSettings": "config", "TlsSettings": "config",
     "read_mqtt": "config", "read_password": "config", "resolve_password_file": "config",
     "Forwarder": "forwarder", "LinkStatus": "forwarder",
     "LinkError": "link", "MqttLink": "link",
@@ -51,7 +52,7 @@ _HOME = {
 }
 
 __all__ = [
-    "CODECS", "PROTOCOLS", "TOPIC_MODES", "UMH_LEVELS", "Forwarder", "LinkError", "LinkStatus",
+    "CODECS", "MQTT_KEYS", "PROTOCOLS", "TOPIC_MODES", "UMH_LEVELS", "Forwarder", "LinkError", "LinkStatus",
     "Message", "MqttLink", "MqttSettings", "RateLimit", "TlsSettings", "TransportError", "UmhPath", "Wire",
     "pack_user_properties", "read_mqtt", "read_password", "resolve_password_file", "topic_part",
 ]

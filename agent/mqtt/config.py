@@ -14,7 +14,8 @@ from pathlib import Path
 from linelight.agent.mqtt.wire import CODECS, TOPIC_MODES, UmhPath
 from linelight.agent.secrets import names_credentials_directory, resolve_secret_path
 from linelight.rules.errors import ConfigError
-from linelight.rules.fields import Table
+from linelight.rules.fields import REQUIRED, Table
+from linelight.rules.keys import Key, Keys
 
 PROTOCOLS = ("5", "3.1.1")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
@@ -61,6 +62,56 @@ class MqttSettings:
         return f"{scheme}://{host}:{self.port}"
 
 
+# -- the key tables: agent.schema builds the `[mqtt]` schema from these, and read_mqtt binds
+# each table to them, so a key it reads that is not declared here fails its tests loudly.
+_D = MqttSettings()
+_TLS = TlsSettings()
+TLS_KEYS = Keys("TLS to the broker", (
+    Key("ca_file", "string", "CA bundle that signs the broker's certificate", None,
+        default_text="the system's CAs"),
+    Key("cert_file", "string", "client certificate (needs key_file)", None),
+    Key("key_file", "string", "client key (needs cert_file)", None),
+    Key("insecure_skip_hostname", "boolean", "do not check the broker's host name",
+        _TLS.insecure_skip_hostname),
+))
+UMH_KEYS = Keys("ISA-95 path for topic_mode = umh", tuple(
+    Key(level, "string", f"the {level} topic level", REQUIRED if level == "enterprise" else None)
+    for level in ("enterprise", "site", "area", "line", "workcell")))
+REPLAY_KEYS = Keys("replay rate limits (0: off)", (
+    Key("msgs_per_s", "number", "replayed messages per second", _D.msgs_per_s, minimum=0.0),
+    Key("bytes_per_s", "size", "replayed bytes per second", int(_D.bytes_per_s)),
+))
+BACKOFF_KEYS = Keys("reconnect backoff", (
+    Key("initial", "duration", "first reconnect delay", _D.backoff_initial, allow_zero=False),
+    Key("max", "duration", "longest reconnect delay", _D.backoff_max, allow_zero=False),
+))
+MQTT_KEYS = Keys("the MQTT broker; leave out to only queue", (
+    Key("host", "string", "broker name or address", _D.host),
+    Key("port", "integer", "broker port", None, default_text="1883, or 8883 with [mqtt.tls]",
+        minimum=1, maximum=65535),
+    Key("protocol", "choice", "MQTT protocol version", _D.protocol, choices=PROTOCOLS),
+    Key("keepalive", "duration", "MQTT keepalive", _D.keepalive, allow_zero=False),
+    Key("connect_timeout", "duration", "deadline of one connect", _D.connect_timeout,
+        allow_zero=False),
+    Key("client_id", "string", "MQTT client id", None, default_text="linelight-{agent_id}",
+        pattern=_CLIENT_ID.pattern[1:-1]),
+    Key("username", "string", "user name", None),
+    Key("password_file", "string", "first line is the password; may start with "
+        "$CREDENTIALS_DIRECTORY", None),
+    Key("topic_prefix", "string", "topic prefix; {agent} is the agent_id", _D.topic_prefix),
+    Key("codec", "choice", "payload encoding", _D.codec, choices=CODECS),
+    Key("topic_mode", "choice", "topic layout", _D.topic_mode, choices=TOPIC_MODES),
+    Key("inflight", "integer", "messages sent and not yet acknowledged at most", _D.inflight,
+        minimum=1, maximum=65000),
+    Key("historical_after", "duration", "older events are sent with historical = true",
+        _D.historical_after),
+    Key("tls", "table", TLS_KEYS.text, None, keys=TLS_KEYS),
+    Key("umh", "table", UMH_KEYS.text, None, keys=UMH_KEYS),
+    Key("replay", "table", REPLAY_KEYS.text, None, keys=REPLAY_KEYS),
+    Key("backoff", "table", BACKOFF_KEYS.text, None, keys=BACKOFF_KEYS),
+))
+
+
 def resolve_password_file(spec: str, environ: dict[str, str] | None = None) -> Path:
     """The password file's path; see `agent.secrets.resolve_secret_path`."""
     return resolve_secret_path(spec, "password_file", environ)
@@ -96,6 +147,7 @@ def read_mqtt(table: Table) -> MqttSettings:
     Relative file paths are taken from the config file's directory.
     """
     base = Path(table.doc.file).parent
+    MQTT_KEYS.bind(table)
     d = MqttSettings()
     host = table.string("host", d.host)
     if isinstance(host, str) and not host.strip():
@@ -161,7 +213,7 @@ def read_mqtt(table: Table) -> MqttSettings:
 
 
 def _read_tls(table: Table, base: Path) -> TlsSettings | None:
-    sub = table.table("tls")
+    sub = MQTT_KEYS.read(table, "tls")
     if sub is None:
         return None
     tls = TlsSettings(
@@ -178,6 +230,8 @@ def _read_tls(table: Table, base: Path) -> TlsSettings | None:
 
 def _read_umh(table: Table, *, required: bool) -> UmhPath | None:
     sub = table.table("umh", required=required)
+    if sub is not None:
+        UMH_KEYS.bind(sub)
     if sub is None:
         return None
     parts: dict[str, str] = {}
@@ -203,7 +257,7 @@ def _read_umh(table: Table, *, required: bool) -> UmhPath | None:
 
 
 def _read_replay(table: Table) -> tuple[float, float]:
-    sub = table.table("replay")
+    sub = MQTT_KEYS.read(table, "replay")
     if sub is None:
         return 0.0, 0.0
     msgs = sub.number("msgs_per_s", 0.0)
@@ -224,7 +278,7 @@ def _read_replay(table: Table) -> tuple[float, float]:
 
 
 def _read_backoff(table: Table, d: MqttSettings) -> tuple[float, float]:
-    sub = table.table("backoff")
+    sub = MQTT_KEYS.read(table, "backoff")
     if sub is None:
         return d.backoff_initial, d.backoff_max
     initial = sub.duration("initial", d.backoff_initial, allow_zero=False)

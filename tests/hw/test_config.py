@@ -121,18 +121,18 @@ def test_a_complete_file_reads_into_specs():
      "agent.toml:5:1: input 'x' needs exactly one of coil, discrete_input, input_register, "
      "holding_register (found coil, holding_register)"),
     ('[sources.a]\ntype = "modbus_tcp"\nhost = "h"\n[sources.a.inputs]\nx = { holding_register = 1, bit = 16 }\n',
-     "agent.toml:5:35: 'bit' must be 0 (least significant) to 15, not 16"),
+     "agent.toml:5:35: 'bit' must be between 0 and 15, not 16 (0 is the least significant bit)"),
     ('[sources.a]\ntype = "modbus_tcp"\nhost = "h"\n[sources.a.inputs]\nx = { holding_register = 1, type = "bool" }\n',
      "agent.toml:5:36: type 'bool' on a register needs 'bit' (0-15) to say which bit"),
     ('[sources.a]\ntype = "modbus_tcp"\nhost = "h"\n[sources.a.inputs]\nx = { coil = 1, type = "float32" }\n',
      "agent.toml:5:24: a coil is a bool, not float32"),
     ('[sources.a]\ntype = "modbus_tcp"\nhost = "h"\n[sources.a.inputs]\nx = { input_register = 70000 }\n',
-     "agent.toml:5:24: 'input_register' must be a 0-based address from 0 to 65535, not 70000"),
+     "agent.toml:5:24: 'input_register' must be between 0 and 65535, not 70000 (a 0-based address)"),
     ('[sources.a]\ntype = "modbus_tcp"\nhost = "h"\nunit = 300\n',
-     "agent.toml:4:8: 'unit' (the Modbus unit id / slave address) must be 0 to 255, not 300"),
+     "agent.toml:4:8: 'unit' must be between 0 and 255, not 300 (the Modbus unit id / slave address)"),
     ('[sources.a]\ntype = "modbus_tcp"\nhost = "h"\nreconnect_min = "100ms"\n',
-     "agent.toml:4:17: 'reconnect_min' must be at least 500ms so a dead device is not hammered "
-     "with connection attempts"),
+     "agent.toml:4:17: 'reconnect_min' must be at least 500ms, not 100ms (so a dead device is not "
+     "hammered with connection attempts)"),
     ('[sources.a]\ntype = "modbus_tcp"\nport = 502\n',
      "agent.toml:1:2: sources.a needs the key 'host'"),
     ('[sources.a]\ntype = "sim"\n[sources.a.inputs]\nx = { wave = "sine" }\n',
@@ -154,7 +154,7 @@ def test_a_complete_file_reads_into_specs():
      "agent.toml:2:11: no hardware profile 'no-such'; available: gpiochip-generic, "
      "modbus-tcp-digital-io, raspberry-pi-gpio-tower"),
     ('[tower]\nblink_fast_hz = 0\n[tower.lamps]\nred = { virtual = true }\n',
-     "agent.toml:2:17: 'blink_fast_hz' must be above 0 and at most 50 (flashes per second), not 0.0"),
+     "agent.toml:2:17: 'blink_fast_hz' must be above 0 and at most 50, not 0 (flashes per second)"),
     ('[tower]\n[tower.lamps]\nred = { pin = 17, coil = 1 }\n',
      "agent.toml:3:1: lamp 'red' needs exactly one of pin (gpiozero), line (gpiochip), coil or "
      "holding_register (Modbus), virtual (found pin, coil)"),
