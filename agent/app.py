@@ -13,12 +13,12 @@ import os
 import signal
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from linelight.agent import __version__
+from linelight.agent import __version__, health
 from linelight.agent import events as ev
 from linelight.agent.clock import ClockWatch
 from linelight.agent.config import AgentConfig
@@ -31,7 +31,12 @@ from linelight.agent.scan import ScanLoop
 from linelight.agent.supervisor import Backoff, Supervisor
 from linelight.hw.build import Hardware, build_hardware
 from linelight.hw.inputs import InputTable
+from linelight.rules.evaluator import Evaluator
+from linelight.rules.model import RuleSet
 from linelight.rules.values import Pattern
+
+if TYPE_CHECKING:  # the forwarder module imports paho: loaded only with an [mqtt] section
+    from linelight.agent.mqtt import Forwarder
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +51,7 @@ class _NoTower:
         return None
 
 
-def make_evaluator(ruleset: Any) -> Any:
-    from linelight.rules.evaluator import Evaluator
-
+def make_evaluator(ruleset: RuleSet) -> Evaluator:
     return Evaluator(ruleset)
 
 
@@ -76,11 +79,10 @@ class Agent:
         self.journal: Journal | None = None
         self.hardware: Hardware | None = None
         self.scan: ScanLoop | None = None
-        self.forwarder: Any = None
+        self.forwarder: Forwarder | None = None
         self.reloader: Reloader | None = None
         self.diagnostics: Diagnostics | None = None
         self.ready = False
-        self._journal_running = False
         self._counters_dirty = False
         self._counters: dict[str, int] = {}
         self._counters_changed: anyio.Event | None = None
@@ -103,7 +105,7 @@ class Agent:
                 self._tg = tg
                 if self._stopping:  # asked to stop while the journal was being opened
                     tg.cancel_scope.cancel()
-                await tg.start(self._run_journal, journal)
+                await tg.start(journal.run)
                 self._build(journal)
                 await self._start_parts(tg)
                 self.ready = True
@@ -163,14 +165,6 @@ class Agent:
             await tg.start(self.reloader.on_sighup)
         if self._watch_files:
             await tg.start(self.reloader.watch_files)
-
-    async def _run_journal(self, journal: Journal, *,
-                           task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._journal_running = True
-        try:
-            await journal.run(task_status=task_status)
-        finally:
-            self._journal_running = False
 
     async def stop_on_signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                               ) -> None:
@@ -237,7 +231,8 @@ class Agent:
             self.notifier.status(self.status_line())
 
     def healthy_enough_for_watchdog(self) -> bool:
-        return self.scan is not None and self.scan.healthy() and self._journal_running
+        return (self.scan is not None and self.scan.healthy()
+                and self.journal is not None and self.journal.running)
 
     def _on_counters(self, totals: dict[str, int]) -> None:
         self._counters = dict(totals)
@@ -283,16 +278,41 @@ class Agent:
                 ) if self.forwarder is not None else "no broker configured"
         return f"state {self.scan_state()}, queue {depth}, broker {link}"
 
-    def health(self) -> tuple[bool, list[str]]:
-        from linelight.agent.health import reasons
+    def parts(self) -> dict[str, Any]:
+        """Each part's own status section, for `agent.health` to compose."""
+        now = time.monotonic()
+        parts: dict[str, Any] = {"components": self.supervisor.status(),
+                                 "clock": self.clock.status()}
+        if self.scan is not None:
+            parts.update(self.scan.view_status(now))
+            parts["scan"] = self.scan.status(now)
+            parts["events"] = {"submitted": parts["scan"]["events_submitted"]}
+        if self.hardware is not None:
+            hw = self.hardware.status()
+            parts["sources"], parts["tower"] = hw["sources"], hw["tower"]
+        if self.journal is not None:
+            parts["queue"] = self.journal.status()
+        if self.forwarder is not None:
+            parts["broker"] = self.forwarder.link.status(now)
+        if self.reloader is not None:
+            parts["rules"] = self.reloader.status()
+        if self.diagnostics is not None:
+            parts["diagnostics"] = {"listen": [f"{h}:{p}" for h, p in self.diagnostics.bound],
+                                    "refused": self.diagnostics.refused}
+        return parts
 
-        found = reasons(self)
+    def health(self) -> tuple[bool, list[str]]:
+        found = health.reasons(self.parts())
         return not found, found
 
     def status(self) -> dict[str, Any]:
-        from linelight.agent.health import status
-
-        return status(self)
+        cfg = self.config
+        identity = {"agent": cfg.agent_id, "version": self.version, "pid": os.getpid(),
+                    "config": str(cfg.path), "config_fingerprint": cfg.fingerprint,
+                    "started_ns": self.started_ns,
+                    "uptime_s": round(time.monotonic() - self.started_mono, 3),
+                    "ready": self.ready}
+        return health.compose(identity, self.parts())
 
     def metrics(self) -> bytes:
         return self.metrics_registry.render()

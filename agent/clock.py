@@ -80,6 +80,9 @@ class ClockWatch:
         """False while the kernel reports the wall clock as not synchronized."""
         return self._synchronized
 
+    def status(self) -> dict[str, object]:
+        return {"synchronized": self._synchronized, "jumps": self.jumps}
+
     def now_ns(self) -> int:
         return self._wall_ns()
 

@@ -33,6 +33,8 @@ from linelight.hw.schema import sources_schema_part
 from linelight.rules.errors import ConfigProblems, LocatedError, Location
 from linelight.rules.fields import Problems, Table
 from linelight.rules.keys import Key, Keys
+from linelight.rules.loader import load_rules
+from linelight.rules.model import RuleSet
 from linelight.rules.tomldoc import TomlDoc
 
 DEFAULT_RULES = ("rules.d/*.toml",)
@@ -73,7 +75,7 @@ class AgentConfig:
     data_dir: Path
     rule_globs: tuple[str, ...]
     rule_files: RuleFiles
-    ruleset: Any  # rules.model.RuleSet
+    ruleset: RuleSet
     scan: ScanSettings
     diagnostics: DiagnosticsSettings
     journal: JournalLimits
@@ -175,12 +177,14 @@ def load_config(path: str | Path) -> AgentConfig:
 
     warnings: list[str] = []
     rule_files = find_rule_files(root, globs, base, problems, warnings)
-    ruleset = None
+    ruleset: RuleSet | None = None
     if not rule_files.files:
+        where = root.value_where("rules") if root.has("rules") else root.where()
         if globs:
-            problems.add(root.value_where("rules") if root.has("rules") else root.where(),
-                         f"no rule file found: 'rules' ({', '.join(globs)}, relative to "
-                         f"{base}) matches no file; the agent needs at least one")
+            problems.add(where, f"no rule file found: 'rules' ({', '.join(globs)}, relative "
+                                f"to {base}) matches no file; the agent needs at least one")
+        elif root.has("rules") and not problems:
+            problems.add(where, "'rules' names no rule file; the agent needs at least one")
     else:
         try:
             ruleset = load_ruleset(rule_files)
@@ -189,6 +193,7 @@ def load_config(path: str | Path) -> AgentConfig:
     if ruleset is not None:
         warnings += cross_check(ruleset, sources, tower, root, problems)
     problems.raise_if_any()
+    assert ruleset is not None  # no rule file is a problem above
 
     digest = hashlib.sha256(text.encode())
     for file_name, rule_text in rule_files.files:
@@ -235,13 +240,11 @@ def reread_rule_files(config: AgentConfig) -> RuleFiles:
     return files
 
 
-def load_ruleset(files: RuleFiles) -> Any:
-    from linelight.rules.loader import load_rules
-
+def load_ruleset(files: RuleFiles) -> RuleSet:
     return load_rules(list(files.files))
 
 
-def check_ruleset_against(config: AgentConfig, ruleset: Any) -> None:
+def check_ruleset_against(config: AgentConfig, ruleset: RuleSet) -> None:
     """For reload: the new rules must fit the sources and tower the agent runs with."""
     problems = Problems()
     doc = TomlDoc(file=str(config.path), text="", data={})
@@ -249,7 +252,7 @@ def check_ruleset_against(config: AgentConfig, ruleset: Any) -> None:
     problems.raise_if_any()
 
 
-def cross_check(ruleset: Any, sources: tuple[SourceSpec, ...], tower: TowerSpec | None,
+def cross_check(ruleset: RuleSet, sources: tuple[SourceSpec, ...], tower: TowerSpec | None,
                 root: Table, problems: Problems) -> list[str]:
     """Inputs read by rules vs inputs delivered by sources; lamps shown vs lamps wired."""
     warnings: list[str] = []
@@ -282,7 +285,7 @@ def cross_check(ruleset: Any, sources: tuple[SourceSpec, ...], tower: TowerSpec 
     return warnings
 
 
-def lamps_shown(ruleset: Any) -> set[str]:
+def lamps_shown(ruleset: RuleSet) -> set[str]:
     """Lamps some state, signal or the unknown state actually lights."""
     shown = {s.lamp for rule in (*ruleset.states, *ruleset.signals) for s in rule.show}
     return shown | {s.lamp for s in ruleset.unknown.show}

@@ -1,5 +1,10 @@
 """What the running agent reports: the /status document and the /healthz reasons.
 
+Pure composition: each part publishes its own `status()` (the scan loop, the journal, the
+broker link, the sources and tower, the supervisor, the clock, the reloader); `agent.app`
+collects them into a mapping of sections and this module derives the health verdict from
+those sections alone. It knows no part's internals and imports none of them.
+
 Each health reason starts with the part it concerns (`scan:`, `journal:`, `broker:`,
 `input:`, `source:`, `tower:`, `clock:`, `rules:`, `state:`); docs/operations.md explains
 every one and what to do about it.
@@ -7,134 +12,79 @@ every one and what to do about it.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from linelight.agent.app import Agent
+from collections.abc import Mapping
+from typing import Any
 
 STALE_NAMES_SHOWN = 5
+STARTING = "agent: starting"
+
+# Sections of the /status document, in the order it lists them after the agent's identity.
+SECTIONS = ("state", "lamps", "signals", "counters", "inputs", "scan", "events", "sources",
+            "tower", "queue", "broker", "rules", "components", "clock", "diagnostics")
+NO_BROKER = {"url": None, "connected": False, "last_error": "no [mqtt] section in the config"}
 
 
-def reasons(agent: Agent) -> list[str]:
+def reasons(parts: Mapping[str, Any]) -> list[str]:
+    """Why the agent is not `ok`, from the parts' status sections; empty when it is."""
+    scan, queue = parts.get("scan"), parts.get("queue")
+    if scan is None or queue is None:
+        return [STARTING]
     out: list[str] = []
-    scan, journal = agent.scan, agent.journal
-    if scan is None or journal is None:
-        return ["agent: starting"]
-    if not scan.healthy():
-        out.append(f"scan: no scan tick for {time.monotonic() - scan.stats.last_tick:.1f} s")
-    if not agent._journal_running:
+    if not scan["healthy"]:
+        since = scan.get("since_last_tick_s")
+        out.append("scan: no scan tick yet" if since is None
+                   else f"scan: no scan tick for {since:.1f} s")
+    if not queue["writer_running"]:
         out.append("journal: the writer is not running")
-    jh = journal.health
-    if not jh.ok:
-        out += [f"journal: {r}" for r in jh.reasons] or ["journal: degraded"]
-    if agent.config.mqtt is None:
-        out.append("broker: none configured ([mqtt] missing), events stay queued on disk")
-    elif agent.forwarder is not None and not agent.forwarder.link.connected:
-        err = agent.forwarder.link.last_error
-        out.append(f"broker: not connected to {agent.config.mqtt.broker}"
-                   + (f" ({err})" if err else ""))
-    bad = [(n, s) for n, s in scan.view.snapshot.items() if not s.quality.usable]
-    if bad:
-        names = ", ".join(f"{n} {s.quality.value}" for n, s in bad[:STALE_NAMES_SHOWN])
-        more = f" and {len(bad) - STALE_NAMES_SHOWN} more" if len(bad) > STALE_NAMES_SHOWN else ""
-        out.append(f"input: {len(bad)} not good ({names}{more})")
-    for name, comp in agent.supervisor.components.items():
-        if not comp.running and comp.restarts:
-            out.append(f"{_part(name)}: {name} failed ({comp.last_error}), restarting")
-    hw = agent.hardware
-    if hw is not None and hw.stacklight is not None:
-        lamps: Any = hw.stacklight.status()["lamps"]
-        failing = [lamp for lamp, st in lamps.items() if st["failing"]]
+    if queue["health"] != "ok":
+        out += [f"journal: {r}" for r in queue.get("health_reasons", ())] or ["journal: degraded"]
+    out += _broker(parts.get("broker") or NO_BROKER)
+    out += _inputs(parts.get("inputs", {}))
+    for name, comp in parts.get("components", {}).items():
+        if not comp["running"] and comp["restarts"]:
+            out.append(f"{name.split(' ', 1)[0]}: {name} failed ({comp['last_error']}), "
+                       "restarting")
+    tower = parts.get("tower")
+    if tower is not None:
+        failing = [lamp for lamp, st in tower["lamps"].items() if st["failing"]]
         if failing:
-            out.append(f"tower: cannot write lamps {', '.join(failing)} "
-                       f"({hw.stacklight.last_error})")
-    if not agent.clock.synchronized:
+            out.append(f"tower: cannot write lamps {', '.join(failing)} ({tower['last_error']})")
+    if not parts.get("clock", {}).get("synchronized", True):
         out.append("clock: wall clock not synchronized; event timestamps are marked")
-    if agent.reloader is not None and agent.reloader.last is not None and not agent.reloader.last.ok:
+    last = (parts.get("rules") or {}).get("last_reload")
+    if last is not None and not last["ok"]:
         out.append("rules: the last reload was rejected, the previous rules are running")
-    if scan.view.state == "unknown":
-        out.append(f"state: unknown ({scan.view.reason or 'inputs missing, stale or not yet read'})")
+    state = parts.get("state") or {}
+    if state.get("name") == "unknown":
+        out.append(f"state: unknown ({state.get('reason') or 'inputs missing, stale or not yet read'})")
     return out
 
 
-def _part(component: str) -> str:
-    return component.split(" ", 1)[0]
+def _broker(broker: Mapping[str, Any]) -> list[str]:
+    if broker.get("url") is None:
+        return ["broker: none configured ([mqtt] missing), events stay queued on disk"]
+    if broker["connected"]:
+        return []
+    err = broker.get("last_error")
+    return [f"broker: not connected to {broker['url']}" + (f" ({err})" if err else "")]
 
 
-def status(agent: Agent) -> dict[str, Any]:
-    now = time.monotonic()
-    cfg = agent.config
-    ok, found = agent.health()
-    doc: dict[str, Any] = {
-        "agent": cfg.agent_id,
-        "version": agent.version,
-        "pid": _pid(),
-        "config": str(cfg.path),
-        "config_fingerprint": cfg.fingerprint,
-        "started_ns": agent.started_ns,
-        "uptime_s": round(now - agent.started_mono, 3),
-        "ready": agent.ready,
-        "health": {"status": "ok" if ok else "degraded", "reasons": found},
-    }
-    scan = agent.scan
-    if scan is not None:
-        v = scan.view
-        doc["state"] = {"name": v.state, "code": v.code, "since_ns": v.state_since_ns,
-                        "for_s": round(now - v.state_since_mono, 3), "reason": v.reason}
-        doc["lamps"] = {lamp: p.value for lamp, p in v.lamps.items()}
-        doc["signals"] = list(v.signals)
-        doc["counters"] = dict(v.counters)
-        doc["inputs"] = {
-            name: {"value": s.value, "quality": s.quality.value,
-                   "age_s": round(now - s.at, 3) if s.at else None, "reason": s.reason}
-            for name, s in sorted(v.snapshot.items())}
-        st = scan.stats
-        doc["scan"] = {"period_s": scan.period, "ticks": st.ticks, "overruns": st.overruns,
-                       "skipped": st.skipped, "last_duration_s": st.last_duration,
-                       "max_duration_s": st.max_duration}
-        doc["events"] = {"submitted": st.events}
-    hw = agent.hardware
-    if hw is not None and hw.stacklight is not None:
-        doc["tower"] = hw.stacklight.status()
-    journal = agent.journal
-    if journal is not None:
-        q = journal.stats()
-        wall = time.time_ns()
-        doc["queue"] = {
-            "depth": q.depth + q.pending, "committed": q.depth, "pending": q.pending,
-            "bytes": q.bytes, "file_bytes": q.file_bytes,
-            "oldest_seq": q.oldest_seq, "newest_seq": q.newest_seq, "seq_hwm": q.seq_hwm,
-            "oldest_age_s": round((wall - q.oldest_enq_ns) / 1e9, 3) if q.oldest_enq_ns else 0.0,
-            "dropped": q.dropped, "gaps": q.gaps, "dead_letters": q.dead_letters,
-            "recovered": q.recovered, "boot": q.boot, "health": str(q.health),
-            "path": str(cfg.journal_path)}
-    fwd = agent.forwarder
-    if fwd is not None:
-        link = fwd.link
-        doc["broker"] = {"url": link.broker, "connected": link.connected,
-                         "last_error": link.last_error, "connects": link.connects,
-                         "reconnects": link.reconnects, "published": link.acked,
-                         "sent": link.published, "in_flight": link.in_flight,
-                         "dead_letters": link.dead_letters,
-                         "connected_for_s": round(now - link.connected_since, 3)
-                         if link.connected and link.connected_since else None}
-    else:
-        doc["broker"] = {"url": None, "connected": False,
-                         "last_error": "no [mqtt] section in the config"}
-    if agent.reloader is not None:
-        doc["rules"] = agent.reloader.status()
-    doc["components"] = {
-        name: {"running": c.running, "restarts": c.restarts, "last_error": c.last_error}
-        for name, c in agent.supervisor.components.items()}
-    doc["clock"] = {"synchronized": agent.clock.synchronized, "jumps": agent.clock.jumps}
-    if agent.diagnostics is not None:
-        doc["diagnostics"] = {"listen": [f"{h}:{p}" for h, p in agent.diagnostics.bound],
-                              "refused": agent.diagnostics.refused}
+def _inputs(inputs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    bad = [(name, i["quality"]) for name, i in inputs.items() if i["quality"] != "good"]
+    if not bad:
+        return []
+    names = ", ".join(f"{n} {q}" for n, q in bad[:STALE_NAMES_SHOWN])
+    more = f" and {len(bad) - STALE_NAMES_SHOWN} more" if len(bad) > STALE_NAMES_SHOWN else ""
+    return [f"input: {len(bad)} not good ({names}{more})"]
+
+
+def compose(identity: Mapping[str, Any], parts: Mapping[str, Any]) -> dict[str, Any]:
+    """The /status document: the agent's identity, its health, then each part's section."""
+    found = reasons(parts)
+    doc: dict[str, Any] = {**identity,
+                           "health": {"status": "degraded" if found else "ok", "reasons": found}}
+    for section in SECTIONS:
+        if parts.get(section) is not None:
+            doc[section] = parts[section]
+    doc.setdefault("broker", dict(NO_BROKER))
     return doc
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

@@ -1,8 +1,8 @@
 """Prometheus metrics through prometheus-client, on a registry of our own (no global state).
 
 The scan loop observes its own duration into a histogram; everything else (queue, broker,
-inputs, components) is read from the agent's status at scrape time by a custom collector,
-so there is one source of truth for `/status` and `/metrics`.
+inputs, sources, components) is read from the agent's status at scrape time by a custom
+collector, so there is one source of truth for `/status` and `/metrics`.
 """
 
 from __future__ import annotations
@@ -104,10 +104,43 @@ class _StatusCollector(Collector):
             restarts.add_metric([name], _num(comp.get("restarts")))
         yield restarts
 
+        yield from _sources(s.get("sources", {}))
+
         clock = s.get("clock", {})
         yield _gauge("linelight_clock_synchronized", "1 when the wall clock is synchronized.",
                      clock.get("synchronized"))
         yield _counter("linelight_clock_jumps", "Wall-clock jumps seen.", clock.get("jumps"))
+
+
+def _sources(sources: Mapping[str, Mapping[str, Any]]) -> Iterator[Any]:
+    """Per-source series with a `source` label, from each source's own status(): every source
+    has an info series; Modbus its link; GPIO its edges; the simulator its ticks."""
+    info = GaugeMetricFamily("linelight_source_info", "A configured input source (value 1).",
+                             labels=["source", "type"])
+    connected = GaugeMetricFamily("linelight_source_connected",
+                                  "1 while the source's device link is up.", labels=["source"])
+    connects = CounterMetricFamily("linelight_source_connects",
+                                   "Successful connections to the device.", labels=["source"])
+    failures = CounterMetricFamily("linelight_source_failures",
+                                   "Failed requests and connection attempts.", labels=["source"])
+    next_attempt = GaugeMetricFamily("linelight_source_next_attempt_seconds",
+                                     "Seconds until the next connection attempt (0: now or "
+                                     "connected).", labels=["source"])
+    polls = CounterMetricFamily("linelight_source_polls", "Poll rounds run.", labels=["source"])
+    edges = CounterMetricFamily("linelight_source_edges", "Line edges seen.", labels=["source"])
+    ticks = CounterMetricFamily("linelight_source_ticks", "Simulator updates.", labels=["source"])
+    for name, st in sources.items():
+        info.add_metric([name, str(st.get("type", ""))], 1.0)
+        link = st.get("link")
+        if isinstance(link, Mapping):
+            connected.add_metric([name], _num(link.get("connected")))
+            connects.add_metric([name], _num(link.get("connects")))
+            failures.add_metric([name], _num(link.get("failures")))
+            next_attempt.add_metric([name], _num(link.get("next_attempt_in")))
+        for family, key in ((polls, "polls"), (edges, "edges"), (ticks, "ticks")):
+            if key in st:
+                family.add_metric([name], _num(st[key]))
+    yield from (info, connected, connects, failures, next_attempt, polls, edges, ticks)
 
 
 def _gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:

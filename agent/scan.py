@@ -192,6 +192,32 @@ class ScanLoop:
         if self.on_live is not None:
             self.on_live(key, value)
 
+    def view_status(self, now: float | None = None) -> dict[str, Any]:
+        """The latest results as /status shows them: state, lamps, signals, counters, inputs."""
+        now = self._mono() if now is None else now
+        v = self.view
+        return {
+            "state": {"name": v.state, "code": v.code, "since_ns": v.state_since_ns,
+                      "for_s": round(now - v.state_since_mono, 3), "reason": v.reason},
+            "lamps": {lamp: p.value for lamp, p in v.lamps.items()},
+            "signals": list(v.signals),
+            "counters": dict(v.counters),
+            "inputs": {name: {"value": s.value, "quality": s.quality.value,
+                              "age_s": round(now - s.at, 3) if s.at else None,
+                              "reason": s.reason}
+                       for name, s in sorted(v.snapshot.items())},
+        }
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        """The scan loop as /status shows it: tick counters and whether ticks keep coming."""
+        now = self._mono() if now is None else now
+        st = self.stats
+        return {"period_s": self.period, "ticks": st.ticks, "overruns": st.overruns,
+                "skipped": st.skipped, "last_duration_s": st.last_duration,
+                "max_duration_s": st.max_duration, "healthy": self.healthy(now),
+                "since_last_tick_s": round(now - st.last_tick, 3) if st.ticks else None,
+                "events_submitted": st.events}
+
     def healthy(self, now: float | None = None) -> bool:
         """True while ticks keep coming (for the systemd watchdog)."""
         now = self._mono() if now is None else now

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -52,6 +53,11 @@ class Supervisor:
         self.backoff = backoff or Backoff()
         self.components: dict[str, ComponentHealth] = {}
         self.stopping = False  # set on planned shutdown: a component that ends is not restarted
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each supervised component: running, restarts, last error."""
+        return {name: {"running": c.running, "restarts": c.restarts, "last_error": c.last_error}
+                for name, c in self.components.items()}
 
     async def run(
         self,

@@ -276,6 +276,25 @@ class Journal:
         return self._store.snapshot.health
 
     @property
+    def running(self) -> bool:
+        """True while the group-commit writer (`run`) runs: nothing is committed otherwise."""
+        return self._running
+
+    def status(self) -> dict[str, Any]:
+        """The queue as /status shows it (depth counts what is buffered, not yet committed)."""
+        q = self.stats()
+        wall = time.time_ns()
+        return {
+            "depth": q.depth + q.pending, "committed": q.depth, "pending": q.pending,
+            "bytes": q.bytes, "file_bytes": q.file_bytes,
+            "oldest_seq": q.oldest_seq, "newest_seq": q.newest_seq, "seq_hwm": q.seq_hwm,
+            "oldest_age_s": round((wall - q.oldest_enq_ns) / 1e9, 3) if q.oldest_enq_ns else 0.0,
+            "dropped": q.dropped, "gaps": q.gaps, "dead_letters": q.dead_letters,
+            "recovered": q.recovered, "boot": q.boot, "health": str(q.health),
+            "health_reasons": list(q.health.reasons), "writer_running": self._running,
+            "path": self.path}
+
+    @property
     def boot(self) -> int:
         return self._store.counters[schema.BOOT]
 

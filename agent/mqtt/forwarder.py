@@ -65,6 +65,15 @@ class LinkStatus:
     live_published: int = 0
     connected_since: float | None = None  # monotonic
 
+    def status(self, now: float) -> dict[str, Any]:
+        """The link as /status shows it (`now`: monotonic seconds)."""
+        return {"url": self.broker, "connected": self.connected, "last_error": self.last_error,
+                "connects": self.connects, "reconnects": self.reconnects,
+                "published": self.acked, "sent": self.published, "in_flight": self.in_flight,
+                "dead_letters": self.dead_letters,
+                "connected_for_s": round(now - self.connected_since, 3)
+                if self.connected and self.connected_since else None}
+
 
 class _Session:
     """Book-keeping of one connection: packet id -> journal seq of the event lane."""

@@ -103,7 +103,8 @@ async def test_watchdog_is_withheld_while_the_journal_writer_is_not_running(
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)
         healthy = await received(6)
-        agent._journal_running = False  # what the writer task's exit leaves behind
+        assert agent.journal is not None
+        agent.journal._running = False  # what the writer task's exit leaves behind
         while True:  # drop what was sent before the flag changed
             try:
                 sock.recv(4096)

@@ -1,0 +1,120 @@
+"""Health is composed from the status each part publishes; per-source status reaches /status
+and /metrics."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from linelight.agent import health
+from linelight.agent.app import Agent
+from linelight.agent.config import load_config
+from tests.hw.helpers import wait_until
+from tests.hw.modbus_server import ModbusTestServer
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = '[[state]]\nname = "running"\ncode = 1\npriority = 1\nwhen = true\n'
+
+
+def _parts(**changes: Any) -> dict[str, Any]:
+    """The sections of a healthy agent, as its parts publish them."""
+    parts: dict[str, Any] = {
+        "state": {"name": "running", "reason": ""},
+        "inputs": {"run": {"quality": "good"}},
+        "scan": {"healthy": True, "since_last_tick_s": 0.01},
+        "queue": {"writer_running": True, "health": "ok", "health_reasons": []},
+        "broker": {"url": "mqtt://127.0.0.1:1883", "connected": True, "last_error": None},
+        "components": {"forwarder": {"running": True, "restarts": 0, "last_error": ""}},
+        "clock": {"synchronized": True, "jumps": 0},
+        "rules": {"last_reload": None},
+    }
+    parts.update(changes)
+    return parts
+
+
+def test_a_healthy_set_of_parts_has_no_reasons() -> None:
+    assert health.reasons(_parts()) == []
+    assert health.compose({"agent": "a"}, _parts())["health"] == {"status": "ok", "reasons": []}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"scan": None}, "agent: starting"),
+    ({"queue": {"writer_running": False, "health": "ok"}}, "journal: the writer is not running"),
+    ({"queue": {"writer_running": True, "health": "degraded", "health_reasons": ["disk full"]}},
+     "journal: disk full"),
+    ({"scan": {"healthy": False, "since_last_tick_s": 3.0}}, "scan: no scan tick for 3.0 s"),
+    ({"broker": None}, "broker: none configured ([mqtt] missing), events stay queued on disk"),
+    ({"broker": {"url": "mqtt://b:1883", "connected": False, "last_error": "refused"}},
+     "broker: not connected to mqtt://b:1883 (refused)"),
+    ({"inputs": {"run": {"quality": "stale"}}}, "input: 1 not good (run stale)"),
+    ({"components": {"source plc": {"running": False, "restarts": 2, "last_error": "boom"}}},
+     "source: source plc failed (boom), restarting"),
+    ({"clock": {"synchronized": False}}, "clock: wall clock not synchronized; event timestamps "
+                                         "are marked"),
+    ({"rules": {"last_reload": {"ok": False}}},
+     "rules: the last reload was rejected, the previous rules are running"),
+    ({"state": {"name": "unknown", "reason": "run is stale"}}, "state: unknown (run is stale)"),
+])
+def test_each_part_status_turns_into_its_reason(change: dict[str, Any], reason: str) -> None:
+    assert reason in health.reasons(_parts(**change))
+
+
+def test_health_imports_no_part_of_the_agent() -> None:
+    """No circle: app imports health, health imports none of the parts it reports on."""
+    tree = ast.parse((ROOT / "agent/health.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m and m.startswith("linelight")], imported
+
+
+def _config(tmp_path: Path, live: int, dead: int) -> Path:
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "r.toml").write_text(RULES)
+    path = tmp_path / "agent.toml"
+    path.write_text(f'agent_id = "t"\ndata_dir = "data"\n[diagnostics]\nenabled = false\n'
+                    f'[sources.plc]\ntype = "modbus_tcp"\nhost = "127.0.0.1"\nport = {live}\n'
+                    f'[sources.plc.inputs]\na = {{ coil = 0 }}\n'
+                    f'[sources.gone]\ntype = "modbus_tcp"\nhost = "127.0.0.1"\nport = {dead}\n'
+                    f'[sources.gone.inputs]\nb = {{ coil = 0 }}\n'
+                    f'[sources.demo]\ntype = "sim"\n[sources.demo.inputs]\n'
+                    f'c = {{ wave = "square", period = "1s" }}\n')
+    return path
+
+
+@pytest.mark.anyio
+async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
+    server = ModbusTestServer()
+    dead = ModbusTestServer()  # never started: nobody listens on its port
+    await server.start()
+    try:
+        agent = Agent(load_config(_config(tmp_path, server.port, dead.port)),
+                      handle_signals=False, watch_files=False)
+        async with anyio.create_task_group() as tg:
+            await tg.start(agent.run)
+
+            def seen() -> bool:
+                sources = agent.status()["sources"]
+                return (sources["plc"]["link"]["connects"] >= 1
+                        and bool(sources["gone"]["link"]["last_error"])
+                        and sources["demo"]["ticks"] > 0)
+
+            await wait_until(seen, what="both Modbus links tried and the simulator ticking")
+            status = agent.status()
+            metrics = agent.metrics().decode()
+            await agent.stop()
+    finally:
+        await server.stop()
+    sources = status["sources"]
+    assert sources["plc"]["type"] == "modbus_tcp" and sources["plc"]["link"]["connected"]
+    assert not sources["gone"]["link"]["connected"]
+    assert "cannot connect" in sources["gone"]["link"]["last_error"]
+    assert sources["demo"]["type"] == "sim"
+    assert 'linelight_source_connected{source="plc"} 1.0' in metrics
+    assert 'linelight_source_connected{source="gone"} 0.0' in metrics
+    assert 'linelight_source_info{source="demo",type="sim"} 1.0' in metrics
+    assert 'linelight_source_ticks_total{source="demo"}' in metrics
+    assert 'linelight_source_next_attempt_seconds{source="gone"}' in metrics
