@@ -167,6 +167,17 @@ def test_named_rule_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None
     assert "cannot read rule file" in problem and "extra.toml" in problem
 
 
+def test_an_empty_rules_list_is_an_error_at_the_rules_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules = []\n" + SIM + TOWER)
+    assert problems_of(path) == [f"{path}:1:9: 'rules' names no rule file; the agent needs at "
+                                 "least one"]
+
+
+def test_a_single_rules_pattern_may_be_a_plain_string(tmp_path: Path) -> None:
+    path = write(tmp_path, 'rules = "rules.d/*.toml"\n' + SIM + TOWER)
+    assert load_config(path).rule_globs == ("rules.d/*.toml",)
+
+
 def test_sections_of_other_parts_report_their_problems_too(tmp_path: Path) -> None:
     path = write(tmp_path, SIM.replace('model = "machine"', 'model = "machine"\nspeed = 3')
                  + TOWER + '[mqtt]\nhots = "broker"\n')
