@@ -749,7 +749,9 @@ SOURCE_KEYS: dict[str, Keys] = {
     "modbus_tcp": MODBUS_TCP_KEYS, "modbus_rtu": MODBUS_RTU_KEYS, "gpiozero": GPIO_ZERO_KEYS,
     "gpiochip": GPIO_CHIP_KEYS, "sim": SIM_KEYS,
 }
-assert tuple(SOURCE_KEYS) == SOURCE_TYPES
+assert tuple(SOURCE_KEYS) == SOURCE_TYPES, (
+    f"every source type needs its key table in hw.config.SOURCE_KEYS: {SOURCE_TYPES} "
+    f"declared, tables for {tuple(SOURCE_KEYS)}")
 
 
 LAMP_KEYS = Keys("exactly one of pin, line, coil, holding_register, virtual", (
