@@ -24,6 +24,7 @@ from linelight.agent.clock import ClockWatch
 from linelight.agent.config import AgentConfig
 from linelight.agent.diagnostics import Diagnostics
 from linelight.agent.journal import Journal, JournalError
+from linelight.agent.memory import RuleMemory
 from linelight.agent.metrics import Metrics
 from linelight.agent.notify import Notifier
 from linelight.agent.reload import Reloader
@@ -40,7 +41,6 @@ if TYPE_CHECKING:  # the forwarder module imports paho: loaded only with an [mqt
 
 log = logging.getLogger(__name__)
 
-COUNTERS_META = "counter_totals"
 SHUTDOWN_BUDGET_S = 5.0
 
 
@@ -83,9 +83,8 @@ class Agent:
         self.reloader: Reloader | None = None
         self.diagnostics: Diagnostics | None = None
         self.ready = False
-        self._counters_dirty = False
-        self._counters: dict[str, int] = {}
-        self._counters_changed: anyio.Event | None = None
+        self.memory: RuleMemory | None = None
+        self.restored_latches: tuple[str, ...] = ()
         self._tg: TaskGroup | None = None
         self._stopping = False
         self._hardware_closed = False
@@ -116,7 +115,8 @@ class Agent:
                     await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
                     self._publish_initial_live()
                 tg.start_soon(self._keep_notifying)
-                tg.start_soon(self._persist_counters)
+                assert self.memory is not None
+                tg.start_soon(self.memory.run)
                 task_status.started(self)
         finally:
             with anyio.CancelScope(shield=True):
@@ -127,16 +127,18 @@ class Agent:
         self.hardware = build_hardware(cfg.sources, cfg.tower, pin_factory=self._pin_factory,
                                        line_backend=self._line_backend)
         evaluator = make_evaluator(cfg.ruleset)
-        totals = journal.get_meta(COUNTERS_META, {}) or {}
-        if totals:
-            evaluator.restore_counters(dict(totals))
-            self._counters = dict(totals)
+        self.memory = RuleMemory(journal, now_ns=self.clock.now_ns)
+        self.restored_latches = self.memory.restore(evaluator)
         tower = self.hardware.stacklight or _NoTower()
         self.scan = ScanLoop(
             inputs=self.inputs, evaluator=evaluator, tower=tower, sink=journal,
             clock=self.clock, period=cfg.scan.period, deadband=cfg.scan.deadband,
             deadbands=cfg.scan.deadbands, on_live=self._on_live,
-            observe=self.metrics_registry.observe_scan, on_counters=self._on_counters)
+            observe=self.metrics_registry.observe_scan,
+            on_counters=self.memory.counters_changed, on_latches=self.memory.latches_changed)
+        # the first tick compares with this: a restored latch is no change to store again
+        self.scan.view.latched = tuple(f"{k}:{n}" for k, n in
+                                       ((lt.kind, lt.name) for lt in evaluator.latches()))
         self.reloader = Reloader(cfg, self.scan, journal, self.clock, make_evaluator)
         if cfg.mqtt is not None:
             from linelight.agent.mqtt import Forwarder
@@ -146,7 +148,7 @@ class Agent:
         journal.submit(ev.agent_event(
             "start", self.version, self.clock.now_ns(), unsynced=not self.clock.synchronized,
             config=cfg.fingerprint, rules=cfg.ruleset.fingerprint, boot=journal.boot,
-            pid=os.getpid()))
+            pid=os.getpid(), latched=list(self.restored_latches)))
 
     async def _start_parts(self, tg: TaskGroup) -> None:
         assert self.hardware is not None and self.scan is not None and self.reloader is not None
@@ -193,7 +195,8 @@ class Agent:
                 self.journal.submit(ev.agent_event(
                     "stop", self.version, self.clock.now_ns(),
                     unsynced=not self.clock.synchronized))
-                await self._save_counters()
+                if self.memory is not None:
+                    await self.memory.flush()
             if self.forwarder is not None:
                 await self.forwarder.stop()
         if self._tg is not None:
@@ -233,26 +236,6 @@ class Agent:
     def healthy_enough_for_watchdog(self) -> bool:
         return (self.scan is not None and self.scan.healthy()
                 and self.journal is not None and self.journal.running)
-
-    def _on_counters(self, totals: dict[str, int]) -> None:
-        self._counters = dict(totals)
-        self._counters_dirty = True
-        if self._counters_changed is not None:
-            self._counters_changed.set()
-
-    async def _persist_counters(self) -> None:
-        """Store counter totals as soon as they change (coalesced while a write is under way),
-        so the next start continues the cumulative totals."""
-        while True:
-            self._counters_changed = anyio.Event()
-            if not self._counters_dirty:
-                await self._counters_changed.wait()
-            await self._save_counters()
-
-    async def _save_counters(self) -> None:
-        if self._counters_dirty and self.journal is not None:
-            self._counters_dirty = False
-            await self.journal.put_meta(COUNTERS_META, dict(self._counters))
 
     def _on_live(self, key: str, value: Any) -> None:
         if self.forwarder is not None:

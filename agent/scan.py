@@ -59,6 +59,7 @@ class ScanView:
     lamps: dict[str, Pattern] = field(default_factory=dict)
     signals: tuple[str, ...] = ()
     counters: dict[str, int] = field(default_factory=dict)
+    latched: tuple[str, ...] = ()  # rules held on by clear_when ("state:x", "signal:y")
     snapshot: dict[str, Sample] = field(default_factory=dict)
 
 
@@ -74,6 +75,7 @@ class ScanLoop:
                  on_live: OnChange | None = None,
                  observe: Callable[[float], None] | None = None,
                  on_counters: Callable[[dict[str, int]], None] | None = None,
+                 on_latches: Callable[[Any], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inputs = inputs
         self.evaluator = evaluator
@@ -85,6 +87,7 @@ class ScanLoop:
         self.on_live = on_live
         self.observe = observe
         self.on_counters = on_counters
+        self.on_latches = on_latches
         self._mono = monotonic
         self.stats = ScanStats()
         self.view = ScanView(state_since_ns=clock.now_ns(), state_since_mono=monotonic())
@@ -186,6 +189,11 @@ class ScanLoop:
             if self.on_counters is not None:
                 self.on_counters(counters)
             self._live("counters", counters)
+        latched = tuple(getattr(step, "latched", ()))
+        if latched != view.latched:
+            view.latched = latched
+            if self.on_latches is not None:
+                self.on_latches(self.evaluator.latches())
         view.snapshot = snapshot
 
     def _live(self, key: str, value: Any) -> None:

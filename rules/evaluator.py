@@ -12,7 +12,7 @@ result is the `unknown` state. The evaluator starts in `unknown`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +55,25 @@ class RuleEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Latch:
+    """A state or signal held on by its `clear_when`, for the journal to keep across restarts.
+
+    `key` is the rule's timer identity (`_timer_key`): a rule whose condition, release,
+    priority or delays changed does not inherit the latch. `since` is scan time.
+    """
+
+    kind: str  # "state" | "signal"
+    name: str
+    key: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
-    """The result of one scan. `reason` says, for people, why the state is unknown."""
+    """The result of one scan. `reason` says, for people, why the state is unknown.
+
+    `latched` names the rules held on by `clear_when` ("state:x", "signal:y"): when it
+    changes, the caller stores `Evaluator.latches()` so a restart cannot release them."""
 
     state: StateInfo
     lamps: TowerCommand
@@ -64,6 +81,7 @@ class Step:
     counters: Mapping[str, int]
     events: tuple[RuleEvent, ...]
     reason: str = ""
+    latched: tuple[str, ...] = ()
 
 
 class _Timer:
@@ -191,6 +209,11 @@ class Evaluator:
         # signals that were on when a reload removed or restarted them: (name, on since)
         self._ended: tuple[tuple[str, float], ...] = ()
         self._depends = _input_dependencies(ruleset)
+        # rules that latch (a clear_when holds them on): their memory must survive restarts
+        self._latching: tuple[tuple[str, Rule, _Timer], ...] = tuple(
+            (kind[:-1], rule, self._timers[kind][rule.name])
+            for kind in ("states", "signals") for rule in getattr(ruleset, kind)
+            if rule.clear_when is not None)
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -209,6 +232,33 @@ class Evaluator:
         for name, total in totals.items():
             if name in self._totals:
                 self._totals[name] = int(total)
+
+    def latches(self) -> tuple[Latch, ...]:
+        """Every state and signal held on by its `clear_when` now (see `restore_latches`)."""
+        return tuple(Latch(kind, rule.name, _timer_key(rule), timer.active_since)
+                     for kind, rule, timer in self._latching if timer.active)
+
+    def restore_latches(self, latches: Iterable[Latch]) -> int:
+        """Latch again what a previous run had latched (before the first scan of a start).
+
+        A latch is restored only onto a rule of the same kind, name and timer identity that
+        latches: a rule that changed, or lost its `clear_when`, starts released. Timers
+        (on/off delays) are not restored: they restart from zero. Returns how many were
+        restored. The state stays `unknown` until a scan decides it; a restored signal is
+        already on, so its first scan sends no "on" event, and its lamp shows as soon as its
+        condition is known.
+        """
+        wanted = {(latch.kind, latch.name): latch for latch in latches}
+        restored = 0
+        for kind, rule, timer in self._latching:
+            latch = wanted.get((kind, rule.name))
+            if latch is None or latch.key != _timer_key(rule):
+                continue
+            timer.active = True
+            timer.active_since = latch.since
+            timer.pending_since = timer.off_since = None
+            restored += 1
+        return restored
 
     def carry_over(self, old: Evaluator) -> None:
         """Keep the memory of every unchanged rule from `old` (a hot reload).
@@ -281,7 +331,9 @@ class Evaluator:
         self._count(now, events)
         signals = tuple(r.name for r, t in self._derived if t is not None and t.active)
         reason = "" if winner is not None else self._reason(blocker)
-        return Step(state, lamps, signals, dict(self._totals), tuple(events), reason)
+        latched = tuple(f"{kind}:{rule.name}" for kind, rule, timer in self._latching
+                        if timer.active)
+        return Step(state, lamps, signals, dict(self._totals), tuple(events), reason, latched)
 
     # -- the scan --------------------------------------------------------------------------
     def _resolve_inputs(self, snapshot: Mapping[str, Sample], now: float) -> None:

@@ -1,0 +1,128 @@
+"""What the rules remember across restarts: counter totals and latches, in the journal's meta.
+
+A latched fault (a state or signal whose `clear_when` has not been met) is something a person
+must act on; a restart, a kill -9, a watchdog restart or an upgrade must not acknowledge it.
+So the scan loop reports every change of the latched set and of counter totals here, and
+`run()` stores them with `Journal.put_meta` (coalesced: only the newest value is written, in
+the next journal commit). The lamp never waits for that write: the scan loop shows the lamp in
+the same tick and the store follows within one commit window. At start, `restore()` seeds the
+evaluator before its first scan.
+
+A latch is stored with the wall-clock time it began (`since_ns`): scan time is monotonic and
+does not survive a restart. What survives what is in docs/rule-language.md ("What survives a
+restart").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import anyio
+
+from linelight.rules.evaluator import Latch
+
+log = logging.getLogger(__name__)
+
+COUNTERS_META = "counter_totals"
+LATCHES_META = "latches"
+MAX_LATCHES = 10_000  # a stored list longer than any rule set could make is damage, not data
+
+
+class MetaStore(Protocol):
+    def get_meta(self, key: str, default: Any = None) -> Any: ...
+    async def put_meta(self, key: str, value: Any) -> None: ...
+
+
+class Remembering(Protocol):
+    """The evaluator's side (linelight.rules.evaluator.Evaluator)."""
+
+    def restore_counters(self, totals: Mapping[str, int]) -> None: ...
+    def restore_latches(self, latches: Iterable[Latch]) -> int: ...
+
+
+class RuleMemory:
+    """Counter totals and latches between the scan loop and the journal's meta table."""
+
+    def __init__(self, store: MetaStore, *, now_ns: Callable[[], int] = time.time_ns,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._now_ns = now_ns
+        self._mono = monotonic
+        self._values: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._changed: anyio.Event | None = None
+
+    # -- start ------------------------------------------------------------------------------
+    def restore(self, evaluator: Remembering) -> tuple[str, ...]:
+        """Seed `evaluator` with what the last run stored; returns the latches restored."""
+        totals = self._store.get_meta(COUNTERS_META, {}) or {}
+        if isinstance(totals, dict):
+            clean = {str(k): int(v) for k, v in totals.items()
+                     if isinstance(v, int) and not isinstance(v, bool)}
+            evaluator.restore_counters(clean)
+            self._values[COUNTERS_META] = clean
+        stored = self._store.get_meta(LATCHES_META, []) or []
+        latches = self._decode_latches(stored)
+        self._values[LATCHES_META] = stored
+        restored = evaluator.restore_latches(latches)
+        names = tuple(f"{latch.kind} '{latch.name}'" for latch in latches)
+        if restored:
+            log.warning("restored %d latch%s from the last run (still to be cleared): %s",
+                        restored, "" if restored == 1 else "es", ", ".join(names))
+        if restored < len(latches):
+            log.warning("%d stored latch%s no longer match the rules (changed or removed) and "
+                        "start released", len(latches) - restored,
+                        "" if len(latches) - restored == 1 else "es")
+        return names if restored else ()
+
+    def _decode_latches(self, stored: Any) -> list[Latch]:
+        if not isinstance(stored, list) or len(stored) > MAX_LATCHES:
+            log.error("journal meta '%s' is not a list of latches; ignoring it", LATCHES_META)
+            return []
+        now_ns, mono = self._now_ns(), self._mono()
+        out: list[Latch] = []
+        for item in stored:
+            try:
+                kind, name, key = str(item["kind"]), str(item["name"]), str(item["key"])
+                age = max(0.0, (now_ns - int(item["since_ns"])) / 1e9)
+            except (KeyError, TypeError, ValueError, OverflowError):
+                log.error("journal meta '%s' holds an unreadable latch %r; ignoring it",
+                          LATCHES_META, item)
+                continue
+            out.append(Latch(kind, name, key, mono - age))
+        return out
+
+    # -- from the scan loop (event-loop thread, never blocks) --------------------------------
+    def counters_changed(self, totals: Mapping[str, int]) -> None:
+        self._set(COUNTERS_META, dict(totals))
+
+    def latches_changed(self, latches: Iterable[Latch]) -> None:
+        now_ns, mono = self._now_ns(), self._mono()
+        self._set(LATCHES_META, [
+            {"kind": latch.kind, "name": latch.name, "key": latch.key,
+             "since_ns": now_ns - int((mono - latch.since) * 1e9)}
+            for latch in latches])
+
+    def _set(self, key: str, value: Any) -> None:
+        self._values[key] = value
+        self._dirty.add(key)
+        if self._changed is not None:
+            self._changed.set()
+
+    # -- storing -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Store every change as soon as it comes (coalesced while a write is under way)."""
+        while True:
+            self._changed = anyio.Event()
+            if not self._dirty:
+                await self._changed.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Store what changed since the last store (also called on a planned stop)."""
+        while self._dirty:
+            key = self._dirty.pop()
+            await self._store.put_meta(key, self._values[key])
