@@ -20,43 +20,10 @@ import pytest
 
 from tests.hw.modbus_server import ModbusTestServer
 from tests.integration.agent_proc import AgentProcess, journal_records, write_config
-from tests.integration.test_shutdown_lamps import DEADLINE_S
+from tests.integration.test_shutdown_lamps import DEADLINE_S, wait_coils
+from tests.rules.test_latches import LATCHING
 
-RULES = """\
-[inputs]
-drive_fault = { type = "bool", stale_after = "2s" }
-reset       = { type = "bool", stale_after = "2s" }
-running     = { type = "bool", stale_after = "2s" }
-
-[[signal]]
-name = "drive_alarm"
-priority = 80
-when = "drive_fault"
-clear_when = "reset and not drive_fault"
-show = { blue = "on" }
-
-[[state]]
-name = "fault"
-code = 180000
-priority = 90
-when = "drive_fault"
-clear_when = "reset and not drive_fault"
-show = { red = "on" }
-
-[[state]]
-name = "producing"
-code = 10000
-priority = 50
-when = "running"
-show = { green = "on" }
-
-[[state]]
-name = "stopped"
-code = 40000
-priority = 0
-when = true
-show = { amber = "on" }
-"""
+RULES = LATCHING  # the evaluator's own latch tests use the same rules
 
 # red, amber, green, blue on coils 0..3
 GREEN = [False, False, True, False]
@@ -87,22 +54,6 @@ green = { coil = 2 }
 blue = { coil = 3 }
 """
     return sources, tower
-
-
-async def wait_coils(server: ModbusTestServer, agent: AgentProcess, want: list[bool],
-                     what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    got: list[bool] = []
-    while time.monotonic() < deadline:
-        got = await server.coils(0, 4)
-        if got == want:
-            return
-        if agent.proc is not None and agent.proc.poll() is not None:
-            raise AssertionError(f"agent exited with {agent.proc.returncode} while waiting for "
-                                 f"{what}:\n{agent.log()}")
-        await anyio.sleep(0.05)
-    raise AssertionError(f"{what}: coils (red, amber, green, blue) are {got}, not {want}\n"
-                         f"agent log:\n{agent.log()[-4000:]}")
 
 
 def stored_latches(data: Path) -> list[str]:
@@ -142,9 +93,9 @@ async def test_a_latched_fault_is_still_latched_after_a_restart_until_reset(
         await server.set_discrete(0, [False, False, True])
         with AgentProcess(config) as agent:
             await anyio.to_thread.run_sync(agent.start)
-            await wait_coils(server, agent, GREEN, "green for 'producing'")
+            await wait_coils(server, agent, GREEN, "green for 'producing'", count=4)
             await server.set_discrete(0, [True])
-            await wait_coils(server, agent, LATCHED, "red and blue for the fault")
+            await wait_coils(server, agent, LATCHED, "red and blue for the fault", count=4)
             await server.set_discrete(0, [False])  # the fault goes away; reset not pressed
             await wait_stored(data, ["signal:drive_alarm", "state:fault"])
             await anyio.sleep(0.3)  # several scans with the fault gone: still latched
@@ -156,12 +107,12 @@ async def test_a_latched_fault_is_still_latched_after_a_restart_until_reset(
                 await anyio.to_thread.run_sync(agent.kill9)
             await server.set_coils(0, [False] * 4)  # a restarted tower must light them again
             await anyio.to_thread.run_sync(agent.start)
-            await wait_coils(server, agent, LATCHED, "red and blue after the restart")
+            await wait_coils(server, agent, LATCHED, "red and blue after the restart", count=4)
             status = await anyio.to_thread.run_sync(agent.status)
             assert status["state"]["name"] == "fault", status
             assert "restored 2 latches from the last run" in agent.log()
             await server.set_discrete(1, [True])  # reset pressed
-            await wait_coils(server, agent, GREEN, "green after reset")
+            await wait_coils(server, agent, GREEN, "green after reset", count=4)
             await server.set_discrete(1, [False])
             await wait_stored(data, [])
             assert await anyio.to_thread.run_sync(agent.stop) == 0, agent.log()

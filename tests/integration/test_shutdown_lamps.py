@@ -67,18 +67,18 @@ DEADLINE_S = 60.0
 
 
 async def wait_coils(server: ModbusTestServer, agent: AgentProcess, want: list[bool],
-                     what: str) -> None:
+                     what: str, count: int = LAMP_COILS) -> None:
     deadline = time.monotonic() + DEADLINE_S
     got: list[bool] = []
     while time.monotonic() < deadline:
-        got = await server.coils(0, LAMP_COILS)
+        got = await server.coils(0, count)
         if got == want:
             return
         if agent.proc is not None and agent.proc.poll() is not None:
             raise AssertionError(f"agent exited with {agent.proc.returncode} while waiting for "
                                  f"{what}:\n{agent.log()}")
         await anyio.sleep(0.05)
-    raise AssertionError(f"{what}: coils (red, amber, green) are {got}, not {want} after "
+    raise AssertionError(f"{what}: coils from 0 (red, amber, green, ...) are {got}, not {want} after "
                          f"{DEADLINE_S}s\nagent log:\n{agent.log()[-4000:]}")
 
 

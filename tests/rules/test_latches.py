@@ -8,9 +8,9 @@ from tests.rules.util import good, load, run
 
 LATCHING = """
 [inputs]
-drive_fault = { type = "bool", stale_after = "1s" }
-reset       = { type = "bool", stale_after = "1s" }
-running     = { type = "bool", stale_after = "1s" }
+drive_fault = { type = "bool", stale_after = "2s" }
+reset       = { type = "bool", stale_after = "2s" }
+running     = { type = "bool", stale_after = "2s" }
 
 [[signal]]
 name = "drive_alarm"
@@ -25,7 +25,7 @@ code = 180000
 priority = 90
 when = "drive_fault"
 clear_when = "reset and not drive_fault"
-show = { red = "blink_fast" }
+show = { red = "on" }
 
 [[state]]
 name = "producing"
@@ -67,7 +67,7 @@ def test_a_restored_latch_keeps_fault_and_lamp_and_sends_no_alarm_on_again() -> 
     assert fresh.restore_latches(latches) == 2
     first = fresh.step(good(QUIET, 100.0), 100.0)
     assert first.state.name == "fault"
-    assert first.lamps["red"] is Pattern.BLINK_FAST and first.lamps["blue"] is Pattern.ON
+    assert first.lamps["red"] is Pattern.ON and first.lamps["blue"] is Pattern.ON
     assert first.lamps["green"] is Pattern.OFF
     assert [e.kind for e in first.events] == ["state"]  # unknown -> fault; no alarm event
     cleared = run(fresh, {**QUIET, "reset": True}, 100.1, 100.3)
