@@ -176,7 +176,7 @@ def load_config(path: str | Path) -> AgentConfig:
     root.finish()
 
     warnings: list[str] = []
-    rule_files = find_rule_files(root, globs, base, problems, warnings)
+    rule_files = find_rule_files(root, globs, base, problems)
     ruleset: RuleSet | None = None
     if not rule_files.files:
         where = root.value_where("rules") if root.has("rules") else root.where()
@@ -208,16 +208,17 @@ def load_config(path: str | Path) -> AgentConfig:
 
 # -- rules --------------------------------------------------------------------------------------
 
-def find_rule_files(root: Table | None, globs: Sequence[str], base: Path, problems: Problems,
-                    warnings: list[str]) -> RuleFiles:
+def find_rule_files(root: Table | None, globs: Sequence[str], base: Path,
+                    problems: Problems) -> RuleFiles:
     """Expand the `rules` globs (relative to the config file) and read every file once."""
     seen: set[str] = set()
     files: list[tuple[str, str]] = []
+    unmatched: list[tuple[int, str]] = []
     for i, pattern in enumerate(globs):
         full = pattern if Path(pattern).is_absolute() else str(base / pattern)
         matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
         if not matches:
-            warnings.append(f"rules pattern '{pattern}' matches no file")
+            unmatched.append((i, pattern))
         for match in matches:
             if match in seen:
                 continue
@@ -229,13 +230,27 @@ def find_rule_files(root: Table | None, globs: Sequence[str], base: Path, proble
                 loc = (root.doc.value_location(("rules", i)) if root is not None
                        else Location(match, 1, 1))
                 problems.add(loc, f"cannot read rule file {match}: {reason or exc}")
+    # With no file at all the caller reports the whole key. A pattern that matches nothing
+    # while others do is a typo or a missing file: `run` would start without those rules,
+    # so it is an error (at start and on reload), not a warning.
+    for i, pattern in unmatched if files else ():
+        loc = (_rules_location(root, i) if root is not None
+               else Location(str(base / pattern), 1, 1))
+        problems.add(loc, f"rules pattern '{pattern}' (relative to {base}) matches no file")
     return RuleFiles(tuple(files))
+
+
+def _rules_location(root: Table, index: int) -> Location:
+    """Where the index-th rules pattern is written (the key itself for a plain string)."""
+    if isinstance(root.doc.data.get("rules"), list):
+        return root.doc.value_location(("rules", index))
+    return root.value_where("rules")
 
 
 def reread_rule_files(config: AgentConfig) -> RuleFiles:
     """The rule files as they are on disk now (for reload); ConfigProblems if one is unreadable."""
     problems = Problems()
-    files = find_rule_files(None, config.rule_globs, config.base_dir, problems, [])
+    files = find_rule_files(None, config.rule_globs, config.base_dir, problems)
     problems.raise_if_any()
     return files
 

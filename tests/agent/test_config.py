@@ -160,6 +160,14 @@ def test_rules_glob_matching_nothing_is_an_error_at_the_rules_key(tmp_path: Path
     assert problem.startswith(f"{path}:1:9: no rule file found")
 
 
+def test_a_second_rules_pattern_matching_nothing_is_an_error_at_that_pattern(
+        tmp_path: Path) -> None:
+    """check said ok (a warning) and run started without those rules: a silent typo."""
+    path = write(tmp_path, 'rules = ["rules.d/*.toml", "rules.x/*.toml"]\n' + SIM + TOWER)
+    assert problems_of(path) == [
+        f"{path}:1:28: rules pattern 'rules.x/*.toml' (relative to {tmp_path}) matches no file"]
+
+
 def test_named_rule_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, 'rules = ["rules.d/machine.toml", "extra.toml"]\n' + SIM + TOWER)
     [problem] = problems_of(path)
