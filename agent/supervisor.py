@@ -17,6 +17,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from linelight.agent.humanize import describe_error
+
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +85,7 @@ class Supervisor:
                 await component(task_status=first)
                 reason = "stopped unexpectedly"
             except Exception as exc:  # the supervisor's job: log, count, restart
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = describe_error(exc)
                 if self.stopping:
                     log.debug("%s ended during shutdown: %s", name, reason)
                 elif not log.isEnabledFor(logging.DEBUG):

@@ -116,3 +116,41 @@ async def test_a_component_failing_before_it_starts_does_not_block_start_up() ->
             await tg.start(sup.run, "diagnostics", cannot_bind)
         tg.cancel_scope.cancel()
     assert sup.components["diagnostics"].last_error == "OSError: address already in use"
+
+
+@pytest.mark.anyio
+async def test_a_failure_inside_a_task_group_is_recorded_by_its_own_sentence() -> None:
+    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.002, jitter=0.0))
+    failed = anyio.Event()
+    runs = 0
+
+    async def bad_row() -> None:
+        raise ValueError("row seq 9 cannot be encoded: expected a map, got a list")
+
+    async def forwarder(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            failed.set()
+            await anyio.sleep_forever()
+        async with anyio.create_task_group() as outer:
+            async with anyio.create_task_group() as inner:  # nested, as the forwarder's are
+                inner.start_soon(bad_row)
+            outer.start_soon(anyio.sleep_forever)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run, "forwarder", forwarder)
+        with anyio.fail_after(30):
+            await failed.wait()
+        tg.cancel_scope.cancel()
+    assert sup.components["forwarder"].last_error == (
+        "ValueError: row seq 9 cannot be encoded: expected a map, got a list")
+
+
+def test_several_failures_show_the_first_and_how_many_more() -> None:
+    from linelight.agent.humanize import describe_error
+
+    group = ExceptionGroup("x", [OSError("disk full"), ExceptionGroup("y", [KeyError("a"),
+                                                                             TimeoutError()])])
+    assert describe_error(group) == "OSError: disk full (and 2 more)"
+    assert describe_error(TimeoutError()) == "TimeoutError"
