@@ -71,6 +71,8 @@ class _StatusCollector(Collector):
         yield _counter("linelight_scan_ticks", "Scan ticks run.", scan.get("ticks"))
         yield _counter("linelight_scan_overruns", "Scan ticks that took longer than the period.",
                        scan.get("overruns"))
+        yield _counter("linelight_scan_skipped", "Scan periods skipped to catch up after overruns "
+                       "(late scans: the lamps followed the machine late).", scan.get("skipped"))
 
         q = s.get("queue", {})
         yield _gauge("linelight_queue_depth", "Events waiting in the on-disk queue.", q.get("depth"))
