@@ -430,6 +430,7 @@ class TowerSpec:
     pin_factory: str | None = None
     profile: str | None = None
     location: Location | None = None
+    warnings: tuple[str, ...] = ()  # located sentences for `check`: legal but probably wrong
 
 
 def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec | None:
@@ -468,9 +469,10 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
     timing = {key: TOWER_KEYS.read(t, key) for key in
               ("blink_slow_hz", "blink_fast_hz", "refresh", "retry", "write_timeout")}
     on_exit = _read_on_exit(t, lamps)
+    warnings = _on_exit_warnings(t, on_exit)
     t.finish()
     return TowerSpec(lamps, **timing, on_exit=on_exit, pin_factory=pin_factory,
-                     profile=profile_name, location=t.where())
+                     profile=profile_name, location=t.where(), warnings=warnings)
 
 
 def _read_lamps(table: Table | None) -> dict[str, LampBinding]:
@@ -564,6 +566,15 @@ def _read_on_exit(t: Table, lamps: dict[str, LampBinding]) -> dict[str, Pattern]
             out[lamp] = Pattern(pattern)
     sub.finish()
     return out
+
+
+def _on_exit_warnings(t: Table, on_exit: dict[str, Pattern]) -> tuple[str, ...]:
+    if on_exit.get("green") is not Pattern.ON:
+        return ()
+    per_lamp = isinstance(t.raw("on_exit"), dict)
+    where = t.doc.value_location((*t.path, "on_exit", "green") if per_lamp else (*t.path, "on_exit"))
+    return (f"{where}: on_exit lights green after the agent stops: a machine nobody watches "
+            "would look like it is producing; light red or amber instead, or \"off\"",)
 
 
 def _lamp_message(lamp: str) -> str:

@@ -10,6 +10,7 @@ JSON Schema (draft-07, self-contained), with the default in each description.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -114,6 +115,9 @@ class Key:
                 self.pattern, value):
             t.problem(name, f"'{name}' must be {self.pattern_text or 'like ' + self.pattern}, "
                             f"not '{value}'")
+            return fallback
+        if isinstance(value, float) and not math.isfinite(value):  # TOML's nan and inf
+            t.problem(name, f"'{name}' must be a finite number, not {value}")
             return fallback
         if isinstance(value, int | float) and not isinstance(value, bool):
             too_low = ((self.minimum is not None and value < self.minimum)

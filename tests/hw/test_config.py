@@ -193,3 +193,18 @@ def test_tower_lamps_override_the_profile():
     assert tower is not None
     assert tower.lamps["buzzer"].pin == 5 and tower.lamps["buzzer"].active_low is True
     assert tower.lamps["red"].pin == "GPIO17"
+
+
+@pytest.mark.parametrize("key,value", [("scale", "nan"), ("scale", "inf"), ("scale", "-inf"),
+                                       ("offset", "nan"), ("offset", "+inf")])
+def test_a_scale_or_offset_that_is_not_finite_is_located(key: str, value: str) -> None:
+    snippet = ('[sources.a]\ntype = "modbus_tcp"\nhost = "h"\n[sources.a.inputs]\n'
+               f'x = {{ holding_register = 1, {key} = {value} }}\n')
+    col = len("x = { holding_register = 1, ") + len(key) + len(" = ") + 1
+    expected = f"agent.toml:5:{col}: '{key}' must be a finite number, not {value.lstrip('+')}"
+    assert expected in config_problems(snippet)
+
+
+def test_a_blink_frequency_of_nan_is_located() -> None:
+    problems = config_problems('[tower]\nblink_slow_hz = nan\n[tower.lamps]\nred = { virtual = true }\n')
+    assert "agent.toml:2:17: 'blink_slow_hz' must be a finite number, not nan" in problems
