@@ -161,7 +161,9 @@ class Agent:
                            partial(source.run, self.inputs))
         if self.config.diagnostics.enabled:
             d = self.config.diagnostics
-            self.diagnostics = Diagnostics(self, list(d.listen), d.token_file)
+            self.diagnostics = Diagnostics(self, list(d.listen), d.token_file,
+                                           allowed_hosts=d.allowed_hosts,
+                                           token_for_reads=d.token_for_reads)
             await tg.start(self.supervisor.run, "diagnostics", self.diagnostics.run)
         if self._handle_signals:
             await tg.start(self.reloader.on_sighup)

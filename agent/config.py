@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linelight.agent.diagnostics import DEFAULT_LISTEN, parse_listen
+from linelight.agent.diagnostics import DEFAULT_LISTEN, is_loopback, parse_host, parse_listen
 from linelight.agent.journal import JOURNAL_KEYS, JournalLimits, read_journal_limits
 from linelight.agent.mqtt import MQTT_KEYS, MqttSettings, read_mqtt
 from linelight.agent.secrets import names_credentials_directory
@@ -55,6 +55,13 @@ class DiagnosticsSettings:
     enabled: bool = True
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 9750),)
     token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback (the tailnet name)
+    allow_remote: bool = False  # opt-in to a non-loopback listen address
+
+    @property
+    def token_for_reads(self) -> bool:
+        """A non-loopback bind: every endpoint but /healthz needs the token."""
+        return not all(is_loopback(host) for host, _ in self.listen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +118,16 @@ SCAN_KEYS = Keys("the scan loop", (
 _DIAGNOSTICS = DiagnosticsSettings()
 DIAGNOSTICS_KEYS = Keys("the HTTP diagnostics endpoint", (
     Key("enabled", "boolean", "serve HTTP diagnostics", _DIAGNOSTICS.enabled),
-    Key("listen", "strings", "host:port to bind; a name other than loopback needs a token",
+    Key("listen", "strings", "host:port to bind; an address other than loopback needs "
+        "allow_remote",
         list(DEFAULT_LISTEN), pattern=r".+:\d+"),
     Key("token_file", "string", "file with the token for POST /lamp-test and /reload", None),
+    Key("allowed_hosts", "strings", "Host names served besides loopback, e.g. the tailnet name "
+        "that tailscale serve passes on (name, or name:port; no wildcards); others get 421",
+        list(_DIAGNOSTICS.allowed_hosts)),
+    Key("allow_remote", "boolean", "allow a listen address that is not loopback; needs "
+        "token_file, and then every endpoint but /healthz needs the token",
+        _DIAGNOSTICS.allow_remote),
 ))
 
 
@@ -289,6 +303,7 @@ def cross_check(ruleset: RuleSet, sources: tuple[SourceSpec, ...], tower: TowerS
         if shown:
             warnings.append("no [tower] configured: lamps are shown in /status only")
     else:
+        warnings += tower.warnings
         wired = set(tower.lamps)
         for lamp in sorted(shown - wired):
             problems.add(tower.location or root.where("tower"),
@@ -373,13 +388,44 @@ def _read_diagnostics(t: Table | None, base: Path) -> DiagnosticsSettings:
     if t is None:
         return d
     enabled = DIAGNOSTICS_KEYS.read(t, "enabled")
-    listen: list[tuple[str, int]] = []
-    for i, item in enumerate(DIAGNOSTICS_KEYS.read(t, "listen") or ()):
-        try:
-            listen.append(parse_listen(item))
-        except ValueError as exc:
-            t.problems.add(t.doc.value_location((*t.path, "listen", i)), str(exc))
+    allow_remote = bool(DIAGNOSTICS_KEYS.read(t, "allow_remote"))
+    listen = _listen_addresses(t, allow_remote)
+    hosts = _allowed_hosts(t)
     token_file = _path(t, DIAGNOSTICS_KEYS, "token_file", base)
+    if allow_remote and token_file is None:
+        t.problem("allow_remote", "'allow_remote' needs 'token_file': every endpoint except "
+                                  "/healthz then asks for the token")
     t.finish()
     return DiagnosticsSettings(d.enabled if enabled is None else bool(enabled),
-                               tuple(listen) or d.listen, token_file)
+                               tuple(listen) or d.listen, token_file, hosts, allow_remote)
+
+
+def _listen_addresses(t: Table, allow_remote: bool) -> list[tuple[str, int]]:
+    listen: list[tuple[str, int]] = []
+    for i, item in enumerate(DIAGNOSTICS_KEYS.read(t, "listen") or ()):
+        where = t.doc.value_location((*t.path, "listen", i))
+        try:
+            host, port = parse_listen(item)
+        except ValueError as exc:
+            t.problems.add(where, str(exc))
+            continue
+        if not allow_remote and not is_loopback(host):
+            t.problems.add(where, f"'{item}' is not a loopback address: anyone on that network "
+                                  "could read /status; keep 127.0.0.1 and use tailscale serve "
+                                  "(docs/operations.md), or set allow_remote = true and a "
+                                  "token_file (then every endpoint but /healthz needs the token)")
+        listen.append((host, port))
+    return listen
+
+
+def _allowed_hosts(t: Table) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for i, item in enumerate(DIAGNOSTICS_KEYS.read(t, "allowed_hosts") or ()):
+        try:
+            parse_host(item)
+            hosts.append(item)
+        except ValueError as exc:
+            t.problems.add(t.doc.value_location((*t.path, "allowed_hosts", i)),
+                           f"{exc}; write a name such as \"press-07.tail1234.ts.net\", "
+                           "optionally with :port (no wildcards)")
+    return tuple(hosts)

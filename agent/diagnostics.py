@@ -4,16 +4,27 @@ Binds to 127.0.0.1:9750 unless configured otherwise; remote access goes through
 `tailscale serve` in front of that loopback port. Reading needs nothing; the two actions that
 change something (`POST /lamp-test`, `POST /reload`) need the token from `token_file`, and every
 attempt is logged with who asked (the `Tailscale-User-Login` header `tailscale serve` adds).
-A deliberately small HTTP/1.1 server over anyio streams: one request per connection.
+A non-loopback bind (allowed only with `allow_remote`, checked at config load) needs the token
+for everything but `/healthz`.
+
+A deliberately small HTTP/1.1 server over anyio streams, one request per connection, that
+expects hostile clients: a malformed request gets 400 (413 for a large body), a handler that
+raises gets 500, and neither ends the server; at most `MAX_CONNECTIONS` connections are served
+at once (more get 503 at once) and each must deliver its request within `REQUEST_TIMEOUT_S`.
+Only the Hosts the operator configured are served (421 otherwise), against DNS rebinding, and
+every client-supplied value is made printable before it reaches the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
+import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -22,7 +33,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
-from linelight.agent.humanize import format_age
+from linelight.agent.humanize import describe_error, format_age
 from linelight.agent.metrics import CONTENT_TYPE as METRICS_TYPE
 from linelight.agent.secrets import resolve_secret_path
 from linelight.rules.errors import ConfigError
@@ -30,9 +41,21 @@ from linelight.rules.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = ("127.0.0.1:9750",)  # loopback only: remote access goes through tailscale serve
-MAX_HEAD = 16 * 1024
+MAX_HEAD = 16 * 1024  # request line and headers
+MAX_HEADERS = 64
 MAX_BODY = 4 * 1024
-READ_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 32  # served at once; the next ones get 503 and are closed at once
+REQUEST_TIMEOUT_S = 5.0  # to deliver the whole request (head and body) after connecting
+WRITE_TIMEOUT_S = 10.0  # to take the whole response
+LOGGED_CHARS = 120  # a client-supplied value is cut to this length in the log
+LOOPBACK_NAMES = ("localhost",)  # and every loopback address literal (127.0.0.0/8, ::1)
+MAX_HOSTS_LOGGED = 16  # distinct refused Hosts logged at warning level; later ones at debug
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TARGET = re.compile(r"/[\x21-\x7e]*")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() is also true for '²'
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*")
 
 
 class DiagnosticsTarget(Protocol):
@@ -55,10 +78,13 @@ class Request:
     path: str
     headers: Mapping[str, str]  # lower-case names
     peer: str
+    host: tuple[str, int | None] = ("", None)  # the Host header, parsed by `parse_host`
+    local: tuple[str, int] = ("", 0)  # the address the client connected to
 
     @property
     def who(self) -> str:
-        user = self.headers.get("tailscale-user-login", "").strip()
+        """The caller for the log and the journal: printable, never a forged line."""
+        user = printable(self.headers.get("tailscale-user-login", "").strip())
         return f"{user} via {self.peer}" if user else f"unidentified caller at {self.peer}"
 
 
@@ -70,42 +96,120 @@ class Response:
     extra: tuple[tuple[str, str], ...] = ()
 
 
+class BadRequest(Exception):
+    """A request the server will not handle: answered with `code` and the sentence."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def response(self) -> Response:
+        return Response(self.code, f"{self.message}\n".encode("latin-1", "replace"))
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """`"127.0.0.1:9750"` or `"[::1]:9750"` -> (host, port). Raises ValueError with a sentence."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not _DIGITS.fullmatch(port) or not host:
         raise ValueError(f"'{text}' is not a listen address; write host:port, "
                          "e.g. '127.0.0.1:9750' or '[::1]:9750'")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    number = int(port)
-    if number > 65535:
-        raise ValueError(f"port {number} in '{text}' is above 65535")
-    return host, number
+    if len(port) > 5 or int(port) > 65535:
+        raise ValueError(f"port {port} in '{text}' is above 65535")
+    return host, int(port)
+
+
+def parse_host(text: str) -> tuple[str, int | None]:
+    """A Host header or an `allowed_hosts` entry -> (lower-case name or address, port or None).
+
+    `name`, `name:port`, `1.2.3.4:port`, `[::1]:port`. Raises ValueError with a sentence.
+    """
+    value = text.strip().lower()
+    port: int | None = None
+    if value.startswith("["):
+        end = value.find("]")
+        name, rest = value[1:end], value[end + 1:]
+        if end < 0 or not _is_address(name) or ":" not in name:
+            raise ValueError(f"'{printable(text)}' is not a host name or address")
+    else:
+        name, _, rest = value.partition(":")
+        rest = ":" + rest if rest or value.endswith(":") else ""
+        name = name.removesuffix(".")
+        if not (_HOST_NAME.fullmatch(name) and len(name) <= 253):
+            raise ValueError(f"'{printable(text)}' is not a host name or address")
+    if rest:
+        digits = rest[1:]
+        if not rest.startswith(":") or not _DIGITS.fullmatch(digits) or len(digits) > 5 \
+                or int(digits) > 65535:
+            raise ValueError(f"'{printable(text)}' has no valid port (1 to 65535) after the name")
+        port = int(digits)
+    return name, port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen or Host name is this machine only: `localhost` or a loopback address."""
+    if host.lower().removesuffix(".") in LOOPBACK_NAMES:
+        return True
+    address = _address(host)
+    return address is not None and address.is_loopback
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_address(text: str) -> bool:
+    return _address(text) is not None
+
+
+def printable(text: str, limit: int = LOGGED_CHARS) -> str:
+    """A client-supplied value for the log: UTF-8 shown as text where it is valid, every
+    control or line-breaking character escaped (`\\x0a`), at most `limit` characters."""
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        text = text.encode("latin-1").decode("utf-8")
+    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
 
 
 class Diagnostics:
     """Serves the endpoint on every configured address until cancelled."""
 
     def __init__(self, target: DiagnosticsTarget, listen: list[tuple[str, int]],
-                 token_file: Path | None) -> None:
+                 token_file: Path | None, *, allowed_hosts: Sequence[str] = (),
+                 token_for_reads: bool = False) -> None:
         self.target = target
         self.listen = listen
         self.token_file = token_file
+        self.allowed_hosts = [parse_host(h) for h in allowed_hosts]
+        self.token_for_reads = token_for_reads  # a non-loopback bind: only /healthz is open
         self.bound: list[tuple[str, int]] = []
-        self.refused = 0
+        self.refused = 0  # requests refused: no or wrong token, or a Host not configured
+        self.active = 0  # connections being served now
+        self._busy_logged = False
+        self._hosts_logged: set[str] = set()
 
     async def run(self, *, task_status: TaskStatus[list[tuple[str, int]]] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         listeners = []
+        self.bound = []  # a restart binds afresh: the list is this run's, not a history
         try:
+            bound: list[tuple[str, int]] = []
             for host, port in self.listen:
                 listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
                                                            reuse_port=False)
                 listeners.append(listener)
                 for sub in listener.listeners:
                     addr = sub.extra(SocketAttribute.local_address)
-                    self.bound.append((str(addr[0]), int(addr[1])))
+                    bound.append((str(addr[0]), int(addr[1])))
+            self.bound = bound
             log.info("diagnostics on %s", ", ".join(f"{h}:{p}" for h, p in self.bound))
             task_status.started(list(self.bound))
             async with anyio.create_task_group() as tg:
@@ -117,18 +221,61 @@ class Diagnostics:
 
     async def _serve_one(self, stream: SocketStream) -> None:
         async with stream:
-            try:
-                peer_addr = stream.extra(SocketAttribute.remote_address)
-                peer = f"{peer_addr[0]}:{peer_addr[1]}" if isinstance(peer_addr, tuple) else "?"
-                with anyio.fail_after(READ_TIMEOUT_S):
-                    request = await _read_request(stream, peer)
-                response = await self.handle(request) if request else Response(400, b"bad request\n")
-                await stream.send(_encode(response))
-            except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError,
-                    anyio.EndOfStream, ConnectionError):
+            if self.active >= MAX_CONNECTIONS:
+                await self._refuse_busy(stream)
                 return
+            self.active += 1
+            try:
+                await self._exchange(stream)
+            except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                    anyio.EndOfStream, OSError):
+                return  # the client went away or was too slow: nothing to answer
+            finally:
+                self.active -= 1
+                if self.active < MAX_CONNECTIONS // 2:
+                    self._busy_logged = False
+
+    async def _refuse_busy(self, stream: SocketStream) -> None:
+        if not self._busy_logged:
+            self._busy_logged = True
+            log.warning("diagnostics: %d connections open, refusing more until some finish",
+                        self.active)
+        busy = Response(503, b"busy: too many open connections; retry in a second\n",
+                        extra=(("Retry-After", "1"),))
+        with anyio.move_on_after(1.0), contextlib.suppress(
+                anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await stream.send(_encode(busy))
+
+    async def _exchange(self, stream: SocketStream) -> None:
+        peer = _address_text(stream.extra(SocketAttribute.remote_address))
+        local_addr = stream.extra(SocketAttribute.local_address)
+        local = (str(local_addr[0]), int(local_addr[1])) if isinstance(local_addr, tuple) \
+            else ("", 0)
+        head_only = False
+        try:
+            with anyio.fail_after(REQUEST_TIMEOUT_S):
+                request = await _read_request(stream, peer, local)
+        except BadRequest as exc:
+            log.debug("diagnostics: %d for %s: %s", exc.code, peer, printable(exc.message))
+            response = exc.response()
+        else:
+            head_only = request.method == "HEAD"
+            response = await self._answer(request)
+        with anyio.fail_after(WRITE_TIMEOUT_S):
+            await stream.send(_encode(response, head_only=head_only))
+
+    async def _answer(self, req: Request) -> Response:
+        try:
+            return await self.handle(req)
+        except Exception as exc:  # one failing request must not end the endpoint: log, answer 500
+            log.error("diagnostics: %s %s from %s failed: %s", req.method, printable(req.path),
+                      req.peer, describe_error(exc), exc_info=log.isEnabledFor(logging.DEBUG))
+            return Response(500, b"internal error: the agent's log has the details\n")
 
     async def handle(self, req: Request) -> Response:
+        misdirected = self._check_host(req)
+        if misdirected is not None:
+            return misdirected
         routes: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/healthz": self._healthz, "/status": self._status, "/metrics": self._metrics,
             "/": self._page, "/lamp-test": self._lamp_test, "/reload": self._reload,
@@ -141,14 +288,37 @@ class Diagnostics:
         if mutating and req.method != "POST":
             return Response(405, b"use POST\n", extra=(("Allow", "POST"),))
         if not mutating and req.method not in ("GET", "HEAD"):
-            return Response(405, b"read-only endpoint: use GET\n", extra=(("Allow", "GET"),))
-        if mutating:
+            return Response(405, b"read-only endpoint: use GET\n", extra=(("Allow", "GET, HEAD"),))
+        if mutating or (self.token_for_reads and path != "/healthz"):
             refusal = self._authorize(req, path)
             if refusal is not None:
                 return refusal
         return await handler(req)
 
     # -- authorization -------------------------------------------------------------------------
+    def _check_host(self, req: Request) -> Response | None:
+        """DNS rebinding: a page of another site, resolved to this machine, names its own Host."""
+        name, port = req.host
+        for allowed, allowed_port in self.allowed_hosts:
+            if name == allowed and allowed_port in (None, port if port is not None else 80):
+                return None
+        local_host, local_port = req.local
+        local = _address(local_host)
+        if (port if port is not None else 80) == local_port and (
+                is_loopback(name) or (local is not None and _address(name) == local)):
+            return None
+        self.refused += 1
+        if name not in self._hosts_logged:
+            level = logging.DEBUG
+            if len(self._hosts_logged) < MAX_HOSTS_LOGGED:
+                self._hosts_logged.add(name)
+                level = logging.WARNING
+            log.log(level, "diagnostics: refused Host '%s' from %s: not a loopback name or in "
+                           "[diagnostics] allowed_hosts", printable(_host_text(req.host)), req.peer)
+        return Response(421, (f"this agent does not answer to Host '{_host_text(req.host)}'; "
+                              "add the name to [diagnostics] allowed_hosts\n"
+                              ).encode("latin-1", "replace"))
+
     def _authorize(self, req: Request, path: str) -> Response | None:
         if self.token_file is None:
             self.refused += 1
@@ -166,7 +336,7 @@ class Diagnostics:
         given = req.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         if not token or scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode(), token.encode()):
+                value.strip().encode("latin-1"), token.encode()):
             self.refused += 1
             log.warning("%s refused for %s: %s", path, req.who,
                         "wrong token" if given else "no token")
@@ -199,36 +369,95 @@ class Diagnostics:
         return Response(200, (await self.target.reload(req.who) + "\n").encode())
 
 
-async def _read_request(stream: SocketStream, peer: str) -> Request | None:
+def _address_text(addr: Any) -> str:
+    if not isinstance(addr, tuple):
+        return "?"
+    host = str(addr[0])
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+
+def _host_text(host: tuple[str, int | None]) -> str:
+    name, port = host
+    shown = f"[{name}]" if ":" in name else name
+    return shown if port is None else f"{shown}:{port}"
+
+
+async def _read_request(stream: SocketStream, peer: str, local: tuple[str, int]) -> Request:
+    """One request from the stream; BadRequest for anything this server will not handle."""
     buf = b""
     while b"\r\n\r\n" not in buf:
         if len(buf) > MAX_HEAD:
-            return None
+            raise BadRequest(431, f"the request head is longer than {MAX_HEAD} bytes")
         buf += await stream.receive(4096)
     head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    length = headers.get("content-length", "0")
-    remaining = min(int(length) if length.isdigit() else 0, MAX_BODY) - len(rest)
+    if len(head) > MAX_HEAD:
+        raise BadRequest(431, f"the request head is longer than {MAX_HEAD} bytes")
+    method, target, headers = parse_head(head)
+    try:
+        host = parse_host(headers["host"])
+    except ValueError as exc:
+        raise BadRequest(400, f"bad Host header: {exc}") from None
+    remaining = _content_length(headers) - len(rest)
     while remaining > 0:  # drain a small body so the client sees our reply, not a reset
         chunk = await stream.receive(4096)
         remaining -= len(chunk)
-    return Request(parts[0].upper(), parts[1], headers, peer)
+    return Request(method, target, headers, peer, host, local)
 
 
-def _encode(r: Response) -> bytes:
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """Request line and headers (without the blank line) -> (method, target, headers).
+
+    Strict where leniency is a risk: one Host, no control characters (a LF inside a value
+    could forge a log line), no folded lines, header names that are tokens.
+    """
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
+        raise BadRequest(400, "the request line is not 'METHOD /path HTTP/1.1'")
+    method, target, version = parts
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        if not version.startswith("HTTP/"):
+            raise BadRequest(400, "the request line is not 'METHOD /path HTTP/1.1'")
+        raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    if not _TARGET.fullmatch(target):
+        raise BadRequest(400, "the request target must be a path starting with '/'")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise BadRequest(431, f"more than {MAX_HEADERS} header lines")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise BadRequest(400, "a header line is not 'Name: value' (folded lines are refused)")
+        if _CONTROL.search(value):
+            raise BadRequest(400, f"header {name} contains a control character")
+        key = name.lower()
+        value = value.strip(" \t")
+        if key in headers and key in ("host", "content-length", "authorization"):
+            raise BadRequest(400, f"header {name} is given twice")
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    if "host" not in headers:
+        raise BadRequest(400, "a Host header is required")
+    if "transfer-encoding" in headers:
+        raise BadRequest(501, "Transfer-Encoding is not supported; send Content-Length")
+    return method.upper(), target, headers
+
+
+def _content_length(headers: Mapping[str, str]) -> int:
+    text = headers.get("content-length", "0")
+    if not _DIGITS.fullmatch(text) or len(text) > 18:  # more digits than any int64 has
+        raise BadRequest(400, "Content-Length must be a number of bytes (ASCII digits)")
+    if int(text) > MAX_BODY:
+        raise BadRequest(413, f"the body is larger than {MAX_BODY} bytes")
+    return int(text)
+
+
+def _encode(r: Response, *, head_only: bool = False) -> bytes:
+    """The response bytes; for HEAD the same head (with the GET's Content-Length), no body."""
     head = [f"HTTP/1.1 {r.code} {HTTPStatus(r.code).phrase}",
             f"Content-Type: {r.content_type}", f"Content-Length: {len(r.body)}",
             "Cache-Control: no-store", "Connection: close"]
     head += [f"{k}: {v}" for k, v in r.extra]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + r.body
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else r.body)
 
 
 # -- the read-only page -----------------------------------------------------------------------

@@ -250,3 +250,55 @@ def test_config_schema_rejects_what_the_reader_rejects() -> None:
     schema = config_schema()
     assert _keys_missing_from_schema({"colour": "red"}, schema) == ["colour"]
     assert _keys_missing_from_schema({"scan": {"speed": 1}}, schema) == ["scan.speed"]
+
+
+# -- diagnostics exposure (issue 12, group 5) -----------------------------------------------------
+
+@pytest.mark.parametrize("address", ["0.0.0.0:9750", "[::]:9750", "192.168.10.5:9750",
+                                     "press-07.plant.example:9750"])
+def test_a_non_loopback_listen_address_needs_allow_remote(tmp_path: Path, address: str) -> None:
+    path = write(tmp_path, SIM + TOWER + f'[diagnostics]\nlisten = ["{address}"]\n')
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:{SIM.count(chr(10)) + TOWER.count(chr(10)) + 2}:11: "
+                              f"'{address}' is not a loopback address")
+    assert "allow_remote = true" in problem and "tailscale serve" in problem
+
+
+def test_allow_remote_needs_a_token_file(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM + TOWER + '[diagnostics]\nlisten = ["0.0.0.0:9750"]\n'
+                 'allow_remote = true\n')
+    [problem] = problems_of(path)
+    assert "'allow_remote' needs 'token_file'" in problem and ":3:" not in problem
+
+
+def test_allow_remote_with_a_token_file_requires_the_token_for_reads(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM + TOWER + '[diagnostics]\nlisten = ["127.0.0.1:9750", "0.0.0.0:9750"]\n'
+                 'allow_remote = true\ntoken_file = "token"\n')
+    d = load_config(path).diagnostics
+    assert d.allow_remote and d.token_for_reads and d.listen[1] == ("0.0.0.0", 9750)
+    loopback = write(tmp_path, SIM + TOWER + '[diagnostics]\nlisten = ["localhost:9750", "[::1]:9750"]\n')
+    assert not load_config(loopback).diagnostics.token_for_reads
+
+
+def test_allowed_hosts_are_read_and_bad_ones_located(tmp_path: Path) -> None:
+    good = write(tmp_path, SIM + TOWER + '[diagnostics]\n'
+                 'allowed_hosts = ["press-07.tail1234.ts.net", "grafana.plant.example:8443"]\n')
+    assert load_config(good).diagnostics.allowed_hosts == ("press-07.tail1234.ts.net",
+                                                           "grafana.plant.example:8443")
+    bad = write(tmp_path, SIM + TOWER + '[diagnostics]\nallowed_hosts = ["ok.example", "*.ts.net", '
+                '"x.example:70000"]\n')
+    problems = problems_of(bad)
+    assert len(problems) == 2
+    assert "'*.ts.net' is not a host name or address" in problems[0] and "no wildcards" in problems[0]
+    assert "'x.example:70000' has no valid port" in problems[1]
+
+
+def test_on_exit_that_lights_green_is_a_warning(tmp_path: Path) -> None:
+    for on_exit, col in (('"on"', 11), ('{ red = "on", green = "on" }', 33)):
+        path = write(tmp_path, SIM + f"[tower]\non_exit = {on_exit}\n" + TOWER)
+        warnings = [w for w in load_config(path).warnings if "on_exit" in w]
+        assert warnings == [f"{path}:{SIM.count(chr(10)) + 2}:{col}: on_exit lights green after "
+                            "the agent stops: a machine nobody watches would look like it is "
+                            "producing; light red or amber instead, or \"off\""]
+    path = write(tmp_path, SIM + '[tower]\non_exit = { red = "on" }\n' + TOWER)
+    assert not [w for w in load_config(path).warnings if "on_exit" in w]
