@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from linelight.rules.expressions import (
+    MAX_INT,
     Binary,
     Call,
     ExpressionError,
@@ -27,6 +28,8 @@ from linelight.rules.expressions import (
     Name,
     Node,
     Unary,
+    chain,
+    children,
     unparse,
 )
 from linelight.rules.fields import did_you_mean
@@ -79,6 +82,7 @@ class Compiled:
     fn: Fn = field(compare=False, repr=False)
     updates: tuple[Update, ...] = field(compare=False, repr=False, default=())
     memory: tuple[int, ...] = field(compare=False, repr=False, default=())
+    cost: int = field(compare=False, repr=False, default=0)  # operations per evaluation
 
     def evaluate(self, v: Slots) -> Any:
         """Run the edge functions' bookkeeping (every scan, never short-circuited), then the value."""
@@ -117,20 +121,13 @@ _CMP: dict[str, Callable[[Any, Any], bool]] = {
 
 def names_in(node: Node) -> Iterator[Name]:
     """Every Name read by `node`, in source order (function names are not Names)."""
-    if isinstance(node, Name):
-        yield node
-    elif isinstance(node, Unary):
-        yield from names_in(node.operand)
-    elif isinstance(node, Binary):
-        yield from names_in(node.left)
-        yield from names_in(node.right)
-    elif isinstance(node, Member):
-        yield from names_in(node.operand)
-        for c in node.choices:
-            yield from names_in(c)
-    elif isinstance(node, Call):
-        for a in node.args:
-            yield from names_in(a)
+    stack = [node]
+    while stack:  # a loop, not recursion: a chain of 2,000 terms is one long left side
+        n = stack.pop()
+        if isinstance(n, Name):
+            yield n
+        else:
+            stack.extend(reversed(children(n)))
 
 
 def compile_tree(
@@ -148,7 +145,7 @@ def compile_tree(
     c = _Compiler(symbols, slots, others)
     kind, fn = c.node(tree)
     return Compiled(source, unparse(tree), kind, frozenset(c.reads), fn,
-                    tuple(c.updates), tuple(c.memory))
+                    tuple(c.updates), tuple(c.memory), c.cost)
 
 
 class _Compiler:
@@ -160,8 +157,10 @@ class _Compiler:
         self.reads: set[str] = set()
         self.updates: list[Update] = []
         self.memory: list[int] = []
+        self.cost = 0
 
     def node(self, n: Node) -> tuple[Kind, Fn]:
+        self.cost += 1 + (len(chain(n)) if isinstance(n, Binary) else 0)
         if isinstance(n, Literal):
             return self.literal(n)
         if isinstance(n, Name):
@@ -242,35 +241,29 @@ class _Compiler:
 
         def neg(v: Slots) -> Any:
             x = g(v)
-            return None if x is None else -x
+            return None if x is None else _in_range(-x)
 
         return Kind.NUM, neg
 
     def logic(self, n: Binary) -> tuple[Kind, Fn]:
-        a = self.expect(n.left, Kind.BOOL, f"'{n.op}'")
-        b = self.expect(n.right, Kind.BOOL, f"'{n.op}'")
-        if n.op == "and":
-            def and_(v: Slots) -> Any:
-                x = a(v)
-                if x is False:
-                    return False
-                y = b(v)
-                if y is False:
-                    return False
-                return None if x is None or y is None else True
+        links = chain(n)  # `a and b and c ...` as one loop: a long chain is not a deep tree
+        fns = [self.expect(links[-1].left, Kind.BOOL, f"'{n.op}'")]
+        fns += [self.expect(b.right, Kind.BOOL, f"'{n.op}'") for b in reversed(links)]
+        operands = tuple(fns)
+        # Kleene logic: `false and unknown` is false, `true or unknown` is true
+        decisive = n.op == "or"
 
-            return Kind.BOOL, and_
+        def logic(v: Slots) -> Any:
+            unknown = False
+            for f in operands:
+                x = f(v)
+                if x is decisive:
+                    return decisive
+                if x is None:
+                    unknown = True
+            return None if unknown else not decisive
 
-        def or_(v: Slots) -> Any:
-            x = a(v)
-            if x is True:
-                return True
-            y = b(v)
-            if y is True:
-                return True
-            return None if x is None or y is None else False
-
-        return Kind.BOOL, or_
+        return Kind.BOOL, logic
 
     def compare(self, n: Binary) -> tuple[Kind, Fn]:
         lk, a = self.node(n.left)
@@ -293,28 +286,21 @@ class _Compiler:
         return Kind.BOOL, cmp
 
     def arithmetic(self, n: Binary) -> tuple[Kind, Fn]:
-        a = self.expect(n.left, Kind.NUM, f"'{n.op}'")
-        b = self.expect(n.right, Kind.NUM, f"'{n.op}'")
-        op: Callable[[Any, Any], Any] = {
-            "+": operator.add, "-": operator.sub, "*": operator.mul,
-            "/": operator.truediv, "%": operator.mod,
-        }[n.op]
-        divides = n.op in ("/", "%")
+        links = chain(n)  # `a + b - c ...` folded left to right in a loop
+        first = self.expect(links[-1].left, Kind.NUM, f"'{links[-1].op}'")
+        steps = tuple((_ARITH[b.op], b.op in ("/", "%"), self.expect(b.right, Kind.NUM, f"'{b.op}'"))
+                      for b in reversed(links))
 
         def arith(v: Slots) -> Any:
-            x = a(v)
-            if x is None:
-                return None
-            y = b(v)
-            if y is None or (divides and y == 0):
-                return None  # division by zero is unknown, never an exception
-            try:
-                r = op(x, y)
-            except OverflowError:
-                return None  # a result too large for a float is unknown, never an exception
-            if isinstance(r, float) and not math.isfinite(r):
-                return None
-            return r
+            x = first(v)
+            for op, divides, g in steps:
+                if x is None:
+                    return None
+                y = g(v)
+                if y is None or (divides and y == 0):
+                    return None  # division by zero is unknown, never an exception
+                x = _bounded(op, x, y)
+            return x
 
         return Kind.NUM, arith
 
@@ -383,7 +369,7 @@ class _Compiler:
 
         def abs_(v: Slots) -> Any:
             a = x(v)
-            return None if a is None else abs(a)
+            return None if a is None else _in_range(abs(a))
 
         return Kind.NUM, abs_
 
@@ -455,6 +441,28 @@ class _Compiler:
         self.updates.append(update)
         self.memory.append(mem)
         return lambda v: v[out]
+
+
+_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul,
+    "/": operator.truediv, "%": operator.mod,
+}
+
+
+def _bounded(op: Callable[[Any, Any], Any], x: Any, y: Any) -> Any:
+    """`op(x, y)`, or None (unknown) when the result is out of range: a float overflow, or an
+    integer beyond 64 bits. Operands are always in range, so one step costs microseconds."""
+    try:
+        r = op(x, y)
+    except OverflowError:
+        return None
+    return _in_range(r)
+
+
+def _in_range(r: Any) -> Any:
+    if isinstance(r, float):
+        return r if math.isfinite(r) else None
+    return r if -MAX_INT - 1 <= r <= MAX_INT else None
 
 
 def _fold(fns: list[Fn], pick: Callable[[list[Any]], Any]) -> Fn:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from linelight.rules.compiler import NOW_SLOT, Compiled
+from linelight.rules.expressions import MAX_INT
 from linelight.rules.model import (
     UNKNOWN_STATE,
     Define,
@@ -180,6 +181,8 @@ def _coerce(spec: InputSpec, raw: Any) -> Any:
         return None  # an integer too large for a float: the value cannot be right
     if isinstance(raw, float) and not math.isfinite(raw):
         return None
+    if isinstance(raw, int) and not -MAX_INT - 1 <= raw <= MAX_INT:
+        return None  # beyond 64 bits: no device sends that, and arithmetic on it is unbounded
     return raw
 
 
@@ -470,7 +473,8 @@ class Evaluator:
         if bad:
             return (f"state '{blocker.name}' cannot be decided: "
                     f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not known")
-        return f"state '{blocker.name}' cannot be decided"
+        return (f"state '{blocker.name}' cannot be decided: a value in its conditions is not "
+                "known (a division by zero, or a result beyond 64 bits)")
 
 
 def _state_event(name: str, code: int, previous: StateInfo, now: float) -> RuleEvent:
@@ -492,6 +496,11 @@ def _run_rule(rule: Rule, timer: _Timer, v: list[Any], now: float) -> Any:
     when = rule.when.evaluate(v)
     if rule.clear_when is not None:
         clear = rule.clear_when.evaluate(v)
+        if when is None and timer.active and not rule.hold_on_stale:
+            # Latched by `when`, which cannot be read now (a stale or bad input): unknown, not
+            # held, or a silent device would keep green lit. The latch itself is kept: it
+            # holds again once `when` can be read, unless `clear_when` released it meanwhile.
+            clear = None
     else:
         clear = None if when is None else not when
     return timer.update(when, clear, now)
@@ -528,18 +537,21 @@ def _input_dependencies(rs: RuleSet) -> dict[str, frozenset[str]]:
     for r in rs.signals:
         reads[r.name] = set(r.when.reads) | (set(r.clear_when.reads) if r.clear_when else set())
 
-    def expand(names: set[str], seen: set[str]) -> set[str]:
+    def expand(names: set[str]) -> set[str]:
         out: set[str] = set()
-        for n in names:
+        todo, seen = list(names), set(names)
+        while todo:  # a loop: a chain of a thousand [define]s must not overflow the stack
+            n = todo.pop()
             if n in rs.inputs:
                 out.add(n)
-            elif n in reads and n not in seen:
-                seen.add(n)
-                out |= expand(reads[n], seen)
+            for m in reads.get(n, ()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
         return out
 
     result: dict[str, frozenset[str]] = {}
     for s in rs.states:
         names = set(s.when.reads) | (set(s.clear_when.reads) if s.clear_when else set())
-        result[s.name] = frozenset(expand(names, set()))
+        result[s.name] = frozenset(expand(names))
     return result

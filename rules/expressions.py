@@ -15,8 +15,14 @@ from linelight.rules.fields import DURATION_UNITS, duration_units_text
 
 MAX_LENGTH = 4000
 MAX_DEPTH = 60
+MAX_TREE_DEPTH = 100  # operands inside operands; a chain `a or b or ...` counts as one level
+# Integers are 64-bit, as in the PLCs and historians the values come from and go to: a literal
+# beyond this is an error, a computed value beyond it is unknown (rules.compiler). Without a
+# bound, `d1 = "d0 * d0"` ... `d32` squares its way to numbers that take minutes to multiply.
+MAX_INT = 2**63 - 1
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
-_NUMBER = re.compile(r"(\d[\d_]*(?:\.\d[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
+_NUMBER = re.compile(r"([0-9][0-9_]*(?:\.[0-9][0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?")
+_DIGITS = frozenset("0123456789")  # str.isdigit() also says yes to '²' and '٣': not numbers here
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "(", ")", ",")
 _MISTAKES = {
@@ -65,7 +71,7 @@ def tokenize(source: str) -> list[Token]:
         if c in " \t\r\n":
             i += 1
             continue
-        if c.isdigit() or (c == "." and i + 1 < n and source[i + 1].isdigit()):
+        if c in _DIGITS or (c == "." and i + 1 < n and source[i + 1] in _DIGITS):
             tok, i = _number(source, i)
             out.append(tok)
             continue
@@ -91,6 +97,8 @@ def tokenize(source: str) -> list[Token]:
             continue
         if c in _MISTAKES:
             raise ExpressionError(i, _MISTAKES[c])
+        if c.isnumeric():
+            raise ExpressionError(i, f"'{c}' is not a digit here; write numbers with 0-9")
         shown = c if c.isprintable() and not c.isspace() else f"U+{ord(c):04X}"
         raise ExpressionError(i, f"unexpected character '{shown}'")
     out.append(Token("end", "", n))
@@ -121,6 +129,8 @@ def _number(source: str, i: int) -> tuple[Token, int]:
         end = unit_match.end()
     if isinstance(value, float) and not math.isfinite(value):
         raise ExpressionError(i, f"'{text}' is too large")
+    if isinstance(value, int) and value > MAX_INT:
+        raise ExpressionError(i, f"'{text}' is too large; integers go up to {MAX_INT} (2^63 - 1)")
     return Token("num", text, i, value), end
 
 
@@ -180,7 +190,54 @@ _NEG_BP = 70
 
 def parse(source: str) -> Node:
     """Parse a whole expression; raises ExpressionError at the offending character."""
-    return _Parser(source, tokenize(source)).parse_all()
+    tree = _Parser(source, tokenize(source)).parse_all()
+    _check_depth(tree)
+    return tree
+
+
+_ARITHMETIC = frozenset({"+", "-", "*", "/", "%"})
+
+
+def chain(node: Binary) -> list[Binary]:
+    """The left-associative chain that `node` tops, top first: the Binary nodes down its left
+    side whose operator is of the same family (all `and`, all `or`, or all arithmetic).
+
+    `a + b - c` is one chain of two links. The compiler folds a chain in a loop, so a chain
+    is as long as the text allows (`MAX_LENGTH`), not as deep as the nesting limit.
+    """
+    family = _ARITHMETIC if node.op in _ARITHMETIC else frozenset({node.op})
+    links = [node]
+    if node.op in _COMPARE:
+        return links
+    while isinstance(links[-1].left, Binary) and links[-1].left.op in family:
+        links.append(links[-1].left)
+    return links
+
+
+def children(node: Node) -> list[Node]:
+    """The operands the compiler recurses into: a chain's base and its links' right sides."""
+    if isinstance(node, Binary):
+        links = chain(node)
+        return [links[-1].left] + [b.right for b in reversed(links)]
+    if isinstance(node, Unary):
+        return [node.operand]
+    if isinstance(node, Member):
+        return [node.operand, *node.choices]
+    if isinstance(node, Call):
+        return list(node.args)
+    return []
+
+
+def _check_depth(tree: Node) -> None:
+    """The parser bounds parentheses and prefixes; this bounds what else grows a tree's depth
+    (`a in (x) in (y) in ...`), so that compiling and evaluating it cannot overflow the stack."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_TREE_DEPTH:
+            raise ExpressionError(node.pos, f"the expression nests deeper than {MAX_TREE_DEPTH} "
+                                  "levels; split it into [define]s")
+        stack.extend((c, depth + 1) for c in children(node))
 
 
 class _Parser:
@@ -336,7 +393,12 @@ def unparse(node: Node) -> str:
     if isinstance(node, Unary):
         return f"({node.op} {unparse(node.operand)})"
     if isinstance(node, Binary):
-        return f"({unparse(node.left)} {node.op} {unparse(node.right)})"
+        # a left-associative chain (`a + a + ... + a`) is as long as the text, not as deep as
+        # the nesting limit: walk its left spine in a loop, recurse only into right operands
+        links = chain(node)
+        parts = ["(" * len(links), unparse(links[-1].left)]
+        parts += [f" {b.op} {unparse(b.right)})" for b in reversed(links)]
+        return "".join(parts)
     if isinstance(node, Member):
         inner = ", ".join(unparse(c) for c in node.choices)
         return f"({unparse(node.operand)} {'not in' if node.negated else 'in'} ({inner}))"

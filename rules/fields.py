@@ -15,6 +15,7 @@ from linelight.rules.errors import ConfigProblems, LocatedError, Location
 from linelight.rules.tomldoc import PathKey, TomlDoc
 
 T = TypeVar("T")
+MAX_INT = 2**63 - 1  # every integer read from a file fits 64 bits (the wire and journal's size)
 
 # The one duration grammar: config values, rule keys, `hold:5s`, `on:5s`, expression literals
 # (`500ms`) and every JSON Schema pattern are built from this table.
@@ -172,6 +173,13 @@ class Table:
             want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             self.problem(key, f"'{key}' must be {want}, not {_show(value)}")
             return None if default is REQUIRED else default
+        if _is(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
+            # TOML integers have no size limit in tomllib; the wire, the journal and the
+            # evaluator are 64-bit, and printing a 4,000-digit number is an error of its own
+            self.problem(key, f"'{key}' is too large: integers in linelight files go from "
+                              f"{-MAX_INT - 1} to {MAX_INT} (64 bits), this one needs "
+                              f"{value.bit_length() + 1} bits")
+            return None if default is REQUIRED else default
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             return float(value) if int not in kinds else value
         return value
@@ -179,10 +187,14 @@ class Table:
     def string(self, key: str, default: Any = REQUIRED) -> Any:
         return self.take(key, str, default)
 
-    def integer(self, key: str, default: Any = REQUIRED, *, minimum: int | None = None) -> Any:
+    def integer(self, key: str, default: Any = REQUIRED, *, minimum: int | None = None,
+                maximum: int | None = None) -> Any:
         value = self.take(key, int, default)
         if isinstance(value, int) and minimum is not None and value < minimum:
             self.problem(key, f"'{key}' must be at least {minimum}, not {value}")
+            return default if default is not REQUIRED else None
+        if isinstance(value, int) and maximum is not None and value > maximum:
+            self.problem(key, f"'{key}' must be at most {maximum}, not {value}")
             return default if default is not REQUIRED else None
         return value
 

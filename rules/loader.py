@@ -45,15 +45,20 @@ from linelight.rules.values import LAMPS, Pattern
 # The keys each table accepts; rules.schema builds the JSON Schema from the same lists.
 TOP_KEYS = ("inputs", "define", "state", "signal", "counter", "tower", "unknown")
 INPUT_KEYS = ("type", "scale", "debounce", "stale_after", "on_stale", "description")
-STATE_KEYS = ("name", "code", "priority", "when", "clear_when", "on_delay", "off_delay", "show",
-              "description")
-SIGNAL_KEYS = ("name", "priority", "when", "clear_when", "on_delay", "off_delay", "show",
-               "description")
+STATE_KEYS = ("name", "code", "priority", "when", "clear_when", "hold_on_stale", "on_delay",
+              "off_delay", "show", "description")
+SIGNAL_KEYS = ("name", "priority", "when", "clear_when", "hold_on_stale", "on_delay",
+               "off_delay", "show", "description")
 COUNTER_KEYS = ("name", "rising", "falling", "increment", "description")
 TOWER_KEYS = ("lamps",)
 UNKNOWN_KEYS = ("code", "priority", "show")
 PATTERNS = tuple(p.value for p in Pattern)
 MAX_DELAY = 86400.0
+# Bounds on what a rule file may ask for, so that every set `check` accepts also runs:
+MAX_CODE = 2**31 - 1  # a state code fits a 32-bit integer in every consumer
+MAX_PRIORITY = 10**9  # priorities are compared as floats: exact far beyond this
+MAX_INCREMENT = 10**9  # a counter's total stays within 64 bits for centuries of edges
+MAX_COST = 20_000  # operations per scan over all conditions: milliseconds, never seconds
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -104,6 +109,7 @@ class _RuleDraft:
     show: list[_ShowDraft]
     code: int = 0
     description: str = ""
+    hold_on_stale: bool = False
 
 
 @dataclass(slots=True)
@@ -267,10 +273,14 @@ def _delay(t: Table, key: str) -> float:
 
 def _read_rule(t: Table, kind: str, draft: _Draft, problems: Problems) -> None:
     name = t.string("name")
-    code = t.integer("code", minimum=0) if kind == "state" else 0
-    priority = t.integer("priority")
+    code = t.integer("code", minimum=0, maximum=MAX_CODE) if kind == "state" else 0
+    priority = t.integer("priority", minimum=-MAX_PRIORITY, maximum=MAX_PRIORITY)
     when = _expression(t, "when", required=True)
     clear_when = _expression(t, "clear_when", required=False)
+    hold_on_stale = t.boolean("hold_on_stale", False)
+    if hold_on_stale and clear_when is None and t.has("when"):
+        t.problem("hold_on_stale", "'hold_on_stale' keeps a rule latched by 'clear_when' while "
+                                   "'when' cannot be read; without 'clear_when' it has no effect")
     on_delay = _delay(t, "on_delay")
     off_delay = _delay(t, "off_delay")
     show = _read_show(t)
@@ -282,7 +292,8 @@ def _read_rule(t: Table, kind: str, draft: _Draft, problems: Problems) -> None:
     if not _claim(draft, problems, name, kind, where):
         return
     rule = _RuleDraft(kind, name, where, priority, when, clear_when, on_delay, off_delay,
-                      show, code if isinstance(code, int) else 0, description or "")
+                      show, code if isinstance(code, int) else 0, description or "",
+                      hold_on_stale is True)
     (draft.states if kind == "state" else draft.signals).append(rule)
 
 
@@ -336,7 +347,7 @@ def _read_counter(t: Table, draft: _Draft, problems: Problems) -> None:
     name = t.string("name")
     rising = _expression(t, "rising", required=False)
     falling = _expression(t, "falling", required=False)
-    increment = t.integer("increment", 1, minimum=1)
+    increment = t.integer("increment", 1, minimum=1, maximum=MAX_INCREMENT)
     description = t.string("description", "")
     t.finish()
     if rising is not None and falling is not None:
@@ -382,8 +393,8 @@ def _read_tower(t: Table, draft: _Draft, problems: Problems) -> None:
 
 
 def _read_unknown(t: Table, draft: _Draft, problems: Problems) -> None:
-    code = t.integer("code", 30000, minimum=0)
-    priority = t.integer("priority", None)
+    code = t.integer("code", 30000, minimum=0, maximum=MAX_CODE)
+    priority = t.integer("priority", None, minimum=-MAX_PRIORITY, maximum=MAX_PRIORITY)
     show = _read_show(t)
     t.finish()
     if draft.unknown is not None:
@@ -409,6 +420,8 @@ class _Builder:
         self.tower = draft.tower[0] if draft.tower else LAMPS
         # inputs and defines with errors: expressions reading them are not checked further
         self.broken: set[str] = set(draft.broken)
+        self.cost = 0  # operations per scan so far, bounded by MAX_COST
+        self.over_budget = False
 
     def build(self) -> RuleSet | None:
         for spec in self.draft.inputs:
@@ -457,6 +470,14 @@ class _Builder:
             compiled = compile_tree(expr.text, tree, self.symbols, self.slots, self.others)
         except ExpressionError as exc:
             self.problems.add(expr.location(exc.offset), exc.message)
+            return None
+        self.cost += compiled.cost
+        if self.cost > MAX_COST:
+            if not self.over_budget:
+                self.over_budget = True
+                self.problems.add(expr.location(0), f"the rules need more than {MAX_COST} "
+                                  "operations per scan with this expression; a scan must stay "
+                                  "short, so simplify or split the rule files")
             return None
         if want is not None and compiled.kind is not want:
             hint = "; compare it, e.g. 'x != 0'" if compiled.kind is Kind.NUM else ""
@@ -543,7 +564,7 @@ class _Builder:
             return None
         slot = self.symbols[d.name].slot if d.kind == "signal" else -1
         return Rule(d.name, d.priority, when, clear, d.on_delay, d.off_delay, show, d.code,
-                    d.description, slot, d.where)
+                    d.description, slot, d.where, d.hold_on_stale)
 
     def show(self, items: list[_ShowDraft]) -> tuple[LampShow, ...]:
         out: list[LampShow] = []

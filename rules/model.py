@@ -82,12 +82,14 @@ class Rule:
     description: str = ""
     slot: int = field(default=-1, compare=False)  # signals only: where expressions read it
     location: Location = field(default=Location("", 0, 0), compare=False)
+    hold_on_stale: bool = False  # stay latched while `when` cannot be read (opt-in)
 
     @property
     def key(self) -> str:
         clear = self.clear_when.text if self.clear_when else "-"
         lamps = " ".join(str(s) for s in self.show)
-        return (f"{self.name} {self.code} {self.priority} {self.when.text} {clear} "
+        hold = " hold_on_stale" if self.hold_on_stale else ""
+        return (f"{self.name} {self.code} {self.priority} {self.when.text} {clear}{hold} "
                 f"{self.on_delay} {self.off_delay} {lamps}")
 
 

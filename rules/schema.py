@@ -13,6 +13,9 @@ from linelight.rules.fields import DURATION_PATTERN, DURATION_TEXT
 from linelight.rules.loader import (
     COUNTER_KEYS,
     INPUT_KEYS,
+    MAX_CODE,
+    MAX_INCREMENT,
+    MAX_PRIORITY,
     SIGNAL_KEYS,
     STATE_KEYS,
     TOP_KEYS,
@@ -65,11 +68,15 @@ def _object(properties: dict[str, Any], keys: tuple[str, ...], required: list[st
 def _rule(kind: str) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": {"type": "string", "pattern": NAME, "description": f"the {kind}'s name"},
-        "priority": {"type": "integer", "description": "higher wins; " + (
+        "priority": {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY,
+                     "description": "higher wins; " + (
             "each state needs its own" if kind == "state" else "decides lamps shared with states")},
         "when": _expression(f"the {kind} is active while this is true."),
         "clear_when": _expression("hysteresis: once active, the rule stays active until this "
                                   "is true (instead of until 'when' is false)."),
+        "hold_on_stale": {"type": "boolean", "default": False,
+                          "description": "with clear_when: stay latched while an input 'when' "
+                                         "reads is stale or bad (default false: unknown)"},
         "on_delay": _duration("'when' must hold this long before the rule turns on"),
         "off_delay": _duration("the rule stays on this long after its condition ends"),
         "show": _show("the lamps it shows"),
@@ -78,7 +85,7 @@ def _rule(kind: str) -> dict[str, Any]:
     keys = STATE_KEYS if kind == "state" else SIGNAL_KEYS
     required = ["name", "priority", "when"]
     if kind == "state":
-        props["code"] = {"type": "integer", "minimum": 0,
+        props["code"] = {"type": "integer", "minimum": 0, "maximum": MAX_CODE,
                          "description": "numeric state code, e.g. UMH 10000 producing"}
         required.append("code")
     return _object(props, keys, required, f"one [[{kind}]]")
@@ -101,7 +108,8 @@ def rules_schema_part() -> dict[str, Any]:
         "name": {"type": "string", "pattern": NAME, "description": "the counter's name"},
         "rising": _expression("count each false-to-true edge of this condition."),
         "falling": _expression("count each true-to-false edge of this condition."),
-        "increment": {"type": "integer", "minimum": 1, "description": "added per edge"},
+        "increment": {"type": "integer", "minimum": 1, "maximum": MAX_INCREMENT,
+                      "description": "added per edge"},
         "description": {"type": "string", "description": "free text for people"},
     }
     top = {
@@ -121,9 +129,10 @@ def rules_schema_part() -> dict[str, Any]:
                                     "items": {"enum": list(LAMPS)},
                                     "description": "the lamps this tower has"}},
                          TOWER_KEYS, [], "the stack light's lamps"),
-        "unknown": _object({"code": {"type": "integer", "minimum": 0,
+        "unknown": _object({"code": {"type": "integer", "minimum": 0, "maximum": MAX_CODE,
                                      "description": "code of the unknown state (30000)"},
-                            "priority": {"type": "integer", "description":
+                            "priority": {"type": "integer", "minimum": -MAX_PRIORITY,
+                                         "maximum": MAX_PRIORITY, "description":
                                          "lamp priority against signals (default: above all)"},
                             "show": _show("what the tower shows when the state is unknown")},
                            UNKNOWN_KEYS, [], "the state shown when no state can be decided"),

@@ -34,6 +34,7 @@ class TomlDoc:
     @classmethod
     def parse(cls, text: str, file: str) -> TomlDoc:
         """Parse `text`; a syntax error raises LocatedError naming the line and column."""
+        check_bounds(text, file)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -241,3 +242,54 @@ class _Scanner:
             # (\u00fc, \U0001F600, \"), which leaves every other character as written.
             return str(tomllib.loads(f'k = "{raw}"')["k"])
         return raw
+
+
+# -- bounds ------------------------------------------------------------------------------------
+
+MAX_NESTING = 32  # arrays and inline tables inside each other; tomllib recurses per level
+MAX_DIGITS = 40  # a longer run of digits is no number a machine sends (int() refuses 4,300)
+
+
+def check_bounds(text: str, file: str) -> None:
+    """Refuse what would make tomllib recurse too deep or convert huge numbers, with the line
+    and column: a quick pass over brackets and digits outside strings and comments."""
+    depth, line, line_start, i, n = 0, 1, 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line, line_start = line + 1, i + 1
+        elif c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif c in "\"'":
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1  # the escaped character is skipped below, even a line break
+                if j < n and text[j] == "\n":
+                    if len(quote) == 1:
+                        break  # an unclosed string: tomllib says so
+                    line, line_start = line + 1, j + 1
+                j += 1
+            i = j + len(quote) if j < n and text[j] != "\n" else j
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise LocatedError(Location(file, line, i - line_start + 1),
+                                   f"arrays and inline tables nest deeper than {MAX_NESTING} levels")
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c.isascii() and c.isdigit():
+            j = i
+            while j < n and text[j] in "0123456789_":
+                j += 1
+            if j - i > MAX_DIGITS:
+                raise LocatedError(Location(file, line, i - line_start + 1),
+                                   f"this number has {j - i} digits; numbers have at most "
+                                   f"{MAX_DIGITS}")
+            i = j
+            continue
+        i += 1

@@ -222,3 +222,71 @@ def test_counters_never_decrease_and_events_report_the_totals(history, dt):
             assert e.value - dict(e.detail)["increment"] == last[e.name]
         last = dict(step.counters)
         assert set(step.lamps) == {"red", "amber", "green", "blue", "white", "buzzer"}
+
+
+# -- latches, delays and reloads: green never rests on a stale input ----------------------------
+
+rules_parts = st.fixed_dictionaries({
+    "when": exprs,
+    "clear": st.one_of(st.none(), exprs),
+    "on_delay": st.sampled_from(["0s", "200ms", "500ms"]),
+    "off_delay": st.sampled_from(["0s", "300ms"]),
+    "green": st.booleans(),
+})
+
+
+def latch_rules_text(rules: list[dict[str, Any]], signals: list[dict[str, Any]]) -> str:
+    out = ["[inputs]"] + [f'{n} = {{ type = "bool", stale_after = "1s" }}' for n in NAMES]
+    for kind, items, base in (("state", rules, 100), ("signal", signals, 300)):
+        for i, r in enumerate(items):
+            out += [f"[[{kind}]]", f'name = "{kind[:2]}{i}"', f"priority = {base - i}",
+                    f'when = "{text(r["when"])}"', f'on_delay = "{r["on_delay"]}"',
+                    f'off_delay = "{r["off_delay"]}"']
+            if kind == "state":
+                out.append(f"code = {i + 1}")
+            if r["clear"] is not None:
+                out.append(f'clear_when = "{text(r["clear"])}"')
+            if r["green"]:
+                out.append('show = { green = "on" }' if kind == "state"
+                           else 'show = { green = "blink_slow" }')
+    out += ["[[state]]", 'name = "fallback"', "code = 0", "priority = 0", "when = true"]
+    return "\n".join(out) + "\n"
+
+
+def green_rests_on_known_inputs(r: dict[str, Any], known: dict[str, bool],
+                                unknown: list[str]) -> bool:
+    """A rule lighting green must be decided without the stale inputs: its `when` and its
+    `clear_when` each take one value whatever the stale inputs really are (true, a latch
+    held by a known-false `when`, or an off_delay running after a known release)."""
+    decided = len(outcomes(r["when"], known, unknown)) == 1
+    return decided and (r["clear"] is None or len(outcomes(r["clear"], known, unknown)) == 1)
+
+
+@PROPS
+@given(rules=st.lists(rules_parts, min_size=1, max_size=4),
+       signals=st.lists(rules_parts, max_size=2), history=histories,
+       dt=st.sampled_from([0.1, 0.3, 0.7]), reload_at=st.integers(0, 40),
+       shuffled=st.permutations(range(4)))
+def test_no_lit_green_while_an_input_its_latched_or_delayed_rule_reads_is_stale(
+        rules, signals, history, dt, reload_at, shuffled):
+    ev = Evaluator(load_rules([("p.toml", latch_rules_text(rules, signals))]))
+    table: dict[str, Sample] = {}
+    for k, scan in enumerate(history):
+        if k == reload_at:  # a hot reload: reordered priorities, memory carried over
+            order = [i for i in shuffled if i < len(rules)]
+            rules = [rules[i] for i in order]
+            new = Evaluator(load_rules([("p.toml", latch_rules_text(rules, signals))]))
+            new.carry_over(ev)
+            ev = new
+        now = k * dt
+        feed(table, scan, now)
+        step = ev.step(dict(table), now)
+        if step.lamps["green"].value == "off":
+            continue
+        assert step.state.name != "unknown"
+        known = {n: bool(table[n].value) for n in NAMES if usable(table, n, now)}
+        unknown = [n for n in NAMES if n not in known]
+        lighting = [r for i, r in enumerate(rules) if r["green"] and step.state.name == f"st{i}"]
+        lighting += [r for i, r in enumerate(signals) if r["green"] and f"si{i}" in step.signals]
+        assert any(green_rests_on_known_inputs(r, known, unknown) for r in lighting), (
+            step.state.name, step.signals, unknown)
