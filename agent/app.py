@@ -165,10 +165,12 @@ class Agent:
                                            allowed_hosts=d.allowed_hosts,
                                            token_for_reads=d.token_for_reads)
             await tg.start(self.supervisor.run, "diagnostics", self.diagnostics.run)
+        # supervised like every other part: a reload that fails is a rejection (Reloader), and
+        # should a trigger itself ever fail, it is restarted instead of ending the agent
         if self._handle_signals:
-            await tg.start(self.reloader.on_sighup)
+            await tg.start(self.supervisor.run, "reload on SIGHUP", self.reloader.on_sighup)
         if self._watch_files:
-            await tg.start(self.reloader.watch_files)
+            await tg.start(self.supervisor.run, "rule file watcher", self.reloader.watch_files)
 
     async def stop_on_signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                               ) -> None:
@@ -224,7 +226,14 @@ class Agent:
 
     # -- periodic chores ----------------------------------------------------------------------
     async def _keep_notifying(self) -> None:
-        """WATCHDOG=1 only while the scan loop ticks and the journal writer runs; STATUS= too."""
+        """WATCHDOG=1 only while the scan loop ticks and the journal writer runs; STATUS= too.
+
+        Pings come every half watchdog period (at most 2 s apart) and only while the last
+        tick ended, and took, less than the stall limit, itself at most half the watchdog
+        period: so a frozen or crawling scan loop stops the pings within one watchdog period
+        and systemd restarts the agent, whose first scan shows `unknown`. A loop frozen inside
+        a tick holds the event loop, so this task cannot ping at all then.
+        """
         interval = self.notifier.watchdog_interval
         period = min(interval, 2.0) if interval else 2.0
         while True:
@@ -232,12 +241,16 @@ class Agent:
             if self.healthy_enough_for_watchdog():
                 self.notifier.watchdog()
             else:
-                log.error("watchdog withheld: scan loop or journal writer is not running")
+                log.error("watchdog withheld: the scan loop is stalled or the journal writer "
+                          "is not running")
             self.notifier.status(self.status_line())
 
     def healthy_enough_for_watchdog(self) -> bool:
-        return (self.scan is not None and self.scan.healthy()
-                and self.journal is not None and self.journal.running)
+        if self.scan is None or self.journal is None or not self.journal.running:
+            return False
+        interval = self.notifier.watchdog_interval
+        limit = self.scan.stall_limit()
+        return self.scan.healthy(limit=min(limit, interval) if interval else limit)
 
     def _on_live(self, key: str, value: Any) -> None:
         if self.forwarder is not None:

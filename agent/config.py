@@ -20,6 +20,7 @@ from typing import Any
 from linelight.agent.diagnostics import DEFAULT_LISTEN, is_loopback, parse_host, parse_listen
 from linelight.agent.journal import JOURNAL_KEYS, JournalLimits, read_journal_limits
 from linelight.agent.mqtt import MQTT_KEYS, MqttSettings, read_mqtt
+from linelight.agent.rulefiles import load_rule_texts, read_bounded
 from linelight.agent.secrets import names_credentials_directory
 from linelight.hw.config import (
     TOWER_KEYS,
@@ -33,7 +34,6 @@ from linelight.hw.schema import sources_schema_part
 from linelight.rules.errors import ConfigProblems, LocatedError, Location
 from linelight.rules.fields import Problems, Table
 from linelight.rules.keys import Key, Keys
-from linelight.rules.loader import load_rules
 from linelight.rules.model import RuleSet
 from linelight.rules.tomldoc import TomlDoc
 
@@ -160,7 +160,7 @@ def load_config(path: str | Path) -> AgentConfig:
     path = Path(path)
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path)
     except OSError as exc:
         raise ConfigProblems([LocatedError(Location(name, 1, 1),
                                            f"cannot read the config file: {exc.strerror or exc}")]
@@ -190,11 +190,12 @@ def load_config(path: str | Path) -> AgentConfig:
     root.finish()
 
     warnings: list[str] = []
+    before = len(problems.items)
     rule_files = find_rule_files(root, globs, base, problems)
     ruleset: RuleSet | None = None
     if not rule_files.files:
         where = root.value_where("rules") if root.has("rules") else root.where()
-        if globs:
+        if globs and len(problems.items) == before:  # not when a file matched but was refused
             problems.add(where, f"no rule file found: 'rules' ({', '.join(globs)}, relative "
                                 f"to {base}) matches no file; the agent needs at least one")
         elif root.has("rules") and not problems:
@@ -238,7 +239,7 @@ def find_rule_files(root: Table | None, globs: Sequence[str], base: Path,
                 continue
             seen.add(match)
             try:
-                files.append((match, Path(match).read_text(encoding="utf-8")))
+                files.append((match, read_bounded(match)))
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
                 loc = (root.doc.value_location(("rules", i)) if root is not None
@@ -270,7 +271,7 @@ def reread_rule_files(config: AgentConfig) -> RuleFiles:
 
 
 def load_ruleset(files: RuleFiles) -> RuleSet:
-    return load_rules(list(files.files))
+    return load_rule_texts(list(files.files))
 
 
 def check_ruleset_against(config: AgentConfig, ruleset: RuleSet) -> None:

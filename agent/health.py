@@ -32,8 +32,13 @@ def reasons(parts: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     if not scan["healthy"]:
         since = scan.get("since_last_tick_s")
-        out.append("scan: no scan tick yet" if since is None
-                   else f"scan: no scan tick for {since:.1f} s")
+        took = scan.get("last_duration_s") or 0.0
+        if since is None:
+            out.append("scan: no scan tick yet")
+        elif took >= scan.get("stall_limit_s", float("inf")):
+            out.append(f"scan: the last scan took {took:.1f} s (the rules are too slow)")
+        else:
+            out.append(f"scan: no scan tick for {since:.1f} s")
     if not queue["writer_running"]:
         out.append("journal: the writer is not running")
     if queue["health"] != "ok":

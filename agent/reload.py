@@ -28,6 +28,7 @@ from linelight.agent.config import (
     load_ruleset,
     reread_rule_files,
 )
+from linelight.agent.rulefiles import unforeseen
 from linelight.agent.scan import EventSink, ScanLoop
 from linelight.rules.errors import ConfigError, ConfigProblems
 
@@ -59,6 +60,7 @@ class ReloadResult:
 class _Loaded:
     files: RuleFiles
     ruleset: Any = None
+    evaluator: Any = None  # built in the worker thread too: a big rule set costs time
     problems: list[str] = field(default_factory=list)
 
 
@@ -80,58 +82,71 @@ class Reloader:
         self._lock = anyio.Lock()
 
     async def reload(self, requested_by: str) -> ReloadResult:
+        """Load, check and swap in the rule files as they are now; never raises but for
+        cancellation: whatever goes wrong is a rejected reload and the old rules keep running."""
         async with self._lock:
             loaded = await anyio.to_thread.run_sync(self._load)
-            now_ns = self.clock.now_ns()
-            unsynced = not self.clock.synchronized
-            if loaded.problems:
-                self.rejections += 1
-                result = ReloadResult(False, False, self.ruleset.fingerprint, requested_by,
-                                      now_ns, tuple(loaded.problems), loaded.files.names)
-                log.error("rules rejected (asked by %s); the old rules keep running:\n%s",
-                          requested_by, "\n".join(loaded.problems))
-                self.sink.submit(ev.agent_event(
-                    "rules_rejected", len(loaded.problems), now_ns, unsynced=unsynced,
-                    errors=list(loaded.problems[:MAX_ERRORS_IN_EVENT]),
-                    requested_by=requested_by, kept=self.ruleset.fingerprint))
-            elif loaded.ruleset.fingerprint == self.ruleset.fingerprint:
-                result = ReloadResult(True, False, self.ruleset.fingerprint, requested_by,
-                                      now_ns, (), loaded.files.names)
-                log.info("rules unchanged (asked by %s)", requested_by)
-            else:
-                new = self.make_evaluator(loaded.ruleset)
-                new.carry_over(self.scan.evaluator)
-                previous = self.ruleset.fingerprint
-                self.scan.swap(new)  # between two ticks: this task holds the event loop
-                self.ruleset = loaded.ruleset
-                self.files = loaded.files.names
-                self.reloads += 1
-                result = ReloadResult(True, True, loaded.ruleset.fingerprint, requested_by,
-                                      now_ns, (), loaded.files.names)
-                log.warning("rules reloaded (asked by %s): %s -> %s, %d files", requested_by,
-                            previous, loaded.ruleset.fingerprint, len(loaded.files.files))
-                self.sink.submit(ev.agent_event(
-                    "rules_reloaded", loaded.ruleset.fingerprint, now_ns, unsynced=unsynced,
-                    previous=previous, files=list(loaded.files.names),
-                    requested_by=requested_by))
+            if not loaded.problems and loaded.ruleset.fingerprint != self.ruleset.fingerprint:
+                try:
+                    loaded.evaluator.carry_over(self.scan.evaluator)
+                except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
+                    loaded.problems = [self._unforeseen(exc, "carrying the timers over")]
+            result = self._finish(loaded, requested_by)
             self.last = result
             return result
 
+    def _finish(self, loaded: _Loaded, requested_by: str) -> ReloadResult:
+        now_ns = self.clock.now_ns()
+        unsynced = not self.clock.synchronized
+        if loaded.problems:
+            self.rejections += 1
+            log.error("rules rejected (asked by %s); the old rules keep running:\n%s",
+                      requested_by, "\n".join(loaded.problems))
+            self.sink.submit(ev.agent_event(
+                "rules_rejected", len(loaded.problems), now_ns, unsynced=unsynced,
+                errors=list(loaded.problems[:MAX_ERRORS_IN_EVENT]),
+                requested_by=requested_by, kept=self.ruleset.fingerprint))
+            return ReloadResult(False, False, self.ruleset.fingerprint, requested_by,
+                                now_ns, tuple(loaded.problems), loaded.files.names)
+        if loaded.ruleset.fingerprint == self.ruleset.fingerprint:
+            log.info("rules unchanged (asked by %s)", requested_by)
+            return ReloadResult(True, False, self.ruleset.fingerprint, requested_by,
+                                now_ns, (), loaded.files.names)
+        previous = self.ruleset.fingerprint
+        self.scan.swap(loaded.evaluator)  # between two ticks: this task holds the event loop
+        self.ruleset = loaded.ruleset
+        self.files = loaded.files.names
+        self.reloads += 1
+        log.warning("rules reloaded (asked by %s): %s -> %s, %d files", requested_by,
+                    previous, loaded.ruleset.fingerprint, len(loaded.files.files))
+        self.sink.submit(ev.agent_event(
+            "rules_reloaded", loaded.ruleset.fingerprint, now_ns, unsynced=unsynced,
+            previous=previous, files=list(loaded.files.names), requested_by=requested_by))
+        return ReloadResult(True, True, loaded.ruleset.fingerprint, requested_by,
+                            now_ns, (), loaded.files.names)
+
     def _load(self) -> _Loaded:
-        """Worker thread: read, parse, cross-check. Never touches the running evaluator."""
+        """Worker thread: read, parse, cross-check, build the evaluator. Never touches the
+        running one. Any exception is a problem of the reload, never the agent's end."""
+        loaded = _Loaded(RuleFiles(()))
         try:
-            files = reread_rule_files(self.config)
-        except ConfigProblems as exc:
-            return _Loaded(RuleFiles(()), None, [str(p) for p in exc.problems])
-        loaded = _Loaded(files)
-        try:
-            loaded.ruleset = load_ruleset(files)
+            loaded.files = reread_rule_files(self.config)
+            loaded.ruleset = load_ruleset(loaded.files)
             check_ruleset_against(self.config, loaded.ruleset)
+            loaded.evaluator = self.make_evaluator(loaded.ruleset)
         except ConfigProblems as exc:
             loaded.problems = [str(p) for p in exc.problems]
         except ConfigError as exc:
             loaded.problems = [str(exc)]
+        except Exception as exc:  # noqa: BLE001 -- see _unforeseen
+            loaded.problems = [self._unforeseen(exc, "reloading the rules")]
         return loaded
+
+    def _unforeseen(self, exc: Exception, doing: str) -> str:
+        """A rejection sentence for an error no check foresaw, logged with its traceback."""
+        log.error("unforeseen error while reloading the rules", exc_info=exc)
+        first = self.files[0] if self.files else str(self.config.path)
+        return str(unforeseen(first, doing, exc))
 
     # -- triggers ---------------------------------------------------------------------------
     async def on_sighup(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -139,7 +154,7 @@ class Reloader:
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
             async for _ in signals:
-                await self.reload("SIGHUP")
+                await self.reload("SIGHUP")  # never raises: a bad file is a rejection
 
     async def watch_files(self, interval: float = 1.0, settle: float = 0.3, *,
                           task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -223,10 +223,22 @@ class ScanLoop:
         return {"period_s": self.period, "ticks": st.ticks, "overruns": st.overruns,
                 "skipped": st.skipped, "last_duration_s": st.last_duration,
                 "max_duration_s": st.max_duration, "healthy": self.healthy(now),
+                "stall_limit_s": self.stall_limit(),
                 "since_last_tick_s": round(now - st.last_tick, 3) if st.ticks else None,
                 "events_submitted": st.events}
 
-    def healthy(self, now: float | None = None) -> bool:
-        """True while ticks keep coming (for the systemd watchdog)."""
+    def healthy(self, now: float | None = None, limit: float | None = None) -> bool:
+        """True while ticks keep coming and finish in time (for the systemd watchdog).
+
+        `limit` (default: 20 periods, at least 1 s) bounds both the time since the last tick
+        ended and how long that tick took: a loop stuck in seconds-long scans (a rule set
+        doing huge arithmetic) still ends a tick now and then, and must not count as alive.
+        """
         now = self._mono() if now is None else now
-        return self.stats.ticks > 0 and now - self.stats.last_tick < max(1.0, 20 * self.period)
+        limit = self.stall_limit() if limit is None else limit
+        return (self.stats.ticks > 0 and now - self.stats.last_tick < limit
+                and self.stats.last_duration < limit)
+
+    def stall_limit(self) -> float:
+        """How long without a finished tick counts as a stall."""
+        return max(1.0, 20 * self.period)

@@ -188,7 +188,7 @@ class Journal:
             return
         try:
             row = _encode(event)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # msgpack: ints beyond 64 bits
             log.error("journal: event %s/%s not recorded: %s", event.kind, event.name, exc)
             self._overflow += 1
             self._overflow_kinds[event.kind] = self._overflow_kinds.get(event.kind, 0) + 1
@@ -201,8 +201,8 @@ class Journal:
     async def append(self, event: Event) -> int | None:
         """Commit `event` and return its seq once durable; None if the disk refused it.
 
-        Raises ValueError/TypeError for an event that cannot be encoded (unknown kind, value
-        msgpack cannot carry) and JournalError once the journal is closed.
+        Raises ValueError/TypeError/OverflowError for an event that cannot be encoded (unknown
+        kind, value msgpack cannot carry, an integer beyond 64 bits) and JournalError once the journal is closed.
         """
         row = _encode(event)
         if self._closed:

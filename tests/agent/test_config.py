@@ -302,3 +302,27 @@ def test_on_exit_that_lights_green_is_a_warning(tmp_path: Path) -> None:
                             "producing; light red or amber instead, or \"off\""]
     path = write(tmp_path, SIM + '[tower]\non_exit = { red = "on" }\n' + TOWER)
     assert not [w for w in load_config(path).warnings if "on_exit" in w]
+
+
+def test_a_config_or_rule_path_that_is_a_device_is_refused_not_read_forever(
+        tmp_path: Path) -> None:
+    assert problems_of(Path("/dev/zero")) == [
+        "/dev/zero:1:1: cannot read the config file: it is a character device, not a regular file"]
+    path = write(tmp_path, 'rules = ["/dev/zero"]\n' + SIM + TOWER)
+    [problem] = problems_of(path)
+    assert problem == (f"{path}:1:10: cannot read rule file /dev/zero: it is a character "
+                       "device, not a regular file")
+
+
+def test_agent_toml_nested_2000_deep_is_a_located_error(tmp_path: Path) -> None:
+    path = write(tmp_path, SIM + TOWER + "x = " + "[" * 2000 + "]" * 2000 + "\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:8:37:") and "nest deeper than 32 levels" in problem
+
+
+def test_a_sim_constant_beyond_64_bits_is_a_located_error(tmp_path: Path) -> None:
+    sim = ('[sources.machine]\ntype = "sim"\n[sources.machine.inputs]\n'
+           'fault_code = { wave = "constant", value = 99999999999999999999999 }\n'
+           'running = { wave = "constant", value = true }\n')
+    [problem] = problems_of(write(tmp_path, sim + TOWER))
+    assert problem.startswith(f"{tmp_path / 'agent.toml'}:4:") and "is too large" in problem

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,37 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
     sock.settimeout(10)
     yield path, sock
     sock.close()
+
+
+def _agent_with_watchdog(tmp_path: Path, path: str, usec: str) -> object:
+    from linelight.agent.app import Agent
+    from linelight.agent.config import load_config
+    from tests.integration.agent_proc import write_config
+
+    return Agent(load_config(write_config(tmp_path / "agent")), handle_signals=False,
+                 watch_files=False,
+                 notifier=Notifier.from_environ({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": usec}))
+
+
+async def _received(sock: socket.socket, count: int) -> list[str]:
+    import anyio
+
+    got: list[str] = []
+    with anyio.fail_after(30):
+        while len(got) < count:
+            try:
+                got.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                await anyio.sleep(0.02)
+    return got
+
+
+def _drop_pending(sock: socket.socket) -> None:
+    while True:
+        try:
+            sock.recv(4096)
+        except BlockingIOError:
+            return
 
 
 def test_messages_arrive_in_the_order_sent(notify_socket: tuple[str, socket.socket]) -> None:
@@ -79,43 +111,55 @@ async def test_watchdog_is_withheld_while_the_journal_writer_is_not_running(
         tmp_path: Path, notify_socket: tuple[str, socket.socket]) -> None:
     import anyio
 
-    from linelight.agent.app import Agent
-    from linelight.agent.config import load_config
-    from tests.integration.agent_proc import write_config
-
     path, sock = notify_socket
     sock.settimeout(0)
-    agent = Agent(load_config(write_config(tmp_path / "agent")), handle_signals=False,
-                  watch_files=False,
-                  notifier=Notifier.from_environ({"NOTIFY_SOCKET": path,
-                                                  "WATCHDOG_USEC": "200000"}))
-
-    async def received(count: int) -> list[str]:
-        got: list[str] = []
-        with anyio.fail_after(30):
-            while len(got) < count:
-                try:
-                    got.append(sock.recv(4096).decode())
-                except BlockingIOError:
-                    await anyio.sleep(0.02)
-        return got
-
+    agent: Any = _agent_with_watchdog(tmp_path, path, "200000")
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)
-        healthy = await received(6)
-        assert agent.journal is not None
+        healthy = await _received(sock, 6)
         agent.journal._running = False  # what the writer task's exit leaves behind
-        while True:  # drop what was sent before the flag changed
-            try:
-                sock.recv(4096)
-            except BlockingIOError:
-                break
-        unhealthy = await received(6)
+        _drop_pending(sock)  # what was sent before the flag changed
+        unhealthy = await _received(sock, 6)
         await agent.stop()
     assert healthy[0].startswith("READY=1")
     assert "WATCHDOG=1" in healthy
     assert "WATCHDOG=1" not in unhealthy
     assert any(m.startswith("STATUS=") for m in unhealthy)
+
+
+@pytest.mark.anyio
+async def test_watchdog_is_withheld_while_scans_crawl_though_ticks_still_end(
+        tmp_path: Path, notify_socket: tuple[str, socket.socket]) -> None:
+    """A rule set that makes each scan take longer than half the watchdog period still ends
+    a tick now and then; the old check saw a recent tick and kept pinging forever."""
+    import time
+
+    import anyio
+
+    path, sock = notify_socket
+    sock.settimeout(0)
+    agent: Any = _agent_with_watchdog(tmp_path, path, "400000")
+
+    class Crawling:  # the real evaluator, 0.3 s per scan: the stall limit here is 0.2 s
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def step(self, snapshot: object, now: float) -> object:
+            time.sleep(0.3)
+            return self.inner.step(snapshot, now)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        healthy = await _received(sock, 6)
+        agent.scan.swap(Crawling(agent.scan.evaluator))
+        await anyio.sleep(0.7)  # two crawling ticks
+        _drop_pending(sock)
+        crawling = await _received(sock, 4)
+        assert agent.scan.stats.ticks > 0
+        await agent.stop()
+    assert "WATCHDOG=1" in healthy
+    assert "WATCHDOG=1" not in crawling
+    assert any(m.startswith("STATUS=") for m in crawling)
 
 
 def test_scan_loop_counts_as_healthy_only_while_it_ticks() -> None:
@@ -145,3 +189,5 @@ def test_scan_loop_counts_as_healthy_only_while_it_ticks() -> None:
     assert scan.healthy()
     now[0] += 5.0
     assert not scan.healthy()
+    scan.tick()
+    assert scan.healthy() and not scan.healthy(limit=0.0)  # the watchdog's tighter limit

@@ -207,3 +207,75 @@ def test_a_changed_rule_file_is_picked_up_without_a_signal(tmp_path: Path) -> No
                           and s["lamps"]["green"] == "blink_slow", what="reload on file change")
         assert agent.stop() == 0
     assert "rules reloaded (asked by rule file change)" in agent.log()
+
+
+@pytest.mark.anyio
+async def test_an_unforeseen_error_while_loading_is_a_rejection_with_the_sentence_check_prints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from linelight.agent import rulefiles
+    from linelight.rules.errors import ConfigProblems
+
+    def broken(sources: object) -> object:  # a fault injected where no check foresaw one
+        raise RecursionError("maximum recursion depth exceeded")
+
+    h = Harness(tmp_path)
+    h.run_for(1.0)
+    before = h.scan.evaluator
+    monkeypatch.setattr(rulefiles, "load_rules", broken)
+    result = await h.reloader.reload("SIGHUP")
+    assert not result.ok and h.scan.evaluator is before
+    assert result.errors == (f"{h.rules_file}:1:1: loading the rules failed unexpectedly "
+                             "(RecursionError: maximum recursion depth exceeded); this is a "
+                             "defect in linelight, please report it with this file",)
+    with pytest.raises(ConfigProblems) as info:  # what `linelight check --rules` prints
+        rulefiles.load_rule_files([h.rules_file])
+    assert [str(p) for p in info.value.problems] == list(result.errors)
+    h.run_for(1.0)
+    assert h.scan.view.state == "running"
+
+
+HOSTILE = {
+    "nested arrays": RULES + "junk = " + "[" * 2000 + "]" * 2000 + "\n",
+    "long chain": RULES.replace('when = "always"\nshow', 'when = "' + " and ".join(
+        ["always"] * 300) + '"\nshow'),
+    "unicode digit": RULES.replace('when = "always"\nshow', 'when = "always and 1 > ²"\nshow'),
+    "huge code": RULES.replace("code = 10000", "code = " + "9" * 30),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+async def test_a_hostile_rule_file_is_rejected_or_runs_and_never_raises(
+        tmp_path: Path, case: str) -> None:
+    h = Harness(tmp_path)
+    h.run_for(0.5)
+    h.rules_file.write_text(HOSTILE[case])
+    result = await h.reloader.reload("rule file change")
+    if case == "long chain":  # a long chain is no problem: it loads and runs
+        assert result.ok and result.changed
+    else:
+        assert not result.ok and len(result.errors) == 1
+        assert result.errors[0].startswith(f"{h.rules_file}:")
+    h.run_for(0.5)
+    assert h.scan.view.state == "running"
+
+
+def test_post_reload_answers_with_the_rejection_and_the_agent_keeps_running(
+        tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken-for-tests\n")
+    config = write_config(tmp_path / "agent", rules=RULES, sources=SOURCES, tower=TOWER,
+                          extra=f'token_file = "{token}"')
+    rules_file = tmp_path / "agent" / "rules.d" / "machine.toml"
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: s["state"]["name"] == "running", what="running")
+        rules_file.write_text(HOSTILE["nested arrays"])
+        code, body = agent.http("POST", "/reload", {"Authorization": "Bearer t0ken-for-tests"})
+        assert code == 200
+        assert b"rules rejected (1 problems), old rules kept" in body
+        assert f"{rules_file}:".encode() in body and b"nest deeper than 32 levels" in body
+        agent.signal(signal.SIGHUP)  # the same file again, through the signal handler
+        status = agent.wait_status(lambda s: s["rules"]["rejections"] >= 2, what="2 rejections")
+        assert status["state"]["name"] == "running"
+        assert agent.stop() == 0

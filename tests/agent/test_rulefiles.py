@@ -101,3 +101,21 @@ def test_check_as_a_user_who_may_not_read_the_rules_says_permission_denied(tmp_p
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (
         1, f"{f}:1:1: cannot read the rule file: Permission denied\n", "1 problem in 1 file\n")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "too big"])
+def test_a_rule_file_that_is_not_a_small_regular_file_is_refused(tmp_path: Path,
+                                                                 kind: str) -> None:
+    if kind == "device":
+        path = Path("/dev/zero")  # read as text, it would grow without end
+        reason = "it is a character device, not a regular file"
+    elif kind == "fifo":
+        path = tmp_path / "pipe.toml"
+        os.mkfifo(path)  # opening it for reading must not wait for a writer
+        reason = "it is a pipe, not a regular file"
+    else:
+        path = tmp_path / "huge.toml"
+        path.write_text("# padding\n" * 120_000)
+        reason = "it has 1200000 bytes, over the limit of 1048576 bytes"
+    assert _problems(lambda: load_rule_files([path])) == [
+        f"{path}:1:1: cannot read the rule file: {reason}"]

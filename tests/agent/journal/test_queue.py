@@ -165,6 +165,19 @@ async def test_bad_events_raise_from_append_but_never_from_submit(tmp_path: Path
     assert [(r.kind, r.name) for r in recs] == [("signal", "press.temp"), ("gap", "overflow")]
 
 
+async def test_an_integer_beyond_64_bits_is_counted_and_announced_never_raised_by_submit(
+        tmp_path: Path):
+    async with running(tmp_path / "q.db") as j:
+        j.submit(Event("state", "s", 2**64, 0))  # msgpack raises OverflowError for it
+        j.submit(Event("signal", "x", 1, 0, {"code": -(10**30)}))
+        j.submit(event(value=1))
+        with anyio.fail_after(30):
+            await j.wait_new(2)
+        recs = await j.peek(10)
+    assert [(r.kind, r.name) for r in recs] == [("signal", "press.temp"), ("gap", "overflow")]
+    assert recs[1].attrs["kinds"] == {"state": 1, "signal": 1}
+
+
 async def test_dead_letter_moves_the_row_and_counts_it(tmp_path: Path):
     path = tmp_path / "q.db"
     async with running(path) as j:
