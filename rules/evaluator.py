@@ -112,7 +112,9 @@ class _Timer:
                     self.active_since = now
                     self.pending_since = None
                     self.off_since = None
-                    return True
+                    # on, but held by a release that cannot be read: unknown from the start,
+                    # as in every later scan (only a `clear_when` can be unknown here)
+                    return None if release is None else True
                 return False
             self.pending_since = None
             return None if when is None else False
