@@ -279,3 +279,21 @@ def test_post_reload_answers_with_the_rejection_and_the_agent_keeps_running(
         status = agent.wait_status(lambda s: s["rules"]["rejections"] >= 2, what="2 rejections")
         assert status["state"]["name"] == "running"
         assert agent.stop() == 0
+
+
+@pytest.mark.anyio
+async def test_reading_loading_and_building_the_new_rules_run_in_a_worker_thread(
+        tmp_path: Path) -> None:
+    import threading
+
+    h = Harness(tmp_path)
+    built_in: list[threading.Thread] = []
+
+    def make_evaluator(ruleset: object) -> Evaluator:
+        built_in.append(threading.current_thread())
+        return Evaluator(ruleset)  # type: ignore[arg-type]
+
+    h.reloader.make_evaluator = make_evaluator
+    h.rules_file.write_text(RULES.replace("code = 10000", "code = 10002"))
+    assert (await h.reloader.reload("test")).changed
+    assert built_in and built_in[0] is not threading.main_thread()
