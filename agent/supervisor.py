@@ -1,14 +1,14 @@
 """Restarts a failing component (a source, the forwarder) with backoff, never the scan loop.
 
 This is the one place where `except Exception` is allowed: a component that raises is
-logged, counted and restarted after an exponential, jittered, capped delay, while the scan
-loop and the lamps carry on. Cancellation is never swallowed.
+logged, counted and restarted after an exponential, jittered, capped delay (the shared policy,
+`linelight.hw.backoff`), while the scan loop and the lamps carry on. Cancellation is never
+swallowed: only `Exception` is restarted.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,8 +16,12 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from tenacity import RetryCallState
 
 from linelight.agent.humanize import describe_error
+from linelight.hw.backoff import Backoff
+
+__all__ = ["DEFAULT_RESTART", "Backoff", "ComponentHealth", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +38,20 @@ class ComponentHealth:
     started_at: float = field(default=0.0)
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delay before restart attempt n (0-based): base * 2**n, capped, with +-jitter."""
+# Restarts: 0.5 s, 1 s, 2 s ... up to 30 s, plus up to 0.5 s of jitter; a component that ran
+# for a minute counts as healthy, so its next failure starts the series over.
+DEFAULT_RESTART = Backoff(initial=0.5, maximum=30.0, jitter=0.5, healthy_after=60.0)
 
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    jitter: float = 0.2
-    reset_after_s: float = 60.0  # a run this long counts as healthy: the next failure starts over
 
-    def delay(self, attempt: int) -> float:
-        raw = min(self.cap_s, self.base_s * float(2 ** min(attempt, 30)))
-        return max(0.0, raw * (1 + random.uniform(-self.jitter, self.jitter)))
+class _Ended(Exception):
+    """A component returned although it should run until cancelled."""
 
 
 class Supervisor:
     """Keeps the health record of every component it runs."""
 
     def __init__(self, backoff: Backoff | None = None) -> None:
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or DEFAULT_RESTART
         self.components: dict[str, ComponentHealth] = {}
         self.stopping = False  # set on planned shutdown: a component that ends is not restarted
 
@@ -77,34 +76,40 @@ class Supervisor:
         """
         health = self.components.setdefault(name, ComponentHealth(name))
         first = _FirstStart(task_status)
-        attempt = 0
-        while True:
-            health.running = True
-            health.started_at = time.monotonic()
-            try:
-                await component(task_status=first)
-                reason = "stopped unexpectedly"
-            except Exception as exc:  # the supervisor's job: log, count, restart
-                reason = describe_error(exc)
-                if self.stopping:
-                    log.debug("%s ended during shutdown: %s", name, reason)
-                elif not log.isEnabledFor(logging.DEBUG):
-                    log.error("%s failed: %s; restarting", name, reason)
-                else:
-                    log.exception("%s failed; restarting", name)
+
+        def restarting(retry_state: RetryCallState) -> None:
+            health.restarts += 1
+            log.info("%s restarts in %.1f s (restart %d)", name, retry_state.upcoming_sleep,
+                     health.restarts)
+
+        async for attempt in self.backoff.retrying(Exception, before_sleep=restarting):
+            with attempt:
+                await self._run_once(name, component, health, first)
+
+    async def _run_once(self, name: str, component: Callable[..., Awaitable[object]],
+                        health: ComponentHealth, first: _FirstStart) -> None:
+        """One run of the component; raises (to be restarted) unless we are stopping."""
+        health.running = True
+        health.started_at = time.monotonic()
+        try:
+            await component(task_status=first)
+            raise _Ended("stopped unexpectedly")
+        except Exception as exc:  # the supervisor's job: log, count, restart
+            reason = str(exc) if isinstance(exc, _Ended) else describe_error(exc)
             health.running = False
             first.started()  # failed before starting: do not block start-up
             if self.stopping:
+                log.debug("%s ended during shutdown: %s", name, reason)
                 return
+            if not log.isEnabledFor(logging.DEBUG):
+                log.error("%s failed: %s; restarting", name, reason)
+            else:
+                log.exception("%s failed; restarting", name)
             health.last_error = reason
             health.last_error_at_ns = time.time_ns()
-            if time.monotonic() - health.started_at >= self.backoff.reset_after_s:
-                attempt = 0
-            delay = self.backoff.delay(attempt)
-            attempt += 1
-            health.restarts += 1
-            log.info("%s restarts in %.1f s (restart %d)", name, delay, health.restarts)
-            await anyio.sleep(delay)
+            raise
+        finally:
+            health.running = False
 
 
 class _FirstStart:

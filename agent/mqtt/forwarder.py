@@ -6,7 +6,8 @@ row leaves the journal only after its PUBACK (acks are batched into one journal 
 A negative PUBACK (MQTT 5 reason >= 0x80) moves the row to the dead-letter table and delivery
 goes on. The live lane (`publish_live`) keeps the latest value per key and publishes it
 retained at once and after every connect, outside the event window, so it is never stuck
-behind a backlog. Between connections: exponential backoff with jitter (tenacity), capped.
+behind a backlog. Between connections: exponential backoff with jitter, capped (the shared
+tenacity policy, `linelight.hw.backoff`).
 
 Layout on the wire: `wire`; settings: `config`.
 """
@@ -22,13 +23,13 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
-from tenacity import RetryCallState, wait_exponential, wait_random
 
 from linelight.agent.mqtt.config import MqttSettings, read_mqtt, read_password
 from linelight.agent.mqtt.errors import TransportError
 from linelight.agent.mqtt.link import LinkError, MqttLink
 from linelight.agent.mqtt.ratelimit import RateLimit
 from linelight.agent.mqtt.wire import Message, Wire
+from linelight.hw.backoff import Backoff
 from linelight.rules.errors import ConfigError
 
 __all__ = ["Forwarder", "LinkStatus", "MqttSettings", "read_mqtt"]
@@ -75,6 +76,10 @@ class LinkStatus:
                 if self.connected and self.connected_since else None}
 
 
+class _LinkLost(TransportError):
+    """An open link ended (the reason is in the message); the forwarder reconnects."""
+
+
 class _Session:
     """Book-keeping of one connection: packet id -> journal seq of the event lane."""
 
@@ -117,10 +122,9 @@ class Forwarder:
         self._session: _Session | None = None
         self._mqtt: MqttLink | None = None
         self._rate = RateLimit(settings.msgs_per_s, settings.bytes_per_s)
-        # initial, 2 x initial, 4 x ... plus up to one `initial` of jitter, capped in _delay.
-        self._backoff = (wait_exponential(multiplier=settings.backoff_initial,
-                                          max=settings.backoff_max)
-                         + wait_random(0, settings.backoff_initial))
+        # initial, 2 x initial, 4 x ... plus up to one `initial` of jitter, capped at max.
+        self._backoff = Backoff(initial=settings.backoff_initial, maximum=settings.backoff_max,
+                                jitter=settings.backoff_initial)
         self._last_logged_error: str | None = None
         self._stopped = False
 
@@ -144,31 +148,30 @@ class Forwarder:
 
     # -- connection loop ---------------------------------------------------------------------
     async def _connect_loop(self) -> None:
-        attempt = 0
-        while not self._stopped:
-            attempt += 1
-            self.link.attempts += 1
-            try:
-                mqtt_link = await self._connect()
-            except (LinkError, ConfigError) as exc:
-                self._note_error(str(exc))
-                await anyio.sleep(self._delay(attempt))
-                continue
-            attempt = 0
-            try:
-                await self._serve(mqtt_link)
-            finally:
-                self._end_session(mqtt_link)
-            if self._stopped:
-                await anyio.sleep_forever()  # planned stop: no reconnect, no new `online`
-            reason = mqtt_link.lost or "closed"
-            self._note_error(f"MQTT link to {self.settings.broker} lost: {reason}")
-            await anyio.sleep(self._delay(1))
+        # A link that was up and then got lost counts as healthy: the waits start over.
+        retrying = self._backoff.retrying((LinkError, ConfigError, _LinkLost),
+                                          healthy=lambda exc: isinstance(exc, _LinkLost))
+        async for attempt in retrying:
+            with attempt:
+                await self._connect_and_serve()
 
-    def _delay(self, attempt: int) -> float:
-        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        state.attempt_number = attempt
-        return min(self.settings.backoff_max, float(self._backoff(state)))
+    async def _connect_and_serve(self) -> None:
+        """One attempt: connect, forward until the link is lost; raises to be retried."""
+        self.link.attempts += 1
+        try:
+            mqtt_link = await self._connect()
+        except (LinkError, ConfigError) as exc:
+            self._note_error(str(exc))
+            raise
+        try:
+            await self._serve(mqtt_link)
+        finally:
+            self._end_session(mqtt_link)
+        if self._stopped:
+            await anyio.sleep_forever()  # planned stop: no reconnect, no new `online`
+        reason = mqtt_link.lost or "closed"
+        self._note_error(f"MQTT link to {self.settings.broker} lost: {reason}")
+        raise _LinkLost(reason)
 
     def _note_error(self, message: str) -> None:
         self.link.last_error = message

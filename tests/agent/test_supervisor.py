@@ -6,12 +6,13 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from linelight.agent.supervisor import Backoff, Supervisor
+from linelight.agent.supervisor import Supervisor
+from linelight.hw.backoff import Backoff
 
 
 @pytest.mark.anyio
 async def test_failing_component_is_restarted_and_its_error_recorded() -> None:
-    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.01, jitter=0.0))
+    sup = Supervisor(Backoff(initial=0.001, maximum=0.01))
     calls = 0
     third = anyio.Event()
 
@@ -36,7 +37,7 @@ async def test_failing_component_is_restarted_and_its_error_recorded() -> None:
 
 @pytest.mark.anyio
 async def test_other_tasks_keep_running_while_a_component_fails() -> None:
-    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.002, jitter=0.0))
+    sup = Supervisor(Backoff(initial=0.001, maximum=0.002))
     ticks = 0
     failures = 0
     enough = anyio.Event()
@@ -65,7 +66,7 @@ async def test_other_tasks_keep_running_while_a_component_fails() -> None:
 
 @pytest.mark.anyio
 async def test_cancellation_stops_the_component_without_restart() -> None:
-    sup = Supervisor(Backoff(base_s=0.001))
+    sup = Supervisor(Backoff(initial=0.001))
     started = anyio.Event()
 
     async def long_running(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -81,14 +82,32 @@ async def test_cancellation_stops_the_component_without_restart() -> None:
     assert sup.components["x"].restarts == 0
 
 
-def test_backoff_grows_and_is_capped() -> None:
-    b = Backoff(base_s=0.5, cap_s=4.0, jitter=0.0)
-    assert [b.delay(n) for n in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+@pytest.mark.anyio
+async def test_a_component_that_returns_is_restarted_with_the_policy_waits() -> None:
+    sup = Supervisor(Backoff(initial=0.001, maximum=0.004))
+    runs = 0
+    enough = anyio.Event()
+
+    async def returns(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        nonlocal runs
+        runs += 1
+        task_status.started()
+        if runs == 5:
+            enough.set()
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run, "scanner", returns)
+        with anyio.fail_after(30):
+            await enough.wait()
+        tg.cancel_scope.cancel()
+    health = sup.components["scanner"]
+    assert health.restarts == 4 and health.last_error == "stopped unexpectedly"
 
 
 @pytest.mark.anyio
 async def test_start_returns_only_once_the_component_reports_started() -> None:
-    sup = Supervisor(Backoff(base_s=0.001))
+    sup = Supervisor(Backoff(initial=0.001))
     bound = False
 
     async def listener(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -106,7 +125,7 @@ async def test_start_returns_only_once_the_component_reports_started() -> None:
 
 @pytest.mark.anyio
 async def test_a_component_failing_before_it_starts_does_not_block_start_up() -> None:
-    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.002, jitter=0.0))
+    sup = Supervisor(Backoff(initial=0.001, maximum=0.002))
 
     async def cannot_bind(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         raise OSError("address already in use")

@@ -20,6 +20,7 @@ from linelight.agent.mqtt.config import (
 from linelight.agent.mqtt.forwarder import Forwarder
 from linelight.agent.mqtt.ratelimit import RateLimit
 from linelight.agent.mqtt.wire import UmhPath, Wire, pack_user_properties, topic_part
+from linelight.hw.backoff import Backoff
 from linelight.rules.errors import ConfigError, ConfigProblems
 from linelight.rules.fields import Problems, Table
 from linelight.rules.tomldoc import TomlDoc
@@ -210,9 +211,8 @@ def test_byte_limit_counts_bytes_and_lets_a_large_message_through() -> None:
     assert not RateLimit().active
 
 
-def test_backoff_grows_with_jitter_and_is_capped() -> None:
+def test_reconnect_waits_come_from_mqtt_backoff_with_initial_as_jitter() -> None:
     fwd = Forwarder(journal=None, settings=MqttSettings(backoff_initial=1, backoff_max=10),  # type: ignore[arg-type]
                     agent_id="a", boot=1, version="x")
-    delays = [fwd._delay(n) for n in range(1, 9)]
-    assert 1 <= delays[0] <= 2 and 2 <= delays[1] <= 3 and 4 <= delays[2] <= 5
-    assert max(delays) == 10 and all(d <= 10 for d in delays)
+    # The policy itself (doubling, jitter, cap, start over) is tested in tests/hw/test_backoff.py.
+    assert fwd._backoff == Backoff(initial=1, maximum=10, jitter=1)
