@@ -38,6 +38,7 @@ class MqttSettings:
     protocol: str = "5"
     keepalive: float = 30.0
     connect_timeout: float = 10.0
+    puback_timeout: float = 30.0  # messages in flight and no PUBACK for this long: link dropped
     client_id: str | None = None  # None: "linelight-{agent_id}"
     username: str | None = None
     password_file: str | None = None  # may start with $CREDENTIALS_DIRECTORY
@@ -93,6 +94,8 @@ MQTT_KEYS = Keys("the MQTT broker; leave out to only queue", (
     Key("keepalive", "duration", "MQTT keepalive", _D.keepalive, allow_zero=False),
     Key("connect_timeout", "duration", "deadline of one connect", _D.connect_timeout,
         allow_zero=False),
+    Key("puback_timeout", "duration", "messages in flight and no PUBACK for this long: the "
+        "link is dropped and reconnected", _D.puback_timeout, allow_zero=False),
     Key("client_id", "string", "MQTT client id", None, default_text="linelight-{agent_id}",
         pattern=_CLIENT_ID.pattern[1:-1]),
     Key("username", "string", "user name", None),
@@ -158,6 +161,7 @@ def read_mqtt(table: Table) -> MqttSettings:
         table.problem("keepalive", "'keepalive' must be between 1s and 65535s")
         keepalive = d.keepalive
     connect_timeout = table.duration("connect_timeout", d.connect_timeout, allow_zero=False)
+    puback_timeout = table.duration("puback_timeout", d.puback_timeout, allow_zero=False)
     client_id = table.string("client_id", None)
     if isinstance(client_id, str) and not _CLIENT_ID.match(client_id):
         table.problem("client_id", f"'client_id' '{client_id}' must be 1-128 letters, digits "
@@ -194,6 +198,7 @@ def read_mqtt(table: Table) -> MqttSettings:
         protocol=protocol or d.protocol,
         keepalive=keepalive or d.keepalive,
         connect_timeout=connect_timeout or d.connect_timeout,
+        puback_timeout=puback_timeout or d.puback_timeout,
         client_id=client_id,
         username=username,
         password_file=password_file,

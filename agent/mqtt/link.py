@@ -6,14 +6,16 @@ non-blocking and driven from the event loop through paho's socket callbacks (the
 paho's examples/loop_asyncio.py and aiomqtt): a reader task calls `loop_read` when the socket
 is readable, a writer task calls `loop_write` while paho has bytes queued, a housekeeping
 task pings after half a keepalive of silence, calls `loop_misc`, and drops a link that
-stayed silent for 1.5 x keepalive. All paho callbacks therefore
+stayed silent for 1.5 x keepalive, or that has messages in flight and sent no PUBACK for
+`puback_timeout` (a broker that answers pings but acknowledges nothing). All paho callbacks therefore
 run in the event loop thread: no locks and no thread hand-offs on the hot path.
 
 paho's own in-flight limit is switched off (`max_inflight_messages = 0`): the forwarder keeps
 its own window, and paho's limit rescans its whole message table on every PUBACK.
 
 Library exceptions stop here: callers see `LinkError` (could not connect, with a sentence
-naming the broker and the reason) and `MqttLink.lost` (why an open link ended).
+naming the broker and the reason) and `MqttLink.lost` (why an open link ended; a malformed
+packet from the broker is a "protocol error: ..." sentence there, never an exception).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import math
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +34,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket, MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as _Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -122,11 +126,16 @@ def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
         raise LinkError(settings.broker, f"cannot load TLS files ({exc})") from None
     if tls.insecure_skip_hostname:
         ctx.check_hostname = False
+    ctx.sslsocket_class = _ClosingSSLSocket
     return ctx
 
 
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 _SUCCESS_REASONS: dict[int, ReasonCode] = {}
+# MQTT 5.0 section 3.4.2.1: the reason codes a PUBACK may carry; success is < 0x80.
+PUBACK_REASONS = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
+# What paho raises while decoding a packet (its own _packet.DECODE_ERRORS, plus MalformedPacket).
+_DECODE_ERRORS = (MQTTException, struct.error, IndexError, KeyError, ValueError)
 
 
 def _success_reason(code: int) -> ReasonCode:
@@ -137,26 +146,51 @@ def _success_reason(code: int) -> ReasonCode:
     return reason
 
 
-class _Client(mqtt.Client):
-    """paho's client with two local changes, both measured in bench/replay.py.
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails.
 
-    - A PUBACK that says Success without properties is decoded without building a
-      ReasonCode and a Properties object per packet; that decoding was a third of paho's
-      per-message cost. Any other PUBACK (a refusal, properties) goes through paho's own
-      decoder.
-    - The TLS handshake closes its socket when it fails; paho leaves the half-open SSL
-      socket to the garbage collector (a ResourceWarning per retry during a long outage
-      with a wrong CA). Our context always carries the hostname policy (`check_hostname`),
-      so the handshake is the whole check.
+    paho leaves a socket whose TLS handshake failed to the garbage collector (a
+    ResourceWarning per retry during a long outage with a wrong CA). `SSLContext.sslsocket_class`
+    is the standard library's public hook for this, so paho's `_ssl_wrap_socket` stays as it is.
     """
 
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+class _Client(mqtt.Client):
+    """paho's client with a bounded read and a fast, strict PUBACK decoder.
+
+    paho 2.2 is pinned to its minor version: the private names used here are checked by
+    tests/agent/mqtt/test_paho_contract.py, which fails in plain words when they change.
+
+    - `read_some` handles at most `limit` packets (paho's `loop_read` ignores its argument
+      and reads as many packets as it has messages in flight).
+    - A PUBACK that says success without properties is decoded without building a
+      ReasonCode and a Properties object per packet; that decoding was a third of paho's
+      per-message cost (bench/replay.py measures both, `--stock-puback`). Anything else goes
+      through paho's own decoder. A malformed PUBACK (wrong size, a reason code MQTT does not
+      define for PUBACK, a packet id that is not in flight) is a protocol error: the
+      connection ends and `protocol_error` says why, in one sentence.
+    """
+
+    protocol_error: str | None = None
+
     def read_some(self, limit: int) -> tuple[MQTTErrorCode, bool]:
-        """Read and handle at most `limit` packets (paho's `loop_read` reads as many as it
-        has messages in flight). Returns (rc, True if the limit was reached)."""
+        """Read and handle at most `limit` packets. Returns (rc, True if the limit was reached)."""
         for _ in range(limit):
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN, False
-            rc = self._packet_read()
+            try:
+                rc = self._packet_read()
+            except _DECODE_ERRORS as exc:  # paho decodes some packets without its guard
+                self.protocol_error = self.protocol_error or (
+                    f"undecodable packet 0x{self._in_packet['command']:02x} ({exc})")
+                rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
             if rc > 0:
                 return self._loop_rc_handle(rc), False
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
@@ -170,36 +204,36 @@ class _Client(mqtt.Client):
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]
-        # A success reason (< 0x80, e.g. 0x00, or 0x10 "no matching subscribers" from
-        # mosquitto) and no properties: packet id alone (3.1.1, MQTT 5's short form), or
-        # followed by the reason and possibly an empty property length.
         size = len(packet)
-        if cmd != "PUBACK" or size > 4 or (size >= 3 and packet[2] >= 0x80) \
-                or (size == 4 and packet[3] != 0):
-            return super()._handle_pubackcomp(cmd)
+        if cmd != "PUBACK" or size < 2:
+            return self._paho_decode(cmd, packet)
         mid = (packet[0] << 8) | packet[1]
-        reason = _success_reason(packet[2] if size >= 3 else 0)
+        v5 = self.protocol == mqtt.MQTTv5
+        if v5 and size >= 3 and packet[2] not in PUBACK_REASONS:
+            return self._reject(f"PUBACK for packet id {mid} with reason code "
+                                f"0x{packet[2]:02x}, which MQTT 5 does not define for PUBACK")
         with self._out_message_mutex:
-            if mid in self._out_messages:
-                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+            if mid not in self._out_messages:
+                return self._reject(f"PUBACK for packet id {mid}, which is not in flight")
+            # Success (< 0x80, e.g. 0x10 "no matching subscribers" from mosquitto) and no
+            # properties: packet id alone (3.1.1, MQTT 5's short form), or followed by the
+            # reason and possibly an empty property length.
+            if size == 2 or (v5 and size <= 4 and packet[2] < 0x80
+                             and (size == 3 or packet[3] == 0)):
+                return self._do_on_publish(mid, _success_reason(packet[2] if size >= 3 else 0),
+                                           _NO_PROPERTIES)
+        return self._paho_decode(cmd, packet)
 
-    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        ctx = self._ssl_context
-        assert ctx is not None
+    def _paho_decode(self, cmd: Any, packet: bytes | bytearray) -> MQTTErrorCode:
         try:
-            ssl_sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host,
-                                       do_handshake_on_connect=False)
-        except BaseException:
-            tcp_sock.close()
-            raise
-        try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
-        except BaseException:
-            ssl_sock.close()
-            raise
-        return ssl_sock
+            return super()._handle_pubackcomp(cmd)
+        except MalformedPacket as exc:
+            self._reject(f"malformed {cmd} of {len(packet)} byte(s) ({exc})")
+            raise  # paho's _packet_read turns it into MQTT_ERR_PROTOCOL
+
+    def _reject(self, reason: str) -> MQTTErrorCode:
+        self.protocol_error = self.protocol_error or reason
+        return MQTTErrorCode.MQTT_ERR_PROTOCOL
 
 
 class MqttLink:
@@ -247,6 +281,8 @@ class MqttLink:
         self._closed = anyio.Event()
         self.lost: str | None = None
         self.last_rx = time.monotonic()
+        self._unacked = 0  # QoS 1 messages published on this link and not yet acknowledged
+        self._acked_at = 0.0  # monotonic: the last PUBACK, or the first publish after none were due
 
     # -- paho callbacks (run in the event loop thread, inside loop_read/loop_write) ---------
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
@@ -263,11 +299,17 @@ class MqttLink:
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: ReasonCode, properties: Any) -> None:
         if self.lost is None:
+            if self._client.protocol_error is not None:
+                self._mark_lost(f"protocol error: the broker sent a "
+                                f"{self._client.protocol_error}; connection dropped")
+                return
             text = reason.getName() if isinstance(reason, ReasonCode) else str(reason)
             self._mark_lost(f"disconnected: {text}")
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                         reason: ReasonCode, properties: Any) -> None:
+        self._unacked -= 1
+        self._acked_at = time.monotonic()
         code = reason.value if isinstance(reason, ReasonCode) else 0
         self._on_puback(mid, code, reason.getName() if code >= 0x80 else "")
 
@@ -353,6 +395,9 @@ class MqttLink:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._mark_lost(f"publish failed: {mqtt.error_string(info.rc)}")
             raise TransportError(f"MQTT link to {self.broker} lost: {self.lost}")
+        if self._unacked == 0:
+            self._acked_at = time.monotonic()  # the PUBACK clock starts with the first one due
+        self._unacked += 1
         return int(info.mid)
 
     async def serve(self) -> None:
@@ -441,4 +486,12 @@ class MqttLink:
                 return
             if silent >= keepalive / 2:
                 self._client.ping()
+            # A broker that answers PINGREQ but acknowledges nothing would keep this link
+            # "connected" forever with the window full: PUBACKs must keep coming.
+            waited = time.monotonic() - self._acked_at
+            if self._unacked and waited >= self.settings.puback_timeout:
+                self._mark_lost(f"no PUBACK for {waited:.1f}s with {self._unacked} message(s) "
+                                f"in flight (mqtt.puback_timeout "
+                                f"{self.settings.puback_timeout:g}s)")
+                return
             self._client.loop_misc()
