@@ -1,23 +1,31 @@
 """Modbus TCP/RTU: one pymodbus client per connection, a poller per source, coil/register outputs.
 
-pymodbus exceptions stop here: callers see `DeviceError` (no answer, no connection) or
-`ModbusExceptionError` (the device answered with a Modbus exception code).
+pymodbus exceptions stop here: callers see `DeviceError` (no answer, no connection: "connection
+refused by host:port", ...), `ModbusExceptionError` (the device answered with a Modbus
+exception code) or `ModbusAnswerError` (the device answered something else than what was asked:
+another function, a wrong byte count). pymodbus's own log lines (tracebacks, hex dumps) are kept
+out of the agent log; what they say reaches it as those errors. Reconnects follow the shared
+policy (`linelight.hw.backoff`), driven by the source's poller.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
+from tenacity import RetryCallState
 
+from linelight.hw.backoff import Backoff
 from linelight.hw.config import ModbusLink, ModbusSourceSpec
 from linelight.hw.errors import DeviceError
 from linelight.hw.inputs import InputTable
@@ -51,6 +59,39 @@ class ModbusExceptionError(DeviceError):
                          f"{address} with exception {code} ({cname})")
 
 
+class ModbusAnswerError(DeviceError):
+    """The device answered, but not what was asked (another function, a wrong byte count)."""
+
+    def __init__(self, device: str, unit: int, function: int, address: int, what: str) -> None:
+        self.device, self.unit, self.function, self.address = device, unit, function, address
+        fname = FUNCTION_NAMES.get(function, f"function {function}")
+        super().__init__(f"Modbus device {device} unit {unit} answered {fname} at address "
+                         f"{address} with {what}")
+
+
+class ModbusLinkLost(DeviceError):
+    """The connection was up and went away; the poller reconnects."""
+
+
+def _keep_pymodbus_out_of_the_log() -> None:
+    # pymodbus logs every failure itself, with tracebacks and hex dumps, on its own logger;
+    # we translate each into one DeviceError sentence instead. Idempotent.
+    quiet = logging.getLogger("pymodbus")
+    quiet.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
+        quiet.addHandler(logging.NullHandler())  # else logging's last resort prints them
+
+
+def _describe_os_error(exc: OSError, where: str) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(exc, ConnectionResetError):
+        return f"connection reset by peer {where}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {where} to the connection request"
+    return f"cannot connect to {where}: {exc.strerror or exc}"
+
+
 @dataclass(slots=True)
 class LinkStats:
     connected: bool = False
@@ -63,9 +104,9 @@ class LinkStats:
 class ModbusConnection:
     """One client for one link (a TCP device, or an RTU bus with several units).
 
-    The poller and the tower's Modbus outputs share it. Connecting backs off from
-    `reconnect_min` (at least 0.5 s) doubling to `reconnect_max`; a request made while backing off
-    fails at once with DeviceError instead of hammering a dead device.
+    The poller and the tower's Modbus outputs share it. The poller reconnects with `backoff`
+    (from `reconnect_min`, at least 0.5 s, doubling to `reconnect_max`); a request made while it
+    waits fails at once with DeviceError instead of hammering a dead device.
     """
 
     def __init__(self, name: str, link: ModbusLink, *, timeout: float = 0.5,
@@ -76,15 +117,15 @@ class ModbusConnection:
         self.timeout = timeout
         self.reconnect_min = max(0.5, reconnect_min)
         self.reconnect_max = max(self.reconnect_min, reconnect_max)
+        self.backoff = Backoff(initial=self.reconnect_min, maximum=self.reconnect_max)
         self._clock = clock
         self._client: Any = None
-        self._delay = self.reconnect_min
         self._next_attempt = 0.0
-        self._delay_used = 0.0
         self._lock = anyio.Lock()  # one request at a time on the wire (required on RTU)
         self._connect_lock = anyio.Lock()
         self._silent = 0  # requests in a row without any answer
         self.stats = LinkStats()
+        _keep_pymodbus_out_of_the_log()
 
     @property
     def device(self) -> str:
@@ -122,33 +163,63 @@ class ModbusConnection:
         if wait > 0:
             raise DeviceError(f"Modbus device {self.device} is not connected "
                               f"(next attempt in {wait:.1f} s; last error: {self.stats.last_error})")
+        await self._connect_now()
+
+    async def connect(self) -> None:
+        """One connection attempt now, whatever the wait (the poller's retry loop waited)."""
+        if self.connected:
+            return
+        async with self._connect_lock:
+            if not self.connected:
+                await self._connect_now()
+
+    async def _connect_now(self) -> None:
         self._drop_client()
         client = self._new_client()
         ok = False
+        error: OSError | None = None
         try:
             with anyio.move_on_after(self.timeout + 1.0):
                 ok = bool(await client.connect())
-        except (ModbusException, OSError) as exc:
-            self.stats.last_error = str(exc)
+        except OSError as exc:
+            error = exc
+        except ModbusException:
+            pass
         if not ok or not client.connected:
             client.close()
-            self._backoff(f"cannot connect to {self.link.describe()}")
-            raise DeviceError(f"Modbus device {self.device} does not accept a connection "
-                              f"(retry in {self._delay_used:.1f} s)")
+            reason = await self._why_not(error)
+            self.stats.last_error = reason
+            self.stats.connected = False
+            raise DeviceError(f"Modbus device {self.device} does not accept a connection: "
+                              f"{reason}")
         self._client = client
         self._silent = 0
-        self._delay = self.reconnect_min
         self._next_attempt = 0.0
         self.stats.connected = True
         self.stats.connects += 1
         log.info("Modbus %s connected", self.device)
 
-    def _backoff(self, reason: str) -> None:
-        self.stats.last_error = reason
+    async def _why_not(self, error: OSError | None) -> str:
+        """Why a connection failed, in words: pymodbus only says False (and logs the reason)."""
+        where = self.link.describe()
+        if error is None and self.link.kind == "tcp":
+            # Ask the network ourselves: one TCP connection, closed at once (in a thread: the
+            # socket module keeps the errno that anyio's happy eyeballs folds into a group).
+            address, limit = (self.link.host, self.link.port), self.timeout + 1.0
+            try:
+                probe = await anyio.to_thread.run_sync(
+                    lambda: socket.create_connection(address, timeout=limit))
+                probe.close()
+            except OSError as exc:
+                error = exc
+        if error is not None:
+            return _describe_os_error(error, where)
+        return f"cannot connect to {where}"
+
+    def waiting(self, retry_state: RetryCallState) -> None:
+        """The poller's retry loop is about to wait: requests fail fast until then."""
+        self._next_attempt = self._clock() + retry_state.upcoming_sleep
         self.stats.connected = False
-        self._delay_used = self._delay
-        self._next_attempt = self._clock() + self._delay
-        self._delay = min(self._delay * 2, self.reconnect_max)
 
     def _drop_client(self) -> None:
         if self._client is not None:
@@ -160,7 +231,8 @@ class ModbusConnection:
         if self._client is not None:
             log.warning("Modbus %s lost: %s", self.device, reason)
         self._drop_client()
-        self._backoff(reason)
+        self.stats.last_error = reason
+        self.stats.connected = False
 
     def close(self) -> None:
         self._drop_client()
@@ -180,6 +252,9 @@ class ModbusConnection:
             except ModbusException as exc:
                 response = None
                 error = f"{fname} at address {address} failed: {exc}"
+                if not self.connected:
+                    error = (f"connection to {self.link.describe()} lost (closed or reset by "
+                             f"peer) during {fname} at address {address}")
             else:
                 error = ""
         if response is None:
@@ -196,6 +271,12 @@ class ModbusConnection:
             self.stats.failures += 1
             raise ModbusExceptionError(self.device, unit, function, address,
                                        int(response.exception_code))
+        if response.function_code != function:
+            self.stats.failures += 1
+            other = FUNCTION_NAMES.get(response.function_code,
+                                       f"function {response.function_code}")
+            raise ModbusAnswerError(self.device, unit, function, address,
+                                    f"an answer to {other} instead")
         return response
 
     async def read(self, block: ReadBlock) -> Sequence[int] | Sequence[bool]:
@@ -212,9 +293,14 @@ class ModbusConnection:
 
         response = await self._request(block.area.read_function, block.unit, block.address, call)
         raw = response.bits if block.area.is_bit else response.registers
-        if len(raw) < block.count:
-            raise DeviceError(f"Modbus device {self.device} unit {block.unit} sent {len(raw)} "
-                              f"values for {block.describe()}, expected {block.count}")
+        # pymodbus unpacks every byte it got: 8 bits per byte, 2 bytes per register.
+        got, expected = ((len(raw) // 8, -(-block.count // 8)) if block.area.is_bit
+                         else (2 * len(raw), 2 * block.count))
+        if got != expected:
+            self.stats.failures += 1
+            raise ModbusAnswerError(self.device, block.unit, block.area.read_function,
+                                    block.address, f"{got} data byte(s) for "
+                                    f"{block.describe()}, expected {expected}")
         return list(raw[: block.count])
 
     async def write_coil(self, unit: int, address: int, value: bool) -> None:
@@ -287,14 +373,22 @@ class ModbusSource:
             # A separate watcher marks STALE on time even while a request hangs until its
             # timeout (several of them in one poll on a bus with a dead unit).
             tg.start_soon(self._watch_stale, table)
-            while True:
-                tick = self._clock()
-                await self.poll_once(table)
-                next_tick = tick + self.spec.poll
-                if not self.connection.connected:
-                    next_tick = max(next_tick, self._clock()
-                                    + self.connection.seconds_until_attempt())
-                await anyio.sleep(max(0.0, next_tick - self._clock()))
+            # A link that was up and got lost is a healthy attempt: the waits start over.
+            retrying = self.connection.backoff.retrying(
+                DeviceError, healthy=lambda exc: isinstance(exc, ModbusLinkLost),
+                before_sleep=self.connection.waiting)
+            async for attempt in retrying:
+                with attempt:
+                    await self.connection.connect()
+                    await self._poll_until_lost(table)
+
+    async def _poll_until_lost(self, table: InputTable) -> None:
+        while True:
+            tick = self._clock()
+            await self.poll_once(table)
+            if not self.connection.connected:
+                raise ModbusLinkLost(self.connection.stats.last_error)
+            await anyio.sleep(max(0.0, tick + self.spec.poll - self._clock()))
 
     async def _watch_stale(self, table: InputTable) -> None:
         while True:
@@ -312,7 +406,7 @@ class ModbusSource:
         for st in self._states:
             try:
                 raw = await self.connection.read(st.block)
-            except ModbusExceptionError as exc:
+            except (ModbusExceptionError, ModbusAnswerError) as exc:
                 st.last_answer = self._clock()
                 st.stale = False
                 self._mark(table, st.block, Quality.BAD, str(exc))
@@ -348,9 +442,13 @@ class ModbusSource:
             silent = now - st.last_answer
             if not st.stale and silent >= self.spec.stale_after:
                 st.stale = True
-                reason = (f"no answer from Modbus device {self.connection.device} unit "
-                          f"{st.block.unit} for {st.block.describe()} in {silent:.1f} s "
-                          f"(stale_after {self.spec.stale_after:g} s)")
+                if self.connection.connected or not self.connection.stats.last_error:
+                    why = f"no answer for {st.block.describe()} in {silent:.1f} s"
+                else:  # say why there is no answer: refused, reset, unreachable
+                    why = (f"{self.connection.stats.last_error}; {st.block.describe()} "
+                           f"unread for {silent:.1f} s")
+                reason = (f"Modbus device {self.connection.device} unit {st.block.unit}: "
+                          f"{why} (stale_after {self.spec.stale_after:g} s)")
                 log.warning("%s", reason)
                 self._mark_stale_block(table, st.block, reason)
 

@@ -138,7 +138,8 @@ async def test_stopped_server_makes_inputs_stale_and_restart_makes_them_good(
         assert stale.quality is Quality.STALE
         assert stale.at - last_good.at >= spec.stale_after  # never early
         assert stale.value == 11  # the last value stays visible, marked stale
-        assert "no answer from Modbus device 'plc'" in stale.reason and "unit 7" in stale.reason
+        assert "Modbus device 'plc'" in stale.reason and "unit 7" in stale.reason
+        assert f"connection refused by 127.0.0.1:{modbus_server.port}" in stale.reason
         await modbus_server.start()
         await modbus_server.set_holding(0, [12])
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 12)
