@@ -127,7 +127,7 @@ def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
                 outputs[lamp] = _output(binding, hw, unit_of, images,
                                         lambda: factory(tower.pin_factory), line_backend, clock)
         except DeviceError:
-            for closer in hw._closers:
+            for closer in hw._closers:  # noqa: SLF001 this module builds the Hardware and owns its closers
                 closer()
             raise
         hw.stacklight = StackLight(outputs, blink_slow_hz=tower.blink_slow_hz,
@@ -145,12 +145,12 @@ def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],
     if b.kind == "gpiozero":
         assert b.pin is not None
         zero = GpioZeroOutput(b.pin, active_low=b.active_low, pin_factory=factory())
-        hw._closers.append(zero.close)
+        hw._closers.append(zero.close)  # noqa: SLF001 this module builds the Hardware and owns its closers
         return zero
     if b.kind == "gpiochip":
         assert b.pin is not None
         chip = GpioChipOutput(b.chip, b.pin, active_low=b.active_low, backend=line_backend)
-        hw._closers.append(chip.close)
+        hw._closers.append(chip.close)  # noqa: SLF001 this module builds the Hardware and owns its closers
         return chip
     conn = hw.connections.get(b.source)
     if conn is None or b.point is None:

@@ -7,8 +7,8 @@ paho's examples/loop_asyncio.py and aiomqtt): a reader task calls `loop_read` wh
 is readable, a writer task calls `loop_write` while paho has bytes queued, a housekeeping
 task pings after half a keepalive of silence, calls `loop_misc`, and drops a link that
 stayed silent for 1.5 x keepalive, or that has messages in flight and sent no PUBACK for
-`puback_timeout` (a broker that answers pings but acknowledges nothing). All paho callbacks therefore
-run in the event loop thread: no locks and no thread hand-offs on the hot path.
+`puback_timeout` (a broker that answers pings but acknowledges nothing). All paho
+callbacks therefore run in the event loop thread: no locks and no thread hand-offs on the hot path.
 
 paho's own in-flight limit is switched off (`max_inflight_messages = 0`): the forwarder keeps
 its own window, and paho's limit rescans its whole message table on every PUBACK.
@@ -183,27 +183,29 @@ class _Client(mqtt.Client):
     def read_some(self, limit: int) -> tuple[MQTTErrorCode, bool]:
         """Read and handle at most `limit` packets. Returns (rc, True if the limit was reached)."""
         for _ in range(limit):
-            if self._sock is None:
+            if self._sock is None:  # noqa: SLF001 paho internal, checked by test_paho_contract
                 return MQTTErrorCode.MQTT_ERR_NO_CONN, False
             try:
-                rc = self._packet_read()
+                rc = self._packet_read()  # noqa: SLF001 one packet at a time: loop_read ignores its limit
             except _DECODE_ERRORS as exc:  # paho decodes some packets without its guard
                 self.protocol_error = self.protocol_error or (
-                    f"undecodable packet 0x{self._in_packet['command']:02x} ({exc})")
+                    f"undecodable packet 0x{self._in_packet['command']:02x} "  # noqa: SLF001
+                    f"({exc})")
                 rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
             if rc > 0:
-                return self._loop_rc_handle(rc), False
+                return self._loop_rc_handle(rc), False  # noqa: SLF001 paho's own handling of a failed read
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 return MQTTErrorCode.MQTT_ERR_SUCCESS, False
         return MQTTErrorCode.MQTT_ERR_SUCCESS, True
 
     def ping(self) -> None:
         """Send a PINGREQ now, unless one is already waiting for its PINGRESP."""
-        if self._ping_t == 0 and self._sock is not None:
-            self._send_pingreq()
+        # paho pings only after a whole keepalive of silence; we ping after half of one.
+        if self._ping_t == 0 and self._sock is not None:  # noqa: SLF001 paho internals, see test_paho_contract
+            self._send_pingreq()  # noqa: SLF001 no public "ping now" in paho
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        packet = self._in_packet["packet"]
+        packet = self._in_packet["packet"]  # noqa: SLF001 the packet paho just read (override of its decoder)
         size = len(packet)
         if cmd != "PUBACK" or size < 2:
             return self._paho_decode(cmd, packet)
@@ -212,21 +214,22 @@ class _Client(mqtt.Client):
         if v5 and size >= 3 and packet[2] not in PUBACK_REASONS:
             return self._reject(f"PUBACK for packet id {mid} with reason code "
                                 f"0x{packet[2]:02x}, which MQTT 5 does not define for PUBACK")
-        with self._out_message_mutex:
-            if mid not in self._out_messages:
+        with self._out_message_mutex:  # noqa: SLF001 as paho's own decoder does
+            if mid not in self._out_messages:  # noqa: SLF001 as paho's own decoder does
                 return self._reject(f"PUBACK for packet id {mid}, which is not in flight")
             # Success (< 0x80, e.g. 0x10 "no matching subscribers" from mosquitto) and no
             # properties: packet id alone (3.1.1, MQTT 5's short form), or followed by the
             # reason and possibly an empty property length.
             if size == 2 or (v5 and size <= 4 and packet[2] < 0x80
                              and (size == 3 or packet[3] == 0)):
-                return self._do_on_publish(mid, _success_reason(packet[2] if size >= 3 else 0),
-                                           _NO_PROPERTIES)
+                reason = _success_reason(packet[2] if size >= 3 else 0)
+                # paho's delivery of an ack: on_publish, then the message leaves its table
+                return self._do_on_publish(mid, reason, _NO_PROPERTIES)  # noqa: SLF001
         return self._paho_decode(cmd, packet)
 
     def _paho_decode(self, cmd: Any, packet: bytes | bytearray) -> MQTTErrorCode:
         try:
-            return super()._handle_pubackcomp(cmd)
+            return super()._handle_pubackcomp(cmd)  # noqa: SLF001 paho's own decoder
         except MalformedPacket as exc:
             self._reject(f"malformed {cmd} of {len(packet)} byte(s) ({exc})")
             raise  # paho's _packet_read turns it into MQTT_ERR_PROTOCOL
@@ -346,7 +349,7 @@ class MqttLink:
                     clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                     properties=props))
         except (OSError, ValueError) as exc:
-            self._client._sock_close()
+            self._client._sock_close()  # noqa: SLF001 no public close without DISCONNECT
             raise LinkError(self.broker, _describe_connect_error(exc, self.settings)) from None
         self._sock = self._client.socket()
         # Waits use the bare descriptor: paho may close the socket object while another task
@@ -419,7 +422,7 @@ class MqttLink:
         """Drop the connection without DISCONNECT (the will fires, as after a crash)."""
         self._mark_lost(reason)
         if self._client.socket() is not None:
-            self._client._sock_close()
+            self._client._sock_close()  # noqa: SLF001 no public close without DISCONNECT
 
     async def disconnect(self) -> None:
         """A clean DISCONNECT (the broker drops the will), then close.
