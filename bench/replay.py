@@ -1,6 +1,6 @@
 """Replay benchmark: the forwarder draining a journal backlog vs bare paho QoS 1, same run.
 
-    python -m bench.replay [--quick] [--events N] [--inflight N ...]
+    python -m bench.replay [--quick] [--events N] [--inflight N ...] [--stock-puback]
 
 Measured in one run, against one local mosquitto on a free loopback port:
 
@@ -14,6 +14,8 @@ Measured in one run, against one local mosquitto on a free loopback port:
 - bare paho with the forwarder's two client tweaks (fast PUBACK decode, pre-encoded user
   properties) and the very same messages: what is left is the cost of the journal and the
   forwarder themselves (`ratio_replay_vs_bare_paho_tuned`);
+- with `--stock-puback`: the forwarder once more per round with paho's own PUBACK decoder
+  instead of link.py's fast one (the public-API alternative to that override);
 - broker start to first delivery: the forwarder waits with the default backoff while the
   broker is down (2 s), then the broker starts; time until the first row is PUBACKed and
   deleted.
