@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -80,6 +81,17 @@ def _keep_pymodbus_out_of_the_log() -> None:
     quiet.propagate = False
     if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
         quiet.addHandler(logging.NullHandler())  # else logging's last resort prints them
+
+
+def _tcp_address(link: ModbusLink) -> tuple[str, int] | None:
+    """Where a TCP connection goes: a TCP device, or RTU over `socket://host:port`."""
+    if link.kind == "tcp":
+        return link.host, link.port
+    if link.device.startswith("socket://"):
+        parsed = urlsplit(link.device)
+        if parsed.hostname and parsed.port:
+            return parsed.hostname, parsed.port
+    return None
 
 
 def _describe_os_error(exc: OSError, where: str) -> str:
@@ -202,10 +214,13 @@ class ModbusConnection:
     async def _why_not(self, error: OSError | None) -> str:
         """Why a connection failed, in words: pymodbus only says False (and logs the reason)."""
         where = self.link.describe()
-        if error is None and self.link.kind == "tcp":
+        address = _tcp_address(self.link)
+        if error is None and address is None and not await anyio.Path(self.link.device).exists():
+            return f"serial port {self.link.device} does not exist"
+        if error is None and address is not None:
             # Ask the network ourselves: one TCP connection, closed at once (in a thread: the
             # socket module keeps the errno that anyio's happy eyeballs folds into a group).
-            address, limit = (self.link.host, self.link.port), self.timeout + 1.0
+            limit = self.timeout + 1.0
             try:
                 probe = await anyio.to_thread.run_sync(
                     lambda: socket.create_connection(address, timeout=limit))

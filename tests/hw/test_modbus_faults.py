@@ -64,12 +64,11 @@ class FakeDevice:
                 return
 
 
-def _toml(port: int, inputs: str) -> str:
+def _toml(port: int, inputs: str, *, link: str = "") -> str:
+    link = link or f'type = "modbus_tcp"\nhost = "127.0.0.1"\nport = {port}'
     return f"""
 [sources.plc]
-type = "modbus_tcp"
-host = "127.0.0.1"
-port = {port}
+{link}
 unit = 1
 poll = "50ms"
 timeout = "500ms"
@@ -176,4 +175,25 @@ async def test_a_reset_connection_says_reset_by_peer_with_host_and_port(
     assert "no answer" not in stale.reason
     lost = [r.getMessage() for r in agent_log.records if "lost" in r.getMessage()]
     assert lost and "reset by peer" in lost[0]
+    _no_pymodbus_lines(agent_log)
+
+
+@pytest.mark.parametrize("where", ["socket", "missing-port"])
+async def test_an_rtu_link_that_cannot_open_says_why(
+        modbus_rtu_server: ModbusTestServer, agent_log: AgentLog, where: str) -> None:
+    port = modbus_rtu_server.port
+    await modbus_rtu_server.stop()
+    device = f"socket://127.0.0.1:{port}" if where == "socket" else "/dev/ttyLINELIGHT-nope"
+    (spec,), _ = read_config(_toml(0, "speed = { holding_register = 0 }",
+                                   link=f'type = "modbus_rtu"\ndevice = "{device}"'))
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
+        tg.cancel_scope.cancel()
+    await hw.close()
+    expected = (f"connection refused by {device}" if where == "socket"
+                else f"serial port {device} does not exist")
+    assert expected in stale.reason, stale.reason
     _no_pymodbus_lines(agent_log)
