@@ -111,7 +111,7 @@ async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
     sources = status["sources"]
     assert sources["plc"]["type"] == "modbus_tcp" and sources["plc"]["link"]["connected"]
     assert not sources["gone"]["link"]["connected"]
-    assert "cannot connect" in sources["gone"]["link"]["last_error"]
+    assert "connection refused by 127.0.0.1:" in sources["gone"]["link"]["last_error"]
     assert sources["demo"]["type"] == "sim"
     assert 'linelight_source_connected{source="plc"} 1.0' in metrics
     assert 'linelight_source_connected{source="gone"} 0.0' in metrics
