@@ -139,7 +139,7 @@ async def test_a_component_failing_before_it_starts_does_not_block_start_up() ->
 
 @pytest.mark.anyio
 async def test_a_failure_inside_a_task_group_is_recorded_by_its_own_sentence() -> None:
-    sup = Supervisor(Backoff(base_s=0.001, cap_s=0.002, jitter=0.0))
+    sup = Supervisor(Backoff(initial=0.001, maximum=0.002, jitter=0.0))
     failed = anyio.Event()
     runs = 0
 
