@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -28,12 +27,11 @@ import anyio.lowlevel
 import msgpack
 
 from linelight.agent.journal import schema
+from linelight.agent.journal.lockfile import LockFile
 from linelight.agent.journal.salvage import (
     Recovery,
     check_place,
-    lock,
     open_database,
-    remember_boot,
     resume_rebuild,
 )
 from linelight.agent.journal.store import (
@@ -43,6 +41,7 @@ from linelight.agent.journal.store import (
     PendingRow,
     Store,
     encode_body,
+    is_unavailable,
     row_size,
 )
 from linelight.agent.journal.types import (
@@ -51,8 +50,10 @@ from linelight.agent.journal.types import (
     JournalError,
     JournalLimits,
     JournalStats,
+    JournalUnavailable,
     Record,
 )
+from linelight.agent.journal.unopened import UnopenedStore
 
 __all__ = [
     "Event",
@@ -94,11 +95,12 @@ class _Flight:
 class Journal:
     """The durable event queue. See the module docstring and docs/journal.md."""
 
-    def __init__(self, store: Store, path: str, limits: JournalLimits, lock_fd: int) -> None:
+    def __init__(self, store: Store | UnopenedStore, path: str, limits: JournalLimits,
+                 lockfile: LockFile) -> None:
         self.path = path
         self.limits = limits
         self._store = store
-        self._lock_fd = lock_fd
+        self._lockfile = lockfile
         self._db_lock = threading.Lock()  # the connection is used by one thread at a time
         self._groups: list[_Group] = []
         self._ops: list[tuple[Op, anyio.Event]] = []
@@ -118,35 +120,27 @@ class Journal:
              clock: Callable[[], int] = time.time_ns) -> Journal:
         """Open or create the journal at `path`: check, salvage if damaged, migrate, boot += 1.
 
-        `clock` is the wall clock (UTC epoch ns) used for `enq_ns` and `max_age`.
+        `clock` is the wall clock (UTC epoch ns) used for `enq_ns` and `max_age`. A full disk
+        or an I/O error does not raise: the journal starts without its file (degraded,
+        refusing and counting events) and opens it once it can.
         """
         limits = limits or JournalLimits()
         path = str(path)
         check_place(path)
-        fd = lock(path)
+        lockfile = LockFile.acquire(path)
+        store: Store | UnopenedStore
         try:
-            resume_rebuild(path)
-            conn, recovery = open_database(path)
-            try:
-                if limits.max_file_bytes:
-                    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-                    pages = max(1, limits.max_file_bytes // page)
-                    conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()
-                store = Store(conn, path, limits, clock)
-                _start_boot(store, recovery)
-                remember_boot(fd, store.counters[schema.BOOT])
-            except BaseException:
-                conn.close()
-                raise
-        except sqlite3.Error as exc:  # salvage handled damage; this is e.g. no space to rebuild
-            _release(fd)
-            raise JournalError(f"journal {path} cannot be opened: {exc}") from exc
+            store = _open_store(path, limits, clock, lockfile)
+        except JournalUnavailable as exc:
+            log.error("%s; the agent runs on without it, refusing and counting events, and "
+                      "opens it when it can", exc)
+            store = UnopenedStore(path, limits, clock, lockfile, str(exc.__cause__ or exc))
         except BaseException:
-            _release(fd)
+            lockfile.release()
             raise
         log.info("journal %s open: boot %d, %d events queued, seq above %d", path,
                  store.counters[schema.BOOT], store.snapshot.depth, store.next_seq - 1)
-        return cls(store, path, limits, fd)
+        return cls(store, path, limits, lockfile)
 
     def close(self) -> None:
         """Commit whatever is still buffered, checkpoint the WAL and release the file.
@@ -168,7 +162,7 @@ class Journal:
                 done.append(flight)
             self._closed = True
             self._store.close()
-        _release(self._lock_fd)
+        self._lockfile.release()
         _on_loop(self._wake_after_close, done)
 
     def _wake_after_close(self, flights: list[_Flight]) -> None:
@@ -356,7 +350,27 @@ class Journal:
         """Worker thread: commit one batch unless close() already did."""
         with self._db_lock:
             if flight.result is None and not self._closed:
+                if isinstance(self._store, UnopenedStore) and flight.batch.maintain:
+                    self._try_open()
                 flight.result = self._store.apply(flight.batch, flight.pending)
+
+    def _try_open(self) -> None:
+        """Worker thread, under the lock: replace the stand-in once the file opens."""
+        waiting = self._store
+        assert isinstance(waiting, UnopenedStore)
+        try:
+            store = _open_store(self.path, self.limits, waiting.clock, self._lockfile,
+                                boot=waiting.counters[schema.BOOT])
+        except JournalError as exc:
+            reason = str(exc.__cause__ or exc)
+            if reason != waiting.error:
+                log.error("journal %s still cannot be opened: %s", self.path, reason)
+                waiting.error = reason
+            return
+        log.warning("journal %s is open again: boot %d, %d events queued, seq above %d; "
+                    "refused events are announced by a gap", self.path,
+                    store.counters[schema.BOOT], store.snapshot.depth, store.next_seq - 1)
+        self._store = store
 
     def _take_batch(
         self, maintain: bool
@@ -443,9 +457,35 @@ def _encode(event: Event) -> PendingRow:
                       row_size(event.kind, name, body))
 
 
-def _start_boot(store: Store, recovery: Recovery | None) -> None:
-    """boot += 1 in the first transaction of this open (salvage already wrote its gap)."""
-    store.counters[schema.BOOT] += 1
+def _open_store(path: str, limits: JournalLimits, clock: Callable[[], int],
+                lockfile: LockFile, boot: int | None = None) -> Store:
+    """Salvage, migrate and open the database; JournalUnavailable while the disk says no."""
+    try:
+        resume_rebuild(path)
+        conn, recovery = open_database(path)
+        lockfile.relock_database()  # salvage may have put a new file in place
+        try:
+            if limits.max_file_bytes:
+                page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                pages = max(1, limits.max_file_bytes // page)
+                conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()
+            store = Store(conn, path, limits, clock, lockfile)
+            _start_boot(store, recovery, boot)
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.Error as exc:  # salvage handled damage; this is e.g. no space to rebuild
+        if is_unavailable(exc):
+            raise JournalUnavailable(f"journal {path} cannot be opened now: {exc}") from exc
+        raise JournalError(f"journal {path} cannot be opened: {exc}") from exc
+    return store
+
+
+def _start_boot(store: Store, recovery: Recovery | None, boot: int | None = None) -> None:
+    """boot += 1 (or the boot this run already announced) in the first transaction of this
+    open (salvage already wrote its gap)."""
+    current = store.counters[schema.BOOT]
+    store.counters[schema.BOOT] = boot if boot is not None and boot > current else current + 1
     store.apply(Batch())
     if recovery is not None:
         log.warning("journal %s was rebuilt: %d events salvaged, damaged file kept at %s",
@@ -455,6 +495,3 @@ def _start_boot(store: Store, recovery: Recovery | None) -> None:
                   "; ".join(store.reasons.values()))
 
 
-def _release(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)

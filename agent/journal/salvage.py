@@ -10,7 +10,7 @@ way, another agent holding the file) raise `JournalError` with one sentence nami
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import logging
 import os
 import sqlite3
@@ -22,8 +22,9 @@ from typing import Any
 import msgpack
 
 from linelight.agent.journal import schema
-from linelight.agent.journal.store import encode_body, row_size
-from linelight.agent.journal.types import JournalError
+from linelight.agent.journal.lockfile import last_marks
+from linelight.agent.journal.store import decode_body, encode_body, is_unavailable, row_size
+from linelight.agent.journal.types import JournalError, JournalUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,39 +67,6 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def lock(path: str) -> int:
-    """Hold `PATH.lock` for the journal's life so two agents never write the same queue."""
-    lock_path = path + ".lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise JournalError(f"journal {path}: cannot create lock file {lock_path}: "
-                           f"{exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        raise JournalError(f"journal {path} is already open in another process "
-                           f"(lock {lock_path} is held)") from exc
-    return fd
-
-
-def remember_boot(fd: int, boot: int) -> None:
-    """Keep the boot number in the lock file too, so salvage finds it if the file is garbage."""
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{boot}\n".encode(), 0)
-
-
-def last_boot(path: str) -> int:
-    """The boot number `remember_boot` left beside `path`, or 0."""
-    try:
-        with open(path + ".lock", encoding="ascii") as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
 def check_place(path: str) -> None:
     """Errors a fresh file would not fix: say so in one sentence instead of salvaging."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -118,13 +86,15 @@ def check_place(path: str) -> None:
 
 
 def open_database(path: str) -> tuple[sqlite3.Connection, Recovery | None]:
-    """Open (creating, migrating or salvaging as needed) and return a checked connection."""
+    """Open (creating, migrating or salvaging as needed) and return a checked connection.
+
+    A full disk or an I/O error is not damage: `JournalUnavailable` says so, and the file is
+    left exactly as it is (the journal waits for space and tries again).
+    """
     try:
         conn = connect(path)
     except sqlite3.Error as exc:
-        problem = _not_corruption(exc)
-        if problem:
-            raise JournalError(f"journal {path} {problem}: {exc}") from exc
+        _raise_if_not_corruption(exc, path)
         return _rebuild(path, str(exc))
     try:
         damage = _damage(conn, path)
@@ -132,10 +102,8 @@ def open_database(path: str) -> tuple[sqlite3.Connection, Recovery | None]:
             schema.migrate(conn, path)
             return conn, None
     except sqlite3.Error as exc:
-        problem = _not_corruption(exc)
-        if problem:
-            conn.close()
-            raise JournalError(f"journal {path} {problem}: {exc}") from exc
+        conn.close()
+        _raise_if_not_corruption(exc, path)
         damage = str(exc)
     except BaseException:
         conn.close()
@@ -144,11 +112,14 @@ def open_database(path: str) -> tuple[sqlite3.Connection, Recovery | None]:
     return _rebuild(path, damage)
 
 
-def _not_corruption(exc: sqlite3.Error) -> str | None:
+def _raise_if_not_corruption(exc: sqlite3.Error, path: str) -> None:
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        return None
-    return _NOT_CORRUPTION.get(code & 0xFF)
+    primary = None if code is None else code & 0xFF
+    if is_unavailable(exc):
+        raise JournalUnavailable(f"journal {path} cannot be opened now: {exc}") from exc
+    problem = None if primary is None else _NOT_CORRUPTION.get(primary)
+    if problem:
+        raise JournalError(f"journal {path} {problem}: {exc}") from exc
 
 
 def _damage(conn: sqlite3.Connection, path: str) -> str | None:
@@ -164,6 +135,28 @@ def _damage(conn: sqlite3.Connection, path: str) -> str | None:
         return f"not a linelight journal (tables {', '.join(sorted(tables))}, no version)"
     if version >= 1 and not {"events", "counters"} <= tables:
         return f"schema version {version} but tables missing (found {sorted(tables)})"
+    # Values the integrity check cannot judge but the journal relies on.
+    bad = schema.bad_counter(conn) if version >= 1 else None
+    if bad is None and "meta" in tables:
+        bad = _bad_meta(conn)
+    return bad
+
+
+def _bad_meta(conn: sqlite3.Connection) -> str | None:
+    for key, value in conn.execute("SELECT key, value FROM meta"):
+        problem = _meta_problem(value)
+        if problem:
+            return f"meta value '{key}' {problem}"
+    return None
+
+
+def _meta_problem(value: object) -> str | None:
+    if not isinstance(value, bytes):
+        return f"is {type(value).__name__}, not msgpack bytes"
+    try:
+        msgpack.unpackb(value, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        return f"cannot be decoded ({exc})"
     return None
 
 
@@ -179,13 +172,26 @@ def _rebuild(path: str, error: str) -> tuple[sqlite3.Connection, Recovery]:
               path, error, target)
     tmp = path + REBUILD_SUFFIX
     _remove_database(tmp)
-    new = connect(tmp)
     try:
-        schema.migrate(new, tmp)
-        recovery = _salvage_into(path, new, error, target)
-        _fold_wal(new)
-    finally:
-        new.close()
+        new = connect(tmp)
+        try:
+            schema.migrate(new, tmp)
+            recovery = _salvage_into(path, new, error, target)
+            _fold_wal(new)
+        finally:
+            new.close()
+    except (sqlite3.Error, OSError) as exc:
+        # No room (or no working disk) to rebuild: leave the damaged file where it is and
+        # no half-made copy beside it; the journal waits and tries again.
+        _remove_database(tmp)
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            raise JournalError(f"journal {path}: cannot write the salvaged copy {tmp}: "
+                               f"{exc.strerror}") from exc
+        if isinstance(exc, sqlite3.Error):
+            _raise_if_not_corruption(exc, path)
+            raise
+        raise JournalUnavailable(f"journal {path} is damaged and cannot be salvaged now: "
+                                 f"{exc.strerror}") from exc
     _swap_in(path, tmp, target)
     log.warning("journal %s: salvaged %d events from %s; seq continues above %d",
                 path, recovery.salvaged, target, recovery.last_seq)
@@ -313,7 +319,7 @@ def _salvage_into(old_path: str, new: sqlite3.Connection, error: str, target: st
             hwm = max(hwm, time.time_ns() // 1000)
         counters.pop(_COMPLETE, None)
         counters[schema.BOOT] = max(counters.get(schema.BOOT, 0), top_boot,
-                                    last_boot(old_path))
+                                    last_marks(old_path).boot)
         counters[schema.RECOVERED] = counters.get(schema.RECOVERED, 0) + 1
         counters[schema.GAPS] = counters.get(schema.GAPS, 0) + 1
         recovery = Recovery(target, error, salvaged, first, hwm, hwm_known)
@@ -346,12 +352,14 @@ def _insert_recovered_gap(new: sqlite3.Connection, r: Recovery, seq: int, boot: 
 
 
 def _read_counters(old: sqlite3.Connection) -> tuple[dict[str, int], bool]:
+    """The counters that read back as integers; True if the seq high-water mark is one."""
     try:
-        counters = schema.read_counters(old)
-        return counters, True
+        rows = old.execute("SELECT key, value FROM counters").fetchall()
     except sqlite3.Error as exc:
         log.warning("journal salvage: counters unreadable: %s", exc)
         return {}, False
+    counters = {k: v for k, v in rows if isinstance(k, str) and schema.valid_counter(v)}
+    return counters, schema.SEQ_HWM in counters
 
 
 def _read_meta(old: sqlite3.Connection) -> list[tuple[str, bytes]]:
@@ -359,7 +367,7 @@ def _read_meta(old: sqlite3.Connection) -> list[tuple[str, bytes]]:
         rows = old.execute("SELECT key, value FROM meta").fetchall()
     except sqlite3.Error:
         return []
-    return [(k, v) for k, v in rows if isinstance(k, str) and isinstance(v, bytes)]
+    return [(k, v) for k, v in rows if isinstance(k, str) and _meta_problem(v) is None]
 
 
 def _chunks(rows: Iterator[tuple[Any, ...]], size: int = 2000) -> Iterator[list[tuple[Any, ...]]]:
@@ -448,7 +456,7 @@ def _valid(row: tuple[Any, ...]) -> bool:
             and isinstance(body, bytes)) or schema.KIND_CLASS.get(kind) != cls:
         return False
     try:
-        parts = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        decode_body(body)
+    except ValueError:
         return False
-    return isinstance(parts, list) and 1 <= len(parts) <= 2
+    return True

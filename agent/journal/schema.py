@@ -98,6 +98,22 @@ def read_counters(conn: sqlite3.Connection) -> dict[str, int]:
     return out
 
 
+_COUNTER_LIMIT = 2**63  # SQLite's integers; a negative counter never happens either
+
+
+def valid_counter(value: object) -> bool:
+    return type(value) is int and 0 <= value < _COUNTER_LIMIT
+
+
+def bad_counter(conn: sqlite3.Connection) -> str | None:
+    """What is wrong with the first counter that is not a plain non-negative integer, or None."""
+    for key, kind, value in conn.execute("SELECT key, typeof(value), value FROM counters"):
+        if kind != "integer" or not valid_counter(value):
+            shown = repr(value)[:40]
+            return f"counter '{key}' holds {kind} {shown}, not a non-negative integer"
+    return None
+
+
 def write_counters(conn: sqlite3.Connection, counters: dict[str, int]) -> None:
     conn.executemany(
         "INSERT INTO counters(key, value) VALUES (?, ?)"

@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from linelight.agent.journal import schema
+from linelight.agent.journal.lockfile import LockFile, Marks
 from linelight.agent.journal.policy import Gap, merge_gap, plan_age_drops, plan_byte_drops
 from linelight.agent.journal.types import Health, HealthState, JournalLimits, JournalStats, Record
 
@@ -77,8 +78,23 @@ def encode_body(value: Any, attrs: Any) -> bytes:
 
 
 def decode_body(body: bytes) -> tuple[Any, dict[str, Any]]:
-    parts = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    return parts[0], (parts[1] if len(parts) > 1 else {})
+    """`(value, attrs)` of a stored body; ValueError naming the problem for any other shape."""
+    try:
+        parts = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"body is not msgpack ({exc})") from exc
+    if not isinstance(parts, list) or not 1 <= len(parts) <= 2:
+        raise ValueError(f"body is {_shape(parts)}, not [value] or [value, {{attrs}}]")
+    attrs = parts[1] if len(parts) > 1 else {}
+    if not isinstance(attrs, dict):
+        raise ValueError(f"attrs are {_shape(attrs)}, not a map")
+    return parts[0], attrs
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 def row_size(kind: str, name: str, body: bytes) -> int:
@@ -93,20 +109,31 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Disk full or an I/O error: the disk says no for now; not damage to the file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return is_disk_full(exc) or (code is not None and code & 0xFF == sqlite3.SQLITE_IOERR)
+
+
 class Store:
     """The database side of the journal. Not thread-safe: one caller at a time."""
 
     def __init__(self, conn: sqlite3.Connection, path: str, limits: JournalLimits,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, lockfile: LockFile | None = None
+                 ) -> None:
         self.conn = conn
         self.clock = clock  # wall clock, UTC epoch ns: enq_ns and max_age
         self.path = path
         self.limits = limits
-        c = schema.read_counters(conn)
-        self.counters = c
-        self._saved_counters = dict(c)
-        self._persisting = dict(c)
-        self.next_seq = c[schema.SEQ_HWM] + 1
+        self.lockfile = lockfile
+        saved = schema.read_counters(conn)
+        self._saved_counters = dict(saved)
+        self._persisting = dict(saved)
+        self.pending_gaps: list[Gap] = []
+        self.counters = dict(saved)
+        self.next_seq = saved[schema.SEQ_HWM] + 1
+        if lockfile is not None:
+            self._above_marks(lockfile.marks)
         self.class_depth: dict[int, int] = {}
         self.class_bytes: dict[int, int] = {}
         for cls, n, b in conn.execute("SELECT cls, count(*), total(size) FROM events GROUP BY cls"):
@@ -116,7 +143,6 @@ class Store:
             str(k): msgpack.unpackb(v, raw=False, strict_map_key=False)
             for k, v in conn.execute("SELECT key, value FROM meta")
         }
-        self.pending_gaps: list[Gap] = []
         self.undecodable: set[int] = set()  # rows peek could not decode, to dead-letter
         self.reasons: dict[str, str] = {}  # degraded reasons by topic
         self.low_disk = False  # free disk below the reserve: the file may not grow
@@ -126,6 +152,41 @@ class Store:
         self._oldest: tuple[int, int, int] | None = None  # (seq, ts_ns, enq_ns) of the oldest
         self._refresh_ends()
         self.snapshot = self._stats(0)
+
+    def _above_marks(self, marks: Marks) -> None:
+        """Never below the lock file's marks: re-announce refused events, explain lost seqs.
+
+        Gaps of refused events that were waiting in the marks when the agent stopped are
+        queued again (the database's high-water mark stays below them until their gap
+        commits). Seqs the marks saw but the database no longer knows (a lost or truncated
+        -wal, an older copy of the file) get a `lost` gap; seq continues above them.
+        """
+        db_hwm = self.counters[schema.SEQ_HWM]
+        restored = [g for g in marks.pending if g.first_seq > db_hwm]
+        for key, value in marks.counters.items():
+            if key in self.counters and key != schema.SEQ_HWM:
+                self.counters[key] = max(self.counters[key], value)
+        if restored:
+            dropped = self._saved_counters[schema.DROPPED] + sum(g.count for g in restored)
+            self.counters[schema.DROPPED] = max(self.counters[schema.DROPPED], dropped)
+            log.warning("journal %s: %d refused events (seq %d..%d) are announced now; their "
+                        "gap was kept in %s.lock", self.path, sum(g.count for g in restored),
+                        restored[0].first_seq, restored[-1].last_seq, self.path)
+        top = max([db_hwm, marks.seq] + [g.last_seq for g in restored])
+        lost: list[Gap] = []
+        start = db_hwm + 1
+        for g in sorted(restored, key=lambda g: g.first_seq) + [Gap("", top + 1, top, 0)]:
+            if g.first_seq > start:
+                lost.append(Gap("lost", start, g.first_seq - 1, 0, {}, None,
+                                (("db_seq", db_hwm), ("mark_seq", marks.seq))))
+            start = max(start, g.last_seq + 1)
+        for gap in lost:
+            log.error("journal %s went backwards: its seq high-water mark is %d but %s.lock "
+                      "saw %d; committed events up to seq %d are lost (a -wal deleted or "
+                      "truncated, or an older copy of the file); seq continues above %d with a "
+                      "'lost' gap", self.path, db_hwm, self.path, marks.seq, gap.last_seq, top)
+        self.pending_gaps = sorted(restored + lost, key=lambda g: g.first_seq)
+        self.next_seq = top + 1
 
     # -- the batch ---------------------------------------------------------------------------
     def apply(self, batch: Batch, pending: int = 0) -> BatchResult:
@@ -146,8 +207,18 @@ class Store:
             self._vacuum_some()
         if batch.ops or batch.maintain:
             self._refresh_ends()
+        self.write_marks()
         self.snapshot = self._stats(pending)
         return BatchResult(first, self.newest_seq, self.snapshot)
+
+    def write_marks(self) -> None:
+        """The lock file's marks as of now; synced while refused events wait for their gap."""
+        if self.lockfile is None:
+            return
+        counters = dict(self.counters)
+        counters[schema.SEQ_HWM] = self.next_seq - 1
+        burned = [g for g in self.pending_gaps if g.reason != "lost"]
+        self.lockfile.write(counters, burned, sync=bool(burned))
 
     def _transaction(self, batch: Batch, now_ns: int) -> int | None:
         """Commit rows, gaps, ops and retention; when the disk refuses, commit what frees space.
@@ -395,8 +466,7 @@ class Store:
         for seq, boot, kind, name, ts_ns, enq_ns, body in rows:
             try:
                 value, attrs = decode_body(body)
-            except (ValueError, TypeError, IndexError, msgpack.ExtraData, msgpack.FormatError,
-                    msgpack.StackError) as exc:
+            except ValueError as exc:
                 # Damaged on disk after it was written: never hand it out, never block the
                 # rows behind it. The next transaction moves it to the dead letters.
                 log.error("journal %s: event %d cannot be decoded (%s); dead-lettering it",

@@ -16,6 +16,14 @@ class JournalError(LinelightError):
     """The on-disk journal failed in a way the caller must know about."""
 
 
+class JournalUnavailable(JournalError):
+    """The database cannot be opened now for a passing reason (disk full, I/O error).
+
+    `Journal.open` does not raise it: the journal then runs without its file, refusing and
+    counting events, and opens the file as soon as it can.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened, before it has a seq. `value` and `attrs` must be msgpack-able."""
