@@ -485,7 +485,7 @@ def _start_boot(store: Store, recovery: Recovery | None, boot: int | None = None
     """boot += 1 (or the boot this run already announced) in the first transaction of this
     open (salvage already wrote its gap)."""
     current = store.counters[schema.BOOT]
-    store.counters[schema.BOOT] = boot if boot is not None and boot > current else current + 1
+    store.counters[schema.BOOT] = boot if boot is not None and boot >= current else current + 1
     store.apply(Batch())
     if recovery is not None:
         log.warning("journal %s was rebuilt: %d events salvaged, damaged file kept at %s",

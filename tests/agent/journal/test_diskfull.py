@@ -202,3 +202,82 @@ def test_a_crash_while_refused_events_wait_for_their_gap_leaves_no_unexplained_h
     # never persisted and are used again: never a hole that no gap explains.
     hole = [s for s in range(last_accepted + 1, seq) if s not in explained]
     assert not hole, f"seqs {hole} are missing and no gap names them"
+
+
+@pytest.mark.root
+async def test_a_full_disk_at_open_starts_degraded_counts_and_recovers(tiny_fs: Path):
+    path = tiny_fs / "q.db"
+    async with running(path, JournalLimits(min_free_disk=0)) as j:
+        kept = await j.append(event("count", "parts", 1))
+        boot = j.boot
+    ballast = _ballast(tiny_fs)
+    limits = JournalLimits(min_free_disk=0, maintenance_interval=0.05)
+    async with running(path, limits) as j:  # a healthy journal on a full disk: no exception
+        assert j.boot == boot + 1
+        assert not j.health.ok and "cannot be opened" in str(j.health)
+        refused = [await j.append(event("signal", "lost", i)) for i in range(7)]
+        assert refused == [None] * 7
+        assert j.stats().dropped == 7
+        _remove(ballast)
+        with anyio.fail_after(10):
+            while not j.health.ok:  # the writer opens the file at a maintenance pass
+                await anyio.sleep(0.02)
+        seq = await j.append(event("alarm", "back", True))
+        assert seq is not None
+        recs = await j.peek(1000)
+        stats = j.stats()
+    assert not list(tiny_fs.glob("q.db.rebuild*")) and not list(tiny_fs.glob("q.db.corrupt*"))
+    assert [r.seq for r in recs if r.kind == "count"] == [kept]
+    gap = _disk_full_gap(recs)
+    assert gap.attrs["count"] == 7 and gap.attrs["first_seq"] > kept
+    assert seq > gap.attrs["last_seq"]
+    assert stats.health.ok and stats.dropped == 7 and stats.boot == boot + 1
+
+
+_FULL_THEN_DIE = """
+import os, sys, time, anyio
+from linelight.agent.journal import Event, Journal, JournalLimits
+
+async def main():
+    j = Journal.open(sys.argv[1], JournalLimits(min_free_disk=0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(j.run)
+        for i in range(int(sys.argv[2])):
+            await j.append(Event("signal", "lost", i, time.time_ns(), {}))
+        print("HWM", j.stats().seq_hwm, j.stats().dropped, flush=True)
+        os.kill(os.getpid(), 9)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.root
+def test_events_refused_on_a_full_disk_are_announced_after_a_kill_and_no_seq_is_reused(
+        tiny_fs: Path):
+    path = tiny_fs / "q.db"
+
+    async def first() -> int:
+        async with running(path, JournalLimits(min_free_disk=0)) as j:
+            seq = await j.append(event("count", "parts", 1))
+            assert seq is not None
+            return seq
+
+    kept = anyio.run(first)
+    ballast = _ballast(tiny_fs)
+    done = subprocess.run([sys.executable, "-c", _FULL_THEN_DIE, str(path), "300"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    _hwm, hwm, dropped = done.stdout.split()
+    _remove(ballast)
+
+    async def reopen() -> tuple[list[Record], int | None, int]:
+        async with running(path, JournalLimits(min_free_disk=0)) as j:
+            recs = await drain(j)
+            return recs, await j.append(event("alarm", "after", True)), j.stats().dropped
+
+    recs, seq, dropped_after = anyio.run(reopen)
+    gap = _disk_full_gap(recs)
+    assert gap.attrs["count"] == 300 and gap.attrs["first_seq"] > kept
+    assert gap.attrs["last_seq"] <= int(hwm)
+    assert seq is not None and seq > int(hwm), "a seq announced as lost was issued again"
+    assert dropped_after >= int(dropped) == 300, "the drop counter went backwards"
