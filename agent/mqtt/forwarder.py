@@ -28,7 +28,7 @@ from linelight.agent.mqtt.config import MqttSettings, read_mqtt, read_password
 from linelight.agent.mqtt.errors import TransportError
 from linelight.agent.mqtt.link import LinkError, MqttLink
 from linelight.agent.mqtt.ratelimit import RateLimit
-from linelight.agent.mqtt.wire import Message, Wire
+from linelight.agent.mqtt.wire import EncodeError, Message, Wire
 from linelight.hw.backoff import Backoff
 from linelight.rules.errors import ConfigError
 
@@ -250,7 +250,15 @@ class Forwarder:
             while self.link.in_flight >= self._window:
                 self._space = anyio.Event()
                 await self._space.wait()
-            msg = self.wire.event(record, historical=now_ns - record.enq_ns > historical_ns)
+            try:
+                msg = self.wire.event(record, historical=now_ns - record.enq_ns > historical_ns)
+            except EncodeError as exc:
+                # Never retried: it would stop every row behind it. The journal moves it to
+                # the dead letters with a gap naming its seq, and delivery goes on.
+                self._dead.append((record.seq, str(exc)))
+                self.link.in_flight += 1  # the acker counts it out with the dead letters
+                self._wake_acker()
+                continue
             if self._rate.active:
                 await self._rate_wait(len(msg.payload) + len(msg.topic))
             if not mqtt_link.connected:
@@ -307,6 +315,9 @@ class Forwarder:
             self._dead.append((seq, f"broker refused (MQTT reason 0x{reason:02x} {text})"))
         else:
             self._acks.append(seq)
+        self._wake_acker()
+
+    def _wake_acker(self) -> None:
         if self._ack_idle.is_set():
             self._ack_idle = anyio.Event()
         self._ack_wake.set()

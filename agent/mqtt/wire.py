@@ -22,6 +22,10 @@ UMH_LEVELS = ("enterprise", "site", "area", "line", "workcell")
 _TOPIC_UNSAFE = re.compile(r"[#+/\x00]")
 
 
+class EncodeError(ValueError):
+    """A journal record the wire cannot encode (attrs not a map, a value no codec carries)."""
+
+
 class EventRecord(Protocol):
     """What the wire needs from a journal record (linelight.agent.journal.Record has these fields)."""
 
@@ -181,7 +185,14 @@ class Wire:
 
     # -- messages --------------------------------------------------------------------------
     def event(self, record: EventRecord, *, historical: bool) -> Message:
-        """The event-lane message for one journal record."""
+        """The event-lane message for one journal record; EncodeError if it has none."""
+        try:
+            return self._event(record, historical)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise EncodeError(f"event seq {record.seq} ({record.kind}/{record.name}) cannot "
+                              f"be encoded: {exc}") from exc
+
+    def _event(self, record: EventRecord, historical: bool) -> Message:
         props: tuple[tuple[str, str], ...] = ()
         packed = b""
         if self.user_properties:

@@ -41,6 +41,15 @@ def _write_then_die(path: Path, n: int) -> None:
     assert done.returncode == -9, done.stderr
 
 
+def _cut_wal(path: Path, keep: float) -> None:
+    """Delete the -wal (keep 0) or cut it to that fraction of its size."""
+    wal = Path(str(path) + "-wal")
+    if keep == 0:
+        wal.unlink()
+    else:
+        os.truncate(wal, int(wal.stat().st_size * keep))
+
+
 async def _everything(path: Path) -> tuple[list[Record], int | None, int]:
     async with running(path) as j:
         recs = await drain(j)
@@ -59,7 +68,7 @@ async def test_a_deleted_wal_is_announced_and_seq_and_boot_jump_past_it(tmp_path
     async with running(path) as j:  # boot 1: a checkpointed row, so the file has its tables
         await j.append(event("count", "parts", -1))
     _write_then_die(path, 50)  # boot 2: seqs 2..51 (plus its start) only in the -wal
-    Path(str(path) + "-wal").unlink()
+    _cut_wal(path, keep=0)
     recs, seq, boot = await _everything(path)
     gap = _lost(recs)
     assert gap.attrs["last_seq"] >= 51 and gap.attrs["first_seq"] <= 2
@@ -72,8 +81,7 @@ async def test_a_truncated_wal_is_announced_and_no_seq_is_reused(tmp_path: Path)
     async with running(path) as j:
         await j.append(event("count", "parts", -1))
     _write_then_die(path, 200)
-    wal = Path(str(path) + "-wal")
-    os.truncate(wal, wal.stat().st_size // 2)
+    _cut_wal(path, keep=0.5)
     recs, seq, _ = await _everything(path)
     kept = [r.seq for r in recs if r.kind == "count"]
     gap = _lost(recs)

@@ -376,3 +376,38 @@ async def test_rate_limited_replay_still_delivers_everything_in_order(
         last = await fill_journal(journal, 600)
         seqs = await wait_seqs(sub, last)
     assert_complete_in_order(seqs, last)
+
+
+async def test_a_row_of_an_unexpected_shape_is_dead_lettered_and_delivery_goes_on(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto],
+        make_subscriber: Callable[..., Subscriber]) -> None:
+    import sqlite3
+
+    import msgpack
+
+    path = tmp_path / "j.db"
+    journal = Journal.open(str(path))
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(journal.run)
+            for i in range(1, 11):
+                await journal.append(Event("count", "parts", i, time.time_ns(), {}))
+            tg.cancel_scope.cancel()
+    finally:
+        journal.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE events SET body = ? WHERE seq = 5", (msgpack.packb([1, 5]),))
+    conn.commit()
+    conn.close()
+    broker = make_mosquitto()
+    sub = make_subscriber(broker, f"{EVENTS}#")
+    async with running(path, settings(broker.host, broker.port)) as (journal, fwd):
+        await anyio.to_thread.run_sync(
+            lambda: sub.wait_for_seqs(set(range(1, 12)) - {5}, EVENTS, 60))
+        await wait_until(lambda: journal.stats().depth == 0, "journal emptied")
+        stats = journal.stats()
+    assert stats.dead_letters == 1
+    received = [m.decoded for m in sub.snapshot()]
+    assert [d["value"] for d in received if d["kind"] == "count"] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    gap = next(d for d in received if d["kind"] == "gap")
+    assert gap["reason"] == "dead_letter" and gap["first_seq"] == 5

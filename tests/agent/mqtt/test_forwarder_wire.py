@@ -216,3 +216,13 @@ def test_reconnect_waits_come_from_mqtt_backoff_with_initial_as_jitter() -> None
                     agent_id="a", boot=1, version="x")
     # The policy itself (doubling, jitter, cap, start over) is tested in tests/hw/test_backoff.py.
     assert fwd._backoff == Backoff(initial=1, maximum=10, jitter=1)
+
+
+def test_a_record_the_wire_cannot_encode_raises_one_located_sentence() -> None:
+    from linelight.agent.mqtt.wire import EncodeError
+
+    wire = Wire(agent_id="press-7", prefix="linelight/{agent}")
+    bad = Record(seq=9, boot=1, kind="count", name="parts", value=1, ts_ns=1, enq_ns=1,
+                 attrs=5)
+    with pytest.raises(EncodeError, match=r"event seq 9 \(count/parts\) cannot be encoded"):
+        wire.event(bad, historical=False)
