@@ -157,10 +157,20 @@ def _where(kinds: list[str] | None, after: int = 0) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _records(conn: sqlite3.Connection, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+def _records(conn: sqlite3.Connection, sql: str, params: list[Any],
+             bad: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows as dicts; a row whose body cannot be decoded is named on stderr (and its seq
+    added to `bad`) instead of stopping the listing with a traceback."""
     for seq, boot, _cls, kind, name, ts_ns, enq_ns, _size, body, *extra in conn.execute(
             sql, params):
-        value, attrs = decode_body(body)
+        try:
+            value, attrs = decode_body(body)
+        except ValueError as exc:
+            print(f"linelight queue: event seq {seq} ({kind}/{name}) cannot be decoded: {exc}; "
+                  "left out (the agent dead-letters it)", file=sys.stderr)
+            if bad is not None:
+                bad.append(seq)
+            continue
         rec = {"seq": seq, "boot": boot, "kind": kind, "name": name, "value": value,
                "ts": _iso(ts_ns), "ts_ns": ts_ns, "enq_ns": enq_ns, "attrs": attrs}
         if extra:
@@ -186,14 +196,16 @@ def _export(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
     where, params = _where(args.kind, args.after)
     table, extra = ("dead_letters", ", reason, dead_ns") if args.dead_letters else ("events", "")
     sql = f"SELECT {EVENT_COLUMNS}{extra} FROM {table} WHERE {where} ORDER BY seq"
-    records = _records(conn, sql, params)
+    bad: list[int] = []
+    records = _records(conn, sql, params, bad)
     if not args.out:
         _write(sys.stdout, args.format, records, bool(extra))
-        return 0
+        return 1 if bad else 0
     with open(args.out, "w", newline="", encoding="utf-8") as out:
         count = _write(out, args.format, records, bool(extra))
-    print(f"exported {count} events to {args.out}", file=sys.stderr)
-    return 0
+    print(f"exported {count} events to {args.out}"
+          + (f"; {len(bad)} could not be decoded" if bad else ""), file=sys.stderr)
+    return 1 if bad else 0
 
 
 def _write(out: TextIO, fmt: str, records: Iterator[dict[str, Any]], dead: bool) -> int:

@@ -117,3 +117,18 @@ def test_missing_garbage_and_foreign_files_are_one_sentence_and_exit_1(tmp_path,
     conn.close()
     code, _, err = _run(capsys, "export", "--db", str(foreign))
     assert code == 1 and "is not a linelight journal" in err
+
+
+def test_export_names_a_row_it_cannot_decode_and_lists_the_rest(journal_file, capsys):
+    import msgpack
+
+    conn = sqlite3.connect(journal_file)
+    conn.execute("UPDATE events SET body = ? WHERE seq = 5", (msgpack.packb([1, 5]),))
+    conn.commit()
+    conn.close()
+    code, out, err = _run(capsys, "export", "--db", str(journal_file))
+    seqs = [json.loads(line)["seq"] for line in out.splitlines()]
+    assert code == 1
+    assert 5 not in seqs and 4 in seqs and 6 in seqs
+    assert "event seq 5 (signal/press.temp) cannot be decoded" in err
+    assert "Traceback" not in err
