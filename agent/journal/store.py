@@ -146,6 +146,11 @@ class Store:
         self.undecodable: set[int] = set()  # rows peek could not decode, to dead-letter
         self.reasons: dict[str, str] = {}  # degraded reasons by topic
         self.low_disk = False  # free disk below the reserve: the file may not grow
+        # Per retention class, the newest retention gap row not yet handed out by peek: the
+        # next drop of that class for the same reason extends it instead of adding a row, so
+        # a long outage on a small disk leaves a few gap rows, not one per pass.
+        self._open_gaps: dict[int, tuple[int, Gap]] = {}
+        self._handed_out = 0  # highest seq peek has returned
         self._max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         self.newest_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
         self._newest: tuple[int, int] | None = None  # (seq, ts_ns) of the newest queued row
@@ -299,22 +304,41 @@ class Store:
             self._oldest = (first, rows[0].ts_ns, now_ns)
         return first
 
-    def _write_gap(self, gap: Gap, now_ns: int) -> None:
-        attrs = {
-            "reason": gap.reason,
-            "first_seq": gap.first_seq,
-            "last_seq": gap.last_seq,
-            "count": gap.count,
-            "kinds": dict(gap.kinds),
-            **dict(gap.detail),
-        }
-        if gap.cls is not None:
-            attrs["class"] = gap.cls
-        body = encode_body(gap.count, attrs)
+    def _write_gap(self, gap: Gap, now_ns: int) -> int:
+        """Insert one gap event; returns its seq."""
+        body = _gap_body(gap)
         row = PendingRow(schema.KIND_CLASS["gap"], "gap", gap.reason, now_ns, body,
                          row_size("gap", gap.reason, body))
-        self._insert([row], now_ns)
+        seq = self._insert([row], now_ns)
         self.counters[schema.GAPS] += 1
+        return seq or 0
+
+    def _retention_gap(self, gap: Gap, now_ns: int) -> None:
+        """Journal a retention gap, extending the class's open gap row when it continues it.
+
+        Drops take each class oldest first, so a later drop of the same class and reason
+        continues the earlier range exactly: no event of that class between the two was kept.
+        """
+        assert gap.cls is not None
+        held = self._open_gaps.get(gap.cls)
+        if held is not None and held[0] > self._handed_out and held[1].reason == gap.reason:
+            seq, old = held
+            kinds = dict(old.kinds)
+            for kind, n in gap.kinds.items():
+                kinds[kind] = kinds.get(kind, 0) + n
+            merged = Gap(gap.reason, old.first_seq, gap.last_seq, old.count + gap.count, kinds,
+                         gap.cls)
+            body = _gap_body(merged)
+            size = row_size("gap", gap.reason, body)
+            before = self.conn.execute(
+                "UPDATE events SET body = ?, size = ? WHERE seq = ? AND kind = 'gap'"
+                " RETURNING cls", (body, size, seq)).fetchall()
+            if before:
+                cls = int(before[0][0])
+                self.class_bytes[cls] += size - row_size("gap", old.reason, _gap_body(old))
+                self._open_gaps[gap.cls] = (seq, merged)
+                return
+        self._open_gaps[gap.cls] = (self._write_gap(gap, now_ns), gap)
 
     def _flush_gaps(self, now_ns: int) -> None:
         for gap in self.pending_gaps:
@@ -357,12 +381,12 @@ class Store:
         gaps = [dataclasses.replace(g, kinds=dict(g.kinds)) for g in self.pending_gaps]
         return (self.next_seq, dict(self.counters), gaps,
                 dict(self.class_depth), dict(self.class_bytes), self.newest_seq, self._newest,
-                self._oldest, dict(self.meta))
+                self._oldest, dict(self.meta), dict(self._open_gaps))
 
     def _restore_state(self, saved: tuple[Any, ...]) -> None:
         """Undo the in-memory effects of a transaction that rolled back."""
         (self.next_seq, self.counters, self.pending_gaps, self.class_depth, self.class_bytes,
-         self.newest_seq, self._newest, self._oldest, self.meta) = saved
+         self.newest_seq, self._newest, self._oldest, self.meta, self._open_gaps) = saved
 
     def _clear(self, topic: str) -> None:
         if self.reasons.pop(topic, None) is not None:
@@ -474,6 +498,8 @@ class Store:
                 self.undecodable.add(int(seq))
                 continue
             out.append(Record(seq, boot, kind, name, value, ts_ns, enq_ns, attrs))
+        if rows:
+            self._handed_out = max(self._handed_out, int(rows[-1][0]))
         return out
 
     # -- retention ---------------------------------------------------------------------------
@@ -507,8 +533,8 @@ class Store:
             log.warning("journal %s: dropped %d %s events (seq %d..%d) for %s",
                         self.path, len(gone), "/".join(sorted(gap.kinds)), gap.first_seq,
                         gap.last_seq, gap.reason)
-            self._write_gap(Gap(gap.reason, gap.first_seq, gap.last_seq, len(gone), gap.kinds,
-                                gap.cls), now_ns)
+            self._retention_gap(Gap(gap.reason, gap.first_seq, gap.last_seq, len(gone),
+                                    gap.kinds, gap.cls), now_ns)
         if plan:
             self._oldest = None
             self._refresh_ends()
@@ -525,6 +551,10 @@ class Store:
         except OSError:
             return
         free = st.f_bavail * st.f_frsize
+        # On a filesystem smaller than two reserves, half of it is the reserve (room for the
+        # WAL and the rest of the system): else
+        # the journal would be pinned at whatever size it had, however much is free.
+        reserve = min(reserve, st.f_blocks * st.f_frsize // 2)
         if free < reserve:
             self._small_wal()
             if not self.low_disk:
@@ -644,6 +674,20 @@ class Store:
         except sqlite3.Error as exc:
             log.debug("journal %s: checkpoint at close failed: %s", self.path, exc)
         self.conn.close()
+
+
+def _gap_body(gap: Gap) -> bytes:
+    attrs: dict[str, Any] = {
+        "reason": gap.reason,
+        "first_seq": gap.first_seq,
+        "last_seq": gap.last_seq,
+        "count": gap.count,
+        "kinds": dict(gap.kinds),
+        **dict(gap.detail),
+    }
+    if gap.cls is not None:
+        attrs["class"] = gap.cls
+    return encode_body(gap.count, attrs)
 
 
 def _json_ints(seqs: Sequence[int]) -> str:

@@ -285,3 +285,27 @@ def test_events_refused_on_a_full_disk_are_announced_after_a_kill_and_no_seq_is_
     assert gap.attrs["last_seq"] <= int(hwm)
     assert seq is not None and seq > int(hwm), "a seq announced as lost was issued again"
     assert dropped_after >= int(dropped) == 300, "the drop counter went backwards"
+
+
+@pytest.mark.root
+async def test_a_long_outage_on_a_small_disk_leaves_few_gap_rows_and_never_wedges(
+        tiny_fs: Path):
+    limits = JournalLimits(maintenance_interval=3600)  # the shipped 64MiB reserve, 2MiB disk
+    async with running(tiny_fs / "q.db", limits) as j:
+        for chunk in range(300):
+            for i in range(50):
+                j.submit(event("signal", "press.temp", i, pad=PAD))
+            j.submit(event("state", "machine", chunk))
+            await j.maintain()
+        last = await j.append(event("alarm", "estop", True))
+        recs = await j.peek(1_000_000)
+        stats = j.stats()
+    gaps = [r for r in recs if r.kind == "gap"]
+    assert last is not None, "the queue wedged: an alarm was refused after the outage"
+    assert gaps and {g.name for g in gaps} == {"low_disk"}, [g.attrs for g in gaps]
+    assert len(gaps) <= 4, f"{len(gaps)} gap rows: gaps do not coalesce"
+    assert stats.dropped == sum(g.attrs["count"] for g in gaps)
+    signals = {r.seq for r in recs if r.kind == "signal"}
+    for g in gaps:  # each range means exactly: no event of its class in it was kept
+        assert not any(g.attrs["first_seq"] <= s <= g.attrs["last_seq"] for s in signals
+                       if g.attrs["class"] == 0)
