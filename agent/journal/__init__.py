@@ -6,7 +6,10 @@ PUBACK. Promises, schema and limits: docs/journal.md.
 - `queue`: `Journal` (open, salvage, group-commit writer, peek/ack, meta);
 - `config`: the `[journal]` table's keys (`JOURNAL_KEYS`) and `read_journal_limits`;
 - `store`: the SQLite statements of one transaction, run on the writer thread;
-- `salvage`: lock, integrity check, moving a damaged file aside and rebuilding it;
+- `salvage`: integrity check, moving a damaged file aside and rebuilding it;
+- `lockfile`: the locks (PATH.lock and the database file) and the marks kept outside the
+  database (boot, seq, counters, refused ranges);
+- `unopened`: the stand-in while a full disk keeps the file from opening;
 - `policy`: what retention drops and how gaps coalesce (pure);
 - `schema`: tables, migrations, counters; `types`: the values that cross the facade.
 """
@@ -23,10 +26,11 @@ from linelight.agent.journal.types import (
     JournalError,
     JournalLimits,
     JournalStats,
+    JournalUnavailable,
     Record,
 )
 
 __all__ = [
-    "COUNTER_KEYS", "JOURNAL_KEYS", "EVENT_COLUMNS", "decode_body", "HEALTH_OK", "Event", "Health", "HealthState", "Journal", "JournalError", "JournalLimits", "JournalStats",
+    "COUNTER_KEYS", "JOURNAL_KEYS", "EVENT_COLUMNS", "decode_body", "HEALTH_OK", "Event", "Health", "HealthState", "Journal", "JournalError", "JournalUnavailable", "JournalLimits", "JournalStats",
     "Record", "read_journal_limits",
 ]
