@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -13,6 +11,7 @@ import pytest
 
 from linelight.agent.journal import Journal, JournalLimits, Record
 from tests.agent.journal.support import drain, event, running
+from tests.fixtures.diskfull import fill_disk
 
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[3]
@@ -69,39 +68,6 @@ async def test_database_size_ceiling_refuses_counts_and_resumes(tmp_path: Path):
     assert stats.dropped == refused + 10 and stats.gaps == 1
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, mounted for the test (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _ballast(directory: Path) -> Path:
-    """Fill the filesystem to the last byte with one file."""
-    path = directory / "ballast"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for size in (65536, 4096, 512, 1):
-            while True:
-                try:
-                    os.write(fd, b"\0" * size)
-                except OSError:
-                    break
-    finally:
-        os.close(fd)
-    return path
-
-
 def _leftovers(directory: Path) -> list[Path]:
     return [*directory.glob("q.db.rebuild*"), *directory.glob("q.db.corrupt*")]
 
@@ -115,7 +81,7 @@ async def test_a_full_filesystem_refuses_then_resumes_when_space_returns(tiny_fs
     limits = JournalLimits(min_free_disk=0, maintenance_interval=0.05)
     async with running(tiny_fs / "q.db", limits) as j:
         first = await j.append(event("count", "parts", 0))
-        ballast = _ballast(tiny_fs)
+        ballast = fill_disk(tiny_fs)
         accepted, refused = await _fill_until_refused(j, refusals=3)
         assert not j.health.ok and "disk full" in str(j.health)
         _remove(ballast)
@@ -214,7 +180,7 @@ async def test_a_full_disk_at_open_starts_degraded_counts_and_recovers(tiny_fs: 
     async with running(path, JournalLimits(min_free_disk=0)) as j:
         kept = await j.append(event("count", "parts", 1))
         boot = j.boot
-    ballast = _ballast(tiny_fs)
+    ballast = fill_disk(tiny_fs)
     limits = JournalLimits(min_free_disk=0, maintenance_interval=0.05)
     async with running(path, limits) as j:  # a healthy journal on a full disk: no exception
         assert j.boot == boot + 1
@@ -267,7 +233,7 @@ def test_events_refused_on_a_full_disk_are_announced_after_a_kill_and_no_seq_is_
             return seq
 
     kept = anyio.run(first)
-    ballast = _ballast(tiny_fs)
+    ballast = fill_disk(tiny_fs)
     done = subprocess.run([sys.executable, "-c", _FULL_THEN_DIE, str(path), "300"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == -9, done.stderr
