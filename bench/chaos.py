@@ -55,6 +55,7 @@ from bench.chaos_check import (  # noqa: E402
     AGENT,
     DISK_REASONS,
     EVENTS,
+    FILE_REASONS,
     NORMAL,
     SMALL,
     Book,
@@ -79,7 +80,9 @@ FAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "agent kill -9": ("agent_kill9",),
     "broker outage or kill": ("broker_restart", "broker_kill9", "long_outage_small_journal"),
     "link stall or cut": ("link_stall", "link_cut"),
-    "disk full or max_bytes drop": ("disk_full", "long_outage_small_journal"),
+    "disk full or max_bytes drop": ("disk_full", "disk_full_at_start",
+                                    "long_outage_small_journal"),
+    "damaged files": ("wal_truncate", "wal_delete"),
     "rule reload": ("rules_reload_good", "rules_reload_broken"),
 }
 
@@ -434,9 +437,13 @@ class Chaos:
             "link_stall": (self.fault_link_stall, 1.5),
             "link_cut": (self.fault_link_cut, 1.5),
             "disk_full": (self.fault_disk_full, 1.0),
+            "wal_truncate": (self.fault_wal_truncate, 0.5),
+            "wal_delete": (self.fault_wal_delete, 0.5),
             "rules_reload_good": (self.fault_reload_good, 1.0),
             "rules_reload_broken": (self.fault_reload_broken, 1.0),
         }
+        if self.tmpfs:  # a disk can be really full only on the harness's own small tmpfs
+            table["disk_full_at_start"] = (self.fault_disk_full_at_start, 0.7)
         if self.modbus is not None:
             table["modbus_gone"] = (self.fault_modbus_gone, 1.0)
         return table
@@ -537,6 +544,57 @@ class Chaos:
             self.proxy.resume()
             window.end_ns = time.time_ns()
         self.mark_drain("disk_full")
+
+    def fault_disk_full_at_start(self) -> None:
+        """kill -9 during an outage, then a start on a full disk: the agent must come up
+        (lamps, rules, degraded health), count what it refuses and recover when space returns."""
+        assert self.proxy is not None
+        window = Window(DISK_REASONS, time.time_ns())
+        with self.book.lock:
+            self.book.windows.append(window)
+        self.proxy.stall()
+        filler = self.data / "chaos-filler"
+        try:
+            time.sleep(self.rng.uniform(0.2, 1.0))
+            self.agent.kill9()
+            _fill(filler)
+            self.start_agent(self.pick_variant())  # a Violation if it does not get ready
+            time.sleep(self.rng.uniform(1.0, 4.0))
+        finally:
+            filler.unlink(missing_ok=True)
+            self.proxy.resume()
+            window.end_ns = time.time_ns()
+        self.mark_drain("disk_full_at_start")
+
+    def fault_wal_truncate(self) -> None:
+        self._damage_wal("wal_truncate", keep=self.rng.uniform(0.1, 0.9))
+
+    def fault_wal_delete(self) -> None:
+        self._damage_wal("wal_delete", keep=0.0)
+
+    def _damage_wal(self, fault: str, keep: float) -> None:
+        """Between two kills, cut the journal's -wal to `keep` of its size (0: delete it):
+        committed events are lost, and the journal must say so with a `lost` gap and never
+        issue their seqs again."""
+        assert self.proxy is not None
+        window = Window(FILE_REASONS, time.time_ns())
+        with self.book.lock:
+            self.book.windows.append(window)
+        self.proxy.stall()  # events pile up in the -wal, unsent
+        try:
+            time.sleep(self.rng.uniform(0.5, 2.0))
+            self.agent.kill9()
+            wal = self.data / "journal.db-wal"
+            if wal.exists():
+                if keep == 0.0:
+                    wal.unlink()
+                else:
+                    os.truncate(wal, int(wal.stat().st_size * keep))
+            self.start_agent(self.pick_variant())
+        finally:
+            self.proxy.resume()
+            window.end_ns = time.time_ns()
+        self.mark_drain(fault)
 
     def fault_reload_good(self) -> None:
         before = self._rules_status()
@@ -639,7 +697,8 @@ class Chaos:
         if int(stats["seq_hwm"]) < hwm:
             self.book.violate("seq", f"the journal's seq high-water mark {stats['seq_hwm']} is "
                               f"below {hwm}, which the running agent reported")
-        if int(stats["recovered"]):
+        damaged = self.book.faults["wal_truncate"] + self.book.faults["wal_delete"]
+        if int(stats["recovered"]) and not damaged:  # a cut -wal may cut a checkpoint too
             self.book.violate("journal", f"the journal was salvaged {stats['recovered']} times; "
                               "kill -9 and a full disk must not corrupt it")
         if dropped_seen > int(stats["dropped"]):

@@ -22,6 +22,10 @@ EVENTS = f"linelight/{AGENT}/events/"
 GUARDED_INPUTS = ("running", "fault_code", "estop_ok")
 SMALL_MAX_BYTES = "64KiB"  # the smallest max_bytes the journal accepts
 DISK_REASONS = frozenset({"disk_full", "low_disk", "write"})
+# A -wal deleted or truncated between kills loses committed events: the journal names them
+# with a `lost` gap (seq jumps past them), and only while such a fault was injected.
+FILE_REASONS = frozenset({"lost"})
+NOT_DROPS = frozenset({"dead_letter", "lost", "recovered"})  # gaps not counted in `dropped`
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class Book:
     stale_seen: int = 0  # status views with a guarded input not good
     states_seen: Counter[str] = field(default_factory=Counter)
     max_depth: int = 0
+    max_dropped: int = 0  # the largest `dropped` /status ever showed
+    max_hwm: int = 0  # the largest `seq_hwm` /status ever showed
     reloads_ok: int = 0
     reloads_rejected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -121,15 +127,31 @@ class Watcher(threading.Thread):
             with self.book.lock:
                 self.book.status_polls += 1
                 self.book.states_seen[status["state"]["name"]] += 1
-                depth = int((status.get("queue") or {}).get("depth") or 0)
+                queue = status.get("queue") or {}
+                depth = int(queue.get("depth") or 0)
                 self.book.max_depth = max(self.book.max_depth, depth)
                 inputs = status.get("inputs") or {}
                 if any(inputs.get(n, {}).get("quality") not in (None, "good")
                        for n in GUARDED_INPUTS):
                     self.book.stale_seen += 1
+            self._never_back(status.get("queue") or {})
             why = tower_violation(status)
             if why is not None:
                 self.book.violate("tower", why)
+
+    def _never_back(self, queue: dict[str, Any]) -> None:
+        """seq_hwm and dropped never go backwards, across restarts and whatever the disk did."""
+        hwm, dropped = int(queue.get("seq_hwm") or 0), int(queue.get("dropped") or 0)
+        book = self.book
+        if hwm and hwm < book.max_hwm:
+            book.violate("seq", f"seq_hwm went back from {book.max_hwm} to {hwm} (boot "
+                         f"{queue.get('boot')}): seqs would be issued twice")
+        if dropped < book.max_dropped:
+            book.violate("gap", f"dropped went back from {book.max_dropped} to {dropped} (boot "
+                         f"{queue.get('boot')}): drops were forgotten")
+        with book.lock:
+            book.max_hwm = max(book.max_hwm, hwm)
+            book.max_dropped = max(book.max_dropped, dropped)
 
     def settle_drains(self) -> None:
         self._drains()
@@ -162,6 +184,7 @@ def check_delivery(sub: Subscriber, hwm: int, book: Book, *, first_seq: int) -> 
         if b < a:
             book.violate("order", f"seq {b} arrived after seq {a} (first copies, after dedup)")
             break
+    _seq_never_reused(msgs, book)
     gaps = []
     seen_gap: set[int] = set()
     for m in msgs:
@@ -172,10 +195,13 @@ def check_delivery(sub: Subscriber, hwm: int, book: Book, *, first_seq: int) -> 
     covered: set[int] = set()
     reasons: Counter[str] = Counter()
     dropped = 0
+    lost = 0  # seqs named by `lost` gaps: their count is unknown, the whole range may be gone
     for g in gaps:
         reason = str(g.get("reason") or g.get("name"))
         reasons[reason] += int(g.get("count") or 0)
         dropped += int(g.get("count") or 0)
+        if reason in FILE_REASONS:
+            lost += max(0, int(g.get("last_seq", -1)) - int(g.get("first_seq", 0)) + 1)
         lo, hi = int(g.get("first_seq", 0)), int(g.get("last_seq", -1))
         covered.update(range(lo, hi + 1))
         if not _gap_explained(g, reason, book):
@@ -188,12 +214,30 @@ def check_delivery(sub: Subscriber, hwm: int, book: Book, *, first_seq: int) -> 
         book.violate("lost", f"{len(missing)} committed events never arrived and no gap names "
                      f"them: seqs {missing[:10]}{' ...' if len(missing) > 10 else ''}")
     unexplained = [s for s in range(first_seq, hwm + 1) if s not in got]
-    if len(unexplained) > dropped:
+    if len(unexplained) > dropped + lost:
         book.violate("gap", f"{len(unexplained)} seqs are missing but the gap events account "
                      f"for only {dropped} dropped events")
+    announced = sum(int(g.get("count") or 0) for g in gaps
+                    if str(g.get("reason") or g.get("name")) not in NOT_DROPS)
+    if announced < book.max_dropped:
+        book.violate("gap", f"the agent counted {book.max_dropped} dropped events but gap "
+                     f"events announce only {announced}: a drop had no durable gap")
     out.update(gap_events=len(gaps), dropped=dropped, drop_reasons=dict(reasons),
-               missing_unexplained=len(missing))
+               missing_unexplained=len(missing), announced_drops=announced)
     return out
+
+
+def _seq_never_reused(msgs: list[Any], book: Book) -> None:
+    """Copies of one seq (re-sends) are the same event; a different one means seq was reused."""
+    first: dict[int, tuple[Any, ...]] = {}
+    for m in msgs:
+        d = m.decoded if isinstance(m.decoded, dict) else {}
+        ident = (d.get("boot"), d.get("kind"), d.get("name"), d.get("ts"))
+        seen = first.setdefault(int(m.seq), ident)
+        if seen != ident:
+            book.violate("seq", f"seq {m.seq} was issued twice: {seen} and then {ident} "
+                         "(boot, kind, name, ts)")
+            return
 
 
 def _gap_explained(gap: dict[str, Any], reason: str, book: Book) -> bool:

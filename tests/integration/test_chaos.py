@@ -21,6 +21,7 @@ from bench.chaos_check import (
     NORMAL,
     SMALL,
     Book,
+    Watcher,
     Window,
     check_delivery,
     tower_violation,
@@ -34,7 +35,9 @@ MUST_INJECT = {
     "agent kill -9": ("agent_kill9",),
     "broker outage or kill": ("broker_restart", "broker_kill9", "long_outage_small_journal"),
     "link stall or cut": ("link_stall", "link_cut"),
-    "disk full or max_bytes drop": ("disk_full", "long_outage_small_journal"),
+    "disk full or max_bytes drop": ("disk_full", "disk_full_at_start",
+                                    "long_outage_small_journal"),
+    "damaged files": ("wal_truncate", "wal_delete"),
     "rule reload": ("rules_reload_good", "rules_reload_broken"),
 }
 TOPIC = "linelight/chaos-press/events/"
@@ -112,6 +115,51 @@ def test_delivery_check_accepts_a_drop_only_where_a_limit_explains_it() -> None:
     check_delivery(Snapshot([event(1), gap(4, 2, 3, "disk_full")]), 4, disk,  # type: ignore[arg-type]
                    first_seq=1)
     assert disk.violations == []
+
+
+def test_delivery_check_flags_a_seq_issued_twice() -> None:
+    reused = Book()
+    check_delivery(Snapshot([event(1), event(2), event(2, boot=2)]), 2, reused,  # type: ignore[arg-type]
+                   first_seq=1)
+    assert kinds(reused) == ["seq"]
+
+    resent = Book()
+    check_delivery(Snapshot([event(1), event(2), event(2)]), 2, resent,  # type: ignore[arg-type]
+                   first_seq=1)
+    assert resent.violations == []
+
+
+def test_delivery_check_flags_drops_no_gap_announces() -> None:
+    stream = [event(1), gap(4, 2, 3, "disk_full")]
+    disk = [Window(frozenset({"disk_full"}), 5, 20)]
+    announced = Book(windows=disk, max_dropped=2)
+    check_delivery(Snapshot(stream), 4, announced, first_seq=1)  # type: ignore[arg-type]
+    assert announced.violations == []
+
+    forgotten = Book(windows=disk, max_dropped=5)  # /status counted 5, gaps name 2
+    check_delivery(Snapshot(stream), 4, forgotten, first_seq=1)  # type: ignore[arg-type]
+    assert kinds(forgotten) == ["gap"]
+
+
+def test_a_lost_gap_explains_its_range_only_while_a_file_fault_ran() -> None:
+    stream = [event(1), {**gap(9, 2, 8, "lost"), "count": 0}]
+    during = Book(windows=[Window(frozenset({"lost"}), 5, 20)])
+    check_delivery(Snapshot(stream), 9, during, first_seq=1)  # type: ignore[arg-type]
+    assert during.violations == []
+
+    never = Book()
+    check_delivery(Snapshot(stream), 9, never, first_seq=1)  # type: ignore[arg-type]
+    assert "gap" in kinds(never)
+
+
+def test_the_watcher_flags_seq_or_dropped_going_back() -> None:
+    book = Book()
+    watcher = Watcher(None, None, book)  # type: ignore[arg-type]
+    watcher._never_back({"seq_hwm": 100, "dropped": 7, "boot": 1})
+    watcher._never_back({"seq_hwm": 120, "dropped": 7, "boot": 2})
+    assert book.violations == []
+    watcher._never_back({"seq_hwm": 50, "dropped": 3, "boot": 3})
+    assert kinds(book) == ["seq", "gap"]
 
 
 @pytest.mark.slow
