@@ -5,7 +5,9 @@ source on a pymodbus server we can kill) publishes through a TCP proxy to a real
 while this harness injects, at random: kill -9 of the agent (then a restart, sometimes with a
 small journal limit), broker restarts and kill -9, link stalls and cuts, disk-full episodes on
 the journal's directory (a small tmpfs when we may mount one, else a free-disk reserve larger
-than the disk), rule reloads (good and broken) by SIGHUP, and Modbus server disappearance.
+than the disk; on the tmpfs also a start on the full disk after a kill -9), the journal's
+-wal truncated or deleted between kills, rule reloads (good and broken) by SIGHUP, and Modbus
+server disappearance.
 A first round, in shuffled order, reaches every family in FAULT_GROUPS once (agent kill -9,
 broker outage or kill, link stall or cut, disk full or max_bytes drop, rule reload) even in a
 short run; the weighted random picks follow until the time is up.
@@ -13,7 +15,8 @@ short run; the weighted random picks follow until the time is up.
 An independent MQTT 5 subscriber with a persistent session, connected straight to the broker,
 checks at the end that every seq up to the agent's committed high-water mark arrived or is
 named by a gap event, that the first copies arrived in seq order, that every gap has a reason
-a configured limit explains at that time; and, while running, that the tower never showed the
+a configured limit or an injected fault explains at that time, that every drop the agent
+counted is announced by a gap, and that no seq was issued to two events; and, while running, that the tower never showed the
 `producing` state or a lit green lamp (steady or blinking) while an input the producing
 decision depends on was stale or bad (from /status: each tick's view holds its snapshot,
 state and lamps together).
