@@ -113,6 +113,7 @@ class LockFile:
         self._db_fd = db_fd
         self.marks = marks  # as found at open, then as last written
         self._written = b""
+        self._failing = False
 
     @classmethod
     def acquire(cls, path: str) -> LockFile:
@@ -162,9 +163,15 @@ class LockFile:
             if sync:
                 os.fsync(self._fd)
         except OSError as exc:
-            log.error("journal %s: cannot write the marks in %s.lock: %s", self.path, self.path,
-                      exc.strerror)
+            if not self._failing:  # once, not at every commit
+                log.error("journal %s: cannot write the marks in %s.lock: %s", self.path,
+                          self.path, exc.strerror)
+            self._failing = True
             return False
+        if self._failing:
+            log.warning("journal %s: the marks in %s.lock are written again", self.path,
+                        self.path)
+            self._failing = False
         self._written = data
         self.marks = parse_marks(data.decode("ascii"))
         return True
