@@ -275,3 +275,29 @@ async def test_a_long_outage_on_a_small_disk_leaves_few_gap_rows_and_never_wedge
     for g in gaps:  # each range means exactly: no event of its class in it was kept
         assert not any(g.attrs["first_seq"] <= s <= g.attrs["last_seq"] for s in signals
                        if g.attrs["class"] == 0)
+
+
+@pytest.mark.root
+def test_a_start_on_a_full_disk_after_a_kill_keeps_every_committed_event(tiny_fs: Path):
+    path = tiny_fs / "q.db"
+    done = subprocess.run([sys.executable, "-c", _FULL_THEN_DIE, str(path), "50"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr  # killed with its events in the -wal
+    ballast = fill_disk(tiny_fs)
+
+    async def on_full_disk() -> tuple[bool, int | None]:
+        async with running(path, JournalLimits(min_free_disk=0)) as j:
+            return j.health.ok, await j.append(event("alarm", "full", True))
+
+    healthy, refused = anyio.run(on_full_disk)
+    assert refused is None and not healthy
+    assert not _leftovers(tiny_fs), "a full disk was taken for damage"
+    _remove(ballast)
+
+    async def after() -> list[Record]:
+        async with running(path, JournalLimits(min_free_disk=0)) as j:
+            return await j.peek(1000)
+
+    recs = anyio.run(after)
+    assert [r.value for r in recs if r.kind == "signal"] == list(range(50))
+    assert [r.attrs["count"] for r in recs if r.kind == "gap"] == [1]
