@@ -50,6 +50,10 @@ def _cut_wal(path: Path, keep: float) -> None:
         os.truncate(wal, int(wal.stat().st_size * keep))
 
 
+def _write_lock(path: Path, text: bytes) -> None:
+    Path(str(path) + ".lock").write_bytes(text)
+
+
 async def _everything(path: Path) -> tuple[list[Record], int | None, int]:
     async with running(path) as j:
         recs = await drain(j)
@@ -151,3 +155,16 @@ def test_deleting_the_lock_file_does_not_let_a_second_journal_open(tmp_path: Pat
             Journal.open(str(path))
     finally:
         first.close()
+
+
+@pytest.mark.parametrize("text", [b"\xff\xfe garbage", b'{"counters": {"seq_hwm": "x"}}',
+                                  b'{"counters": {"boot": 99999999999999999999999}}', b"[1,2]"])
+async def test_a_garbled_lock_file_never_stops_the_journal(tmp_path: Path, text: bytes):
+    path = tmp_path / "q.db"
+    async with running(path) as j:
+        first = await j.append(event("count", "parts", 1))
+    _write_lock(path, text)
+    recs, seq, boot = await _everything(path)
+    assert [r.seq for r in recs if r.kind == "count"] == [first]
+    assert seq is not None and first is not None and seq > first
+    assert boot == 2
