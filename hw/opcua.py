@@ -14,10 +14,11 @@ import contextlib
 import datetime
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,17 +283,45 @@ class OpcUaSource:
         while True:
             async for attempt in reconnecting(self.spec.reconnect_min, self.spec.reconnect_max):
                 with attempt:
-                    await self._connect_and_subscribe(table)
-            await self.connection.lost.wait()
+                    sub = await self._connect_and_subscribe(table)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_fresh, table, sub)
+                await self.connection.lost.wait()
+                tg.cancel_scope.cancel()
             self._mark_all(table, Quality.STALE, self.connection.stats.last_error
                            or f"session to OPC UA server {self.connection.device} lost")
             await self.connection.close()
 
-    async def _connect_and_subscribe(self, table: InputTable) -> None:
+    async def _keep_fresh(self, table: InputTable, sub: Any) -> None:
+        """A value that does not change is not sent again, yet it is current while the
+        subscription is alive (its publish responses or keep-alives, at least every
+        KEEPALIVE s, prove it): restamp GOOD inputs so a rule's `stale_after` measures the
+        link, not how often the value changes; mark every input STALE when the subscription
+        falls silent for 3 keep-alive periods."""
+        silent_limit = 3 * KEEPALIVE + self.spec.publishing
+        silent = False
+        while True:
+            await anyio.sleep(max(0.1, min(self.spec.publishing, 0.5)))
+            last = getattr(sub, "last_publish_at", None)  # asyncua: monotonic time
+            quiet = time.monotonic() - last if last is not None else 0.0
+            if quiet >= silent_limit:
+                if not silent:
+                    silent = True
+                    self._mark_all(table, Quality.STALE, (
+                        f"no publish response or keep-alive from OPC UA server "
+                        f"{self.connection.device} for {quiet:.1f} s (subscription silent)"))
+                continue
+            silent = False
+            now = self._clock()
+            table.update_many({name: replace(s, at=now) for name in self.input_names()
+                               if (s := table.get(name)).quality is Quality.GOOD})
+
+    async def _connect_and_subscribe(self, table: InputTable) -> Any:
         client = await self.connection.connect()
         try:
             with anyio.fail_after(self.spec.timeout * 2 + 2.0):
-                sub = await client.create_subscription(self.spec.publishing * 1000, self)
+                sub = await client.create_subscription(_subscription_parameters(
+                    self.spec.publishing), self)
                 nodes = [client.get_node(node_id) for _, node_id in self.spec.inputs]
                 self._names = {node.nodeid.to_string(): name
                                for node, (name, _) in zip(nodes, self.spec.inputs, strict=True)}
@@ -312,6 +341,7 @@ class OpcUaSource:
                                        f"monitor {node_id}: {result.name}")
         self.counters.monitored = len(self.spec.inputs) - len(refused)
         table.update_many(refused)
+        return sub
 
     # -- asyncua's SubscriptionHandler interface (called in the event loop) ---------------------
     def datachange_notification(self, node: Any, val: Any, data: DataChangeNotif) -> None:
@@ -338,6 +368,22 @@ class OpcUaSource:
         self.counters.last_error = reason
         table.update_many({name: Sample(table.get(name).value, quality, now, wall, reason)
                            for name in self.input_names()})
+
+
+KEEPALIVE = 1.0  # s: the server sends a keep-alive after this long without changes
+
+
+def _subscription_parameters(publishing: float) -> ua.CreateSubscriptionParameters:
+    """asyncua's default keep-alive is 75 % of the session lifetime (45 min with its 1 h
+    session): ask for one about every KEEPALIVE s so a silent subscription is seen quickly."""
+    params = ua.CreateSubscriptionParameters()
+    params.RequestedPublishingInterval = publishing * 1000
+    params.RequestedMaxKeepAliveCount = max(1, math.ceil(KEEPALIVE / publishing))
+    params.RequestedLifetimeCount = 10 * params.RequestedMaxKeepAliveCount
+    params.MaxNotificationsPerPublish = 0  # no limit
+    params.PublishingEnabled = True
+    params.Priority = 0
+    return params
 
 
 def _wall_ns(value: ua.DataValue | None) -> int:

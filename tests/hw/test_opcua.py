@@ -234,3 +234,22 @@ async def test_subscription_drives_rules_and_a_bad_status_takes_the_green_lamp_o
         assert await opcua_server.get("Lamp.Green") is False
         tg.cancel_scope.cancel()
     await hw.close()
+
+
+async def test_an_unchanging_value_stays_current_while_the_subscription_is_alive(
+        opcua_server: OpcUaTestServer):
+    """The server sends a value once; keep-alives prove it still holds, so a rule's
+    stale_after on the input measures the link, not how often the value changes."""
+    await opcua_server.set("Line.Speed", 5.0)
+    (spec,), _ = read_config(_toml(opcua_server.endpoint))
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        first = await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD)
+        later = await wait_sample(table, "speed", lambda s: s.at >= first.at + 1.0)
+        tg.cancel_scope.cancel()
+    await hw.close()
+    assert later.quality is Quality.GOOD and later.value == 5.0
+    assert later.wall_ns == first.wall_ns  # still the server's timestamp of the change
+    assert hw.opcua_connections["cell"].stats.notifications == 3  # running, speed, fault_code
