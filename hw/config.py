@@ -348,7 +348,7 @@ def _one_of(t: Table, key: Key) -> int:
 
 # -- Siemens S7 ------------------------------------------------------------------------------
 
-S7_TYPES = tuple(t.value for t in S7Type)
+S7_TYPES = tuple(t.value for t in S7Type if t is not S7Type.STRING)
 
 
 def _reconnect_bounds(src: Table, keys: Keys) -> tuple[float, float]:
@@ -986,9 +986,11 @@ SIM_KEYS = Keys("simulated inputs", (
 S7_INPUT_KEYS = Keys("one input at an S7 address", (
     Key("address", "string", "S7 address as TIA Portal writes it: DB10.DBX4.0, DB10.DBW6, "
         "DB10.DBD8, M0.1, MW2, I0.3, Q1.0"),
-    Key("type", "choice", "BOOL for bits; BYTE for B; WORD or INT for W; DWORD, DINT or REAL "
-        "for D", None, default_text="the address's width: BOOL, BYTE, WORD, DWORD",
-        choices=S7_TYPES),
+    Key("type", "string", "BOOL for bits; BYTE for B; WORD or INT for W; DWORD, DINT or REAL "
+        "for D; STRING[n] at a DB byte", None,
+        default_text="the address's width: BOOL, BYTE, WORD, DWORD",
+        pattern="(" + "|".join(S7_TYPES) + r")|STRING\[[0-9]{1,3}\]",
+        pattern_text="one of " + ", ".join(S7_TYPES) + " or STRING[n]"),
     Key("scale", "number", "value = raw * scale + offset", 1.0),
     Key("offset", "number", "value = raw * scale + offset", 0.0)))
 _RECONNECT = (

@@ -38,6 +38,7 @@ class S7Type(enum.Enum):
     DWORD = "DWORD"
     DINT = "DINT"
     REAL = "REAL"
+    STRING = "STRING"  # STRING[n]: max length byte, actual length byte, n characters
 
     @property
     def size(self) -> int:
@@ -46,7 +47,9 @@ class S7Type(enum.Enum):
 
 
 _SIZE = {S7Type.BOOL: 1, S7Type.BYTE: 1, S7Type.WORD: 2, S7Type.INT: 2, S7Type.DWORD: 4,
-         S7Type.DINT: 4, S7Type.REAL: 4}
+         S7Type.DINT: 4, S7Type.REAL: 4, S7Type.STRING: 2}  # STRING: + its length
+MAX_STRING = 254
+_STRING_RE = re.compile(r"STRING\[(\d{1,3})\]")
 _STRUCT = {S7Type.BYTE: ">B", S7Type.WORD: ">H", S7Type.INT: ">h", S7Type.DWORD: ">I",
            S7Type.DINT: ">i", S7Type.REAL: ">f"}
 # the width letter of an address and the types it may hold (the first is the default)
@@ -72,14 +75,15 @@ class S7Address:
     bit: int | None = None
     scale: float = 1.0
     offset: float = 0.0
+    length: int = 0  # STRING[n]: n
 
     @property
     def size(self) -> int:
-        return self.type.size
+        return self.type.size + self.length
 
     def describe(self) -> str:
         """The address as TIA Portal writes it: `DB10.DBX4.0`, `DB10.DBD8`, `M0.1`, `QW2`."""
-        width = {1: "B", 2: "W", 4: "D"}[self.size]
+        width = "B" if self.type is S7Type.STRING else {1: "B", 2: "W", 4: "D"}[self.size]
         if self.area is S7Area.DB:
             if self.bit is not None:
                 return f"DB{self.db}.DBX{self.byte}.{self.bit}"
@@ -123,12 +127,25 @@ def parse_address(text: str, type_name: str | None = None, *, scale: float = 1.0
         raise S7AddressError(f"'{text}': only bit addresses (X, or I/Q/M byte.bit) take '.{bit}'")
     allowed = _WIDTH_TYPES[width]
     dtype = allowed[0]
+    string = _STRING_RE.fullmatch(type_name.upper().replace(" ", "")) if type_name else None
+    if string is not None:
+        length = int(string[1])
+        if width != "B" or area is not S7Area.DB:
+            raise S7AddressError(f"'{text}': a STRING starts at a byte of a DB, e.g. DB10.DBB20")
+        if not 1 <= length <= MAX_STRING:
+            raise S7AddressError(f"'{type_name}': the length must be 1 to {MAX_STRING}")
+        if scale != 1.0 or offset != 0.0:
+            raise S7AddressError(f"'{text}' is a STRING: 'scale' and 'offset' apply to numbers")
+        return S7Address(area, db, byte, S7Type.STRING, None, length=length)
     if type_name is not None:
         try:
             dtype = S7Type(type_name.upper())
+            if dtype is S7Type.STRING:
+                raise ValueError(type_name)
         except ValueError:
             raise S7AddressError(f"'{type_name}' is not an S7 type; types are "
-                                 f"{', '.join(t.value for t in S7Type)}") from None
+                                 f"{', '.join(t.value for t in S7Type if t is not S7Type.STRING)}"
+                                 f", STRING[n]") from None
         if dtype not in allowed:
             raise S7AddressError(
                 f"'{text}' holds {_width_words(width)}: type must be "
@@ -147,6 +164,8 @@ def decode(address: S7Address, data: bytes) -> Value:
     if address.type is S7Type.BOOL:
         assert address.bit is not None
         return bool((data[0] >> address.bit) & 1)
+    if address.type is S7Type.STRING:
+        return decode_from(address, bytes(data), 0)
     (number,) = struct.unpack(_STRUCT[address.type], bytes(data[: address.size]))
     value: int | float = float(number) if address.type is S7Type.REAL else int(number)
     if address.scale != 1.0 or address.offset != 0.0:
@@ -160,14 +179,23 @@ def decode_from(address: S7Address, data: bytes, offset: int) -> Value:
     dtype = address.type
     if dtype is S7Type.BOOL:
         return bool((data[offset] >> address.bit) & 1) if address.bit is not None else False
+    if dtype is S7Type.STRING:
+        # the CPU's actual length, bounded by the declared one (a garbled header reads short)
+        used = min(data[offset + 1], address.length, len(data) - offset - 2)
+        return bytes(data[offset + 2 : offset + 2 + used]).decode("latin-1")
     number: int | float = struct.unpack_from(_STRUCT[dtype], data, offset)[0]
     if address.scale != 1.0 or address.offset != 0.0:
         return number * address.scale + address.offset
     return number
 
 
-def encode(address: S7Address, value: int | float) -> bytes:
+def encode(address: S7Address, value: int | float | str) -> bytes:
     """The bytes a PLC holds for `value` at a non-bit address (the inverse of `decode`)."""
+    if address.type is S7Type.STRING:
+        raw = str(value).encode("latin-1")[: address.length]
+        return bytes([address.length, len(raw)]) + raw.ljust(address.length, b"\x00")
+    if isinstance(value, str):
+        raise ValueError(f"{address.describe()} holds a number, not '{value}'")
     if address.type is S7Type.REAL:
         return struct.pack(">f", float(value))
     return struct.pack(_STRUCT[address.type], int(value))

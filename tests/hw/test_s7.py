@@ -69,6 +69,7 @@ def _cases(server: S7TestServer) -> list[tuple[str, str, str | None, bytearray, 
         ("input_bit", "I0.3", None, server.i, 0, b"\x08", True),
         ("output_bit", "Q1.0", None, server.q, 1, b"\x01", True),
         ("output_real", "QD4", "REAL", server.q, 4, struct.pack(">f", -0.5), -0.5),
+        ("db_string", "DB10.DBB30", "STRING[8]", server.db10, 30, b"\x08\x05HELLO", "HELLO"),
     ]
 
 

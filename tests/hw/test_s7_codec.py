@@ -35,6 +35,7 @@ from tests.hw.helpers import config_problems, read_config
     ("IB1", None, S7Address(S7Area.I, 0, 1, S7Type.BYTE)),
     ("Q1.0", None, S7Address(S7Area.Q, 0, 1, S7Type.BOOL, 0)),
     ("QD4", "REAL", S7Address(S7Area.Q, 0, 4, S7Type.REAL)),
+    ("DB10.DBB20", "STRING[10]", S7Address(S7Area.DB, 10, 20, S7Type.STRING, length=10)),
 ])
 def test_addresses_parse_as_tia_portal_writes_them(text, type_name, expected):
     address = parse_address(text, type_name)
@@ -52,6 +53,8 @@ def test_addresses_parse_as_tia_portal_writes_them(text, type_name, expected):
     ("MW2.1", None, "'MW2.1': only bit addresses (X, or I/Q/M byte.bit) take '.1'"),
     ("M100000.0", None, "'M100000.0': the byte offset must be 0 to 65535, not 100000"),
     ("X1.0", None, "'X1.0' is not an S7 address; write e.g. DB10.DBX4.0"),
+    ("MB2", "STRING[4]", "'MB2': a STRING starts at a byte of a DB, e.g. DB10.DBB20"),
+    ("DB1.DBB2", "STRING[300]", "'STRING[300]': the length must be 1 to 254"),
 ])
 def test_bad_addresses_are_one_sentence_naming_the_address(text, type_name, message):
     with pytest.raises(S7AddressError) as info:
@@ -67,6 +70,13 @@ def test_numbers_decode_from_the_big_endian_bytes_a_cpu_holds(type_name, value):
     address = parse_address(text, type_name)
     assert decode(address, encode(address, value)) == value
     assert decode_from(address, b"\x00\x00" + encode(address, value), 2) == value  # poller's path
+
+
+def test_a_string_reads_its_actual_length_bounded_by_the_declared_one():
+    address = parse_address("DB1.DBB0", "STRING[8]")
+    assert address.size == 10
+    assert decode(address, encode(address, "HELLO")) == "HELLO"
+    assert decode(address, b"\x08\xffABCDEFGHIJ") == "ABCDEFGH"  # a garbled length byte
 
 
 def test_scale_and_offset_apply_to_numbers():
