@@ -156,8 +156,12 @@ class S7SourceSpec:
     inputs: tuple[tuple[str, S7Address], ...]
     location: Location
     type: str = "s7"
+    remote_tsap: int | None = None  # instead of rack/slot (LOGO!, S7-200, CP connections)
+    local_tsap: int = 0x0100
 
     def describe(self) -> str:
+        if self.remote_tsap is not None:
+            return f"{self.host}:{self.port} TSAP {self.remote_tsap >> 8:02X}.{self.remote_tsap & 255:02X}"
         return f"{self.host}:{self.port} rack {self.rack} slot {self.slot}"
 
 
@@ -368,10 +372,24 @@ def _read_s7(name: str, src: Table) -> S7SourceSpec:
     reconnect_min, reconnect_max = _reconnect_bounds(src, keys)
     inputs = _read_bindings(src, keys, S7_INPUT_KEYS,
                             lambda entry, what: read_s7_address(entry, what))
+    remote_tsap = _tsap(src, "remote_tsap")
+    local_tsap = _tsap(src, "local_tsap")
+    if remote_tsap is not None and (src.has("rack") or src.has("slot")):
+        src.problem("remote_tsap", "write either rack and slot or remote_tsap, not both")
     return S7SourceSpec(name, keys.read(src, "host") or "", keys.read(src, "port"),
                         keys.read(src, "rack"), keys.read(src, "slot"), poll, timeout,
                         stale_after, reconnect_min, reconnect_max, keys.read(src, "max_gap"),
-                        inputs, src.where())
+                        inputs, src.where(), remote_tsap=remote_tsap,
+                        local_tsap=0x0100 if local_tsap is None else local_tsap)
+
+
+def _tsap(src: Table, key: str) -> int | None:
+    """`"03.01"` (as STEP 7 and LOGO!Soft show a TSAP) -> 0x0301."""
+    text = S7_KEYS.read(src, key)
+    if text is None:
+        return None
+    hi, _, lo = str(text).partition(".")
+    return int(hi, 16) << 8 | int(lo, 16)
 
 
 def _read_bindings(src: Table, keys: Keys, entry_keys: Keys,
@@ -1013,6 +1031,10 @@ S7_KEYS = Keys("Siemens S7 CPU (S7comm)", (
     *_RECONNECT,
     Key("max_gap", "integer", "merge reads across holes of up to this many bytes", 16,
         minimum=0),
+    Key("remote_tsap", "string", "the CPU's TSAP instead of rack/slot, as STEP 7 shows it", None,
+        pattern=r"[0-9A-Fa-f]{2}\.[0-9A-Fa-f]{2}", pattern_text='two hex bytes such as "03.01"'),
+    Key("local_tsap", "string", "linelight's TSAP", "01.00",
+        pattern=r"[0-9A-Fa-f]{2}\.[0-9A-Fa-f]{2}", pattern_text='two hex bytes such as "01.00"'),
     Key("inputs", "entries", "input name -> S7 address", None, keys=S7_INPUT_KEYS),
 ))
 NODE_KEYS = Keys("one input at an OPC UA node", (

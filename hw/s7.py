@@ -109,10 +109,16 @@ class S7Connection:
         """Open the link; DeviceError naming host, rack and slot if the CPU cannot be reached."""
         await self.close()
         client = AsyncClient()
+        rack, slot = self.spec.rack, self.spec.slot
+        client.local_tsap = self.spec.local_tsap
+        if self.spec.remote_tsap is not None:
+            # AsyncClient.connect builds the called TSAP as connection_type.(rack << 5 | slot):
+            # a configured TSAP is those fields (public attributes) split back out.
+            client.connection_type = self.spec.remote_tsap >> 8
+            rack, slot = (self.spec.remote_tsap & 0xFF) >> 5, self.spec.remote_tsap & 0x1F
         try:
             with anyio.fail_after(self.spec.timeout + 1.0):
-                await client.connect(self.spec.host, self.spec.rack, self.spec.slot,
-                                     self.spec.port)
+                await client.connect(self.spec.host, rack, slot, self.spec.port)
         except (S7Error, OSError, TimeoutError) as exc:
             self.stats.last_error = (f"cannot connect to S7 PLC {self.device}: "
                                      f"{_text(exc)}")

@@ -280,3 +280,17 @@ def test_doctor_names_put_get_when_the_cpu_refuses_a_read(s7_server: S7TestServe
     check_s7(report, ok_spec)
     assert report.findings[-1].level == "ok"
     assert report.findings[-1].detail == "connected (PDU 480), 1 reads answered"
+
+
+async def test_a_remote_tsap_instead_of_rack_and_slot_connects(s7_server: S7TestServer):
+    s7_server.db10[4] = 1
+    toml = _toml(s7_server.port, 'running = { address = "DB10.DBX4.0" }').replace(
+        "rack = 0\nslot = 1\n", 'remote_tsap = "03.01"\nlocal_tsap = "10.00"\n')
+    (spec,), _ = read_config(toml)
+    assert (spec.remote_tsap, spec.local_tsap) == (0x0301, 0x1000)
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    await _run_until(hw, table, lambda: table.get("running").quality is Quality.GOOD,
+                     "read through the TSAP connection")
+    await hw.close()
+    assert spec.describe() == f"127.0.0.1:{s7_server.port} TSAP 03.01"

@@ -153,3 +153,13 @@ amber = { s7 = "Q1.1", source = "io" }
         "agent.toml:19:16: lamp 'green': a lamp is one bit in Q, M or a DB (e.g. Q1.0, "
         "DB10.DBX2.1), not QW2",
     ]
+
+
+def test_tsap_and_rack_slot_exclude_each_other():
+    problems = config_problems(S7_TOML.format(extra="").replace(
+        "slot = 1\n", 'slot = 1\nremote_tsap = "3.1"\n'))
+    assert problems == ["agent.toml:7:15: 'remote_tsap' must be two hex bytes such as \"03.01\", "
+                        "not '3.1'"]
+    problems = config_problems(S7_TOML.format(extra="").replace(
+        "slot = 1\n", 'slot = 1\nremote_tsap = "03.01"\n'))
+    assert problems == ["agent.toml:7:15: write either rack and slot or remote_tsap, not both"]

@@ -21,7 +21,7 @@ SOURCES = {
                   f'parity = "even"\nstopbits = 2\nbytesize = 8\n{MODBUS_COMMON}',
     "s7": 'type = "s7"\nhost = "h"\nport = 102\nrack = 0\nslot = 2\npoll = "1s"\n'
           'timeout = "1s"\nstale_after = "3s"\nreconnect_min = "1s"\nreconnect_max = "5s"\n'
-          'max_gap = 4\n[sources.s.inputs]\n'
+          'max_gap = 4\nremote_tsap = "03.01"\nlocal_tsap = "01.00"\n[sources.s.inputs]\n'
           'a = { address = "DB10.DBD8", type = "REAL", scale = 2.0, offset = 1.0 }\n',
     "opcua": 'type = "opcua"\nendpoint = "opc.tcp://h:4840"\npublishing_interval = "100ms"\n'
              'sampling_interval = "50ms"\ntimeout = "2s"\nreconnect_min = "1s"\n'
