@@ -198,6 +198,7 @@ class OpcUaSourceSpec:
     location: Location
     security: OpcUaSecurity | None = None  # None: the unsecured endpoint (security policy None)
     type: str = "opcua"
+    deadbands: tuple[tuple[str, float], ...] = ()  # input name, absolute deadband
 
 
 SourceSpec = (ModbusSourceSpec | S7SourceSpec | OpcUaSourceSpec | GpioZeroSourceSpec
@@ -444,10 +445,19 @@ def _read_opcua(name: str, src: Table) -> OpcUaSourceSpec:
     timeout = keys.read(src, "timeout")
     reconnect_min, reconnect_max = _reconnect_bounds(src, keys)
     security = _read_opcua_security(src)
-    inputs = _read_bindings(src, keys, NODE_KEYS, read_node_id)
+    deadbands: list[tuple[str, float]] = []
+
+    def read_input(entry: Table, what: str) -> str | None:
+        deadband = NODE_KEYS.read(entry, "deadband")
+        if deadband is not None:
+            deadbands.append((what.removeprefix("input '").removesuffix("'"), float(deadband)))
+        return read_node_id(entry, what)
+
+    inputs = _read_bindings(src, keys, NODE_KEYS, read_input)
     return OpcUaSourceSpec(name, endpoint or "", publishing,
                            publishing if sampling is None else sampling, timeout,
-                           reconnect_min, reconnect_max, inputs, src.where(), security)
+                           reconnect_min, reconnect_max, inputs, src.where(), security,
+                           deadbands=tuple(deadbands))
 
 
 def _read_opcua_security(src: Table) -> OpcUaSecurity | None:
@@ -1038,7 +1048,9 @@ S7_KEYS = Keys("Siemens S7 CPU (S7comm)", (
     Key("inputs", "entries", "input name -> S7 address", None, keys=S7_INPUT_KEYS),
 ))
 NODE_KEYS = Keys("one input at an OPC UA node", (
-    Key("node", "string", 'node id: ns=2;i=1042, ns=3;s="DB_Line"."Running"'),))
+    Key("node", "string", 'node id: ns=2;i=1042, ns=3;s="DB_Line"."Running"'),
+    Key("deadband", "number", "report a numeric value only when it moved by more than this "
+        "(absolute, applied by the server)", None, minimum=0.0)))
 OPCUA_KEYS = Keys("OPC UA server (data-change subscription)", (
     SOURCE_TYPE,
     Key("endpoint", "string", "opc.tcp://host:4840 (path if the server has one)",

@@ -27,6 +27,7 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.subscription import DataChangeNotif
 from asyncua.crypto import security_policies
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
@@ -325,8 +326,16 @@ class OpcUaSource:
                 nodes = [client.get_node(node_id) for _, node_id in self.spec.inputs]
                 self._names = {node.nodeid.to_string(): name
                                for node, (name, _) in zip(nodes, self.spec.inputs, strict=True)}
-                results: list[Any] = list(await sub.subscribe_data_change(
-                    nodes, sampling_interval=ua.Duration(self.spec.sampling * 1000))) if nodes else []
+                deadbands = dict(self.spec.deadbands)
+                requests = [_monitor_request(node, handle, self.spec.sampling,
+                                             deadbands.get(name))
+                            for handle, (node, (name, _)) in enumerate(
+                                zip(nodes, self.spec.inputs, strict=True), start=1)]
+                # create_monitored_items (asyncua's documented call for full control) instead
+                # of subscribe_data_change, which takes no deadband together with a sampling
+                # interval; this subscription is ours alone, so handles 1..n are unique.
+                results: list[Any] = list(await sub.create_monitored_items(requests)) \
+                    if requests else []
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
             self.connection.stats.last_error = (f"cannot subscribe on OPC UA server "
                                                 f"{self.connection.device}: {_text(exc)}")
@@ -368,6 +377,31 @@ class OpcUaSource:
         self.counters.last_error = reason
         table.update_many({name: Sample(table.get(name).value, quality, now, wall, reason)
                            for name in self.input_names()})
+
+
+def _monitor_request(node: Any, handle: int, sampling: float,
+                     deadband: float | None) -> ua.MonitoredItemCreateRequest:
+    """One monitored item: the Value attribute, sampled every `sampling` s, reported on a
+    change of status or value (beyond an absolute `deadband`, when given)."""
+    item = ua.ReadValueId()
+    item.NodeId = node.nodeid
+    item.AttributeId = AttributeIds.Value
+    params = ua.MonitoringParameters()
+    params.ClientHandle = handle
+    params.SamplingInterval = sampling * 1000
+    params.QueueSize = 1
+    params.DiscardOldest = True
+    if deadband is not None:
+        change = ua.DataChangeFilter()
+        change.Trigger = ua.DataChangeTrigger.StatusValue
+        change.DeadbandType = 1  # absolute (Part 8: DeadbandType.Absolute)
+        change.DeadbandValue = deadband
+        params.Filter = change
+    request = ua.MonitoredItemCreateRequest()
+    request.ItemToMonitor = item
+    request.MonitoringMode = ua.MonitoringMode.Reporting
+    request.RequestedParameters = params
+    return request
 
 
 KEEPALIVE = 1.0  # s: the server sends a keep-alive after this long without changes

@@ -253,3 +253,31 @@ async def test_an_unchanging_value_stays_current_while_the_subscription_is_alive
     assert later.quality is Quality.GOOD and later.value == 5.0
     assert later.wall_ns == first.wall_ns  # still the server's timestamp of the change
     assert hw.opcua_connections["cell"].stats.notifications == 3  # running, speed, fault_code
+
+
+async def test_a_deadband_keeps_small_moves_away_and_passes_large_ones(
+        opcua_server: OpcUaTestServer):
+    await opcua_server.set("Line.Speed", 10.0)
+    toml = _toml(opcua_server.endpoint).replace(
+        'speed = { node = "ns=2;s=Line.Speed" }',
+        'speed = { node = "ns=2;s=Line.Speed", deadband = 0.5 }')
+    (spec,), _ = read_config(toml)
+    assert spec.deadbands == (("speed", 0.5),)
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    seen: list[object] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        await wait_sample(table, "speed", lambda s: s.value == 10.0)
+        source = hw.source("cell")
+        before = source.counters.samples  # type: ignore[attr-defined]
+        await opcua_server.set("Line.Speed", 10.2)  # within the deadband: not reported
+        await opcua_server.set("Line.FaultCode", 1)  # a marker that the server has published
+        await wait_sample(table, "fault_code", lambda s: s.value == 1)
+        seen.append(table.get("speed").value)
+        await opcua_server.set("Line.Speed", 11.0)  # beyond it
+        await wait_sample(table, "speed", lambda s: s.value == 11.0)
+        tg.cancel_scope.cancel()
+    await hw.close()
+    assert seen == [10.0]
+    assert source.counters.samples == before + 2  # fault_code and the 11.0, never 10.2
