@@ -451,6 +451,15 @@ def _read_opcua(name: str, src: Table) -> OpcUaSourceSpec:
         deadband = NODE_KEYS.read(entry, "deadband")
         if deadband is not None:
             deadbands.append((what.removeprefix("input '").removesuffix("'"), float(deadband)))
+        if entry.has("path") == entry.has("node"):
+            entry.problem(None, f"{what} needs exactly one of node (a node id) or path (a browse "
+                                "path below Objects, e.g. \"Line/Speed\")")
+            NODE_KEYS.read(entry, "path")
+            NODE_KEYS.read(entry, "node")
+            return None
+        if entry.has("path"):
+            path = NODE_KEYS.read(entry, "path")
+            return None if path is None else "/" + path.strip("/")
         return read_node_id(entry, what)
 
     inputs = _read_bindings(src, keys, NODE_KEYS, read_input)
@@ -1048,7 +1057,10 @@ S7_KEYS = Keys("Siemens S7 CPU (S7comm)", (
     Key("inputs", "entries", "input name -> S7 address", None, keys=S7_INPUT_KEYS),
 ))
 NODE_KEYS = Keys("one input at an OPC UA node", (
-    Key("node", "string", 'node id: ns=2;i=1042, ns=3;s="DB_Line"."Running"'),
+    Key("node", "string", 'node id: ns=2;i=1042, ns=3;s="DB_Line"."Running"', None),
+    Key("path", "string", "browse path below Objects instead of a node id: Line/Speed "
+        "(any namespace unless written 3:Line)", None, pattern=r"[^/]+(/[^/]+){0,31}/?|/[^/]+(/[^/]+){0,31}/?",
+        pattern_text="browse names separated by '/', e.g. Line/Speed"),
     Key("deadband", "number", "report a numeric value only when it moved by more than this "
         "(absolute, applied by the server)", None, minimum=0.0)))
 OPCUA_KEYS = Keys("OPC UA server (data-change subscription)", (

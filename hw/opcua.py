@@ -265,7 +265,7 @@ class OpcUaSource:
         self.connection = connection
         self._clock = clock
         self.counters = OpcUaSourceStatus()
-        self._names: dict[str, str] = {}  # node id string as the server returns it -> input
+        self._names: dict[int, str] = {}  # monitored item's client handle -> input
         self._table: InputTable | None = None
 
     def input_names(self) -> list[str]:
@@ -323,14 +323,13 @@ class OpcUaSource:
             with anyio.fail_after(self.spec.timeout * 2 + 2.0):
                 sub = await client.create_subscription(_subscription_parameters(
                     self.spec.publishing), self)
-                nodes = [client.get_node(node_id) for _, node_id in self.spec.inputs]
-                self._names = {node.nodeid.to_string(): name
-                               for node, (name, _) in zip(nodes, self.spec.inputs, strict=True)}
+                resolved, refused = await self._resolve(client)
+                # by client handle: two inputs may watch the same node
+                self._names = {handle: name for handle, (name, _, _) in enumerate(resolved, 1)}
                 deadbands = dict(self.spec.deadbands)
                 requests = [_monitor_request(node, handle, self.spec.sampling,
                                              deadbands.get(name))
-                            for handle, (node, (name, _)) in enumerate(
-                                zip(nodes, self.spec.inputs, strict=True), start=1)]
+                            for handle, (name, _, node) in enumerate(resolved, start=1)]
                 # create_monitored_items (asyncua's documented call for full control) instead
                 # of subscribe_data_change, which takes no deadband together with a sampling
                 # interval; this subscription is ours alone, so handles 1..n are unique.
@@ -342,8 +341,7 @@ class OpcUaSource:
             await self.connection.close()
             raise DeviceError(self.connection.stats.last_error) from exc
         self.connection.stats.subscriptions += 1
-        refused = {}
-        for (name, node_id), result in zip(self.spec.inputs, results, strict=True):
+        for (name, node_id, _), result in zip(resolved, results, strict=True):
             if isinstance(result, ua.StatusCode):  # this node cannot be monitored
                 refused[name] = Sample(None, Quality.BAD, self._clock(), time.time_ns(),
                                        f"OPC UA server {self.connection.device} refused to "
@@ -352,10 +350,29 @@ class OpcUaSource:
         table.update_many(refused)
         return sub
 
+    async def _resolve(self, client: Client) -> tuple[list[tuple[str, str, Any]],
+                                                      dict[str, Sample]]:
+        """Each input's node: by node id, or by browse path below Objects (`/Line/Speed`)."""
+        resolved: list[tuple[str, str, Any]] = []
+        missing: dict[str, Sample] = {}
+        for name, ref in self.spec.inputs:
+            if not ref.startswith("/"):
+                resolved.append((name, ref, client.get_node(ref)))
+                continue
+            try:
+                node = await find_path(client.nodes.objects, ref)
+            except (UaError, LookupError) as exc:
+                missing[name] = Sample(None, Quality.BAD, self._clock(), time.time_ns(),
+                                       f"OPC UA server {self.connection.device} has no node at "
+                                       f"Objects{ref}: {_text(exc)}")
+                continue
+            resolved.append((name, ref, node))
+        return resolved, missing
+
     # -- asyncua's SubscriptionHandler interface (called in the event loop) ---------------------
     def datachange_notification(self, node: Any, val: Any, data: DataChangeNotif) -> None:
         table = self._table
-        name = self._names.get(node.nodeid.to_string())
+        name = self._names.get(int(data.monitored_item.ClientHandle))
         if table is None or name is None:
             return
         value = data.monitored_item.Value
@@ -469,10 +486,9 @@ async def browse(spec: OpcUaSourceSpec, *, path: str = "", depth: int = 3,
         with anyio.fail_after(spec.timeout * 10 + max_nodes * 0.05):
             start = client.nodes.objects
             if path:
-                parts = [p if ":" in p else f"2:{p}" for p in path.strip("/").split("/")]
                 try:
-                    start = await start.get_child(parts)
-                except UaError as exc:
+                    start = await find_path(start, path)
+                except (UaError, LookupError) as exc:
                     raise DeviceError(f"OPC UA server {connection.device} has no node at "
                                       f"Objects/{path.strip('/')}: {_text(exc)}") from exc
             out: list[BrowsedNode] = []
@@ -503,6 +519,22 @@ async def _walk(node: Any, level: int, depth: int, max_nodes: int,
                                level))
         if node_class == "Object" and level + 1 < depth:
             await _walk(child, level + 1, depth, max_nodes, out)
+
+
+async def find_path(start: Any, path: str) -> Any:
+    """The node at `Line/Press` below `start`: each part a browse name, in any namespace
+    unless written `3:Press`; LookupError naming the first part not found."""
+    node = start
+    for part in [p for p in path.strip("/").split("/") if p]:
+        ns, _, name = part.rpartition(":") if ":" in part else ("", "", part)
+        for child in await node.get_children():
+            qualified = await child.read_browse_name()
+            if qualified.Name == name and (not ns or str(qualified.NamespaceIndex) == ns):
+                node = child
+                break
+        else:
+            raise LookupError(f"no child '{part}'")
+    return node
 
 
 def inputs_snippet(source: str, endpoint: str, nodes: list[BrowsedNode]) -> str:

@@ -20,7 +20,7 @@ from linelight.rules.errors import Location
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="opcua://host:4840 (or opc.tcp://host:4840/path)")
     parser.add_argument("--path", default="", help="start below this browse path under "
-                        "Objects, e.g. Line/Press (names in namespace 2 unless written 3:Name)")
+                        "Objects, e.g. Line/Press (names in any namespace unless written 3:Name)")
     parser.add_argument("--depth", type=int, default=3, choices=range(1, 11), metavar="1-10",
                         help="levels of objects to descend (default 3)")
     parser.add_argument("--snippet", metavar="SOURCE", default=None,

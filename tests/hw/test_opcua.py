@@ -281,3 +281,32 @@ async def test_a_deadband_keeps_small_moves_away_and_passes_large_ones(
     await hw.close()
     assert seen == [10.0]
     assert source.counters.samples == before + 2  # fault_code and the 11.0, never 10.2
+
+
+async def test_inputs_by_browse_path_resolve_and_a_missing_path_is_bad(
+        opcua_server: OpcUaTestServer):
+    await opcua_server.set("Line.Speed", 4.5)
+    toml = _toml(opcua_server.endpoint, 'by_path = { path = "Line/Speed" }\n'
+                                        'nowhere = { path = "Line/NoSuchThing" }')
+    (spec,), _ = read_config(toml)
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        await wait_sample(table, "by_path", lambda s: s.quality is Quality.GOOD and s.value == 4.5)
+        missing = await wait_sample(table, "nowhere", lambda s: s.quality is Quality.BAD)
+        tg.cancel_scope.cancel()
+    await hw.close()
+    assert missing.reason.startswith(f"OPC UA server 'cell' ({opcua_server.endpoint}) has no "
+                                     "node at Objects/Line/NoSuchThing: ")
+
+
+def test_an_input_needs_a_node_or_a_path():
+    toml = _toml("opc.tcp://192.0.2.40:4840", 'both = { node = "ns=2;i=1", path = "A/B" }\n'
+                                              'neither = { }')
+    problems = config_problems(toml)
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "input 'both' needs exactly one of node (a node id) or path (a browse path below "
+        'Objects, e.g. "Line/Speed")',
+        "input 'neither' needs exactly one of node (a node id) or path (a browse path below "
+        'Objects, e.g. "Line/Speed")']

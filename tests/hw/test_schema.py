@@ -29,7 +29,8 @@ SOURCES = {
              'security_mode = "Sign"\ncertificate = "c.der"\nprivate_key = "k.pem"\n'
              'server_certificate = "s.der"\ntrust_any_server = false\nusername = "u"\n'
              'password_file = "p"\n'
-             '[sources.s.inputs]\na = { node = "ns=2;i=1042", deadband = 0.5 }\n',
+             '[sources.s.inputs]\na = { node = "ns=2;i=1042", deadband = 0.5 }\n'
+             'b = { path = "Line/Speed" }\n',
     "gpiozero": 'type = "gpiozero"\npin_factory = "mock"\n[sources.s.inputs]\n'
                 'a = { pin = 17, pull = "up", active_low = true, debounce = "5ms" }\n',
     "gpiochip": 'type = "gpiochip"\nchip = "/dev/gpiochip1"\n[sources.s.inputs]\n'
