@@ -8,6 +8,13 @@
    (examples/rules.d/machine.toml), the evaluator and the stack-light driver: once with a fixed
    20 ms scan (as the example config) and once with a scan woken by every input change.
 
+3. S7 (python-snap7's server in its own process): 200 WORD addresses of one DB read coalesced
+   (one request per poll) and one request each, next to python-snap7's bare AsyncClient reading
+   the same 400 bytes in a loop.
+4. OPC UA (asyncua's server in its own process): 500 variables changing at 10 Hz, delivered
+   through linelight's subscription into the input table, next to asyncua's bare client
+   counting the notifications of the same subscription settings.
+
 Usage: python -m bench.io [--quick]. Prints a table; the last line is one JSON object.
 """
 
@@ -211,6 +218,205 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+# -- 3. S7 ---------------------------------------------------------------------------------------
+
+S7_WORDS = 200
+
+
+def _serve_s7(port: int, ready: multiprocessing.synchronize.Event) -> None:
+    import snap7
+    from snap7.type import SrvArea
+
+    server = snap7.Server(log=False)
+    db = bytearray(4 * S7_WORDS)
+    server.register_area(SrvArea.DB, 20, db)
+    server.start_to("127.0.0.1", port)
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+def _s7_toml(port: int, spaced: bool) -> str:
+    # spaced: every word 2 bytes apart with max_gap 0, so each address is a request of its own
+    step, gap = (4, 0) if spaced else (2, 16)
+    lines = [f'[sources.plc]\ntype = "s7"\nhost = "127.0.0.1"\nport = {port}\n'
+             f'timeout = "2s"\nmax_gap = {gap}\n', "[sources.plc.inputs]"]
+    lines += [f'w{i} = {{ address = "DB20.DBW{i * step}" }}' for i in range(S7_WORDS)]
+    return "\n".join(lines)
+
+
+async def _s7_rate(port: int, seconds: float, spaced: bool) -> dict[str, float]:
+    from linelight.hw.build import build_hardware
+    from linelight.hw.inputs import InputTable
+    from linelight.hw.s7 import S7Source
+
+    sources, _ = _read_config(_s7_toml(port, spaced))
+    hw = build_hardware(sources, None)
+    source = hw.source("plc")
+    assert isinstance(source, S7Source)
+    conn = hw.s7_connections["plc"]
+    await conn.connect()
+    source.blocks = source._plan(conn.pdu)  # what run() does after a connect
+    table = InputTable()
+    await source.poll_once(table)
+    requests0, samples0 = conn.stats.requests, source.counters.samples
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        await source.poll_once(table)
+    elapsed = time.perf_counter() - t0
+    await conn.close()
+    assert conn.stats.failures == 0, conn.stats.last_error
+    return {"blocks": len(source.blocks),
+            "requests_per_s": (conn.stats.requests - requests0) / elapsed,
+            "samples_per_s": (source.counters.samples - samples0) / elapsed}
+
+
+async def _bare_snap7_rate(port: int, seconds: float) -> float:
+    """Samples/s of python-snap7's AsyncClient reading the 200 words (400 bytes) in one go and
+    unpacking them: the least a program using the bare client does with what it reads."""
+    import struct
+
+    import snap7
+
+    client = snap7.AsyncClient()
+    await client.connect("127.0.0.1", 0, 1, port)
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        data = await client.read_area(snap7.Area.DB, 20, 0, 2 * S7_WORDS)
+        assert len(struct.unpack(f">{S7_WORDS}H", data)) == S7_WORDS
+        n += 1
+    elapsed = time.perf_counter() - t0
+    await client.disconnect()
+    return n * S7_WORDS / elapsed
+
+
+# -- 4. OPC UA -----------------------------------------------------------------------------------
+
+UA_ITEMS = 500
+UA_HZ = 10.0
+
+
+def _serve_opcua(port: int, ready: multiprocessing.synchronize.Event) -> None:
+    import logging
+
+    from asyncua import Server, ua
+
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+
+    async def main() -> None:
+        server = Server()
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
+        idx = await server.register_namespace("urn:linelight:bench")
+        obj = await server.nodes.objects.add_object(idx, "Bench")
+        nodes = [await obj.add_variable(ua.NodeId(f"v{i}", idx), f"v{i}", 0.0)
+                 for i in range(UA_ITEMS)]
+        async with server:
+            ready.set()
+            tick = 0
+            while True:
+                tick += 1
+                for node in nodes:
+                    await server.write_attribute_value(node.nodeid, ua.DataValue(float(tick)))
+                await asyncio.sleep(1 / UA_HZ)
+
+    asyncio.run(main())
+
+
+def _opcua_toml(port: int) -> str:
+    lines = [f'[sources.cell]\ntype = "opcua"\nendpoint = "opc.tcp://127.0.0.1:{port}"\n'
+             'publishing_interval = "100ms"\nsampling_interval = "50ms"\ntimeout = "5s"\n',
+             "[sources.cell.inputs]"]
+    lines += [f'v{i} = {{ node = "ns=2;s=v{i}" }}' for i in range(UA_ITEMS)]
+    return "\n".join(lines)
+
+
+async def _opcua_rate(port: int, seconds: float) -> float:
+    from linelight.hw.build import build_hardware
+    from linelight.hw.inputs import InputTable
+
+    sources, _ = _read_config(_opcua_toml(port))
+    hw = build_hardware(sources, None)
+    source = hw.source("cell")
+    table = InputTable()
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        while source.counters.samples < UA_ITEMS:  # type: ignore[attr-defined]  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        await anyio.sleep(1.0)  # past the initial values
+        s0, t0 = source.counters.samples, time.perf_counter()  # type: ignore[attr-defined]
+        await anyio.sleep(seconds)
+        rate = (source.counters.samples - s0) / (time.perf_counter() - t0)  # type: ignore[attr-defined]
+        tg.cancel_scope.cancel()
+    await hw.close()
+    return float(rate)
+
+
+async def _bare_asyncua_rate(port: int, seconds: float) -> float:
+    from asyncua import Client, ua
+
+    count = 0
+
+    class Handler:
+        def datachange_notification(self, node: object, val: object, data: object) -> None:
+            nonlocal count
+            count += 1
+
+    client = Client(f"opc.tcp://127.0.0.1:{port}", timeout=5)
+    await client.connect()
+    try:
+        sub = await client.create_subscription(100, Handler())
+        nodes = [client.get_node(ua.NodeId(f"v{i}", 2)) for i in range(UA_ITEMS)]
+        await sub.subscribe_data_change(nodes, sampling_interval=50)
+        await anyio.sleep(1.0)
+        c0, t0 = count, time.perf_counter()
+        await anyio.sleep(seconds)
+        return (count - c0) / (time.perf_counter() - t0)
+    finally:
+        await client.disconnect()
+
+
+async def _in_server_process(serve, measure):  # type: ignore[no-untyped-def]
+    port = _free_port()
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=serve, args=(port, ready), daemon=True)
+    proc.start()
+    try:
+        if not await anyio.to_thread.run_sync(ready.wait, 60):
+            raise RuntimeError(f"the benchmark's server ({serve.__name__}) did not start")
+        return await measure(port)
+    finally:
+        proc.terminate()
+        proc.join(5)
+
+
+async def _plc_figures(seconds: float) -> dict[str, float]:
+    async def s7(port: int) -> tuple[dict[str, float], dict[str, float], float]:
+        return (await _s7_rate(port, seconds, False), await _s7_rate(port, seconds, True),
+                await _bare_snap7_rate(port, seconds))
+
+    async def opcua(port: int) -> tuple[float, float]:
+        return await _opcua_rate(port, seconds), await _bare_asyncua_rate(port, seconds)
+
+    coalesced, single, bare = await _in_server_process(_serve_s7, s7)
+    ua_linelight, ua_bare = await _in_server_process(_serve_opcua, opcua)
+    return {
+        "s7_blocks": coalesced["blocks"],
+        "s7_samples_per_s": round(coalesced["samples_per_s"], 1),
+        "s7_requests_per_s": round(coalesced["requests_per_s"], 1),
+        "s7_uncoalesced_samples_per_s": round(single["samples_per_s"], 1),
+        "s7_bare_snap7_samples_per_s": round(bare, 1),
+        "ratio_s7_coalesced_vs_uncoalesced": round(coalesced["samples_per_s"]
+                                                   / single["samples_per_s"], 2),
+        "ratio_s7_linelight_vs_bare_snap7": round(coalesced["samples_per_s"] / bare, 2),
+        "opcua_samples_per_s": round(ua_linelight, 1),
+        "opcua_bare_asyncua_samples_per_s": round(ua_bare, 1),
+        "ratio_opcua_linelight_vs_bare_asyncua": round(ua_linelight / ua_bare, 2),
+    }
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 async def _main(quick: bool) -> dict[str, float]:
@@ -232,7 +438,9 @@ async def _main(quick: bool) -> dict[str, float]:
         proc.join(5)
     scan20 = await _latency(changes, 0.020)
     woken = await _latency(changes, None)
+    plc = await _plc_figures(seconds)
     return {
+        **plc,
         "modbus_blocks": coalesced["blocks"],
         "modbus_requests_per_s": round(coalesced["requests_per_s"], 1),
         "modbus_samples_per_s": round(coalesced["samples_per_s"], 1),
@@ -269,12 +477,25 @@ def main(argv: list[str] | None = None) -> int:
         ("sim -> lamp, scan on change", f"median {r['latency_on_change_median_ms']:.2f} ms",
          f"p99 {r['latency_on_change_p99_ms']:.2f} ms"),
     ]
+    rows += [
+        (f"S7, {S7_WORDS} words coalesced", f"{r['s7_requests_per_s']:.0f} req/s",
+         f"{r['s7_samples_per_s']:.0f} samples/s"),
+        ("S7, one request per address", "", f"{r['s7_uncoalesced_samples_per_s']:.0f} samples/s"),
+        ("S7, bare python-snap7 read loop", "", f"{r['s7_bare_snap7_samples_per_s']:.0f} samples/s"),
+        (f"OPC UA, {UA_ITEMS} items at {UA_HZ:g} Hz", "",
+         f"{r['opcua_samples_per_s']:.0f} samples/s"),
+        ("OPC UA, bare asyncua subscription", "",
+         f"{r['opcua_bare_asyncua_samples_per_s']:.0f} samples/s"),
+    ]
     print(f"{'measurement':40} {'rate / median':>22} {'per sample / p99':>22}")
     for name, a, b in rows:
         print(f"{name:40} {a:>22} {b:>22}")
     print(f"ratios: coalesced/uncoalesced samples/s = "
           f"{r['ratio_samples_coalesced_vs_uncoalesced']}, linelight/bare pymodbus req/s = "
           f"{r['ratio_requests_linelight_vs_bare_pymodbus']} (machine shared, figures noisy)")
+    print(f"ratios: S7 coalesced/one-each = {r['ratio_s7_coalesced_vs_uncoalesced']}, S7 "
+          f"linelight/bare snap7 = {r['ratio_s7_linelight_vs_bare_snap7']}, OPC UA "
+          f"linelight/bare asyncua = {r['ratio_opcua_linelight_vs_bare_asyncua']}")
     print(json.dumps(r))
     return 0
 

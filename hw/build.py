@@ -15,6 +15,8 @@ from linelight.hw.config import (
     GpioZeroSourceSpec,
     LampBinding,
     ModbusSourceSpec,
+    OpcUaSourceSpec,
+    S7SourceSpec,
     SimSourceSpec,
     SourceSpec,
     TowerSpec,
@@ -31,7 +33,9 @@ from linelight.hw.modbus import (
     RegisterImage,
 )
 from linelight.hw.modbus_codec import Area, Point
+from linelight.hw.opcua import OpcUaBoolOutput, OpcUaConnection, OpcUaSource
 from linelight.hw.outputs import Output, VirtualOutput
+from linelight.hw.s7 import S7BitOutput, S7Connection, S7Source
 from linelight.hw.sim import SimSource
 from linelight.hw.stacklight import StackLight
 
@@ -45,6 +49,8 @@ class Hardware:
     sources: list[Source]
     stacklight: StackLight | None
     connections: dict[str, ModbusConnection] = field(default_factory=dict)
+    s7_connections: dict[str, S7Connection] = field(default_factory=dict)
+    opcua_connections: dict[str, OpcUaConnection] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def source(self, name: str) -> Source:
@@ -77,12 +83,17 @@ class Hardware:
             task_status.started()
 
     async def close(self) -> bool:
-        """Apply the tower's on_exit pattern, then close Modbus clients and GPIO devices."""
+        """Apply the tower's on_exit pattern, then close Modbus, S7 and OPC UA clients and GPIO
+        devices."""
         ok = True
         if self.stacklight is not None:
             ok = await self.stacklight.close()
         for conn in self.connections.values():
             conn.close()
+        for s7 in self.s7_connections.values():
+            await s7.close()
+        for session in self.opcua_connections.values():
+            await session.close()
         for closer in self._closers:
             closer()
         return ok
@@ -111,6 +122,14 @@ def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
                                     reconnect_max=spec.reconnect_max, clock=clock)
             hw.connections[spec.name] = conn
             hw.sources.append(ModbusSource(spec, conn, clock=clock))
+        elif isinstance(spec, S7SourceSpec):
+            s7 = S7Connection(spec)
+            hw.s7_connections[spec.name] = s7
+            hw.sources.append(S7Source(spec, s7, clock=clock))
+        elif isinstance(spec, OpcUaSourceSpec):
+            session = OpcUaConnection(spec)
+            hw.opcua_connections[spec.name] = session
+            hw.sources.append(OpcUaSource(spec, session, clock=clock))
         elif isinstance(spec, GpioZeroSourceSpec):
             hw.sources.append(GpioZeroSource(spec, pin_factory=factory(spec.pin_factory),
                                              clock=clock))
@@ -152,6 +171,18 @@ def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],
         chip = GpioChipOutput(b.chip, b.pin, active_low=b.active_low, backend=line_backend)
         hw._closers.append(chip.close)  # noqa: SLF001 this module builds the Hardware and owns its closers
         return chip
+    if b.kind == "s7":
+        s7 = hw.s7_connections.get(b.source)
+        if s7 is None or b.s7 is None:
+            raise DeviceError(f"lamp bound at {b.where} names S7 source '{b.source}', "
+                              "which is not configured")
+        return S7BitOutput(s7, b.s7)
+    if b.kind == "opcua":
+        session = hw.opcua_connections.get(b.source)
+        if session is None:
+            raise DeviceError(f"lamp bound at {b.where} names OPC UA source '{b.source}', "
+                              "which is not configured")
+        return OpcUaBoolOutput(session, b.node)
     conn = hw.connections.get(b.source)
     if conn is None or b.point is None:
         raise DeviceError(f"lamp bound at {b.where} names Modbus source '{b.source}', "

@@ -6,22 +6,26 @@ and all of them are listed at once. The results are frozen specs; `hw.build` mak
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from linelight.hw.modbus_codec import Area, DataType, Order, Point
+from linelight.hw.s7_codec import S7Address, S7AddressError, S7Area, S7Type, parse_address
 from linelight.rules.errors import ConfigProblems, Location
 from linelight.rules.fields import REQUIRED, Problems, Table, did_you_mean
 from linelight.rules.keys import Key, Keys
 from linelight.rules.tomldoc import TomlDoc
 from linelight.rules.values import LAMPS, Pattern
 
-SOURCE_TYPES = ("modbus_tcp", "modbus_rtu", "gpiozero", "gpiochip", "sim")
+SOURCE_TYPES = ("modbus_tcp", "modbus_rtu", "s7", "opcua", "gpiozero", "gpiochip", "sim")
 AREA_KEYS = tuple(a.value for a in Area)
 PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
 WAVES = ("square", "ramp", "random_walk", "script", "constant")
 MACHINE_MODES = ("producing", "microstop", "fault", "idle")
+_B = TypeVar("_B")
 MACHINE_INPUTS = ("running", "fault_code", "estop_ok", "part_seen", "door_closed", "spindle_rpm")
 
 
@@ -134,12 +138,76 @@ class SimSourceSpec:
     type: str = "sim"
 
 
-SourceSpec = ModbusSourceSpec | GpioZeroSourceSpec | GpioChipSourceSpec | SimSourceSpec
+@dataclass(frozen=True, slots=True)
+class S7SourceSpec:
+    """A Siemens S7 CPU reached over S7comm (ISO-on-TCP, port 102) at `rack`/`slot`."""
+
+    name: str
+    host: str
+    port: int
+    rack: int
+    slot: int
+    poll: float
+    timeout: float
+    stale_after: float
+    reconnect_min: float
+    reconnect_max: float
+    max_gap: int
+    inputs: tuple[tuple[str, S7Address], ...]
+    location: Location
+    type: str = "s7"
+    remote_tsap: int | None = None  # instead of rack/slot (LOGO!, S7-200, CP connections)
+    local_tsap: int = 0x0100
+
+    def describe(self) -> str:
+        if self.remote_tsap is not None:
+            return f"{self.host}:{self.port} TSAP {self.remote_tsap >> 8:02X}.{self.remote_tsap & 255:02X}"
+        return f"{self.host}:{self.port} rack {self.rack} slot {self.slot}"
+
+
+OPCUA_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+OPCUA_MODES = ("Sign", "SignAndEncrypt")
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaSecurity:
+    """A signed (and encrypted) secure channel, and the user linelight logs in as."""
+
+    policy: str  # one of OPCUA_POLICIES but "None"
+    mode: str  # Sign or SignAndEncrypt
+    certificate: str  # client certificate (DER); generated with `private_key` if missing
+    private_key: str  # PEM
+    server_certificate: str  # the trusted server certificate; "" with trust_any_server
+    trust_any_server: bool
+    username: str
+    password_file: str  # relative: in $CREDENTIALS_DIRECTORY (systemd LoadCredential=)
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaSourceSpec:
+    """An OPC UA server: inputs by node id, delivered by one data-change subscription."""
+
+    name: str
+    endpoint: str
+    publishing: float  # publishing interval, s
+    sampling: float  # sampling interval of every monitored item, s
+    timeout: float
+    reconnect_min: float
+    reconnect_max: float
+    inputs: tuple[tuple[str, str], ...]  # input name, node id as written
+    location: Location
+    security: OpcUaSecurity | None = None  # None: the unsecured endpoint (security policy None)
+    type: str = "opcua"
+    deadbands: tuple[tuple[str, float], ...] = ()  # input name, absolute deadband
+
+
+SourceSpec = (ModbusSourceSpec | S7SourceSpec | OpcUaSourceSpec | GpioZeroSourceSpec
+              | GpioChipSourceSpec | SimSourceSpec)
 
 
 def input_names(spec: SourceSpec) -> list[str]:
     """The input names a source delivers (the machine model's six included)."""
-    if isinstance(spec, ModbusSourceSpec):
+    if isinstance(spec, ModbusSourceSpec | S7SourceSpec | OpcUaSourceSpec):
         return [name for name, _ in spec.inputs]
     names = [i.name for i in spec.inputs]
     if isinstance(spec, SimSourceSpec) and spec.machine is not None:
@@ -176,6 +244,10 @@ def _read_source(name: str, src: Table) -> SourceSpec | None:
     spec: SourceSpec | None = None
     if kind in ("modbus_tcp", "modbus_rtu"):
         spec = _read_modbus(name, src, kind)
+    elif kind == "s7":
+        spec = _read_s7(name, src)
+    elif kind == "opcua":
+        spec = _read_opcua(name, src)
     elif kind == "gpiozero":
         spec = GpioZeroSourceSpec(
             name, GPIO_ZERO_KEYS.read(src, "pin_factory"),
@@ -277,6 +349,167 @@ def _one_of(t: Table, key: Key) -> int:
                             f"not {value}")
         return int(key.default)
     return int(value)
+
+
+# -- Siemens S7 ------------------------------------------------------------------------------
+
+S7_TYPES = tuple(t.value for t in S7Type if t is not S7Type.STRING)
+
+
+def _reconnect_bounds(src: Table, keys: Keys) -> tuple[float, float]:
+    reconnect_min = keys.read(src, "reconnect_min")
+    reconnect_max = keys.read(src, "reconnect_max")
+    if reconnect_max < reconnect_min:
+        src.problem("reconnect_max", "'reconnect_max' must not be shorter than 'reconnect_min'")
+        reconnect_max = reconnect_min
+    return reconnect_min, reconnect_max
+
+
+def _read_s7(name: str, src: Table) -> S7SourceSpec:
+    keys = S7_KEYS
+    poll = keys.read(src, "poll")
+    timeout = keys.read(src, "timeout")
+    stale_after = keys.read(src, "stale_after") or max(2.0, 3 * poll + timeout)
+    reconnect_min, reconnect_max = _reconnect_bounds(src, keys)
+    inputs = _read_bindings(src, keys, S7_INPUT_KEYS,
+                            lambda entry, what: read_s7_address(entry, what))
+    remote_tsap = _tsap(src, "remote_tsap")
+    local_tsap = _tsap(src, "local_tsap")
+    if remote_tsap is not None and (src.has("rack") or src.has("slot")):
+        src.problem("remote_tsap", "write either rack and slot or remote_tsap, not both")
+    return S7SourceSpec(name, keys.read(src, "host") or "", keys.read(src, "port"),
+                        keys.read(src, "rack"), keys.read(src, "slot"), poll, timeout,
+                        stale_after, reconnect_min, reconnect_max, keys.read(src, "max_gap"),
+                        inputs, src.where(), remote_tsap=remote_tsap,
+                        local_tsap=0x0100 if local_tsap is None else local_tsap)
+
+
+def _tsap(src: Table, key: str) -> int | None:
+    """`"03.01"` (as STEP 7 and LOGO!Soft show a TSAP) -> 0x0301."""
+    text = S7_KEYS.read(src, key)
+    if text is None:
+        return None
+    hi, _, lo = str(text).partition(".")
+    return int(hi, 16) << 8 | int(lo, 16)
+
+
+def _read_bindings(src: Table, keys: Keys, entry_keys: Keys,
+                   read: Callable[[Table, str], _B | None]) -> tuple[tuple[str, _B], ...]:
+    """`[sources.NAME.inputs]`: input name -> what `read(entry, "input 'x'")` makes of it."""
+    out: list[tuple[str, _B]] = []
+    table = keys.read(src, "inputs")
+    for input_name, entry in table.entries() if table is not None else ():
+        if entry is None:
+            continue
+        binding = read(entry_keys.bind(entry), f"input '{input_name}'")
+        entry.finish()
+        if binding is not None:
+            out.append((input_name, binding))
+    return tuple(out)
+
+
+def read_s7_address(entry: Table, what: str, *, key: str = "address",
+                    output: bool = False) -> S7Address | None:
+    """`{ address = "DB10.DBD8", type = "REAL", scale = 0.1, offset = 0 }`; an output takes a
+    bit only (`s7 = "Q1.0"`)."""
+    text = entry.string(key)
+    dtype = None if output else S7_INPUT_KEYS.read(entry, "type")
+    scale = 1.0 if output else S7_INPUT_KEYS.read(entry, "scale")
+    offset = 0.0 if output else S7_INPUT_KEYS.read(entry, "offset")
+    if text is None:
+        return None
+    try:
+        address = parse_address(text, dtype, scale=1.0 if scale is None else scale,
+                                offset=0.0 if offset is None else offset)
+    except S7AddressError as exc:
+        entry.problem(key, f"{what}: {exc}")
+        return None
+    if output and (address.bit is None or address.area not in (S7Area.Q, S7Area.M, S7Area.DB)):
+        entry.problem(key, f"{what}: a lamp is one bit in Q, M or a DB (e.g. Q1.0, "
+                           f"DB10.DBX2.1), not {address.describe()}")
+        return None
+    return address
+
+
+# -- OPC UA ----------------------------------------------------------------------------------
+
+# ns=2;i=1042, ns=3;s="DB_Line"."Running", i=2258, ns=1;g=<uuid>, ns=1;b=<base64>
+NODE_ID = re.compile(r"(ns=\d{1,5};)?(i=\d{1,10}|s=.{1,4096}|g=[0-9A-Fa-f-]{36}|b=[A-Za-z0-9+/=]{1,4096})")
+
+
+def _read_opcua(name: str, src: Table) -> OpcUaSourceSpec:
+    keys = OPCUA_KEYS
+    endpoint = keys.read(src, "endpoint")
+    publishing = keys.read(src, "publishing_interval")
+    sampling = keys.read(src, "sampling_interval")
+    timeout = keys.read(src, "timeout")
+    reconnect_min, reconnect_max = _reconnect_bounds(src, keys)
+    security = _read_opcua_security(src)
+    deadbands: list[tuple[str, float]] = []
+
+    def read_input(entry: Table, what: str) -> str | None:
+        deadband = NODE_KEYS.read(entry, "deadband")
+        if deadband is not None:
+            deadbands.append((what.removeprefix("input '").removesuffix("'"), float(deadband)))
+        if entry.has("path") == entry.has("node"):
+            entry.problem(None, f"{what} needs exactly one of node (a node id) or path (a browse "
+                                "path below Objects, e.g. \"Line/Speed\")")
+            NODE_KEYS.read(entry, "path")
+            NODE_KEYS.read(entry, "node")
+            return None
+        if entry.has("path"):
+            path = NODE_KEYS.read(entry, "path")
+            return None if path is None else "/" + path.strip("/")
+        return read_node_id(entry, what)
+
+    inputs = _read_bindings(src, keys, NODE_KEYS, read_input)
+    return OpcUaSourceSpec(name, endpoint or "", publishing,
+                           publishing if sampling is None else sampling, timeout,
+                           reconnect_min, reconnect_max, inputs, src.where(), security,
+                           deadbands=tuple(deadbands))
+
+
+def _read_opcua_security(src: Table) -> OpcUaSecurity | None:
+    keys = OPCUA_KEYS
+    policy = keys.read(src, "security_policy") or "None"
+    mode = keys.read(src, "security_mode") or "SignAndEncrypt"
+    certificate = keys.read(src, "certificate")
+    private_key = keys.read(src, "private_key")
+    server_certificate = keys.read(src, "server_certificate")
+    trust_any = bool(keys.read(src, "trust_any_server"))
+    username = keys.read(src, "username")
+    password_file = keys.read(src, "password_file")
+    if policy == "None":
+        for key in ("security_mode", "certificate", "private_key", "server_certificate",
+                    "trust_any_server"):
+            if src.has(key):
+                src.problem(key, f"'{key}' needs a security_policy other than \"None\"")
+        if username:
+            src.problem("username", "a password is sent only over a secured channel: set "
+                                    "security_policy (e.g. \"Basic256Sha256\") with 'username'")
+        return None
+    if not certificate or not private_key:
+        src.problem(None, f"security_policy \"{policy}\" needs 'certificate' and 'private_key' "
+                          "(file paths; both are generated on first start if missing)")
+    if not server_certificate and not trust_any:
+        src.problem(None, f"security_policy \"{policy}\" needs 'server_certificate' (the "
+                          "server's certificate file, which linelight then trusts) or, "
+                          "knowingly, trust_any_server = true")
+    if bool(username) != bool(password_file):
+        src.problem("username" if username else "password_file",
+                    "'username' and 'password_file' go together")
+    return OpcUaSecurity(policy, mode, certificate or "", private_key or "",
+                         server_certificate or "", trust_any, username or "",
+                         password_file or "")
+
+
+def read_node_id(entry: Table, what: str, key: str = "node") -> str | None:
+    node: str | None = entry.string(key)
+    if node is not None and NODE_ID.fullmatch(node) is None:
+        entry.problem(key, f"{what}: '{node[:80]}' is not an OPC UA node id; write e.g. "
+                           "ns=2;i=1042 or ns=3;s=\"DB_Line\".\"Running\"")
+        return None
+    return node
 
 
 # -- GPIO ------------------------------------------------------------------------------------
@@ -408,7 +641,7 @@ def _read_steps(entry: Table) -> tuple[tuple[Any, float], ...]:
 
 @dataclass(frozen=True, slots=True)
 class LampBinding:
-    """Where one lamp is wired: `kind` is gpiozero, gpiochip, modbus or virtual."""
+    """Where one lamp is wired: `kind` is gpiozero, gpiochip, modbus, s7, opcua or virtual."""
 
     kind: str
     pin: int | str | None = None  # gpiozero pin or gpiochip line
@@ -417,6 +650,8 @@ class LampBinding:
     source: str = ""  # the Modbus source whose connection writes this lamp
     point: Point | None = None  # coil, or holding register (whole, or one bit)
     where: str = ""  # file:line:col of the binding, for messages
+    s7: S7Address | None = None  # a bit in Q, M or a DB of the S7 source `source`
+    node: str = ""  # a Boolean variable of the OPC UA source `source`
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +676,8 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
         return None
     TOWER_KEYS.bind(t)
     modbus_sources = {s.name: s for s in sources if isinstance(s, ModbusSourceSpec)}
+    s7_sources = {s.name for s in sources if isinstance(s, S7SourceSpec)}
+    opcua_sources = {s.name for s in sources if isinstance(s, OpcUaSourceSpec)}
     profile_name = TOWER_KEYS.read(t, "profile")
     default_source = TOWER_KEYS.read(t, "source")
     default_chip = TOWER_KEYS.read(t, "chip")
@@ -465,6 +702,10 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
     for lamp, b in lamps.items():
         if b.kind == "modbus":
             _check_modbus_lamp(t, lamp, b, modbus_sources, sources)
+        elif b.kind == "s7":
+            _check_lamp_source(t, lamp, b, s7_sources, sources, "S7")
+        elif b.kind == "opcua":
+            _check_lamp_source(t, lamp, b, opcua_sources, sources, "OPC UA")
     if not lamps:
         t.problem(None, "[tower] binds no lamps: add [tower.lamps] or a profile")
     timing = {key: TOWER_KEYS.read(t, key) for key in
@@ -496,11 +737,13 @@ def _read_lamps(table: Table | None) -> dict[str, LampBinding]:
 
 def read_lamp_binding(entry: Table, what: str) -> LampBinding | None:
     where = str(entry.where())
-    kinds = [k for k in ("pin", "line", "coil", "holding_register", "virtual") if entry.has(k)]
+    kinds = [k for k in ("pin", "line", "coil", "holding_register", "s7", "opcua", "virtual")
+             if entry.has(k)]
     if len(kinds) != 1:
         found = f"found {', '.join(kinds)}" if kinds else "found none"
         entry.problem(None, f"{what} needs exactly one of pin (gpiozero), line (gpiochip), "
-                            f"coil or holding_register (Modbus), virtual ({found})")
+                            f"coil or holding_register (Modbus), s7 (an S7 bit), opcua (a "
+                            f"Boolean node), virtual ({found})")
         for k in kinds:
             entry.raw(k)
         return None
@@ -517,6 +760,14 @@ def read_lamp_binding(entry: Table, what: str) -> LampBinding | None:
         return LampBinding("gpiozero" if key == "pin" else "gpiochip", spec.pin, spec.active_low,
                            chip=chip or "", where=where)
     source = LAMP_KEYS.read(entry, "source")
+    if key == "opcua":
+        node = read_node_id(entry, what, key="opcua")
+        return None if node is None else LampBinding("opcua", source=source or "", where=where,
+                                                      node=node)
+    if key == "s7":
+        address = read_s7_address(entry, what, key="s7", output=True)
+        return None if address is None else LampBinding("s7", source=source or "", where=where,
+                                                         s7=address)
     point = read_point(entry, default_unit=-1, what=what, writable=True)
     if point is None:
         return None
@@ -524,8 +775,8 @@ def read_lamp_binding(entry: Table, what: str) -> LampBinding | None:
 
 
 def _resolve(b: LampBinding, default_source: str | None, default_chip: str | None) -> LampBinding:
-    if b.kind == "modbus" and not b.source and default_source:
-        b = LampBinding(b.kind, source=default_source, point=b.point, where=b.where)
+    if b.kind in ("modbus", "s7", "opcua") and not b.source and default_source:
+        b = replace(b, source=default_source)
     if b.kind == "gpiochip" and not b.chip:
         b = LampBinding(b.kind, b.pin, b.active_low, chip=default_chip or "/dev/gpiochip0",
                         where=b.where)
@@ -542,6 +793,18 @@ def _check_modbus_lamp(t: Table, lamp: str, b: LampBinding,
         names = ", ".join(modbus) or "none"
         t.problem(None, f"lamp '{lamp}' names source '{b.source}'{at}, which is not a Modbus "
                         f"source (Modbus sources: {names})")
+
+
+def _check_lamp_source(t: Table, lamp: str, b: LampBinding, names: set[str],
+                       sources: tuple[SourceSpec, ...], kind: str) -> None:
+    at = f" (bound at {b.where})" if b.where else ""
+    article = "an" if kind[0] in "AEIOSU" else "a"
+    if not b.source:
+        t.problem(None, f"lamp '{lamp}' is {article} {kind} output but no source is named{at}: "
+                        "set source = \"NAME\" on the lamp or in [tower]")
+    elif sources and b.source not in names:
+        t.problem(None, f"lamp '{lamp}' names source '{b.source}'{at}, which is not {article} "
+                        f"{kind} source ({kind} sources: {', '.join(sorted(names)) or 'none'})")
 
 
 def _read_on_exit(t: Table, lamps: dict[str, LampBinding]) -> dict[str, Pattern]:
@@ -757,8 +1020,78 @@ SIM_KEYS = Keys("simulated inputs", (
     Key("inputs", "entries", "input name -> waveform", None, keys=SIM_INPUT_KEYS),
 ))
 
+S7_INPUT_KEYS = Keys("one input at an S7 address", (
+    Key("address", "string", "S7 address as TIA Portal writes it: DB10.DBX4.0, DB10.DBW6, "
+        "DB10.DBD8, M0.1, MW2, I0.3, Q1.0"),
+    Key("type", "string", "BOOL for bits; BYTE for B; WORD or INT for W; DWORD, DINT or REAL "
+        "for D; STRING[n] at a DB byte", None,
+        default_text="the address's width: BOOL, BYTE, WORD, DWORD",
+        pattern="(" + "|".join(S7_TYPES) + r")|STRING\[[0-9]{1,3}\]",
+        pattern_text="one of " + ", ".join(S7_TYPES) + " or STRING[n]"),
+    Key("scale", "number", "value = raw * scale + offset", 1.0),
+    Key("offset", "number", "value = raw * scale + offset", 0.0)))
+_RECONNECT = (
+    Key("reconnect_min", "duration", "first reconnect delay, so a dead device is not hammered "
+        "with connection attempts", 0.5, allow_zero=False, minimum=0.5,
+        why="so a dead device is not hammered with connection attempts"),
+    Key("reconnect_max", "duration", "reconnect delay cap, doubling from reconnect_min", 10.0,
+        allow_zero=False))
+S7_KEYS = Keys("Siemens S7 CPU (S7comm)", (
+    SOURCE_TYPE,
+    Key("host", "string", "the CPU's name or address"),
+    Key("port", "integer", "ISO-on-TCP port", 102, minimum=1, maximum=65535),
+    Key("rack", "integer", "rack of the CPU", 0, minimum=0, maximum=7),
+    Key("slot", "integer", "slot of the CPU (S7-1200/1500: 1, S7-300: 2)", 1, minimum=0,
+        maximum=31),
+    Key("poll", "duration", "poll period", 0.1, allow_zero=False),
+    Key("timeout", "duration", "answer timeout per request", 1.0, allow_zero=False),
+    Key("stale_after", "duration", "inputs turn STALE after this long without an answer", None,
+        default_text="max(2s, 3 x poll + timeout)", allow_zero=False),
+    *_RECONNECT,
+    Key("max_gap", "integer", "merge reads across holes of up to this many bytes", 16,
+        minimum=0),
+    Key("remote_tsap", "string", "the CPU's TSAP instead of rack/slot, as STEP 7 shows it", None,
+        pattern=r"[0-9A-Fa-f]{2}\.[0-9A-Fa-f]{2}", pattern_text='two hex bytes such as "03.01"'),
+    Key("local_tsap", "string", "linelight's TSAP", "01.00",
+        pattern=r"[0-9A-Fa-f]{2}\.[0-9A-Fa-f]{2}", pattern_text='two hex bytes such as "01.00"'),
+    Key("inputs", "entries", "input name -> S7 address", None, keys=S7_INPUT_KEYS),
+))
+NODE_KEYS = Keys("one input at an OPC UA node", (
+    Key("node", "string", 'node id: ns=2;i=1042, ns=3;s="DB_Line"."Running"', None),
+    Key("path", "string", "browse path below Objects instead of a node id: Line/Speed "
+        "(any namespace unless written 3:Line)", None, pattern=r"[^/]+(/[^/]+){0,31}/?|/[^/]+(/[^/]+){0,31}/?",
+        pattern_text="browse names separated by '/', e.g. Line/Speed"),
+    Key("deadband", "number", "report a numeric value only when it moved by more than this "
+        "(absolute, applied by the server)", None, minimum=0.0)))
+OPCUA_KEYS = Keys("OPC UA server (data-change subscription)", (
+    SOURCE_TYPE,
+    Key("endpoint", "string", "opc.tcp://host:4840 (path if the server has one)",
+        pattern=r"opc\.tcp://.+", pattern_text="an opc.tcp:// URL such as "
+        "opc.tcp://192.0.2.40:4840"),
+    Key("publishing_interval", "duration", "how often the server sends changes", 0.1,
+        allow_zero=False),
+    Key("sampling_interval", "duration", "how often the server samples each input", None,
+        default_text="publishing_interval"),
+    Key("timeout", "duration", "deadline of one request", 2.0, allow_zero=False),
+    *_RECONNECT,
+    Key("security_policy", "choice", "secure channel", "None", choices=OPCUA_POLICIES),
+    Key("security_mode", "choice", "Sign or SignAndEncrypt", "SignAndEncrypt",
+        choices=OPCUA_MODES),
+    Key("certificate", "string", "client certificate (DER); generated on first start if "
+        "missing", ""),
+    Key("private_key", "string", "client key (PEM); generated with the certificate", ""),
+    Key("server_certificate", "string", "the server certificate linelight trusts (DER or PEM)",
+        ""),
+    Key("trust_any_server", "boolean", "accept any server certificate", False),
+    Key("username", "string", "user to log in as", ""),
+    Key("password_file", "string", "file holding the password; relative: in "
+        "$CREDENTIALS_DIRECTORY", ""),
+    Key("inputs", "entries", "input name -> node", None, keys=NODE_KEYS),
+))
+
 SOURCE_KEYS: dict[str, Keys] = {
-    "modbus_tcp": MODBUS_TCP_KEYS, "modbus_rtu": MODBUS_RTU_KEYS, "gpiozero": GPIO_ZERO_KEYS,
+    "modbus_tcp": MODBUS_TCP_KEYS, "modbus_rtu": MODBUS_RTU_KEYS, "s7": S7_KEYS,
+    "opcua": OPCUA_KEYS, "gpiozero": GPIO_ZERO_KEYS,
     "gpiochip": GPIO_CHIP_KEYS, "sim": SIM_KEYS,
 }
 assert tuple(SOURCE_KEYS) == SOURCE_TYPES, (
@@ -766,13 +1099,16 @@ assert tuple(SOURCE_KEYS) == SOURCE_TYPES, (
     f"declared, tables for {tuple(SOURCE_KEYS)}")
 
 
-LAMP_KEYS = Keys("exactly one of pin, line, coil, holding_register, virtual", (
+LAMP_KEYS = Keys("exactly one of pin, line, coil, holding_register, s7, opcua, virtual", (
     Key("pin", "value", "gpiozero pin", None, schema=_LINE_VALUE),
     Key("line", "value", "gpiochip line offset or name", None, schema=_LINE_VALUE),
     Key("chip", "string", "gpiochip device", None, default_text="[tower] chip"),
     Key("active_low", "boolean", "the lamp is on when the line is low", False),
-    Key("source", "string", "Modbus source whose connection writes it", None,
+    Key("source", "string", "Modbus, S7 or OPC UA source whose connection writes it", None,
         default_text="[tower] source"),
+    Key("s7", "string", "an S7 bit: Q1.0, M0.1 or DB10.DBX2.3 (written bit-wise; the PLC's "
+        "bits of the same byte are untouched)", None),
+    Key("opcua", "string", "a Boolean node of the OPC UA source, e.g. ns=2;s=Tower.Green", None),
     Key("virtual", "value", "no hardware: shown in /status only", None, schema={"const": True}),
     _area(Area.COIL), _area(Area.HOLDING_REGISTER), _UNIT_KEY, _BIT_KEY,
 ))

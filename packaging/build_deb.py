@@ -69,6 +69,9 @@ SONAME_PACKAGES = {
     "libm.so.6": "libc6",
     "libdl.so.2": "libc6",
     "librt.so.1": "libc6",
+    # the dynamic loader, which cffi's _cffi_backend (asyncua -> cryptography) names directly
+    "ld-linux-x86-64.so.2": "libc6",
+    "ld-linux-aarch64.so.1": "libc6",
     "libgcc_s.so.1": "libgcc-s1",
     "libstdc++.so.6": "libstdc++6",
 }
@@ -237,6 +240,10 @@ def stage_wheels(target: Target, requirements: Path, lib: Path, cache: Path) -> 
     # Console scripts of dependencies carry the build machine's interpreter path; linelight's
     # only entry point is /usr/bin/linelight.
     shutil.rmtree(lib / "bin", ignore_errors=True)
+    # Some wheels ship their own test suite (aiosqlite/tests); it is never imported at run time.
+    for tests in sorted(lib.glob("*/test*"), reverse=True):
+        if tests.is_dir() and tests.name in ("test", "tests") and tests.parent.name != "linelight":
+            shutil.rmtree(tests)
     for cache_dir in sorted(lib.rglob("__pycache__")):
         shutil.rmtree(cache_dir)
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("linelight.agent.cli.status", "print the running agent's status from its diagnostics port"),
     "doctor": ("linelight.agent.cli.doctor", "check config, journal, disk, broker and devices step by step"),
     "queue": ("linelight.agent.cli.queue", "inspect the on-disk queue offline: stats, tail, export"),
+    "browse": ("linelight.agent.cli.browse", "print an OPC UA server's address space and a ready inputs snippet"),
 }
 
 

@@ -263,7 +263,12 @@ def check_mqtt_login(report: Report, config: Any, timeout: float) -> None:
 # -- devices and the running agent ------------------------------------------------------------
 
 def check_devices(report: Report, config: Any, timeout: float) -> None:
-    from linelight.hw.config import GpioChipSourceSpec, ModbusSourceSpec
+    from linelight.hw.config import (
+        GpioChipSourceSpec,
+        ModbusSourceSpec,
+        OpcUaSourceSpec,
+        S7SourceSpec,
+    )
 
     for spec in config.sources:
         if isinstance(spec, ModbusSourceSpec):
@@ -274,8 +279,45 @@ def check_devices(report: Report, config: Any, timeout: float) -> None:
                 _check_device(report, f"source {spec.name} (Modbus RTU)", spec.link.device)
         elif isinstance(spec, GpioChipSourceSpec):
             _check_device(report, f"source {spec.name} (gpiochip)", spec.chip)
+        elif isinstance(spec, S7SourceSpec):
+            check_s7(report, spec)
+        elif isinstance(spec, OpcUaSourceSpec):
+            host, _, port = spec.endpoint.removeprefix("opc.tcp://").split("/")[0].rpartition(":")
+            _check_tcp(report, f"source {spec.name} (OPC UA)", host.strip("[]"),
+                       int(port) if port.isdigit() else 4840, timeout)
         else:
             report.add("ok", f"source {spec.name} ({spec.type})", "nothing to reach")
+
+
+def check_s7(report: Report, spec: Any) -> None:
+    """Connect with the agent's own S7Connection and read every block the poller would read,
+    so a CPU that refuses PUT/GET or an optimized DB is named here, not at 3 a.m."""
+    import anyio
+
+    from linelight.hw.errors import DeviceError
+    from linelight.hw.s7 import S7Connection
+    from linelight.hw.s7_codec import max_block_bytes, plan_reads
+
+    what = f"source {spec.name} (S7)"
+
+    async def probe() -> tuple[str, str, str]:
+        conn = S7Connection(spec)
+        try:
+            await conn.connect()
+            blocks = plan_reads(spec.inputs, max_bytes=max_block_bytes(conn.pdu),
+                                max_gap=spec.max_gap)
+            for block in blocks:
+                await conn.read(block)
+        except DeviceError as exc:
+            return ("fail", str(exc), "an S7-1200/1500 answers only with PUT/GET access "
+                    "permitted and DBs without optimized block access; check rack and slot "
+                    "(S7-1200/1500: 0/1, S7-300: 0/2)")
+        finally:
+            await conn.close()
+        return "ok", f"connected (PDU {conn.stats.pdu}), {len(blocks)} reads answered", ""
+
+    level, detail, todo = anyio.run(probe)
+    report.add(level, what, detail, todo)
 
 
 def _check_tcp(report: Report, what: str, host: str, port: int, timeout: float) -> None:

@@ -157,10 +157,10 @@ def test_a_complete_file_reads_into_specs():
      "agent.toml:2:17: 'blink_fast_hz' must be above 0 and at most 50, not 0 (flashes per second)"),
     ('[tower]\n[tower.lamps]\nred = { pin = 17, coil = 1 }\n',
      "agent.toml:3:1: lamp 'red' needs exactly one of pin (gpiozero), line (gpiochip), coil or "
-     "holding_register (Modbus), virtual (found pin, coil)"),
+     "holding_register (Modbus), s7 (an S7 bit), opcua (a Boolean node), virtual (found pin, coil)"),
     ('[tower]\n[tower.lamps]\nred = { input_register = 1 }\n',
      "agent.toml:3:1: lamp 'red' needs exactly one of pin (gpiozero), line (gpiochip), coil or "
-     "holding_register (Modbus), virtual (found none)"),
+     "holding_register (Modbus), s7 (an S7 bit), opcua (a Boolean node), virtual (found none)"),
     ('[tower]\n[tower.lamps]\nred = { coil = 1 }\n',
      "agent.toml:1:2: lamp 'red' is a Modbus output but no source is named (bound at "
      "agent.toml:3:1): set source = \"NAME\" on the lamp or in [tower]"),

@@ -1,0 +1,57 @@
+"""`linelight browse opcua://host:4840`: an OPC UA server's address space as a tree, and a ready
+`[sources.NAME]` snippet with its variables as inputs.
+
+Exit codes: 0 browsed, 1 the server could not be reached or browsed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import anyio
+
+from linelight.hw.config import OpcUaSourceSpec
+from linelight.hw.errors import DeviceError
+from linelight.rules.errors import Location
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="opcua://host:4840 (or opc.tcp://host:4840/path)")
+    parser.add_argument("--path", default="", help="start below this browse path under "
+                        "Objects, e.g. Line/Press (names in any namespace unless written 3:Name)")
+    parser.add_argument("--depth", type=int, default=3, choices=range(1, 11), metavar="1-10",
+                        help="levels of objects to descend (default 3)")
+    parser.add_argument("--snippet", metavar="SOURCE", default=None,
+                        help="also print a [sources.SOURCE] table with every variable found")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+
+
+def run(args: argparse.Namespace) -> int:
+    from linelight.hw.opcua import browse, inputs_snippet  # asyncua only for this command
+
+    if not getattr(args, "verbose", False):  # asyncua narrates every step, even its cleanup
+        logging.getLogger("asyncua").setLevel(logging.ERROR)
+    url = str(args.url)
+    if url.startswith("opcua://"):
+        url = "opc.tcp://" + url.removeprefix("opcua://")
+    if not url.startswith("opc.tcp://"):
+        print(f"linelight browse: '{args.url}' is not an opcua:// or opc.tcp:// URL",
+              file=sys.stderr)
+        return 2
+    spec = OpcUaSourceSpec("browse", url, 1.0, 1.0, args.timeout, 0.5, 0.5, (),
+                           Location("<command line>", 1, 1))
+    try:
+        nodes = anyio.run(lambda: browse(spec, path=args.path, depth=args.depth))
+    except DeviceError as exc:
+        print(f"linelight browse: {exc}", file=sys.stderr)
+        return 1
+    for node in nodes:
+        kind = f"{node.data_type} = {node.value!r}" if node.node_class == "Variable" \
+            else node.node_class
+        print(f"{'  ' * node.depth}{node.name}  [{node.node_id}]  {kind}")
+    if args.snippet:
+        print()
+        print(inputs_snippet(args.snippet, url, nodes), end="")
+    return 0

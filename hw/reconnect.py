@@ -1,0 +1,27 @@
+"""The reconnect loop of the S7 and OPC UA links: hw.backoff's policy, logging the first failure."""
+
+from __future__ import annotations
+
+import logging
+
+from tenacity import AsyncRetrying, RetryCallState
+
+from linelight.hw.backoff import Backoff
+from linelight.hw.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+
+def reconnecting(minimum: float, maximum: float) -> AsyncRetrying:
+    """Retry a connect that raises DeviceError forever with the shared policy (`minimum`,
+    doubling to `maximum`, up to a tenth of `minimum` of jitter so agents restarted together
+    do not knock at once). Anything else, cancellation included, passes through."""
+    policy = Backoff(initial=minimum, maximum=maximum, jitter=minimum / 10)
+    return policy.retrying(DeviceError, before_sleep=_log_retry)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    # The first failure is worth a person's attention; the repeats of one outage are not.
+    level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
+    log.log(level, "%s (retry in %.1f s)", exc, state.upcoming_sleep)

@@ -1,0 +1,101 @@
+"""asyncua's own Server on a free 127.0.0.1 port with a few variables; stop, restart, set status."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.hw.modbus_server import free_port
+
+NS_URI = "urn:linelight:test"
+SERVER_URI = "urn:linelight:test-server"
+# node id (in namespace 2), browse name, initial value, variant type
+VARIABLES = [
+    (1042, "Running", False, ua.VariantType.Boolean),
+    ("Line.Speed", "Speed", 0.0, ua.VariantType.Double),
+    ("Line.FaultCode", "FaultCode", 0, ua.VariantType.Int32),
+    ("Lamp.Green", "GreenLamp", False, ua.VariantType.Boolean),
+    ("Lamp.Red", "RedLamp", False, ua.VariantType.Boolean),
+]
+
+
+class OpcUaTestServer:
+    """A server whose variables keep their values across stop/start (a server that only lost
+    its network or was restarted), at `ns=2;i=1042`, `ns=2;s=Line.Speed` and so on."""
+
+    def __init__(self, *, certificate: Path | None = None, private_key: Path | None = None,
+                 users: dict[str, str] | None = None) -> None:
+        """With `certificate` and `private_key` only a Basic256Sha256 SignAndEncrypt endpoint is
+        offered; with `users` only those user names and passwords may log in."""
+        self.certificate, self.private_key, self.users = certificate, private_key, users
+        self.port = free_port()
+        self.server: Server | None = None
+        self.nodes: dict[str, Any] = {}
+        self.values: dict[str, Any] = {str(i): v for i, _, v, _ in VARIABLES}
+        logging.getLogger("asyncua").setLevel(logging.ERROR)
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        server = Server(user_manager=_Users(self.users) if self.users is not None else None)
+        await server.init()
+        server.set_endpoint(f"{self.endpoint}/")
+        if self.certificate is not None and self.private_key is not None:
+            await server.set_application_uri(SERVER_URI)
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            await server.load_certificate(str(self.certificate))
+            await server.load_private_key(str(self.private_key))
+        idx = await server.register_namespace(NS_URI)
+        line = await server.nodes.objects.add_object(idx, "Line")
+        for ident, name, _, vtype in VARIABLES:
+            node = await line.add_variable(ua.NodeId(ident, idx), name,
+                                           ua.Variant(self.values[str(ident)], vtype))
+            await node.set_writable()
+            self.nodes[str(ident)] = node
+        await server.start()
+        self.server = server
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            for ident, node in self.nodes.items():  # the value, whatever its status
+                self.values[ident] = (await node.read_data_value(raise_on_bad_status=False)
+                                      ).Value.Value
+            await self.server.stop()
+            self.server = None
+
+    async def set(self, ident: str | int, value: Any,
+                  status: int = ua.StatusCodes.Good) -> None:
+        vtype = next(v for i, _, _, v in VARIABLES if str(i) == str(ident))
+        await self.nodes[str(ident)].write_value(
+            ua.DataValue(ua.Variant(value, vtype), StatusCode=ua.StatusCode(status)))
+
+    async def get(self, ident: str | int) -> Any:
+        return await self.nodes[str(ident)].read_value()
+
+
+class _Users(UserManager):
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        if username is not None and self.users.get(username) == password:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
+async def make_server_certificate(folder: Path, name: str = "server") -> tuple[Path, Path]:
+    """A self-signed server certificate (DER) and key (PEM), as a server makes for itself."""
+    cert, key = folder / f"{name}.der", folder / f"{name}.pem"
+    await setup_self_signed_certificate(key, cert, SERVER_URI, "127.0.0.1",
+                                        [ExtendedKeyUsageOID.SERVER_AUTH], {})
+    return cert, key
