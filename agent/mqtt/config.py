@@ -18,6 +18,8 @@ from linelight.rules.fields import REQUIRED, Table
 from linelight.rules.keys import Key, Keys
 
 PROTOCOLS = ("5", "3.1.1")
+# packaging/linelight.service: TimeoutStopSec leaves room for this plus on_exit and the journal.
+MAX_FLUSH_ON_STOP = 20.0
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
 
 
@@ -36,6 +38,9 @@ class MqttSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     protocol: str = "5"
+    # False: the config leaves `protocol` out, so a broker refusing MQTT 5 as an unsupported
+    # protocol version gets 3.1.1 on the next attempt; True: the config names the protocol.
+    protocol_pinned: bool = False
     keepalive: float = 30.0
     connect_timeout: float = 10.0
     puback_timeout: float = 30.0  # messages in flight and no PUBACK for this long: link dropped
@@ -44,7 +49,7 @@ class MqttSettings:
     password_file: str | None = None  # may start with $CREDENTIALS_DIRECTORY
     tls: TlsSettings | None = None
     topic_prefix: str = "linelight/{agent}"
-    codec: str = "msgpack"
+    codec: str = CODECS[0]
     topic_mode: str = "linelight"
     umh: UmhPath | None = None
     inflight: int = 4096  # bench/replay.py: smaller windows idle the link during journal commits
@@ -54,6 +59,7 @@ class MqttSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     batch: int = field(default=1024)  # rows read from the journal per peek
+    flush_on_stop: float = 2.0  # a clean stop sends what the journal holds for this long at most
 
     @property
     def broker(self) -> str:
@@ -155,6 +161,7 @@ def read_mqtt(table: Table) -> MqttSettings:
     host = table.string("host", d.host)
     if isinstance(host, str) and not host.strip():
         table.problem("host", "'host' cannot be empty; write the broker's name or address")
+    pinned = table.has("protocol")
     protocol = table.choice("protocol", PROTOCOLS, d.protocol)
     keepalive = table.duration("keepalive", d.keepalive, allow_zero=False)
     if keepalive is not None and not 1 <= keepalive <= 65535:
@@ -190,12 +197,18 @@ def read_mqtt(table: Table) -> MqttSettings:
         table.problem("inflight", "'inflight' must be at most 65000 (MQTT packet ids)")
     msgs, bytes_ = _read_replay(table)
     historical_after = table.duration("historical_after", d.historical_after)
+    flush_on_stop = table.duration("flush_on_stop", d.flush_on_stop)
+    if flush_on_stop is not None and flush_on_stop > MAX_FLUSH_ON_STOP:
+        table.problem("flush_on_stop", f"'flush_on_stop' must be at most "
+                                       f"{MAX_FLUSH_ON_STOP:g}s, within systemd's stop timeout")
+        flush_on_stop = d.flush_on_stop
     initial, maximum = _read_backoff(table, d)
     table.finish()
     return MqttSettings(
         host=host if isinstance(host, str) else d.host,
         port=port if isinstance(port, int) else d.port,
         protocol=protocol or d.protocol,
+        protocol_pinned=pinned,
         keepalive=keepalive or d.keepalive,
         connect_timeout=connect_timeout or d.connect_timeout,
         puback_timeout=puback_timeout or d.puback_timeout,
@@ -214,6 +227,7 @@ def read_mqtt(table: Table) -> MqttSettings:
         else d.historical_after,
         backoff_initial=initial,
         backoff_max=maximum,
+        flush_on_stop=flush_on_stop if flush_on_stop is not None else d.flush_on_stop,
     )
 
 
