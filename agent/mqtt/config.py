@@ -114,6 +114,8 @@ MQTT_KEYS = Keys("the MQTT broker; leave out to only queue", (
         minimum=1, maximum=65000),
     Key("historical_after", "duration", "older events are sent with historical = true",
         _D.historical_after),
+    Key("flush_on_stop", "duration", "a clean stop sends the queued events for this long at "
+        "most (0 to 20s)", _D.flush_on_stop),
     Key("tls", "table", TLS_KEYS.text, None, keys=TLS_KEYS),
     Key("umh", "table", UMH_KEYS.text, None, keys=UMH_KEYS),
     Key("replay", "table", REPLAY_KEYS.text, None, keys=REPLAY_KEYS),

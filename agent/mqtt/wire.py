@@ -1,8 +1,13 @@
-"""Topics and payloads on the wire: the linelight layout (msgpack or JSON) and the UMH layout.
+"""Topics and payloads on the wire: the linelight layout (JSON or msgpack) and the UMH layout.
 
 Pure functions over plain values, no network: the forwarder asks `Wire.event(record, ...)`
 for `(topic, payload, user_properties)` and `Wire.live(key, value, ts_ns)` for the live lane.
 docs/wire-format.md is the reference for what these produce.
+
+Times on the wire are integer milliseconds since the epoch (exact as a double, which is how
+JavaScript, Node-RED and most JSON readers hold numbers) plus `<name>_sub_ns`, the
+nanoseconds within that millisecond, so nothing of the source's nanosecond time is lost:
+`ns = ms * 1_000_000 + sub_ns`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any, Protocol
 
 import msgpack
 
-CODECS = ("msgpack", "json")
+CODECS = ("json", "msgpack")  # the first is the default
+# MQTT 5 Content Type per codec; msgpack has no IANA type, `application/msgpack` is the usual one.
+CONTENT_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
 TOPIC_MODES = ("linelight", "umh")
 UMH_LEVELS = ("enterprise", "site", "area", "line", "workcell")
 
@@ -78,6 +85,13 @@ def _utf8_pair(key: str, value: str) -> bytes:
     return bytes(out)
 
 
+def _format_properties(codec: str) -> bytes:
+    """Payload Format Indicator (0x01: 1 = UTF-8 text, 0 = bytes) and Content Type (0x03)."""
+    content_type = CONTENT_TYPES[codec].encode()
+    return (b"\x01" + (b"\x01" if codec == "json" else b"\x00")
+            + b"\x03" + len(content_type).to_bytes(2, "big") + content_type)
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -87,10 +101,33 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def pack_user_properties(pairs: tuple[tuple[str, str], ...]) -> bytes:
-    """The property block of a PUBLISH holding only these user properties."""
-    body = b"".join(_utf8_pair(k, v) for k, v in pairs)
+def pack_user_properties(pairs: tuple[tuple[str, str], ...], codec: str | None = None) -> bytes:
+    """The property block of a PUBLISH: the payload format and content type of `codec` (if
+    given), then these user properties."""
+    body = (_format_properties(codec) if codec is not None else b"") + b"".join(
+        _utf8_pair(k, v) for k, v in pairs)
     return _varint(len(body)) + body
+
+
+def split_ns(ns: int) -> tuple[int, int]:
+    """UTC epoch ns as (integer ms, ns within that ms): both exact as doubles."""
+    ms, sub = divmod(int(ns), 1_000_000)
+    return ms, sub
+
+
+def _exact_times(value: Any) -> Any:
+    """A live value with every `<name>_ns` time as `<name>` (ms) and `<name>_sub_ns`."""
+    if not isinstance(value, Mapping):
+        return _plain(value)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        key = str(key)
+        if key.endswith("_ns") and type(item) is int:
+            stem = key[:-3]
+            out[stem], out[f"{stem}_sub_ns"] = split_ns(item)
+        else:
+            out[key] = _plain(item)
+    return out
 
 
 def topic_part(text: str) -> str:
@@ -141,7 +178,7 @@ def decode(codec: str, payload: bytes) -> Any:
 class Wire:
     """Topic and payload layout for one agent; see docs/wire-format.md."""
 
-    def __init__(self, *, agent_id: str, prefix: str, codec: str = "msgpack",
+    def __init__(self, *, agent_id: str, prefix: str, codec: str = CODECS[0],
                  mode: str = "linelight", umh: UmhPath | None = None,
                  user_properties: bool = True) -> None:
         if codec not in CODECS:
@@ -156,6 +193,13 @@ class Wire:
         self.mode = mode
         self.umh = umh
         self.user_properties = user_properties
+        self.content_type = CONTENT_TYPES[self.codec]
+        # MQTT 5 property blocks, encoded once: format and content type, plus the agent id
+        # that every event repeats as a user property.
+        self._format = _format_properties(self.codec)
+        self._json_properties = pack_user_properties((), "json") if user_properties else b""
+        self._codec_properties = (pack_user_properties((), self.codec) if user_properties
+                                  else b"")
         self._umh_base = umh.topic() if umh is not None else ""
         # Encoded once: every event repeats the agent id as a user property.
         self._agent_property = _utf8_pair("agent", agent_id)
@@ -188,7 +232,7 @@ class Wire:
             seq = str(record.seq)
             props = (("agent", self.agent_id), ("seq", seq))
             # "seq" user property: 0x26, length 3, "seq", length, digits (ASCII).
-            body_props = (self._agent_property + b"\x26\x00\x03seq"
+            body_props = (self._format + self._agent_property + b"\x26\x00\x03seq"
                           + len(seq).to_bytes(2, "big") + seq.encode())
             packed = _varint(len(body_props)) + body_props
         topic = self._topics.get((record.kind, record.name))
@@ -201,11 +245,13 @@ class Wire:
                                     topic_part(record.name): _plain(record.value)}
             return Message(topic, encode("json", body), props, packed)
         value = record.value
+        ts_ms, ts_sub_ns = split_ns(record.ts_ns)
         body = {
             "agent": self.agent_id,
             "seq": record.seq,
             "boot": record.boot,
-            "ts": record.ts_ns,
+            "ts": ts_ms,
+            "ts_sub_ns": ts_sub_ns,
             "kind": record.kind,
             "name": record.name,
             "value": value if type(value) in _SCALARS else _plain(value),
@@ -224,17 +270,23 @@ class Wire:
         if self.mode == "umh":
             leaf = topic_part(key.split("/")[-1])
             return Message(topic, encode("json", {"timestamp_ms": ts_ns // 1_000_000,
-                                                  leaf: _plain(value)}))
-        body = {"agent": self.agent_id, "ts": ts_ns, "key": key, "value": _plain(value)}
-        return Message(topic, encode(self.codec, body))
+                                                  leaf: _plain(value)}),
+                           properties=self._json_properties)
+        ts_ms, ts_sub_ns = split_ns(ts_ns)
+        body = {"agent": self.agent_id, "ts": ts_ms, "ts_sub_ns": ts_sub_ns, "key": key,
+                "value": _exact_times(value)}
+        return Message(topic, encode(self.codec, body), properties=self._codec_properties)
 
     def online(self, *, boot: int, version: str, ts_ns: int) -> Message:
         """The retained status published after each connect (the will says `offline`)."""
+        ts_ms, ts_sub_ns = split_ns(ts_ns)
         body = {"status": "online", "agent": self.agent_id, "boot": boot,
-                "version": version, "ts": ts_ns}
-        return Message(self.status_topic, encode("json", body))
+                "version": version, "ts": ts_ms, "ts_sub_ns": ts_sub_ns}
+        return Message(self.status_topic, encode("json", body),
+                       properties=self._json_properties)
 
     def offline(self) -> Message:
         """The last will and the status left on a clean stop: plain JSON, retained."""
         body = {"status": "offline", "agent": self.agent_id}
-        return Message(self.status_topic, encode("json", body))
+        return Message(self.status_topic, encode("json", body),
+                       properties=self._json_properties)
