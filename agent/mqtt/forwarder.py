@@ -69,7 +69,8 @@ class LinkStatus:
 
     def status(self, now: float) -> dict[str, Any]:
         """The link as /status shows it (`now`: monotonic seconds)."""
-        return {"url": self.broker, "connected": self.connected, "last_error": self.last_error,
+        return {"url": self.broker, "connected": self.connected, "protocol": self.protocol,
+                "last_error": self.last_error,
                 "connects": self.connects, "reconnects": self.reconnects,
                 "published": self.acked, "sent": self.published, "in_flight": self.in_flight,
                 "dead_letters": self.dead_letters,
