@@ -11,7 +11,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from linelight.agent.mqtt.wire import CODECS, TOPIC_MODES, UmhPath
+from linelight.agent.mqtt.wire import (
+    CODECS,
+    DEFAULT_DATA_CONTRACT,
+    TOPIC_MODES,
+    UMH_LEVELS,
+    UMH_MODES,
+    UmhPath,
+)
 from linelight.agent.secrets import names_credentials_directory, resolve_secret_path
 from linelight.rules.errors import ConfigError
 from linelight.rules.fields import REQUIRED, Table
@@ -81,9 +88,12 @@ TLS_KEYS = Keys("TLS to the broker", (
     Key("insecure_skip_hostname", "boolean", "do not check the broker's host name",
         _TLS.insecure_skip_hostname),
 ))
-UMH_KEYS = Keys("ISA-95 path for topic_mode = umh", tuple(
+UMH_KEYS = Keys("ISA-95 path for topic_mode = umh or umh-core", (*(
     Key(level, "string", f"the {level} topic level", REQUIRED if level == "enterprise" else None)
-    for level in ("enterprise", "site", "area", "line", "workcell")))
+    for level in UMH_LEVELS),
+    Key("data_contract", "string", "UMH Core data contract, starts with '_'",
+        DEFAULT_DATA_CONTRACT),
+))
 REPLAY_KEYS = Keys("replay rate limits (0: off)", (
     Key("msgs_per_s", "number", "replayed messages per second", _D.msgs_per_s, minimum=0.0),
     Key("bytes_per_s", "size", "replayed bytes per second", int(_D.bytes_per_s)),
@@ -193,7 +203,7 @@ def read_mqtt(table: Table) -> MqttSettings:
                                       f"without '+' or '#'")
     codec = table.choice("codec", CODECS, d.codec)
     mode = table.choice("topic_mode", TOPIC_MODES, d.topic_mode)
-    umh = _read_umh(table, required=mode == "umh")
+    umh = _read_umh(table, mode=mode)
     inflight = table.integer("inflight", d.inflight, minimum=1)
     if isinstance(inflight, int) and inflight > 65000:
         table.problem("inflight", "'inflight' must be at most 65000 (MQTT packet ids)")
@@ -249,32 +259,63 @@ def _read_tls(table: Table, base: Path) -> TlsSettings | None:
     return tls
 
 
-def _read_umh(table: Table, *, required: bool) -> UmhPath | None:
-    sub = table.table("umh", required=required)
-    if sub is not None:
-        UMH_KEYS.bind(sub)
+# UMH Core's topic rule (benthos-umh pkg/umh/topic/uns_topic.go): the whole topic matches
+# ^[a-zA-Z0-9._-]+$, no empty level, no location level starting with '_'. A location level is
+# one topic level, so a '.' in it would add a level: it is not allowed either.
+_CORE_LEVEL = re.compile(r"^[A-Za-z0-9_-]+$")
+_CORE_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _core_level_problem(what: str, value: str, *, contract: bool = False) -> str | None:
+    """Why `value` cannot be one level of a UMH Core topic, with a hint; None if it can."""
+    hint = _CORE_UNSAFE.sub("-", value).strip("-_") or "line-1"
+    if not _CORE_LEVEL.match(value):
+        return (f"'{what}' '{value}' cannot be a UMH Core topic level: only letters A-Z a-z, "
+                f"digits, '-' and '_' (a '.' would add a level); write e.g. '{hint}'")
+    if contract and (not value.startswith("_") or len(value) < 2):
+        return (f"'{what}' '{value}' must start with '_' and name the contract, "
+                f"e.g. '_raw' or '_historian'")
+    if not contract and value.startswith("_"):
+        return (f"'{what}' '{value}' cannot start with '_' (UMH reads it as the data "
+                f"contract); write e.g. '{hint}'")
+    return None
+
+
+def _read_umh(table: Table, *, mode: str | None) -> UmhPath | None:
+    sub = table.table("umh", required=mode in UMH_MODES)
     if sub is None:
         return None
+    UMH_KEYS.bind(sub)
+    core = mode == "umh-core"
     parts: dict[str, str] = {}
-    for level in ("enterprise", "site", "area", "line", "workcell"):
+    for level in UMH_LEVELS:
         # enterprise is required: Table reports "umh needs the key 'enterprise'".
         value = sub.string(level) if level == "enterprise" else sub.string(level, None)
         if isinstance(value, str):
+            problem = _core_level_problem(level, value) if core else None
             if not value or re.search(r"[/#+\x00]", value):
                 sub.problem(level, f"'{level}' must be one non-empty topic level without "
                                    f"'/', '+' or '#'")
+            elif problem is not None:
+                sub.problem(level, problem)
             else:
                 parts[level] = value
-    missing_middle = [lv for i, lv in enumerate(("site", "area", "line", "workcell"))
-                      if lv not in parts and any(x in parts for x in
-                                                 ("site", "area", "line", "workcell")[i + 1:])]
+    contract = sub.string("data_contract", DEFAULT_DATA_CONTRACT)
+    if isinstance(contract, str):
+        problem = _core_level_problem("data_contract", contract, contract=True)
+        if problem is not None:
+            sub.problem("data_contract", problem)
+            contract = DEFAULT_DATA_CONTRACT
+    missing_middle = [lv for i, lv in enumerate(UMH_LEVELS[1:])
+                      if lv not in parts and any(x in parts for x in UMH_LEVELS[i + 2:])]
     if missing_middle:
         sub.problem(None, f"umh levels cannot skip '{missing_middle[0]}': the ISA-95 path "
                           f"is enterprise/site/area/line/workcell")
     sub.finish()
     if "enterprise" not in parts:
         return None
-    return UmhPath(**parts)
+    return UmhPath(**parts, data_contract=contract if isinstance(contract, str)
+                   else DEFAULT_DATA_CONTRACT)
 
 
 def _read_replay(table: Table) -> tuple[float, float]:

@@ -383,8 +383,9 @@ class Forwarder:
             dirty, self._live_dirty = list(self._live_dirty), {}
             for key in dirty:
                 value, ts_ns = self._live[key]
-                self._publish_control(self.wire.live(key, value, ts_ns))
-                self.link.live_published += 1
+                for msg in self.wire.live_messages(key, value, ts_ns):
+                    self._publish_control(msg)
+                    self.link.live_published += 1
 
     async def stop(self, *, flush_through: int | None = None) -> None:
         """Planned shutdown while `run()` still runs: send what the journal holds (up to

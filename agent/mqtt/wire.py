@@ -23,8 +23,10 @@ import msgpack
 CODECS = ("json", "msgpack")  # the first is the default
 # MQTT 5 Content Type per codec; msgpack has no IANA type, `application/msgpack` is the usual one.
 CONTENT_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
-TOPIC_MODES = ("linelight", "umh")
+TOPIC_MODES = ("linelight", "umh", "umh-core")
+UMH_MODES = frozenset({"umh", "umh-core"})  # both take their location from [mqtt.umh]
 UMH_LEVELS = ("enterprise", "site", "area", "line", "workcell")
+DEFAULT_DATA_CONTRACT = "_raw"  # UMH Core: raw device data, no contract enforced
 
 _TOPIC_UNSAFE = re.compile(r"[#+/\x00]")
 
@@ -51,6 +53,17 @@ class UmhPath:
     area: str = ""
     line: str = ""
     workcell: str = ""
+    data_contract: str = DEFAULT_DATA_CONTRACT  # UMH Core only
+
+    def levels(self) -> list[str]:
+        parts = [self.enterprise, self.site, self.area, self.line, self.workcell]
+        while parts and not parts[-1]:
+            parts.pop()
+        return parts
+
+    def core_topic(self) -> str:
+        """`umh.v1.<location path>.<data contract>`: UMH Core's topic up to the virtual path."""
+        return "umh.v1." + ".".join([*self.levels(), self.data_contract])
 
     def topic(self) -> str:
         parts = [self.enterprise, self.site, self.area, self.line, self.workcell]
@@ -162,6 +175,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _scalar(value: Any) -> Any:
+    """One UMH Core time-series value: a number, bool or string (anything else as JSON text)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(codec: str, body: Mapping[str, Any]) -> bytes:
     if codec == "json":
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False,
@@ -185,11 +205,11 @@ class Wire:
             raise ValueError(f"unknown codec '{codec}'; use one of {', '.join(CODECS)}")
         if mode not in TOPIC_MODES:
             raise ValueError(f"unknown topic mode '{mode}'; use one of {', '.join(TOPIC_MODES)}")
-        if mode == "umh" and umh is None:
-            raise ValueError("topic mode 'umh' needs the ISA-95 path (enterprise at least)")
+        if mode in UMH_MODES and umh is None:
+            raise ValueError(f"topic mode '{mode}' needs the ISA-95 path (enterprise at least)")
         self.agent_id = agent_id
         self.prefix = prefix.replace("{agent}", topic_part(agent_id)).rstrip("/")
-        self.codec = "json" if mode == "umh" else codec
+        self.codec = "json" if mode in UMH_MODES else codec
         self.mode = mode
         self.umh = umh
         self.user_properties = user_properties
@@ -201,6 +221,7 @@ class Wire:
         self._codec_properties = (pack_user_properties((), self.codec) if user_properties
                                   else b"")
         self._umh_base = umh.topic() if umh is not None else ""
+        self._core_base = umh.core_topic() if umh is not None else ""
         # Encoded once: every event repeats the agent id as a user property.
         self._agent_property = _utf8_pair("agent", agent_id)
         self._topics: dict[tuple[str, str], str] = {}
@@ -212,6 +233,9 @@ class Wire:
         return f"{self.prefix}/status"
 
     def event_topic(self, kind: str, name: str) -> str:
+        if self.mode == "umh-core":
+            # Virtual path = the event kind; names are rule identifiers, UMH-safe as they are.
+            return f"{self._core_base}.{kind}.{name}"
         if self.mode == "umh":
             return f"{self._umh_base}/_historian/{topic_part(kind)}/{topic_part(name)}"
         return f"{self.prefix}/events/{topic_part(kind)}/{topic_part(name)}"
@@ -219,6 +243,8 @@ class Wire:
     def live_topic(self, key: str) -> str:
         # A live key may have levels (`signal/temperature`); each level is made safe.
         levels = "/".join(topic_part(p) for p in key.split("/"))
+        if self.mode == "umh-core":
+            return f"{self._core_base}.live.{key.replace('/', '.')}"
         if self.mode == "umh":
             return f"{self._umh_base}/_historian/live/{levels}"
         return f"{self.prefix}/live/{levels}"
@@ -240,6 +266,9 @@ class Wire:
             topic = self.event_topic(record.kind, record.name)
             if len(self._topics) < 10_000:
                 self._topics[(record.kind, record.name)] = topic
+        if self.mode == "umh-core":
+            core = {"timestamp_ms": record.ts_ns // 1_000_000, "value": _scalar(record.value)}
+            return Message(topic, encode("json", core), props, packed)
         if self.mode == "umh":
             body: dict[str, Any] = {"timestamp_ms": record.ts_ns // 1_000_000,
                                     topic_part(record.name): _plain(record.value)}
@@ -276,6 +305,24 @@ class Wire:
         body = {"agent": self.agent_id, "ts": ts_ms, "ts_sub_ns": ts_sub_ns, "key": key,
                 "value": _exact_times(value)}
         return Message(topic, encode(self.codec, body), properties=self._codec_properties)
+
+    def live_messages(self, key: str, value: Any, ts_ns: int) -> list[Message]:
+        """The live lane's messages for `key`: one, or in UMH Core mode one per scalar (UMH
+        Core's time series carry one scalar `value`: a map becomes one topic per entry,
+        `<key>.<entry>`, the signal list one comma-separated string)."""
+        if self.mode != "umh-core":
+            return [self.live(key, value, ts_ns)]
+        ts_ms = ts_ns // 1_000_000
+        if isinstance(value, Mapping):
+            items = list(_exact_times(value).items())
+        elif isinstance(value, (list, tuple)):
+            items = [("active", ",".join(str(v) for v in value))]
+        else:
+            items = [("value", value)]
+        return [Message(f"{self.live_topic(key)}.{entry}",
+                        encode("json", {"timestamp_ms": ts_ms, "value": _scalar(item)}),
+                        properties=self._json_properties)
+                for entry, item in items]
 
     def online(self, *, boot: int, version: str, ts_ns: int) -> Message:
         """The retained status published after each connect (the will says `offline`)."""

@@ -199,6 +199,14 @@ def examples() -> dict[str, str]:
             "\n", umh_block(umh_wire.live(*run.last_live("lamps"))),
         ]),
     }
+    core_wire = Wire(agent_id=AGENT, prefix="linelight/{agent}", mode="umh-core", umh=UMH)
+    core_live = [m for key in ("state", "counters")
+                 for m in core_wire.live_messages(*run.last_live(key))]
+    out["umh-core"] = "".join([
+        umh_block(event(core_wire, state, False)), "\n",
+        umh_block(event(core_wire, count, False)), "\n",
+        umh_block(event(core_wire, run.record("alarm"), False)), "\n",
+        *[umh_block(m) + "\n" for m in core_live[:-1]], umh_block(core_live[-1])])
     for key in ("state", "lamps", "signals", "counters"):
         out[f"live-{key}"] = json_block(json_wire.live(*run.last_live(key)), json_wire)
     return out
