@@ -261,7 +261,9 @@ def _read_tls(table: Table, base: Path) -> TlsSettings | None:
 
 # UMH Core's topic rule (benthos-umh pkg/umh/topic/uns_topic.go): the whole topic matches
 # ^[a-zA-Z0-9._-]+$, no empty level, no location level starting with '_'. A location level is
-# one topic level, so a '.' in it would add a level: it is not allowed either.
+# one topic level, so a '.' in it would add a level: it is not allowed either. UMH Classic's
+# bridge maps '/' to '.' and any other character to '_' (deployment/.../mqtt-to-kafka/
+# historian/configmap.yaml), so the same rule keeps its hierarchy as written.
 _CORE_LEVEL = re.compile(r"^[A-Za-z0-9_-]+$")
 _CORE_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -270,7 +272,7 @@ def _core_level_problem(what: str, value: str, *, contract: bool = False) -> str
     """Why `value` cannot be one level of a UMH Core topic, with a hint; None if it can."""
     hint = _CORE_UNSAFE.sub("-", value).strip("-_") or "line-1"
     if not _CORE_LEVEL.match(value):
-        return (f"'{what}' '{value}' cannot be a UMH Core topic level: only letters A-Z a-z, "
+        return (f"'{what}' '{value}' cannot be a UMH topic level: only letters A-Z a-z, "
                 f"digits, '-' and '_' (a '.' would add a level); write e.g. '{hint}'")
     if contract and (not value.startswith("_") or len(value) < 2):
         return (f"'{what}' '{value}' must start with '_' and name the contract, "
@@ -286,7 +288,9 @@ def _read_umh(table: Table, *, mode: str | None) -> UmhPath | None:
     if sub is None:
         return None
     UMH_KEYS.bind(sub)
-    core = mode == "umh-core"
+    # Both UMH modes: Classic's historian matches levels with [\w-_]+ (ASCII) after mapping
+    # '/' to '.', Core's topic rule is the same character set; neither may be rewritten.
+    core = mode in UMH_MODES
     parts: dict[str, str] = {}
     for level in UMH_LEVELS:
         # enterprise is required: Table reports "umh needs the key 'enterprise'".

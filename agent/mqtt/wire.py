@@ -175,6 +175,19 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _classic(value: Any) -> Any:
+    """A value as UMH Classic's historian stores it usefully: booleans as 1/0 (its numeric
+    table, where they can be graphed; a bool would become the text 'true'), lists as one
+    comma-separated string (its bridge rejects arrays), maps kept (it flattens them)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): _classic(v) for k, v in value.items()}
+    return _plain(value)
+
+
 def _scalar(value: Any) -> Any:
     """One UMH Core time-series value: a number, bool or string (anything else as JSON text)."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -237,7 +250,9 @@ class Wire:
             # Virtual path = the event kind; names are rule identifiers, UMH-safe as they are.
             return f"{self._core_base}.{kind}.{name}"
         if self.mode == "umh":
-            return f"{self._umh_base}/_historian/{topic_part(kind)}/{topic_part(name)}"
+            # One tag group per kind; the name is the tag (`count$parts`), so a kind's tags
+            # share a topic and the state is one tag (`state$code`) whose value changes.
+            return f"{self._umh_base}/_historian/{topic_part(kind)}"
         return f"{self.prefix}/events/{topic_part(kind)}/{topic_part(name)}"
 
     def live_topic(self, key: str) -> str:
@@ -270,8 +285,11 @@ class Wire:
             core = {"timestamp_ms": record.ts_ns // 1_000_000, "value": _scalar(record.value)}
             return Message(topic, encode("json", core), props, packed)
         if self.mode == "umh":
-            body: dict[str, Any] = {"timestamp_ms": record.ts_ns // 1_000_000,
-                                    topic_part(record.name): _plain(record.value)}
+            body: dict[str, Any] = {"timestamp_ms": record.ts_ns // 1_000_000}
+            if record.kind == "state":
+                body.update(code=record.value, name=record.name)
+            else:
+                body[topic_part(record.name)] = _classic(record.value)
             return Message(topic, encode("json", body), props, packed)
         value = record.value
         ts_ms, ts_sub_ns = split_ns(record.ts_ns)
@@ -298,8 +316,12 @@ class Wire:
         topic = self.live_topic(key)
         if self.mode == "umh":
             leaf = topic_part(key.split("/")[-1])
+            if isinstance(value, Mapping):
+                # Epoch times (`since_ns`) would be destroyed by the historian's REAL column;
+                # the state events carry when a state began.
+                value = {k: v for k, v in value.items() if not str(k).endswith("_ns")}
             return Message(topic, encode("json", {"timestamp_ms": ts_ns // 1_000_000,
-                                                  leaf: _plain(value)}),
+                                                  leaf: _classic(value)}),
                            properties=self._json_properties)
         ts_ms, ts_sub_ns = split_ns(ts_ns)
         body = {"agent": self.agent_id, "ts": ts_ms, "ts_sub_ns": ts_sub_ns, "key": key,

@@ -102,8 +102,9 @@ def test_umh_mode_topics_and_payloads() -> None:
     wire = Wire(agent_id="press-7", prefix="ignored", mode="umh",
                 umh=UmhPath("acme", "cologne", "packaging", "line-1", "press-7"))
     msg = wire.event(REC, historical=False)
-    assert msg.topic == "umh/v1/acme/cologne/packaging/line-1/press-7/_historian/state/producing"
-    assert json.loads(msg.payload) == {"timestamp_ms": 1_763_776_800_123, "producing": 10000}
+    assert msg.topic == "umh/v1/acme/cologne/packaging/line-1/press-7/_historian/state"
+    assert json.loads(msg.payload) == {"timestamp_ms": 1_763_776_800_123, "code": 10000,
+                                       "name": "producing"}
     assert msg.user_properties == (("agent", "press-7"), ("seq", "42"))
     live = wire.live("lamp/red", "blink_fast", 2_000_000)
     assert live.topic == "umh/v1/acme/cologne/packaging/line-1/press-7/_historian/live/lamp/red"
