@@ -2,8 +2,9 @@
 
 Start-up order is explicit (`await tg.start(...)`): journal, tower, scan loop, sources,
 diagnostics, then READY=1 to systemd, then the forwarder, which never delays READY. Shutdown
-(SIGTERM, SIGINT, or `Agent.stop()`): STOPPING=1, tower `on_exit`, a `stop` event, `offline`
-to the broker, cancel every task, flush and close the journal, within a few seconds.
+(SIGTERM, SIGINT, or `Agent.stop()`): STOPPING=1, tower `on_exit`, a `stop` event, what
+the journal holds sent to the broker (up to `mqtt.flush_on_stop`), `offline`, cancel every
+task, flush and close the journal, within a few seconds.
 """
 
 from __future__ import annotations
@@ -193,18 +194,34 @@ class Agent:
         self._stopping = True
         self.supervisor.stopping = True
         self.notifier.stopping(self.status_line())
-        with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BUDGET_S):
+        mqtt = self.config.mqtt
+        budget = SHUTDOWN_BUDGET_S + (mqtt.flush_on_stop if mqtt is not None else 0.0)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(budget):
             await self._close_hardware()
+            stop_seq: int | None = None
             if self.journal is not None:
-                self.journal.submit(ev.agent_event(
-                    "stop", self.version, self.clock.now_ns(),
-                    unsynced=not self.clock.synchronized))
+                stop_seq = await self._record_stop(self.journal)
                 if self.memory is not None:
                     await self.memory.flush()
             if self.forwarder is not None:
-                await self.forwarder.stop()
+                await self.forwarder.stop(flush_through=stop_seq)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    async def _record_stop(self, journal: Journal) -> int | None:
+        """The `stop` event, committed before the forwarder's flush so the flush can wait for
+        its seq; None (the event is only handed over) if the journal writer is not running."""
+        event = ev.agent_event("stop", self.version, self.clock.now_ns(),
+                               unsynced=not self.clock.synchronized)
+        if not journal.running:
+            journal.submit(event)
+            return None
+        try:
+            with anyio.move_on_after(SHUTDOWN_BUDGET_S / 2):
+                return await journal.append(event)
+        except JournalError as exc:
+            log.warning("the stop event could not be recorded: %s", exc)
+        return None
 
     async def _close_hardware(self) -> None:
         """Tower to `on_exit`, then close devices; once, whichever shutdown path gets here."""

@@ -244,7 +244,8 @@ def _gap_explained(gap: dict[str, Any], reason: str, book: Book) -> bool:
     boot = gap.get("boot")
     if isinstance(boot, int) and reason in book.boots.get(boot, NORMAL).allowed_gaps():
         return True
-    ts = int(gap.get("ts") or 0)
+    # The wire's time: integer ms plus the ns within it (docs/wire-format.md).
+    ts = int(gap.get("ts") or 0) * 1_000_000 + int(gap.get("ts_sub_ns") or 0)
     grace = 30_000_000_000  # a gap is written once the journal can write again
     return any(reason in w.reasons and w.start_ns <= ts <= (w.end_ns or ts) + grace
                for w in book.windows)

@@ -8,7 +8,7 @@ its rate is events / wall time of the processes, start-up included (a few ms eac
 at most 50,000 lines per process, see CHUNK: past 65,535 lines it stops early). It gets the same
 events as JSON lines (the wire's JSON codec, one topic: `mosquitto_pub` publishes every line
 to the topic it was given). The forwarder drains a journal holding the same number of events
-(its default msgpack codec, a topic per event) against the same mosquitto, measured by
+(its default JSON codec, a topic per event; msgpack before issue 14) against the same mosquitto, measured by
 bench.replay's own routine. bench/replay.py measures the forwarder against bare paho.
 
 Prints a table, then one JSON object as the last line.

@@ -16,6 +16,8 @@ Measured in one run, against one local mosquitto on a free loopback port:
   forwarder themselves (`ratio_replay_vs_bare_paho_tuned`);
 - with `--stock-puback`: the forwarder once more per round with paho's own PUBACK decoder
   instead of link.py's fast one (the public-API alternative to that override);
+- codecs side by side: the headline window's replay with JSON (the default) and with msgpack,
+  events/s and payload bytes per event of the same events;
 - broker start to first delivery: the forwarder waits with the default backoff while the
   broker is down (2 s), then the broker starts; time until the first row is PUBACKed and
   deleted.
@@ -47,7 +49,7 @@ from linelight.agent.mqtt import link as link_module
 from linelight.agent.mqtt.config import MqttSettings
 from linelight.agent.mqtt.forwarder import Forwarder
 from linelight.agent.mqtt.link import PackedProperties, _Client
-from linelight.agent.mqtt.wire import Message, Wire
+from linelight.agent.mqtt.wire import CODECS, Message, Wire
 from tests.fixtures.mosquitto import Mosquitto
 
 AGENT = "bench-1"
@@ -83,20 +85,20 @@ class _StockPubackClient(_Client):
 
 
 async def _replay(workdir: Path, broker: Mosquitto, count: int, inflight: int,
-                  stock_puback: bool = False) -> dict[str, float]:
+                  stock_puback: bool = False, codec: str = CODECS[0]) -> dict[str, float]:
     if stock_puback:
         # bench only: the forwarder builds its client from this module name
         link_module._Client = _StockPubackClient  # type: ignore[misc]
     try:
-        return await _replay_once(workdir, broker, count, inflight)
+        return await _replay_once(workdir, broker, count, inflight, codec)
     finally:
         link_module._Client = _Client  # type: ignore[misc]
 
 
-async def _replay_once(workdir: Path, broker: Mosquitto, count: int, inflight: int
-                       ) -> dict[str, float]:
-    journal = Journal.open(str(workdir / f"journal-{inflight}.db"))
-    settings = MqttSettings(host=broker.host, port=broker.port, inflight=inflight)
+async def _replay_once(workdir: Path, broker: Mosquitto, count: int, inflight: int,
+                       codec: str = CODECS[0]) -> dict[str, float]:
+    journal = Journal.open(str(workdir / f"journal-{inflight}-{codec}.db"))
+    settings = MqttSettings(host=broker.host, port=broker.port, inflight=inflight, codec=codec)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(journal.run)
@@ -117,8 +119,8 @@ async def _replay_once(workdir: Path, broker: Mosquitto, count: int, inflight: i
             "cpu": cpu_share}
 
 
-def _messages(count: int) -> list[Message]:
-    wire = Wire(agent_id=AGENT, prefix="linelight/{agent}")
+def _messages(count: int, codec: str = CODECS[0]) -> list[Message]:
+    wire = Wire(agent_id=AGENT, prefix="linelight/{agent}", codec=codec)
     now = time.time_ns()
     out = []
     for i in range(count):
@@ -228,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             bare_props: list[float] = []
             tuned_runs: list[float] = []
             stock: list[dict[str, float]] = []
+            headline = args.inflight[0]
+            # The default codec's runs are the headline window's; the others run beside them.
+            codec_runs: dict[str, list[dict[str, float]]] = {c: [] for c in CODECS}
             for _ in range(rounds):  # interleaved, so machine noise hits both sides
                 bare.append(_bare_paho(broker, messages, args.window, user_properties=False))
                 for w in args.inflight:
@@ -235,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.stock_puback:
                     stock.append(anyio.run(_replay, workdir, broker, count, args.inflight[0],
                                            True))
+                codec_runs[CODECS[0]].append(replay[headline][-1])
+                for codec in CODECS[1:]:
+                    codec_runs[codec].append(anyio.run(_replay, workdir, broker, count,
+                                                       headline, False, codec))
                 tuned_runs.append(_bare_paho(broker, messages, args.window,
                                              user_properties=True, tuned=True))
             bare_props.append(_bare_paho(broker, messages, args.window, user_properties=True))
@@ -261,7 +270,18 @@ def main(argv: list[str] | None = None) -> int:
                      f"{best['rate'] / best_bare:.0%} of bare, cpu {best['cpu']:.0%}"))
         figures[f"replay_inflight_{w}_events_per_s"] = round(best["rate"])
         figures[f"ratio_inflight_{w}"] = round(best["rate"] / best_bare, 3)
-    headline = args.inflight[0]
+    for codec, runs in codec_runs.items():
+        best = max(runs, key=lambda r: r["rate"])
+        sample = _messages(min(count, 10_000), codec)
+        per_event = sum(len(m.payload) for m in sample) / len(sample)
+        rows.append((f"forwarder replay, codec {codec}", f"{best['rate']:,.0f} ev/s",
+                     f"inflight {headline}, {per_event:.1f} payload bytes/event"))
+        figures[f"codec_{codec}_events_per_s"] = round(best["rate"])
+        figures[f"codec_{codec}_bytes_per_event"] = round(per_event, 1)
+    figures["ratio_msgpack_vs_json_events_per_s"] = round(
+        figures["codec_msgpack_events_per_s"] / figures["codec_json_events_per_s"], 3)
+    figures["ratio_msgpack_vs_json_bytes"] = round(
+        figures["codec_msgpack_bytes_per_event"] / figures["codec_json_bytes_per_event"], 3)
     figures["replay_events_per_s"] = figures[f"replay_inflight_{headline}_events_per_s"]
     figures["ratio_replay_vs_bare_paho"] = figures[f"ratio_inflight_{headline}"]
     figures["ratio_replay_vs_bare_paho_user_props"] = round(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import shutil
 import socket
 import subprocess
@@ -132,7 +133,9 @@ class DemoSubscriber:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
-            body = msgpack.unpackb(msg.payload, raw=False)
+            # JSON is the agent's default codec; a config may choose msgpack.
+            body = (json.loads(msg.payload) if msg.payload[:1] == b"{"
+                    else msgpack.unpackb(msg.payload, raw=False))
             seq = int(body["seq"])
         except (ValueError, KeyError, TypeError, msgpack.UnpackException):
             return

@@ -11,13 +11,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from linelight.agent.mqtt.wire import CODECS, TOPIC_MODES, UmhPath
+from linelight.agent.mqtt.wire import (
+    CODECS,
+    DEFAULT_DATA_CONTRACT,
+    TOPIC_MODES,
+    UMH_LEVELS,
+    UMH_MODES,
+    UmhPath,
+)
 from linelight.agent.secrets import names_credentials_directory, resolve_secret_path
 from linelight.rules.errors import ConfigError
 from linelight.rules.fields import REQUIRED, Table
 from linelight.rules.keys import Key, Keys
 
 PROTOCOLS = ("5", "3.1.1")
+# packaging/linelight.service: TimeoutStopSec leaves room for this plus on_exit and the journal.
+MAX_FLUSH_ON_STOP = 20.0
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
 
 
@@ -36,6 +45,9 @@ class MqttSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     protocol: str = "5"
+    # False: the config leaves `protocol` out, so a broker refusing MQTT 5 as an unsupported
+    # protocol version gets 3.1.1 on the next attempt; True: the config names the protocol.
+    protocol_pinned: bool = False
     keepalive: float = 30.0
     connect_timeout: float = 10.0
     puback_timeout: float = 30.0  # messages in flight and no PUBACK for this long: link dropped
@@ -44,7 +56,7 @@ class MqttSettings:
     password_file: str | None = None  # may start with $CREDENTIALS_DIRECTORY
     tls: TlsSettings | None = None
     topic_prefix: str = "linelight/{agent}"
-    codec: str = "msgpack"
+    codec: str = CODECS[0]
     topic_mode: str = "linelight"
     umh: UmhPath | None = None
     inflight: int = 4096  # bench/replay.py: smaller windows idle the link during journal commits
@@ -54,6 +66,7 @@ class MqttSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     batch: int = field(default=1024)  # rows read from the journal per peek
+    flush_on_stop: float = 2.0  # a clean stop sends what the journal holds for this long at most
 
     @property
     def broker(self) -> str:
@@ -75,9 +88,12 @@ TLS_KEYS = Keys("TLS to the broker", (
     Key("insecure_skip_hostname", "boolean", "do not check the broker's host name",
         _TLS.insecure_skip_hostname),
 ))
-UMH_KEYS = Keys("ISA-95 path for topic_mode = umh", tuple(
+UMH_KEYS = Keys("ISA-95 path for topic_mode = umh or umh-core", (*(
     Key(level, "string", f"the {level} topic level", REQUIRED if level == "enterprise" else None)
-    for level in ("enterprise", "site", "area", "line", "workcell")))
+    for level in UMH_LEVELS),
+    Key("data_contract", "string", "UMH Core data contract, starts with '_'",
+        DEFAULT_DATA_CONTRACT),
+))
 REPLAY_KEYS = Keys("replay rate limits (0: off)", (
     Key("msgs_per_s", "number", "replayed messages per second", _D.msgs_per_s, minimum=0.0),
     Key("bytes_per_s", "size", "replayed bytes per second", int(_D.bytes_per_s)),
@@ -108,6 +124,8 @@ MQTT_KEYS = Keys("the MQTT broker; leave out to only queue", (
         minimum=1, maximum=65000),
     Key("historical_after", "duration", "older events are sent with historical = true",
         _D.historical_after),
+    Key("flush_on_stop", "duration", "a clean stop sends the queued events for this long at "
+        "most (0 to 20s)", _D.flush_on_stop),
     Key("tls", "table", TLS_KEYS.text, None, keys=TLS_KEYS),
     Key("umh", "table", UMH_KEYS.text, None, keys=UMH_KEYS),
     Key("replay", "table", REPLAY_KEYS.text, None, keys=REPLAY_KEYS),
@@ -155,6 +173,7 @@ def read_mqtt(table: Table) -> MqttSettings:
     host = table.string("host", d.host)
     if isinstance(host, str) and not host.strip():
         table.problem("host", "'host' cannot be empty; write the broker's name or address")
+    pinned = table.has("protocol")
     protocol = table.choice("protocol", PROTOCOLS, d.protocol)
     keepalive = table.duration("keepalive", d.keepalive, allow_zero=False)
     if keepalive is not None and not 1 <= keepalive <= 65535:
@@ -184,18 +203,24 @@ def read_mqtt(table: Table) -> MqttSettings:
                                       f"without '+' or '#'")
     codec = table.choice("codec", CODECS, d.codec)
     mode = table.choice("topic_mode", TOPIC_MODES, d.topic_mode)
-    umh = _read_umh(table, required=mode == "umh")
+    umh = _read_umh(table, mode=mode)
     inflight = table.integer("inflight", d.inflight, minimum=1)
     if isinstance(inflight, int) and inflight > 65000:
         table.problem("inflight", "'inflight' must be at most 65000 (MQTT packet ids)")
     msgs, bytes_ = _read_replay(table)
     historical_after = table.duration("historical_after", d.historical_after)
+    flush_on_stop = table.duration("flush_on_stop", d.flush_on_stop)
+    if flush_on_stop is not None and flush_on_stop > MAX_FLUSH_ON_STOP:
+        table.problem("flush_on_stop", f"'flush_on_stop' must be at most "
+                                       f"{MAX_FLUSH_ON_STOP:g}s, within systemd's stop timeout")
+        flush_on_stop = d.flush_on_stop
     initial, maximum = _read_backoff(table, d)
     table.finish()
     return MqttSettings(
         host=host if isinstance(host, str) else d.host,
         port=port if isinstance(port, int) else d.port,
         protocol=protocol or d.protocol,
+        protocol_pinned=pinned,
         keepalive=keepalive or d.keepalive,
         connect_timeout=connect_timeout or d.connect_timeout,
         puback_timeout=puback_timeout or d.puback_timeout,
@@ -214,6 +239,7 @@ def read_mqtt(table: Table) -> MqttSettings:
         else d.historical_after,
         backoff_initial=initial,
         backoff_max=maximum,
+        flush_on_stop=flush_on_stop if flush_on_stop is not None else d.flush_on_stop,
     )
 
 
@@ -233,32 +259,67 @@ def _read_tls(table: Table, base: Path) -> TlsSettings | None:
     return tls
 
 
-def _read_umh(table: Table, *, required: bool) -> UmhPath | None:
-    sub = table.table("umh", required=required)
-    if sub is not None:
-        UMH_KEYS.bind(sub)
+# UMH Core's topic rule (benthos-umh pkg/umh/topic/uns_topic.go): the whole topic matches
+# ^[a-zA-Z0-9._-]+$, no empty level, no location level starting with '_'. A location level is
+# one topic level, so a '.' in it would add a level: it is not allowed either. UMH Classic's
+# bridge maps '/' to '.' and any other character to '_' (deployment/.../mqtt-to-kafka/
+# historian/configmap.yaml), so the same rule keeps its hierarchy as written.
+_CORE_LEVEL = re.compile(r"^[A-Za-z0-9_-]+$")
+_CORE_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _core_level_problem(what: str, value: str, *, contract: bool = False) -> str | None:
+    """Why `value` cannot be one level of a UMH Core topic, with a hint; None if it can."""
+    hint = _CORE_UNSAFE.sub("-", value).strip("-_") or "line-1"
+    if not _CORE_LEVEL.match(value):
+        return (f"'{what}' '{value}' cannot be a UMH topic level: only letters A-Z a-z, "
+                f"digits, '-' and '_' (a '.' would add a level); write e.g. '{hint}'")
+    if contract and (not value.startswith("_") or len(value) < 2):
+        return (f"'{what}' '{value}' must start with '_' and name the contract, "
+                f"e.g. '_raw' or '_historian'")
+    if not contract and value.startswith("_"):
+        return (f"'{what}' '{value}' cannot start with '_' (UMH reads it as the data "
+                f"contract); write e.g. '{hint}'")
+    return None
+
+
+def _read_umh(table: Table, *, mode: str | None) -> UmhPath | None:
+    sub = table.table("umh", required=mode in UMH_MODES)
     if sub is None:
         return None
+    UMH_KEYS.bind(sub)
+    # Both UMH modes: Classic's historian matches levels with [\w-_]+ (ASCII) after mapping
+    # '/' to '.', Core's topic rule is the same character set; neither may be rewritten.
+    core = mode in UMH_MODES
     parts: dict[str, str] = {}
-    for level in ("enterprise", "site", "area", "line", "workcell"):
+    for level in UMH_LEVELS:
         # enterprise is required: Table reports "umh needs the key 'enterprise'".
         value = sub.string(level) if level == "enterprise" else sub.string(level, None)
         if isinstance(value, str):
+            problem = _core_level_problem(level, value) if core else None
             if not value or re.search(r"[/#+\x00]", value):
                 sub.problem(level, f"'{level}' must be one non-empty topic level without "
                                    f"'/', '+' or '#'")
+            elif problem is not None:
+                sub.problem(level, problem)
             else:
                 parts[level] = value
-    missing_middle = [lv for i, lv in enumerate(("site", "area", "line", "workcell"))
-                      if lv not in parts and any(x in parts for x in
-                                                 ("site", "area", "line", "workcell")[i + 1:])]
+    contract = sub.string("data_contract", DEFAULT_DATA_CONTRACT)
+    if isinstance(contract, str):
+        problem = _core_level_problem("data_contract", contract, contract=True)
+        if problem is not None:
+            sub.problem("data_contract", problem)
+            contract = DEFAULT_DATA_CONTRACT
+    missing_middle = [lv for i, lv in enumerate(UMH_LEVELS[1:])
+                      if lv not in parts and any(x in parts for x in UMH_LEVELS[i + 2:])]
     if missing_middle:
         sub.problem(None, f"umh levels cannot skip '{missing_middle[0]}': the ISA-95 path "
                           f"is enterprise/site/area/line/workcell")
     sub.finish()
     if "enterprise" not in parts:
         return None
-    return UmhPath(**parts)
+    return UmhPath(**parts, data_contract=contract if isinstance(contract, str)
+                   else DEFAULT_DATA_CONTRACT)
 
 
 def _read_replay(table: Table) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import anyio
@@ -65,10 +65,12 @@ class LinkStatus:
     in_flight: int = 0  # published, not yet deleted from the journal
     live_published: int = 0
     connected_since: float | None = None  # monotonic
+    protocol: str = "5"  # the MQTT version of the next (or current) connection
 
     def status(self, now: float) -> dict[str, Any]:
         """The link as /status shows it (`now`: monotonic seconds)."""
-        return {"url": self.broker, "connected": self.connected, "last_error": self.last_error,
+        return {"url": self.broker, "connected": self.connected, "protocol": self.protocol,
+                "last_error": self.last_error,
                 "connects": self.connects, "reconnects": self.reconnects,
                 "published": self.acked, "sent": self.published, "in_flight": self.in_flight,
                 "dead_letters": self.dead_letters,
@@ -108,7 +110,9 @@ class Forwarder:
                          mode=settings.topic_mode, umh=settings.umh,
                          user_properties=settings.protocol == "5")
         self.client_id = settings.client_id or f"linelight-{agent_id}"[:128]
-        self.link = LinkStatus(broker=settings.broker)
+        self.link = LinkStatus(broker=settings.broker, protocol=settings.protocol)
+        # The settings each connection uses: `protocol` may fall back from 5 to 3.1.1.
+        self._link_settings = settings
         self._window = settings.inflight
         self._live: dict[str, tuple[Any, int]] = {}
         self._live_dirty: dict[str, None] = {}
@@ -118,6 +122,7 @@ class Forwarder:
         self._ack_wake = anyio.Event()
         self._ack_idle = anyio.Event()
         self._ack_idle.set()
+        self._acked = anyio.Event()  # set after every journal ack round (stop's flush waits)
         self._space = anyio.Event()
         self._session: _Session | None = None
         self._mqtt: MqttLink | None = None
@@ -160,7 +165,12 @@ class Forwarder:
         self.link.attempts += 1
         try:
             mqtt_link = await self._connect()
-        except (LinkError, ConfigError) as exc:
+        except LinkError as exc:
+            self._note_error(str(exc))
+            if not (exc.unsupported_protocol and self._fall_back()):
+                raise
+            mqtt_link = await self._connect_again()  # at once, speaking 3.1.1
+        except ConfigError as exc:
             self._note_error(str(exc))
             raise
         try:
@@ -172,6 +182,26 @@ class Forwarder:
         reason = mqtt_link.lost or "closed"
         self._note_error(f"MQTT link to {self.settings.broker} lost: {reason}")
         raise _LinkLost(reason)
+
+    async def _connect_again(self) -> MqttLink:
+        self.link.attempts += 1
+        try:
+            return await self._connect()
+        except (LinkError, ConfigError) as exc:
+            self._note_error(str(exc))
+            raise
+
+    def _fall_back(self) -> bool:
+        """MQTT 5 was refused as an unsupported version: use 3.1.1 unless the config pins 5."""
+        current = self._link_settings
+        if current.protocol != "5" or current.protocol_pinned:
+            return False
+        self._link_settings = replace(current, protocol="3.1.1")
+        self.link.protocol = "3.1.1"
+        log.warning("MQTT broker %s does not support MQTT 5: connecting with MQTT 3.1.1 "
+                    "(no user properties; set mqtt.protocol to pin a version)",
+                    current.broker)
+        return True
 
     def _note_error(self, message: str) -> None:
         self.link.last_error = message
@@ -185,7 +215,7 @@ class Forwarder:
 
     async def _connect(self) -> MqttLink:
         password = read_password(self.settings)
-        link = MqttLink(self.settings, client_id=self.client_id, password=password,
+        link = MqttLink(self._link_settings, client_id=self.client_id, password=password,
                         will=self.wire.offline(), on_puback=self._on_puback)
         await link.connect()
         return link
@@ -202,7 +232,8 @@ class Forwarder:
         self.link.connected_since = time.monotonic()
         self.link.last_error = None
         self._last_logged_error = None
-        log.info("connected to MQTT broker %s as %s", self.settings.broker, self.client_id)
+        log.info("connected to MQTT broker %s as %s (MQTT %s)", self.settings.broker,
+                 self.client_id, self._link_settings.protocol)
         self._publish_control(self.wire.online(boot=self.boot, version=self.version,
                                                ts_ns=time.time_ns()))
         for key in self._live:
@@ -340,6 +371,8 @@ class Forwarder:
                 self.link.in_flight -= len(acks) + len(dead)
                 self._space.set()
             self._ack_idle.set()
+            self._acked.set()
+            self._acked = anyio.Event()
 
     # -- live lane and status ----------------------------------------------------------------
     def _publish_control(self, msg: Message) -> int | None:
@@ -361,23 +394,46 @@ class Forwarder:
             dirty, self._live_dirty = list(self._live_dirty), {}
             for key in dirty:
                 value, ts_ns = self._live[key]
-                self._publish_control(self.wire.live(key, value, ts_ns))
-                self.link.live_published += 1
+                for msg in self.wire.live_messages(key, value, ts_ns):
+                    self._publish_control(msg)
+                    self.link.live_published += 1
 
-    async def stop(self) -> None:
-        """Planned shutdown while `run()` still runs: leave `offline` retained (waiting up to
-        3 s for its PUBACK), then DISCONNECT. Events not yet acknowledged stay queued."""
+    async def stop(self, *, flush_through: int | None = None) -> None:
+        """Planned shutdown while `run()` still runs: send what the journal holds (up to
+        `flush_through`, or all of it; for `flush_on_stop` at most), then leave `offline`
+        retained (waiting up to 3 s for its PUBACK), then DISCONNECT. Events not yet
+        acknowledged by then stay queued for the next start."""
         self._stopped = True
         mqtt_link, session = self._mqtt, self._session
         if mqtt_link is None or session is None or not mqtt_link.connected:
             return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_BUDGET_S):
-            mid = self._publish_control(self.wire.offline())
-            if mid is not None:
-                acked = session.waiters[mid] = anyio.Event()
-                with anyio.move_on_after(STOP_BUDGET_S / 2):
-                    await acked.wait()
-            await mqtt_link.disconnect()
+        with anyio.CancelScope(shield=True):
+            sent = await self._flush(mqtt_link, flush_through)
+            if not sent:
+                log.warning("stopping with events still queued: the broker %s did not "
+                            "acknowledge them within flush_on_stop (%gs); they are sent at "
+                            "the next start", self.settings.broker,
+                            self.settings.flush_on_stop)
+            with anyio.move_on_after(STOP_BUDGET_S):
+                mid = self._publish_control(self.wire.offline())
+                if mid is not None:
+                    acked = session.waiters[mid] = anyio.Event()
+                    with anyio.move_on_after(STOP_BUDGET_S / 2):
+                        await acked.wait()
+                await mqtt_link.disconnect()
         mqtt_link.close("stopped")
         self.link.connected = False
 
+    async def _flush(self, mqtt_link: MqttLink, through: int | None) -> bool:
+        """Wait until every row up to seq `through` (every row, if None) is acknowledged and
+        deleted; False if `flush_on_stop` ran out or the link was lost first."""
+        with anyio.move_on_after(self.settings.flush_on_stop):
+            while mqtt_link.connected:
+                acked = self._acked
+                oldest = await self.journal.peek(1)
+                if not oldest or (through is not None and oldest[0].seq > through):
+                    return True
+                # Woken by the next ack round; the timeout re-checks a link that went quiet.
+                with anyio.move_on_after(0.5):
+                    await acked.wait()
+        return False

@@ -41,7 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from linelight.agent.mqtt.config import MqttSettings
 from linelight.agent.mqtt.errors import TransportError
-from linelight.agent.mqtt.wire import Message, pack_user_properties
+from linelight.agent.mqtt.wire import CONTENT_TYPES, Message, pack_user_properties
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ Properties: Any = _Properties  # paho's Properties has no type hints
 # (mid, reason code, reason text); reason >= 0x80 is a refusal (MQTT 5 only).
 PubackHandler = Callable[[int, int, str], None]
 
+UNSUPPORTED_PROTOCOL = 0x84  # CONNACK reason "Unsupported Protocol Version"
 SILENT_FACTOR = 1.5  # a link with no byte from the broker for 1.5 x keepalive is dead
 READ_SLICE = 64  # packets handled per turn of the event loop
 
@@ -76,11 +77,13 @@ class PackedProperties:
 class LinkError(TransportError):
     """The broker could not be reached or refused the connection; one plain sentence."""
 
-    def __init__(self, broker: str, reason: str, *, auth: bool = False) -> None:
+    def __init__(self, broker: str, reason: str, *, auth: bool = False,
+                 unsupported_protocol: bool = False) -> None:
         super().__init__(f"cannot connect to MQTT broker {broker}: {reason}")
         self.broker = broker
         self.reason = reason
         self.auth = auth  # refused for credentials or authorization
+        self.unsupported_protocol = unsupported_protocol  # refused our protocol version
 
 
 # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH, _EMAIL_MISMATCH, _IP_ADDRESS_MISMATCH
@@ -128,6 +131,14 @@ def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
         ctx.check_hostname = False
     ctx.sslsocket_class = _ClosingSSLSocket
     return ctx
+
+
+def _will_properties() -> Any:
+    """The last will is the JSON `offline` status: say so, as every other message does."""
+    props = Properties(PacketTypes.WILLMESSAGE)
+    props.PayloadFormatIndicator = 1
+    props.ContentType = CONTENT_TYPES["json"]
+    return props
 
 
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
@@ -271,7 +282,8 @@ class MqttLink:
             if settings.tls.insecure_skip_hostname:
                 c.tls_insecure_set(True)
         if will is not None:
-            c.will_set(will.topic, will.payload, qos=1, retain=True)
+            c.will_set(will.topic, will.payload, qos=1, retain=True,
+                       properties=_will_properties() if self._v5 else None)
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_publish = self._handle_publish
@@ -292,9 +304,15 @@ class MqttLink:
                         reason: ReasonCode, properties: Any) -> None:
         if reason.is_failure:
             auth = reason.value in (0x04, 0x05, 0x86, 0x87, 0x8C)  # 3.1.1 rc 4/5, v5 codes
-            self._refusal = LinkError(self.broker, f"connection refused: {reason.getName()}"
-                                      + (" (check mqtt.username and mqtt.password_file)"
-                                         if auth else ""), auth=auth)
+            # 0x84: an MQTT 5 broker's refusal, and what paho makes of a 3.1.1-only broker's
+            # CONNACK return code 1 "unacceptable protocol version".
+            unsupported = reason.value == UNSUPPORTED_PROTOCOL
+            said = getattr(properties, "ReasonString", None) if properties else None
+            self._refusal = LinkError(
+                self.broker, f"connection refused: {reason.getName()}"
+                + (f" ({said})" if said else "")
+                + (" (check mqtt.username and mqtt.password_file)" if auth else ""),
+                auth=auth, unsupported_protocol=unsupported)
         else:
             self._connected = True
         self._connack.set()
@@ -391,7 +409,7 @@ class MqttLink:
     def publish(self, msg: Message, *, retain: bool = False) -> int:
         """Queue one QoS 1 message; returns its packet id. Raises TransportError if closed."""
         props: Any = None
-        if self._v5 and msg.user_properties:
+        if self._v5 and (msg.properties or msg.user_properties):
             props = PackedProperties(msg.properties or pack_user_properties(msg.user_properties))
         info = self._client.publish(msg.topic, msg.payload, qos=1, retain=retain,
                                     properties=props)

@@ -219,3 +219,15 @@ async def _peek_all(journal: Any) -> list[Any]:
             after = batch[-1].seq
         tg.cancel_scope.cancel()
     return out
+
+
+def journal_newest_seq(data_dir: Path) -> int:
+    """The highest seq a stopped agent's journal ever issued, also when no row is left (a
+    clean stop that sent everything)."""
+    from linelight.agent.journal import Journal
+
+    journal = Journal.open(str(data_dir / "journal.db"))
+    try:
+        return journal.stats().seq_hwm
+    finally:
+        journal.close()

@@ -25,27 +25,57 @@ from linelight.rules.errors import ConfigError, ConfigProblems
 from linelight.rules.fields import Problems, Table
 from linelight.rules.tomldoc import TomlDoc
 
-REC = Record(seq=42, boot=3, kind="state", name="machine", value=10000,
+REC = Record(seq=42, boot=3, kind="state", name="producing", value=10000,
              ts_ns=1_763_776_800_123_456_789, enq_ns=1_763_776_800_200_000_000,
-             attrs={"previous": "unknown", "previous_s": 12.5})
+             attrs={"previous_state": "unknown", "previous_code": 30000,
+                    "previous_duration": 12.5})
 
 
 # -- wire --------------------------------------------------------------------------------------
-def test_msgpack_event_carries_every_documented_field() -> None:
+EXPECTED_BODY = {
+    "agent": "press-7", "seq": 42, "boot": 3, "ts": 1_763_776_800_123, "ts_sub_ns": 456_789,
+    "kind": "state", "name": "producing", "value": 10000, "historical": True,
+    "previous_state": "unknown", "previous_code": 30000, "previous_duration": 12.5}
+
+
+def test_json_is_the_default_codec_and_its_times_are_exact_as_doubles() -> None:
     msg = Wire(agent_id="press-7", prefix="plant/{agent}").event(REC, historical=True)
-    assert msg.topic == "plant/press-7/events/state/machine"
-    assert msgpack.unpackb(msg.payload) == {
-        "agent": "press-7", "seq": 42, "boot": 3, "ts": REC.ts_ns, "kind": "state",
-        "name": "machine", "value": 10000, "historical": True,
-        "previous": "unknown", "previous_s": 12.5}
+    assert msg.topic == "plant/press-7/events/state/producing"
+    body = json.loads(msg.payload)
+    assert body == EXPECTED_BODY
+    # A consumer that holds numbers as doubles (JavaScript, Node-RED) loses nothing: each
+    # time field survives a round trip through float, and ms + sub_ns is the source's ns.
+    assert all(float(body[k]) == body[k] for k in ("ts", "ts_sub_ns"))
+    assert body["ts"] * 1_000_000 + body["ts_sub_ns"] == REC.ts_ns
     assert msg.user_properties == (("agent", "press-7"), ("seq", "42"))
 
 
-def test_user_properties_are_encoded_exactly_as_paho_would() -> None:
-    msg = Wire(agent_id="press-7", prefix="p").event(REC, historical=False)
+def test_msgpack_stays_a_choice_with_the_same_map() -> None:
+    msg = Wire(agent_id="press-7", prefix="plant/{agent}", codec="msgpack").event(
+        REC, historical=True)
+    assert msgpack.unpackb(msg.payload) == EXPECTED_BODY
+
+
+@pytest.mark.parametrize(("codec", "indicator", "content_type"), [
+    ("json", 1, "application/json"), ("msgpack", 0, "application/msgpack")])
+def test_mqtt5_properties_are_encoded_exactly_as_paho_would(
+        codec: str, indicator: int, content_type: str) -> None:
+    wire = Wire(agent_id="press-7", prefix="p", codec=codec)
+    msg = wire.event(REC, historical=False)
     props = Properties(PacketTypes.PUBLISH)
+    props.PayloadFormatIndicator = indicator
+    props.ContentType = content_type
     props.UserProperty = [("agent", "press-7"), ("seq", "42")]
-    assert msg.properties == props.pack() == pack_user_properties(msg.user_properties)
+    assert msg.properties == props.pack() == pack_user_properties(msg.user_properties, codec)
+    live = Properties(PacketTypes.PUBLISH)
+    live.PayloadFormatIndicator = indicator
+    live.ContentType = content_type
+    assert wire.live("lamps", {}, 1).properties == live.pack()
+    status = Properties(PacketTypes.PUBLISH)
+    status.PayloadFormatIndicator = 1
+    status.ContentType = "application/json"
+    assert wire.offline().properties == wire.online(boot=1, version="x", ts_ns=1).properties \
+        == status.pack()
 
 
 def test_json_codec_and_attrs_never_overwrite_the_envelope() -> None:
@@ -56,9 +86,11 @@ def test_json_codec_and_attrs_never_overwrite_the_envelope() -> None:
     assert msg.topic == "lp/events/signal/temp_oven"  # '/' in a name cannot add a level
 
 
-def test_without_user_properties_for_mqtt_311() -> None:
-    msg = Wire(agent_id="a", prefix="lp", user_properties=False).event(REC, historical=False)
+def test_without_properties_for_mqtt_311() -> None:
+    wire = Wire(agent_id="a", prefix="lp", user_properties=False)
+    msg = wire.event(REC, historical=False)
     assert msg.user_properties == () and msg.properties == b""
+    assert wire.live("lamps", {}, 1).properties == b"" == wire.offline().properties
 
 
 def test_topic_levels_are_made_safe() -> None:
@@ -70,8 +102,9 @@ def test_umh_mode_topics_and_payloads() -> None:
     wire = Wire(agent_id="press-7", prefix="ignored", mode="umh",
                 umh=UmhPath("acme", "cologne", "packaging", "line-1", "press-7"))
     msg = wire.event(REC, historical=False)
-    assert msg.topic == "umh/v1/acme/cologne/packaging/line-1/press-7/_historian/state/machine"
-    assert json.loads(msg.payload) == {"timestamp_ms": 1_763_776_800_123, "machine": 10000}
+    assert msg.topic == "umh/v1/acme/cologne/packaging/line-1/press-7/_historian/state"
+    assert json.loads(msg.payload) == {"timestamp_ms": 1_763_776_800_123, "code": 10000,
+                                       "name": "producing"}
     assert msg.user_properties == (("agent", "press-7"), ("seq", "42"))
     live = wire.live("lamp/red", "blink_fast", 2_000_000)
     assert live.topic == "umh/v1/acme/cologne/packaging/line-1/press-7/_historian/live/lamp/red"
@@ -80,13 +113,18 @@ def test_umh_mode_topics_and_payloads() -> None:
 
 
 def test_live_and_status_messages() -> None:
-    wire = Wire(agent_id="a", prefix="lp")
-    live = wire.live("state", {"name": "producing", "code": 10000}, 7)
+    wire = Wire(agent_id="a", prefix="lp", codec="msgpack")
+    since_ns = 1_763_776_790_123_456_789
+    live = wire.live("state", {"name": "producing", "code": 10000, "since_ns": since_ns},
+                     7_000_001)
     assert live.topic == "lp/live/state"
-    assert msgpack.unpackb(live.payload) == {"agent": "a", "ts": 7, "key": "state",
-                                             "value": {"name": "producing", "code": 10000}}
+    assert msgpack.unpackb(live.payload) == {
+        "agent": "a", "ts": 7, "ts_sub_ns": 1, "key": "state",
+        "value": {"name": "producing", "code": 10000, "since": 1_763_776_790_123,
+                  "since_sub_ns": 456_789}}
     online = json.loads(wire.online(boot=4, version="1.2.3", ts_ns=9).payload)
-    assert online == {"status": "online", "agent": "a", "boot": 4, "version": "1.2.3", "ts": 9}
+    assert online == {"status": "online", "agent": "a", "boot": 4, "version": "1.2.3", "ts": 0,
+                      "ts_sub_ns": 9}
     assert json.loads(wire.offline().payload) == {"status": "offline", "agent": "a"}
     assert wire.status_topic == "lp/status"
 
@@ -153,7 +191,7 @@ def test_defaults_from_an_empty_table(tmp_path: Path) -> None:
     ('topic_mode = "umh"\numh = { site = "x" }', "umh needs the key 'enterprise'"),
     ('topic_mode = "umh"\numh = { enterprise = "a", area = "x" }', "cannot skip 'site'"),
     ('tls = { cert_file = "c.pem" }', "needs both 'cert_file' and 'key_file'"),
-    ('codec = "cbor"', "'codec' cannot be 'cbor'; use one of msgpack, json"),
+    ('codec = "cbor"', "'codec' cannot be 'cbor'; use one of json, msgpack"),
     ('topic_prefix = "a/#"', "'topic_prefix' 'a/#' must be a non-empty topic"),
     ('backoff = { initial = "5s", max = "1s" }', "backoff 'max' must not be shorter"),
     ('replay = { bytes_per_s = "fast" }', "'fast' is not a size"),
@@ -162,6 +200,24 @@ def test_mistakes_are_located(tmp_path: Path, text: str, expected: str) -> None:
     _, problems = read(f"[mqtt]\n{text}\n", tmp_path)
     assert any(expected in p for p in problems), problems
     assert all(p.startswith(str(tmp_path / "agent.toml") + ":") for p in problems)
+
+
+def test_protocol_is_pinned_only_when_the_config_names_it(tmp_path: Path) -> None:
+    unset, _ = read("[mqtt]\n", tmp_path)
+    five, _ = read('[mqtt]\nprotocol = "5"\n', tmp_path)
+    assert unset is not None and five is not None
+    assert (unset.protocol, unset.protocol_pinned) == ("5", False)
+    assert (five.protocol, five.protocol_pinned) == ("5", True)
+
+
+def test_flush_on_stop_defaults_to_two_seconds_and_is_bounded(tmp_path: Path) -> None:
+    default, _ = read("[mqtt]\n", tmp_path)
+    off, _ = read('[mqtt]\nflush_on_stop = 0\n', tmp_path)
+    assert default is not None and default.flush_on_stop == 2.0
+    assert off is not None and off.flush_on_stop == 0.0
+    _, problems = read('[mqtt]\nflush_on_stop = "1m"\n', tmp_path)
+    assert problems == [f"{tmp_path / 'agent.toml'}:2:17: 'flush_on_stop' must be at most 20s, "
+                        f"within systemd's stop timeout"]
 
 
 def test_password_from_systemd_credentials(tmp_path: Path,

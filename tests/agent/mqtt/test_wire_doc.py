@@ -1,95 +1,76 @@
-"""docs/wire-format.md's live lane is what the code publishes.
+"""docs/wire-format.md is what the running agent publishes.
 
-The doc's examples were produced by `agent/mqtt/wire.py`; this re-makes each live-lane example with
-`Wire.live` from its own key, value and ts and compares the bytes, and runs a real scan loop
-to check that the keys it publishes, and the shape of their values, are the documented ones.
+Every example in the page is made by `wire_examples` (a real scan loop over real rules, the
+real `Wire`); these tests fail when the page differs, when the page's field table and the
+wire's envelope disagree, and when the scan publishes other live keys or shapes than the
+page's table lists.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
-from linelight.agent.mqtt.wire import UmhPath, Wire
+from linelight.agent.journal import Record
+from linelight.agent.mqtt.wire import Wire
 from linelight.agent.scan import ScanLoop
 from linelight.hw.inputs import InputTable
 from linelight.hw.outputs import VirtualOutput
 from linelight.hw.stacklight import StackLight
 from linelight.rules.evaluator import Evaluator
 from linelight.rules.loader import load_rules
+from tests.agent.mqtt.wire_examples import DOC, RULES, examples, render, run_machine
 from tests.agent.test_scan import Clocks, Sink, good
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "wire-format.md"
 PATTERNS = {"off", "on", "blink_slow", "blink_fast"}
 
-RULES = """\
-[inputs]
-running = { type = "bool" }
-door_closed = { type = "bool" }
-part = { type = "bool" }
 
-[[state]]
-name = "producing"
-code = 10000
-priority = 50
-when = "running"
-show = { green = "on" }
-
-[[state]]
-name = "stopped"
-code = 40000
-priority = 10
-when = "not running"
-show = { amber = "blink_slow" }
-
-[[signal]]
-name = "door_open"
-priority = 10
-when = "not door_closed"
-show = { blue = "on" }
-
-[[counter]]
-name = "parts"
-rising = "part"
-
-[tower]
-lamps = ["red", "amber", "green", "blue", "buzzer"]
-"""
+def section(start: str, end: str) -> str:
+    text = DOC.read_text()
+    return text[text.index(start):text.index(end)]
 
 
 def live_section() -> str:
-    text = DOC.read_text()
-    return text[text.index("## Live lane"):text.index("## Status and last will")]
+    return section("## Live lane", "## Status and last will")
 
 
 def documented_keys() -> set[str]:
     return set(re.findall(r"^\| `(\w+)` \|", live_section(), re.MULTILINE))
 
 
-def test_every_live_example_is_byte_for_byte_what_wire_makes() -> None:
-    examples = re.findall(r"On `([^`]+)`:\n\n```json\n(.+)\n```", live_section())
-    assert {json.loads(body)["key"] for _, body in examples} == documented_keys() == {
-        "state", "lamps", "signals", "counters"}
-    for topic, body in examples:
-        msg = json.loads(body)
-        made = Wire(agent_id=msg["agent"], prefix="linelight/{agent}", codec="json").live(
-            msg["key"], msg["value"], msg["ts"])
-        assert (made.topic, made.payload.decode()) == (topic, body)
-
-
-def test_the_umh_live_example_is_what_wire_makes() -> None:
+def test_every_example_in_the_page_is_what_the_running_code_makes() -> None:
     text = DOC.read_text()
-    topic, body = re.search(r"^(umh/v1/\S+/_historian/live/\S+)\n(\{.+\})$", text,
-                            re.MULTILINE).groups()  # type: ignore[union-attr]
-    key = topic.rsplit("/", 1)[1]
-    assert key in documented_keys()
-    msg = json.loads(body)
-    wire = Wire(agent_id="press-7", prefix="x", mode="umh",
-                umh=UmhPath(*topic.split("/")[2:7]))
-    made = wire.live(key, msg[key], msg["timestamp_ms"] * 1_000_000)
-    assert (made.topic, made.payload.decode()) == (topic, body)
+    assert render(text) == text, ("docs/wire-format.md differs from what the agent sends; "
+                                  "run: python -m tests.agent.mqtt.wire_examples --write")
+
+
+def test_the_page_fails_when_an_example_is_edited_by_hand() -> None:
+    text = DOC.read_text().replace('"previous_state":"unknown"', '"previous":"unknown"', 1)
+    assert render(text) != text
+
+
+def test_the_documented_envelope_is_every_field_the_wire_always_sends() -> None:
+    table = section("## Event payload", "**Every time is exact")
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+    bare = Record(1, 1, "count", "parts", 1, 5, 5, {})
+    sent = json.loads(Wire(agent_id="a", prefix="p").event(bare, historical=False).payload)
+    assert documented == set(sent)
+
+
+def test_the_documented_attributes_of_each_kind_are_what_the_scan_records() -> None:
+    table = section("What each kind carries", "Any event taken while")
+    rows = {m[0]: set(re.findall(r"`(\w+)`", m[1])) for m in
+            re.findall(r"^\| `(\w+)` \|[^|]*\|[^|]*\| (.*) \|$", table, re.MULTILINE)}
+    for record in run_machine().records:
+        attrs = set(record.attrs) - {"duration"}  # only on an off event
+        assert attrs <= rows[record.kind], (record.kind, attrs, rows[record.kind])
+
+
+def test_the_umh_live_example_has_a_documented_key() -> None:
+    umh = examples()["umh"]
+    keys = re.findall(r"_historian/live/(\w+)", umh)
+    assert keys and set(keys) <= documented_keys()
 
 
 def test_the_scan_publishes_exactly_the_documented_keys_with_the_documented_shapes() -> None:
