@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
 BIN   := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd binutils-aarch64-linux-gnu nodejs npm
+APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd binutils-aarch64-linux-gnu
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv demo test lint typecheck unit bench bench-quick deb clean
@@ -11,8 +11,12 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: apt venv
 
 # System packages the tests need (a real mosquitto broker, openssl for test CAs, the .deb tools).
+# node and npm (the aedes and Node-RED tests) are looked for as commands: a machine may have
+# another vendor's nodejs, which bundles npm and conflicts with Debian's npm package.
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
