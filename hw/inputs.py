@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -15,6 +16,17 @@ from linelight.rules.values import Sample
 log = logging.getLogger(__name__)
 
 Updater = Callable[[str, Sample], None]
+
+
+
+@dataclass(slots=True)
+class PollCounters:
+    """What a polling source (Modbus, S7) counts for its `status()`."""
+
+    polls: int = 0
+    samples: int = 0
+    blocks: int = 0
+    last_error: str = ""
 
 
 class Source(Protocol):

@@ -29,7 +29,7 @@ from tenacity import RetryCallState
 from linelight.hw.backoff import Backoff
 from linelight.hw.config import ModbusLink, ModbusSourceSpec
 from linelight.hw.errors import DeviceError
-from linelight.hw.inputs import InputTable
+from linelight.hw.inputs import InputTable, PollCounters
 from linelight.hw.modbus_codec import (
     EXCEPTION_NAMES,
     FUNCTION_NAMES,
@@ -344,14 +344,6 @@ class _BlockState:
     stale: bool = False
 
 
-@dataclass(slots=True)
-class SourceStatus:
-    polls: int = 0
-    samples: int = 0
-    blocks: int = 0
-    last_error: str = ""
-
-
 class ModbusSource:
     """Polls every input of one Modbus source in as few requests as the protocol allows."""
 
@@ -362,7 +354,7 @@ class ModbusSource:
         self.connection = connection
         self.blocks = plan_reads(spec.inputs, max_gap=spec.max_gap, max_count=spec.max_count)
         self._clock = clock
-        self.counters = SourceStatus(blocks=len(self.blocks))
+        self.counters = PollCounters(blocks=len(self.blocks))
         self._states = [_BlockState(b, clock()) for b in self.blocks]
 
     def input_names(self) -> list[str]:

@@ -29,7 +29,7 @@ from snap7.type import Area as SnapArea
 
 from linelight.hw.config import S7SourceSpec
 from linelight.hw.errors import DeviceError
-from linelight.hw.inputs import InputTable
+from linelight.hw.inputs import InputTable, PollCounters
 from linelight.hw.reconnect import reconnecting
 from linelight.hw.s7_codec import (
     MIN_PDU,
@@ -209,14 +209,6 @@ def _text(exc: BaseException) -> str:
 
 # -- the poller --------------------------------------------------------------------------------
 
-@dataclass(slots=True)
-class S7SourceStatus:
-    polls: int = 0
-    samples: int = 0
-    blocks: int = 0
-    last_error: str = ""
-
-
 class S7Source:
     """Polls every input of one CPU, coalesced into as few reads as the negotiated PDU allows."""
 
@@ -228,7 +220,7 @@ class S7Source:
         self._clock = clock
         self.blocks = self._plan(MIN_PDU)
         self._planned_for = MIN_PDU
-        self.counters = S7SourceStatus(blocks=len(self.blocks))
+        self.counters = PollCounters(blocks=len(self.blocks))
         self._last_answer: dict[str, float] = {}
         self._stale: set[str] = set()
 

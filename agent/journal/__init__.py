@@ -31,6 +31,7 @@ from linelight.agent.journal.types import (
 )
 
 __all__ = [
-    "COUNTER_KEYS", "JOURNAL_KEYS", "EVENT_COLUMNS", "decode_body", "HEALTH_OK", "Event", "Health", "HealthState", "Journal", "JournalError", "JournalUnavailable", "JournalLimits", "JournalStats",
-    "Record", "read_journal_limits",
+    "COUNTER_KEYS", "EVENT_COLUMNS", "Event", "HEALTH_OK", "Health", "HealthState", "JOURNAL_KEYS",
+    "Journal", "JournalError", "JournalLimits", "JournalStats", "JournalUnavailable", "Record",
+    "decode_body", "read_journal_limits",
 ]
