@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -25,14 +25,16 @@ from linelight.agent.clock import ClockWatch
 from linelight.agent.config import AgentConfig
 from linelight.agent.diagnostics import Diagnostics
 from linelight.agent.journal import Journal, JournalError
+from linelight.agent.machines import MachineConfig, own_key, rules_fingerprint
 from linelight.agent.memory import RuleMemory
 from linelight.agent.metrics import Metrics
 from linelight.agent.notify import Notifier
 from linelight.agent.reload import Reloader
-from linelight.agent.scan import ScanLoop
+from linelight.agent.scan import MachineLane, ScanLoop
 from linelight.agent.supervisor import Backoff, Supervisor
 from linelight.hw.build import Hardware, build_hardware
 from linelight.hw.inputs import InputTable
+from linelight.hw.stacklight import StackLight
 from linelight.rules.evaluator import Evaluator
 from linelight.rules.model import RuleSet
 from linelight.rules.values import Pattern
@@ -84,7 +86,8 @@ class Agent:
         self.reloader: Reloader | None = None
         self.diagnostics: Diagnostics | None = None
         self.ready = False
-        self.memory: RuleMemory | None = None
+        self.memory: RuleMemory | None = None  # the first machine's
+        self.memories: list[RuleMemory] = []  # one per machine
         self.restored_latches: tuple[str, ...] = ()
         self._tg: TaskGroup | None = None
         self._stopping = False
@@ -116,8 +119,8 @@ class Agent:
                     await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
                     self._publish_initial_live()
                 tg.start_soon(self._keep_notifying)
-                assert self.memory is not None
-                tg.start_soon(self.memory.run)
+                for memory in self.memories:
+                    tg.start_soon(memory.run)
                 task_status.started(self)
         finally:
             with anyio.CancelScope(shield=True):
@@ -125,41 +128,68 @@ class Agent:
 
     def _build(self, journal: Journal) -> None:
         cfg = self.config
-        self.hardware = build_hardware(cfg.sources, cfg.tower, pin_factory=self._pin_factory,
-                                       line_backend=self._line_backend)
-        evaluator = make_evaluator(cfg.ruleset)
-        self.memory = RuleMemory(journal, now_ns=self.clock.now_ns)
-        self.restored_latches = self.memory.restore(evaluator)
-        tower = self.hardware.stacklight or _NoTower()
+        named = [m for m in cfg.machines if m.named]
+        own = tuple(spec for m in named for spec in m.sources)
+        towers = {m.name: m.tower for m in named if m.tower is not None}
+        self.hardware = build_hardware((*cfg.sources, *own), None if named else cfg.tower,
+                                       pin_factory=self._pin_factory,
+                                       line_backend=self._line_backend, towers=towers)
+        lanes = [self._lane(m, journal) for m in cfg.machines]
+        self.memory = self.memories[0]
         self.scan = ScanLoop(
-            inputs=self.inputs, evaluator=evaluator, tower=tower, sink=journal,
-            clock=self.clock, period=cfg.scan.period, deadband=cfg.scan.deadband,
-            deadbands=cfg.scan.deadbands, on_live=self._on_live,
-            observe=self.metrics_registry.observe_scan,
-            on_counters=self.memory.counters_changed, on_latches=self.memory.latches_changed)
-        # the first tick compares with this: a restored latch is no change to store again
-        self.scan.view.latched = tuple(f"{k}:{n}" for k, n in
-                                       ((lt.kind, lt.name) for lt in evaluator.latches()))
+            inputs=self.inputs, sink=journal, clock=self.clock, period=cfg.scan.period,
+            deadband=cfg.scan.deadband, deadbands=cfg.scan.deadbands,
+            observe=self.metrics_registry.observe_scan, machines=lanes)
+        for lane in lanes:
+            # the first tick compares with this: a restored latch is no change to store again
+            lane.view.latched = tuple(f"{lt.kind}:{lt.name}" for lt in lane.evaluator.latches())
         self.reloader = Reloader(cfg, self.scan, journal, self.clock, make_evaluator)
         if cfg.mqtt is not None:
             from linelight.agent.mqtt import Forwarder
 
             self.forwarder = Forwarder(journal, cfg.mqtt, agent_id=cfg.agent_id,
                                        boot=journal.boot, version=self.version)
+        extra: dict[str, Any] = {"machines": [m.name for m in named]} if named else {}
         journal.submit(ev.agent_event(
             "start", self.version, self.clock.now_ns(), unsynced=not self.clock.synchronized,
-            config=cfg.fingerprint, rules=cfg.ruleset.fingerprint, boot=journal.boot,
-            pid=os.getpid(), latched=list(self.restored_latches)))
+            config=cfg.fingerprint, rules=rules_fingerprint(cfg.machines), boot=journal.boot,
+            pid=os.getpid(), latched=list(self.restored_latches), **extra))
+
+    def _lane(self, machine: MachineConfig, journal: Journal) -> MachineLane:
+        """One machine in the scan loop: its evaluator seeded with what it remembers."""
+        assert self.hardware is not None
+        evaluator = make_evaluator(machine.ruleset)
+        memory = RuleMemory(journal, now_ns=self.clock.now_ns, machine=machine.wire_name)
+        self.memories.append(memory)
+        restored = memory.restore(evaluator)
+        self.restored_latches += tuple(f"machine '{machine.name}' {r}" if machine.named else r
+                                       for r in restored)
+        tower = (self.hardware.towers.get(machine.name) if machine.named
+                 else self.hardware.stacklight)
+        return MachineLane(
+            evaluator, tower or _NoTower(), name=machine.wire_name,
+            inputs=dict(machine.inputs) if machine.named else None,
+            states=machine.states_read(), on_live=partial(self._on_live, machine=machine.wire_name),
+            on_counters=memory.counters_changed, on_latches=memory.latches_changed,
+            label=machine.name)
 
     async def _start_parts(self, tg: TaskGroup) -> None:
         assert self.hardware is not None and self.scan is not None and self.reloader is not None
         hw = self.hardware
-        if hw.stacklight is not None:
+        if hw.stacklight is not None and not hw.towers:
             await tg.start(self.supervisor.run, "tower", hw.stacklight.run)
+        for machine, tower in hw.towers.items():
+            await tg.start(self.supervisor.run, f"tower {machine}", tower.run)
         await tg.start(self.scan.run)
+        owner = {spec.name: m.name for m in self.config.machines if m.named
+                 for spec in m.sources}
         for source in hw.sources:
+            # a machine's own source writes its inputs under `machine/input`; the table
+            # adapter has the writing interface sources use (cast: they are typed InputTable)
+            table = (self.inputs if source.name not in owner
+                     else cast(InputTable, self.inputs.scoped(own_key(owner[source.name], ""))))
             await tg.start(self.supervisor.run, f"source {source.name}",
-                           partial(source.run, self.inputs))
+                           partial(source.run, table))
         if self.config.diagnostics.enabled:
             d = self.config.diagnostics
             self.diagnostics = Diagnostics(self, list(d.listen), d.token_file,
@@ -201,8 +231,8 @@ class Agent:
             stop_seq: int | None = None
             if self.journal is not None:
                 stop_seq = await self._record_stop(self.journal)
-                if self.memory is not None:
-                    await self.memory.flush()
+                for memory in self.memories:
+                    await memory.flush()
             if self.forwarder is not None:
                 await self.forwarder.stop(flush_through=stop_seq)
         if self._tg is not None:
@@ -269,18 +299,23 @@ class Agent:
         limit = self.scan.stall_limit()
         return self.scan.healthy(limit=min(limit, interval) if interval else limit)
 
-    def _on_live(self, key: str, value: Any) -> None:
+    def _on_live(self, key: str, value: Any, machine: str | None = None) -> None:
         if self.forwarder is not None:
-            self.forwarder.publish_live(key, value)
+            if machine is None:
+                self.forwarder.publish_live(key, value)
+            else:
+                self.forwarder.publish_live(key, value, machine)
 
     def _publish_initial_live(self) -> None:
         if self.scan is None:
             return
-        v = self.scan.view
-        self._on_live("state", {"name": v.state, "code": v.code, "since_ns": v.state_since_ns})
-        self._on_live("lamps", {lamp: p.value for lamp, p in v.lamps.items()})
-        self._on_live("signals", list(v.signals))
-        self._on_live("counters", dict(v.counters))
+        for lane in self.scan.machines:
+            v, m = lane.view, lane.name
+            self._on_live("state", {"name": v.state, "code": v.code,
+                                    "since_ns": v.state_since_ns}, m)
+            self._on_live("lamps", {lamp: p.value for lamp, p in v.lamps.items()}, m)
+            self._on_live("signals", list(v.signals), m)
+            self._on_live("counters", dict(v.counters), m)
 
     # -- what diagnostics, the demo and status show --------------------------------------------
     def scan_state(self) -> str:
@@ -291,7 +326,31 @@ class Agent:
         depth = q.depth + q.pending if q is not None else 0
         link = ("connected" if self.forwarder.link.connected else "disconnected"
                 ) if self.forwarder is not None else "no broker configured"
-        return f"state {self.scan_state()}, queue {depth}, broker {link}"
+        state = f"state {self.scan_state()}"
+        if self.scan is not None and self.scan.machines[0].name is not None:
+            state = "states " + ", ".join(f"{lane.label} {lane.view.state}"
+                                          for lane in self.scan.machines)
+        return f"{state}, queue {depth}, broker {link}"
+
+    def machines_status(self, now: float) -> dict[str, Any]:
+        """Each machine side by side: state, lamps, signals, counters, its inputs (by the
+        names its rules read), its tower and rules."""
+        assert self.scan is not None
+        out: dict[str, Any] = {}
+        rules = {m.name: m for m in self.reloader.machines} if self.reloader else {}
+        for lane in self.scan.machines:
+            entry = self.scan.view_status(now, lane)
+            tower: StackLight | None = None
+            if self.hardware is not None:
+                tower = (self.hardware.towers.get(lane.label) if lane.name is not None
+                         else self.hardware.stacklight)
+            entry["tower"] = tower.status() if tower is not None else None
+            m = rules.get(lane.label)
+            entry["rules"] = {"fingerprint": m.ruleset.fingerprint if m else "",
+                              "files": list(m.rule_files.names) if m else []}
+            entry["named"] = lane.name is not None
+            out[lane.label] = entry
+        return out
 
     def parts(self) -> dict[str, Any]:
         """Each part's own status section, for `agent.health` to compose."""
@@ -300,6 +359,13 @@ class Agent:
                                  "clock": self.clock.status()}
         if self.scan is not None:
             parts.update(self.scan.view_status(now))
+            parts["machines"] = self.machines_status(now)
+            if self.scan.machines[0].name is not None:
+                # several machines: every input of the table, a machine's own as `machine/x`
+                parts["inputs"] = {
+                    name: {"value": s.value, "quality": s.quality.value,
+                           "age_s": round(now - s.at, 3) if s.at else None, "reason": s.reason}
+                    for name, s in sorted(self.inputs.snapshot().items())}
             parts["scan"] = self.scan.status(now)
             parts["events"] = {"submitted": parts["scan"]["events_submitted"]}
         if self.hardware is not None:
@@ -333,11 +399,14 @@ class Agent:
         return self.metrics_registry.render()
 
     async def lamp_test(self) -> str:
-        stacklight = self.hardware.stacklight if self.hardware is not None else None
-        if stacklight is None or self._tg is None:
+        towers = self.hardware.all_towers() if self.hardware is not None else []
+        if not towers or self._tg is None:
             return "no tower configured: nothing to test"
-        self._tg.start_soon(stacklight.lamp_test)
-        return f"lamp test started on {len(stacklight.outputs)} lamps"
+        for tower in towers:
+            self._tg.start_soon(tower.lamp_test)
+        lamps = sum(len(t.outputs) for t in towers)
+        where = f" of {len(towers)} towers" if len(towers) > 1 else ""
+        return f"lamp test started on {lamps} lamps{where}"
 
     async def reload(self, requested_by: str) -> str:
         if self.reloader is None:

@@ -4,21 +4,34 @@
 `file:line:col: message`), composes the section readers of the other parts (`[journal]`,
 `[mqtt]`, `[sources.*]`, `[tower]`), loads the rule files the `rules` globs name, and
 cross-checks them: every input a rule reads must be delivered by a source, every lamp a rule
-shows must be wired in the tower. All problems are raised together as `ConfigProblems`.
+shows must be wired in the tower. With `[machines.NAME]` tables (agent.machines) the same is
+done per machine, and every problem names its machine. All problems are raised together as
+`ConfigProblems`.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import re
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from linelight.agent.diagnostics import DEFAULT_LISTEN, is_loopback, parse_host, parse_listen
 from linelight.agent.journal import JOURNAL_KEYS, JournalLimits, read_journal_limits
+from linelight.agent.machines import (
+    MACHINE_KEYS,
+    MACHINE_NAME,
+    MACHINE_NAME_TEXT,
+    RESERVED_NAMES,
+    STATE_OF,
+    MachineConfig,
+    RuleFiles,
+    own_key,
+)
 from linelight.agent.mqtt import MQTT_KEYS, MqttSettings, read_mqtt
 from linelight.agent.rulefiles import load_rule_texts, read_bounded
 from linelight.agent.secrets import names_credentials_directory
@@ -65,17 +78,6 @@ class DiagnosticsSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class RuleFiles:
-    """The rule files the `rules` globs matched, with their text, in load order."""
-
-    files: tuple[tuple[str, str], ...]  # (file name, text)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.files)
-
-
-@dataclass(frozen=True, slots=True)
 class AgentConfig:
     path: Path
     agent_id: str
@@ -91,6 +93,9 @@ class AgentConfig:
     tower: TowerSpec | None  # None: no lamps wired, the tower is shown in /status only
     fingerprint: str  # sha256 of the config text and every rule file, for the start event
     warnings: tuple[str, ...] = ()
+    # every machine, in file order; without [machines.*] the one unnamed machine, whose
+    # rules and tower are also `rule_globs`/`rule_files`/`ruleset`/`tower` above
+    machines: tuple[MachineConfig, ...] = ()
 
     @property
     def journal_path(self) -> Path:
@@ -152,6 +157,8 @@ TOP_KEYS = top_keys({
     "sources": Key("sources", "value", "input sources, by name", None,
                    schema=sources_schema_part()),
     "tower": Key("tower", "table", TOWER_KEYS.text, None, keys=TOWER_KEYS),
+    "machines": Key("machines", "entries", "several machines on one agent, by name (then "
+                    "'rules' and 'tower' belong in each machine)", None, keys=MACHINE_KEYS),
 })
 
 
@@ -179,20 +186,53 @@ def load_config(path: str | Path) -> AgentConfig:
 
     agent_id = _agent_id(root)
     data_dir = _path(root, TOP_KEYS, "data_dir", base)
-    globs = _rule_globs(root)
+    machines_table = TOP_KEYS.read(root, "machines")
+    globs = _rule_globs(root) if machines_table is None else _no_top_rules(root)
     scan = _read_scan(TOP_KEYS.read(root, "scan"))
     diagnostics = _read_diagnostics(TOP_KEYS.read(root, "diagnostics"), base)
     journal = read_journal_limits(TOP_KEYS.read(root, "journal"))
     mqtt_table = TOP_KEYS.read(root, "mqtt")
     mqtt = read_mqtt(mqtt_table) if mqtt_table is not None else None
     sources = read_sources(root)
-    tower = read_tower(root, sources)
+    tower = read_tower(root, sources) if machines_table is None else None
+    drafts = _read_machines(machines_table, sources) if machines_table is not None else []
     root.finish()
 
     warnings: list[str] = []
+    machines: list[MachineConfig] = []
+    if machines_table is None:
+        single = _load_single(root, agent_id, globs, base, sources, tower, problems, warnings)
+        machines += [single] if single is not None else []
+    else:
+        if not drafts and not problems:
+            problems.add(root.where("machines"), "[machines] names no machine; write "
+                                                 "[machines.NAME] with its rules")
+        _check_umh_machines(mqtt, drafts, root, problems)
+        names = {d.name for d in drafts}
+        for draft in drafts:
+            machine = _load_machine(draft, base, sources, names, problems, warnings)
+            machines += [machine] if machine is not None else []
+    problems.raise_if_any()
+    first = machines[0]
+
+    digest = hashlib.sha256(text.encode())
+    for machine in machines:
+        for file_name, rule_text in machine.rule_files.files:
+            digest.update(b"\0" + file_name.encode() + b"\0" + rule_text.encode())
+    return AgentConfig(
+        path=path, agent_id=agent_id, data_dir=data_dir, rule_globs=first.rule_globs,
+        rule_files=first.rule_files, ruleset=first.ruleset, scan=scan, diagnostics=diagnostics,
+        journal=journal, mqtt=mqtt, sources=sources, tower=first.tower,
+        fingerprint=digest.hexdigest()[:16], warnings=tuple(warnings), machines=tuple(machines),
+    )
+
+
+def _load_single(root: Table, agent_id: str, globs: tuple[str, ...], base: Path,
+                 sources: tuple[SourceSpec, ...], tower: TowerSpec | None, problems: Problems,
+                 warnings: list[str]) -> MachineConfig | None:
+    """A config without [machines.*]: one machine, named after the agent, unnamed on the wire."""
     before = len(problems.items)
     rule_files = find_rule_files(root, globs, base, problems)
-    ruleset: RuleSet | None = None
     if not rule_files.files:
         where = root.value_where("rules") if root.has("rules") else root.where()
         if globs and len(problems.items) == before:  # not when a file matched but was refused
@@ -200,25 +240,154 @@ def load_config(path: str | Path) -> AgentConfig:
                                 f"to {base}) matches no file; the agent needs at least one")
         elif root.has("rules") and not problems:
             problems.add(where, "'rules' names no rule file; the agent needs at least one")
-    else:
+        return None
+    try:
+        ruleset = load_ruleset(rule_files)
+    except ConfigProblems as exc:
+        problems.extend(exc.problems)
+        return None
+    warnings += cross_check(ruleset, sources, tower, root, problems)
+    return MachineConfig(agent_id, globs, rule_files, ruleset, tower, named=False)
+
+
+# -- machines -----------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _MachineDraft:
+    """A [machines.NAME] table read, before its rule files are loaded."""
+
+    name: str
+    table: Table
+    globs: tuple[str, ...]
+    sources: tuple[SourceSpec, ...]
+    tower: TowerSpec | None
+    wiring: dict[str, str]  # the `inputs` table as written
+
+
+def _no_top_rules(root: Table) -> tuple[str, ...]:
+    """With [machines.*], 'rules' and 'tower' at the top are a mistake, not a default."""
+    for key in ("rules", "tower"):
+        if root.has(key):
+            root.raw(key)
+            root.problem(key, f"with [machines.*] every machine names its own '{key}'; move "
+                              f"it into [machines.NAME]")
+    return ()
+
+
+def _read_machines(table: Table, shared: tuple[SourceSpec, ...]) -> list[_MachineDraft]:
+    drafts: list[_MachineDraft] = []
+    source_names = {s.name: "the shared [sources]" for s in shared}
+    pattern = re.compile(MACHINE_NAME)
+    for name, mt in table.entries():
+        if mt is None:
+            continue
+        MACHINE_KEYS.bind(mt)
+        if not pattern.fullmatch(name):
+            mt.problem(None, f"machine name '{name}' must be {MACHINE_NAME_TEXT}")
+        elif name in RESERVED_NAMES:
+            mt.problem(None, f"machine name '{name}' is a topic level of the agent's own "
+                             f"({', '.join(RESERVED_NAMES)}); choose another")
+        globs = tuple(MACHINE_KEYS.read(mt, "rules") or ())
+        own = read_sources(mt)
+        for spec in own:
+            if spec.name in source_names:
+                mt.problems.add(spec.location, f"machine '{name}': source '{spec.name}' is "
+                                f"already defined by {source_names[spec.name]}; source names "
+                                "are the agent's, give it another")
+            source_names[spec.name] = f"machine '{name}'"
+        tower = read_tower(mt, (*shared, *own))
+        wiring: dict[str, str] = {}
+        entries = MACHINE_KEYS.read(mt, "inputs")
+        if entries is not None:
+            rule_inputs: list[str] = entries.keys()
+            for rule_input in rule_inputs:
+                value = entries.string(rule_input)
+                if isinstance(value, str):
+                    wiring[rule_input] = value
+            entries.finish()
+        mt.finish()
+        drafts.append(_MachineDraft(name, mt, globs, own, tower, wiring))
+    return drafts
+
+
+def _load_machine(draft: _MachineDraft, base: Path, shared: tuple[SourceSpec, ...],
+                  names: set[str], problems: Problems, warnings: list[str]
+                  ) -> MachineConfig | None:
+    found = Problems()
+    rule_files = find_rule_files(draft.table, draft.globs, base, found)
+    if not rule_files.files and not found:
+        found.add(draft.table.value_where("rules") if draft.table.has("rules")
+                  else draft.table.where(), f"no rule file found: 'rules' "
+                  f"({', '.join(draft.globs)}, relative to {base}) matches no file")
+    machine: MachineConfig | None = None
+    if rule_files.files:
         try:
             ruleset = load_ruleset(rule_files)
         except ConfigProblems as exc:
-            problems.extend(exc.problems)
-    if ruleset is not None:
-        warnings += cross_check(ruleset, sources, tower, root, problems)
-    problems.raise_if_any()
-    assert ruleset is not None  # no rule file is a problem above
+            found.extend(exc.problems)
+        else:
+            machine = MachineConfig(draft.name, draft.globs, rule_files, ruleset, draft.tower,
+                                    draft.sources, wiring=dict(draft.wiring),
+                                    location=draft.table.where())
+            machine = resolve_machine(machine, shared, names, draft.table, found)
+            warnings += [f"machine '{draft.name}': {w}"
+                         for w in check_lamps(ruleset, draft.tower, draft.table, found)]
+    problems.extend(for_machine(draft.name, found.items))
+    return None if found else machine
 
-    digest = hashlib.sha256(text.encode())
-    for file_name, rule_text in rule_files.files:
-        digest.update(b"\0" + file_name.encode() + b"\0" + rule_text.encode())
-    return AgentConfig(
-        path=path, agent_id=agent_id, data_dir=data_dir, rule_globs=globs,
-        rule_files=rule_files, ruleset=ruleset, scan=scan, diagnostics=diagnostics,
-        journal=journal, mqtt=mqtt, sources=sources, tower=tower,
-        fingerprint=digest.hexdigest()[:16], warnings=tuple(warnings),
-    )
+
+def for_machine(name: str, errors: Sequence[LocatedError]) -> list[LocatedError]:
+    """The same problems, each sentence starting with the machine it belongs to."""
+    prefix = f"machine '{name}': "
+    return [e if e.message.startswith(prefix) else LocatedError(e.location, prefix + e.message)
+            for e in errors]
+
+
+def resolve_machine(machine: MachineConfig, shared: tuple[SourceSpec, ...], names: set[str],
+                    where: Table, problems: Problems) -> MachineConfig:
+    """`machine` with `inputs` resolved: every input its rules read -> the input-table key
+    that delivers it (own source, shared source, its `inputs` table, another machine)."""
+    own = {n for spec in machine.sources for n in input_names(spec)}
+    delivered = {n for spec in shared for n in input_names(spec)}
+    resolved = {n: own_key(machine.name, n) for n in sorted(own)}
+    for rule_input, target in machine.wiring.items():
+        if target.startswith(STATE_OF):
+            other = target[len(STATE_OF):]
+            if other not in names or other == machine.name:
+                problems.add(where.where("inputs"), f"input '{rule_input}' reads the state of "
+                             f"machine '{other}', which is not another machine of this agent "
+                             f"(machines: {', '.join(sorted(names))})")
+            spec = machine.ruleset.inputs.get(rule_input)
+            if spec is not None and spec.type != "int":
+                problems.add(spec.location, f"input '{rule_input}' reads machine '{other}''s "
+                             f"state code, an integer: declare it type = \"int\"")
+        elif target not in delivered:
+            problems.add(where.where("inputs"), f"input '{rule_input}' is wired to '{target}', "
+                         "which no shared [sources.*] delivers (shared inputs: "
+                         f"{', '.join(sorted(delivered)) or 'none'})")
+        resolved[rule_input] = target
+    for rule_input, spec in machine.ruleset.inputs.items():
+        if rule_input in machine.wiring or rule_input in own:
+            continue
+        if rule_input in delivered:
+            resolved[rule_input] = rule_input
+            continue
+        own_text = ", ".join(sorted(own)) or "none"
+        problems.add(_where(spec, where), f"input '{rule_input}' is read by the rules but no "
+                     f"source delivers it (the machine's own sources: {own_text}; shared "
+                     f"[sources.*]: {', '.join(sorted(delivered)) or 'none'}; or wire it in "
+                     "the machine's 'inputs')")
+    return replace(machine, inputs=resolved)
+
+
+def _check_umh_machines(mqtt: MqttSettings | None, drafts: list[_MachineDraft], root: Table,
+                        problems: Problems) -> None:
+    """In the UMH modes a machine is the workcell below the agent's line."""
+    if mqtt is None or mqtt.umh is None or mqtt.topic_mode == "linelight" or not drafts:
+        return
+    if not mqtt.umh.line:
+        problems.add(root.where("mqtt"), "[mqtt.umh] needs 'line' (and every level above) "
+                     "with [machines.*]: each machine is the workcell below it")
 
 
 # -- rules --------------------------------------------------------------------------------------
@@ -242,7 +411,7 @@ def find_rule_files(root: Table | None, globs: Sequence[str], base: Path,
                 files.append((match, read_bounded(match)))
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-                loc = (root.doc.value_location(("rules", i)) if root is not None
+                loc = (root.doc.value_location((*root.path, "rules", i)) if root is not None
                        else Location(match, 1, 1))
                 problems.add(loc, f"cannot read rule file {match}: {reason or exc}")
     # With no file at all the caller reports the whole key. A pattern that matches nothing
@@ -257,15 +426,17 @@ def find_rule_files(root: Table | None, globs: Sequence[str], base: Path,
 
 def _rules_location(root: Table, index: int) -> Location:
     """Where the index-th rules pattern is written (the key itself for a plain string)."""
-    if isinstance(root.doc.data.get("rules"), list):
-        return root.doc.value_location(("rules", index))
+    if isinstance(root.data.get("rules"), list):
+        return root.doc.value_location((*root.path, "rules", index))
     return root.value_where("rules")
 
 
-def reread_rule_files(config: AgentConfig) -> RuleFiles:
-    """The rule files as they are on disk now (for reload); ConfigProblems if one is unreadable."""
+def reread_rule_files(config: AgentConfig, machine: MachineConfig | None = None) -> RuleFiles:
+    """The rule files (of `machine`, default the first) as they are on disk now (for reload);
+    ConfigProblems if one is unreadable."""
     problems = Problems()
-    files = find_rule_files(None, config.rule_globs, config.base_dir, problems)
+    globs = (machine or config.machines[0]).rule_globs if config.machines else config.rule_globs
+    files = find_rule_files(None, globs, config.base_dir, problems)
     problems.raise_if_any()
     return files
 
@@ -274,12 +445,25 @@ def load_ruleset(files: RuleFiles) -> RuleSet:
     return load_rule_texts(list(files.files))
 
 
-def check_ruleset_against(config: AgentConfig, ruleset: RuleSet) -> None:
-    """For reload: the new rules must fit the sources and tower the agent runs with."""
+def check_ruleset_against(config: AgentConfig, ruleset: RuleSet,
+                          machine: MachineConfig | None = None) -> MachineConfig | None:
+    """For reload: the new rules must fit the sources and tower the agent runs with. For a
+    named machine, returns it with the new rules and their inputs resolved."""
     problems = Problems()
     doc = TomlDoc(file=str(config.path), text="", data={})
-    cross_check(ruleset, config.sources, config.tower, Table.root(doc, Problems()), problems)
-    problems.raise_if_any()
+    root = Table.root(doc, Problems())
+    if machine is None or not machine.named:
+        tower = machine.tower if machine is not None else config.tower
+        cross_check(ruleset, config.sources, tower, root, problems)
+        problems.raise_if_any()
+        return replace(machine, ruleset=ruleset) if machine is not None else None
+    names = {m.name for m in config.machines}
+    checked = resolve_machine(replace(machine, ruleset=ruleset), config.sources, names, root,
+                              problems)
+    check_lamps(ruleset, machine.tower, root, problems)
+    if problems:
+        raise ConfigProblems(for_machine(machine.name, problems.items))
+    return checked
 
 
 def cross_check(ruleset: RuleSet, sources: tuple[SourceSpec, ...], tower: TowerSpec | None,
@@ -299,6 +483,13 @@ def cross_check(ruleset: RuleSet, sources: tuple[SourceSpec, ...], tower: TowerS
                 problems.add(_where(spec, root),
                              f"input '{input_name}' is read by the rules but no source delivers "
                              f"it (inputs delivered by [sources.*]: {hint})")
+    return warnings + check_lamps(ruleset, tower, root, problems)
+
+
+def check_lamps(ruleset: RuleSet, tower: TowerSpec | None, root: Table,
+                problems: Problems) -> list[str]:
+    """Lamps shown by the rules vs lamps wired in the tower; returns the warnings."""
+    warnings: list[str] = []
     shown = lamps_shown(ruleset)
     if tower is None:
         if shown:

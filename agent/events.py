@@ -14,10 +14,12 @@ from linelight.agent.journal import Event
 from linelight.rules.values import Pattern, Quality, Sample, Value
 
 UNSYNCED = "clock_unsynced"
+MACHINE = "machine"  # the attr naming a named machine's events (agent.machines)
 
 
-def _attrs(base: Mapping[str, Any], unsynced: bool) -> dict[str, Any]:
-    out = dict(base)
+def _attrs(base: Mapping[str, Any], unsynced: bool, machine: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {MACHINE: machine} if machine is not None else {}
+    out.update(base)
     if unsynced:
         out[UNSYNCED] = True
     return out
@@ -69,31 +71,34 @@ class InputChanges:
         return True
 
 
-def signal_event(name: str, sample: Sample, now_ns: int, *, unsynced: bool) -> Event:
+def signal_event(name: str, sample: Sample, now_ns: int, *, unsynced: bool,
+                 machine: str | None = None) -> Event:
     attrs: dict[str, Any] = {"quality": sample.quality.value}
     if sample.reason:
         attrs["reason"] = sample.reason
     return Event("signal", name, _plain(sample.value), sample.wall_ns or now_ns,
-                 _attrs(attrs, unsynced))
+                 _attrs(attrs, unsynced, machine))
 
 
 def rule_event(kind: str, name: str, value: Any, detail: Iterable[tuple[str, Any]], ts_ns: int,
-               *, unsynced: bool) -> Event:
+               *, unsynced: bool, machine: str | None = None) -> Event:
     """A RuleEvent from the evaluator (state, alarm, count) as a journal Event."""
     attrs = {k: _plain(v) for k, v in detail}
-    return Event(kind, name, _plain(value), ts_ns, _attrs(attrs, unsynced))
+    return Event(kind, name, _plain(value), ts_ns, _attrs(attrs, unsynced, machine))
 
 
 def lamp_event(lamp: str, pattern: Pattern, previous: Pattern | None, ts_ns: int, *,
-               unsynced: bool) -> Event:
+               unsynced: bool, machine: str | None = None) -> Event:
     attrs = {"previous": previous.value} if previous is not None else {}
-    return Event("lamp", lamp, pattern.value, ts_ns, _attrs(attrs, unsynced))
+    return Event("lamp", lamp, pattern.value, ts_ns, _attrs(attrs, unsynced, machine))
 
 
-def agent_event(name: str, value: Any, ts_ns: int, *, unsynced: bool, **attrs: Any) -> Event:
-    """Agent life events: start, stop, rules_reloaded, rules_rejected, clock_jump, clock_sync."""
+def agent_event(name: str, value: Any, ts_ns: int, *, unsynced: bool,
+                machine: str | None = None, **attrs: Any) -> Event:
+    """Agent life events: start, stop, rules_reloaded, rules_rejected, clock_jump, clock_sync
+    (the rules ones of a named machine carry it)."""
     return Event("agent", name, _plain(value), ts_ns,
-                 _attrs({k: _plain(v) for k, v in attrs.items()}, unsynced))
+                 _attrs({k: _plain(v) for k, v in attrs.items()}, unsynced, machine))
 
 
 def lamp_changes(old: Mapping[str, Pattern], new: Mapping[str, Pattern]

@@ -20,7 +20,8 @@ STARTING = "agent: starting"
 
 # Sections of the /status document, in the order it lists them after the agent's identity.
 SECTIONS = ("state", "lamps", "signals", "counters", "inputs", "scan", "events", "sources",
-            "tower", "queue", "broker", "rules", "components", "clock", "diagnostics")
+            "tower", "queue", "broker", "rules", "components", "clock", "diagnostics",
+            "machines")
 NO_BROKER = {"url": None, "connected": False, "last_error": "no [mqtt] section in the config"}
 
 
@@ -60,8 +61,27 @@ def reasons(parts: Mapping[str, Any]) -> list[str]:
     if last is not None and not last["ok"]:
         out.append("rules: the last reload was rejected, the previous rules are running")
     state = parts.get("state") or {}
-    if state.get("name") == "unknown":
+    machines = parts.get("machines") or {}
+    if not any(m.get("named") for m in machines.values()) and state.get("name") == "unknown":
         out.append(f"state: unknown ({state.get('reason') or 'inputs missing, stale or not yet read'})")
+    return out + _machines(machines)
+
+
+def _machines(machines: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Several machines: each one's unknown state and failing lamps, naming the machine."""
+    out: list[str] = []
+    for name, m in machines.items():
+        if not m.get("named"):
+            continue
+        state = m.get("state") or {}
+        if state.get("name") == "unknown":
+            reason = state.get("reason") or "inputs missing, stale or not yet read"
+            out.append(f"machine {name}: state unknown ({reason})")
+        tower = m.get("tower")
+        failing = [lamp for lamp, st in (tower or {}).get("lamps", {}).items() if st["failing"]]
+        if failing:
+            out.append(f"machine {name}: tower cannot write lamps {', '.join(failing)} "
+                       f"({tower['last_error'] if tower else ''})")
     return out
 
 

@@ -8,6 +8,10 @@ the next journal commit). The lamp never waits for that write: the scan loop sho
 the same tick and the store follows within one commit window. At start, `restore()` seeds the
 evaluator before its first scan.
 
+Each named machine (agent.machines) keeps its own totals and latches, under
+`counter_totals/NAME` and `latches/NAME`; the unnamed single machine keeps the plain keys, so
+an agent upgraded to machines carries on what it stored before.
+
 A latch is stored with the wall-clock time it began (`since_ns`): scan time is monotonic and
 does not survive a restart. What survives what is in docs/rule-language.md ("What survives a
 restart").
@@ -47,8 +51,12 @@ class RuleMemory:
     """Counter totals and latches between the scan loop and the journal's meta table."""
 
     def __init__(self, store: MetaStore, *, now_ns: Callable[[], int] = time.time_ns,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 machine: str | None = None) -> None:
         self._store = store
+        scope = f"/{machine}" if machine is not None else ""
+        self._counters_key = COUNTERS_META + scope
+        self._latches_key = LATCHES_META + scope
         self._now_ns = now_ns
         self._mono = monotonic
         self._values: dict[str, Any] = {}
@@ -58,15 +66,15 @@ class RuleMemory:
     # -- start ------------------------------------------------------------------------------
     def restore(self, evaluator: Remembering) -> tuple[str, ...]:
         """Seed `evaluator` with what the last run stored; returns the latches restored."""
-        totals = self._store.get_meta(COUNTERS_META, {}) or {}
+        totals = self._store.get_meta(self._counters_key, {}) or {}
         if isinstance(totals, dict):
             clean = {str(k): int(v) for k, v in totals.items()
                      if isinstance(v, int) and not isinstance(v, bool)}
             evaluator.restore_counters(clean)
-            self._values[COUNTERS_META] = clean
-        stored = self._store.get_meta(LATCHES_META, []) or []
+            self._values[self._counters_key] = clean
+        stored = self._store.get_meta(self._latches_key, []) or []
         latches = self._decode_latches(stored)
-        self._values[LATCHES_META] = stored
+        self._values[self._latches_key] = stored
         restored = evaluator.restore_latches(latches)
         names = tuple(f"{latch.kind} '{latch.name}'" for latch in latches)
         if restored:
@@ -80,7 +88,8 @@ class RuleMemory:
 
     def _decode_latches(self, stored: Any) -> list[Latch]:
         if not isinstance(stored, list) or len(stored) > MAX_LATCHES:
-            log.error("journal meta '%s' is not a list of latches; ignoring it", LATCHES_META)
+            log.error("journal meta '%s' is not a list of latches; ignoring it",
+                      self._latches_key)
             return []
         now_ns, mono = self._now_ns(), self._mono()
         out: list[Latch] = []
@@ -90,18 +99,18 @@ class RuleMemory:
                 age = max(0.0, (now_ns - int(item["since_ns"])) / 1e9)
             except (KeyError, TypeError, ValueError, OverflowError):
                 log.error("journal meta '%s' holds an unreadable latch %r; ignoring it",
-                          LATCHES_META, item)
+                          self._latches_key, item)
                 continue
             out.append(Latch(kind, name, key, mono - age))
         return out
 
     # -- from the scan loop (event-loop thread, never blocks) --------------------------------
     def counters_changed(self, totals: Mapping[str, int]) -> None:
-        self._set(COUNTERS_META, dict(totals))
+        self._set(self._counters_key, dict(totals))
 
     def latches_changed(self, latches: Iterable[Latch]) -> None:
         now_ns, mono = self._now_ns(), self._mono()
-        self._set(LATCHES_META, [
+        self._set(self._latches_key, [
             {"kind": latch.kind, "name": latch.name, "key": latch.key,
              "since_ns": now_ns - int((mono - latch.since) * 1e9)}
             for latch in latches])

@@ -4,6 +4,10 @@ The new files are read, parsed and checked against the running sources and tower
 thread; only a valid set replaces the running one, in one step between two scan ticks, with
 the timers and counters of unchanged rules carried over. A broken file is rejected: its
 errors are logged and recorded as an `agent` event, and the old rules keep running.
+
+With several machines each machine's files are loaded and checked on their own: a machine
+whose file is broken keeps its old rules (its `rules_rejected` event names the machine and
+every file:line:col), the others switch.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from linelight.agent import events as ev
 from linelight.agent.clock import ClockWatch
 from linelight.agent.config import (
     AgentConfig,
-    RuleFiles,
     check_ruleset_against,
+    for_machine,
     load_ruleset,
     reread_rule_files,
 )
+from linelight.agent.machines import MachineConfig, RuleFiles, rules_fingerprint
 from linelight.agent.rulefiles import unforeseen
 from linelight.agent.scan import EventSink, ScanLoop
 from linelight.rules.errors import ConfigError, ConfigProblems
@@ -62,6 +67,18 @@ class _Loaded:
     ruleset: Any = None
     evaluator: Any = None  # built in the worker thread too: a big rule set costs time
     problems: list[str] = field(default_factory=list)
+    machine: MachineConfig | None = None  # the machine with the new rules, checked
+
+
+def _combined(results: list[ReloadResult], fingerprint: str) -> ReloadResult:
+    """One result for a reload of several machines: ok only if every machine's was."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    return ReloadResult(all(r.ok for r in results), any(r.changed for r in results),
+                        fingerprint, first.requested_by, first.at_ns,
+                        tuple(e for r in results for e in r.errors),
+                        tuple(f for r in results for f in r.files))
 
 
 class Reloader:
@@ -74,79 +91,113 @@ class Reloader:
         self.sink = sink
         self.clock = clock
         self.make_evaluator = make_evaluator
-        self.ruleset: Any = config.ruleset
-        self.files: tuple[str, ...] = config.rule_files.names
+        # the rules each machine runs now, in file order
+        self.machines: list[MachineConfig] = list(config.machines)
         self.last: ReloadResult | None = None
         self.reloads = 0
         self.rejections = 0
         self._lock = anyio.Lock()
 
+    @property
+    def ruleset(self) -> Any:
+        """The first machine's rules (the only machine's, without [machines.*])."""
+        return self.machines[0].ruleset if self.machines else self.config.ruleset
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(f for m in self.machines for f in m.rule_files.names)
+
+    @property
+    def fingerprint(self) -> str:
+        return rules_fingerprint(self.machines) if self.machines else self.ruleset.fingerprint
+
     async def reload(self, requested_by: str) -> ReloadResult:
         """Load, check and swap in the rule files as they are now; never raises but for
-        cancellation: whatever goes wrong is a rejected reload and the old rules keep running."""
+        cancellation: whatever goes wrong is a rejected reload and the old rules keep running
+        (per machine: a machine's broken file never holds back another machine's reload)."""
         async with self._lock:
-            loaded = await anyio.to_thread.run_sync(self._load)
-            if not loaded.problems and loaded.ruleset.fingerprint != self.ruleset.fingerprint:
-                try:
-                    loaded.evaluator.carry_over(self.scan.evaluator)
-                except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
-                    loaded.problems = [self._unforeseen(exc, "carrying the timers over")]
-            result = self._finish(loaded, requested_by)
+            results: list[ReloadResult] = []
+            for i, machine in enumerate(self.machines):
+                loaded = await anyio.to_thread.run_sync(self._load, machine)
+                lane = self.scan.machine(machine.wire_name)
+                if not loaded.problems and loaded.ruleset.fingerprint != machine.ruleset.fingerprint:
+                    try:
+                        loaded.evaluator.carry_over(lane.evaluator)
+                    except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
+                        loaded.problems = [self._unforeseen(exc, "carrying the timers over",
+                                                            machine)]
+                results.append(self._finish(i, loaded, requested_by))
+            result = _combined(results, self.fingerprint)
             self.last = result
             return result
 
-    def _finish(self, loaded: _Loaded, requested_by: str) -> ReloadResult:
+    def _finish(self, index: int, loaded: _Loaded, requested_by: str) -> ReloadResult:
+        machine = self.machines[index]
+        name = machine.wire_name
         now_ns = self.clock.now_ns()
         unsynced = not self.clock.synchronized
+        kept = machine.ruleset.fingerprint
         if loaded.problems:
             self.rejections += 1
-            log.error("rules rejected (asked by %s); the old rules keep running:\n%s",
-                      requested_by, "\n".join(loaded.problems))
+            log.error("rules %srejected (asked by %s); the old rules keep running:\n%s",
+                      f"of machine '{name}' " if name else "", requested_by,
+                      "\n".join(loaded.problems))
             self.sink.submit(ev.agent_event(
-                "rules_rejected", len(loaded.problems), now_ns, unsynced=unsynced,
+                "rules_rejected", len(loaded.problems), now_ns, unsynced=unsynced, machine=name,
                 errors=list(loaded.problems[:MAX_ERRORS_IN_EVENT]),
-                requested_by=requested_by, kept=self.ruleset.fingerprint))
-            return ReloadResult(False, False, self.ruleset.fingerprint, requested_by,
+                requested_by=requested_by, kept=kept))
+            return ReloadResult(False, False, kept, requested_by,
                                 now_ns, tuple(loaded.problems), loaded.files.names)
-        if loaded.ruleset.fingerprint == self.ruleset.fingerprint:
-            log.info("rules unchanged (asked by %s)", requested_by)
-            return ReloadResult(True, False, self.ruleset.fingerprint, requested_by,
-                                now_ns, (), loaded.files.names)
-        previous = self.ruleset.fingerprint
-        self.scan.swap(loaded.evaluator)  # between two ticks: this task holds the event loop
-        self.ruleset = loaded.ruleset
-        self.files = loaded.files.names
+        if loaded.ruleset.fingerprint == kept:
+            log.info("rules %sunchanged (asked by %s)", f"of machine '{name}' " if name else "",
+                     requested_by)
+            return ReloadResult(True, False, kept, requested_by, now_ns, (), loaded.files.names)
+        assert loaded.machine is not None
+        # between two ticks: this task holds the event loop
+        self.scan.swap(loaded.evaluator, name, loaded.machine.inputs if name else None)
+        self.machines[index] = loaded.machine
         self.reloads += 1
-        log.warning("rules reloaded (asked by %s): %s -> %s, %d files", requested_by,
-                    previous, loaded.ruleset.fingerprint, len(loaded.files.files))
+        log.warning("rules %sreloaded (asked by %s): %s -> %s, %d files",
+                    f"of machine '{name}' " if name else "", requested_by,
+                    kept, loaded.ruleset.fingerprint, len(loaded.files.files))
         self.sink.submit(ev.agent_event(
             "rules_reloaded", loaded.ruleset.fingerprint, now_ns, unsynced=unsynced,
-            previous=previous, files=list(loaded.files.names), requested_by=requested_by))
+            machine=name, previous=kept, files=list(loaded.files.names),
+            requested_by=requested_by))
         return ReloadResult(True, True, loaded.ruleset.fingerprint, requested_by,
                             now_ns, (), loaded.files.names)
 
-    def _load(self) -> _Loaded:
+    def _load(self, machine: MachineConfig) -> _Loaded:
         """Worker thread: read, parse, cross-check, build the evaluator. Never touches the
         running one. Any exception is a problem of the reload, never the agent's end."""
         loaded = _Loaded(RuleFiles(()))
         try:
-            loaded.files = reread_rule_files(self.config)
-            loaded.ruleset = load_ruleset(loaded.files)
-            check_ruleset_against(self.config, loaded.ruleset)
+            loaded.files = reread_rule_files(self.config, machine)
+            try:
+                loaded.ruleset = load_ruleset(loaded.files)
+            except ConfigProblems as exc:
+                if machine.named:
+                    raise ConfigProblems(for_machine(machine.name, exc.problems)) from None
+                raise
+            loaded.machine = check_ruleset_against(self.config, loaded.ruleset, machine)
             loaded.evaluator = self.make_evaluator(loaded.ruleset)
         except ConfigProblems as exc:
             loaded.problems = [str(p) for p in exc.problems]
         except ConfigError as exc:
             loaded.problems = [str(exc)]
         except Exception as exc:  # noqa: BLE001 -- see _unforeseen
-            loaded.problems = [self._unforeseen(exc, "reloading the rules")]
+            loaded.problems = [self._unforeseen(exc, "reloading the rules", machine)]
         return loaded
 
-    def _unforeseen(self, exc: Exception, doing: str) -> str:
+    def _unforeseen(self, exc: Exception, doing: str, machine: MachineConfig) -> str:
         """A rejection sentence for an error no check foresaw, logged with its traceback."""
         log.error("unforeseen error while reloading the rules", exc_info=exc)
-        first = self.files[0] if self.files else str(self.config.path)
-        return str(unforeseen(first, doing, exc))
+        files = machine.rule_files.names
+        first = files[0] if files else str(self.config.path)
+        problem = unforeseen(first, doing, exc)
+        if machine.named:
+            problem = for_machine(machine.name, [problem])[0]
+        return str(problem)
 
     # -- triggers ---------------------------------------------------------------------------
     async def on_sighup(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -176,7 +227,8 @@ class Reloader:
     def _signature(self) -> tuple[tuple[str, int, int], ...]:
         out: list[tuple[str, int, int]] = []
         base = self.config.base_dir
-        for pattern in self.config.rule_globs:
+        globs = [g for m in self.machines for g in m.rule_globs] or self.config.rule_globs
+        for pattern in dict.fromkeys(globs):
             full = pattern if Path(pattern).is_absolute() else str(base / pattern)
             for name in sorted(glob.glob(full)) if glob.has_magic(full) else [full]:
                 try:
@@ -189,7 +241,7 @@ class Reloader:
     def status(self) -> dict[str, Any]:
         last = self.last
         return {
-            "fingerprint": self.ruleset.fingerprint if self.ruleset is not None else "",
+            "fingerprint": self.fingerprint,
             "files": list(self.files),
             "reloads": self.reloads,
             "rejections": self.rejections,

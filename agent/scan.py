@@ -3,6 +3,11 @@
 Like a PLC scan: one consistent snapshot per tick, every rule sees the same one, the lamps
 are commanded in the same tick. Nothing in a tick awaits: events are handed to the journal
 with `submit` (non-blocking), so neither the disk nor the network can delay the lamps.
+
+Several machines (agent.machines) are several `MachineLane`s of one loop: each tick takes one
+snapshot, steps every machine's evaluator on its part of it and shows every machine's lamps
+before any event is submitted. A machine whose inputs fail is `unknown` by its own rules; the
+others never see its inputs.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from anyio.abc import TaskStatus
 from linelight.agent import events as ev
 from linelight.agent.clock import ClockWatch
 from linelight.agent.journal import Event
-from linelight.rules.values import Pattern, Sample
+from linelight.rules.values import Pattern, Quality, Sample
 
 log = logging.getLogger(__name__)
 
@@ -66,32 +71,94 @@ class ScanView:
 OnChange = Callable[[str, Any], None]  # (live key, value) for the forwarder's live lane
 
 
-class ScanLoop:
-    """Runs the evaluator every `period` seconds. `evaluator` may be swapped between ticks."""
+@dataclass(slots=True)
+class MachineLane:
+    """One machine in the scan loop: its evaluator, tower, inputs and latest results.
 
-    def __init__(self, *, inputs: Inputs, evaluator: Any, tower: Tower, sink: EventSink,
-                 clock: ClockWatch, period: float, deadband: float = 0.0,
+    `inputs` maps the rule inputs (and the machine's own source inputs) to input-table keys;
+    None is the single unnamed machine, which sees the whole snapshot as it is. `states`
+    maps a rule input to the machine whose state code it reads (as of the previous scan).
+    """
+
+    evaluator: Any
+    tower: Tower
+    name: str | None = None  # on the wire; None: the unnamed single machine
+    inputs: Mapping[str, str] | None = None
+    states: Mapping[str, str] = field(default_factory=dict)
+    on_live: OnChange | None = None
+    on_counters: Callable[[dict[str, int]], None] | None = None
+    on_latches: Callable[[Any], None] | None = None
+    label: str = ""  # for /status and logs (the agent id for the unnamed machine)
+    view: ScanView = field(default_factory=ScanView)
+    changes: ev.InputChanges = field(default_factory=ev.InputChanges)
+
+    def select(self, snapshot: dict[str, Sample], states: Mapping[str, Sample]
+               ) -> dict[str, Sample]:
+        """This machine's part of the tick's snapshot, under its rules' input names."""
+        if self.inputs is None:
+            return snapshot
+        init = _INIT
+        part = {rule: snapshot.get(key, init) for rule, key in self.inputs.items()}
+        for rule, machine in self.states.items():
+            part[rule] = states.get(machine, init)
+        return part
+
+
+_INIT = Sample.init()
+
+
+class ScanLoop:
+    """Runs the evaluators every `period` seconds. An evaluator may be swapped between ticks.
+
+    One machine: `evaluator` and `tower` (and the callbacks); several: `machines`."""
+
+    def __init__(self, *, inputs: Inputs, evaluator: Any = None, tower: Tower | None = None,
+                 sink: EventSink, clock: ClockWatch, period: float, deadband: float = 0.0,
                  deadbands: Mapping[str, float] | None = None,
                  on_live: OnChange | None = None,
                  observe: Callable[[float], None] | None = None,
                  on_counters: Callable[[dict[str, int]], None] | None = None,
                  on_latches: Callable[[Any], None] | None = None,
+                 machines: list[MachineLane] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inputs = inputs
-        self.evaluator = evaluator
-        self.tower = tower
         self.sink = sink
         self.clock = clock
         self.period = period
-        self.changes = ev.InputChanges(deadbands, deadband)
-        self.on_live = on_live
+        self.changes = ev.InputChanges(deadbands, deadband)  # inputs no named machine reads
         self.observe = observe
-        self.on_counters = on_counters
-        self.on_latches = on_latches
         self._mono = monotonic
         self.stats = ScanStats()
-        self.view = ScanView(state_since_ns=clock.now_ns(), state_since_mono=monotonic())
-        self._counters_seen: dict[str, int] = {}
+        if machines is None:
+            assert evaluator is not None and tower is not None
+            machines = [MachineLane(evaluator, tower, on_live=on_live, on_counters=on_counters,
+                                    on_latches=on_latches)]
+        for lane in machines:
+            lane.changes = self.changes if lane.inputs is None else ev.InputChanges(deadbands,
+                                                                                    deadband)
+            lane.view = ScanView(state_since_ns=clock.now_ns(), state_since_mono=monotonic())
+        self.machines = machines
+        self._claimed = self._claimed_keys()
+        self._states: dict[str, Sample] = {}
+
+    @property
+    def evaluator(self) -> Any:
+        """The first machine's evaluator (the only one of a single-machine agent)."""
+        return self.machines[0].evaluator
+
+    @property
+    def tower(self) -> Tower:
+        return self.machines[0].tower
+
+    @property
+    def view(self) -> ScanView:
+        return self.machines[0].view
+
+    def machine(self, name: str | None) -> MachineLane:
+        for lane in self.machines:
+            if lane.name == name:
+                return lane
+        raise KeyError(f"no machine '{name}' in the scan loop")
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -108,33 +175,46 @@ class ScanLoop:
             await anyio.sleep(max(0.0, deadline - now))
             self.tick()
 
-    def swap(self, evaluator: Any) -> None:
-        """Install a new evaluator (reload). Called from the event loop, between ticks."""
-        self.evaluator = evaluator
+    def swap(self, evaluator: Any, machine: str | None = None,
+             inputs: Mapping[str, str] | None = None) -> None:
+        """Install a new evaluator (reload), with the machine's new input map if it has one.
+        Called from the event loop, between ticks."""
+        lane = self.machine(machine) if machine is not None else self.machines[0]
+        lane.evaluator = evaluator
+        if inputs is not None and lane.inputs is not None:
+            lane.inputs = dict(inputs)
+            self._claimed = self._claimed_keys()
+
+    def _claimed_keys(self) -> set[str] | None:
+        """Input-table keys some named machine reads; None when one machine sees them all."""
+        if any(lane.inputs is None for lane in self.machines):
+            return None
+        return {key for lane in self.machines for key in (lane.inputs or {}).values()}
 
     def tick(self) -> Any:
-        """One scan. Returns the evaluator's Step."""
+        """One scan. Returns the first machine's Step."""
         started = self._mono()
         snapshot = self.inputs.snapshot()
-        step = self.evaluator.step(snapshot, started)
-        self.tower.show(step.lamps)
+        steps = []
+        for lane in self.machines:  # every machine's lamps before any event is submitted
+            part = lane.select(snapshot, self._states)
+            step = lane.evaluator.step(part, started)
+            lane.tower.show(step.lamps)
+            steps.append((lane, part, step))
         now_ns = self.clock.now_ns()
         unsynced = not self.clock.synchronized
         submitted = 0
-
-        for name, sample in self.changes.changes(snapshot):
-            self.sink.submit(ev.signal_event(name, sample, now_ns, unsynced=unsynced))
-            submitted += 1
-        for rule_event in step.events:
-            ts = now_ns - int((started - rule_event.at) * 1e9)
-            self.sink.submit(ev.rule_event(rule_event.kind, rule_event.name, rule_event.value,
-                                           rule_event.detail, ts, unsynced=unsynced))
-            submitted += 1
-        for lamp, pattern, previous in ev.lamp_changes(self.view.lamps, step.lamps):
-            self.sink.submit(ev.lamp_event(lamp, pattern, previous, now_ns, unsynced=unsynced))
-            submitted += 1
+        for lane, part, step in steps:
+            submitted += self._record(lane, part, step, started, now_ns, unsynced)
+        if self._claimed is not None:  # shared inputs no machine reads: the agent's own
+            unclaimed = {k: s for k, s in snapshot.items() if k not in self._claimed}
+            for name, sample in self.changes.changes(unclaimed):
+                self.sink.submit(ev.signal_event(name, sample, now_ns, unsynced=unsynced))
+                submitted += 1
         submitted += self._check_clock(now_ns)
-        self._update_view(step, snapshot, started, now_ns)
+        if len(self.machines) > 1:
+            self._states = {lane.label: Sample(lane.view.code, Quality.GOOD, started, now_ns)
+                            for lane in self.machines}
 
         self.stats.events += submitted
         self.stats.ticks += 1
@@ -147,7 +227,29 @@ class ScanLoop:
             self.stats.overruns += 1
         if self.observe is not None:
             self.observe(duration)
-        return step
+        return steps[0][2]
+
+    def _record(self, lane: MachineLane, part: dict[str, Sample], step: Any, started: float,
+                now_ns: int, unsynced: bool) -> int:
+        """One machine's events of this tick, and its view; returns how many were submitted."""
+        machine = lane.name
+        submitted = 0
+        for name, sample in lane.changes.changes(part):
+            self.sink.submit(ev.signal_event(name, sample, now_ns, unsynced=unsynced,
+                                             machine=machine))
+            submitted += 1
+        for rule_event in step.events:
+            ts = now_ns - int((started - rule_event.at) * 1e9)
+            self.sink.submit(ev.rule_event(rule_event.kind, rule_event.name, rule_event.value,
+                                           rule_event.detail, ts, unsynced=unsynced,
+                                           machine=machine))
+            submitted += 1
+        for lamp, pattern, previous in ev.lamp_changes(lane.view.lamps, step.lamps):
+            self.sink.submit(ev.lamp_event(lamp, pattern, previous, now_ns, unsynced=unsynced,
+                                           machine=machine))
+            submitted += 1
+        self._update_view(lane, step, part, started, now_ns)
+        return submitted
 
     # -- helpers ----------------------------------------------------------------------------
     def _check_clock(self, now_ns: int) -> int:
@@ -165,45 +267,48 @@ class ScanLoop:
             n += 1
         return n
 
-    def _update_view(self, step: Any, snapshot: dict[str, Sample], mono: float,
-                     now_ns: int) -> None:
-        view = self.view
+    def _update_view(self, lane: MachineLane, step: Any, snapshot: dict[str, Sample],
+                     mono: float, now_ns: int) -> None:
+        view = lane.view
+        live = lane.on_live
         state = step.state
         view.reason = step.reason
         if state.name != view.state:
             view.state, view.code = state.name, state.code
             view.state_since_mono = state.since
             view.state_since_ns = now_ns - int((mono - state.since) * 1e9)
-            self._live("state", {"name": state.name, "code": state.code,
-                                 "since_ns": view.state_since_ns})
+            if live is not None:
+                live("state", {"name": state.name, "code": state.code,
+                               "since_ns": view.state_since_ns})
         if step.lamps != view.lamps:
             view.lamps = dict(step.lamps)
-            self._live("lamps", {lamp: p.value for lamp, p in step.lamps.items()})
+            if live is not None:
+                live("lamps", {lamp: p.value for lamp, p in step.lamps.items()})
         signals = tuple(step.signals)
         if signals != view.signals:
             view.signals = signals
-            self._live("signals", list(signals))
+            if live is not None:
+                live("signals", list(signals))
         counters = dict(step.counters)
         if counters != view.counters:
             view.counters = counters
-            if self.on_counters is not None:
-                self.on_counters(counters)
-            self._live("counters", counters)
+            if lane.on_counters is not None:
+                lane.on_counters(counters)
+            if live is not None:
+                live("counters", counters)
         latched = tuple(getattr(step, "latched", ()))
         if latched != view.latched:
             view.latched = latched
-            if self.on_latches is not None:
-                self.on_latches(self.evaluator.latches())
+            if lane.on_latches is not None:
+                lane.on_latches(lane.evaluator.latches())
         view.snapshot = snapshot
 
-    def _live(self, key: str, value: Any) -> None:
-        if self.on_live is not None:
-            self.on_live(key, value)
-
-    def view_status(self, now: float | None = None) -> dict[str, Any]:
-        """The latest results as /status shows them: state, lamps, signals, counters, inputs."""
+    def view_status(self, now: float | None = None, machine: MachineLane | None = None
+                    ) -> dict[str, Any]:
+        """The latest results (of the first machine, or `machine`) as /status shows them:
+        state, lamps, signals, counters, inputs."""
         now = self._mono() if now is None else now
-        v = self.view
+        v = (machine or self.machines[0]).view
         return {
             "state": {"name": v.state, "code": v.code, "since_ns": v.state_since_ns,
                       "for_s": round(now - v.state_since_mono, 3), "reason": v.reason},

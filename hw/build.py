@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,8 @@ class Hardware:
     """Everything built from the config: sources, the tower, and what must be closed at exit."""
 
     sources: list[Source]
-    stacklight: StackLight | None
+    stacklight: StackLight | None  # the single tower, or the first machine's
+    towers: dict[str, StackLight] = field(default_factory=dict)  # by machine, when several
     connections: dict[str, ModbusConnection] = field(default_factory=dict)
     s7_connections: dict[str, S7Connection] = field(default_factory=dict)
     opcua_connections: dict[str, OpcUaConnection] = field(default_factory=dict)
@@ -72,22 +73,29 @@ class Hardware:
         return {"sources": {s.name: s.status() for s in self.sources},
                 "tower": self.stacklight.status() if self.stacklight is not None else None}
 
+    def all_towers(self) -> list[StackLight]:
+        """Every tower once: the single one, or each machine's."""
+        towers = list(self.towers.values())
+        if self.stacklight is not None and self.stacklight not in towers:
+            towers.insert(0, self.stacklight)
+        return towers
+
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every source and the tower until cancelled (then call `close`)."""
         async with anyio.create_task_group() as tg:
             for source in self.sources:
                 await tg.start(source.run, table)
-            if self.stacklight is not None:
-                await tg.start(self.stacklight.run)
+            for tower in self.all_towers():
+                await tg.start(tower.run)
             task_status.started()
 
     async def close(self) -> bool:
         """Apply the tower's on_exit pattern, then close Modbus, S7 and OPC UA clients and GPIO
         devices."""
         ok = True
-        if self.stacklight is not None:
-            ok = await self.stacklight.close()
+        for tower in self.all_towers():
+            ok = await tower.close() and ok
         for conn in self.connections.values():
             conn.close()
         for s7 in self.s7_connections.values():
@@ -101,9 +109,11 @@ class Hardware:
 
 def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
                    pin_factory: Any = None, line_backend: LineBackend | None = None,
-                   clock: Callable[[], float] = time.monotonic) -> Hardware:
+                   clock: Callable[[], float] = time.monotonic,
+                   towers: Mapping[str, TowerSpec] | None = None) -> Hardware:
     """Live objects for the specs. `pin_factory` (e.g. gpiozero's MockFactory) and
-    `line_backend` replace the configured GPIO access, for tests and the demo.
+    `line_backend` replace the configured GPIO access, for tests and the demo. `towers` are
+    the towers of several machines, by machine (the first is also `stacklight`).
     Raises DeviceError if a GPIO line cannot be opened."""
     hw = Hardware([], None)
     factories: dict[str | None, Any] = {}
@@ -137,23 +147,35 @@ def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
             hw.sources.append(GpioChipSource(spec, backend=line_backend, clock=clock))
         elif isinstance(spec, SimSourceSpec):
             hw.sources.append(SimSource(spec, clock=clock))
-    if tower is not None:
-        unit_of = {s.name: s.unit for s in sources if isinstance(s, ModbusSourceSpec)}
-        images: dict[tuple[str, int, int], RegisterImage] = {}
-        outputs: dict[str, Output] = {}
-        try:
-            for lamp, binding in tower.lamps.items():
-                outputs[lamp] = _output(binding, hw, unit_of, images,
-                                        lambda: factory(tower.pin_factory), line_backend, clock)
-        except DeviceError:
-            for closer in hw._closers:  # noqa: SLF001 this module builds the Hardware and owns its closers
-                closer()
-            raise
-        hw.stacklight = StackLight(outputs, blink_slow_hz=tower.blink_slow_hz,
-                                   blink_fast_hz=tower.blink_fast_hz, refresh=tower.refresh,
-                                   retry=tower.retry, write_timeout=tower.write_timeout,
-                                   on_exit=tower.on_exit, clock=clock)
+    unit_of = {s.name: s.unit for s in sources if isinstance(s, ModbusSourceSpec)}
+    images: dict[tuple[str, int, int], RegisterImage] = {}
+    try:
+        if tower is not None:
+            hw.stacklight = _stacklight(tower, hw, unit_of, images, factory, line_backend, clock)
+        for machine, machine_tower in (towers or {}).items():
+            hw.towers[machine] = _stacklight(machine_tower, hw, unit_of, images, factory, line_backend,
+                                             clock)
+    except DeviceError:
+        for closer in hw._closers:  # noqa: SLF001 this module builds the Hardware and owns its closers
+            closer()
+        raise
+    if hw.stacklight is None and hw.towers:
+        hw.stacklight = next(iter(hw.towers.values()))
     return hw
+
+
+def _stacklight(tower: TowerSpec, hw: Hardware, unit_of: dict[str, int],
+                images: dict[tuple[str, int, int], RegisterImage],
+                factory: Callable[[str | None], Any], line_backend: LineBackend | None,
+                clock: Callable[[], float]) -> StackLight:
+    outputs: dict[str, Output] = {}
+    for lamp, binding in tower.lamps.items():
+        outputs[lamp] = _output(binding, hw, unit_of, images,
+                                lambda: factory(tower.pin_factory), line_backend, clock)
+    return StackLight(outputs, blink_slow_hz=tower.blink_slow_hz,
+                      blink_fast_hz=tower.blink_fast_hz, refresh=tower.refresh,
+                      retry=tower.retry, write_timeout=tower.write_timeout,
+                      on_exit=tower.on_exit, clock=clock)
 
 
 def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],

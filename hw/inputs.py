@@ -125,3 +125,37 @@ class InputTable:
         event, self._changed = self._changed, None
         if event is not None:
             event.set()
+
+    def scoped(self, prefix: str) -> ScopedInputs:
+        """This table as a source of one machine sees it: its input `x` is stored as
+        `{prefix}x`, so two machines' sources may deliver inputs of the same name."""
+        return ScopedInputs(self, prefix)
+
+
+class ScopedInputs:
+    """The part of an InputTable under one key prefix, with the table's writing interface."""
+
+    def __init__(self, table: InputTable, prefix: str) -> None:
+        self.table = table
+        self.prefix = prefix
+
+    def declare(self, name: str) -> None:
+        self.table.declare(self.prefix + name)
+
+    def get(self, name: str) -> Sample:
+        return self.table.get(self.prefix + name)
+
+    def update(self, name: str, sample: Sample) -> None:
+        self.table.update(self.prefix + name, sample)
+
+    def update_many(self, samples: Mapping[str, Sample]) -> None:
+        self.table.update_many({self.prefix + k: v for k, v in samples.items()})
+
+    def threadsafe_updater(self) -> Updater:
+        inner = self.table.threadsafe_updater()
+        prefix = self.prefix
+
+        def update_from_thread(name: str, sample: Sample) -> None:
+            inner(prefix + name, sample)
+
+        return update_from_thread

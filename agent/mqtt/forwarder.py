@@ -114,8 +114,9 @@ class Forwarder:
         # The settings each connection uses: `protocol` may fall back from 5 to 3.1.1.
         self._link_settings = settings
         self._window = settings.inflight
-        self._live: dict[str, tuple[Any, int]] = {}
-        self._live_dirty: dict[str, None] = {}
+        # by (machine, key); machine None: the agent's or the unnamed single machine's
+        self._live: dict[tuple[str | None, str], tuple[Any, int]] = {}
+        self._live_dirty: dict[tuple[str | None, str], None] = {}
         self._live_wake = anyio.Event()
         self._acks: list[int] = []
         self._dead: list[tuple[int, str]] = []
@@ -134,14 +135,15 @@ class Forwarder:
         self._stopped = False
 
     # -- public ------------------------------------------------------------------------------
-    def publish_live(self, key: str, value: Any) -> None:
-        """Remember `value` as the latest for `key`; publish it retained as soon as possible.
+    def publish_live(self, key: str, value: Any, machine: str | None = None) -> None:
+        """Remember `value` as the latest for `key` (of a named `machine`); publish it
+        retained as soon as possible.
 
         Non-blocking. Only the latest value per key is kept; it is published at once when
         connected, and again right after every (re)connect. Call from the event loop thread.
         """
-        self._live[key] = (value, time.time_ns())
-        self._live_dirty[key] = None
+        self._live[(machine, key)] = (value, time.time_ns())
+        self._live_dirty[(machine, key)] = None
         self._live_wake.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -392,9 +394,9 @@ class Forwarder:
             await self._live_wake.wait()
             self._live_wake = anyio.Event()
             dirty, self._live_dirty = list(self._live_dirty), {}
-            for key in dirty:
-                value, ts_ns = self._live[key]
-                for msg in self.wire.live_messages(key, value, ts_ns):
+            for machine, key in dirty:
+                value, ts_ns = self._live[(machine, key)]
+                for msg in self.wire.live_messages(key, value, ts_ns, machine):
                     self._publish_control(msg)
                     self.link.live_published += 1
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import msgpack
@@ -166,6 +166,17 @@ def attrs_items(attrs: Any) -> list[tuple[str, Any]]:
 _SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
+def machine_of(attrs: Any) -> str | None:
+    """The named machine an event belongs to (its `machine` attr), or None."""
+    if not attrs:
+        return None
+    if isinstance(attrs, Mapping):
+        machine = attrs.get("machine")
+    else:
+        machine = dict(attrs_items(attrs)).get("machine")
+    return machine if isinstance(machine, str) and machine else None
+
+
 def _plain(value: Any) -> Any:
     """Values both codecs can carry: tuples become lists, bytes become text."""
     if isinstance(value, (list, tuple)):
@@ -239,9 +250,10 @@ class Wire:
                                   else b"")
         self._umh_base = umh.topic() if umh is not None else ""
         self._core_base = umh.core_topic() if umh is not None else ""
+        self._machine_bases: dict[str, tuple[str, str, str]] = {}
         # Encoded once: every event repeats the agent id as a user property.
         self._agent_property = _utf8_pair("agent", agent_id)
-        self._topics: dict[tuple[str, str], str] = {}
+        self._topics: dict[tuple[str | None, str, str], str] = {}
         self._packer = msgpack.Packer(use_bin_type=True, default=str)
 
     # -- topics ----------------------------------------------------------------------------
@@ -249,24 +261,41 @@ class Wire:
     def status_topic(self) -> str:
         return f"{self.prefix}/status"
 
-    def event_topic(self, kind: str, name: str) -> str:
+    def _bases(self, machine: str | None) -> tuple[str, str, str]:
+        """(native prefix, UMH Classic base, UMH Core base) of a machine: a named machine is
+        one level below the agent's prefix, and the workcell of the agent's ISA-95 line."""
+        if machine is None:
+            return self.prefix, self._umh_base, self._core_base
+        bases = self._machine_bases.get(machine)
+        if bases is None:
+            umh = replace(self.umh, workcell=machine) if self.umh is not None else None
+            bases = (f"{self.prefix}/{topic_part(machine)}",
+                     umh.topic() if umh is not None else "",
+                     umh.core_topic() if umh is not None else "")
+            if len(self._machine_bases) < 1000:
+                self._machine_bases[machine] = bases
+        return bases
+
+    def event_topic(self, kind: str, name: str, machine: str | None = None) -> str:
+        prefix, umh_base, core_base = self._bases(machine)
         if self.mode == "umh-core":
             # Virtual path = the event kind; names are rule identifiers, UMH-safe as they are.
-            return f"{self._core_base}.{kind}.{name}"
+            return f"{core_base}.{kind}.{name}"
         if self.mode == "umh":
             # One tag group per kind; the name is the tag (`count$parts`), so a kind's tags
             # share a topic and the state is one tag (`state$code`) whose value changes.
-            return f"{self._umh_base}/_historian/{topic_part(kind)}"
-        return f"{self.prefix}/events/{topic_part(kind)}/{topic_part(name)}"
+            return f"{umh_base}/_historian/{topic_part(kind)}"
+        return f"{prefix}/events/{topic_part(kind)}/{topic_part(name)}"
 
-    def live_topic(self, key: str) -> str:
+    def live_topic(self, key: str, machine: str | None = None) -> str:
         # A live key may have levels (`signal/temperature`); each level is made safe.
+        prefix, umh_base, core_base = self._bases(machine)
         levels = "/".join(topic_part(p) for p in key.split("/"))
         if self.mode == "umh-core":
-            return f"{self._core_base}.live.{key.replace('/', '.')}"
+            return f"{core_base}.live.{key.replace('/', '.')}"
         if self.mode == "umh":
-            return f"{self._umh_base}/_historian/live/{levels}"
-        return f"{self.prefix}/live/{levels}"
+            return f"{umh_base}/_historian/live/{levels}"
+        return f"{prefix}/live/{levels}"
 
     # -- messages --------------------------------------------------------------------------
     def event(self, record: EventRecord, *, historical: bool) -> Message:
@@ -287,11 +316,12 @@ class Wire:
             body_props = (self._format + self._agent_property + b"\x26\x00\x03seq"
                           + len(seq).to_bytes(2, "big") + seq.encode())
             packed = _varint(len(body_props)) + body_props
-        topic = self._topics.get((record.kind, record.name))
+        machine = machine_of(record.attrs)
+        topic = self._topics.get((machine, record.kind, record.name))
         if topic is None:
-            topic = self.event_topic(record.kind, record.name)
+            topic = self.event_topic(record.kind, record.name, machine)
             if len(self._topics) < 10_000:
-                self._topics[(record.kind, record.name)] = topic
+                self._topics[(machine, record.kind, record.name)] = topic
         if self.mode == "umh-core":
             core = {"timestamp_ms": record.ts_ns // 1_000_000, "value": _scalar(record.value)}
             return Message(topic, encode("json", core), props, packed)
@@ -322,9 +352,9 @@ class Wire:
                    else encode(self.codec, body))
         return Message(topic, payload, props, packed)
 
-    def live(self, key: str, value: Any, ts_ns: int) -> Message:
-        """The retained live-lane message for the latest value of `key`."""
-        topic = self.live_topic(key)
+    def live(self, key: str, value: Any, ts_ns: int, machine: str | None = None) -> Message:
+        """The retained live-lane message for the latest value of `key` (of `machine`)."""
+        topic = self.live_topic(key, machine)
         if self.mode == "umh":
             leaf = topic_part(key.split("/")[-1])
             if isinstance(value, Mapping):
@@ -337,14 +367,17 @@ class Wire:
         ts_ms, ts_sub_ns = split_ns(ts_ns)
         body = {"agent": self.agent_id, "ts": ts_ms, "ts_sub_ns": ts_sub_ns, "key": key,
                 "value": _exact_times(value)}
+        if machine is not None:
+            body["machine"] = machine
         return Message(topic, encode(self.codec, body), properties=self._codec_properties)
 
-    def live_messages(self, key: str, value: Any, ts_ns: int) -> list[Message]:
+    def live_messages(self, key: str, value: Any, ts_ns: int,
+                      machine: str | None = None) -> list[Message]:
         """The live lane's messages for `key`: one, or in UMH Core mode one per scalar (UMH
         Core's time series carry one scalar `value`: a map becomes one topic per entry,
         `<key>.<entry>`, the signal list one comma-separated string)."""
         if self.mode != "umh-core":
-            return [self.live(key, value, ts_ns)]
+            return [self.live(key, value, ts_ns, machine)]
         ts_ms = ts_ns // 1_000_000
         if isinstance(value, Mapping):
             items = list(_exact_times(value).items())
@@ -352,7 +385,7 @@ class Wire:
             items = [("active", ",".join(str(v) for v in value))]
         else:
             items = [("value", value)]
-        return [Message(f"{self.live_topic(key)}.{entry}",
+        return [Message(f"{self.live_topic(key, machine)}.{entry}",
                         encode("json", {"timestamp_ms": ts_ms, "value": _scalar(item)}),
                         properties=self._json_properties)
                 for entry, item in items]
