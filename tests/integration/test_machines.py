@@ -1,0 +1,322 @@
+"""Three machines on one agent, as a real subprocess: press-1 on a shared Modbus device (which
+also carries press-1's and press-2's lamp coils), press-2 on its own Modbus device, a capper
+on its own simulator. Through a broker outage and a kill -9 every machine's lamps follow its
+own rules and every event arrives in the agent's seq order; a stopped device makes only its
+machine `unknown`; a reload with one machine's file broken switches only the others."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.fixtures.mosquitto import Mosquitto, free_port
+from tests.fixtures.subscriber import Subscriber, dedup_in_order
+from tests.hw.modbus_server import ModbusTestServer
+from tests.integration.agent_proc import (
+    EXAMPLE_RULES,
+    AgentProcess,
+    journal_newest_seq,
+    journal_records,
+)
+
+pytestmark = pytest.mark.slow
+
+AGENT = "it-line"
+TOPICS = f"linelight/{AGENT}/"
+
+PRESS_RULES = """\
+[inputs]
+running = { type = "bool" }
+
+[[state]]
+name = "producing"
+code = 10000
+priority = 50
+when = "running"
+show = { green = "on" }
+
+[[state]]
+name = "stopped"
+code = 40000
+priority = 10
+when = "not running"
+show = { red = "on" }
+
+[unknown]
+show = { amber = "on" }
+"""
+
+# press-1's lamps red, amber, green on coils 0..2 of the shared device, press-2's on 4..6
+PRESS_1_COILS, PRESS_2_COILS = 0, 4
+RED, AMBER, GREEN = [True, False, False], [False, True, False], [False, False, True]
+
+
+def line_config(directory: Path, *, cell: int, plc: int, mqtt: int) -> Path:
+    """The agent's config: three machines, one shared source, two own sources."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rules").mkdir(exist_ok=True)
+    (directory / "rules" / "press-1.toml").write_text(PRESS_RULES)
+    (directory / "rules" / "press-2.toml").write_text(PRESS_RULES)
+    (directory / "rules" / "capper.toml").write_text(EXAMPLE_RULES.read_text())
+    lamps = "red = {{ coil = {} }}\namber = {{ coil = {} }}\ngreen = {{ coil = {} }}\n"
+    text = f"""\
+agent_id = "{AGENT}"
+data_dir = "data"
+
+[scan]
+period = "20ms"
+
+[diagnostics]
+listen = ["127.0.0.1:{free_port()}"]
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt}
+keepalive = "5s"
+backoff = {{ initial = "200ms", max = "1s" }}
+
+[sources.cell]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {cell}
+poll = "50ms"
+reconnect_max = "1s"
+
+[sources.cell.inputs]
+p1_running = {{ discrete_input = 0 }}
+
+[machines.press-1]
+rules = ["rules/press-1.toml"]
+inputs = {{ running = "p1_running" }}
+
+[machines.press-1.tower]
+source = "cell"
+
+[machines.press-1.tower.lamps]
+{lamps.format(*range(PRESS_1_COILS, PRESS_1_COILS + 3))}
+[machines.press-2]
+rules = ["rules/press-2.toml"]
+
+[machines.press-2.sources.press-2-plc]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {plc}
+poll = "50ms"
+timeout = "200ms"
+reconnect_max = "1s"
+
+[machines.press-2.sources.press-2-plc.inputs]
+running = {{ discrete_input = 0 }}
+
+[machines.press-2.tower]
+source = "cell"
+
+[machines.press-2.tower.lamps]
+{lamps.format(*range(PRESS_2_COILS, PRESS_2_COILS + 3))}
+[machines.capper]
+rules = ["rules/capper.toml"]
+
+[machines.capper.sources.capper-sim]
+type = "sim"
+model = "machine"
+period = "20ms"
+machine = {{ producing = "2s", microstop = "1s", fault = "1500ms", idle = "1500ms", cycle = "400ms" }}
+
+[machines.capper.tower.lamps]
+red = {{ virtual = true }}
+amber = {{ virtual = true }}
+green = {{ virtual = true }}
+blue = {{ virtual = true }}
+buzzer = {{ virtual = true }}
+"""
+    path = directory / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+class Line:
+    """The two Modbus devices the agent talks to, read and written from the test."""
+
+    def __init__(self, cell: ModbusTestServer, plc: ModbusTestServer, agent: AgentProcess):
+        self.cell, self.plc, self.agent = cell, plc, agent
+
+    async def wait_lamps(self, first_coil: int, want: list[bool], what: str) -> None:
+        deadline = time.monotonic() + 60
+        got: list[bool] = []
+        while time.monotonic() < deadline:
+            got = await self.cell.coils(first_coil, 3)
+            if got == want:
+                return
+            if self.agent.proc is not None and self.agent.proc.poll() is not None:
+                raise AssertionError(f"agent exited while waiting for {what}:\n"
+                                     f"{self.agent.log()[-4000:]}")
+            await anyio.sleep(0.05)
+        raise AssertionError(f"{what}: coils {first_coil}.. (red, amber, green) of "
+                             f"{self.cell.url} are {got}, not {want} after 60 s\n"
+                             f"{self.agent.log()[-3000:]}")
+
+    async def status(self, predicate: Callable[[dict[str, Any]], bool], what: str
+                     ) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(
+            lambda: self.agent.wait_status(predicate, what=what))
+
+
+def state(s: dict[str, Any], machine: str) -> str:
+    return str(s["machines"][machine]["state"]["name"])
+
+
+@pytest.fixture
+async def devices() -> AsyncIterator[tuple[ModbusTestServer, ModbusTestServer]]:
+    cell, plc = ModbusTestServer(), ModbusTestServer()
+    await cell.start()
+    await plc.start()
+    try:
+        yield cell, plc
+    finally:
+        await plc.stop()
+        await cell.stop()
+
+
+@pytest.mark.anyio
+async def test_three_machines_keep_their_own_lamps_and_every_event_through_outage_and_kill_9(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber],
+        devices: tuple[ModbusTestServer, ModbusTestServer]) -> None:
+    cell, plc = devices
+    sub = make_subscriber(mosquitto, [f"{TOPICS}#"])
+    config = line_config(tmp_path / "agent", cell=cell.port, plc=plc.port, mqtt=mosquitto.port)
+    with AgentProcess(config) as agent:
+        line = Line(cell, plc, agent)
+        await anyio.to_thread.run_sync(agent.start)
+        await line.wait_lamps(PRESS_1_COILS, RED, "press-1 stopped")
+        await line.wait_lamps(PRESS_2_COILS, RED, "press-2 stopped")
+        await line.status(lambda s: s["broker"]["connected"]
+                          and state(s, "capper") != "unknown", "connected, capper running")
+
+        mosquitto.stop()
+        await line.status(lambda s: not s["broker"]["connected"], "broker link down")
+        # each machine follows only its own inputs: one changes while the other holds
+        for p1, p2 in [(True, False), (True, True), (False, True), (True, True)]:
+            await cell.set_discrete(0, [p1])
+            await plc.set_discrete(0, [p2])
+            await line.wait_lamps(PRESS_1_COILS, GREEN if p1 else RED, f"press-1 running={p1}")
+            await line.wait_lamps(PRESS_2_COILS, GREEN if p2 else RED, f"press-2 running={p2}")
+        capper = await line.status(lambda s: state(s, "capper") == "fault",
+                                   "capper's own cycle reaching fault during the outage")
+        assert capper["machines"]["capper"]["lamps"]["red"] == "blink_fast"
+        await anyio.to_thread.run_sync(agent.kill9)
+
+        await anyio.to_thread.run_sync(agent.start)
+        restarted = await line.status(lambda s: state(s, "press-1") == "producing"
+                                      and state(s, "press-2") == "producing",
+                                      "both presses producing again after kill -9")
+        await line.wait_lamps(PRESS_1_COILS, GREEN, "press-1 green after the restart")
+        mosquitto.start()
+        await line.status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
+                          and s["queue"]["seq_hwm"] > restarted["queue"]["seq_hwm"],
+                          "backlog drained after the broker returned")
+        assert await anyio.to_thread.run_sync(agent.stop) == 0
+
+    data = tmp_path / "agent" / "data"
+    left = await anyio.to_thread.run_sync(journal_records, data)
+    sent = left[0].seq - 1 if left else await anyio.to_thread.run_sync(journal_newest_seq, data)
+    await anyio.to_thread.run_sync(lambda: sub.wait_for_seqs(set(range(1, sent + 1)), TOPICS))
+    seqs = dedup_in_order(sub.seqs(TOPICS))
+    assert seqs == list(range(1, sent + 1)), "events lost or out of the agent's seq order"
+    events = {m.seq: (m.topic, m.decoded) for m in sub.snapshot()
+              if m.seq is not None and m.topic.startswith(TOPICS)}
+    for seq, (topic, body) in events.items():  # the topic and the payload name one machine
+        machine = body.get("machine")
+        assert topic.startswith(f"{TOPICS}{machine}/events/" if machine else f"{TOPICS}events/"), \
+            (seq, topic, body)
+    states = {m: [b["name"] for _, b in events.values()
+                  if b.get("machine") == m and b["kind"] == "state"]
+              for m in ("press-1", "press-2", "capper")}
+    assert states["press-1"].count("producing") >= 3, states["press-1"]
+    assert states["press-2"].count("producing") >= 2, states["press-2"]
+    assert {"producing", "fault"} <= set(states["capper"]), states["capper"]
+    starts = [b for _, b in events.values() if b["kind"] == "agent" and b["name"] == "start"]
+    assert [s["machines"] for s in starts] == [["press-1", "press-2", "capper"]] * 2
+
+
+@pytest.mark.anyio
+async def test_a_stopped_modbus_device_makes_only_its_machine_unknown(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber],
+        devices: tuple[ModbusTestServer, ModbusTestServer]) -> None:
+    cell, plc = devices
+    sub = make_subscriber(mosquitto, [f"{TOPICS}#"])
+    config = line_config(tmp_path / "agent", cell=cell.port, plc=plc.port, mqtt=mosquitto.port)
+    with AgentProcess(config) as agent:
+        line = Line(cell, plc, agent)
+        await anyio.to_thread.run_sync(agent.start)
+        await plc.set_discrete(0, [True])
+        await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2 producing")
+
+        await plc.stop()  # press-2's own device is gone
+        await line.wait_lamps(PRESS_2_COILS, AMBER, "press-2's unknown pattern")
+        gone = await line.status(lambda s: state(s, "press-2") == "unknown", "press-2 unknown")
+        assert any("machine press-2: state unknown" in r for r in gone["health"]["reasons"])
+        # the others go on: press-1's lamps follow its inputs, the capper's cycle its own
+        for running in (True, False, True):
+            await cell.set_discrete(0, [running])
+            await line.wait_lamps(PRESS_1_COILS, GREEN if running else RED,
+                                  f"press-1 running={running} with press-2's device stopped")
+        seen: set[str] = set()
+
+        def capper_moves(s: dict[str, Any]) -> bool:
+            seen.add(state(s, "capper"))
+            return {"producing", "fault"} <= seen and state(s, "press-2") == "unknown"
+
+        await line.status(capper_moves, "the capper cycling while press-2 is unknown")
+        assert await line.wait_lamps(PRESS_2_COILS, AMBER, "press-2 still unknown") is None
+
+        await plc.start()
+        await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2 back to producing")
+        assert await anyio.to_thread.run_sync(agent.stop) == 0
+    press_2 = [m.decoded["name"] for m in sub.snapshot()
+               if m.topic.startswith(f"{TOPICS}press-2/events/state/")]
+    assert press_2[-3:] == ["producing", "unknown", "producing"], press_2
+    press_1 = [m.decoded["name"] for m in sub.snapshot()
+               if m.topic.startswith(f"{TOPICS}press-1/events/state/")]
+    assert "unknown" not in press_1[1:], press_1  # only the start-up unknown -> stopped
+
+
+@pytest.mark.anyio
+async def test_reload_with_one_broken_machine_file_keeps_its_rules_and_switches_the_others(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber],
+        devices: tuple[ModbusTestServer, ModbusTestServer]) -> None:
+    cell, plc = devices
+    sub = make_subscriber(mosquitto, [f"{TOPICS}#"])
+    config = line_config(tmp_path / "agent", cell=cell.port, plc=plc.port, mqtt=mosquitto.port)
+    rules = tmp_path / "agent" / "rules"
+    with AgentProcess(config) as agent:
+        line = Line(cell, plc, agent)
+        await anyio.to_thread.run_sync(agent.start)
+        await line.wait_lamps(PRESS_1_COILS, RED, "press-1 stopped")
+        await line.wait_lamps(PRESS_2_COILS, RED, "press-2 stopped")
+        # press-1's new rules show stopped as amber; press-2's new file is broken
+        (rules / "press-1.toml").write_text(PRESS_RULES.replace('show = { red = "on" }',
+                                                                'show = { amber = "on" }'))
+        (rules / "press-2.toml").write_text(PRESS_RULES.replace('when = "running"',
+                                                                'when = "runing"', 1))
+        await line.wait_lamps(PRESS_1_COILS, AMBER, "press-1 on its new rules")
+        await line.status(lambda s: s["rules"]["rejections"] >= 1, "press-2's file rejected")
+        # press-2 keeps its old rules: stopped is still red, producing still green
+        await line.wait_lamps(PRESS_2_COILS, RED, "press-2 on its old rules")
+        await plc.set_discrete(0, [True])
+        await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2's old rules still running")
+        assert await anyio.to_thread.run_sync(agent.stop) == 0
+    agent_events = [m.decoded for m in sub.snapshot()
+                    if m.topic.startswith(f"{TOPICS}press-2/events/agent/")
+                    or m.topic.startswith(f"{TOPICS}press-1/events/agent/")]
+    rejected = [e for e in agent_events if e["name"] == "rules_rejected"]
+    reloaded = [e for e in agent_events if e["name"] == "rules_reloaded"]
+    assert [e["machine"] for e in rejected] == ["press-2"], agent_events
+    assert [e["machine"] for e in reloaded] == ["press-1"], agent_events
+    broken = str(rules / "press-2.toml")
+    assert any(err.startswith(f"{broken}:8:9: ") and "machine 'press-2'" in err
+               and "runing" in err for err in rejected[0]["errors"]), rejected[0]["errors"]
