@@ -234,7 +234,9 @@ class ScanLoop:
         """One machine's events of this tick, and its view; returns how many were submitted."""
         machine = lane.name
         submitted = 0
-        for name, sample in lane.changes.changes(part):
+        # another machine's state read by this one is that machine's state event, not a signal
+        signals = {k: v for k, v in part.items() if k not in lane.states} if lane.states else part
+        for name, sample in lane.changes.changes(signals):
             self.sink.submit(ev.signal_event(name, sample, now_ns, unsynced=unsynced,
                                              machine=machine))
             submitted += 1

@@ -320,3 +320,42 @@ async def test_reload_with_one_broken_machine_file_keeps_its_rules_and_switches_
     broken = str(rules / "press-2.toml")
     assert any(err.startswith(f"{broken}:8:9: ") and "machine 'press-2'" in err
                and "runing" in err for err in rejected[0]["errors"]), rejected[0]["errors"]
+
+
+def test_a_single_machine_config_from_before_machines_publishes_the_same_topics(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    """A config without [machines.*] (written as before this change) publishes exactly the
+    topics an agent before machines published, and no payload names a machine."""
+    from linelight.rules.loader import load_rules
+    from tests.integration.agent_proc import write_config
+
+    agent_id = "it-single"
+    prefix = f"linelight/{agent_id}"
+    rules = load_rules([("machine.toml", EXAMPLE_RULES.read_text())])
+    lamps = ("red", "amber", "green", "blue", "white", "buzzer")
+    # the topics of an agent before machines: {prefix}/events/{kind}/{name}, four live keys,
+    # the status (docs/wire-format.md, as generated from that code)
+    before = ({f"{prefix}/status"} | {f"{prefix}/live/{k}"
+                                      for k in ("state", "lamps", "signals", "counters")}
+              | {f"{prefix}/events/agent/{n}" for n in ("start", "stop", "clock_sync")}
+              | {f"{prefix}/events/state/{s}" for s in ("unknown", *(r.name for r in rules.states))}
+              | {f"{prefix}/events/alarm/{s.name}" for s in rules.signals}
+              | {f"{prefix}/events/signal/{i}" for i in rules.inputs}
+              | {f"{prefix}/events/count/{c.name}" for c in rules.counters}
+              | {f"{prefix}/events/lamp/{lamp}" for lamp in lamps})
+    sub = make_subscriber(mosquitto, [f"{prefix}/#"])
+    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port, agent_id=agent_id)
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: s["broker"]["connected"] and s["state"]["name"] == "fault"
+                          and s["counters"]["parts"] > 0, what="a fault after some parts")
+        assert agent.stop() == 0
+    got = sub.wait_for(lambda msgs: any(m.topic.endswith("/events/agent/stop") for m in msgs))
+    topics = {m.topic for m in got}
+    assert topics <= before, f"topics an agent before machines never published: " \
+                             f"{sorted(topics - before)}"
+    assert {f"{prefix}/live/state", f"{prefix}/events/state/fault",
+            f"{prefix}/events/count/parts"} <= topics
+    named = [m.topic for m in got if isinstance(m.decoded, dict)
+             and ("machine" in m.decoded or "machines" in m.decoded)]
+    assert not named, f"payloads naming a machine: {named[:5]}"

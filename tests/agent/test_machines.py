@@ -1,0 +1,292 @@
+"""Several machines on one agent: the [machines.*] config, the per-machine scan, the wire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from linelight.agent.config import load_config
+from linelight.agent.journal import Event
+from linelight.agent.memory import RuleMemory
+from linelight.agent.mqtt import Wire
+from linelight.agent.mqtt.wire import UmhPath
+from linelight.agent.scan import MachineLane, ScanLoop
+from linelight.hw.inputs import InputTable
+from linelight.hw.outputs import VirtualOutput
+from linelight.hw.stacklight import StackLight
+from linelight.rules.errors import ConfigProblems
+from linelight.rules.evaluator import Evaluator
+from linelight.rules.loader import load_rules
+from linelight.rules.values import Pattern, Quality, Sample
+from tests.agent.test_scan import Clocks, Sink
+
+RULES = """\
+[inputs]
+running = { type = "bool" }
+
+[[state]]
+name = "producing"
+code = 10000
+priority = 50
+when = "running"
+show = { green = "on" }
+
+[[state]]
+name = "stopped"
+code = 40000
+priority = 10
+when = "not running"
+show = { red = "on" }
+"""
+
+DOWNSTREAM = """\
+[inputs]
+running = { type = "bool" }
+upstream = { type = "int" }
+
+[[state]]
+name = "starved"
+code = 60000
+priority = 60
+when = "upstream != 10000"
+show = { amber = "on" }
+
+[[state]]
+name = "producing"
+code = 10000
+priority = 50
+when = "running"
+show = { green = "on" }
+
+[[state]]
+name = "stopped"
+code = 40000
+priority = 10
+when = "not running"
+show = { red = "on" }
+"""
+
+LAMPS = "red = { virtual = true }\ngreen = { virtual = true }\namber = { virtual = true }\n"
+
+LINE = f"""\
+agent_id = "line-1"
+data_dir = "data"
+
+[sources.cell]
+type = "sim"
+
+[sources.cell.inputs]
+p1_running = {{ wave = "constant", value = true }}
+
+[machines.press-1]
+rules = ["press.toml"]
+inputs = {{ running = "p1_running" }}
+
+[machines.press-1.tower.lamps]
+{LAMPS}
+[machines.filler]
+rules = ["downstream.toml"]
+inputs = {{ upstream = "machine:press-1" }}
+
+[machines.filler.sources.filler-sim]
+type = "sim"
+
+[machines.filler.sources.filler-sim.inputs]
+running = {{ wave = "constant", value = true }}
+
+[machines.filler.tower.lamps]
+{LAMPS}
+"""
+
+
+def write(tmp_path: Path, config: str, downstream: str = DOWNSTREAM) -> Path:
+    (tmp_path / "press.toml").write_text(RULES)
+    (tmp_path / "downstream.toml").write_text(downstream)
+    path = tmp_path / "agent.toml"
+    path.write_text(config)
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path)
+    return [str(p) for p in info.value.problems]
+
+
+# -- config ---------------------------------------------------------------------------------
+
+def test_machines_are_read_with_their_rules_towers_and_resolved_inputs(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, LINE))
+    press, filler = config.machines
+    assert (press.name, filler.name) == ("press-1", "filler") and press.named
+    assert dict(press.inputs) == {"running": "p1_running"}
+    assert dict(filler.inputs) == {"running": "filler/running", "upstream": "machine:press-1"}
+    assert filler.states_read() == {"upstream": "press-1"}
+    assert press.tower is not None and set(press.tower.lamps) == {"red", "green", "amber"}
+    assert config.ruleset is press.ruleset  # the first machine's, for single-machine readers
+
+
+def test_a_config_without_machines_is_one_unnamed_machine_named_after_the_agent(
+        tmp_path: Path) -> None:
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "m.toml").write_text(RULES)
+    path = tmp_path / "agent.toml"
+    path.write_text(f'agent_id = "press-7"\n[sources.s]\ntype = "sim"\n[sources.s.inputs]\n'
+                    f'running = {{ wave = "constant", value = true }}\n[tower.lamps]\n{LAMPS}')
+    (machine,) = load_config(path).machines
+    assert (machine.name, machine.named, machine.wire_name) == ("press-7", False, None)
+
+
+def test_machine_problems_name_the_machine_at_file_line_col(tmp_path: Path) -> None:
+    broken = DOWNSTREAM.replace('when = "running"', 'when = "runing"')
+    config = LINE.replace('inputs = { running = "p1_running" }',
+                          'inputs = { running = "p9_running" }')
+    path = write(tmp_path, config, downstream=broken)
+    found = problems_of(path)
+    assert f"{tmp_path / 'downstream.toml'}:16:9: machine 'filler': unknown input 'runing'; " \
+           "did you mean 'running'?" in found, found
+    assert any(p.startswith(f"{path}:") and "machine 'press-1': input 'running' is wired to "
+               "'p9_running', which no shared [sources.*] delivers" in p for p in found), found
+
+
+def test_top_level_rules_or_tower_beside_machines_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'rules = ["press.toml"]\n' + LINE + f"[tower.lamps]\n{LAMPS}")
+    found = problems_of(path)
+    assert f"{path}:1:9: with [machines.*] every machine names its own 'rules'; move it into " \
+           "[machines.NAME]" in found, found
+    assert any("every machine names its own 'tower'" in p for p in found), found
+
+
+def test_machine_names_must_be_topic_levels_and_not_the_agents_own(tmp_path: Path) -> None:
+    config = LINE.replace("[machines.filler]", "[machines.live]").replace(
+        "[machines.filler.", "[machines.live.").replace("machines.press-1", 'machines."press 1"'
+                                                        ).replace("machine:press-1", "machine:x")
+    found = problems_of(write(tmp_path, config))
+    assert any("machine name 'press 1' must be a letter or digit" in p for p in found), found
+    assert any("machine name 'live' is a topic level of the agent's own" in p for p in found)
+
+
+def test_reading_a_machine_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    found = problems_of(write(tmp_path, LINE.replace("machine:press-1", "machine:press-9")))
+    assert any("machine 'filler': input 'upstream' reads the state of machine 'press-9', which "
+               "is not another machine of this agent" in p for p in found), found
+
+
+# -- scan -----------------------------------------------------------------------------------
+
+def _tower(clocks: Clocks) -> StackLight:
+    return StackLight({lamp: VirtualOutput(lamp) for lamp in ("red", "amber", "green")},
+                      clock=lambda: clocks.mono)
+
+
+def _line(clocks: Clocks, table: InputTable, sink: Sink) -> tuple[ScanLoop, list[StackLight]]:
+    towers = [_tower(clocks) for _ in range(3)]
+    lanes = [
+        MachineLane(Evaluator(load_rules([("p.toml", RULES)])), towers[0], name="press-1",
+                    inputs={"running": "p1_running"}, label="press-1"),
+        MachineLane(Evaluator(load_rules([("p.toml", RULES)])), towers[1], name="press-2",
+                    inputs={"running": "press-2/running"}, label="press-2"),
+        MachineLane(Evaluator(load_rules([("d.toml", DOWNSTREAM)])), towers[2], name="filler",
+                    inputs={"running": "filler/running"}, states={"upstream": "press-2"},
+                    label="filler"),
+    ]
+    scan = ScanLoop(inputs=table, sink=sink, clock=clocks.watch(), period=0.02,  # type: ignore[arg-type]
+                    machines=lanes, monotonic=lambda: clocks.mono)
+    return scan, towers
+
+
+def _set(table: InputTable, clocks: Clocks, name: str, value: object,
+         quality: Quality = Quality.GOOD) -> None:
+    table.update(name, Sample(value, quality, clocks.mono, clocks.wall))  # type: ignore[arg-type]
+
+
+def test_a_bad_input_makes_only_its_machine_unknown_and_the_others_lamps_follow() -> None:
+    sink, clocks, table = Sink(), Clocks(), InputTable()
+    scan, towers = _line(clocks, table, sink)
+    for name in ("p1_running", "press-2/running", "filler/running"):
+        _set(table, clocks, name, True)
+    scan.tick()
+    clocks.advance(0.02)
+    scan.tick()  # the filler reads press-2's state of the previous scan
+    assert [t.patterns()["green"] for t in towers] == [Pattern.ON] * 3
+    _set(table, clocks, "press-2/running", None, Quality.BAD)
+    _set(table, clocks, "p1_running", False)
+    clocks.advance(0.02)
+    scan.tick()
+    assert [lane.view.state for lane in scan.machines] == ["stopped", "unknown", "producing"]
+    assert towers[0].patterns()["red"] is Pattern.ON
+    clocks.advance(0.02)
+    scan.tick()  # upstream press-2 no longer producing: the filler is starved
+    assert scan.machines[2].view.state == "starved"
+    assert towers[2].patterns()["amber"] is Pattern.ON
+    states = [(e.attrs["machine"], e.name) for e in sink.of("state")]
+    assert states[-3:] == [("press-1", "stopped"), ("press-2", "unknown"), ("filler", "starved")]
+    # every machine's signal events carry it, under the names its rules read
+    assert {(e.attrs["machine"], e.name) for e in sink.of("signal")} == {
+        ("press-1", "running"), ("press-2", "running"), ("filler", "running")}
+
+
+def test_shared_inputs_no_machine_reads_are_recorded_as_the_agents_own() -> None:
+    sink, clocks, table = Sink(), Clocks(), InputTable()
+    scan, _ = _line(clocks, table, sink)
+    _set(table, clocks, "hall_temperature", 21.5)
+    scan.tick()
+    (event,) = [e for e in sink.of("signal") if e.name == "hall_temperature"]
+    assert "machine" not in event.attrs
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+class _Store:
+    def __init__(self) -> None:
+        self.meta: dict[str, object] = {}
+
+    def get_meta(self, key: str, default: object = None) -> object:
+        return self.meta.get(key, default)
+
+    async def put_meta(self, key: str, value: object) -> None:
+        self.meta[key] = value
+
+
+@pytest.mark.anyio
+async def test_each_named_machine_keeps_its_counters_apart_and_the_unnamed_one_the_old_key(
+        ) -> None:
+    store = _Store()
+    for machine, total in ((None, 1), ("press-1", 2), ("press-2", 3)):
+        memory = RuleMemory(store, machine=machine)
+        memory.counters_changed({"parts": total})
+        await memory.flush()
+    assert store.meta == {"counter_totals": {"parts": 1}, "counter_totals/press-1": {"parts": 2},
+                          "counter_totals/press-2": {"parts": 3}}
+
+
+# -- wire -----------------------------------------------------------------------------------
+
+def _record(attrs: dict[str, object]) -> Event:
+    from linelight.agent.journal import Record
+
+    return Record(seq=7, boot=1, kind="state", name="fault", value=180000,  # type: ignore[call-arg]
+                  ts_ns=1_700_000_000_000_000_000, enq_ns=0, attrs=attrs)
+
+
+def test_a_named_machine_is_one_topic_level_below_the_agent_and_named_in_the_payload() -> None:
+    wire = Wire(agent_id="line-1", prefix="linelight/{agent}")
+    named = wire.event(_record({"machine": "press-2"}), historical=False)  # type: ignore[arg-type]
+    plain = wire.event(_record({}), historical=False)  # type: ignore[arg-type]
+    assert named.topic == "linelight/line-1/press-2/events/state/fault"
+    assert plain.topic == "linelight/line-1/events/state/fault"
+    assert b'"machine":"press-2"' in named.payload and b"machine" not in plain.payload
+    assert wire.live("state", {"name": "x"}, 0, "press-2").topic == \
+        "linelight/line-1/press-2/live/state"
+
+
+def test_in_umh_modes_a_named_machine_is_the_workcell() -> None:
+    path = UmhPath("acme", "berlin", "assembly", "line-4", "cell-9")
+    classic = Wire(agent_id="a", prefix="x", mode="umh", umh=path)
+    core = Wire(agent_id="a", prefix="x", mode="umh-core", umh=path)
+    record = _record({"machine": "press-2"})
+    assert classic.event(record, historical=False).topic == \
+        "umh/v1/acme/berlin/assembly/line-4/press-2/_historian/state"  # type: ignore[arg-type]
+    assert core.event(record, historical=False).topic == \
+        "umh.v1.acme.berlin.assembly.line-4.press-2._raw.state.fault"  # type: ignore[arg-type]
