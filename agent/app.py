@@ -113,8 +113,9 @@ class Agent:
                 await self._start_parts(tg)
                 self.ready = True
                 self.notifier.ready(self.status_line())
-                log.info("ready: agent %s, boot %d, %d rules files, state %s", cfg.agent_id,
-                         journal.boot, len(cfg.rule_files.files), self.scan_state())
+                log.info("ready: agent %s, boot %d, %d rules files, %s", cfg.agent_id,
+                         journal.boot, sum(len(m.rule_files.files) for m in cfg.machines),
+                         self.states_text())
                 if self.forwarder is not None:  # after READY: the broker never delays it
                     await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
                     self._publish_initial_live()
@@ -326,11 +327,14 @@ class Agent:
         depth = q.depth + q.pending if q is not None else 0
         link = ("connected" if self.forwarder.link.connected else "disconnected"
                 ) if self.forwarder is not None else "no broker configured"
-        state = f"state {self.scan_state()}"
+        return f"{self.states_text()}, queue {depth}, broker {link}"
+
+    def states_text(self) -> str:
+        """`state producing`, or with machines `states press-1 producing, press-2 fault`."""
         if self.scan is not None and self.scan.machines[0].name is not None:
-            state = "states " + ", ".join(f"{lane.label} {lane.view.state}"
-                                          for lane in self.scan.machines)
-        return f"{state}, queue {depth}, broker {link}"
+            return "states " + ", ".join(f"{lane.label} {lane.view.state}"
+                                         for lane in self.scan.machines)
+        return f"state {self.scan_state()}"
 
     def machines_status(self, now: float) -> dict[str, Any]:
         """Each machine side by side: state, lamps, signals, counters, its inputs (by the

@@ -63,9 +63,7 @@ class _StatusCollector(Collector):
         yield _gauge("linelight_up_seconds", "Seconds since the agent started.", s.get("uptime_s"))
         yield _gauge("linelight_healthy", "1 when /healthz says ok, 0 when degraded.",
                      s.get("health", {}).get("status") == "ok")
-        state = s.get("state", {})
-        yield _gauge("linelight_state_code", "Numeric code of the current machine state.",
-                     state.get("code"))
+        yield from _machines(s)
 
         scan = s.get("scan", {})
         yield _counter("linelight_scan_ticks", "Scan ticks run.", scan.get("ticks"))
@@ -112,6 +110,25 @@ class _StatusCollector(Collector):
         yield _gauge("linelight_clock_synchronized", "1 when the wall clock is synchronized.",
                      clock.get("synchronized"))
         yield _counter("linelight_clock_jumps", "Wall-clock jumps seen.", clock.get("jumps"))
+
+
+def _machines(s: Mapping[str, Any]) -> Iterator[Any]:
+    """Per-machine series with a `machine` label (the agent id for a config without
+    [machines.*]): state code, lamps lit, counter totals."""
+    machines = s.get("machines") or {str(s.get("agent", "")): s}
+    code = GaugeMetricFamily("linelight_state_code", "Numeric code of the machine's current "
+                             "state.", labels=["machine"])
+    lamp = GaugeMetricFamily("linelight_lamp_lit", "1 while the lamp shows anything but off.",
+                             labels=["machine", "lamp"])
+    count = CounterMetricFamily("linelight_machine_count", "A rule counter's total.",
+                                labels=["machine", "counter"])
+    for name, m in machines.items():
+        code.add_metric([name], _num((m.get("state") or {}).get("code")))
+        for lamp_name, pattern in (m.get("lamps") or {}).items():
+            lamp.add_metric([name, lamp_name], 0.0 if pattern == "off" else 1.0)
+        for counter, total in (m.get("counters") or {}).items():
+            count.add_metric([name, counter], _num(total))
+    yield from (code, lamp, count)
 
 
 def _sources(sources: Mapping[str, Mapping[str, Any]]) -> Iterator[Any]:

@@ -57,7 +57,13 @@ def _check_config(path: str) -> int:
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}")
-    print(f"ok: {path}: {_summary(config.ruleset)}")
+    named = [m for m in config.machines if m.named]
+    if not named:
+        print(f"ok: {path}: {_summary(config.ruleset)}")
+        return 0
+    print(f"ok: {path}: {len(named)} machines")
+    for m in named:
+        print(f"  machine {m.name}: {_summary(m.ruleset)}, from {', '.join(m.rule_files.names)}")
     return 0
 
 

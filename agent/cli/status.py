@@ -78,16 +78,11 @@ def summary(s: dict[str, Any], url: str) -> str:
                  f"up {format_age(s.get('uptime_s'))} · {url}")
     lines.append(f"health     {health.get('status', '?')}")
     lines += [f"           - {r}" for r in health.get("reasons", [])]
-    state = s.get("state", {})
-    lines.append(f"state      {state.get('name', '?')} (code {state.get('code', '?')}) for "
-                 f"{format_age(state.get('for_s'))}"
-                 + (f" - {state['reason']}" if state.get("reason") else ""))
-    lit = [f"{lamp} {p}" for lamp, p in s.get("lamps", {}).items() if p != "off"]
-    lines.append(f"lamps      {', '.join(lit) or 'all off'}")
-    if s.get("signals"):
-        lines.append(f"signals    {', '.join(s['signals'])}")
-    if s.get("counters"):
-        lines.append("counters   " + ", ".join(f"{k} = {v}" for k, v in s["counters"].items()))
+    machines = s.get("machines", {})
+    if any(m.get("named") for m in machines.values()):
+        lines += _machines(machines)
+    else:
+        lines += _machine(s)
     q = s.get("queue", {})
     lines.append(f"queue      {q.get('depth', '?')} events, {_bytes(q.get('bytes'))}, oldest "
                  f"{format_age(q.get('oldest_age_s'))}, dropped {q.get('dropped', 0)}, last seq "
@@ -119,6 +114,33 @@ def summary(s: dict[str, Any], url: str) -> str:
     return "\n".join(lines)
 
 
+
+
+def _machine(m: dict[str, Any], indent: str = "") -> list[str]:
+    """State, lamps, signals and counters of one machine (the agent's, without machines)."""
+    lines: list[str] = []
+    state = m.get("state", {})
+    pad = " " * len(indent)
+    lines.append(f"{indent}state      {state.get('name', '?')} (code {state.get('code', '?')}) "
+                 f"for {format_age(state.get('for_s'))}"
+                 + (f" - {state['reason']}" if state.get("reason") else ""))
+    lit = [f"{lamp} {p}" for lamp, p in m.get("lamps", {}).items() if p != "off"]
+    lines.append(f"{pad}lamps      {', '.join(lit) or 'all off'}")
+    if m.get("signals"):
+        lines.append(f"{pad}signals    {', '.join(m['signals'])}")
+    if m.get("counters"):
+        lines.append(f"{pad}counters   "
+                     + ", ".join(f"{k} = {v}" for k, v in m["counters"].items()))
+    return lines
+
+
+def _machines(machines: dict[str, Any]) -> list[str]:
+    """Several machines, one block each, side by side in the order of the config."""
+    lines = [f"machines   {len(machines)}"]
+    width = max(len(name) for name in machines)
+    for name, m in machines.items():
+        lines += _machine(m, indent=f"  {name:<{width}}  ")
+    return lines
 
 
 def _ms(seconds: Any) -> str:

@@ -290,3 +290,51 @@ def test_in_umh_modes_a_named_machine_is_the_workcell() -> None:
         "umh/v1/acme/berlin/assembly/line-4/press-2/_historian/state"  # type: ignore[arg-type]
     assert core.event(record, historical=False).topic == \
         "umh.v1.acme.berlin.assembly.line-4.press-2._raw.state.fault"  # type: ignore[arg-type]
+
+
+# -- metrics and check ----------------------------------------------------------------------
+
+def test_metrics_label_each_machine() -> None:
+    from linelight.agent.metrics import Metrics
+
+    status = {"agent": "line-1", "machines": {
+        "press-1": {"state": {"code": 10000}, "lamps": {"green": "on", "red": "off"},
+                    "counters": {"parts": 12}},
+        "press-2": {"state": {"code": 30000}, "lamps": {"amber": "blink_fast"}}}}
+    text = Metrics(lambda: status).render().decode()
+    assert 'linelight_state_code{machine="press-1"} 10000.0' in text
+    assert 'linelight_state_code{machine="press-2"} 30000.0' in text
+    assert 'linelight_lamp_lit{lamp="amber",machine="press-2"} 1.0' in text
+    assert 'linelight_lamp_lit{lamp="red",machine="press-1"} 0.0' in text
+    assert 'linelight_machine_count_total{counter="parts",machine="press-1"} 12.0' in text
+
+
+def test_check_lists_each_machine_with_its_rules(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from linelight.agent.cli.check import _check_config
+
+    path = write(tmp_path, LINE)
+    assert _check_config(str(path)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"ok: {path}: 2 machines",
+                   f"  machine press-1: 1 input, 2 states, 0 signals, 0 counters, from "
+                   f"{tmp_path / 'press.toml'}",
+                   f"  machine filler: 2 inputs, 3 states, 0 signals, 0 counters, from "
+                   f"{tmp_path / 'downstream.toml'}"]
+
+
+def test_status_shows_machines_side_by_side() -> None:
+    from linelight.agent.cli.status import summary
+
+    status = {"machines": {
+        "press-1": {"named": True, "state": {"name": "producing", "code": 10000, "for_s": 3},
+                    "lamps": {"green": "on"}, "counters": {"parts": 4}},
+        "capper": {"named": True, "state": {"name": "unknown", "code": 30000, "for_s": 1,
+                                            "reason": "input running is stale"},
+                   "lamps": {"amber": "blink_fast"}}}}
+    lines = summary(status, "http://x").splitlines()
+    assert "machines   2" in lines
+    assert any(line.startswith("  press-1  state      producing (code 10000)") for line in lines)
+    assert any(line.startswith("  capper   state      unknown (code 30000)")
+               and line.endswith("- input running is stale") for line in lines), lines
+    assert "           lamps      amber blink_fast" in lines, lines

@@ -19,7 +19,9 @@ from tests.integration.agent_proc import ROOT, AgentProcess, write_config
 pytestmark = pytest.mark.slow
 
 DOC = ROOT / "docs" / "operations.md"
-NAMED = {"lamps", "counters", "inputs", "components", "tower.lamps", "sources"}  # keyed by names
+NAMED = {"lamps", "counters", "inputs", "components", "tower.lamps", "sources",  # keyed by names
+         "machines", "machines.<name>.lamps", "machines.<name>.counters",
+         "machines.<name>.inputs"}
 TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
     "list": (list,), "map": (dict,), "null": (type(None),), "any": (object,)}
@@ -44,7 +46,8 @@ def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
                     out.update(flatten(item, f"{path}.<name>."))
                 else:
                     out[f"{path}.<name>"] = item
-        elif isinstance(value, dict) and path != "rules.last_reload":
+        elif isinstance(value, dict) and path not in ("rules.last_reload",
+                                                      "machines.<name>.tower"):
             out.update(flatten(value, f"{path}."))
         else:
             out[path] = value

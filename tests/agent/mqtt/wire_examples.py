@@ -23,7 +23,7 @@ import msgpack
 
 from linelight.agent.journal import Record
 from linelight.agent.mqtt.wire import Message, UmhPath, Wire
-from linelight.agent.scan import ScanLoop
+from linelight.agent.scan import MachineLane, ScanLoop
 from linelight.hw.inputs import InputTable
 from linelight.hw.outputs import VirtualOutput
 from linelight.hw.stacklight import StackLight
@@ -119,6 +119,34 @@ def run_machine() -> Run:
     return Run(records, live)
 
 
+def run_line() -> Run:
+    """The same press twice, as machines `press-7` and `press-8` of one agent `line-1`
+    ([machines.*]); only press-8's events and live values, which carry the machine."""
+    sink, clocks = Sink(), Clocks()
+    clocks.wall = WALL_START_NS
+    live: list[tuple[str, Any, int]] = []
+    table = InputTable([f"{m}/{name}" for m in ("press-7", "press-8") for name in STEPS[0]])
+    lanes = []
+    for machine in ("press-7", "press-8"):
+        tower = StackLight({lamp: VirtualOutput(lamp) for lamp in LAMPS},
+                           clock=lambda: clocks.mono)
+        lanes.append(MachineLane(
+            Evaluator(load_rules([("press.toml", RULES)])), tower, name=machine, label=machine,
+            inputs={name: f"{machine}/{name}" for name in STEPS[0]},
+            on_live=(lambda key, value, m=machine: live.append((key, value, clocks.wall))
+                     if m == "press-8" else None)))
+    scan = ScanLoop(inputs=table, sink=sink, clock=clocks.watch(), period=0.02,  # type: ignore[arg-type]
+                    monotonic=lambda: clocks.mono, machines=lanes)
+    scan.tick()
+    for values in STEPS[:2]:
+        clocks.advance(0.5)
+        good(table, clocks, **{f"press-8/{k}": v for k, v in values.items()})
+        scan.tick()
+    records = [Record(FIRST_SEQ + i, BOOT, e.kind, e.name, e.value, e.ts_ns, e.ts_ns,
+                      dict(e.attrs)) for i, e in enumerate(sink.events)]
+    return Run([r for r in records if r.attrs.get("machine") == "press-8"], live)
+
+
 def gap_record(after: Record) -> Record:
     """A gap as the journal writes it (agent/journal/store.py `_write_gap`): 500 signal
     events of retention class 0 dropped to stay within max_bytes."""
@@ -209,7 +237,24 @@ def examples() -> dict[str, str]:
         *[umh_block(m) + "\n" for m in core_live[:-1]], umh_block(core_live[-1])])
     for key in ("state", "lamps", "signals", "counters"):
         out[f"live-{key}"] = json_block(json_wire.live(*run.last_live(key)), json_wire)
+    out.update(machine_examples())
     return out
+
+
+def machine_examples() -> dict[str, str]:
+    """A named machine's event and live value, and its topics in the UMH modes."""
+    line = run_line()
+    state = line.record("state", "producing")
+    wire = Wire(agent_id="line-1", prefix="linelight/{agent}")
+    path = UmhPath("acme", "cologne", "packaging", "line-1")
+    umh = Wire(agent_id="line-1", prefix="x", mode="umh", umh=path)
+    core = Wire(agent_id="line-1", prefix="x", mode="umh-core", umh=path)
+    return {
+        "machine-json": json_block(wire.event(state, historical=False), wire),
+        "machine-live": json_block(wire.live(*line.last_live("state"), "press-8"), wire),
+        "machine-umh": "".join([umh_block(umh.event(state, historical=False)), "\n",
+                                umh_block(core.event(state, historical=False))]),
+    }
 
 
 MARKER = re.compile(r"(<!-- example: ([\w-]+) -->\n)(.*?)(<!-- /example -->)", re.DOTALL)
