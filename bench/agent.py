@@ -1,7 +1,12 @@
 """Agent benchmark: input-change-to-tower latency with the broker up, down and while a backlog
 drains; steady RSS with a large queue vs the dependencies' import floor; idle CPU.
 
-    python -m bench.agent [--quick] [--period 20ms] [--inflight N]
+    python -m bench.agent [--quick] [--period 20ms] [--inflight N] [--machines 1,4,16]
+
+`--machines`: one run per count, 500 inputs in total each time. With 1 the agent has no
+[machines] table (one unnamed machine, as before); with N > 1, machine m0 carries the
+probe's rules and N - 1 machines run the example rules (examples/rules.d/machine.toml) on
+their own simulated machine, so their states, lamps and events keep changing meanwhile.
 
 The MQTT inflight window defaults to the agent's shipped default (MqttSettings.inflight), so
 the figures describe what an unconfigured agent does; the window used is in the table and JSON.
@@ -34,6 +39,7 @@ from linelight.agent.demo.broker import LocalBroker, find_mosquitto, free_port
 from linelight.agent.journal import Event, Journal
 from linelight.agent.mqtt.config import MqttSettings
 from linelight.rules.fields import parse_duration
+from linelight.rules.values import LAMPS
 
 RULES = """\
 [inputs]
@@ -91,6 +97,23 @@ backoff = {{ initial = "200ms", max = "500ms" }}
 
 # The agent's own default window, read from its settings so the benchmark cannot drift from it.
 DEFAULT_INFLIGHT = MqttSettings().inflight
+TOTAL_INPUTS = 500  # with --machines: every run has this many inputs, however many machines
+EXAMPLE_RULES = Path(__file__).resolve().parents[1] / "examples" / "rules.d" / "machine.toml"
+EXAMPLE_INPUTS = 6  # the simulator's machine model delivers the six the example rules read
+
+MACHINE = """
+[machines.{name}]
+rules = ["rules.d/{rules}"]
+
+[machines.{name}.sources.{name}-sim]
+type = "sim"
+period = "{sim_period}"
+{model}
+[machines.{name}.sources.{name}-sim.inputs]
+{inputs}
+[machines.{name}.tower.lamps]
+{lamps}
+"""
 
 IMPORT_FLOOR = ("import anyio, paho.mqtt.client, msgpack, tenacity, sqlite3, prometheus_client, "
                 "pymodbus.client, gpiozero; import time; print('ready', flush=True); "
@@ -98,14 +121,48 @@ IMPORT_FLOOR = ("import anyio, paho.mqtt.client, msgpack, tenacity, sqlite3, pro
 
 
 def write_setup(directory: Path, period: str, broker_port: int | None,
-                inflight: int = DEFAULT_INFLIGHT) -> tuple[Path, int]:
+                inflight: int = DEFAULT_INFLIGHT, machines: int = 0) -> tuple[Path, int]:
+    """The benchmark's config; `machines` 0: as always (one input), 1: the same with filler
+    inputs up to TOTAL_INPUTS, N > 1: N machines (see the module docstring)."""
     (directory / "rules.d").mkdir(parents=True, exist_ok=True)
     (directory / "rules.d" / "bench.toml").write_text(RULES)
     mqtt = MQTT.format(port=broker_port, inflight=inflight) if broker_port else ""
     path = directory / "agent.toml"
     diag = free_port()
-    path.write_text(CONFIG.format(period=period, diag=diag, mqtt=mqtt))
+    text = CONFIG.format(period=period, diag=diag, mqtt=mqtt)
+    if machines == 1:
+        text = text.replace("[tower.lamps]", _filler(0, TOTAL_INPUTS - 1) + "\n[tower.lamps]")
+    elif machines > 1:
+        (directory / "rules.d" / "machine.toml").write_text(EXAMPLE_RULES.read_text())
+        text = text[:text.index("[sources.sim]")] + _machines(machines)
+        text = text.replace('rules = ["rules.d/*.toml"]\n', "")
+    path.write_text(text)
     return path, diag
+
+
+def _filler(first: int, n: int) -> str:
+    """`n` constant inputs: they cost the snapshot and the input table, never an event."""
+    return "".join(f"extra{i} = {{ wave = \"constant\", value = 0 }}\n"
+                   for i in range(first, first + n))
+
+
+def _machines(n: int) -> str:
+    extras = TOTAL_INPUTS - 1 - EXAMPLE_INPUTS * (n - 1)
+    share = [extras // n + (1 if i < extras % n else 0) for i in range(n)]
+    out = []
+    for i in range(n):
+        probe = i == 0
+        lamps = ("green", "amber") if probe else tuple(lamp for lamp in LAMPS if lamp != "white")
+        inputs = ('trigger = { wave = "constant", value = false, type = "bool" }\n'
+                  if probe else "") + _filler(0, share[i])
+        model = ("" if probe else
+                 f'model = "machine"\nseed = {i}\nmachine = {{ producing = "3s", '
+                 'microstop = "1s", fault = "2s", idle = "1s", cycle = "500ms" }\n')
+        out.append(MACHINE.format(
+            name=f"m{i}", rules="bench.toml" if probe else "machine.toml",
+            sim_period="1s" if probe else "50ms", model=model, inputs=inputs,
+            lamps="".join(f"{lamp} = {{ virtual = true }}\n" for lamp in lamps)))
+    return "".join(out)
 
 
 # -- latency ---------------------------------------------------------------------------------
@@ -115,8 +172,9 @@ class Probe:
 
     def __init__(self, agent: Agent) -> None:
         assert agent.hardware is not None and agent.hardware.stacklight is not None
-        self.sim = agent.hardware.sim()
-        self.tower = agent.hardware.stacklight
+        named = bool(agent.hardware.towers)  # several machines: the probe is machine m0
+        self.sim = agent.hardware.sim("m0-sim" if named else None)
+        self.tower = agent.hardware.towers["m0"] if named else agent.hardware.stacklight
         self.green = self.tower.outputs["green"]
         self.value = False
         self.shown: list[tuple[float, bool]] = []
@@ -150,13 +208,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def latency_runs(period: str, samples: int, backlog: int, workdir: Path,
-                       inflight: int) -> dict[str, Any]:
+                       inflight: int, machines: int = 0) -> dict[str, Any]:
     binary = find_mosquitto()
     if binary is None:
         raise SystemExit("bench.agent needs mosquitto (apt install mosquitto)")
     broker = LocalBroker(binary, workdir / "mosquitto")
     broker.start()
-    config = load_config(write_setup(workdir / "lat", period, broker.port, inflight)[0])
+    config = load_config(write_setup(workdir / "lat", period, broker.port, inflight,
+                                     machines)[0])
     period_s = parse_duration(period)
     results: dict[str, Any] = {}
     agent = Agent(config, handle_signals=False, watch_files=False)
@@ -276,9 +335,9 @@ def import_floor_mb() -> float:
 
 
 def memory_and_cpu(period: str, queued: int, settle: float, idle_s: float,
-                   workdir: Path) -> dict[str, float]:
+                   workdir: Path, machines: int = 0) -> dict[str, float]:
     # Steady RSS with `queued` events waiting (no broker: nothing drains).
-    config, diag = write_setup(workdir / "mem", period, free_port())
+    config, diag = write_setup(workdir / "mem", period, free_port(), machines=machines)
     (workdir / "mem" / "data").mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     anyio.run(prefill, workdir / "mem" / "data" / "journal.db", queued)
@@ -306,25 +365,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inflight", type=int, default=DEFAULT_INFLIGHT,
                         help="[mqtt] inflight window during the runs (default "
                              f"{DEFAULT_INFLIGHT}, the agent's shipped default)")
+    parser.add_argument("--machines", default="",
+                        help="comma-separated machine counts, one run each with "
+                             f"{TOTAL_INPUTS} inputs in total (e.g. 1,4,16); default: the "
+                             "one-input agent")
     return parser
 
 
 def main() -> None:
     args = build_parser().parse_args()
+    counts = [int(n) for n in args.machines.split(",") if n.strip()] or [0]
+    results = [measure(args, n) for n in counts]
+    if len(results) > 1:
+        print(f"{'machines':>8}{'inputs':>8}{'up p99':>9}{'down p99':>10}{'drain p99':>11}"
+              f"{'drain p99 / period':>20}{'RSS MB':>8}{'idle CPU':>10}")
+        for n, f in zip(counts, results, strict=True):
+            print(f"{n:>8}{TOTAL_INPUTS:>8}{f['broker_up']['command_p99_ms']:>7.2f}ms"
+                  f"{f['broker_down']['command_p99_ms']:>8.2f}ms"
+                  f"{f['backlog_drain']['command_p99_ms']:>9.2f}ms"
+                  f"{f['backlog_drain']['command_p99_ms'] / f['scan_period_ms']:>20.2f}"
+                  f"{f['rss_queued_mb']:>8.1f}{f['idle_cpu_percent']:>9.2f}%")
+        print(json.dumps({"bench": "agent", "runs": results}, separators=(",", ":")))
+    else:
+        print(json.dumps(results[0], separators=(",", ":")))
+
+
+def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
+    """One latency + memory run; prints its table and returns its figures."""
     samples = 60 if args.quick else 200
     backlog = 20_000 if args.quick else 100_000
     queued = 100_000 if args.quick else 1_000_000
     period_s = parse_duration(args.period)
     workdir = Path(tempfile.mkdtemp(prefix="linelight-bench-"))
     try:
-        lat = anyio.run(latency_runs, args.period, samples, backlog, workdir, args.inflight)
+        lat = anyio.run(latency_runs, args.period, samples, backlog, workdir, args.inflight,
+                        machines)
         mem = memory_and_cpu(args.period, queued, 5.0 if args.quick else 10.0,
-                             5.0 if args.quick else 10.0, workdir)
+                             5.0 if args.quick else 10.0, workdir, machines)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = []
-    figures: dict[str, Any] = {"scan_period_ms": period_s * 1000, "inflight": args.inflight,
+    figures: dict[str, Any] = {"machines": machines, "scan_period_ms": period_s * 1000,
+                               "inflight": args.inflight,
                                "inflight_is_default": args.inflight == DEFAULT_INFLIGHT}
     for name in ("broker_up", "broker_down", "backlog_drain"):
         cmd = [c * 1000 for c, _ in lat[name]]
@@ -350,6 +433,8 @@ def main() -> None:
 
     window = ("the shipped default" if args.inflight == DEFAULT_INFLIGHT
               else f"shipped default {DEFAULT_INFLIGHT}")
+    if machines:
+        print(f"{machines} machine{'s' if machines > 1 else ''}, {TOTAL_INPUTS} inputs in total")
     print(f"scan period {period_s * 1000:g} ms; MQTT inflight window {args.inflight} ({window}); "
           "latency from input change to tower command (and to the virtual lamp's write)")
     print(f"{'condition':<15}{'n':>6}{'cmd median':>12}{'cmd p99':>10}{'lamp median':>13}"
@@ -367,7 +452,7 @@ def main() -> None:
           f"import floor {mem['floor_mb']:.1f} MB; ratio {figures['rss_ratio_vs_floor']:.2f}")
     print(f"idle CPU       {mem['idle_cpu_percent']:.2f} % of one core (scan every "
           f"{period_s * 1000:g} ms, no input changes, no broker)")
-    print(json.dumps(figures, separators=(",", ":")))
+    return figures
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
-"""Rule evaluation speed: per-scan time for a large rule set, and its load + validate time.
+"""Rule evaluation speed: per-scan time for a large rule set, and its load + validate time;
+whole scan ticks with 1, 4 and 16 machines of the example rules.
 
 500 inputs, 100 states, 50 signals, 50 counters (target: <= 1 ms per scan, median).
+Machines: the scan loop's tick (snapshot, every machine's rules, towers, events) with N machines
+of examples/rules.d/machine.toml sharing 500 inputs in total (each machine its 6 inputs plus
+its share of the rest); the time per machine should stay flat (linear growth).
 Run: .venv/bin/python -m bench.rules [--quick]. Prints a table; the last line is one JSON object.
 """
 
@@ -13,13 +17,20 @@ import statistics
 import time
 from pathlib import Path
 
+from linelight.agent.clock import ClockWatch
 from linelight.agent.rulefiles import load_rule_files
+from linelight.agent.scan import MachineLane, ScanLoop
+from linelight.hw.inputs import InputTable
+from linelight.hw.outputs import VirtualOutput
+from linelight.hw.stacklight import StackLight
 from linelight.rules.evaluator import Evaluator
 from linelight.rules.loader import load_rules
 from linelight.rules.testing import load_test_text, run_file
 from linelight.rules.values import Quality, Sample
 
 PRESS = Path(__file__).resolve().parents[1] / "examples" / "rules"
+MACHINE_RULES = PRESS.parent / "rules.d" / "machine.toml"
+MACHINE_COUNTS = (1, 4, 16)
 
 N_INPUTS, N_STATES, N_SIGNALS, N_COUNTERS = 500, 100, 50, 50
 TARGET_MEDIAN_US = 1000.0
@@ -96,6 +107,61 @@ def rule_test_suite_ms() -> tuple[int, int, float]:
     return len(results), sum(r.scans for r in results), ms
 
 
+class _NullSink:
+    def __init__(self) -> None:
+        self.events = 0
+
+    def submit(self, event: object) -> None:
+        self.events += 1
+
+
+def machines_scan(n_machines: int, ticks: int, rng: random.Random) -> dict[str, float]:
+    """Scan ticks with `n_machines` machines of the example rules, 500 inputs in total:
+    each tick 10 % of the inputs change, every machine's rules run and its tower is shown."""
+    ruleset = load_rule_files([MACHINE_RULES])
+    rule_inputs = list(ruleset.inputs)
+    extra = (N_INPUTS - n_machines * len(rule_inputs)) // n_machines  # unread inputs
+    clock_now = [0.0]
+    clock = ClockWatch(monotonic=lambda: clock_now[0], synchronized=lambda: True)
+    table = InputTable()
+    lanes: list[MachineLane] = []
+    keys: list[str] = []
+    for m in range(n_machines):
+        name = f"m{m}"
+        own = [*rule_inputs, *(f"extra{i}" for i in range(extra))]
+        tower = StackLight({lamp: VirtualOutput(lamp) for lamp in ("red", "amber", "green",
+                                                                  "blue", "buzzer")})
+        lanes.append(MachineLane(Evaluator(ruleset), tower, name=name, label=name,
+                                 inputs={i: f"{name}/{i}" for i in own}))
+        keys += [f"{name}/{i}" for i in own]
+    sink = _NullSink()
+    scan = ScanLoop(inputs=table, sink=sink, clock=clock, period=0.02,  # type: ignore[arg-type]
+                    machines=lanes, monotonic=lambda: clock_now[0])
+
+    def value(key: str) -> object:
+        leaf = key.rsplit("/", 1)[1]
+        if leaf in ("fault_code",):
+            return 0 if rng.random() < 0.9 else 17
+        if leaf == "spindle_rpm" or leaf.startswith("extra"):
+            return float(rng.randint(2900, 3200))
+        return rng.random() < 0.5
+
+    for key in keys:
+        table.update(key, Sample(value(key), Quality.GOOD, 0.0))  # type: ignore[arg-type]
+    times = []
+    for k in range(ticks):
+        clock_now[0] = k * 0.02
+        for key in rng.sample(keys, len(keys) // 10):
+            table.update(key, Sample(value(key), Quality.GOOD, clock_now[0]))  # type: ignore[arg-type]
+        t0 = time.perf_counter_ns()
+        scan.tick()
+        times.append((time.perf_counter_ns() - t0) / 1000)
+    return {"machines": n_machines, "inputs": len(keys), "rules": n_machines * (
+        len(ruleset.states) + len(ruleset.signals) + len(ruleset.counters)),
+        "tick_median_us": statistics.median(times), "tick_p99_us": percentile(times, 0.99),
+        "events_per_tick": sink.events / ticks}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer scans")
@@ -134,6 +200,8 @@ def main() -> None:
     p99 = percentile(times, 0.99)
     load_ms = statistics.median(loads) * 1000
     cases, case_scans, suite_ms = rule_test_suite_ms()
+    machine_runs = [machines_scan(n, scans, random.Random(11)) for n in MACHINE_COUNTS]
+    one = machine_runs[0]["tick_median_us"]
 
     print(f"rules: {N_INPUTS} inputs, {N_STATES} states, {N_SIGNALS} signals, "
           f"{N_COUNTERS} counters; {scans} scans, 10 % of inputs change per scan")
@@ -146,6 +214,17 @@ def main() -> None:
     print(f"{'events per scan':<28}{events / scans:>12.2f}")
     print(f"{'median vs 1 ms target':<28}{median / TARGET_MEDIAN_US:>12.2f}")
     print(f"{f'{cases} rule-test cases':<28}{suite_ms:>10.1f} ms  ({case_scans} scans)")
+    print(f"scan ticks with machines of {MACHINE_RULES.name}, {N_INPUTS} inputs in total, "
+          "10 % changing per tick (whole tick: snapshot, rules, towers, events)")
+    print(f"{'machines':>8}{'inputs':>8}{'rules':>7}{'tick median':>13}{'tick p99':>11}"
+          f"{'per machine':>13}{'vs 1 machine':>14}{'events/tick':>13}")
+    for run in machine_runs:
+        per = run["tick_median_us"] / run["machines"]
+        run["per_machine_us"] = per
+        run["median_to_one_machine"] = run["tick_median_us"] / one
+        print(f"{run['machines']:>8}{run['inputs']:>8}{run['rules']:>7}"
+              f"{run['tick_median_us']:>10.1f} us{run['tick_p99_us']:>8.1f} us{per:>10.1f} us"
+              f"{run['median_to_one_machine']:>13.2f}x{run['events_per_tick']:>13.2f}")
     print(json.dumps({
         "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
         "counters": N_COUNTERS, "scans": scans,
@@ -155,6 +234,7 @@ def main() -> None:
         "median_to_target_ratio": round(median / TARGET_MEDIAN_US, 3),
         "rule_test_cases": cases, "rule_test_scans": case_scans,
         "rule_test_suite_ms": round(suite_ms, 1),
+        "machines": [{k: round(v, 2) for k, v in run.items()} for run in machine_runs],
     }))
 
 
