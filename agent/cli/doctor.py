@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"       {problem}")
         return 1
-    report.add("ok", f"config {args.config} and {len(config.rule_files.files)} rule files valid")
+    files = sum(len(m.rule_files.files) for m in config.machines)
+    named = [m.name for m in config.machines if m.named]
+    machines = f" for machines {', '.join(named)}" if named else ""
+    report.add("ok", f"config {args.config} and {files} rule files{machines} valid")
     for warning in config.warnings:
         report.add("warn", "config", warning)
     check_journal(report, config)

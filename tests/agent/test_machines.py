@@ -338,3 +338,10 @@ def test_status_shows_machines_side_by_side() -> None:
     assert any(line.startswith("  capper   state      unknown (code 30000)")
                and line.endswith("- input running is stale") for line in lines), lines
     assert "           lamps      amber blink_fast" in lines, lines
+
+
+def test_the_line_example_is_three_machines_on_their_own_simulators() -> None:
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "line.toml")
+    assert [m.name for m in config.machines] == ["press-1", "press-2", "capper"]
+    assert all(m.named and m.tower is not None and len(m.sources) == 1 for m in config.machines)
+    assert config.machines[2].inputs["running"] == "capper/running"
