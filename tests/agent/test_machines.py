@@ -38,10 +38,13 @@ code = 40000
 priority = 10
 when = "not running"
 show = { red = "on" }
+
+[unknown]
+show = { amber = "on" }
 """
 
-DOWNSTREAM = """\
-[inputs]
+# a machine that is `starved` while the machine it reads (its `upstream`) is not producing
+DOWNSTREAM = RULES.replace('running = { type = "bool" }\n', """\
 running = { type = "bool" }
 upstream = { type = "int" }
 
@@ -51,21 +54,7 @@ code = 60000
 priority = 60
 when = "upstream != 10000"
 show = { amber = "on" }
-
-[[state]]
-name = "producing"
-code = 10000
-priority = 50
-when = "running"
-show = { green = "on" }
-
-[[state]]
-name = "stopped"
-code = 40000
-priority = 10
-when = "not running"
-show = { red = "on" }
-"""
+""", 1)
 
 LAMPS = "red = { virtual = true }\ngreen = { virtual = true }\namber = { virtual = true }\n"
 

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.agent.test_machines import RULES as PRESS_RULES
 from tests.fixtures.mosquitto import Mosquitto, free_port
 from tests.fixtures.subscriber import Subscriber, dedup_in_order
 from tests.hw.modbus_server import ModbusTestServer
@@ -28,28 +29,6 @@ pytestmark = pytest.mark.slow
 
 AGENT = "it-line"
 TOPICS = f"linelight/{AGENT}/"
-
-PRESS_RULES = """\
-[inputs]
-running = { type = "bool" }
-
-[[state]]
-name = "producing"
-code = 10000
-priority = 50
-when = "running"
-show = { green = "on" }
-
-[[state]]
-name = "stopped"
-code = 40000
-priority = 10
-when = "not running"
-show = { red = "on" }
-
-[unknown]
-show = { amber = "on" }
-"""
 
 # press-1's lamps red, amber, green on coils 0..2 of the shared device, press-2's on 4..6
 PRESS_1_COILS, PRESS_2_COILS = 0, 4
@@ -171,12 +150,18 @@ def state(s: dict[str, Any], machine: str) -> str:
 
 
 @pytest.fixture
-async def devices() -> AsyncIterator[tuple[ModbusTestServer, ModbusTestServer]]:
+async def running_line(tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]
+               ) -> AsyncIterator[tuple[Line, Subscriber]]:
+    """The two devices, a subscriber to every topic of the agent, and the agent started."""
     cell, plc = ModbusTestServer(), ModbusTestServer()
     await cell.start()
     await plc.start()
+    sub = make_subscriber(mosquitto, [f"{TOPICS}#"])
+    config = line_config(tmp_path / "agent", cell=cell.port, plc=plc.port, mqtt=mosquitto.port)
     try:
-        yield cell, plc
+        with AgentProcess(config) as agent:
+            await anyio.to_thread.run_sync(agent.start)
+            yield Line(cell, plc, agent), sub
     finally:
         await plc.stop()
         await cell.stop()
@@ -184,42 +169,37 @@ async def devices() -> AsyncIterator[tuple[ModbusTestServer, ModbusTestServer]]:
 
 @pytest.mark.anyio
 async def test_three_machines_keep_their_own_lamps_and_every_event_through_outage_and_kill_9(
-        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber],
-        devices: tuple[ModbusTestServer, ModbusTestServer]) -> None:
-    cell, plc = devices
-    sub = make_subscriber(mosquitto, [f"{TOPICS}#"])
-    config = line_config(tmp_path / "agent", cell=cell.port, plc=plc.port, mqtt=mosquitto.port)
-    with AgentProcess(config) as agent:
-        line = Line(cell, plc, agent)
-        await anyio.to_thread.run_sync(agent.start)
-        await line.wait_lamps(PRESS_1_COILS, RED, "press-1 stopped")
-        await line.wait_lamps(PRESS_2_COILS, RED, "press-2 stopped")
-        await line.status(lambda s: s["broker"]["connected"]
-                          and state(s, "capper") != "unknown", "connected, capper running")
+        tmp_path: Path, mosquitto: Mosquitto, running_line: tuple[Line, Subscriber]) -> None:
+    line, sub = running_line
+    cell, plc, agent = line.cell, line.plc, line.agent
+    await line.wait_lamps(PRESS_1_COILS, RED, "press-1 stopped")
+    await line.wait_lamps(PRESS_2_COILS, RED, "press-2 stopped")
+    await line.status(lambda s: s["broker"]["connected"]
+                      and state(s, "capper") != "unknown", "connected, capper running")
 
-        mosquitto.stop()
-        await line.status(lambda s: not s["broker"]["connected"], "broker link down")
-        # each machine follows only its own inputs: one changes while the other holds
-        for p1, p2 in [(True, False), (True, True), (False, True), (True, True)]:
-            await cell.set_discrete(0, [p1])
-            await plc.set_discrete(0, [p2])
-            await line.wait_lamps(PRESS_1_COILS, GREEN if p1 else RED, f"press-1 running={p1}")
-            await line.wait_lamps(PRESS_2_COILS, GREEN if p2 else RED, f"press-2 running={p2}")
-        capper = await line.status(lambda s: state(s, "capper") == "fault",
-                                   "capper's own cycle reaching fault during the outage")
-        assert capper["machines"]["capper"]["lamps"]["red"] == "blink_fast"
-        await anyio.to_thread.run_sync(agent.kill9)
+    mosquitto.stop()
+    await line.status(lambda s: not s["broker"]["connected"], "broker link down")
+    # each machine follows only its own inputs: one changes while the other holds
+    for p1, p2 in [(True, False), (True, True), (False, True), (True, True)]:
+        await cell.set_discrete(0, [p1])
+        await plc.set_discrete(0, [p2])
+        await line.wait_lamps(PRESS_1_COILS, GREEN if p1 else RED, f"press-1 running={p1}")
+        await line.wait_lamps(PRESS_2_COILS, GREEN if p2 else RED, f"press-2 running={p2}")
+    capper = await line.status(lambda s: state(s, "capper") == "fault",
+                               "capper's own cycle reaching fault during the outage")
+    assert capper["machines"]["capper"]["lamps"]["red"] == "blink_fast"
+    await anyio.to_thread.run_sync(agent.kill9)
 
-        await anyio.to_thread.run_sync(agent.start)
-        restarted = await line.status(lambda s: state(s, "press-1") == "producing"
-                                      and state(s, "press-2") == "producing",
-                                      "both presses producing again after kill -9")
-        await line.wait_lamps(PRESS_1_COILS, GREEN, "press-1 green after the restart")
-        mosquitto.start()
-        await line.status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
-                          and s["queue"]["seq_hwm"] > restarted["queue"]["seq_hwm"],
-                          "backlog drained after the broker returned")
-        assert await anyio.to_thread.run_sync(agent.stop) == 0
+    await anyio.to_thread.run_sync(agent.start)
+    restarted = await line.status(lambda s: state(s, "press-1") == "producing"
+                                  and state(s, "press-2") == "producing",
+                                  "both presses producing again after kill -9")
+    await line.wait_lamps(PRESS_1_COILS, GREEN, "press-1 green after the restart")
+    mosquitto.start()
+    await line.status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
+                      and s["queue"]["seq_hwm"] > restarted["queue"]["seq_hwm"],
+                      "backlog drained after the broker returned")
+    assert await anyio.to_thread.run_sync(agent.stop) == 0
 
     data = tmp_path / "agent" / "data"
     left = await anyio.to_thread.run_sync(journal_records, data)
@@ -245,38 +225,33 @@ async def test_three_machines_keep_their_own_lamps_and_every_event_through_outag
 
 @pytest.mark.anyio
 async def test_a_stopped_modbus_device_makes_only_its_machine_unknown(
-        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber],
-        devices: tuple[ModbusTestServer, ModbusTestServer]) -> None:
-    cell, plc = devices
-    sub = make_subscriber(mosquitto, [f"{TOPICS}#"])
-    config = line_config(tmp_path / "agent", cell=cell.port, plc=plc.port, mqtt=mosquitto.port)
-    with AgentProcess(config) as agent:
-        line = Line(cell, plc, agent)
-        await anyio.to_thread.run_sync(agent.start)
-        await plc.set_discrete(0, [True])
-        await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2 producing")
+        tmp_path: Path, mosquitto: Mosquitto, running_line: tuple[Line, Subscriber]) -> None:
+    line, sub = running_line
+    cell, plc, agent = line.cell, line.plc, line.agent
+    await plc.set_discrete(0, [True])
+    await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2 producing")
 
-        await plc.stop()  # press-2's own device is gone
-        await line.wait_lamps(PRESS_2_COILS, AMBER, "press-2's unknown pattern")
-        gone = await line.status(lambda s: state(s, "press-2") == "unknown", "press-2 unknown")
-        assert any("machine press-2: state unknown" in r for r in gone["health"]["reasons"])
-        # the others go on: press-1's lamps follow its inputs, the capper's cycle its own
-        for running in (True, False, True):
-            await cell.set_discrete(0, [running])
-            await line.wait_lamps(PRESS_1_COILS, GREEN if running else RED,
-                                  f"press-1 running={running} with press-2's device stopped")
-        seen: set[str] = set()
+    await plc.stop()  # press-2's own device is gone
+    await line.wait_lamps(PRESS_2_COILS, AMBER, "press-2's unknown pattern")
+    gone = await line.status(lambda s: state(s, "press-2") == "unknown", "press-2 unknown")
+    assert any("machine press-2: state unknown" in r for r in gone["health"]["reasons"])
+    # the others go on: press-1's lamps follow its inputs, the capper's cycle its own
+    for running in (True, False, True):
+        await cell.set_discrete(0, [running])
+        await line.wait_lamps(PRESS_1_COILS, GREEN if running else RED,
+                              f"press-1 running={running} with press-2's device stopped")
+    seen: set[str] = set()
 
-        def capper_moves(s: dict[str, Any]) -> bool:
-            seen.add(state(s, "capper"))
-            return {"producing", "fault"} <= seen and state(s, "press-2") == "unknown"
+    def capper_moves(s: dict[str, Any]) -> bool:
+        seen.add(state(s, "capper"))
+        return {"producing", "fault"} <= seen and state(s, "press-2") == "unknown"
 
-        await line.status(capper_moves, "the capper cycling while press-2 is unknown")
-        assert await line.wait_lamps(PRESS_2_COILS, AMBER, "press-2 still unknown") is None
+    await line.status(capper_moves, "the capper cycling while press-2 is unknown")
+    assert await line.wait_lamps(PRESS_2_COILS, AMBER, "press-2 still unknown") is None
 
-        await plc.start()
-        await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2 back to producing")
-        assert await anyio.to_thread.run_sync(agent.stop) == 0
+    await plc.start()
+    await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2 back to producing")
+    assert await anyio.to_thread.run_sync(agent.stop) == 0
     press_2 = [m.decoded["name"] for m in sub.snapshot()
                if m.topic.startswith(f"{TOPICS}press-2/events/state/")]
     assert press_2[-3:] == ["producing", "unknown", "producing"], press_2
@@ -287,29 +262,24 @@ async def test_a_stopped_modbus_device_makes_only_its_machine_unknown(
 
 @pytest.mark.anyio
 async def test_reload_with_one_broken_machine_file_keeps_its_rules_and_switches_the_others(
-        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber],
-        devices: tuple[ModbusTestServer, ModbusTestServer]) -> None:
-    cell, plc = devices
-    sub = make_subscriber(mosquitto, [f"{TOPICS}#"])
-    config = line_config(tmp_path / "agent", cell=cell.port, plc=plc.port, mqtt=mosquitto.port)
+        tmp_path: Path, mosquitto: Mosquitto, running_line: tuple[Line, Subscriber]) -> None:
+    line, sub = running_line
+    plc, agent = line.plc, line.agent
     rules = tmp_path / "agent" / "rules"
-    with AgentProcess(config) as agent:
-        line = Line(cell, plc, agent)
-        await anyio.to_thread.run_sync(agent.start)
-        await line.wait_lamps(PRESS_1_COILS, RED, "press-1 stopped")
-        await line.wait_lamps(PRESS_2_COILS, RED, "press-2 stopped")
-        # press-1's new rules show stopped as amber; press-2's new file is broken
-        (rules / "press-1.toml").write_text(PRESS_RULES.replace('show = { red = "on" }',
-                                                                'show = { amber = "on" }'))
-        (rules / "press-2.toml").write_text(PRESS_RULES.replace('when = "running"',
-                                                                'when = "runing"', 1))
-        await line.wait_lamps(PRESS_1_COILS, AMBER, "press-1 on its new rules")
-        await line.status(lambda s: s["rules"]["rejections"] >= 1, "press-2's file rejected")
-        # press-2 keeps its old rules: stopped is still red, producing still green
-        await line.wait_lamps(PRESS_2_COILS, RED, "press-2 on its old rules")
-        await plc.set_discrete(0, [True])
-        await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2's old rules still running")
-        assert await anyio.to_thread.run_sync(agent.stop) == 0
+    await line.wait_lamps(PRESS_1_COILS, RED, "press-1 stopped")
+    await line.wait_lamps(PRESS_2_COILS, RED, "press-2 stopped")
+    # press-1's new rules show stopped as amber; press-2's new file is broken
+    (rules / "press-1.toml").write_text(PRESS_RULES.replace('show = { red = "on" }',
+                                                            'show = { amber = "on" }'))
+    (rules / "press-2.toml").write_text(PRESS_RULES.replace('when = "running"',
+                                                            'when = "runing"', 1))
+    await line.wait_lamps(PRESS_1_COILS, AMBER, "press-1 on its new rules")
+    await line.status(lambda s: s["rules"]["rejections"] >= 1, "press-2's file rejected")
+    # press-2 keeps its old rules: stopped is still red, producing still green
+    await line.wait_lamps(PRESS_2_COILS, RED, "press-2 on its old rules")
+    await plc.set_discrete(0, [True])
+    await line.wait_lamps(PRESS_2_COILS, GREEN, "press-2's old rules still running")
+    assert await anyio.to_thread.run_sync(agent.stop) == 0
     agent_events = [m.decoded for m in sub.snapshot()
                     if m.topic.startswith(f"{TOPICS}press-2/events/agent/")
                     or m.topic.startswith(f"{TOPICS}press-1/events/agent/")]
