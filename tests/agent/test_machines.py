@@ -15,10 +15,10 @@ from linelight.agent.scan import MachineLane, ScanLoop
 from linelight.hw.inputs import InputTable
 from linelight.hw.outputs import VirtualOutput
 from linelight.hw.stacklight import StackLight
-from linelight.rules.errors import ConfigProblems
 from linelight.rules.evaluator import Evaluator
 from linelight.rules.loader import load_rules
 from linelight.rules.values import Pattern, Quality, Sample
+from tests.agent.test_config import problems_of
 from tests.agent.test_scan import Clocks, Sink
 
 RULES = """\
@@ -95,12 +95,6 @@ def write(tmp_path: Path, config: str, downstream: str = DOWNSTREAM) -> Path:
     path = tmp_path / "agent.toml"
     path.write_text(config)
     return path
-
-
-def problems_of(path: Path) -> list[str]:
-    with pytest.raises(ConfigProblems) as info:
-        load_config(path)
-    return [str(p) for p in info.value.problems]
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -334,3 +328,10 @@ def test_the_line_example_is_three_machines_on_their_own_simulators() -> None:
     assert [m.name for m in config.machines] == ["press-1", "press-2", "capper"]
     assert all(m.named and m.tower is not None and len(m.sources) == 1 for m in config.machines)
     assert config.machines[2].inputs["running"] == "capper/running"
+
+
+def test_umh_modes_with_machines_need_the_line_level(tmp_path: Path) -> None:
+    umh = '[mqtt]\nhost = "127.0.0.1"\ntopic_mode = "umh"\n[mqtt.umh]\nenterprise = "acme"\n'
+    found = problems_of(write(tmp_path, LINE.replace("[sources.cell]\n", umh + "\n[sources.cell]\n")))
+    assert any("[mqtt.umh] needs 'line' (and every level above) with [machines.*]" in p
+               for p in found), found
