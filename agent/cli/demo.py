@@ -24,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="do not start mosquitto: events stay queued on disk")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep the demo's queue and config here (default: a temp dir, removed)")
+    parser.add_argument("--line", action="store_true",
+                        help="a line of three machines on one agent (two presses and a "
+                             "capper, each with its own stack light), shown side by side")
     parser.add_argument("--plain", action="store_true",
                         help="one plain line per second even in a terminal")
 
@@ -41,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(seconds=seconds, outage_every=max(0.0, args.outage_every),
                           outage_length=max(1.0, args.outage_length),
                           use_broker=not args.no_broker, data_dir=args.data_dir,
-                          interactive=interactive)
+                          interactive=interactive, line=args.line)
     return anyio.run(run_demo, options, sys.stdout, backend="asyncio")

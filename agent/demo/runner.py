@@ -4,6 +4,8 @@ Everything a newcomer needs to see in one terminal: the machine cycles through p
 microstop, fault and idle; the rules decide the state and light the tower; every event is
 queued on disk and forwarded to a mosquitto the demo starts; an outage (a key, or every so
 often) shows the queue filling and then draining in order to an independent subscriber.
+`--line`: one agent for a line of three machines (two presses and a capper, each its own
+simulated machine and stack light, the same example rules), shown side by side.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from linelight.agent.demo.view import (
     HIDE_CURSOR,
     SHOW_CURSOR,
     Frame,
+    MachineFrame,
     describe_rules,
     render_line,
     render_screen,
@@ -82,6 +85,41 @@ blue = {{ virtual = true }}
 buzzer = {{ virtual = true }}
 """
 
+LINE_AGENT = "demo-line-1"
+LINE_MACHINES = (  # name, seed, phase lengths: each machine on its own cycle
+    ("press-1", 1, 'producing = "12s", microstop = "3s", fault = "6s", idle = "5s"'),
+    ("press-2", 2, 'producing = "9s", microstop = "2s", fault = "8s", idle = "4s"'),
+    ("capper", 3, 'producing = "15s", microstop = "4s", fault = "5s", idle = "6s"'),
+)
+LINE_MACHINE = """
+[machines.{name}]
+rules = ["rules.d/machine.toml"]
+
+[machines.{name}.sources.{name}-sim]
+type = "sim"
+model = "machine"
+period = "50ms"
+seed = {seed}
+machine = {{ {phases}, cycle = "1500ms" }}
+
+[machines.{name}.tower.lamps]
+red = {{ virtual = true }}
+amber = {{ virtual = true }}
+green = {{ virtual = true }}
+blue = {{ virtual = true }}
+buzzer = {{ virtual = true }}
+"""
+
+
+def line_config(diag_port: int, mqtt: str) -> str:
+    """The demo's config in --line mode: the single machine's, its machine as three."""
+    head = CONFIG[:CONFIG.index("[sources.machine]")].format(diag_port=diag_port, mqtt=mqtt)
+    head = head.replace('agent_id = "demo-press-1"', f'agent_id = "{LINE_AGENT}"').replace(
+        'rules = ["rules.d/*.toml"]\n', "")
+    return head + "".join(LINE_MACHINE.format(name=name, seed=seed, phases=phases)
+                          for name, seed, phases in LINE_MACHINES)
+
+
 MQTT = """
 [mqtt]
 host = "127.0.0.1"
@@ -100,6 +138,7 @@ class DemoOptions:
     use_broker: bool
     data_dir: Path | None  # None: a temp dir, removed at the end
     interactive: bool  # full-screen view and keys (stdout and stdin are terminals)
+    line: bool = False  # a line of three machines on one agent
 
 
 def rules_source() -> Path:
@@ -138,14 +177,18 @@ class Demo:
                 self.broker = LocalBroker(binary, self.workdir / "mosquitto")
                 self.broker.start()
                 mqtt = MQTT.format(port=self.broker.port)
-                self.subscriber = DemoSubscriber(self.broker.port, "linelight/demo-press-1/events/#")
+                topic = (f"linelight/{LINE_AGENT}/#" if self.options.line  # every machine's
+                         else "linelight/demo-press-1/events/#")
+                self.subscriber = DemoSubscriber(self.broker.port, topic)
                 self.subscriber.start()
                 if self.options.outage_every > 0:
                     self.next_outage = self.started + self.options.outage_every
         else:
             self.notes.append("--no-broker: events stay queued on disk (buffering)")
         config_path = self.workdir / "agent.toml"
-        config_path.write_text(CONFIG.format(diag_port=free_port(), mqtt=mqtt))
+        text = (line_config(free_port(), mqtt) if self.options.line
+                else CONFIG.format(diag_port=free_port(), mqtt=mqtt))
+        config_path.write_text(text)
         self.agent = Agent(load_config(config_path), handle_signals=False, watch_files=False)
         return self.agent
 
@@ -173,8 +216,10 @@ class Demo:
             for note in self.notes:
                 self.out.write(f"note: {note}\n")
             run_for = f"{self.options.seconds:g} s" if self.options.seconds else "until stopped"
-            self.out.write(f"linelight demo: simulated machine, example rules, virtual stack light;"
-                           f" one line per second, {run_for}\n")
+            what = ("a line of three simulated machines, example rules, a virtual stack light "
+                    "each" if self.options.line
+                    else "simulated machine, example rules, virtual stack light")
+            self.out.write(f"linelight demo: {what}; one line per second, {run_for}\n")
         self.out.flush()
         next_line = time.monotonic()
         while end is None or time.monotonic() < end:
@@ -214,7 +259,9 @@ class Demo:
         if agent is None or agent.hardware is None:
             return
         if key in KEY_MODES:
-            agent.hardware.sim().set_mode(KEY_MODES[key])
+            # with --line the keys drive the first machine
+            agent.hardware.sim(f"{LINE_MACHINES[0][0]}-sim" if self.options.line else None
+                               ).set_mode(KEY_MODES[key])
             self.message = f"machine {'back on its automatic cycle' if key == 'a' else 'set to ' + KEY_MODES[key]}"
         elif key == "o":
             await self.toggle_outage()
@@ -260,7 +307,8 @@ class Demo:
         assert agent is not None and agent.scan is not None and agent.journal is not None
         now = time.monotonic()
         view = agent.scan.view
-        sim = agent.hardware.sim() if agent.hardware is not None else None
+        first = f"{LINE_MACHINES[0][0]}-sim" if self.options.line else None
+        sim = agent.hardware.sim(first) if agent.hardware is not None else None
         phase, pinned = ("-", False)
         if sim is not None and sim.machine is not None:
             phase = sim.machine.phase_at(now)[0]
@@ -294,7 +342,25 @@ class Demo:
             rules_file=str(rules_source()), rules=describe_rules(agent.config.ruleset),
             message=self.message or (self.notes[0] if self.notes else ""),
             log_lines=list(self.log_tail.lines),
+            machines=self._machines(now) if self.options.line else [],
         )
+
+    def _machines(self, now: float) -> list[MachineFrame]:
+        """Every machine of the line: its simulated phase, state and lamps."""
+        agent = self.agent
+        assert agent is not None and agent.scan is not None and agent.hardware is not None
+        out = []
+        for lane in agent.scan.machines:
+            sim = agent.hardware.sim(f"{lane.label}-sim")
+            tower = agent.hardware.towers.get(lane.label)
+            v = lane.view
+            out.append(MachineFrame(
+                name=lane.label, phase=sim.machine.phase_at(now)[0] if sim.machine else "-",
+                state=v.state, code=v.code, state_for=now - v.state_since_mono,
+                lamps={lamp: p.value for lamp, p in v.lamps.items() if lamp != "white"},
+                levels=tower.levels(now) if tower is not None else {},
+                counters=dict(v.counters)))
+        return out
 
     def _outage_text(self, now: float) -> str:
         if self.broker is None:

@@ -25,6 +25,20 @@ STATE_RGB = {"producing": (40, 200, 70), "fault": (230, 40, 40), "microstop": (2
 
 
 @dataclass(slots=True)
+class MachineFrame:
+    """One machine of a line (`linelight demo --line`) at one instant."""
+
+    name: str
+    phase: str
+    state: str
+    code: int
+    state_for: float
+    lamps: Mapping[str, str]
+    levels: Mapping[str, bool]
+    counters: Mapping[str, int]
+
+
+@dataclass(slots=True)
 class Frame:
     """One instant of the demo."""
 
@@ -59,6 +73,7 @@ class Frame:
     rules: Sequence[str] = field(default_factory=list)
     message: str = ""
     log_lines: Sequence[str] = field(default_factory=list)
+    machines: Sequence[MachineFrame] = field(default_factory=list)  # --line: every machine
 
 
 def _rgb(rgb: tuple[int, int, int], *, bg: bool = False) -> str:
@@ -88,13 +103,19 @@ def render_screen(f: Frame, width: int = 100, height: int = 200) -> str:
     """The full-screen view (ANSI colours), redrawn several times a second; cut to the
     terminal's size so it never scrolls."""
     out: list[str] = []
-    title = f" linelight demo · simulated machine '{f.agent_id}'"
+    what = (f"a line of {len(f.machines)} machines on agent" if f.machines
+            else "simulated machine")
+    title = f" linelight demo · {what} '{f.agent_id}'"
     out.append(f"{BOLD}{title}{RESET}{DIM}   running {f.elapsed:5.0f} s{RESET}")
     out.append("")
-    out.append("   ┌────┐   stack light")
-    for lamp, pattern in f.lamps.items():
-        out.append(_lamp_row(lamp, pattern, f.levels.get(lamp, False)))
-    out.append("   └────┘")
+    if f.machines:
+        out += _line_rows(f.machines)
+        out.append(f"   {DIM}below: the first machine, {f.machines[0].name}{RESET}")
+    else:
+        out.append("   ┌────┐   stack light")
+        for lamp, pattern in f.lamps.items():
+            out.append(_lamp_row(lamp, pattern, f.levels.get(lamp, False)))
+        out.append("   └────┘")
     out.append("")
     state_rgb = STATE_RGB.get(f.state, (220, 220, 220))
     mode = ("pinned by a key; [a] resumes the cycle" if f.pinned else
@@ -140,6 +161,27 @@ def render_screen(f: Frame, width: int = 100, height: int = 200) -> str:
     return HOME_CLEAR + "\n".join(fit(line, width) + RESET + ESC + "K" for line in out) + "\n"
 
 
+def _line_rows(machines: Sequence[MachineFrame]) -> list[str]:
+    """Each machine on one row: its tower as a strip of lamps, its state, phase, counters."""
+    rows = []
+    for m in machines:
+        strip = "".join(_lamp_cell(lamp, m.levels.get(lamp, False)) for lamp in m.lamps)
+        rgb = STATE_RGB.get(m.state, (220, 220, 220))
+        counters = ", ".join(f"{k} = {v}" for k, v in m.counters.items())
+        rows.append(f"   {m.name:<9} {strip}  {_rgb(rgb)}{BOLD}{m.state.upper():<10}{RESET}"
+                    f" code {m.code:<6} for {_age(m.state_for):<8} {DIM}machine {m.phase:<9}"
+                    f" {counters}{RESET}")
+    return rows
+
+
+def _lamp_cell(name: str, lit: bool) -> str:
+    rgb = LAMP_RGB.get(name, (200, 200, 200))
+    if name == "buzzer":
+        return f"{_rgb(rgb)}{BOLD}♪{RESET}" if lit else f"{DIM}·{RESET}"
+    shade = rgb if lit else tuple(c // 5 for c in rgb)
+    return f"{_rgb(shade, bg=True)}  {RESET}"  # type: ignore[arg-type]
+
+
 def fit(line: str, width: int) -> str:
     """`line` cut to `width` visible characters (ANSI sequences kept, not counted), so a
     narrow terminal never wraps and scrolls the view."""
@@ -169,6 +211,9 @@ def render_line(f: Frame) -> str:
     link = {"connected": "up", "down": "DOWN", "none": "none"}.get(f.broker, f.broker)
     line = (f"t={f.elapsed:4.0f}s machine={f.phase:<9} state={f.state:<9} lamps=[{lit}] "
             f"{counters} queue={f.queue_depth} seq={f.seq_hwm} broker={link}")
+    if f.machines:
+        states = " ".join(f"{m.name}:{m.state}" for m in f.machines)
+        line = line.replace(f"machine={f.phase:<9} ", f"machines=[{states}] ", 1)
     if f.broker != "none":
         line += (f" received={f.received} in_order={'yes' if f.out_of_order == 0 else 'NO'}"
                  f" dup_removed={f.duplicates}")

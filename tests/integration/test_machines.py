@@ -329,3 +329,29 @@ def test_a_single_machine_config_from_before_machines_publishes_the_same_topics(
     named = [m.topic for m in got if isinstance(m.decoded, dict)
              and ("machine" in m.decoded or "machines" in m.decoded)]
     assert not named, f"payloads naming a machine: {named[:5]}"
+
+
+def test_the_demo_runs_a_line_of_three_machines_side_by_side(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from linelight.agent.demo.view import Frame, MachineFrame, render_screen
+    from tests.integration.agent_proc import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "linelight.agent", "demo", "--line", "--seconds", "8",
+         "--outage-every", "3", "--outage-length", "2", "--data-dir", str(tmp_path / "demo")],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    ticks = [line for line in proc.stdout.splitlines() if line.startswith("t=")]
+    assert len(ticks) >= 5 and all("machines=[press-1:" in t and " press-2:" in t
+                                   and " capper:" in t for t in ticks), ticks
+    assert any("press-1:producing" in t for t in ticks), ticks
+    assert all("in_order=yes" in t for t in ticks) and any("broker=DOWN" in t for t in ticks)
+    assert "(in order," in proc.stdout.splitlines()[-1]
+    machine = MachineFrame("press-2", "fault", "fault", 180000, 2.0, {"red": "blink_fast"},
+                           {"red": True}, {"parts": 3})
+    frame = Frame(0.0, "demo-line-1", "-", False, "unknown", 30000, 0.0, "", {}, {}, (), {}, {},
+                  0, 0.0, 0, 0, "none", "", "", "", machines=[machine])
+    screen = render_screen(frame)
+    assert "a line of 1 machines on agent 'demo-line-1'" in screen and "FAULT" in screen
