@@ -278,16 +278,21 @@ def _read_machines(table: Table, shared: tuple[SourceSpec, ...]) -> list[_Machin
     drafts: list[_MachineDraft] = []
     source_names = {s.name: "the shared [sources]" for s in shared}
     pattern = re.compile(MACHINE_NAME)
+    problems = table.problems
     for name, mt in table.entries():
         if mt is None:
             continue
+        before = len(problems.items)
         MACHINE_KEYS.bind(mt)
         if not pattern.fullmatch(name):
             mt.problem(None, f"machine name '{name}' must be {MACHINE_NAME_TEXT}")
         elif name in RESERVED_NAMES:
             mt.problem(None, f"machine name '{name}' is a topic level of the agent's own "
                              f"({', '.join(RESERVED_NAMES)}); choose another")
-        globs = tuple(MACHINE_KEYS.read(mt, "rules") or ())
+        if not mt.has("rules"):
+            mt.raw("rules")
+            mt.problem(None, "needs 'rules', its rule files, e.g. rules = [\"rules.d/press.toml\"]")
+        globs = tuple(MACHINE_KEYS.read(mt, "rules") or ()) if mt.has("rules") else ()
         own = read_sources(mt)
         for spec in own:
             if spec.name in source_names:
@@ -306,6 +311,7 @@ def _read_machines(table: Table, shared: tuple[SourceSpec, ...]) -> list[_Machin
                     wiring[rule_input] = value
             entries.finish()
         mt.finish()
+        problems.items[before:] = for_machine(name, problems.items[before:])
         drafts.append(_MachineDraft(name, mt, globs, own, tower, wiring))
     return drafts
 
@@ -315,7 +321,7 @@ def _load_machine(draft: _MachineDraft, base: Path, shared: tuple[SourceSpec, ..
                   ) -> MachineConfig | None:
     found = Problems()
     rule_files = find_rule_files(draft.table, draft.globs, base, found)
-    if not rule_files.files and not found:
+    if not rule_files.files and not found and draft.globs:  # no 'rules': reported as missing
         found.add(draft.table.value_where("rules") if draft.table.has("rules")
                   else draft.table.where(), f"no rule file found: 'rules' "
                   f"({', '.join(draft.globs)}, relative to {base}) matches no file")

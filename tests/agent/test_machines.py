@@ -335,3 +335,11 @@ def test_umh_modes_with_machines_need_the_line_level(tmp_path: Path) -> None:
     found = problems_of(write(tmp_path, LINE.replace("[sources.cell]\n", umh + "\n[sources.cell]\n")))
     assert any("[mqtt.umh] needs 'line' (and every level above) with [machines.*]" in p
                for p in found), found
+
+
+def test_a_machine_without_rules_or_with_an_unknown_key_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, 'agent_id = "x"\n[machines.a]\ncolour = 1\n')
+    assert problems_of(path) == [
+        f"{path}:2:2: machine 'a': needs 'rules', its rule files, e.g. "
+        'rules = ["rules.d/press.toml"]',
+        f"{path}:3:1: machine 'a': unknown key 'colour' in machines.a"]
