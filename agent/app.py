@@ -30,7 +30,7 @@ from linelight.agent.memory import RuleMemory
 from linelight.agent.metrics import Metrics
 from linelight.agent.notify import Notifier
 from linelight.agent.reload import Reloader
-from linelight.agent.scan import MachineLane, ScanLoop
+from linelight.agent.scan import MachineLane, ScanLoop, inputs_status
 from linelight.agent.supervisor import Backoff, Supervisor
 from linelight.hw.build import Hardware, build_hardware
 from linelight.hw.inputs import InputTable
@@ -366,10 +366,7 @@ class Agent:
             parts["machines"] = self.machines_status(now)
             if self.scan.machines[0].name is not None:
                 # several machines: every input of the table, a machine's own as `machine/x`
-                parts["inputs"] = {
-                    name: {"value": s.value, "quality": s.quality.value,
-                           "age_s": round(now - s.at, 3) if s.at else None, "reason": s.reason}
-                    for name, s in sorted(self.inputs.snapshot().items())}
+                parts["inputs"] = inputs_status(self.inputs.snapshot(), now)
             parts["scan"] = self.scan.status(now)
             parts["events"] = {"submitted": parts["scan"]["events_submitted"]}
         if self.hardware is not None:

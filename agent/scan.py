@@ -317,10 +317,7 @@ class ScanLoop:
             "lamps": {lamp: p.value for lamp, p in v.lamps.items()},
             "signals": list(v.signals),
             "counters": dict(v.counters),
-            "inputs": {name: {"value": s.value, "quality": s.quality.value,
-                              "age_s": round(now - s.at, 3) if s.at else None,
-                              "reason": s.reason}
-                       for name, s in sorted(v.snapshot.items())},
+            "inputs": inputs_status(v.snapshot, now),
         }
 
     def status(self, now: float | None = None) -> dict[str, Any]:
@@ -349,3 +346,10 @@ class ScanLoop:
     def stall_limit(self) -> float:
         """How long without a finished tick counts as a stall."""
         return max(1.0, 20 * self.period)
+
+
+def inputs_status(snapshot: Mapping[str, Sample], now: float) -> dict[str, Any]:
+    """Inputs as /status shows them: value, quality, age and reason, by name."""
+    return {name: {"value": s.value, "quality": s.quality.value,
+                   "age_s": round(now - s.at, 3) if s.at else None, "reason": s.reason}
+            for name, s in sorted(snapshot.items())}
