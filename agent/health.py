@@ -50,8 +50,10 @@ def reasons(parts: Mapping[str, Any]) -> list[str]:
         if not comp["running"] and comp["restarts"]:
             out.append(f"{name.split(' ', 1)[0]}: {name} failed ({comp['last_error']}), "
                        "restarting")
+    machines = parts.get("machines") or {}
+    named = any(m.get("named") for m in machines.values())
     tower = parts.get("tower")
-    if tower is not None:
+    if tower is not None and not named:  # with machines: each machine's tower, named below
         failing = [lamp for lamp, st in tower["lamps"].items() if st["failing"]]
         if failing:
             out.append(f"tower: cannot write lamps {', '.join(failing)} ({tower['last_error']})")
@@ -61,8 +63,7 @@ def reasons(parts: Mapping[str, Any]) -> list[str]:
     if last is not None and not last["ok"]:
         out.append("rules: the last reload was rejected, the previous rules are running")
     state = parts.get("state") or {}
-    machines = parts.get("machines") or {}
-    if not any(m.get("named") for m in machines.values()) and state.get("name") == "unknown":
+    if not named and state.get("name") == "unknown":
         out.append(f"state: unknown ({state.get('reason') or 'inputs missing, stale or not yet read'})")
     return out + _machines(machines)
 

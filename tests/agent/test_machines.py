@@ -343,3 +343,19 @@ def test_a_machine_without_rules_or_with_an_unknown_key_is_named(tmp_path: Path)
         f"{path}:2:2: machine 'a': needs 'rules', its rule files, e.g. "
         'rules = ["rules.d/press.toml"]',
         f"{path}:3:1: machine 'a': unknown key 'colour' in machines.a"]
+
+
+def test_health_names_the_machine_once_for_its_unknown_state_and_failing_lamps() -> None:
+    from linelight.agent.health import reasons
+
+    failing = {"lamps": {"red": {"failing": True}}, "last_error": "lamp 'red' on coil 0: gone"}
+    first = {"named": True, "state": {"name": "unknown", "reason": "running stale"},
+             "tower": failing}
+    parts = {"scan": {"healthy": True}, "queue": {"writer_running": True, "health": "ok"},
+             "broker": {"url": "mqtt://x", "connected": True},
+             "state": first["state"], "tower": failing,
+             "machines": {"press-1": first, "press-2": {"named": True,
+                                                         "state": {"name": "producing"}}}}
+    assert reasons(parts) == [
+        "machine press-1: state unknown (running stale)",
+        "machine press-1: tower cannot write lamps red (lamp 'red' on coil 0: gone)"]
