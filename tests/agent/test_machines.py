@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from linelight.agent.config import load_config
@@ -359,3 +360,59 @@ def test_health_names_the_machine_once_for_its_unknown_state_and_failing_lamps()
     assert reasons(parts) == [
         "machine press-1: state unknown (running stale)",
         "machine press-1: tower cannot write lamps red (lamp 'red' on coil 0: gone)"]
+
+
+LATCHING = """\
+[inputs]
+temp = { type = "float" }
+
+[[state]]
+name = "running"
+code = 10000
+priority = 10
+when = "true"
+show = { green = "on" }
+
+[[signal]]
+name = "overheat"
+priority = 50
+when = "temp > 100"
+clear_when = "temp < 50"
+show = { red = "on" }
+"""
+
+
+@pytest.mark.anyio
+async def test_a_latch_survives_a_restart_on_its_own_machine_only(tmp_path: Path) -> None:
+    from linelight.agent.journal import Journal
+
+    ruleset = load_rules([("latch.toml", LATCHING)])
+    path = str(tmp_path / "journal.db")
+
+    def scan(evaluator: Evaluator, temp: float, now: float) -> tuple[str, ...]:
+        step = evaluator.step({"temp": Sample(temp, Quality.GOOD, now)}, now)
+        return tuple(step.signals)
+
+    journal = Journal.open(path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(journal.run)
+        for machine, temp in (("press-1", 20.0), ("press-2", 120.0)):
+            evaluator, memory = Evaluator(ruleset), RuleMemory(journal, machine=machine)
+            memory.restore(evaluator)
+            scan(evaluator, temp, 1.0)
+            scan(evaluator, 80.0 if machine == "press-2" else temp, 2.0)  # held by clear_when
+            memory.latches_changed(evaluator.latches())
+            await memory.flush()
+        tg.cancel_scope.cancel()
+    journal.close()
+
+    journal = Journal.open(path)
+    try:
+        restored = {}
+        for machine in ("press-1", "press-2"):
+            evaluator = Evaluator(ruleset)
+            restored[machine] = RuleMemory(journal, machine=machine).restore(evaluator)
+            assert scan(evaluator, 80.0, 3.0) == (("overheat",) if machine == "press-2" else ())
+        assert restored == {"press-1": (), "press-2": ("signal 'overheat'",)}
+    finally:
+        journal.close()
