@@ -172,7 +172,7 @@ class Agent:
             inputs=dict(machine.inputs) if machine.named else None,
             states=machine.states_read(), on_live=partial(self._on_live, machine=machine.wire_name),
             on_counters=memory.counters_changed, on_latches=memory.latches_changed,
-            label=machine.name)
+            on_windows=memory.windows_changed, label=machine.name)
 
     async def _start_parts(self, tg: TaskGroup) -> None:
         assert self.hardware is not None and self.scan is not None and self.reloader is not None

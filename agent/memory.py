@@ -1,4 +1,5 @@
-"""What the rules remember across restarts: counter totals and latches, in the journal's meta.
+"""What the rules remember across restarts: counter totals, latches and rolling windows, in
+the journal's meta.
 
 A latched fault (a state or signal whose `clear_when` has not been met) is something a person
 must act on; a restart, a kill -9, a watchdog restart or an upgrade must not acknowledge it.
@@ -9,29 +10,38 @@ the same tick and the store follows within one commit window. At start, `restore
 evaluator before its first scan.
 
 Each named machine (agent.machines) keeps its own totals and latches, under
-`counter_totals/NAME` and `latches/NAME`; the unnamed single machine keeps the plain keys, so
+`counter_totals/NAME`, `latches/NAME` and `windows/NAME`; the unnamed single machine keeps the plain keys, so
 an agent upgraded to machines carries on what it stored before.
 
-A latch is stored with the wall-clock time it began (`since_ns`): scan time is monotonic and
-does not survive a restart. What survives what is in docs/rule-language.md ("What survives a
+A latch is stored with the wall-clock time it began (`since_ns`), a rolling window's entries
+with the wall-clock time of each edge: scan time is monotonic and does not survive a restart,
+and the time the agent was down must count towards a window. What survives what is in docs/rule-language.md ("What survives a
 restart").
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import anyio
 
-from linelight.rules.evaluator import Latch
+from linelight.rules.evaluator import Latch, WindowMemory
+from linelight.rules.windows import MAX_ENTRIES
 
 log = logging.getLogger(__name__)
 
 COUNTERS_META = "counter_totals"
 LATCHES_META = "latches"
+WINDOWS_META = "windows"
+MAX_WINDOWS = 10_000  # likewise: 20,000 operations per scan cannot hold more windows
+# Rolling windows are stored at most this often: 50 busy windows hold tens of thousands of
+# entries (bench/rules.py), too many to encode at every edge. A crash can lose the edges of
+# the last second, which moves a "3 within 10 minutes" count by at most the edges of a second.
+WINDOW_STORE_EVERY_S = 1.0
 MAX_LATCHES = 10_000  # a stored list longer than any rule set could make is damage, not data
 
 
@@ -45,6 +55,7 @@ class Remembering(Protocol):
 
     def restore_counters(self, totals: Mapping[str, int]) -> None: ...
     def restore_latches(self, latches: Iterable[Latch]) -> int: ...
+    def restore_windows(self, memories: Iterable[WindowMemory]) -> int: ...
 
 
 class RuleMemory:
@@ -57,11 +68,14 @@ class RuleMemory:
         scope = f"/{machine}" if machine is not None else ""
         self._counters_key = COUNTERS_META + scope
         self._latches_key = LATCHES_META + scope
+        self._windows_key = WINDOWS_META + scope
         self._now_ns = now_ns
         self._mono = monotonic
         self._values: dict[str, Any] = {}
         self._dirty: set[str] = set()
         self._changed: anyio.Event | None = None
+        self._windows: Callable[[], Iterable[WindowMemory]] | None = None
+        self._windows_stored = -math.inf
 
     # -- start ------------------------------------------------------------------------------
     def restore(self, evaluator: Remembering) -> tuple[str, ...]:
@@ -84,7 +98,30 @@ class RuleMemory:
             log.warning("%d stored latch%s no longer match the rules (changed or removed) and "
                         "start released", len(latches) - restored,
                         "" if len(latches) - restored == 1 else "es")
+        stored_windows = self._store.get_meta(self._windows_key, {}) or {}
+        windows = self._decode_windows(stored_windows)
+        if windows:
+            self._values[self._windows_key] = stored_windows
+            evaluator.restore_windows(windows)
         return names if restored else ()
+
+    def _decode_windows(self, stored: Any) -> list[WindowMemory]:
+        if not isinstance(stored, dict) or len(stored) > MAX_WINDOWS:
+            log.error("journal meta '%s' is not a table of rolling windows; ignoring it",
+                      self._windows_key)
+            return []
+        now_ns, mono = self._now_ns(), self._mono()
+        out: list[WindowMemory] = []
+        for key, items in stored.items():
+            try:
+                entries = tuple((mono - max(0.0, (now_ns - int(at_ns)) / 1e9), int(amount))
+                                for at_ns, amount in list(items)[-MAX_ENTRIES:])
+            except (TypeError, ValueError, OverflowError):
+                log.error("journal meta '%s' holds an unreadable window %r; it starts empty",
+                          self._windows_key, str(key)[:80])
+                continue
+            out.append(WindowMemory(str(key), entries))
+        return out
 
     def _decode_latches(self, stored: Any) -> list[Latch]:
         if not isinstance(stored, list) or len(stored) > MAX_LATCHES:
@@ -115,6 +152,30 @@ class RuleMemory:
              "since_ns": now_ns - int((mono - latch.since) * 1e9)}
             for latch in latches])
 
+    def windows_changed(self, windows: Callable[[], Iterable[WindowMemory]]) -> None:
+        """The windows took an edge; `windows()` gives them when they are stored (at most
+        every WINDOW_STORE_EVERY_S, off the scan's time)."""
+        pending, self._windows = self._windows, windows
+        if pending is None and self._changed is not None:
+            self._changed.set()  # `run` wakes once, then sleeps until the windows are due
+
+    def _windows_due(self) -> float:
+        """Seconds until the pending windows may be stored (inf: none pending)."""
+        if self._windows is None:
+            return math.inf
+        return max(0.0, self._windows_stored + WINDOW_STORE_EVERY_S - self._mono())
+
+    def _take_windows(self) -> None:
+        windows, self._windows = self._windows, None
+        if windows is None:
+            return
+        self._windows_stored = self._mono()
+        now_ns, mono = self._now_ns(), self._mono()
+        self._values[self._windows_key] = {
+            w.key: [[now_ns - int((mono - at) * 1e9), amount] for at, amount in w.entries]
+            for w in windows()}
+        self._dirty.add(self._windows_key)
+
     def _set(self, key: str, value: Any) -> None:
         self._values[key] = value
         self._dirty.add(key)
@@ -126,12 +187,18 @@ class RuleMemory:
         """Store every change as soon as it comes (coalesced while a write is under way)."""
         while True:
             self._changed = anyio.Event()
-            if not self._dirty:
-                await self._changed.wait()
-            await self.flush()
+            if not self._dirty and self._windows_due() > 0:
+                with anyio.move_on_after(self._windows_due()):
+                    await self._changed.wait()
+            if self._windows_due() <= 0:
+                self._take_windows()
+            while self._dirty:
+                key = self._dirty.pop()
+                await self._store.put_meta(key, self._values[key])
 
     async def flush(self) -> None:
         """Store what changed since the last store (also called on a planned stop)."""
+        self._take_windows()
         while self._dirty:
             key = self._dirty.pop()
             await self._store.put_meta(key, self._values[key])

@@ -65,6 +65,8 @@ class ScanView:
     signals: tuple[str, ...] = ()
     counters: dict[str, int] = field(default_factory=dict)
     latched: tuple[str, ...] = ()  # rules held on by clear_when ("state:x", "signal:y")
+    outputs: dict[str, bool] = field(default_factory=dict)  # [[output]] rules, as computed
+    window_edges: int = 0  # edges the rolling windows took: a change means store them
     snapshot: dict[str, Sample] = field(default_factory=dict)
 
 
@@ -88,6 +90,7 @@ class MachineLane:
     on_live: OnChange | None = None
     on_counters: Callable[[dict[str, int]], None] | None = None
     on_latches: Callable[[Any], None] | None = None
+    on_windows: Callable[[Any], None] | None = None
     label: str = ""  # for /status and logs (the agent id for the unnamed machine)
     view: ScanView = field(default_factory=ScanView)
     changes: ev.InputChanges = field(default_factory=ev.InputChanges)
@@ -119,6 +122,7 @@ class ScanLoop:
                  observe: Callable[[float], None] | None = None,
                  on_counters: Callable[[dict[str, int]], None] | None = None,
                  on_latches: Callable[[Any], None] | None = None,
+                 on_windows: Callable[[Any], None] | None = None,
                  machines: list[MachineLane] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inputs = inputs
@@ -132,7 +136,7 @@ class ScanLoop:
         if machines is None:
             assert evaluator is not None and tower is not None
             machines = [MachineLane(evaluator, tower, on_live=on_live, on_counters=on_counters,
-                                    on_latches=on_latches)]
+                                    on_latches=on_latches, on_windows=on_windows)]
         for lane in machines:
             lane.changes = self.changes if lane.inputs is None else ev.InputChanges(deadbands,
                                                                                     deadband)
@@ -303,6 +307,12 @@ class ScanLoop:
             view.latched = latched
             if lane.on_latches is not None:
                 lane.on_latches(lane.evaluator.latches())
+        edges = getattr(step, "window_edges", 0)  # rolling windows took an edge: store them
+        if edges != view.window_edges:
+            view.window_edges = edges
+            if lane.on_windows is not None:
+                lane.on_windows(lane.evaluator.windows)  # taken when stored, off the scan
+        view.outputs = dict(getattr(step, "outputs", {}))
         view.snapshot = snapshot
 
     def view_status(self, now: float | None = None, machine: MachineLane | None = None
@@ -317,6 +327,7 @@ class ScanLoop:
             "lamps": {lamp: p.value for lamp, p in v.lamps.items()},
             "signals": list(v.signals),
             "counters": dict(v.counters),
+            "outputs": dict(v.outputs),
             "inputs": inputs_status(v.snapshot, now),
         }
 

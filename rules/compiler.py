@@ -3,7 +3,10 @@
 A compiled condition reads and writes one flat list of slots owned by the evaluator: slot 0
 holds `now`, each input has a value, a usable flag and a sample time, each [define] and
 [[signal]] has a value, and each edge function (`rising`, `falling`, `changed`) has an output
-slot and a memory slot. Values are three-valued: `None` means unknown and propagates, except
+slot and a memory slot, each rolling window (`count_of`, `increase`) a slot holding its
+`rules.windows.Window`. The machine state (`state`, `state_code`, `state_for`) and counter
+totals are written at the end of a scan, so expressions read the previous scan's result, as
+in a PLC. Values are three-valued: `None` means unknown and propagates, except
 that `false and unknown` is false and `true or unknown` is true (Kleene logic).
 
 No text is ever handed to eval/exec/compile; the only operations reachable are the ones below.
@@ -33,6 +36,7 @@ from linelight.rules.expressions import (
     unparse,
 )
 from linelight.rules.fields import did_you_mean
+from linelight.rules.windows import MAX_WIDTH
 
 Slots = list[Any]
 Fn = Callable[[Slots], Any]
@@ -55,9 +59,13 @@ class Symbol:
     name: str
     kind: Kind
     slot: int
-    what: str  # "input", "define", "signal"
+    what: str  # "input", "define", "signal", "state" (the machine state), "counter"
     usable_slot: int = -1  # inputs only: True while the input has a good, fresh value
-    at_slot: int = -1  # inputs only: the sample's `at`, or None
+    at_slot: int = -1  # inputs: the sample's `at`; signals: since when on; or None
+
+
+# What expressions read of the machine state (the previous scan's): its name, code, seconds.
+STATE_NAMES = {"state": Kind.STR, "state_code": Kind.NUM, "state_for": Kind.NUM}
 
 
 class SlotAllocator:
@@ -83,6 +91,9 @@ class Compiled:
     updates: tuple[Update, ...] = field(compare=False, repr=False, default=())
     memory: tuple[int, ...] = field(compare=False, repr=False, default=())
     cost: int = field(compare=False, repr=False, default=0)  # operations per evaluation
+    # rolling windows: (identity, slot of its Window, width in seconds); the identity is the
+    # call's canonical text, so equal calls hold equal data
+    windows: tuple[tuple[str, int, float], ...] = field(compare=False, repr=False, default=())
 
     def evaluate(self, v: Slots) -> Any:
         """Run the edge functions' bookkeeping (every scan, never short-circuited), then the value."""
@@ -111,6 +122,9 @@ FUNCTIONS: dict[str, FunctionInfo] = {
     "min": FunctionInfo(2, None, "min(a, b, ...)", "the smallest argument"),
     "max": FunctionInfo(2, None, "max(a, b, ...)", "the largest argument"),
     "bit": FunctionInfo(2, 2, "bit(x, n)", "bit n (0 = least significant) of the integer x, as a condition"),
+    "on_for": FunctionInfo(1, 1, "on_for(signal)", "seconds the signal has been on; 0 while off"),
+    "count_of": FunctionInfo(2, 2, "count_of(c, 10m)", "rising edges of c within the last 10 minutes"),
+    "increase": FunctionInfo(2, 2, "increase(counter, 10m)", "what the counter counted within the last 10 minutes"),
 }
 
 _CMP: dict[str, Callable[[Any, Any], bool]] = {
@@ -145,7 +159,7 @@ def compile_tree(
     c = _Compiler(symbols, slots, others)
     kind, fn = c.node(tree)
     return Compiled(source, unparse(tree), kind, frozenset(c.reads), fn,
-                    tuple(c.updates), tuple(c.memory), c.cost)
+                    tuple(c.updates), tuple(c.memory), c.cost, tuple(c.windows))
 
 
 class _Compiler:
@@ -157,6 +171,7 @@ class _Compiler:
         self.reads: set[str] = set()
         self.updates: list[Update] = []
         self.memory: list[int] = []
+        self.windows: list[tuple[str, int, float]] = []
         self.cost = 0
 
     def node(self, n: Node) -> tuple[Kind, Fn]:
@@ -202,9 +217,14 @@ class _Compiler:
             raise ExpressionError(n.pos, f"'{n.name}' is a function; write "
                                   f"{FUNCTIONS[n.name].usage}")
         what = self.others.get(n.name)
+        if what == "state":
+            raise ExpressionError(n.pos, f"'{n.name}' is a state; to read the machine state "
+                                  f"write state == \"{n.name}\"")
         if what is not None:
-            raise ExpressionError(n.pos, f"'{n.name}' is a {what}; expressions can read inputs, "
-                                  "[define] names and signals only")
+            article = "an" if what[0] in "aeiou" else "a"
+            raise ExpressionError(n.pos, f"'{n.name}' is {article} {what}; expressions can read "
+                                  "inputs, "
+                                  "[define] names, signals, counters and the machine state")
         raise ExpressionError(n.pos, f"unknown input '{n.name}'{did_you_mean(n.name, self.symbols)}")
 
     def input_symbol(self, n: Node, func: str) -> Symbol:
@@ -423,6 +443,78 @@ class _Compiler:
     def fn_changed(self, n: Call) -> tuple[Kind, Fn]:
         _, x = self.node(n.args[0])
         return Kind.BOOL, self.edge(x, lambda last, cur: bool(last != cur))
+
+    def fn_on_for(self, n: Call) -> tuple[Kind, Fn]:
+        arg = n.args[0]
+        sym = self.symbol(arg) if isinstance(arg, Name) else None
+        if sym is None or sym.what != "signal":
+            raise ExpressionError(arg.pos, "on_for() needs the name of a signal, "
+                                  "e.g. on_for(door_open)")
+        since = sym.at_slot
+
+        def on_for(v: Slots) -> Any:
+            at = v[since]
+            return 0.0 if at is None else v[NOW_SLOT] - at
+
+        return Kind.NUM, on_for
+
+    def width(self, n: Call) -> float:
+        arg = n.args[1]
+        if not (isinstance(arg, Literal) and type(arg.value) in (int, float)
+                and 0 < float(arg.value) <= MAX_WIDTH):
+            raise ExpressionError(arg.pos, f"{n.func}() needs a window written as a duration "
+                                  f"longer than zero and at most a day, e.g. "
+                                  f"{FUNCTIONS[n.func].usage}")
+        return float(arg.value)
+
+    def fn_count_of(self, n: Call) -> tuple[Kind, Fn]:
+        x = self.expect(n.args[0], Kind.BOOL, "count_of()")
+        width = self.width(n)
+        last = self.slots.take()
+        slot = self.window(n, width)
+
+        def update(v: Slots) -> None:
+            cur = x(v)
+            if cur is None:
+                return  # unknown scans are skipped: an edge compares known values
+            if cur is True and v[last] is False:
+                v[slot].add(v[NOW_SLOT], 1)
+            v[last] = cur
+
+        self.updates.append(update)
+        self.memory.append(last)
+        return Kind.NUM, lambda v: v[slot].total(v[NOW_SLOT])
+
+    def fn_increase(self, n: Call) -> tuple[Kind, Fn]:
+        arg = n.args[0]
+        sym = self.symbol(arg) if isinstance(arg, Name) else None
+        if sym is None or sym.what != "counter":
+            raise ExpressionError(arg.pos, "increase() needs the name of a counter, "
+                                  "e.g. increase(parts, 10m)")
+        width = self.width(n)
+        total = sym.slot
+        last = self.slots.take()
+        slot = self.window(n, width)
+
+        def update(v: Slots) -> None:
+            cur = v[total]
+            if cur is None:
+                return
+            before = v[last]
+            v[last] = cur
+            if before is not None and cur > before:  # a reset (a drop) adds nothing
+                v[slot].add(v[NOW_SLOT], cur - before)
+
+        self.updates.append(update)
+        self.memory.append(last)
+        return Kind.NUM, lambda v: v[slot].total(v[NOW_SLOT])
+
+    def window(self, n: Call, width: float) -> int:
+        """A slot for a Window; it is memory (kept on reload) and persisted by its call text."""
+        slot = self.slots.take()
+        self.memory.append(slot)
+        self.windows.append((unparse(n), slot, width))
+        return slot
 
     def edge(self, x: Fn, fired: Callable[[Any, Any], bool]) -> Fn:
         """An edge compares this scan's value with the last known one (unknown scans skipped)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from linelight.rules.compiler import NOW_SLOT, Compiled
@@ -24,10 +24,12 @@ from linelight.rules.model import (
     InputSlots,
     InputSpec,
     LampShow,
+    Output,
     Rule,
     RuleSet,
 )
 from linelight.rules.values import Pattern, Quality, Sample, TowerCommand, Value
+from linelight.rules.windows import Window
 
 _GOOD = Quality.GOOD
 _INIT = Quality.INIT
@@ -70,6 +72,17 @@ class Latch:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowMemory:
+    """What one rolling window holds, for the journal to keep across restarts.
+
+    `key` is the window's call text (`count_of(microstop, 600.0)`); `entries` are
+    (scan time, amount), oldest first."""
+
+    key: str
+    entries: tuple[tuple[float, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """The result of one scan. `reason` says, for people, why the state is unknown.
 
@@ -83,6 +96,10 @@ class Step:
     events: tuple[RuleEvent, ...]
     reason: str = ""
     latched: tuple[str, ...] = ()
+    outputs: Mapping[str, bool] = field(default_factory=dict)
+    # how many edges the rolling windows have taken so far: when it changes, the caller
+    # stores `Evaluator.windows()` (as it stores latches)
+    window_edges: int = 0
 
 
 class _Timer:
@@ -90,7 +107,7 @@ class _Timer:
 
     __slots__ = ("on_delay", "off_delay", "active", "pending_since", "off_since", "active_since")
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule | Output) -> None:
         self.on_delay = rule.on_delay
         self.off_delay = rule.off_delay
         self.active = False
@@ -209,6 +226,18 @@ class Evaluator:
         ]
         self._totals: dict[str, int] = {c.name: 0 for c in ruleset.counters}
         self._last: dict[str, Any] = {c.name: None for c in ruleset.counters}
+        self._outputs = [(o, _Timer(o)) for o in ruleset.outputs]
+        self._windows: dict[str, list[Window]] = {}
+        for expr in _compiled(ruleset):
+            for key, slot, width in expr.windows:
+                self._v[slot] = Window(width)
+                self._windows.setdefault(key, []).append(self._v[slot])
+        for c in ruleset.counters:
+            self._v[c.slot] = 0
+        name_slot, code_slot, _ = ruleset.state_slots
+        if name_slot >= 0:
+            self._v[name_slot] = UNKNOWN_STATE
+            self._v[code_slot] = ruleset.unknown.code
         self._current: StateInfo | None = None
         self._left: StateInfo | None = None  # a reload removed this current state
         # signals that were on when a reload removed or restarted them: (name, on since)
@@ -237,6 +266,8 @@ class Evaluator:
         for name, total in totals.items():
             if name in self._totals:
                 self._totals[name] = int(total)
+        for c in self.ruleset.counters:
+            self._v[c.slot] = self._totals[c.name]
 
     def latches(self) -> tuple[Latch, ...]:
         """Every state and signal held on by its `clear_when` now (see `restore_latches`)."""
@@ -265,6 +296,22 @@ class Evaluator:
             restored += 1
         return restored
 
+    def windows(self) -> tuple[WindowMemory, ...]:
+        """What every rolling window holds now (see `restore_windows`)."""
+        return tuple(WindowMemory(key, ws[0].entries()) for key, ws in self._windows.items())
+
+    def restore_windows(self, memories: Iterable[WindowMemory]) -> int:
+        """Put back what a previous run's windows held (before the first scan of a start).
+
+        Windows are matched by their call text; a window whose call changed starts empty.
+        Returns how many windows were restored."""
+        restored = 0
+        for memory in memories:
+            for window in self._windows.get(memory.key, ()):
+                window.restore(memory.entries)
+                restored += 1
+        return restored
+
     def carry_over(self, old: Evaluator) -> None:
         """Keep the memory of every unchanged rule from `old` (a hot reload).
 
@@ -289,6 +336,14 @@ class Evaluator:
             for new_c, old_c in zip(exprs, before, strict=True):
                 for new_slot, old_slot in zip(new_c.memory, old_c.memory, strict=True):
                     self._v[new_slot] = old._v[old_slot]
+        self._windows = {}
+        for expr in _compiled(self.ruleset):
+            for key, slot, _ in expr.windows:
+                self._windows.setdefault(key, []).append(self._v[slot])
+        old_outputs = {o.key: t for o, t in old._outputs}
+        for o, timer in self._outputs:
+            if o.key in old_outputs:
+                timer.copy_from(old_outputs[o.key])
         for kind in ("states", "signals"):
             old_rules = {_timer_key(r): r for r in getattr(old.ruleset, kind)}
             for rule in getattr(self.ruleset, kind):
@@ -306,6 +361,7 @@ class Evaluator:
         for c in self.ruleset.counters:
             if c.name in old._totals:
                 self._totals[c.name] = old._totals[c.name]
+                self._v[c.slot] = old._totals[c.name]
             if c.key in old_counters:
                 self._last[c.name] = old._last[c.name]
         self._current = self._left = None
@@ -323,6 +379,9 @@ class Evaluator:
         """One scan over one consistent snapshot at scan time `now`."""
         v = self._v
         v[NOW_SLOT] = now
+        for_slot = self.ruleset.state_slots[2]
+        if for_slot >= 0 and self._current is not None:
+            v[for_slot] = now - self._current.since  # in the previous scan's state until now
         self._resolve_inputs(snapshot, now)
         events: list[RuleEvent] = []
         if self._ended:
@@ -333,12 +392,15 @@ class Evaluator:
         winner, blocker = self._choose(now)
         state = self._transition(winner, now, events)
         lamps = self._lamps(winner, state, now)
+        outputs = self._drive(now)
         self._count(now, events)
         signals = tuple(r.name for r, t in self._derived if t is not None and t.active)
         reason = "" if winner is not None else self._reason(blocker)
         latched = tuple(f"{kind}:{rule.name}" for kind, rule, timer in self._latching
                         if timer.active)
-        return Step(state, lamps, signals, dict(self._totals), tuple(events), reason, latched)
+        self._remember_state(state, now)
+        return Step(state, lamps, signals, dict(self._totals), tuple(events), reason, latched,
+                    outputs, self._window_edges())
 
     # -- the scan --------------------------------------------------------------------------
     def _resolve_inputs(self, snapshot: Mapping[str, Sample], now: float) -> None:
@@ -394,6 +456,7 @@ class Evaluator:
             was = timer.active
             since = timer.active_since
             v[item.slot] = _run_rule(item, timer, v, now)
+            v[item.since_slot] = timer.active_since if timer.active else None
             if timer.active != was:
                 detail: tuple[tuple[str, Value], ...] = ()
                 if not timer.active:
@@ -450,21 +513,45 @@ class Evaluator:
         return {lamp: best[lamp][1] if lamp in best else off
                 for lamp in self.ruleset.tower_lamps}
 
+    def _drive(self, now: float) -> dict[str, bool]:
+        """Each [[output]]: on only while its condition is known true (after its delays)."""
+        v = self._v
+        out: dict[str, bool] = {}
+        for o, timer in self._outputs:
+            when = o.when.evaluate(v)
+            out[o.name] = timer.update(when, None if when is None else not when, now) is True
+        return out
+
     def _count(self, now: float, events: list[RuleEvent]) -> None:
         v = self._v
         totals = self._totals
         last_known = self._last
         for c in self.ruleset.counters:
             cur = c.expr.evaluate(v)
-            if cur is None:
-                continue  # unknown scans are skipped: edges compare known values only
-            last = last_known[c.name]
-            last_known[c.name] = cur
-            if last is None or last == cur or cur != (c.edge == "rising"):
-                continue
-            totals[c.name] += c.increment
-            events.append(RuleEvent("count", c.name, totals[c.name], now,
-                                    (("increment", c.increment),)))
+            if c.reset is not None and c.reset.evaluate(v) is True and totals[c.name] != 0:
+                totals[c.name] = 0
+                events.append(RuleEvent("count", c.name, 0, now, (("reset", True),)))
+            if cur is not None:  # unknown scans are skipped: edges compare known values only
+                last = last_known[c.name]
+                last_known[c.name] = cur
+                if last is not None and last != cur and cur == (c.edge == "rising"):
+                    totals[c.name] += c.increment
+                    events.append(RuleEvent("count", c.name, totals[c.name], now,
+                                            (("increment", c.increment),)))
+            v[c.slot] = totals[c.name]  # what expressions read in the next scan
+
+    def _remember_state(self, state: StateInfo, now: float) -> None:
+        """The state as the next scan's expressions read it (`state`, `state_code`, ...)."""
+        name_slot, code_slot, for_slot = self.ruleset.state_slots
+        if name_slot < 0:
+            return
+        v = self._v
+        v[name_slot] = state.name
+        v[code_slot] = state.code
+        v[for_slot] = now - state.since
+
+    def _window_edges(self) -> int:
+        return sum(ws[0].added for ws in self._windows.values())
 
     def _reason(self, blocker: Rule | None) -> str:
         if blocker is None:
@@ -527,8 +614,15 @@ def _expressions_by_key(rs: RuleSet) -> dict[str, list[Compiled]]:
     for r in rs.signals:
         out["signal " + _timer_key(r)] = [r.when] + ([r.clear_when] if r.clear_when else [])
     for c in rs.counters:
-        out[c.key] = [c.expr]
+        out[c.key] = [c.expr] + ([c.reset] if c.reset else [])
+    for o in rs.outputs:
+        out[o.key] = [o.when]
     return out
+
+
+def _compiled(rs: RuleSet) -> list[Compiled]:
+    """Every compiled expression of the rule set."""
+    return [c for exprs in _expressions_by_key(rs).values() for c in exprs]
 
 
 def _input_dependencies(rs: RuleSet) -> dict[str, frozenset[str]]:

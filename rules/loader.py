@@ -17,6 +17,7 @@ from typing import Any
 
 from linelight.rules.compiler import (
     FUNCTIONS,
+    STATE_NAMES,
     Compiled,
     Kind,
     SlotAllocator,
@@ -35,6 +36,7 @@ from linelight.rules.model import (
     InputSlots,
     InputSpec,
     LampShow,
+    Output,
     Rule,
     RuleSet,
     UnknownState,
@@ -43,13 +45,14 @@ from linelight.rules.tomldoc import PathKey, TomlDoc
 from linelight.rules.values import LAMPS, Pattern
 
 # The keys each table accepts; rules.schema builds the JSON Schema from the same lists.
-TOP_KEYS = ("inputs", "define", "state", "signal", "counter", "tower", "unknown")
+TOP_KEYS = ("inputs", "define", "state", "signal", "counter", "output", "tower", "unknown")
 INPUT_KEYS = ("type", "scale", "debounce", "stale_after", "on_stale", "description")
 STATE_KEYS = ("name", "code", "priority", "when", "clear_when", "hold_on_stale", "on_delay",
               "off_delay", "show", "description")
 SIGNAL_KEYS = ("name", "priority", "when", "clear_when", "hold_on_stale", "on_delay",
                "off_delay", "show", "description")
-COUNTER_KEYS = ("name", "rising", "falling", "increment", "description")
+COUNTER_KEYS = ("name", "rising", "falling", "increment", "reset", "description")
+OUTPUT_KEYS = ("name", "when", "on_delay", "off_delay", "description")
 TOWER_KEYS = ("lamps",)
 UNKNOWN_KEYS = ("code", "priority", "show")
 PATTERNS = tuple(p.value for p in Pattern)
@@ -128,6 +131,7 @@ class _CounterDraft:
     expr: _Expr | None
     increment: int
     description: str
+    reset: _Expr | None = None
 
 
 @dataclass(slots=True)
@@ -138,6 +142,7 @@ class _Draft:
     states: list[_RuleDraft] = field(default_factory=list)
     signals: list[_RuleDraft] = field(default_factory=list)
     counters: list[_CounterDraft] = field(default_factory=list)
+    outputs: list[_RuleDraft] = field(default_factory=list)
     tower: tuple[tuple[str, ...], Location] | None = None
     unknown: tuple[int, int | None, list[_ShowDraft] | None, Location] | None = None
     broken: set[str] = field(default_factory=set)  # names whose definition has errors
@@ -173,6 +178,8 @@ def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
         _read_rule(t, "signal", draft, problems)
     for t in root.tables("counter"):
         _read_counter(t, draft, problems)
+    for t in root.tables("output"):
+        _read_output(t, draft, problems)
     tower = root.table("tower")
     if tower is not None:
         _read_tower(tower, draft, problems)
@@ -183,16 +190,16 @@ def _read_file(doc: TomlDoc, draft: _Draft, problems: Problems) -> None:
 
 
 def _claim(draft: _Draft, problems: Problems, name: str, what: str, where: Location) -> bool:
-    """Reserve `name`. Inputs, defines and signals share one namespace (expressions read
-    them); states and counters each have their own."""
+    """Reserve `name`. Inputs, defines, signals and counters share one namespace
+    (expressions read them); states and outputs each have their own."""
     if not _IDENT.match(name):
         problems.add(where, f"'{name}' cannot be a name; use letters, digits and '_' and "
                             "start with a letter, e.g. 'spindle_running'")
         return False
-    if name in KEYWORDS or name in FUNCTIONS or name == UNKNOWN_STATE:
+    if name in KEYWORDS or name in FUNCTIONS or name in STATE_NAMES or name == UNKNOWN_STATE:
         problems.add(where, f"'{name}' is a reserved word and cannot name a {what}")
         return False
-    space = "expression" if what in ("input", "define", "signal") else what
+    space = "expression" if what in ("input", "define", "signal", "counter") else what
     if (space, name) in draft.names:
         other, at = draft.names[(space, name)]
         problems.add(where, f"the name '{name}' is already used by the {other} at {at}")
@@ -348,6 +355,7 @@ def _read_counter(t: Table, draft: _Draft, problems: Problems) -> None:
     rising = _expression(t, "rising", required=False)
     falling = _expression(t, "falling", required=False)
     increment = t.integer("increment", 1, minimum=1, maximum=MAX_INCREMENT)
+    reset = _expression(t, "reset", required=False)
     description = t.string("description", "")
     t.finish()
     if rising is not None and falling is not None:
@@ -364,7 +372,22 @@ def _read_counter(t: Table, draft: _Draft, problems: Problems) -> None:
     edge = "rising" if rising is not None else "falling"
     draft.counters.append(_CounterDraft(name, where, edge, rising or falling,
                                         increment if isinstance(increment, int) else 1,
-                                        description or ""))
+                                        description or "", reset))
+
+
+def _read_output(t: Table, draft: _Draft, problems: Problems) -> None:
+    name = t.string("name")
+    when = _expression(t, "when", required=True)
+    on_delay = _delay(t, "on_delay")
+    off_delay = _delay(t, "off_delay")
+    description = t.string("description", "")
+    t.finish()
+    if not isinstance(name, str):
+        return
+    where = t.value_where("name")
+    if _claim(draft, problems, name, "output", where):
+        draft.outputs.append(_RuleDraft("output", name, where, 0, when, None, on_delay,
+                                        off_delay, [], description=description or ""))
 
 
 def _read_tower(t: Table, draft: _Draft, problems: Problems) -> None:
@@ -414,8 +437,10 @@ class _Builder:
         self.files = files
         self.slots = SlotAllocator()
         self.symbols: dict[str, Symbol] = {}
-        self.others = {name: what for (_, name), (what, _) in draft.names.items()
-                       if what in ("state", "counter")}
+        self.others: dict[str, str] = {}
+        for (_, name), (what, _) in draft.names.items():
+            if what == "state" or (what == "output" and name not in self.others):
+                self.others[name] = what
         self.input_slots: list[InputSlots] = []
         self.tower = draft.tower[0] if draft.tower else LAMPS
         # inputs and defines with errors: expressions reading them are not checked further
@@ -430,10 +455,18 @@ class _Builder:
             self.symbols[spec.name] = Symbol(spec.name, spec.kind, slots.value, "input",
                                              slots.usable, slots.at)
         for sig in self.draft.signals:
-            self.symbols[sig.name] = Symbol(sig.name, Kind.BOOL, self.slots.take(), "signal")
+            self.symbols[sig.name] = Symbol(sig.name, Kind.BOOL, self.slots.take(), "signal",
+                                            at_slot=self.slots.take())
+        for cd in self.draft.counters:
+            self.symbols[cd.name] = Symbol(cd.name, Kind.NUM, self.slots.take(), "counter")
+        state_slots = (self.slots.take(), self.slots.take(), self.slots.take())
+        for (name, kind), slot in zip(STATE_NAMES.items(), state_slots, strict=True):
+            self.symbols[name] = Symbol(name, kind, slot, "state")
         derived = self.derived_in_order()
         states = [r for r in (self.rule(d) for d in self.draft.states) if r is not None]
+        self.check_state_cycles(derived, states)
         counters = [c for c in (self.counter(d) for d in self.draft.counters) if c is not None]
+        outputs = [o for o in (self.output(d) for d in self.draft.outputs) if o is not None]
         self.check_priorities()
         if not self.draft.states and not self.problems:
             first = self.files[0] if self.files else "<rules>"
@@ -450,9 +483,9 @@ class _Builder:
             inputs=inputs, defines=defines, states=tuple(states), signals=signals,
             counters=tuple(counters), tower_lamps=self.tower, unknown=unknown,
             fingerprint=_fingerprint(inputs.values(), defines, states, signals, counters,
-                                     self.tower, unknown),
-            files=self.files, input_slots=tuple(self.input_slots), derived=tuple(derived),
-            slot_count=self.slots.count,
+                                     self.tower, unknown, outputs),
+            files=self.files, outputs=tuple(outputs), input_slots=tuple(self.input_slots),
+            derived=tuple(derived), slot_count=self.slots.count, state_slots=state_slots,
         )
 
     # -- expressions -----------------------------------------------------------------------
@@ -562,9 +595,10 @@ class _Builder:
         show = self.show(d.show)
         if when is None or d.priority is None or (d.clear_when and clear is None):
             return None
-        slot = self.symbols[d.name].slot if d.kind == "signal" else -1
+        sym = self.symbols[d.name] if d.kind == "signal" else None
         return Rule(d.name, d.priority, when, clear, d.on_delay, d.off_delay, show, d.code,
-                    d.description, slot, d.where, d.hold_on_stale)
+                    d.description, sym.slot if sym else -1, d.where, d.hold_on_stale,
+                    sym.at_slot if sym else -1)
 
     def show(self, items: list[_ShowDraft]) -> tuple[LampShow, ...]:
         out: list[LampShow] = []
@@ -587,7 +621,51 @@ class _Builder:
             self.problems.add(d.expr.location(0), f"'{d.expr.text}' reads no input, so it never "
                                                   "changes and the counter would never count")
             return None
-        return Counter(d.name, d.edge, compiled, d.increment, d.description, d.where)
+        reset = None
+        if d.reset is not None:
+            reset = self.compile(d.reset, self.parse(d.reset), Kind.BOOL, "'reset'")
+            if reset is None:
+                return None
+        return Counter(d.name, d.edge, compiled, d.increment, d.description, d.where, reset,
+                       self.symbols[d.name].slot)
+
+    def output(self, d: _RuleDraft) -> Output | None:
+        if d.when is None:
+            return None
+        when = self.compile(d.when, self.parse(d.when), Kind.BOOL, "'when'")
+        if when is None:
+            return None
+        return Output(d.name, when, d.on_delay, d.off_delay, d.description, d.where)
+
+    def check_state_cycles(self, derived: list[Define | Rule], states: list[Rule]) -> None:
+        """A state decides the machine state, so its conditions cannot read it, not even
+        through [define]s and signals: that loop would make the state hold itself on."""
+        via: dict[str, list[str]] = {}
+        for item in derived:  # in dependency order: what an item reads is already known
+            for name in sorted(_reads(item)):
+                if name in STATE_NAMES:
+                    via[item.name] = [item.name, name]
+                elif name in via:
+                    via[item.name] = [item.name, *via[name]]
+                if item.name in via:
+                    break
+        for rule in states:
+            for expr, text in ((rule.when, "when"), (rule.clear_when, "clear_when")):
+                if expr is None:
+                    continue
+                hit = next((n for n in sorted(expr.reads) if n in STATE_NAMES or n in via), None)
+                if hit is None:
+                    continue
+                path = [hit] if hit in STATE_NAMES else via[hit]
+                draft = next(d for d in self.draft.states if d.name == rule.name)
+                source = draft.when if text == "when" else draft.clear_when
+                assert source is not None
+                where = source.location(_name_offset(source.text, hit))
+                self.problems.add(where, f"state '{rule.name}' reads the machine state it "
+                                  f"decides: state '{rule.name}' -> {' -> '.join(path)}; a state's "
+                                  "conditions cannot depend on the state (signals, outputs and "
+                                  "counters can)")
+                break
 
     def check_priorities(self) -> None:
         """States need distinct priorities; on one lamp no two entries may tie."""
@@ -631,6 +709,19 @@ class _Builder:
         return UnknownState(code, self.show(show), priority)
 
 
+def _reads(item: Define | Rule) -> frozenset[str]:
+    if isinstance(item, Define):
+        return item.expr.reads
+    return item.when.reads | (item.clear_when.reads if item.clear_when else frozenset())
+
+
+def _name_offset(text: str, name: str) -> int:
+    try:
+        return next((n.pos for n in names_in(parse(text)) if n.name == name), 0)
+    except ExpressionError:
+        return 0
+
+
 def _offset_location(doc: TomlDoc, path: PathKey, text: str, offset: int) -> Location:
     """The file position of character `offset` of the expression string at `path`.
 
@@ -670,12 +761,13 @@ def _offset_location(doc: TomlDoc, path: PathKey, text: str, offset: int) -> Loc
 
 def _fingerprint(inputs: Iterable[InputSpec], defines: Iterable[Define], states: Iterable[Rule],
                  signals: Iterable[Rule], counters: Iterable[Counter], tower: tuple[str, ...],
-                 unknown: UnknownState) -> str:
+                 unknown: UnknownState, outputs: Iterable[Output] = ()) -> str:
     parts: list[Any] = [i.key for i in sorted(inputs, key=lambda i: i.name)]
     parts += sorted(d.key for d in defines)
     parts += sorted("state " + s.key for s in states)
     parts += sorted("signal " + s.key for s in signals)
     parts += sorted(c.key for c in counters)
+    parts += sorted(o.key for o in outputs)
     parts.append("tower " + " ".join(tower))
     parts.append(f"unknown {unknown.code} {unknown.priority} "
                  + " ".join(str(s) for s in unknown.show))

@@ -83,6 +83,7 @@ class Rule:
     slot: int = field(default=-1, compare=False)  # signals only: where expressions read it
     location: Location = field(default=Location("", 0, 0), compare=False)
     hold_on_stale: bool = False  # stay latched while `when` cannot be read (opt-in)
+    since_slot: int = field(default=-1, compare=False)  # signals: since when on (on_for)
 
     @property
     def key(self) -> str:
@@ -103,10 +104,31 @@ class Counter:
     increment: int = 1
     description: str = ""
     location: Location = field(default=Location("", 0, 0), compare=False)
+    reset: Compiled | None = None  # its rising edge sets the total to 0
+    slot: int = field(default=-1, compare=False)  # where expressions read the total
 
     @property
     def key(self) -> str:
-        return f"counter {self.name} {self.edge} {self.expr.text} {self.increment}"
+        reset = self.reset.text if self.reset else "-"
+        return f"counter {self.name} {self.edge} {self.expr.text} {self.increment} {reset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """An `[[output]]`: a named digital output, on while `when` is true (after its delays).
+
+    Fails safe: while `when` is unknown (a stale or bad input) the output is off."""
+
+    name: str
+    when: Compiled
+    on_delay: float = 0.0
+    off_delay: float = 0.0
+    description: str = ""
+    location: Location = field(default=Location("", 0, 0), compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"output {self.name} {self.when.text} {self.on_delay} {self.off_delay}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +163,13 @@ class RuleSet:
     unknown: UnknownState
     fingerprint: str
     files: tuple[str, ...] = ()
+    outputs: tuple[Output, ...] = ()
     # evaluation plan: slot layout and the order derived values are computed in
     input_slots: tuple[InputSlots, ...] = field(default=(), compare=False, repr=False)
     derived: tuple[Define | Rule, ...] = field(default=(), compare=False, repr=False)
     slot_count: int = field(default=1, compare=False, repr=False)
+    # where expressions read the previous scan's state name, code and seconds in state
+    state_slots: tuple[int, int, int] = field(default=(-1, -1, -1), compare=False, repr=False)
 
     def state(self, name: str) -> Rule | None:
         return next((s for s in self.states if s.name == name), None)

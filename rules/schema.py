@@ -16,6 +16,7 @@ from linelight.rules.loader import (
     MAX_CODE,
     MAX_INCREMENT,
     MAX_PRIORITY,
+    OUTPUT_KEYS,
     SIGNAL_KEYS,
     STATE_KEYS,
     TOP_KEYS,
@@ -23,7 +24,13 @@ from linelight.rules.loader import (
     UNKNOWN_KEYS,
 )
 from linelight.rules.model import INPUT_TYPES
-from linelight.rules.testing import EXPECT_KEYS, FILE_KEYS, TEST_KEYS
+from linelight.rules.testing import (
+    EXPECT_KEYS,
+    FILE_KEYS,
+    RELOAD_KEYS,
+    RESTART_KEYS,
+    TEST_KEYS,
+)
 from linelight.rules.values import LAMPS, Pattern
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
@@ -33,8 +40,9 @@ _PATTERNS = [p.value for p in Pattern]
 LAMP_PATTERN = (rf"^({'|'.join(_PATTERNS)})$|"
                 rf"^(on|blink_slow|blink_fast):{DURATION_TEXT}$")
 _FUNCS = ", ".join(f.usage for f in FUNCTIONS.values())
-EXPRESSION_HELP = ("A condition over inputs, [define] names and signals: and, or, not, == != < <= "
-                   f"> >=, + - * / %, 'x in (1, 2)', numbers, 500ms, 'text', {_FUNCS}.")
+EXPRESSION_HELP = ("A condition over inputs, [define] names, signals, counters and the machine "
+                   "state of the previous scan (state, state_code, state_for): and, or, not, "
+                   f"== != < <= > >=, + - * / %, 'x in (1, 2)', numbers, 500ms, 'text', {_FUNCS}.")
 
 
 def _duration(text: str) -> dict[str, Any]:
@@ -110,6 +118,17 @@ def rules_schema_part() -> dict[str, Any]:
         "falling": _expression("count each true-to-false edge of this condition."),
         "increment": {"type": "integer", "minimum": 1, "maximum": MAX_INCREMENT,
                       "description": "added per edge"},
+        "reset": _expression("the total becomes 0 in every scan this is true, e.g. "
+                             "\"rising(reset_button)\"."),
+        "description": {"type": "string", "description": "free text for people"},
+    }
+    output_props = {
+        "name": {"type": "string", "pattern": NAME,
+                 "description": "the output's name, as the config's outputs map it"},
+        "when": _expression("the output is on while this is true; off while it is false or "
+                            "unknown (stale inputs fail safe)."),
+        "on_delay": _duration("'when' must hold this long before the output turns on"),
+        "off_delay": _duration("the output stays on this long after its condition ends"),
         "description": {"type": "string", "description": "free text for people"},
     }
     top = {
@@ -125,6 +144,10 @@ def rules_schema_part() -> dict[str, Any]:
                    "items": _rule("signal")},
         "counter": {"type": "array", "description": "edge counters with cumulative totals",
                     "items": _object(counter_props, COUNTER_KEYS, ["name"], "one [[counter]]")},
+        "output": {"type": "array", "description": "digital outputs beyond the tower (a horn, "
+                                                   "a 'machine may start' permit)",
+                   "items": _object(output_props, OUTPUT_KEYS, ["name", "when"],
+                                    "one [[output]]")},
         "tower": _object({"lamps": {"type": "array", "uniqueItems": True, "minItems": 1,
                                     "items": {"enum": list(LAMPS)},
                                     "description": "the lamps this tower has"}},
@@ -157,6 +180,9 @@ def rule_tests_schema() -> dict[str, Any]:
         "signals": {"type": "array", "items": {"type": "string"},
                     "description": "exactly the signals expected on"},
         "counters": {**counters, "description": "expected counter totals"},
+        "outputs": {"type": "object", "additionalProperties": {"type": "boolean"},
+                    "description": "expected [[output]] values (outputs not named are not "
+                                   "checked)"},
         "events": {"type": "array", "items": {"type": "string"},
                    "description": "exactly the events of that scan, e.g. 'state fault 180000', "
                                   "'alarm microstop true', 'count parts 3'"},
@@ -167,6 +193,18 @@ def rule_tests_schema() -> dict[str, Any]:
         "inputs": {"type": "object", "description": "a series per input: '1x40 0x20 _x20'",
                    "additionalProperties": {"type": "string"}},
         "counters_start": {**counters, "description": "totals restored before the first scan"},
+        "restart": {"type": "array", "description": "restarts of the agent: counters, latches "
+                                                    "and rolling windows are kept, timers not",
+                    "items": _object({
+                        "at": _duration("the agent stops before the scan at this time"),
+                        "down": _duration("and starts again this much later (default 0s)"),
+                    }, RESTART_KEYS, ["at"], "one restart")},
+        "reload": {"type": "array", "description": "hot reloads to other rule files",
+                   "items": _object({
+                       "at": _duration("the reload happens before the scan at this time"),
+                       "rules": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                 "description": "the rule files loaded, relative to this file"},
+                   }, RELOAD_KEYS, ["at", "rules"], "one reload")},
         "expect": {"type": "array", "items": expect},
     }, TEST_KEYS, ["name", "expect"], "one [[test]]")
     part = _object({

@@ -3,7 +3,9 @@
 A test file names the rule files it tests and holds `[[test]]` cases. Each case gives every
 input a series such as `"1x40 0x20 _x20"` (one entry per scan; `_` = no new sample, so the
 last one ages and may go stale), and `[[test.expect]]` entries: the state, lamps, signals and
-counters expected at a given time. Everything runs on a virtual clock, so a hundred cases take
+counters expected at a given time. A case can restart the agent (`[[test.restart]]`: what the
+agent persists is kept, timers and samples are not) and reload rule files (`[[test.reload]]`)
+at given times. Everything runs on a virtual clock, so a hundred cases take
 milliseconds. Failures say expected vs actual at that time, at the expectation's line.
 Pure like all of rules/: it parses texts; `agent.rulefiles` reads the files.
 """
@@ -23,8 +25,10 @@ from linelight.rules.tomldoc import TomlDoc
 from linelight.rules.values import Pattern, Quality, Sample, Value
 
 FILE_KEYS = ("rules", "step", "test")
-TEST_KEYS = ("name", "step", "inputs", "counters_start", "expect")
-EXPECT_KEYS = ("at", "state", "code", "lamps", "signals", "counters", "events")
+TEST_KEYS = ("name", "step", "inputs", "counters_start", "restart", "reload", "expect")
+EXPECT_KEYS = ("at", "state", "code", "lamps", "signals", "counters", "outputs", "events")
+RESTART_KEYS = ("at", "down")
+RELOAD_KEYS = ("at", "rules")
 DEFAULT_STEP = 0.1
 MAX_SCANS = 1_000_000
 _EPS = 1e-9
@@ -100,6 +104,23 @@ class Expectation:
     signals: tuple[str, ...] | None = None
     counters: tuple[tuple[str, int], ...] = ()
     events: tuple[str, ...] | None = None
+    outputs: tuple[tuple[str, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """The agent stops before scan `scan` and starts again `down` scans later."""
+
+    scan: int
+    down: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """Before scan `scan`, the rule files are replaced by `ruleset` (a hot reload)."""
+
+    scan: int
+    ruleset: RuleSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +131,8 @@ class Case:
     inputs: tuple[tuple[str, tuple[Any, ...]], ...]
     expects: tuple[Expectation, ...]
     counters_start: tuple[tuple[str, int], ...] = ()
+    restarts: tuple[Restart, ...] = ()
+    reloads: tuple[Reload, ...] = ()
 
     @property
     def scans(self) -> int:
@@ -189,7 +212,8 @@ def load_test_text(file: str, text: str,
                 problems.extend(exc.problems)
     if not tests and "test" not in root.data:
         problems.add(root.where(), "the file has no [[test]] cases")
-    cases = [c for c in (_read_case(t, step or DEFAULT_STEP, ruleset) for t in tests) if c]
+    cases = [c for c in (_read_case(t, step or DEFAULT_STEP, ruleset, load, problems)
+                         for t in tests) if c]
     root.finish()
     names: dict[str, Location] = {}
     for c in cases:
@@ -202,9 +226,13 @@ def load_test_text(file: str, text: str,
     return TestFile(file, ruleset, tuple(cases))
 
 
-def _read_case(t: Table, default_step: float, rs: RuleSet | None) -> Case | None:
+def _read_case(t: Table, default_step: float, rs: RuleSet | None,
+               load: Callable[[Sequence[str]], RuleSet], problems: Problems) -> Case | None:
     name = t.string("name")
     step = t.duration("step", default_step, allow_zero=False) or default_step
+    restarts = [r for r in (_read_restart(x, step) for x in t.tables("restart")) if r]
+    reloads = [r for r in (_read_reload(x, step, load, problems) for x in t.tables("reload"))
+               if r]
     inputs: list[tuple[str, tuple[Any, ...]]] = []
     table = t.table("inputs")
     if table is not None:
@@ -223,26 +251,75 @@ def _read_case(t: Table, default_step: float, rs: RuleSet | None) -> Case | None
                 table.problems.add(t.doc.string_offset(path, exc.offset), exc.message)
         table.finish()
     starts = _counter_map(t, "counters_start", rs)
-    expects = [e for e in (_read_expect(x, step, rs) for x in t.tables("expect")) if e]
+    reloads.sort(key=lambda r: r.scan)
+
+    def rules_at(scan: int) -> RuleSet | None:  # expectations are checked against the rules
+        current = rs                             # that run at their time
+        for r in reloads:
+            if r.scan <= scan:
+                current = r.ruleset
+        return current
+
+    expects = [e for e in (_read_expect(x, step, rules_at) for x in t.tables("expect")) if e]
     if not t.has("expect"):
         t.problems.add(t.where(), f"{t.name} has no [[test.expect]] entries, so it checks nothing")
     t.finish()
     if not isinstance(name, str):
         return None
-    return Case(name, t.where(), step, tuple(inputs), tuple(expects), starts)
+    return Case(name, t.where(), step, tuple(inputs), tuple(expects), starts,
+                tuple(sorted(restarts, key=lambda r: r.scan)), tuple(reloads))
 
 
-def _read_expect(t: Table, step: float, rs: RuleSet | None) -> Expectation | None:
-    at = t.take("at", (str, int))
+def _scan_of(t: Table, key: str, step: float) -> tuple[str, int | None]:
+    """The `at`-style key `key` as a scan number (None when missing or between scans)."""
+    at = t.take(key, (str, int))
     at_text = str(at) if at is not None else ""
-    seconds = t.duration("at") if at is not None else None
-    scan = 0
-    if seconds is not None:
-        scan = round(seconds / step)
-        if abs(scan * step - seconds) > _EPS or scan > MAX_SCANS:
-            t.problem("at", f"'{at_text}' falls between scans; with a step of {step:g}s "
-                            "expectations must be at whole scans")
-            seconds = None
+    seconds = t.duration(key) if at is not None else None
+    if seconds is None:
+        return at_text, None
+    scan = round(seconds / step)
+    if abs(scan * step - seconds) > _EPS or scan > MAX_SCANS:
+        t.problem(key, f"'{at_text}' falls between scans; with a step of {step:g}s "
+                       "times must be at whole scans")
+        return at_text, None
+    return at_text, scan
+
+
+def _read_restart(t: Table, step: float) -> Restart | None:
+    _, scan = _scan_of(t, "at", step)
+    down = 0
+    if t.has("down"):
+        _, down_scans = _scan_of(t, "down", step)
+        down = down_scans or 0
+    t.finish()
+    return None if scan is None else Restart(scan, down)
+
+
+def _read_reload(t: Table, step: float, load: Callable[[Sequence[str]], RuleSet],
+                 problems: Problems) -> Reload | None:
+    _, scan = _scan_of(t, "at", step)
+    files = t.take("rules", list)
+    t.finish()
+    if files is None:
+        return None
+    if not files or not all(isinstance(f, str) for f in files):
+        t.problem("rules", "'rules' must list the rule files to load, e.g. "
+                           "rules = [\"press-v2.toml\"]")
+        return None
+    try:
+        ruleset = load(files)
+    except ConfigProblems as exc:
+        problems.extend(exc.problems)
+        return None
+    return None if scan is None else Reload(scan, ruleset)
+
+
+def _read_expect(t: Table, step: float,
+                 rules_at: Callable[[int], RuleSet | None]) -> Expectation | None:
+    at_text, at_scan = _scan_of(t, "at", step)
+    seconds = None if at_scan is None else at_scan * step
+    scan = at_scan or 0
+    rs = rules_at(scan)
     state = t.string("state", None)
     code = t.integer("code", None)
     if rs is not None and state is not None and rs.state(state) is None \
@@ -263,6 +340,7 @@ def _read_expect(t: Table, step: float, rs: RuleSet | None) -> Expectation | Non
         lamp_table.finish()
     signals = _signal_list(t, rs)
     counters = _counter_map(t, "counters", rs)
+    outputs = _output_map(t, rs)
     events = t.take("events", list, None)
     if events is not None and not all(isinstance(e, str) for e in events):
         t.problem("events", "'events' must list events as text, e.g. [\"state fault 180000\", "
@@ -272,7 +350,25 @@ def _read_expect(t: Table, step: float, rs: RuleSet | None) -> Expectation | Non
     if seconds is None:
         return None
     return Expectation(t.where(), at_text, scan, state, code, tuple(lamps), signals, counters,
-                       tuple(" ".join(e.split()) for e in events) if events is not None else None)
+                       tuple(" ".join(e.split()) for e in events) if events is not None else None,
+                       outputs)
+
+
+def _output_map(t: Table, rs: RuleSet | None) -> tuple[tuple[str, bool], ...]:
+    table = t.table("outputs")
+    if table is None:
+        return ()
+    known = [o.name for o in rs.outputs] if rs is not None else []
+    out: list[tuple[str, bool]] = []
+    for name in list(table.data):
+        value = table.boolean(name)
+        if rs is not None and name not in known:
+            table.problems.add(table.where(name), f"the rules have no output '{name}'"
+                               f"{did_you_mean(name, known)}")
+        elif isinstance(value, bool):
+            out.append((name, value))
+    table.finish()
+    return tuple(out)
 
 
 def _signal_list(t: Table, rs: RuleSet | None) -> tuple[str, ...] | None:
@@ -319,9 +415,20 @@ def run_case(ruleset: RuleSet, case: Case) -> CaseResult:
     due: dict[int, list[Expectation]] = {}
     for e in case.expects:
         due.setdefault(e.scan, []).append(e)
+    restarts = {r.scan: r for r in case.restarts}
+    reloads = {r.scan: r.ruleset for r in case.reloads}
     failures: list[Failure] = []
+    down_until = -1
     for k in range(case.scans):
         now = k * case.step
+        if k in reloads:
+            ev = reload(ev, reloads[k])
+        if k in restarts:
+            ev = restart(ev)
+            table.clear()  # the sources start again: no sample until one arrives
+            down_until = k + restarts[k].down
+        if k < down_until:
+            continue  # the agent is down: no scan, and the samples of that time are lost
         for name, series in case.inputs:
             if k < len(series):
                 _feed(table, name, series[k], now)
@@ -329,6 +436,24 @@ def run_case(ruleset: RuleSet, case: Case) -> CaseResult:
         for e in due.get(k, ()):
             failures.extend(_check(case.name, e, step))
     return CaseResult(case.name, case.location, case.scans, tuple(failures))
+
+
+def restart(ev: Evaluator) -> Evaluator:
+    """What the agent's next start gets: a fresh evaluator seeded with what it persists
+    (counter totals, latches, rolling windows; see agent.memory). Timers, debounce, edge
+    memory and the state are not kept."""
+    fresh = Evaluator(ev.ruleset)
+    fresh.restore_counters(ev.counters)
+    fresh.restore_latches(ev.latches())
+    fresh.restore_windows(ev.windows())
+    return fresh
+
+
+def reload(ev: Evaluator, ruleset: RuleSet) -> Evaluator:
+    """A hot reload to `ruleset`, as the agent does it (`Evaluator.carry_over`)."""
+    fresh = Evaluator(ruleset)
+    fresh.carry_over(ev)
+    return fresh
 
 
 def run_file(test_file: TestFile) -> list[CaseResult]:
@@ -369,6 +494,9 @@ def _check(test: str, e: Expectation, step: Step) -> Iterable[Failure]:
     for name, total in e.counters:
         if step.counters.get(name) != total:
             yield fail(f"counter {name}", total, step.counters.get(name))
+    for name, on in e.outputs:
+        if step.outputs.get(name) != on:
+            yield fail(f"output {name}", on, step.outputs.get(name))
     if e.events is not None:
         happened = tuple(event_text(ev) for ev in step.events)
         if happened != e.events:
@@ -383,4 +511,6 @@ def event_text(event: RuleEvent) -> str:
 
 
 def _show(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f"'{value}'" if isinstance(value, str) and not value.startswith("[") else str(value)
