@@ -13,9 +13,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rules"
 TEST_FILES = sorted((EXAMPLES / "tests").glob("*_test.toml"))
 
 
-def test_there_are_three_example_rule_sets_each_with_tests():
+def test_there_are_four_example_rule_sets_each_with_tests():
     sets = sorted(p.stem for p in EXAMPLES.glob("*.toml"))
-    assert sets == ["cnc", "packaging", "press"]
+    assert sets == ["cnc", "filling", "packaging", "press"]
     assert [p.name for p in TEST_FILES] == [f"{s}_test.toml" for s in sets]
 
 
