@@ -4,7 +4,10 @@ whole scan ticks with 1, 4 and 16 machines of the example rules.
 500 inputs, 100 states, 50 signals, 50 counters (target: <= 1 ms per scan, median).
 Machines: the scan loop's tick (snapshot, every machine's rules, towers, events) with N machines
 of examples/rules.d/machine.toml sharing 500 inputs in total (each machine its 6 inputs plus
-its share of the rest); the time per machine should stay flat (linear growth).
+its share of the rest); the time per machine should stay flat (linear growth). The
+rolling-window lane adds 50 signals over 10-minute windows (25 `count_of`, 25 `increase`) to
+the same set and steps it beside the plain set on the same snapshots for 10 minutes of 20 ms
+scans, so the windows are full: it prints both medians, their ratio and the memory held.
 Run: .venv/bin/python -m bench.rules [--quick]. Prints a table; the last line is one JSON object.
 """
 
@@ -14,6 +17,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,12 +31,14 @@ from linelight.rules.evaluator import Evaluator
 from linelight.rules.loader import load_rules
 from linelight.rules.testing import load_test_text, run_file
 from linelight.rules.values import Quality, Sample
+from linelight.rules.windows import MAX_ENTRIES, Window
 
 PRESS = Path(__file__).resolve().parents[1] / "examples" / "rules"
 MACHINE_RULES = PRESS.parent / "rules.d" / "machine.toml"
 MACHINE_COUNTS = (1, 4, 16)
 
 N_INPUTS, N_STATES, N_SIGNALS, N_COUNTERS = 500, 100, 50, 50
+N_WINDOWS, WINDOW, SCAN = 50, "10m", 0.02
 TARGET_MEDIAN_US = 1000.0
 
 
@@ -86,6 +92,58 @@ def rule_text(rng: random.Random) -> str:
     for i in range(N_COUNTERS):
         lines += ["[[counter]]", f'name = "count{i}"', f'rising = "{rng.choice(bools)}"']
     return "\n".join(lines) + "\n"
+
+
+def window_text(rng: random.Random, bools: list[str]) -> str:
+    """50 signals over 10-minute rolling windows, half on input edges, half on counters."""
+    lines = []
+    for i in range(N_WINDOWS):
+        call = (f"count_of({rng.choice(bools)}, {WINDOW}) >= {rng.randint(50, 2000)}"
+                if i % 2 == 0 else f"increase(count{i}, {WINDOW}) > {rng.randint(50, 2000)}")
+        lines += ["[[signal]]", f'name = "window{i}"', f"priority = {2000 + i}",
+                  f'when = "{call}"']
+    return "\n".join(lines) + "\n"
+
+
+def window_bytes(ev: Evaluator) -> tuple[int, int]:
+    """(entries, bytes) the evaluator's rolling windows hold: deques, entries, numbers."""
+    entries = total = 0
+    for value in ev._v:  # noqa: SLF001 - the bench looks at the slots to weigh the windows
+        if isinstance(value, Window):
+            held = value._entries  # noqa: SLF001
+            entries += len(held)
+            total += sys.getsizeof(value) + sys.getsizeof(held)
+            total += sum(sys.getsizeof(e) + sys.getsizeof(e[0]) + sys.getsizeof(e[1])
+                         for e in held)
+    return entries, total
+
+
+def window_lane(text: str, scans: int, rng: random.Random) -> dict[str, float]:
+    """Step the plain set and the set with windows on the same snapshots."""
+    bools = [line.split(" ")[0] for line in text.splitlines() if '"bool"' in line]
+    plain = Evaluator(load_rules([("bench.toml", text)]))
+    windowed = Evaluator(load_rules([("bench.toml", text + window_text(rng, bools))]))
+    names = list(plain.ruleset.inputs)
+    table = {n: Sample(rng.random() < 0.5 if plain.ruleset.inputs[n].type == "bool"
+                       else rng.randint(0, 50), Quality.GOOD, 0.0) for n in names}
+    base_us: list[float] = []
+    win_us: list[float] = []
+    for k in range(scans):
+        now = k * SCAN
+        for n in rng.sample(names, 50):
+            spec = plain.ruleset.inputs[n]
+            table[n] = Sample(rng.random() < 0.5 if spec.type == "bool" else rng.randint(0, 50),
+                              Quality.GOOD, now)
+        snapshot = dict(table)
+        for ev, out in ((plain, base_us), (windowed, win_us)):
+            t0 = time.perf_counter_ns()
+            ev.step(snapshot, now)
+            out.append((time.perf_counter_ns() - t0) / 1000)
+    entries, held = window_bytes(windowed)
+    return {"scans": scans, "plain_median_us": statistics.median(base_us),
+            "windows_median_us": statistics.median(win_us),
+            "plain_p99_us": percentile(base_us, 0.99), "windows_p99_us": percentile(win_us, 0.99),
+            "window_entries": entries, "window_bytes": held}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -166,8 +224,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer scans")
     parser.add_argument("--scans", type=int, default=5000)
+    parser.add_argument("--window-scans", type=int, default=30_000,
+                        help="scans of the rolling-window lane (default: 10 minutes of 20 ms)")
     args = parser.parse_args()
     scans = 1000 if args.quick else args.scans
+    window_scans = 3000 if args.quick else args.window_scans
     rng = random.Random(7)
     text = rule_text(rng)
 
@@ -202,6 +263,8 @@ def main() -> None:
     cases, case_scans, suite_ms = rule_test_suite_ms()
     machine_runs = [machines_scan(n, scans, random.Random(11)) for n in MACHINE_COUNTS]
     one = machine_runs[0]["tick_median_us"]
+    lane = window_lane(text, window_scans, random.Random(11))
+    ratio = lane["windows_median_us"] / lane["plain_median_us"]
 
     print(f"rules: {N_INPUTS} inputs, {N_STATES} states, {N_SIGNALS} signals, "
           f"{N_COUNTERS} counters; {scans} scans, 10 % of inputs change per scan")
@@ -225,6 +288,16 @@ def main() -> None:
         print(f"{run['machines']:>8}{run['inputs']:>8}{run['rules']:>7}"
               f"{run['tick_median_us']:>10.1f} us{run['tick_p99_us']:>8.1f} us{per:>10.1f} us"
               f"{run['median_to_one_machine']:>13.2f}x{run['events_per_tick']:>13.2f}")
+    print(f"rolling windows: +{N_WINDOWS} signals over {WINDOW} windows, {window_scans} scans "
+          f"of {SCAN * 1000:g} ms ({window_scans * SCAN / 60:g} min), same snapshots")
+    print(f"{'plain median / p99':<28}{lane['plain_median_us']:>10.1f} / "
+          f"{lane['plain_p99_us']:.1f} us")
+    print(f"{'with windows median / p99':<28}{lane['windows_median_us']:>10.1f} / "
+          f"{lane['windows_p99_us']:.1f} us")
+    print(f"{'windows / plain (median)':<28}{ratio:>12.2f}")
+    print(f"{'window entries held':<28}{lane['window_entries']:>12.0f}  (cap {MAX_ENTRIES} "
+          f"per window, {N_WINDOWS * MAX_ENTRIES} in all)")
+    print(f"{'window memory':<28}{lane['window_bytes'] / 1024:>10.1f} KiB")
     print(json.dumps({
         "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
         "counters": N_COUNTERS, "scans": scans,
@@ -235,6 +308,12 @@ def main() -> None:
         "rule_test_cases": cases, "rule_test_scans": case_scans,
         "rule_test_suite_ms": round(suite_ms, 1),
         "machines": [{k: round(v, 2) for k, v in run.items()} for run in machine_runs],
+        "window_scans": window_scans, "windows": N_WINDOWS,
+        "window_plain_median_us": round(lane["plain_median_us"], 1),
+        "window_median_us": round(lane["windows_median_us"], 1),
+        "window_p99_us": round(lane["windows_p99_us"], 1),
+        "window_to_plain_ratio": round(ratio, 3),
+        "window_entries": lane["window_entries"], "window_bytes": lane["window_bytes"],
     }))
 
 

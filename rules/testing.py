@@ -427,8 +427,11 @@ def run_case(ruleset: RuleSet, case: Case) -> CaseResult:
             ev = restart(ev)
             table.clear()  # the sources start again: no sample until one arrives
             down_until = k + restarts[k].down
-        if k < down_until:
-            continue  # the agent is down: no scan, and the samples of that time are lost
+        if k < down_until:  # the agent is down: no scan, and the samples of that time are lost
+            failures.extend(Failure(e.location, case.name, e.at_text, "scan", "a scan",
+                                    "none", "the agent is down then (a [[test.restart]] "
+                                    "with 'down')") for e in due.get(k, ()))
+            continue
         for name, series in case.inputs:
             if k < len(series):
                 _feed(table, name, series[k], now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from linelight.agent.memory import WINDOWS_META, RuleMemory
@@ -104,3 +105,23 @@ async def test_a_damaged_window_store_starts_the_windows_empty_and_the_agent_run
         memory, evaluator, table = _boot(journal, clocks)
         good(table, clocks, jam=False)
         assert _loop(clocks, memory, evaluator, table).tick().signals == ()
+
+
+async def test_the_running_store_writes_windows_soon_after_an_edge_off_the_scan(
+        tmp_path: Path) -> None:
+    clocks = Clocks()
+    async with running(tmp_path / "q.db") as journal:
+        memory, evaluator, table = _boot(journal, clocks)
+        scan = _loop(clocks, memory, evaluator, table)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(memory.run)
+            for jam in (False, True):
+                good(table, clocks, jam=jam)
+                scan.tick()
+                clocks.advance(0.02)
+            with anyio.fail_after(10):
+                while not journal.get_meta(WINDOWS_META):  # noqa: ASYNC110 - the store's own write
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        [[(at_ns, amount)]] = list(journal.get_meta(WINDOWS_META).values())
+        assert amount == 1 and abs(at_ns - (clocks.wall - 20_000_000)) < 1000  # the edge's time

@@ -140,3 +140,47 @@ def test_events_at_a_scan_can_be_expected_exactly():
     wrong = run_file(_load(text.replace('"state fault 180000"', '"count parts 1"')))
     assert str(wrong[0].failures[0]).endswith(
         "events: expected [count parts 1], got [state fault 180000]")
+
+
+LATCH = BASIC.replace('when = "fault_code != 0"',
+                      'when = "fault_code != 0"\nclear_when = "fault_code == 0 and not running"')
+
+
+def _latch_case(extra: str) -> str:
+    return CASE.replace("[test.inputs]", extra + "\n[test.inputs]").replace(
+        'at = "2.5s"\nstate = "fault"', 'at = "2.9s"\nstate = "fault"')
+
+
+def _run_latch(extra: str, fault: str = "0x20 3x5 0x5") -> list[str]:
+    text = _latch_case(extra).replace('fault_code = "0x20 3x10"', f'fault_code = "{fault}"')
+    tf = load_test_text("t.toml", text, lambda files: load(LATCH, files[0]))
+    return [str(f) for r in run_file(tf) for f in r.failures]
+
+
+def test_a_restart_keeps_a_latch_and_loses_the_samples():
+    assert _run_latch('[[test.restart]]\nat = "2.7s"') == []
+    # an expectation while the agent is down cannot hold: it says so
+    failures = _run_latch('[[test.restart]]\nat = "2.7s"\ndown = "1s"')
+    assert len(failures) == 1 and "at 2.9s: scan: expected a scan, got none" in failures[0]
+
+
+def test_a_restart_that_lost_the_latch_would_fail_the_case():
+    # the same case with the latch removed by a reload to rules without clear_when fails:
+    # the test runner tells a kept latch from a lost one
+    text = _latch_case('[[test.reload]]\nat = "2.7s"\nrules = ["plain.toml"]').replace(
+        'fault_code = "0x20 3x10"', 'fault_code = "0x20 3x5 0x5"')
+    tf = load_test_text("t.toml", text, lambda files: load(
+        BASIC if files[0] == "plain.toml" else LATCH, files[0]))
+    failures = [str(f) for r in run_file(tf) for f in r.failures]
+    assert any("at 2.9s: state: expected 'fault', got 'producing'" in f for f in failures)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('[[test.restart]]\nat = "2.75s"', "'2.75s' falls between scans"),
+    ('[[test.restart]]\nwhen = "2s"', "unknown key 'when'"),
+    ('[[test.reload]]\nat = "2s"\nrules = []', "'rules' must list the rule files to load"),
+])
+def test_mistakes_in_restarts_and_reloads_are_located_errors(extra, message):
+    with pytest.raises(ConfigProblems) as info:
+        load_test_text("t.toml", _latch_case(extra), lambda files: load(LATCH, files[0]))
+    assert any(message in str(p) for p in info.value.problems), info.value
