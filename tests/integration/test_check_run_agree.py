@@ -71,6 +71,14 @@ RULE_FILES = {
     "extra_signal": ('[[signal]]\nname = "slow"\npriority = 60\nwhen = "not running"\n'
                      'on_delay = "1s"\nshow = { amber = "blink_slow" }\n'),
     "other_lamp": VALID.replace('show = { amber = "on" }', 'show = { white = "on" }', 1),
+    "windows": ('[[counter]]\nname = "cycles"\nrising = "running"\n'
+                'reset = "rising(fault_code == 7)"\n'
+                '[[signal]]\nname = "flaky"\npriority = 70\n'
+                'when = "count_of(running, 10m) >= 3 or increase(cycles, 1h) > 100"\n'
+                '[[output]]\nname = "may_start"\n'
+                'when = "state in (\'stopped\', \'producing\') and on_for(flaky) < 5s"\n'),
+    "state_cycle": VALID.replace('when = "running"', 'when = "running and state != \'fault\'"', 1),
+    "window_too_wide": VALID.replace('rising = "running"', 'rising = "count_of(running, 2d) > 0"'),
 }
 
 SOURCES = {
