@@ -81,5 +81,8 @@ def _summary(ruleset: Any) -> str:
         count = len(items)
         return f"{count} {word}{'s' if count != 1 else ''}"
 
-    return ", ".join([n(ruleset.inputs, "input"), n(ruleset.states, "state"),
-                      n(ruleset.signals, "signal"), n(ruleset.counters, "counter")])
+    parts = [n(ruleset.inputs, "input"), n(ruleset.states, "state"),
+             n(ruleset.signals, "signal"), n(ruleset.counters, "counter")]
+    if getattr(ruleset, "outputs", ()):
+        parts.append(n(ruleset.outputs, "output"))
+    return ", ".join(parts)
