@@ -94,6 +94,8 @@ class Compiled:
     # rolling windows: (identity, slot of its Window, width in seconds); the identity is the
     # call's canonical text, so equal calls hold equal data
     windows: tuple[tuple[str, int, float], ...] = field(compare=False, repr=False, default=())
+    # `increase` windows: (counter name, slot of its Window), fed by the counter's increments
+    feeds: tuple[tuple[str, int], ...] = field(compare=False, repr=False, default=())
 
     def evaluate(self, v: Slots) -> Any:
         """Run the edge functions' bookkeeping (every scan, never short-circuited), then the value."""
@@ -159,7 +161,7 @@ def compile_tree(
     c = _Compiler(symbols, slots, others)
     kind, fn = c.node(tree)
     return Compiled(source, unparse(tree), kind, frozenset(c.reads), fn,
-                    tuple(c.updates), tuple(c.memory), c.cost, tuple(c.windows))
+                    tuple(c.updates), tuple(c.memory), c.cost, tuple(c.windows), tuple(c.feeds))
 
 
 class _Compiler:
@@ -172,6 +174,7 @@ class _Compiler:
         self.updates: list[Update] = []
         self.memory: list[int] = []
         self.windows: list[tuple[str, int, float]] = []
+        self.feeds: list[tuple[str, int]] = []
         self.cost = 0
 
     def node(self, n: Node) -> tuple[Kind, Fn]:
@@ -444,13 +447,17 @@ class _Compiler:
         _, x = self.node(n.args[0])
         return Kind.BOOL, self.edge(x, lambda last, cur: bool(last != cur))
 
-    def fn_on_for(self, n: Call) -> tuple[Kind, Fn]:
+    def named(self, n: Call, what: str, example: str) -> Symbol:
+        """The first argument of `n`, which must be the plain name of a `what`."""
         arg = n.args[0]
         sym = self.symbol(arg) if isinstance(arg, Name) else None
-        if sym is None or sym.what != "signal":
-            raise ExpressionError(arg.pos, "on_for() needs the name of a signal, "
-                                  "e.g. on_for(door_open)")
-        since = sym.at_slot
+        if sym is None or sym.what != what:
+            raise ExpressionError(arg.pos, f"{n.func}() needs the name of a {what}, "
+                                  f"e.g. {example}")
+        return sym
+
+    def fn_on_for(self, n: Call) -> tuple[Kind, Fn]:
+        since = self.named(n, "signal", "on_for(door_open)").at_slot
 
         def on_for(v: Slots) -> Any:
             at = v[since]
@@ -486,27 +493,9 @@ class _Compiler:
         return Kind.NUM, lambda v: v[slot].total(v[NOW_SLOT])
 
     def fn_increase(self, n: Call) -> tuple[Kind, Fn]:
-        arg = n.args[0]
-        sym = self.symbol(arg) if isinstance(arg, Name) else None
-        if sym is None or sym.what != "counter":
-            raise ExpressionError(arg.pos, "increase() needs the name of a counter, "
-                                  "e.g. increase(parts, 10m)")
-        width = self.width(n)
-        total = sym.slot
-        last = self.slots.take()
-        slot = self.window(n, width)
-
-        def update(v: Slots) -> None:
-            cur = v[total]
-            if cur is None:
-                return
-            before = v[last]
-            v[last] = cur
-            if before is not None and cur > before:  # a reset (a drop) adds nothing
-                v[slot].add(v[NOW_SLOT], cur - before)
-
-        self.updates.append(update)
-        self.memory.append(last)
+        counter = self.named(n, "counter", "increase(parts, 10m)").name
+        slot = self.window(n, self.width(n))
+        self.feeds.append((counter, slot))  # the evaluator adds each increment as it counts
         return Kind.NUM, lambda v: v[slot].total(v[NOW_SLOT])
 
     def window(self, n: Call, width: float) -> int:

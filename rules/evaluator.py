@@ -228,10 +228,13 @@ class Evaluator:
         self._last: dict[str, Any] = {c.name: None for c in ruleset.counters}
         self._outputs = [(o, _Timer(o)) for o in ruleset.outputs]
         self._windows: dict[str, list[Window]] = {}
+        self._feeds: dict[str, list[int]] = {}  # counter -> slots of its `increase` windows
         for expr in _compiled(ruleset):
             for key, slot, width in expr.windows:
                 self._v[slot] = Window(width)
                 self._windows.setdefault(key, []).append(self._v[slot])
+            for counter, slot in expr.feeds:
+                self._feeds.setdefault(counter, []).append(slot)
         for c in ruleset.counters:
             self._v[c.slot] = 0
         name_slot, code_slot, _ = ruleset.state_slots
@@ -536,6 +539,8 @@ class Evaluator:
                 last_known[c.name] = cur
                 if last is not None and last != cur and cur == (c.edge == "rising"):
                     totals[c.name] += c.increment
+                    for slot in self._feeds.get(c.name, ()):
+                        v[slot].add(now, c.increment)
                     events.append(RuleEvent("count", c.name, totals[c.name], now,
                                             (("increment", c.increment),)))
             v[c.slot] = totals[c.name]  # what expressions read in the next scan

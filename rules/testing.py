@@ -355,20 +355,8 @@ def _read_expect(t: Table, step: float,
 
 
 def _output_map(t: Table, rs: RuleSet | None) -> tuple[tuple[str, bool], ...]:
-    table = t.table("outputs")
-    if table is None:
-        return ()
-    known = [o.name for o in rs.outputs] if rs is not None else []
-    out: list[tuple[str, bool]] = []
-    for name in list(table.data):
-        value = table.boolean(name)
-        if rs is not None and name not in known:
-            table.problems.add(table.where(name), f"the rules have no output '{name}'"
-                               f"{did_you_mean(name, known)}")
-        elif isinstance(value, bool):
-            out.append((name, value))
-    table.finish()
-    return tuple(out)
+    known = [o.name for o in rs.outputs] if rs is not None else None
+    return _named_values(t, "outputs", "output", known, lambda table, name: table.boolean(name))
 
 
 def _signal_list(t: Table, rs: RuleSet | None) -> tuple[str, ...] | None:
@@ -387,17 +375,24 @@ def _signal_list(t: Table, rs: RuleSet | None) -> tuple[str, ...] | None:
 
 
 def _counter_map(t: Table, key: str, rs: RuleSet | None) -> tuple[tuple[str, int], ...]:
+    known = [c.name for c in rs.counters] if rs is not None else None
+    return _named_values(t, key, "counter", known,
+                         lambda table, name: table.integer(name, minimum=0))
+
+
+def _named_values(t: Table, key: str, what: str, known: list[str] | None,
+                  read: Callable[[Table, str], Any]) -> tuple[tuple[str, Any], ...]:
+    """The table `key` of `t` as (name, value) pairs; a name the rules lack is a problem."""
     table = t.table(key)
-    out: list[tuple[str, int]] = []
     if table is None:
         return ()
-    known = [c.name for c in rs.counters] if rs is not None else []
+    out: list[tuple[str, Any]] = []
     for name in list(table.data):
-        value = table.integer(name, minimum=0)
-        if rs is not None and name not in known:
-            table.problems.add(table.where(name), f"the rules have no counter '{name}'"
+        value = read(table, name)
+        if known is not None and name not in known:
+            table.problems.add(table.where(name), f"the rules have no {what} '{name}'"
                                f"{did_you_mean(name, known)}")
-        elif isinstance(value, int):
+        elif value is not None:
             out.append((name, value))
     table.finish()
     return tuple(out)
