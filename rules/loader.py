@@ -62,6 +62,9 @@ MAX_CODE = 2**31 - 1  # a state code fits a 32-bit integer in every consumer
 MAX_PRIORITY = 10**9  # priorities are compared as floats: exact far beyond this
 MAX_INCREMENT = 10**9  # a counter's total stays within 64 bits for centuries of edges
 MAX_COST = 20_000  # operations per scan over all conditions: milliseconds, never seconds
+# rolling windows per rule set: each holds up to rules.windows.MAX_ENTRIES edges (about 140
+# bytes each), so 200 windows stay below 30 MB however busy the machine is
+MAX_WINDOWS = 200
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -447,6 +450,7 @@ class _Builder:
         self.broken: set[str] = set(draft.broken)
         self.cost = 0  # operations per scan so far, bounded by MAX_COST
         self.over_budget = False
+        self.windows = 0  # rolling windows so far, bounded by MAX_WINDOWS
 
     def build(self) -> RuleSet | None:
         for spec in self.draft.inputs:
@@ -511,6 +515,14 @@ class _Builder:
                 self.problems.add(expr.location(0), f"the rules need more than {MAX_COST} "
                                   "operations per scan with this expression; a scan must stay "
                                   "short, so simplify or split the rule files")
+            return None
+        self.windows += len(compiled.windows)
+        if compiled.windows and self.windows > MAX_WINDOWS:
+            if self.windows - len(compiled.windows) <= MAX_WINDOWS:  # say it once, where
+                self.problems.add(expr.location(0), f"the rules hold more than {MAX_WINDOWS} "
+                                  "rolling windows (count_of, increase) with this expression; "
+                                  "each keeps up to 1000 edges in memory, so share windows "
+                                  "between rules through a [define]")
             return None
         if want is not None and compiled.kind is not want:
             hint = "; compare it, e.g. 'x != 0'" if compiled.kind is Kind.NUM else ""

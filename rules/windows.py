@@ -32,6 +32,7 @@ class Window:
 
     def add(self, now: float, amount: int) -> None:
         """Record `amount` at scan time `now` (times never go backwards)."""
+        self.total(now)  # expire first: a window nobody read for a while must not fill up
         if len(self._entries) >= MAX_ENTRIES:
             newest = self._entries[-1]
             newest[0] = now

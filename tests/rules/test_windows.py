@@ -195,3 +195,21 @@ def test_on_for_needs_a_signal_and_increase_a_counter() -> None:
     assert problems(text) == [
         "rules.toml:45:31: increase() needs the name of a counter, e.g. increase(parts, 10m)",
         "rules.toml:49:37: on_for() needs the name of a signal, e.g. on_for(door_open)"]
+
+
+def test_a_window_that_is_not_read_still_forgets_old_edges() -> None:
+    window = Window(10.0)
+    for i in range(MAX_ENTRIES * 2):  # one edge a second, never read in between
+        window.add(float(i), 1)
+    assert len(window) == 10
+    assert window.total(MAX_ENTRIES * 2 - 1.0) == 10
+
+
+def test_more_than_two_hundred_windows_are_refused_where_the_limit_is_passed() -> None:
+    signals = "".join(f'[[signal]]\nname = "w{i}"\npriority = {i}\n'
+                      f'when = "count_of(jam, {i + 1}s) > 0"\n' for i in range(201))
+    found = problems(MACHINE + signals)
+    assert len(found) == 1 and found[0].startswith("rules.toml:")
+    assert "more than 200 rolling windows" in found[0]
+    assert "count_of(jam, 199s)" in (MACHINE + signals).splitlines()[
+        int(found[0].split(":")[1]) - 1]
