@@ -377,6 +377,11 @@ class Evaluator:
                 self._current = StateInfo(rule.name, rule.code, current.since)
             else:  # the state is gone: `unknown` until a scan decides, and that scan says so
                 self._current, self._left = unknown, current
+        name_slot, code_slot, _ = self.ruleset.state_slots
+        if name_slot >= 0 and self._current is not None:
+            # expressions go on reading the state as the last scan before the reload left it
+            self._v[name_slot] = self._current.name
+            self._v[code_slot] = self._current.code
 
     def step(self, snapshot: Mapping[str, Sample], now: float) -> Step:
         """One scan over one consistent snapshot at scan time `now`."""

@@ -213,3 +213,15 @@ def test_more_than_two_hundred_windows_are_refused_where_the_limit_is_passed() -
     assert "more than 200 rolling windows" in found[0]
     assert "count_of(jam, 199s)" in (MACHINE + signals).splitlines()[
         int(found[0].split(":")[1]) - 1]
+
+
+def test_a_reload_keeps_what_expressions_read_of_the_state() -> None:
+    ev = Evaluator(load(MACHINE))
+    for t in range(8):
+        step = _scan(ev, float(t))
+    assert "long_stop" in step.signals
+    fresh = Evaluator(load(MACHINE.replace("on_for(call_maintenance) < 2s",
+                                           "on_for(call_maintenance) < 3s")))
+    fresh.carry_over(ev)
+    step = _scan(fresh, 8.0)
+    assert "long_stop" in step.signals and step.events == ()
