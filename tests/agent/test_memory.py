@@ -61,6 +61,15 @@ def _boot(journal: object, clocks: Clocks) -> tuple[RuleMemory, Evaluator, Input
     return memory, evaluator, InputTable(["jam"])
 
 
+def _jams(scan: ScanLoop, table: InputTable, clocks: Clocks, jams: tuple[bool, ...],
+          every: float) -> None:
+    """One tick per value of the jam input, `every` seconds apart."""
+    for jam in jams:
+        good(table, clocks, jam=jam)
+        scan.tick()
+        clocks.advance(every)
+
+
 async def test_microstops_before_a_restart_still_count_after_it_and_age_in_wall_time(
         tmp_path: Path) -> None:
     clocks = Clocks()
@@ -68,10 +77,7 @@ async def test_microstops_before_a_restart_still_count_after_it_and_age_in_wall_
         memory, evaluator, table = _boot(journal, clocks)
         scan = _loop(clocks, memory, evaluator, table)
         for _ in range(3):  # three 1 s jams, one a minute
-            for jam in (False, True, False):
-                good(table, clocks, jam=jam)
-                scan.tick()
-                clocks.advance(1.0)
+            _jams(scan, table, clocks, (False, True, False), 1.0)
             clocks.advance(60.0)
         assert "call_maintenance" in scan.tick().signals
         await memory.flush()
@@ -115,10 +121,7 @@ async def test_the_running_store_writes_windows_soon_after_an_edge_off_the_scan(
         scan = _loop(clocks, memory, evaluator, table)
         async with anyio.create_task_group() as tg:
             tg.start_soon(memory.run)
-            for jam in (False, True):
-                good(table, clocks, jam=jam)
-                scan.tick()
-                clocks.advance(0.02)
+            _jams(scan, table, clocks, (False, True), 0.02)
             with anyio.fail_after(10):
                 while not journal.get_meta(WINDOWS_META):  # noqa: ASYNC110 - the store's own write
                     await anyio.sleep(0.01)
