@@ -210,3 +210,18 @@ async def test_run_ticks_at_the_period_and_stops_on_cancel() -> None:
                 await anyio.sleep(0.01)
         assert scan.healthy()
         tg.cancel_scope.cancel()
+
+
+def test_status_shows_the_outputs_the_rules_compute() -> None:
+    sink, clocks, table = Sink(), Clocks(), InputTable(["running", "fault_code", "part", "temp"])
+    rules = RULES + '[[output]]\nname = "may_start"\nwhen = "not running and fault_code == 0"\n'
+    scan = ScanLoop(inputs=table, evaluator=Evaluator(load_rules([("r.toml", rules)])),
+                    tower=StackLight({}, clock=lambda: clocks.mono), sink=sink,
+                    clock=clocks.watch(), period=0.02, monotonic=lambda: clocks.mono)
+    good(table, clocks, running=False, fault_code=0, part=False, temp=20.0)
+    scan.tick()
+    assert scan.view_status()["outputs"] == {"may_start": True}
+    clocks.advance(0.02)
+    good(table, clocks, fault_code=3)
+    scan.tick()
+    assert scan.view_status()["outputs"] == {"may_start": False}
