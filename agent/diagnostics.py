@@ -18,6 +18,7 @@ every client-supplied value is made printable before it reaches the log.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import html
 import ipaddress
@@ -33,10 +34,11 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from linelight.agent.health import Verdict
 from linelight.agent.humanize import describe_error, format_age
 from linelight.agent.metrics import CONTENT_TYPE as METRICS_TYPE
 from linelight.agent.secrets import resolve_secret_path
-from linelight.rules.errors import ConfigError
+from linelight.rules.errors import ConfigError, LinelightError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class DiagnosticsTarget(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def health(self) -> tuple[bool, list[str]]: ...
+    def health(self) -> Verdict: ...
 
     def metrics(self) -> bytes: ...
 
@@ -94,6 +96,18 @@ class Response:
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
     extra: tuple[tuple[str, str], ...] = ()
+
+
+class DiagnosticsBindError(LinelightError):
+    """The endpoint cannot listen on a configured address: the sentence names it."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = exc.strerror or str(exc)
+        hint = (f"another process (another agent?) holds it; `ss -ltnp 'sport = :{port}'` "
+                "names it") if exc.errno == errno.EADDRINUSE else "check [diagnostics] listen"
+        super().__init__(f"diagnostics cannot listen on {shown}: {why}; {hint}")
+        self.host, self.port = host, port
 
 
 class BadRequest(Exception):
@@ -203,8 +217,11 @@ class Diagnostics:
         try:
             bound: list[tuple[str, int]] = []
             for host, port in self.listen:
-                listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
-                                                           reuse_port=False)
+                try:
+                    listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
+                                                               reuse_port=False)
+                except OSError as exc:
+                    raise DiagnosticsBindError(host, port, exc) from None
                 listeners.append(listener)
                 for sub in listener.listeners:
                     addr = sub.extra(SocketAttribute.local_address)
@@ -340,15 +357,18 @@ class Diagnostics:
             self.refused += 1
             log.warning("%s refused for %s: %s", path, req.who,
                         "wrong token" if given else "no token")
-            return Response(401, b"a token is required: Authorization: Bearer <token>\n",
+            body = (b"wrong token: the Authorization header does not carry the token in the "
+                    b"agent's token_file\n" if given else
+                    b"a token is required: Authorization: Bearer <token>\n")
+            return Response(401, body,
                             extra=(("WWW-Authenticate", 'Bearer realm="linelight"'),))
         return None
 
     # -- handlers -----------------------------------------------------------------------------
     async def _healthz(self, req: Request) -> Response:
-        ok, reasons = self.target.health()
-        body = "ok\n" if ok else "degraded\n" + "".join(f"{r}\n" for r in reasons)
-        return Response(200 if ok else 503, body.encode())
+        verdict = self.target.health()
+        lines = [verdict.status, *verdict.reasons, *(f"warning: {w}" for w in verdict.warnings)]
+        return Response(200 if verdict.ok else 503, "".join(f"{ln}\n" for ln in lines).encode())
 
     async def _status(self, req: Request) -> Response:
         body = json.dumps(self.target.status(), indent=1, default=str).encode() + b"\n"

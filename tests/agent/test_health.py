@@ -36,9 +36,14 @@ def _parts(**changes: Any) -> dict[str, Any]:
     return parts
 
 
+def _texts(parts: dict[str, Any]) -> list[str]:
+    return [f.text for f in health.findings(parts)]
+
+
 def test_a_healthy_set_of_parts_has_no_reasons() -> None:
-    assert health.reasons(_parts()) == []
-    assert health.compose({"agent": "a"}, _parts())["health"] == {"status": "ok", "reasons": []}
+    assert health.findings(_parts()) == []
+    assert health.compose({"agent": "a"}, _parts())["health"] == {
+        "status": "ok", "reasons": [], "warnings": []}
 
 
 @pytest.mark.parametrize(("change", "reason"), [
@@ -60,7 +65,41 @@ def test_a_healthy_set_of_parts_has_no_reasons() -> None:
     ({"state": {"name": "unknown", "reason": "run is stale"}}, "state: unknown (run is stale)"),
 ])
 def test_each_part_status_turns_into_its_reason(change: dict[str, Any], reason: str) -> None:
-    assert reason in health.reasons(_parts(**change))
+    assert reason in _texts(_parts(**change))
+
+
+@pytest.mark.parametrize(("change", "status"), [
+    ({"scan": {"healthy": False, "since_last_tick_s": 3.0}}, "failed"),
+    ({"queue": {"writer_running": False, "health": "ok"}}, "failed"),
+    ({"tower": {"lamps": {"red": {"failing": True}}, "last_error": "EIO"}}, "failed"),
+    ({"broker": {"url": "mqtt://b:1883", "connected": False, "last_error": "refused"}},
+     "degraded"),
+    ({"inputs": {"run": {"quality": "stale"}}}, "degraded"),
+    ({"state": {"name": "unknown", "reason": "run is stale"}}, "degraded"),
+    ({"clock": {"synchronized": False}}, "ok"),
+    ({"broker": None}, "ok"),
+])
+def test_each_reason_has_the_level_an_operator_would_page_on(change: dict[str, Any],
+                                                             status: str) -> None:
+    assert health.assess(_parts(**change)).status == status
+
+
+def test_an_install_without_broker_sources_or_synced_clock_is_ok_with_warnings() -> None:
+    parts = _parts(broker=None, clock={"synchronized": False},
+                   state={"name": "unknown", "reason": "running not yet read"},
+                   inputs={"running": {"quality": "missing"}})
+    verdict = health.assess(parts)
+    assert (verdict.status, verdict.reasons) == ("ok", ())
+    assert [w.split(":")[0] for w in verdict.warnings] == ["broker", "input", "clock", "state"]
+    assert "running read by the rules but no source delivers them" in verdict.warnings[1]
+
+
+def test_degraded_on_turns_a_chosen_warning_into_degraded() -> None:
+    parts = _parts(broker=None, clock={"synchronized": False})
+    verdict = health.assess(parts, degraded_on=("clock",))
+    assert verdict.status == "degraded"
+    assert verdict.reasons == ("clock: wall clock not synchronized; event timestamps are marked",)
+    assert [w.split(":")[0] for w in verdict.warnings] == ["broker"]
 
 
 def test_health_imports_no_part_of_the_agent() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,12 +25,38 @@ def test_status_prints_a_summary_of_the_running_agent(tmp_path: Path) -> None:
         proc = linelight("status", "--config", str(config))
         as_json = linelight("status", "--url", f"http://127.0.0.1:{agent.port}", "--json")
         assert agent.stop() == 0
-    assert proc.returncode == 1  # degraded: no broker configured
+    assert proc.returncode == 0, proc.stderr  # no broker configured: a warning, not degraded
     out = proc.stdout
-    assert "agent it-press" in out and "health     degraded" in out
-    assert "broker: none configured" in out
+    assert "agent it-press" in out and "health     ok with " in out
+    assert "- warning: broker: none configured" in out
     assert "state      " in out and "queue      " in out and "spindle_rpm" in out
     assert '"agent": "it-press"' in as_json.stdout
+
+
+def test_status_names_another_agent_holding_the_port_and_takes_host_port(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path / "a")
+    other = write_config(tmp_path / "b", agent_id="it-other", diag_port=_port(config))
+    with AgentProcess(config) as agent, AgentProcess(other) as second:
+        agent.start()
+        second.start(wait_ready=False)
+        wait = 0.0
+        while "diagnostics cannot listen" not in second.log() and wait < 60:
+            time.sleep(0.1)
+            wait += 0.1
+        wrong = linelight("status", "--config", str(other))
+        plain = linelight("status", "--url", f"127.0.0.1:{agent.port}")
+        assert second.stop() == 0 and agent.stop() == 0
+    assert (f"diagnostics cannot listen on 127.0.0.1:{agent.port}: Address already in use"
+            in second.log())
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert (f"the agent answering at http://127.0.0.1:{agent.port} is agent 'it-press' with "
+            f"config {config}, not agent 'it-other' of {other}") in wrong.stderr
+    assert plain.returncode == 0 and "agent it-press" in plain.stdout
+
+
+def _port(config: Path) -> int:
+    return AgentProcess(config).port
 
 
 def test_status_says_so_when_no_agent_answers() -> None:
