@@ -115,9 +115,10 @@ class Agent:
                 await self._start_parts(tg)
                 self.ready = True
                 self.notifier.ready(self.status_line())
-                log.info("ready: agent %s, boot %d, %d rules files, %s", cfg.agent_id,
-                         journal.boot, sum(len(m.rule_files.files) for m in cfg.machines),
-                         self.states_text())
+                log.info("ready: agent %s, boot %d, %d rules files, %s, diagnostics %s",
+                         cfg.agent_id, journal.boot,
+                         sum(len(m.rule_files.files) for m in cfg.machines),
+                         self.states_text(), self._diagnostics_where())
                 if self.forwarder is not None:  # after READY: the broker never delays it
                     await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
                     self._publish_initial_live()
@@ -302,6 +303,14 @@ class Agent:
         interval = self.notifier.watchdog_interval
         limit = self.scan.stall_limit()
         return self.scan.healthy(limit=min(limit, interval) if interval else limit)
+
+    def _diagnostics_where(self) -> str:
+        if self.diagnostics is None:
+            return "disabled"
+        if not self.diagnostics.bound:  # the bind failed: the supervisor logged why
+            wanted = ", ".join(f"{h}:{p}" for h, p in self.diagnostics.listen)
+            return f"NOT listening (wanted {wanted})"
+        return "on " + ", ".join(f"{h}:{p}" for h, p in self.diagnostics.bound)
 
     def _on_live(self, key: str, value: Any, machine: str | None = None) -> None:
         if self.forwarder is not None:

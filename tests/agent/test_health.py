@@ -157,3 +157,28 @@ async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
     assert 'linelight_source_info{source="demo",type="sim"} 1.0' in metrics
     assert 'linelight_source_ticks_total{source="demo"}' in metrics
     assert 'linelight_source_next_attempt_seconds{source="gone"}' in metrics
+
+
+@pytest.mark.anyio
+async def test_inputs_no_source_delivers_are_listed_missing_and_only_warned(
+        tmp_path: Path) -> None:
+    """The packaged default: rules that read inputs, no source, no broker: ok with warnings."""
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "r.toml").write_text(
+        '[inputs]\nrunning = { type = "bool" }\n'
+        '[[state]]\nname = "producing"\ncode = 1\npriority = 1\nwhen = "running"\n')
+    path = tmp_path / "agent.toml"
+    path.write_text('agent_id = "t"\ndata_dir = "data"\n[diagnostics]\nenabled = false\n')
+    agent = Agent(load_config(path), handle_signals=False, watch_files=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await wait_until(lambda: agent.status()["scan"]["ticks"] > 0, what="a scan")
+        status = agent.status()
+        await agent.stop()
+    assert status["inputs"]["running"] == {
+        "value": None, "quality": "missing", "age_s": None, "source": None,
+        "reason": "read by the rules, delivered by no source"}
+    assert status["health"]["status"] == "ok" and status["health"]["reasons"] == []
+    assert any(w.startswith("input: running read by the rules but no source delivers them")
+               for w in status["health"]["warnings"])
+    assert any(w.startswith("state: unknown") for w in status["health"]["warnings"])
