@@ -91,7 +91,7 @@ def test_doctor_reports_a_refused_login_with_what_to_do(
         "[mqtt]\n", f'[mqtt]\nusername = "press"\npassword_file = "{secret}"\n'))
     proc = linelight("doctor", "--config", str(config))
     assert proc.returncode == 1
-    assert "[FAIL] broker login: refused" in proc.stdout
+    assert "[FAIL] broker login: connection refused" in proc.stdout
     assert "check username / password_file" in proc.stdout
     assert "wrong" not in proc.stdout  # never print a secret
 
@@ -105,3 +105,30 @@ def test_doctor_fails_on_an_unreachable_broker_and_a_broken_config(tmp_path: Pat
     proc = linelight("doctor", "--config", str(config))
     assert proc.returncode == 1
     assert f"{config}:" in proc.stdout and "unknown key 'bogus'" in proc.stdout
+
+
+def test_doctor_reads_credentials_as_the_service_gets_them_and_checks_the_token(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]) -> None:
+    users = tmp_path / "passwd"
+    broker = make_mosquitto(start=False, extra=f"allow_anonymous false\npassword_file {users}\n")
+    broker.add_user("press", "right", users)
+    broker.start()
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("right\n")
+    config = write_config(tmp_path / "agent", mqtt_port=broker.port, extra=(
+        'token_file = "$CREDENTIALS_DIRECTORY/diagnostics-token"\n'))
+    config.write_text(config.read_text().replace(
+        "[mqtt]\n", '[mqtt]\nusername = "press"\n'
+                    'password_file = "$CREDENTIALS_DIRECTORY/mqtt-password"\n'))
+    missing_token = linelight("doctor", "--config", str(config), "--credentials-dir", str(creds))
+    (creds / "diagnostics-token").write_text("s3cret\n")
+    passes = linelight("doctor", "--config", str(config), "--credentials-dir", str(creds))
+    assert "[ok  ] broker login: MQTT 5 CONNACK accepted as press" in missing_token.stdout, \
+        missing_token.stdout
+    assert "[FAIL] diagnostics token: cannot read token_file" in missing_token.stdout
+    assert missing_token.returncode == 1
+    assert f"[ok  ] credentials: credentials from {creds} (--credentials-dir)" in passes.stdout
+    assert "[ok  ] diagnostics token" in passes.stdout and "[FAIL]" not in passes.stdout
+    assert passes.returncode == 0, passes.stdout
+    assert "right" not in passes.stdout and "s3cret" not in passes.stdout
