@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -199,7 +200,9 @@ class Agent:
             d = self.config.diagnostics
             self.diagnostics = Diagnostics(self, list(d.listen), d.token_file,
                                            allowed_hosts=d.allowed_hosts,
-                                           token_for_reads=d.token_for_reads)
+                                           token_for_reads=d.token_for_reads,
+                                           tailnet_machine=socket.gethostname().split(".")[0]
+                                           if d.tailnet else None)
             await tg.start(self.supervisor.run, "diagnostics", self.diagnostics.run)
         # supervised like every other part: a reload that fails is a rejection (Reloader), and
         # should a trigger itself ever fail, it is restarted instead of ending the agent

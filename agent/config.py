@@ -72,6 +72,7 @@ class DiagnosticsSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback (the tailnet name)
     allow_remote: bool = False  # opt-in to a non-loopback listen address
     degraded_on: tuple[str, ...] = ()  # health warnings that count as degraded (agent.health)
+    tailnet: bool = True  # serve <this host>.<tailnet>.ts.net, the Host tailscale serve passes
 
     @property
     def token_for_reads(self) -> bool:
@@ -135,6 +136,9 @@ DIAGNOSTICS_KEYS = Keys("the HTTP diagnostics endpoint", (
     Key("allow_remote", "boolean", "allow a listen address that is not loopback; needs "
         "token_file, and then every endpoint but /healthz needs the token",
         _DIAGNOSTICS.allow_remote),
+    Key("tailnet", "boolean", "serve the Host name `tailscale serve` passes on, "
+        "<this host name>.<tailnet>.ts.net, without listing it in allowed_hosts",
+        _DIAGNOSTICS.tailnet),
     Key("degraded_on", "strings", "health warnings that make /healthz answer 503 (degraded) "
         "instead of ok: " + ", ".join(f"'{k}' ({v})" for k, v in WARNINGS.items()),
         list(_DIAGNOSTICS.degraded_on), choices=tuple(WARNINGS)),
@@ -596,13 +600,14 @@ def _read_diagnostics(t: Table | None, base: Path) -> DiagnosticsSettings:
     hosts = _allowed_hosts(t)
     token_file = _path(t, DIAGNOSTICS_KEYS, "token_file", base)
     degraded_on = _degraded_on(t)
+    tailnet = DIAGNOSTICS_KEYS.read(t, "tailnet")
     if allow_remote and token_file is None:
         t.problem("allow_remote", "'allow_remote' needs 'token_file': every endpoint except "
                                   "/healthz then asks for the token")
     t.finish()
     return DiagnosticsSettings(d.enabled if enabled is None else bool(enabled),
                                tuple(listen) or d.listen, token_file, hosts, allow_remote,
-                               degraded_on)
+                               degraded_on, d.tailnet if tailnet is None else bool(tailnet))
 
 
 def _degraded_on(t: Table) -> tuple[str, ...]:

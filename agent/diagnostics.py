@@ -198,8 +198,13 @@ class Diagnostics:
 
     def __init__(self, target: DiagnosticsTarget, listen: list[tuple[str, int]],
                  token_file: Path | None, *, allowed_hosts: Sequence[str] = (),
-                 token_for_reads: bool = False) -> None:
+                 token_for_reads: bool = False, tailnet_machine: str | None = None) -> None:
         self.target = target
+        # `tailscale serve` passes the browser's Host on: `<machine>.<tailnet>.ts.net`. Only
+        # Tailscale answers for ts.net names, so no page elsewhere can re-point one at this
+        # machine (DNS rebinding); the machine label must be this host's.
+        self.tailnet = (re.compile(re.escape(tailnet_machine.lower()) + r"\.[a-z0-9-]+\.ts\.net")
+                        if tailnet_machine else None)
         self.listen = listen
         self.token_file = token_file
         self.allowed_hosts = [parse_host(h) for h in allowed_hosts]
@@ -319,6 +324,8 @@ class Diagnostics:
         for allowed, allowed_port in self.allowed_hosts:
             if name == allowed and allowed_port in (None, port if port is not None else 80):
                 return None
+        if self.tailnet is not None and self.tailnet.fullmatch(name) and port in (None, 443):
+            return None
         local_host, local_port = req.local
         local = _address(local_host)
         if (port if port is not None else 80) == local_port and (

@@ -447,3 +447,26 @@ async def test_a_port_already_taken_is_named_in_the_error() -> None:
             await Diagnostics(Target(), [("127.0.0.1", port)], None).run()
     assert str(caught.value).startswith(f"diagnostics cannot listen on 127.0.0.1:{port}: ")
     assert "another process" in str(caught.value)
+
+
+TAILNET = [("press-07.tail1234.ts.net", 200), ("PRESS-07.tail-5678.ts.net:443", 200),
+           ("press-07.tail1234.ts.net:80", 421), ("press-08.tail1234.ts.net", 421),
+           ("press-07.ts.net", 421), ("press-07.tail1234.ts.net.evil.example", 421),
+           ("x.press-07.tail1234.ts.net", 421)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host,expected", TAILNET, ids=[h for h, _ in TAILNET])
+async def test_the_tailscale_serve_name_of_this_machine_is_served_without_allowed_hosts(
+        host: str, expected: int) -> None:
+    diag = Diagnostics(Target(), [("127.0.0.1", 0)], None, tailnet_machine="press-07")
+    async with serving(diag) as port:
+        code, _, _ = await request(port, "GET", "/status", host_header=host)
+    assert code == expected
+
+
+@pytest.mark.anyio
+async def test_without_tailnet_a_ts_net_name_needs_allowed_hosts() -> None:
+    async with serving(Diagnostics(Target(), [("127.0.0.1", 0)], None)) as port:
+        code, _, _ = await request(port, "GET", "/status", host_header="press-07.tail1234.ts.net")
+    assert code == 421
