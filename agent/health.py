@@ -27,6 +27,7 @@ from typing import Any
 
 STALE_NAMES_SHOWN = 5
 STARTING = "agent: starting"
+NO_TICK_YET = "scan: no scan tick yet"
 MISSING = "missing"  # the quality /status shows for an input no source delivers
 
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
@@ -82,7 +83,7 @@ def findings(parts: Mapping[str, Any]) -> list[Finding]:
     scan, queue = parts.get("scan"), parts.get("queue")
     if scan is None or queue is None:
         return [Finding(DEGRADED, STARTING)]
-    out = [Finding(FAILED, text) for text in _scan(scan)]
+    out = [Finding(DEGRADED if text == NO_TICK_YET else FAILED, text) for text in _scan(scan)]
     if not queue["writer_running"]:
         out.append(Finding(FAILED, "journal: the writer is not running"))
     if queue["health"] != "ok":
@@ -149,7 +150,7 @@ def _scan(scan: Mapping[str, Any]) -> list[str]:
     since = scan.get("since_last_tick_s")
     took = scan.get("last_duration_s") or 0.0
     if since is None:
-        return ["scan: no scan tick yet"]
+        return [NO_TICK_YET]  # starting: degraded, not failed
     if took >= scan.get("stall_limit_s", float("inf")):
         return [f"scan: the last scan took {took:.1f} s (the rules are too slow)"]
     return [f"scan: no scan tick for {since:.1f} s"]
