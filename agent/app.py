@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -24,6 +25,7 @@ from linelight.agent import events as ev
 from linelight.agent.clock import ClockWatch
 from linelight.agent.config import AgentConfig
 from linelight.agent.diagnostics import Diagnostics
+from linelight.agent.health import Verdict
 from linelight.agent.journal import Journal, JournalError
 from linelight.agent.machines import MachineConfig, own_key, rules_fingerprint
 from linelight.agent.memory import RuleMemory
@@ -92,6 +94,7 @@ class Agent:
         self._tg: TaskGroup | None = None
         self._stopping = False
         self._hardware_closed = False
+        self._source_of: dict[str, str] = {}  # input name -> the source that delivers it
 
     # -- life cycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -113,9 +116,10 @@ class Agent:
                 await self._start_parts(tg)
                 self.ready = True
                 self.notifier.ready(self.status_line())
-                log.info("ready: agent %s, boot %d, %d rules files, %s", cfg.agent_id,
-                         journal.boot, sum(len(m.rule_files.files) for m in cfg.machines),
-                         self.states_text())
+                log.info("ready: agent %s, boot %d, %d rules files, %s, diagnostics %s",
+                         cfg.agent_id, journal.boot,
+                         sum(len(m.rule_files.files) for m in cfg.machines),
+                         self.states_text(), self._diagnostics_where())
                 if self.forwarder is not None:  # after READY: the broker never delays it
                     await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
                     self._publish_initial_live()
@@ -135,6 +139,7 @@ class Agent:
         self.hardware = build_hardware((*cfg.sources, *own), None if named else cfg.tower,
                                        pin_factory=self._pin_factory,
                                        line_backend=self._line_backend, towers=towers)
+        self._source_of = {n: s.name for s in self.hardware.sources for n in s.input_names()}
         lanes = [self._lane(m, journal) for m in cfg.machines]
         self.memory = self.memories[0]
         self.scan = ScanLoop(
@@ -195,7 +200,9 @@ class Agent:
             d = self.config.diagnostics
             self.diagnostics = Diagnostics(self, list(d.listen), d.token_file,
                                            allowed_hosts=d.allowed_hosts,
-                                           token_for_reads=d.token_for_reads)
+                                           token_for_reads=d.token_for_reads,
+                                           tailnet_machine=socket.gethostname().split(".")[0]
+                                           if d.tailnet else None)
             await tg.start(self.supervisor.run, "diagnostics", self.diagnostics.run)
         # supervised like every other part: a reload that fails is a rejection (Reloader), and
         # should a trigger itself ever fail, it is restarted instead of ending the agent
@@ -300,6 +307,14 @@ class Agent:
         limit = self.scan.stall_limit()
         return self.scan.healthy(limit=min(limit, interval) if interval else limit)
 
+    def _diagnostics_where(self) -> str:
+        if self.diagnostics is None:
+            return "disabled"
+        if not self.diagnostics.bound:  # the bind failed: the supervisor logged why
+            wanted = ", ".join(f"{h}:{p}" for h, p in self.diagnostics.listen)
+            return f"NOT listening (wanted {wanted})"
+        return "on " + ", ".join(f"{h}:{p}" for h, p in self.diagnostics.bound)
+
     def _on_live(self, key: str, value: Any, machine: str | None = None) -> None:
         if self.forwarder is not None:
             if machine is None:
@@ -367,6 +382,7 @@ class Agent:
             if self.scan.machines[0].name is not None:
                 # several machines: every input of the table, a machine's own as `machine/x`
                 parts["inputs"] = inputs_status(self.inputs.snapshot(), now)
+            parts["inputs"] = self._inputs_with_sources(parts["inputs"])
             parts["scan"] = self.scan.status(now)
             parts["events"] = {"submitted": parts["scan"]["events_submitted"]}
         if self.hardware is not None:
@@ -383,9 +399,20 @@ class Agent:
                                     "refused": self.diagnostics.refused}
         return parts
 
-    def health(self) -> tuple[bool, list[str]]:
-        found = health.reasons(self.parts())
-        return not found, found
+    def _inputs_with_sources(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Each input with the source delivering it; inputs the rules read that no source
+        delivers are listed too, with quality `missing` (never an empty table that hides them)."""
+        out = {name: {**i, "source": self._source_of.get(name)} for name, i in inputs.items()}
+        if self.scan is not None and self.scan.machines[0].name is None:  # one machine
+            for name in self.scan.machines[0].evaluator.ruleset.inputs:
+                if name not in out and name not in self._source_of:
+                    out[name] = {"value": None, "quality": health.MISSING, "age_s": None,
+                                 "reason": "read by the rules, delivered by no source",
+                                 "source": None}
+        return dict(sorted(out.items()))
+
+    def health(self) -> Verdict:
+        return health.assess(self.parts(), self.config.diagnostics.degraded_on)
 
     def status(self) -> dict[str, Any]:
         cfg = self.config
@@ -394,7 +421,7 @@ class Agent:
                     "started_ns": self.started_ns,
                     "uptime_s": round(time.monotonic() - self.started_mono, 3),
                     "ready": self.ready}
-        return health.compose(identity, self.parts())
+        return health.compose(identity, self.parts(), cfg.diagnostics.degraded_on)
 
     def metrics(self) -> bytes:
         return self.metrics_registry.render()

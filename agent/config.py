@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from linelight.agent.diagnostics import DEFAULT_LISTEN, is_loopback, parse_host, parse_listen
+from linelight.agent.health import WARNINGS
 from linelight.agent.journal import JOURNAL_KEYS, JournalLimits, read_journal_limits
 from linelight.agent.machines import (
     MACHINE_KEYS,
@@ -70,6 +71,8 @@ class DiagnosticsSettings:
     token_file: Path | None = None
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback (the tailnet name)
     allow_remote: bool = False  # opt-in to a non-loopback listen address
+    degraded_on: tuple[str, ...] = ()  # health warnings that count as degraded (agent.health)
+    tailnet: bool = True  # serve <this host>.<tailnet>.ts.net, the Host tailscale serve passes
 
     @property
     def token_for_reads(self) -> bool:
@@ -133,6 +136,12 @@ DIAGNOSTICS_KEYS = Keys("the HTTP diagnostics endpoint", (
     Key("allow_remote", "boolean", "allow a listen address that is not loopback; needs "
         "token_file, and then every endpoint but /healthz needs the token",
         _DIAGNOSTICS.allow_remote),
+    Key("tailnet", "boolean", "serve the Host name `tailscale serve` passes on, "
+        "<this host name>.<tailnet>.ts.net, without listing it in allowed_hosts",
+        _DIAGNOSTICS.tailnet),
+    Key("degraded_on", "strings", "health warnings that make /healthz answer 503 (degraded) "
+        "instead of ok: " + ", ".join(f"'{k}' ({v})" for k, v in WARNINGS.items()),
+        list(_DIAGNOSTICS.degraded_on), choices=tuple(WARNINGS)),
 ))
 
 
@@ -590,12 +599,27 @@ def _read_diagnostics(t: Table | None, base: Path) -> DiagnosticsSettings:
     listen = _listen_addresses(t, allow_remote)
     hosts = _allowed_hosts(t)
     token_file = _path(t, DIAGNOSTICS_KEYS, "token_file", base)
+    degraded_on = _degraded_on(t)
+    tailnet = DIAGNOSTICS_KEYS.read(t, "tailnet")
     if allow_remote and token_file is None:
         t.problem("allow_remote", "'allow_remote' needs 'token_file': every endpoint except "
                                   "/healthz then asks for the token")
     t.finish()
     return DiagnosticsSettings(d.enabled if enabled is None else bool(enabled),
-                               tuple(listen) or d.listen, token_file, hosts, allow_remote)
+                               tuple(listen) or d.listen, token_file, hosts, allow_remote,
+                               degraded_on, d.tailnet if tailnet is None else bool(tailnet))
+
+
+def _degraded_on(t: Table) -> tuple[str, ...]:
+    names: list[str] = []
+    for i, item in enumerate(DIAGNOSTICS_KEYS.read(t, "degraded_on") or ()):
+        if item in WARNINGS:
+            names.append(item)
+        else:
+            t.problems.add(t.doc.value_location((*t.path, "degraded_on", i)),
+                           f"'{item}' is not a health warning; degraded_on takes "
+                           + ", ".join(f"'{k}'" for k in WARNINGS))
+    return tuple(names)
 
 
 def _listen_addresses(t: Table, allow_remote: bool) -> list[tuple[str, int]]:

@@ -18,6 +18,7 @@ every client-supplied value is made printable before it reaches the log.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import html
 import ipaddress
@@ -33,10 +34,11 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from linelight.agent.health import Verdict
 from linelight.agent.humanize import describe_error, format_age
 from linelight.agent.metrics import CONTENT_TYPE as METRICS_TYPE
 from linelight.agent.secrets import resolve_secret_path
-from linelight.rules.errors import ConfigError
+from linelight.rules.errors import ConfigError, LinelightError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class DiagnosticsTarget(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def health(self) -> tuple[bool, list[str]]: ...
+    def health(self) -> Verdict: ...
 
     def metrics(self) -> bytes: ...
 
@@ -94,6 +96,18 @@ class Response:
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
     extra: tuple[tuple[str, str], ...] = ()
+
+
+class DiagnosticsBindError(LinelightError):
+    """The endpoint cannot listen on a configured address: the sentence names it."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = exc.strerror or str(exc)
+        hint = (f"another process (another agent?) holds it; `ss -ltnp 'sport = :{port}'` "
+                "names it") if exc.errno == errno.EADDRINUSE else "check [diagnostics] listen"
+        super().__init__(f"diagnostics cannot listen on {shown}: {why}; {hint}")
+        self.host, self.port = host, port
 
 
 class BadRequest(Exception):
@@ -184,8 +198,13 @@ class Diagnostics:
 
     def __init__(self, target: DiagnosticsTarget, listen: list[tuple[str, int]],
                  token_file: Path | None, *, allowed_hosts: Sequence[str] = (),
-                 token_for_reads: bool = False) -> None:
+                 token_for_reads: bool = False, tailnet_machine: str | None = None) -> None:
         self.target = target
+        # `tailscale serve` passes the browser's Host on: `<machine>.<tailnet>.ts.net`. Only
+        # Tailscale answers for ts.net names, so no page elsewhere can re-point one at this
+        # machine (DNS rebinding); the machine label must be this host's.
+        self.tailnet = (re.compile(re.escape(tailnet_machine.lower()) + r"\.[a-z0-9-]+\.ts\.net")
+                        if tailnet_machine else None)
         self.listen = listen
         self.token_file = token_file
         self.allowed_hosts = [parse_host(h) for h in allowed_hosts]
@@ -203,8 +222,11 @@ class Diagnostics:
         try:
             bound: list[tuple[str, int]] = []
             for host, port in self.listen:
-                listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
-                                                           reuse_port=False)
+                try:
+                    listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
+                                                               reuse_port=False)
+                except OSError as exc:
+                    raise DiagnosticsBindError(host, port, exc) from None
                 listeners.append(listener)
                 for sub in listener.listeners:
                     addr = sub.extra(SocketAttribute.local_address)
@@ -302,6 +324,8 @@ class Diagnostics:
         for allowed, allowed_port in self.allowed_hosts:
             if name == allowed and allowed_port in (None, port if port is not None else 80):
                 return None
+        if self.tailnet is not None and self.tailnet.fullmatch(name) and port in (None, 443):
+            return None
         local_host, local_port = req.local
         local = _address(local_host)
         if (port if port is not None else 80) == local_port and (
@@ -340,15 +364,18 @@ class Diagnostics:
             self.refused += 1
             log.warning("%s refused for %s: %s", path, req.who,
                         "wrong token" if given else "no token")
-            return Response(401, b"a token is required: Authorization: Bearer <token>\n",
+            body = (b"wrong token: the Authorization header does not carry the token in the "
+                    b"agent's token_file\n" if given else
+                    b"a token is required: Authorization: Bearer <token>\n")
+            return Response(401, body,
                             extra=(("WWW-Authenticate", 'Bearer realm="linelight"'),))
         return None
 
     # -- handlers -----------------------------------------------------------------------------
     async def _healthz(self, req: Request) -> Response:
-        ok, reasons = self.target.health()
-        body = "ok\n" if ok else "degraded\n" + "".join(f"{r}\n" for r in reasons)
-        return Response(200 if ok else 503, body.encode())
+        verdict = self.target.health()
+        lines = [verdict.status, *verdict.reasons, *(f"warning: {w}" for w in verdict.warnings)]
+        return Response(200 if verdict.ok else 503, "".join(f"{ln}\n" for ln in lines).encode())
 
     async def _status(self, req: Request) -> Response:
         body = json.dumps(self.target.status(), indent=1, default=str).encode() + b"\n"

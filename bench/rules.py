@@ -42,10 +42,13 @@ N_WINDOWS, WINDOW, SCAN = 50, "10m", 0.02
 TARGET_MEDIAN_US = 1000.0
 
 
-def rule_text(rng: random.Random) -> str:
+def rule_text(rng: random.Random, scale: int = 1) -> str:
+    """The bench's rule set; `scale` multiplies every count (a big file for the reload bench)."""
+    n_inputs, n_states = N_INPUTS * scale, N_STATES * scale
+    n_signals, n_counters = N_SIGNALS * scale, N_COUNTERS * scale
     lines = ["[inputs]"]
     kinds = {}
-    for i in range(N_INPUTS):
+    for i in range(n_inputs):
         kind = "bool" if i % 10 < 6 else ("int" if i % 10 < 9 else "float")
         kinds[f"in{i}"] = kind
         extra = ""
@@ -75,21 +78,21 @@ def rule_text(rng: random.Random) -> str:
         return out
 
     lamps = ["red", "amber", "green", "blue", "white"]
-    for i in range(N_STATES):
+    for i in range(n_states):
         lines += ["[[state]]", f'name = "state{i}"', f"code = {10000 + i}",
-                  f"priority = {1000 - i * 5}",
-                  f'when = "{condition() if i < N_STATES - 1 else "true"}"',
+                  f"priority = {1000 * scale - i * 5}",
+                  f'when = "{condition() if i < n_states - 1 else "true"}"',
                   f'show = {{ {lamps[i % 5]} = "on" }}']
         if i % 4 == 0:
             lines.append('on_delay = "500ms"')
         if i % 5 == 0:
             lines.append('off_delay = "1s"')
-    for i in range(N_SIGNALS):
-        lines += ["[[signal]]", f'name = "signal{i}"', f"priority = {1000 - i * 5 - 2}",
+    for i in range(n_signals):
+        lines += ["[[signal]]", f'name = "signal{i}"', f"priority = {1000 * scale - i * 5 - 2}",
                   f'when = "{condition()}"', f'show = {{ {lamps[i % 5]} = "blink_slow" }}']
         if i % 3 == 0:
             lines.append(f'clear_when = "{condition()}"')
-    for i in range(N_COUNTERS):
+    for i in range(n_counters):
         lines += ["[[counter]]", f'name = "count{i}"', f'rising = "{rng.choice(bools)}"']
     return "\n".join(lines) + "\n"
 
@@ -144,6 +147,56 @@ def window_lane(text: str, scans: int, rng: random.Random) -> dict[str, float]:
             "windows_median_us": statistics.median(win_us),
             "plain_p99_us": percentile(base_us, 0.99), "windows_p99_us": percentile(win_us, 0.99),
             "window_entries": entries, "window_bytes": held}
+def reload_stall(text: str, big: str, seconds: float) -> dict[str, float]:
+    """How long the event loop (which the scan loop shares) is held while the agent reloads
+    `big` in place of `text`, against the same agent idling for `seconds` first (baseline):
+    a probe sleeps 1 ms at a time and records how late each wake-up is."""
+    import tempfile
+
+    import anyio
+
+    from linelight.agent.app import Agent
+    from linelight.agent.config import load_config
+
+    async def probe(late: list[float], stop: anyio.Event) -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await anyio.sleep(0.001)
+            late.append((time.perf_counter() - t0 - 0.001) * 1000)
+
+    async def measure() -> dict[str, float]:
+        with tempfile.TemporaryDirectory(prefix="linelight-bench-") as tmp:
+            root = Path(tmp)
+            (root / "rules.d").mkdir()
+            rules = root / "rules.d" / "bench.toml"
+            rules.write_text(text)
+            (root / "agent.toml").write_text('agent_id = "bench"\ndata_dir = "data"\n'
+                                             '[diagnostics]\nenabled = false\n')
+            agent = Agent(load_config(root / "agent.toml"), handle_signals=False,
+                          watch_files=False)
+            async with anyio.create_task_group() as tg:
+                await tg.start(agent.run)
+                idle: list[float] = []
+                stop = anyio.Event()
+                tg.start_soon(probe, idle, stop)
+                await anyio.sleep(seconds)
+                stop.set()
+                rules.write_text(big)
+                during: list[float] = []
+                stop = anyio.Event()
+                tg.start_soon(probe, during, stop)
+                t0 = time.perf_counter()
+                assert agent.reloader is not None
+                result = await agent.reloader.reload("bench")
+                took = time.perf_counter() - t0
+                stop.set()
+                assert result.ok and result.changed, result.describe()
+                await agent.stop()
+        return {"idle_p99_ms": percentile(idle, 0.99), "idle_max_ms": max(idle),
+                "reload_p99_ms": percentile(during, 0.99), "reload_max_ms": max(during),
+                "reload_s": took, "big_kib": len(big) / 1024}
+
+    return anyio.run(measure)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -265,6 +318,8 @@ def main() -> None:
     one = machine_runs[0]["tick_median_us"]
     lane = window_lane(text, window_scans, random.Random(11))
     ratio = lane["windows_median_us"] / lane["plain_median_us"]
+    big = rule_text(random.Random(8), scale=4)
+    stall = reload_stall(text, big, 1.0 if args.quick else 3.0)
 
     print(f"rules: {N_INPUTS} inputs, {N_STATES} states, {N_SIGNALS} signals, "
           f"{N_COUNTERS} counters; {scans} scans, 10 % of inputs change per scan")
@@ -298,6 +353,14 @@ def main() -> None:
     print(f"{'window entries held':<28}{lane['window_entries']:>12.0f}  (cap {MAX_ENTRIES} "
           f"per window, {N_WINDOWS * MAX_ENTRIES} in all)")
     print(f"{'window memory':<28}{lane['window_bytes'] / 1024:>10.1f} KiB")
+    print(f"reload of a {stall['big_kib']:.0f} KiB rule file in a running agent: "
+          f"{stall['reload_s'] * 1000:.0f} ms; event-loop lateness (1 ms probe, the scan "
+          "loop shares the loop):")
+    print(f"{'  idle p99 / max':<28}{stall['idle_p99_ms']:>8.2f} / {stall['idle_max_ms']:.2f} ms")
+    print(f"{'  during reload p99 / max':<28}{stall['reload_p99_ms']:>8.2f} / "
+          f"{stall['reload_max_ms']:.2f} ms")
+    print(f"{'  max stall vs idle max':<28}"
+          f"{stall['reload_max_ms'] / max(stall['idle_max_ms'], 1e-3):>12.1f}x")
     print(json.dumps({
         "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
         "counters": N_COUNTERS, "scans": scans,
@@ -314,6 +377,10 @@ def main() -> None:
         "window_p99_us": round(lane["windows_p99_us"], 1),
         "window_to_plain_ratio": round(ratio, 3),
         "window_entries": lane["window_entries"], "window_bytes": lane["window_bytes"],
+        "reload_big_kib": round(stall["big_kib"]), "reload_ms": round(stall["reload_s"] * 1000),
+        "reload_stall_max_ms": round(stall["reload_max_ms"], 2),
+        "reload_stall_p99_ms": round(stall["reload_p99_ms"], 2),
+        "idle_stall_max_ms": round(stall["idle_max_ms"], 2),
     }))
 
 

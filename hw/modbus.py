@@ -465,7 +465,10 @@ class ModbusSource:
         for name, _ in block.members:
             old = table.get(name)
             # Keep the last value so a person can see what it was; quality says it is stale.
-            samples[name] = Sample(old.value, Quality.STALE, now, wall, reason)
+            # An input never read stays INIT (with the reason): it has no old value to age.
+            quality = Quality.INIT if old.quality is Quality.INIT else Quality.STALE
+            samples[name] = Sample(old.value, quality, old.at if quality is Quality.INIT
+                                   else now, wall, reason)
         table.update_many(samples)
 
     def _next_stale_deadline(self) -> float:

@@ -168,6 +168,8 @@ class Key:
             item: dict[str, Any] = {"type": "string"}
             if self.pattern is not None:
                 item["pattern"] = f"^({self.pattern})$"
+            if self.choices:
+                item["enum"] = list(self.choices)
             out["anyOf"] = [item, {"type": "array", "items": item}]
         elif kind == "choice":
             out["enum"] = list(self.choices)

@@ -17,7 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"{NON_TTY_DEFAULT_SECONDS:g} s otherwise)")
     parser.add_argument("--outage-every", type=float, default=25.0, metavar="S",
                         help="stop the broker every S seconds to show buffering (0: only on "
-                             "the o key; default 25)")
+                             "the o key; default 25; with --seconds, outages are planned to "
+                             "fill and drain before the end)")
     parser.add_argument("--outage-length", type=float, default=8.0, metavar="S",
                         help="how long each outage lasts (default 8)")
     parser.add_argument("--no-broker", action="store_true",

@@ -12,13 +12,11 @@ import os
 import shutil
 import socket
 import sqlite3
-import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,12 @@ TIMEOUT = 5.0
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG,
                         help=f"the agent's config file (default {DEFAULT_CONFIG})")
-    parser.add_argument("--timeout", type=float, default=TIMEOUT,
-                        help=f"seconds per network step (default {TIMEOUT:g})")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"seconds per network step (default: the broker's "
+                             f"mqtt.connect_timeout, {TIMEOUT:g} s for devices)")
+    parser.add_argument("--credentials-dir", type=Path, default=None,
+                        help="where the config's $CREDENTIALS_DIRECTORY files are (default: "
+                             "read them as the installed unit's LoadCredential= loads them)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,13 @@ class Report:
 
 
 def run(args: argparse.Namespace) -> int:
+    from linelight.agent.cli.credentials import credentials_directory
+
+    with credentials_directory(args.credentials_dir) as where:
+        return _run(args, where)
+
+
+def _run(args: argparse.Namespace, credentials: str) -> int:
     from linelight.agent.config import load_config
 
     report = Report()
@@ -78,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     report.add("ok", f"config {args.config} and {files} rule files{machines} valid")
     for warning in config.warnings:
         report.add("warn", "config", warning)
+    report.add("ok", "credentials", credentials)
+    check_token(report, config)
     check_journal(report, config)
     check_disk(report, config)
     check_clock(report)
@@ -86,10 +97,39 @@ def run(args: argparse.Namespace) -> int:
                    "add [mqtt] host/port (see docs/operations.md)")
     else:
         check_broker(report, config, args.timeout)
-    check_devices(report, config, args.timeout)
+    check_devices(report, config, args.timeout or TIMEOUT)
     check_agent(report, config)
     print("doctor: " + ("problems found" if report.failed else "nothing failed"))
     return 1 if report.failed else 0
+
+
+def check_token(report: Report, config: Any) -> None:
+    """The diagnostics token file, read as the agent reads it on a POST (never printed)."""
+    from linelight.agent.secrets import resolve_secret_path
+
+    d = config.diagnostics
+    if d.token_file is None:
+        report.add("ok", "diagnostics token", "no token_file: lamp test and reload are disabled")
+        return
+    try:
+        token = resolve_secret_path(str(d.token_file), "token_file").read_text(
+            encoding="utf-8").strip()
+    except ConfigError as exc:
+        report.add("fail", "diagnostics token", str(exc),
+                   "give --credentials-dir, or run doctor as root (the unit's LoadCredential= "
+                   "sources are readable by root only)")
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        report.add("fail", "diagnostics token", f"cannot read token_file {d.token_file}: "
+                   f"{getattr(exc, 'strerror', None) or exc}",
+                   "create it (e.g. `openssl rand -hex 24 > FILE`, mode 0600) or remove "
+                   "token_file; actions are refused until it can be read")
+        return
+    if not token:
+        report.add("fail", "diagnostics token", f"token_file {d.token_file} is empty",
+                   "write a token into it (openssl rand -hex 24)")
+        return
+    report.add("ok", "diagnostics token", f"token_file {d.token_file} readable")
 
 
 # -- journal and disk -------------------------------------------------------------------------
@@ -164,8 +204,11 @@ def check_clock(report: Report, *, now: Callable[[], float] = time.time,
 
 # -- broker -----------------------------------------------------------------------------------
 
-def check_broker(report: Report, config: Any, timeout: float) -> None:
+def check_broker(report: Report, config: Any, timeout: float | None) -> None:
+    """DNS and TCP by hand (to say which step fails), then TLS and the MQTT login through the
+    agent's own `MqttLink`, with its settings and timeouts: the verdict is the agent's."""
     m = config.mqtt
+    step = timeout if timeout is not None else m.connect_timeout
     try:
         infos = socket.getaddrinfo(m.host, m.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -175,92 +218,54 @@ def check_broker(report: Report, config: Any, timeout: float) -> None:
     addrs = sorted({str(i[4][0]) for i in infos})
     report.add("ok", f"broker DNS {m.host}", ", ".join(addrs))
     try:
-        sock = socket.create_connection((m.host, m.port), timeout=timeout)
+        socket.create_connection((m.host, m.port), timeout=step).close()
     except OSError as exc:
         report.add("fail", f"broker TCP {m.host}:{m.port}", exc.strerror or str(exc),
                    "is the broker running and the port open in every firewall on the way?")
         return
     report.add("ok", f"broker TCP {m.host}:{m.port}", "connected")
-    if m.tls is not None:
-        try:
-            ctx = _tls_context(m.tls)
-            with ctx.wrap_socket(sock, server_hostname=m.host) as tls:
-                tls.settimeout(timeout)
-                cert = tls.getpeercert() or {}
-                report.add("ok", "broker TLS", f"{tls.version()}, certificate for "
-                           f"{_subject(cert)}")
-        except (ssl.SSLError, OSError) as exc:
-            report.add("fail", "broker TLS", str(exc),
-                       "check [mqtt.tls] ca_file (and cert_file/key_file if the broker asks "
-                       "for a client certificate) and the broker's host name")
-            return
-    else:
-        sock.close()
     check_mqtt_login(report, config, timeout)
 
 
-def _tls_context(tls: Any) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-    if tls.insecure_skip_hostname:
-        ctx.check_hostname = False
-    return ctx
+def check_mqtt_login(report: Report, config: Any, timeout: float | None) -> None:
+    import anyio
 
-
-def _subject(cert: dict[str, Any]) -> str:
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return "?"
-
-
-def check_mqtt_login(report: Report, config: Any, timeout: float) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from linelight.agent.mqtt import read_password
+    from linelight.agent.mqtt import LinkError, MqttLink, read_password
 
     m = config.mqtt
+    if timeout is not None:
+        m = replace(m, connect_timeout=timeout)
+    what = "broker login" + (" (TLS)" if m.tls is not None else "")
     try:
         password = read_password(m)
     except ConfigError as exc:
-        report.add("fail", "broker login", str(exc), "fix password_file or LoadCredential=")
+        report.add("fail", what, str(exc), "fix password_file, or give the credentials as the "
+                   "service gets them: --credentials-dir, or run doctor as root so the unit's "
+                   "LoadCredential= sources can be read")
         return
-    protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"linelight-doctor-{os.getpid()}",
-                         protocol=protocol)
-    if m.username:
-        client.username_pw_set(m.username, password)
-    if m.tls is not None:
-        client.tls_set_context(_tls_context(m.tls))
-    done = threading.Event()
-    outcome: list[str] = []
 
-    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        outcome.append("ok" if not reason.is_failure else str(reason))
-        done.set()
+    async def attempt() -> str | None:
+        link = MqttLink(m, client_id=f"linelight-doctor-{os.getpid()}", password=password,
+                        will=None, on_puback=lambda mid, code, text: None)
+        try:
+            with anyio.fail_after(m.connect_timeout + 1.0):
+                await link.connect()
+        except LinkError as exc:
+            return exc.reason
+        except TimeoutError:
+            return f"no CONNACK within {m.connect_timeout:g} s"
+        finally:
+            link.close("doctor done")
+        return None
 
-    client.on_connect = on_connect
-    try:
-        client.connect(m.host, m.port, keepalive=10)
-        client.loop_start()
-        done.wait(timeout)
-    except OSError as exc:
-        outcome.append(exc.strerror or str(exc))
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    if outcome == ["ok"]:
-        report.add("ok", "broker login", f"MQTT {m.protocol} CONNACK accepted"
+    refusal = anyio.run(attempt)
+    if refusal is None:
+        report.add("ok", what, f"MQTT {m.protocol} CONNACK accepted"
                    + (f" as {m.username}" if m.username else " (anonymous)"))
-    elif outcome:
-        report.add("fail", "broker login", f"refused: {outcome[0]}",
-                   "check username / password_file and the broker's ACL for the topic prefix")
     else:
-        report.add("fail", "broker login", f"no CONNACK within {timeout:g} s",
-                   "the port answers TCP but not MQTT: wrong port, or TLS expected?")
+        report.add("fail", what, refusal,
+                   "check username / password_file, the broker's ACL for the topic prefix, "
+                   "and [mqtt.tls] (ca_file, cert_file/key_file, the broker's host name)")
 
 
 # -- devices and the running agent ------------------------------------------------------------

@@ -1,12 +1,18 @@
 """`linelight status`: a readable summary of the running agent, from its diagnostics endpoint.
 
-Exit codes: 0 healthy, 1 degraded or no agent answering, 2 usage.
+With `--config` (or the default config) it reads the diagnostics address and token from that
+file, sends the token (needed when `allow_remote` makes /status ask for it), and checks that the
+agent answering is the one that config names: another agent holding the port is an error, not
+its status. Exit codes: 0 ok (warnings allowed), 1 degraded, failed, not answering or another
+agent, 2 usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tomllib
 import urllib.error
@@ -14,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from linelight.agent.cli.credentials import credentials_directory
 from linelight.agent.humanize import format_age
 
 DEFAULT_CONFIG = Path("/etc/linelight/agent.toml")
@@ -22,48 +29,134 @@ DEFAULT_URL = "http://127.0.0.1:9750"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", type=Path, default=None,
-                        help=f"read the diagnostics address from this config "
+                        help=f"read the diagnostics address and token from this config "
                              f"(default {DEFAULT_CONFIG} if it exists)")
     parser.add_argument("--url", default=None,
-                        help=f"the agent's diagnostics URL (default {DEFAULT_URL})")
+                        help=f"the agent's diagnostics URL or host:port (default {DEFAULT_URL})")
+    parser.add_argument("--credentials-dir", type=Path, default=None,
+                        help="where the config's $CREDENTIALS_DIRECTORY files are (default: "
+                             "as the installed unit's LoadCredential= loads them)")
     parser.add_argument("--json", action="store_true", help="print /status as JSON")
 
 
-def endpoint(args: argparse.Namespace) -> str:
+class StatusError(Exception):
+    """Why no status could be shown: one sentence for stderr."""
+
+
+def normalize_url(text: str) -> str:
+    """`host:port`, `[::1]:port` or a full URL -> an http URL without a trailing slash."""
+    url = text.strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+def read_config(path: Path | None) -> dict[str, Any]:
+    """The config's TOML, without validating the rules (status must work while they are bad)."""
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise StatusError(f"cannot read the config {path}: {getattr(exc, 'strerror', None) or exc}"
+                          ) from None
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    return args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+
+
+def endpoint(args: argparse.Namespace, data: dict[str, Any] | None = None) -> str:
     if args.url:
-        return str(args.url).rstrip("/")
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-            listen = data.get("diagnostics", {}).get("listen", [])
-            first = listen[0] if isinstance(listen, list) and listen else listen
-            if isinstance(first, str) and ":" in first:
-                host, _, port = first.rpartition(":")
-                host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-                host = "[::1]" if host in ("[::]", "::") else host
-                return f"http://{host}:{port}"
-        except (OSError, tomllib.TOMLDecodeError, AttributeError, IndexError):
-            pass
+        return normalize_url(str(args.url))
+    data = read_config(config_path(args)) if data is None else data
+    diagnostics = data.get("diagnostics", {})
+    listen = diagnostics.get("listen", []) if isinstance(diagnostics, dict) else []
+    first = listen[0] if isinstance(listen, list) and listen else listen
+    if isinstance(first, str) and ":" in first:
+        host, _, port = first.rpartition(":")
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        host = "[::1]" if host in ("[::]", "::") else host
+        return f"http://{host}:{port}"
     return DEFAULT_URL
 
 
-def fetch(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/status", timeout=5) as resp:
+def read_token(data: dict[str, Any], path: Path | None) -> tuple[str | None, str]:
+    """The diagnostics token the config names (None if none) and where it came from."""
+    from linelight.agent.secrets import resolve_secret_path
+    from linelight.rules.errors import ConfigError
+
+    diagnostics = data.get("diagnostics", {})
+    spec = diagnostics.get("token_file") if isinstance(diagnostics, dict) else None
+    if not isinstance(spec, str) or path is None:
+        return None, ""
+    try:
+        file = resolve_secret_path(spec, "token_file")
+        if not file.is_absolute():
+            file = path.parent / file
+        return file.read_text(encoding="utf-8").strip(), str(file)
+    except ConfigError as exc:
+        raise StatusError(str(exc)) from None
+    except OSError as exc:
+        raise StatusError(f"cannot read the diagnostics token_file {spec}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def fetch(url: str, token: str | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(url + "/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as resp:
         result: dict[str, Any] = json.loads(resp.read())
         return result
 
 
+def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url: str) -> None:
+    """The agent answering must be the one `path` configures, not another holding the port."""
+    expected = data.get("agent_id")
+    if not isinstance(expected, str):
+        import socket
+        expected = socket.gethostname().split(".")[0]
+    answered, its_config = status.get("agent"), str(status.get("config", ""))
+    same_file = False
+    with contextlib.suppress(OSError):
+        same_file = os.path.samefile(its_config, path)
+    if answered != expected or (Path(its_config).is_absolute() and not same_file):
+        raise StatusError(f"the agent answering at {url} is agent '{answered}' with config "
+                          f"{its_config or '?'}, not agent '{expected}' of {path}: another "
+                          "agent holds that diagnostics port (is this agent running? "
+                          "journalctl -u linelight -e)")
+
+
 def run(args: argparse.Namespace) -> int:
-    url = endpoint(args)
     try:
-        status = fetch(url)
+        with credentials_directory(args.credentials_dir):
+            return _run(args)
+    except StatusError as exc:
+        print(f"linelight status: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    path = config_path(args)
+    data = read_config(path)
+    url = endpoint(args, data)
+    token, token_from = read_token(data, path)
+    try:
+        status = fetch(url, token)
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode("utf-8", "replace").strip()
+        exc.close()
+        if exc.code in (401, 403):
+            raise StatusError(f"the agent at {url} refused /status: {body}"
+                              + (f" (sent the token from {token_from})" if token else
+                                 " (give --config with the token_file it uses)")) from None
+        raise StatusError(f"the agent at {url} answered {exc.code}: {body}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        print(f"linelight status: no agent answers at {url} ({reason}).\n"
-              "  Is it running?  systemctl status linelight   /   journalctl -u linelight -e",
-              file=sys.stderr)
-        return 1
+        raise StatusError(f"no agent answers at {url} ({reason}).\n"
+                          "  Is it running?  systemctl status linelight   /   "
+                          "journalctl -u linelight -e") from None
+    if path is not None and not args.url:
+        check_identity(status, data, path, url)
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -76,8 +169,12 @@ def summary(s: dict[str, Any], url: str) -> str:
     health = s.get("health", {})
     lines.append(f"linelight {s.get('version', '?')} · agent {s.get('agent', '?')} · "
                  f"up {format_age(s.get('uptime_s'))} · {url}")
-    lines.append(f"health     {health.get('status', '?')}")
+    warnings = health.get("warnings", [])
+    lines.append(f"health     {health.get('status', '?')}"
+                 + (f" with {len(warnings)} warning{'s' * (len(warnings) != 1)}"
+                    if warnings else ""))
     lines += [f"           - {r}" for r in health.get("reasons", [])]
+    lines += [f"           - warning: {w}" for w in warnings]
     machines = s.get("machines", {})
     if any(m.get("named") for m in machines.values()):
         lines += _machines(machines)

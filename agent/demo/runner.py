@@ -127,7 +127,39 @@ port = {port}
 inflight = 64
 keepalive = "5s"
 backoff = {{ initial = "500ms", max = "2s" }}
+# The backlog after an outage drains at this rate (about twice what the machine makes), slow
+# enough for a person to watch the queue go down; a real plant leaves it off (as fast as it can).
+replay = {{ msgs_per_s = {replay_rate} }}
+flush_on_stop = "3s"
 """
+REPLAY_RATE = 8.0  # messages/s while draining; the simulated machine makes about 4 events/s
+CATCH_UP_S = 3.0  # at the end, how long to wait for the subscriber to see the last event
+
+
+@dataclass(frozen=True, slots=True)
+class OutagePlan:
+    """When automatic outages happen in a demo of known length: each one must start, fill the
+    queue and drain visibly before the end, whatever `--seconds` (20 or more) says."""
+
+    first: float  # seconds after the start; 0: no automatic outage
+    length: float
+    every: float
+    drain_room: float  # seconds kept free after an outage ends, for the drain and the summary
+
+    @staticmethod
+    def for_run(seconds: float | None, every: float, length: float) -> OutagePlan:
+        if every <= 0:
+            return OutagePlan(0.0, length, 0.0, 0.0)
+        if seconds is None:  # until stopped: as asked
+            return OutagePlan(every, length, every, 0.0)
+        return OutagePlan(first=min(every, max(3.0, 0.15 * seconds)),
+                          length=min(length, max(2.0, 0.25 * seconds)), every=every,
+                          drain_room=max(6.0, 0.35 * seconds))
+
+    def fits(self, start: float, seconds: float | None) -> bool:
+        """Whether an outage starting `start` s into the run still ends with its drain seen."""
+        return seconds is None or start + self.length + self.drain_room <= seconds
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +189,8 @@ class Demo:
         self.outages = 0
         self.outage_until: float | None = None  # monotonic time the broker comes back
         self.next_outage: float | None = None
+        self.plan = OutagePlan.for_run(options.seconds, options.outage_every,
+                                       options.outage_length)
         self.message = ""
         self.notes: list[str] = []
         self._quit: anyio.Event | None = None
@@ -176,13 +210,15 @@ class Demo:
             else:
                 self.broker = LocalBroker(binary, self.workdir / "mosquitto")
                 self.broker.start()
-                mqtt = MQTT.format(port=self.broker.port)
+                # a line has three machines making events: the drain rate grows with it
+                rate = REPLAY_RATE * (len(LINE_MACHINES) if self.options.line else 1)
+                mqtt = MQTT.format(port=self.broker.port, replay_rate=rate)
                 topic = (f"linelight/{LINE_AGENT}/#" if self.options.line  # every machine's
                          else "linelight/demo-press-1/events/#")
                 self.subscriber = DemoSubscriber(self.broker.port, topic)
                 self.subscriber.start()
-                if self.options.outage_every > 0:
-                    self.next_outage = self.started + self.options.outage_every
+                if self.plan.first > 0:
+                    self.next_outage = self.started + self.plan.first
         else:
             self.notes.append("--no-broker: events stay queued on disk (buffering)")
         config_path = self.workdir / "agent.toml"
@@ -280,15 +316,18 @@ class Demo:
         assert self.broker is not None
         await anyio.to_thread.run_sync(self.broker.stop)
         self.outages += 1
-        self.outage_until = time.monotonic() + self.options.outage_length
+        self.outage_until = time.monotonic() + self.plan.length
         self.message = "broker stopped: watch the queue fill; the lamps carry on"
 
     async def _end_outage(self) -> None:
         assert self.broker is not None
         await anyio.to_thread.run_sync(self.broker.start)
         self.outage_until = None
-        if self.options.outage_every > 0:
-            self.next_outage = time.monotonic() + self.options.outage_every
+        self.next_outage = None
+        if self.plan.every > 0:
+            start = time.monotonic() + self.plan.every
+            if self.plan.fits(start - self.started, self.options.seconds):
+                self.next_outage = start
         self.message = "broker back: the backlog drains in order, live state first"
 
     async def _outages(self) -> None:
@@ -315,6 +354,9 @@ class Demo:
             pinned = sim.machine.mode is not None
         stack = agent.hardware.stacklight if agent.hardware is not None else None
         levels = stack.levels(now) if stack is not None else {}
+        # what the lamps show, the lamp test included (the rules' command is paused meanwhile)
+        patterns = ({lamp: p.value for lamp, p in stack.patterns().items()} if stack is not None
+                    else {lamp: p.value for lamp, p in view.lamps.items()})
         q = agent.journal.stats()
         fwd = agent.forwarder
         broker, url, error = "none", "", ""
@@ -326,7 +368,7 @@ class Demo:
             elapsed=now - self.started, agent_id=agent.config.agent_id, phase=phase,
             pinned=pinned, state=view.state, code=view.code,
             state_for=now - view.state_since_mono, reason=view.reason,
-            lamps={lamp: p.value for lamp, p in view.lamps.items() if lamp != "white"},
+            lamps={lamp: p for lamp, p in patterns.items() if lamp != "white"},
             levels=levels, signals=view.signals, counters=view.counters,
             inputs={n: s.value for n, s in sorted(view.snapshot.items())},
             queue_depth=q.depth + q.pending,
@@ -367,15 +409,23 @@ class Demo:
             return ""
         if self.outage_until is not None:
             return f"broker stopped for the demo, back in {max(0.0, self.outage_until - now):.0f} s"
+        key = self.options.interactive
         if self.next_outage is not None:
-            return f"next automatic outage in {max(0.0, self.next_outage - now):.0f} s (or press o)"
-        return "press o to stop the broker"
+            return (f"next automatic outage in {max(0.0, self.next_outage - now):.0f} s"
+                    + (" (or press o)" if key else ""))
+        return "press o to stop the broker" if key else ""
 
     # -- tear-down ----------------------------------------------------------------------------
     async def close(self) -> str:
         """Stop everything the demo started; returns the closing summary."""
         agent = self.agent
         summary = ""
+        if self.subscriber is not None and agent is not None and agent.journal is not None:
+            last = agent.journal.stats().seq_hwm  # the stop event, flushed by agent.stop()
+            with anyio.move_on_after(CATCH_UP_S):
+                # the subscriber is a paho thread that signals nothing: poll its counter
+                while self.subscriber.last_seq < last:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
         if agent is not None and agent.journal is not None:
             q = agent.journal.stats()
             sub = self.subscriber

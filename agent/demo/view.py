@@ -99,39 +99,94 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+KEYS = ("[o] outage", "[f] fault", "[p] producing", "[m] microstop", "[i] idle", "[a] auto",
+        "[l] lamp test", "[q] quit")
+SHORT_PATTERN = {"on": "on", "blink_slow": "slow", "blink_fast": "fast", "off": ""}
+
+
+def _lamp_chip(name: str, pattern: str, lit: bool) -> str:
+    """One lamp in the one-line tower of a small terminal: its colour block, name, pattern."""
+    rgb = LAMP_RGB.get(name, (200, 200, 200))
+    if name == "buzzer":
+        glyph = f"{_rgb(rgb)}{BOLD}♪♪{RESET}" if lit else f"{DIM}··{RESET}"
+    else:
+        shade = rgb if lit else tuple(c // 5 for c in rgb)
+        glyph = f"{_rgb(shade, bg=True)}  {RESET}"  # type: ignore[arg-type]
+    short = SHORT_PATTERN.get(pattern, pattern)
+    return f"{glyph} {name}" + (f" {BOLD}{short}{RESET}" if short else "")
+
+
+def _key_lines(width: int) -> list[str]:
+    """The keys, wrapped to the terminal's width (never cut)."""
+    lines, line = [], f"   {DIM}keys:{RESET}"
+    used = len("   keys:")
+    for key in KEYS:
+        if used + 2 + len(key) >= width and used > len("   keys:"):
+            lines.append(line)
+            line, used = "        ", 8
+        line += "  " + key
+        used += 2 + len(key)
+    return [*lines, line]
+
+
 def render_screen(f: Frame, width: int = 100, height: int = 200) -> str:
-    """The full-screen view (ANSI colours), redrawn several times a second; cut to the
-    terminal's size so it never scrolls."""
-    out: list[str] = []
+    """The full-screen view (ANSI colours), redrawn several times a second. It never scrolls:
+    in a small terminal (80x24) the tower becomes one line and the rules panel shows what
+    fits, so the state, queue, link, keys and log stay on screen."""
     what = (f"a line of {len(f.machines)} machines on agent" if f.machines
             else "simulated machine")
-    title = f" linelight demo · {what} '{f.agent_id}'"
-    out.append(f"{BOLD}{title}{RESET}{DIM}   running {f.elapsed:5.0f} s{RESET}")
-    out.append("")
-    if f.machines:
-        out += _line_rows(f.machines)
-        out.append(f"   {DIM}below: the first machine, {f.machines[0].name}{RESET}")
+    head = [f"{BOLD} linelight demo · {what} '{f.agent_id}'{RESET}"
+            f"{DIM}   running {f.elapsed:5.0f} s{RESET}"]
+    if f.machines:  # one row per machine already: the same in a small terminal
+        one_line_tower = _line_rows(f.machines)
+        tall_tower = [*one_line_tower,
+                      f"   {DIM}below: the first machine, {f.machines[0].name}{RESET}"]
     else:
-        out.append("   ┌────┐   stack light")
-        for lamp, pattern in f.lamps.items():
-            out.append(_lamp_row(lamp, pattern, f.levels.get(lamp, False)))
-        out.append("   └────┘")
-    out.append("")
+        tall_tower = ["   ┌────┐   stack light",
+                      *(_lamp_row(lamp, p, f.levels.get(lamp, False))
+                        for lamp, p in f.lamps.items()),
+                      "   └────┘"]
+        one_line_tower = ["   tower       " + "  ".join(
+            _lamp_chip(lamp, p, f.levels.get(lamp, False)) for lamp, p in f.lamps.items())]
+    machine = _machine_lines(f)
+    link = _link_lines(f)
+    rules = [f"   {BOLD}rules{RESET} {DIM}{f.rules_file}{RESET}",
+             *(f"   {line}" for line in f.rules)]
+    foot = [*_key_lines(width), *([f"   {BOLD}{f.message}{RESET}"] if f.message else []),
+            *(f"   {DIM}log: {line}{RESET}" for line in f.log_lines)]
+    budget = max(1, height - 1)
+    out = [*head, "", *tall_tower, "", *machine, "", *link, "", *rules, "", *foot]
+    if len(out) > budget:
+        fixed = [*head, *one_line_tower, *machine, *link]
+        room = budget - len(fixed) - len(foot)
+        if room < len(rules) and room >= 2:
+            shown = room - 1
+            rules = [rules[0] + f"{DIM}  ({shown} of {len(f.rules)} shown; a taller terminal "
+                                f"shows all){RESET}", *rules[1:1 + shown]]
+        out = [*fixed, *(rules if room >= 2 else []), *foot]
+        out = out[:max(0, budget - len(foot))] + foot if len(out) > budget else out
+    return (HOME_CLEAR + "\n".join(fit(line, width) + RESET + ESC + "K" for line in out[:budget])
+            + "\n")
+
+
+def _machine_lines(f: Frame) -> list[str]:
     state_rgb = STATE_RGB.get(f.state, (220, 220, 220))
     mode = ("pinned by a key; [a] resumes the cycle" if f.pinned else
             "auto cycle: producing → microstop → producing → fault → idle")
-    out.append(f"   machine     {f.phase:<10} {DIM}({mode}){RESET}")
     why = f"  {DIM}{f.reason}{RESET}" if f.reason else ""
-    out.append(f"   state       {_rgb(state_rgb)}{BOLD}{f.state.upper():<10}{RESET} code {f.code:<6}"
-               f" for {_age(f.state_for)}{why}")
-    out.append(f"   signals     {', '.join(f.signals) or DIM + 'none' + RESET}")
-    out.append("   counters    " + (", ".join(f"{k} = {v}" for k, v in f.counters.items())
-                                    or DIM + "none" + RESET))
-    out.append("   inputs      " + "  ".join(f"{k}={_short(v)}" for k, v in f.inputs.items()))
-    out.append("")
+    return [f"   machine     {f.phase:<10} {DIM}({mode}){RESET}",
+            f"   state       {_rgb(state_rgb)}{BOLD}{f.state.upper():<10}{RESET} code {f.code:<6}"
+            f" for {_age(f.state_for)}{why}",
+            f"   signals     {', '.join(f.signals) or DIM + 'none' + RESET}",
+            "   counters    " + (", ".join(f"{k} = {v}" for k, v in f.counters.items())
+                                 or DIM + "none" + RESET),
+            "   inputs      " + "  ".join(f"{k}={_short(v)}" for k, v in f.inputs.items())]
+
+
+def _link_lines(f: Frame) -> list[str]:
     depth_colour = _rgb((255, 170, 0)) if f.queue_depth > 20 else ""
-    out.append(f"   queue       {depth_colour}{BOLD}{f.queue_depth:>6}{RESET} events waiting on disk"
-               f" · oldest {_age(f.queue_oldest)} · last seq {f.seq_hwm} · dropped {f.dropped}")
+    out = [f"   queue       {depth_colour}{BOLD}{f.queue_depth:>6}{RESET} events waiting on disk"
+           f" · oldest {_age(f.queue_oldest)} · last seq {f.seq_hwm} · dropped {f.dropped}"]
     if f.broker == "connected":
         link = f"{_rgb((40, 200, 70))}● connected{RESET} {f.broker_url}"
     elif f.broker == "down":
@@ -148,17 +203,7 @@ def render_screen(f: Frame, width: int = 100, height: int = 200) -> str:
                    f", {f.duplicates} re-sends removed by seq")
     if f.diagnostics_url:
         out.append(f"   diagnostics {f.diagnostics_url}  {DIM}(/status, /metrics, /healthz){RESET}")
-    out.append("")
-    out.append(f"   {BOLD}rules{RESET} {DIM}{f.rules_file}{RESET}")
-    out += [f"     {line[:width - 6]}" for line in f.rules]
-    out.append("")
-    out.append(f"   {DIM}keys:{RESET} [o] outage  [f] fault  [p] producing  [m] microstop  "
-               "[i] idle  [a] auto  [l] lamp test  [q] quit")
-    if f.message:
-        out.append(f"   {BOLD}{f.message}{RESET}")
-    out += [f"   {DIM}log: {line[:width - 9]}{RESET}" for line in f.log_lines]
-    out = out[:max(1, height - 1)]
-    return HOME_CLEAR + "\n".join(fit(line, width) + RESET + ESC + "K" for line in out) + "\n"
+    return out
 
 
 def _line_rows(machines: Sequence[MachineFrame]) -> list[str]:
@@ -223,21 +268,20 @@ def render_line(f: Frame) -> str:
 
 
 def describe_rules(ruleset: Any) -> list[str]:
-    """One line per state, signal and counter: name, priority, condition, lamps."""
-    lines: list[str] = []
-    for rule in ruleset.states:
-        lamps = ", ".join(str(s) for s in rule.show)
-        lines.append(f"state  {rule.name:<10} prio {rule.priority:<4} when {rule.when.text:<34}"
-                     f" → {lamps}")
-    for rule in ruleset.signals:
-        lamps = ", ".join(str(s) for s in rule.show)
-        lines.append(f"signal {rule.name:<10} prio {rule.priority:<4} when {rule.when.text:<34}"
-                     f" → {lamps}")
-    for c in ruleset.counters:
-        lines.append(f"count  {c.name:<10} on the {c.edge} edge of {c.expr.text}")
-    unknown = ", ".join(str(s) for s in ruleset.unknown.show)
-    lines.append(f"state  {'unknown':<10} when an input the decision needs is stale or missing"
-                 f" → {unknown}")
+    """One line per state, signal and counter: kind, name, priority, the condition as written
+    in the rule file, then the lamps after one aligned arrow."""
+    rows: list[tuple[str, str]] = []
+    for kind, rules in (("state ", ruleset.states), ("signal", ruleset.signals)):
+        for rule in rules:
+            rows.append((f"{kind} {rule.name:<10} {rule.priority:>3}  {rule.when.source}",
+                         ", ".join(str(sh) for sh in rule.show)))
+    width = max((len(left) for left, _ in rows), default=0)
+    lines = [f"{left:<{width}}  → {lamps}" for left, lamps in rows]
+    unknown = ", ".join(str(sh) for sh in ruleset.unknown.show)
+    lines.append(f"{'state  unknown    (an input it needs is stale or missing)':<{width}}  → "
+                 f"{unknown}")
+    lines += [f"count  {c.name:<10}      on the {c.edge} edge of {c.expr.source}"
+              for c in ruleset.counters]
     return lines
 
 

@@ -26,7 +26,7 @@ from anyio.abc import TaskStatus
 
 from linelight.agent.mqtt.config import MqttSettings, read_mqtt, read_password
 from linelight.agent.mqtt.errors import TransportError
-from linelight.agent.mqtt.link import LinkError, MqttLink
+from linelight.agent.mqtt.link import LinkError, MqttLink, TakeoverWatch, takeover_sentence
 from linelight.agent.mqtt.ratelimit import RateLimit
 from linelight.agent.mqtt.wire import EncodeError, Message, Wire
 from linelight.hw.backoff import Backoff
@@ -132,6 +132,7 @@ class Forwarder:
         self._backoff = Backoff(initial=settings.backoff_initial, maximum=settings.backoff_max,
                                 jitter=settings.backoff_initial)
         self._last_logged_error: str | None = None
+        self._takeover = TakeoverWatch()
         self._stopped = False
 
     # -- public ------------------------------------------------------------------------------
@@ -175,6 +176,7 @@ class Forwarder:
         except ConfigError as exc:
             self._note_error(str(exc))
             raise
+        began = time.monotonic()
         try:
             await self._serve(mqtt_link)
         finally:
@@ -182,6 +184,14 @@ class Forwarder:
         if self._stopped:
             await anyio.sleep_forever()  # planned stop: no reconnect, no new `online`
         reason = mqtt_link.lost or "closed"
+        takeover = self._takeover.lost(mqtt_link, time.monotonic() - began)
+        if takeover is not None:  # said once, with the remedy; later losses go to debug
+            log.error("MQTT link to %s: %s", self.settings.broker, takeover)
+        if self._takeover.taken_over(mqtt_link):
+            self.link.last_error = (f"MQTT link to {self.settings.broker} lost: "
+                                    + (takeover or self._takeover_text(mqtt_link)))
+            log.debug("MQTT link to %s lost: %s", self.settings.broker, reason)
+            raise _LinkLost(reason)
         self._note_error(f"MQTT link to {self.settings.broker} lost: {reason}")
         raise _LinkLost(reason)
 
@@ -192,6 +202,10 @@ class Forwarder:
         except (LinkError, ConfigError) as exc:
             self._note_error(str(exc))
             raise
+
+    @staticmethod
+    def _takeover_text(mqtt_link: MqttLink) -> str:
+        return takeover_sentence(mqtt_link.client_id, "seen before")
 
     def _fall_back(self) -> bool:
         """MQTT 5 was refused as an unsupported version: use 3.1.1 unless the config pins 5."""
@@ -234,8 +248,9 @@ class Forwarder:
         self.link.connected_since = time.monotonic()
         self.link.last_error = None
         self._last_logged_error = None
-        log.info("connected to MQTT broker %s as %s (MQTT %s)", self.settings.broker,
-                 self.client_id, self._link_settings.protocol)
+        log.log(logging.DEBUG if self._takeover.reported else logging.INFO,
+                "connected to MQTT broker %s as %s (MQTT %s)", self.settings.broker,
+                self.client_id, self._link_settings.protocol)
         self._publish_control(self.wire.online(boot=self.boot, version=self.version,
                                                ts_ns=time.time_ns()))
         for key in self._live:

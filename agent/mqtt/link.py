@@ -51,6 +51,47 @@ Properties: Any = _Properties  # paho's Properties has no type hints
 PubackHandler = Callable[[int, int, str], None]
 
 UNSUPPORTED_PROTOCOL = 0x84  # CONNACK reason "Unsupported Protocol Version"
+SESSION_TAKEN_OVER = 0x8E  # DISCONNECT reason: another client connected with our client id
+# A broker that does not send DISCONNECT 0x8E (mosquitto 2.0.11 closes the old connection
+# silently): this many links in a row, each accepted and then closed by the broker within
+# TAKEOVER_LINK_S without a reason, are read as another client with our client id.
+TAKEOVER_CLOSES = 3
+TAKEOVER_LINK_S = 30.0
+
+
+def takeover_sentence(client_id: str, how: str) -> str:
+    return (f"session taken over ({how}): another client connected to the broker with the same "
+            f"client id '{client_id}', e.g. a second agent with the same agent_id (a copied "
+            "config); give each agent a unique agent_id")
+
+
+class TakeoverWatch:
+    """Decides, link by link, whether a lost link was taken over by another client."""
+
+    def __init__(self) -> None:
+        self.short_closes = 0
+        self.reported = False
+
+    def lost(self, link: MqttLink, lived_s: float) -> str | None:
+        """The takeover sentence the first time a takeover is seen; None otherwise."""
+        if link.closed_by_broker and lived_s < TAKEOVER_LINK_S:
+            self.short_closes += 1
+        elif not link.taken_over:
+            self.short_closes = 0
+            if lived_s >= TAKEOVER_LINK_S:
+                self.reported = False  # the episode is over: a new one is reported again
+        suspected = link.taken_over or self.short_closes >= TAKEOVER_CLOSES
+        if not suspected or self.reported:
+            return None
+        self.reported = True
+        if link.taken_over:
+            return link.lost
+        return takeover_sentence(link.client_id, f"the broker closed {self.short_closes} links "
+                                                 "in a row right after accepting them, without "
+                                                 "a reason")
+
+    def taken_over(self, link: MqttLink) -> bool:
+        return link.taken_over or self.short_closes >= TAKEOVER_CLOSES
 SILENT_FACTOR = 1.5  # a link with no byte from the broker for 1.5 x keepalive is dead
 READ_SLICE = 64  # packets handled per turn of the event loop
 
@@ -263,6 +304,9 @@ class MqttLink:
                  will: Message | None, on_puback: PubackHandler) -> None:
         self.settings = settings
         self.broker = settings.broker
+        self.client_id = client_id
+        self.taken_over = False  # the broker said DISCONNECT 0x8E session taken over
+        self.closed_by_broker = False  # the broker closed the connection without a reason
         self._on_puback = on_puback
         self._v5 = settings.protocol == "5"
         self._client = _Client(
@@ -324,8 +368,20 @@ class MqttLink:
                 self._mark_lost(f"protocol error: the broker sent a "
                                 f"{self._client.protocol_error}; connection dropped")
                 return
+            from_broker = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+            code = reason.value if isinstance(reason, ReasonCode) else None
+            if from_broker and code == SESSION_TAKEN_OVER:
+                self.taken_over = True
+                self._mark_lost(takeover_sentence(self.client_id, "the broker says"))
+                return
             text = reason.getName() if isinstance(reason, ReasonCode) else str(reason)
-            self._mark_lost(f"disconnected: {text}")
+            if from_broker:
+                said = getattr(properties, "ReasonString", None) if properties else None
+                self._mark_lost(f"disconnected by the broker: {text}"
+                                + (f" ({said})" if said else ""))
+            else:  # the broker closed the TCP connection without saying why
+                self.closed_by_broker = True
+                self._mark_lost("connection closed by the broker (no DISCONNECT reason)")
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                         reason: ReasonCode, properties: Any) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 import anyio
 import pytest
 
-from linelight.agent.diagnostics import DEFAULT_LISTEN, Diagnostics, parse_listen, render_page
+from linelight.agent.diagnostics import (
+    DEFAULT_LISTEN,
+    Diagnostics,
+    DiagnosticsBindError,
+    parse_listen,
+    render_page,
+)
+from linelight.agent.health import Verdict
 from linelight.agent.metrics import Metrics
 
 STATUS: dict[str, Any] = {
@@ -37,12 +44,13 @@ class Target:
         self.metrics_ = Metrics(lambda: STATUS)
         self.lamp_tests = 0
         self.reloads: list[str] = []
+        self.verdict = Verdict("degraded", ("broker: not connected",), ())
 
     def status(self) -> dict[str, Any]:
         return STATUS
 
-    def health(self) -> tuple[bool, list[str]]:
-        return False, ["broker: not connected"]
+    def health(self) -> Verdict:
+        return self.verdict
 
     def metrics(self) -> bytes:
         return self.metrics_.render()
@@ -146,8 +154,8 @@ async def test_action_without_token_is_refused_and_logged(
         code, hdrs, _ = await request(port, "POST", "/lamp-test",
                                       {"Tailscale-User-Login": "alice@example.com"})
         assert code == 401 and "bearer" in hdrs["www-authenticate"].lower()
-        code, _, _ = await request(port, "POST", "/reload", {"Authorization": "Bearer wrong"})
-        assert code == 401
+        code, _, body = await request(port, "POST", "/reload", {"Authorization": "Bearer wrong"})
+        assert code == 401 and body.startswith(b"wrong token")
         assert target.lamp_tests == 0 and target.reloads == []
         code, _, body = await request(port, "POST", "/lamp-test",
                                       {"Authorization": "Bearer s3cret",
@@ -421,3 +429,44 @@ async def test_late_scans_are_in_the_metrics() -> None:
     status = {**STATUS, "scan": {"ticks": 600, "overruns": 1, "skipped": 7}}
     text = Metrics(lambda: status).render().decode()
     assert "linelight_scan_skipped_total 7.0" in text
+
+
+@pytest.mark.anyio
+async def test_healthz_is_200_with_warnings_and_lists_them() -> None:
+    target = Target()
+    target.verdict = Verdict("ok", (), ("clock: wall clock not synchronized",))
+    async with serving(Diagnostics(target, [("127.0.0.1", 0)], None)) as port:
+        code, _, body = await request(port, "GET", "/healthz")
+    assert (code, body) == (200, b"ok\nwarning: clock: wall clock not synchronized\n")
+
+
+@pytest.mark.anyio
+async def test_a_port_already_taken_is_named_in_the_error() -> None:
+    async with serving(Diagnostics(Target(), [("127.0.0.1", 0)], None)) as port:
+        with pytest.raises(DiagnosticsBindError) as caught:
+            await Diagnostics(Target(), [("127.0.0.1", port)], None).run()
+    assert str(caught.value).startswith(f"diagnostics cannot listen on 127.0.0.1:{port}: ")
+    assert "another process" in str(caught.value)
+
+
+TAILNET = [("press-07.tail1234.ts.net", 200), ("PRESS-07.tail-5678.ts.net:443", 200),
+           ("press-07.tail1234.ts.net:80", 421), ("press-08.tail1234.ts.net", 421),
+           ("press-07.ts.net", 421), ("press-07.tail1234.ts.net.evil.example", 421),
+           ("x.press-07.tail1234.ts.net", 421)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host,expected", TAILNET, ids=[h for h, _ in TAILNET])
+async def test_the_tailscale_serve_name_of_this_machine_is_served_without_allowed_hosts(
+        host: str, expected: int) -> None:
+    diag = Diagnostics(Target(), [("127.0.0.1", 0)], None, tailnet_machine="press-07")
+    async with serving(diag) as port:
+        code, _, _ = await request(port, "GET", "/status", host_header=host)
+    assert code == expected
+
+
+@pytest.mark.anyio
+async def test_without_tailnet_a_ts_net_name_needs_allowed_hosts() -> None:
+    async with serving(Diagnostics(Target(), [("127.0.0.1", 0)], None)) as port:
+        code, _, _ = await request(port, "GET", "/status", host_header="press-07.tail1234.ts.net")
+    assert code == 421

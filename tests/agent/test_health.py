@@ -36,9 +36,14 @@ def _parts(**changes: Any) -> dict[str, Any]:
     return parts
 
 
+def _texts(parts: dict[str, Any]) -> list[str]:
+    return [f.text for f in health.findings(parts)]
+
+
 def test_a_healthy_set_of_parts_has_no_reasons() -> None:
-    assert health.reasons(_parts()) == []
-    assert health.compose({"agent": "a"}, _parts())["health"] == {"status": "ok", "reasons": []}
+    assert health.findings(_parts()) == []
+    assert health.compose({"agent": "a"}, _parts())["health"] == {
+        "status": "ok", "reasons": [], "warnings": []}
 
 
 @pytest.mark.parametrize(("change", "reason"), [
@@ -60,7 +65,41 @@ def test_a_healthy_set_of_parts_has_no_reasons() -> None:
     ({"state": {"name": "unknown", "reason": "run is stale"}}, "state: unknown (run is stale)"),
 ])
 def test_each_part_status_turns_into_its_reason(change: dict[str, Any], reason: str) -> None:
-    assert reason in health.reasons(_parts(**change))
+    assert reason in _texts(_parts(**change))
+
+
+@pytest.mark.parametrize(("change", "status"), [
+    ({"scan": {"healthy": False, "since_last_tick_s": 3.0}}, "failed"),
+    ({"queue": {"writer_running": False, "health": "ok"}}, "failed"),
+    ({"tower": {"lamps": {"red": {"failing": True}}, "last_error": "EIO"}}, "failed"),
+    ({"broker": {"url": "mqtt://b:1883", "connected": False, "last_error": "refused"}},
+     "degraded"),
+    ({"inputs": {"run": {"quality": "stale"}}}, "degraded"),
+    ({"state": {"name": "unknown", "reason": "run is stale"}}, "degraded"),
+    ({"clock": {"synchronized": False}}, "ok"),
+    ({"broker": None}, "ok"),
+])
+def test_each_reason_has_the_level_an_operator_would_page_on(change: dict[str, Any],
+                                                             status: str) -> None:
+    assert health.assess(_parts(**change)).status == status
+
+
+def test_an_install_without_broker_sources_or_synced_clock_is_ok_with_warnings() -> None:
+    parts = _parts(broker=None, clock={"synchronized": False},
+                   state={"name": "unknown", "reason": "running not yet read"},
+                   inputs={"running": {"quality": "missing"}})
+    verdict = health.assess(parts)
+    assert (verdict.status, verdict.reasons) == ("ok", ())
+    assert [w.split(":")[0] for w in verdict.warnings] == ["broker", "input", "clock", "state"]
+    assert "running read by the rules but no source delivers them" in verdict.warnings[1]
+
+
+def test_degraded_on_turns_a_chosen_warning_into_degraded() -> None:
+    parts = _parts(broker=None, clock={"synchronized": False})
+    verdict = health.assess(parts, degraded_on=("clock",))
+    assert verdict.status == "degraded"
+    assert verdict.reasons == ("clock: wall clock not synchronized; event timestamps are marked",)
+    assert [w.split(":")[0] for w in verdict.warnings] == ["broker"]
 
 
 def test_health_imports_no_part_of_the_agent() -> None:
@@ -118,3 +157,28 @@ async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
     assert 'linelight_source_info{source="demo",type="sim"} 1.0' in metrics
     assert 'linelight_source_ticks_total{source="demo"}' in metrics
     assert 'linelight_source_next_attempt_seconds{source="gone"}' in metrics
+
+
+@pytest.mark.anyio
+async def test_inputs_no_source_delivers_are_listed_missing_and_only_warned(
+        tmp_path: Path) -> None:
+    """The packaged default: rules that read inputs, no source, no broker: ok with warnings."""
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "r.toml").write_text(
+        '[inputs]\nrunning = { type = "bool" }\n'
+        '[[state]]\nname = "producing"\ncode = 1\npriority = 1\nwhen = "running"\n')
+    path = tmp_path / "agent.toml"
+    path.write_text('agent_id = "t"\ndata_dir = "data"\n[diagnostics]\nenabled = false\n')
+    agent = Agent(load_config(path), handle_signals=False, watch_files=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await wait_until(lambda: agent.status()["scan"]["ticks"] > 0, what="a scan")
+        status = agent.status()
+        await agent.stop()
+    assert status["inputs"]["running"] == {
+        "value": None, "quality": "missing", "age_s": None, "source": None,
+        "reason": "read by the rules, delivered by no source"}
+    assert status["health"]["status"] == "ok" and status["health"]["reasons"] == []
+    assert any(w.startswith("input: running read by the rules but no source delivers them")
+               for w in status["health"]["warnings"])
+    assert any(w.startswith("state: unknown") for w in status["health"]["warnings"])

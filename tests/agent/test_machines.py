@@ -347,7 +347,7 @@ def test_a_machine_without_rules_or_with_an_unknown_key_is_named(tmp_path: Path)
 
 
 def test_health_names_the_machine_once_for_its_unknown_state_and_failing_lamps() -> None:
-    from linelight.agent.health import reasons
+    from linelight.agent.health import assess
 
     failing = {"lamps": {"red": {"failing": True}}, "last_error": "lamp 'red' on coil 0: gone"}
     first = {"named": True, "state": {"name": "unknown", "reason": "running stale"},
@@ -357,7 +357,7 @@ def test_health_names_the_machine_once_for_its_unknown_state_and_failing_lamps()
              "state": first["state"], "tower": failing,
              "machines": {"press-1": first, "press-2": {"named": True,
                                                          "state": {"name": "producing"}}}}
-    assert reasons(parts) == [
+    assert list(assess(parts).reasons) == [
         "machine press-1: state unknown (running stale)",
         "machine press-1: tower cannot write lamps red (lamp 'red' on coil 0: gone)"]
 

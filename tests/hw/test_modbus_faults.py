@@ -160,7 +160,8 @@ async def test_a_refused_connection_says_refused_with_host_and_port(
     port = modbus_server.port
     await modbus_server.stop()
     async with polling(port, "speed = { holding_register = 0 }") as table:
-        stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
+        stale = await wait_sample(table, "speed", lambda s: bool(s.reason))
+        assert stale.quality is Quality.INIT  # never read: not stale, still `init`
     assert f"connection refused by 127.0.0.1:{port}" in stale.reason
     assert "no answer" not in stale.reason
     _no_pymodbus_lines(agent_log)
@@ -170,7 +171,8 @@ async def test_a_reset_connection_says_reset_by_peer_with_host_and_port(
         agent_log: AgentLog) -> None:
     device = FakeDevice(lambda fn, _: None)
     async with polling(0, "speed = { holding_register = 0 }", device) as table:
-        stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
+        stale = await wait_sample(table, "speed", lambda s: bool(s.reason))
+        assert stale.quality is Quality.INIT  # never read: not stale, still `init`
     assert "reset by peer" in stale.reason and f"127.0.0.1:{device.port}" in stale.reason
     assert "no answer" not in stale.reason
     lost = [r.getMessage() for r in agent_log.records if "lost" in r.getMessage()]
@@ -190,7 +192,8 @@ async def test_an_rtu_link_that_cannot_open_says_why(
     table = InputTable()
     async with anyio.create_task_group() as tg:
         await tg.start(hw.run, table)
-        stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
+        stale = await wait_sample(table, "speed", lambda s: bool(s.reason))
+        assert stale.quality is Quality.INIT  # never read: not stale, still `init`
         tg.cancel_scope.cancel()
     await hw.close()
     expected = (f"connection refused by {device}" if where == "socket"

@@ -182,6 +182,74 @@ def test_screen_lines_never_exceed_a_narrow_terminal() -> None:
     screen = render_screen(frame(rules=["state  fault  prio 100 when " + "x" * 200]), width=60,
                            height=20)
     lines = screen.rstrip("\n").split("\n")
-    assert len(lines) == 19
+    assert len(lines) <= 19 and "[q] quit" in screen
     for line in lines:
         assert len(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)) < 60, line
+
+
+STORY = re.compile(r"demo over after \d+ s: (\d+) events recorded, (\d+) delivered to the "
+                   r"subscriber \(in order, \d+ re-sends removed by seq\), ([1-9]\d*) outages, "
+                   r"0 still queued$")
+
+
+def test_demo_of_20_seconds_without_a_terminal_tells_the_whole_story(tmp_path: Path) -> None:
+    """Outage, fill, a visible drain, and the end: the subscriber has all, nothing queued."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "linelight.agent", "demo", "--seconds", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    ticks = [line for line in lines if line.startswith("t=")]
+    queues = [int(re.search(r" queue=(\d+)", t).group(1)) for t in ticks]  # type: ignore[union-attr]
+    down = [i for i, t in enumerate(ticks) if "broker=DOWN" in t]
+    assert down, proc.stdout
+    after = queues[down[-1] + 1:]
+    assert max(queues[down[0]:down[-1] + 1]) > 0, "the queue never filled"
+    # the drain is seen: the backlog goes down over at least two lines, to 0, before the end
+    assert len([q for q in after if q > 0]) >= 1 and 0 in after, proc.stdout
+    assert "(or press o)" not in proc.stdout and "press o" not in proc.stdout
+    story = STORY.search(lines[-1])
+    assert story is not None, lines[-1]
+    assert story.group(1) == story.group(2), lines[-1]
+
+
+def test_demo_of_20_seconds_in_an_80x24_terminal_fits_and_ends_well(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: an 80x24 terminal on stdin and stdout
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "linelight.agent", "demo",
+                                  "--seconds", "20"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    os.kill(pid, signal.SIGWINCH)
+    data = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        data += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = data.decode(errors="replace")
+    screen, _, _ = text.rpartition("demo over after")  # the summary follows the last frame
+    frames = [f for f in screen.split("\x1b[H\x1b[J") if "linelight demo" in f][:-1]
+    assert frames, text[-2000:]
+    plain = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", f) for f in frames]
+    for frame in plain:
+        rows = frame.rstrip("\r\n").split("\n")
+        assert len(rows) <= 23, frame  # never scrolls a 24-line terminal
+        assert all(len(row.rstrip("\r")) < 80 for row in rows), frame
+        assert "[q] quit" in frame and "queue" in frame and "broker" in frame
+    assert any("down" in f and "broker stopped" in f for f in plain), "no outage shown"
+    assert any("(or press o)" in f for f in plain)  # a terminal has the key
+    summary = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).strip().splitlines()[-1]
+    story = STORY.search(summary.strip())
+    assert story is not None and story.group(1) == story.group(2), summary

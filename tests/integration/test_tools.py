@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,12 +25,38 @@ def test_status_prints_a_summary_of_the_running_agent(tmp_path: Path) -> None:
         proc = linelight("status", "--config", str(config))
         as_json = linelight("status", "--url", f"http://127.0.0.1:{agent.port}", "--json")
         assert agent.stop() == 0
-    assert proc.returncode == 1  # degraded: no broker configured
+    assert proc.returncode == 0, proc.stderr  # no broker configured: a warning, not degraded
     out = proc.stdout
-    assert "agent it-press" in out and "health     degraded" in out
-    assert "broker: none configured" in out
+    assert "agent it-press" in out and "health     ok with " in out
+    assert "- warning: broker: none configured" in out
     assert "state      " in out and "queue      " in out and "spindle_rpm" in out
     assert '"agent": "it-press"' in as_json.stdout
+
+
+def test_status_names_another_agent_holding_the_port_and_takes_host_port(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path / "a")
+    other = write_config(tmp_path / "b", agent_id="it-other", diag_port=_port(config))
+    with AgentProcess(config) as agent, AgentProcess(other) as second:
+        agent.start()
+        second.start(wait_ready=False)
+        wait = 0.0
+        while "diagnostics cannot listen" not in second.log() and wait < 60:
+            time.sleep(0.1)
+            wait += 0.1
+        wrong = linelight("status", "--config", str(other))
+        plain = linelight("status", "--url", f"127.0.0.1:{agent.port}")
+        assert second.stop() == 0 and agent.stop() == 0
+    assert (f"diagnostics cannot listen on 127.0.0.1:{agent.port}: Address already in use"
+            in second.log())
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert (f"the agent answering at http://127.0.0.1:{agent.port} is agent 'it-press' with "
+            f"config {config}, not agent 'it-other' of {other}") in wrong.stderr
+    assert plain.returncode == 0 and "agent it-press" in plain.stdout
+
+
+def _port(config: Path) -> int:
+    return AgentProcess(config).port
 
 
 def test_status_says_so_when_no_agent_answers() -> None:
@@ -64,7 +91,7 @@ def test_doctor_reports_a_refused_login_with_what_to_do(
         "[mqtt]\n", f'[mqtt]\nusername = "press"\npassword_file = "{secret}"\n'))
     proc = linelight("doctor", "--config", str(config))
     assert proc.returncode == 1
-    assert "[FAIL] broker login: refused" in proc.stdout
+    assert "[FAIL] broker login: connection refused" in proc.stdout
     assert "check username / password_file" in proc.stdout
     assert "wrong" not in proc.stdout  # never print a secret
 
@@ -78,3 +105,30 @@ def test_doctor_fails_on_an_unreachable_broker_and_a_broken_config(tmp_path: Pat
     proc = linelight("doctor", "--config", str(config))
     assert proc.returncode == 1
     assert f"{config}:" in proc.stdout and "unknown key 'bogus'" in proc.stdout
+
+
+def test_doctor_reads_credentials_as_the_service_gets_them_and_checks_the_token(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]) -> None:
+    users = tmp_path / "passwd"
+    broker = make_mosquitto(start=False, extra=f"allow_anonymous false\npassword_file {users}\n")
+    broker.add_user("press", "right", users)
+    broker.start()
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("right\n")
+    config = write_config(tmp_path / "agent", mqtt_port=broker.port, extra=(
+        'token_file = "$CREDENTIALS_DIRECTORY/diagnostics-token"\n'))
+    config.write_text(config.read_text().replace(
+        "[mqtt]\n", '[mqtt]\nusername = "press"\n'
+                    'password_file = "$CREDENTIALS_DIRECTORY/mqtt-password"\n'))
+    missing_token = linelight("doctor", "--config", str(config), "--credentials-dir", str(creds))
+    (creds / "diagnostics-token").write_text("s3cret\n")
+    passes = linelight("doctor", "--config", str(config), "--credentials-dir", str(creds))
+    assert "[ok  ] broker login: MQTT 5 CONNACK accepted as press" in missing_token.stdout, \
+        missing_token.stdout
+    assert "[FAIL] diagnostics token: cannot read token_file" in missing_token.stdout
+    assert missing_token.returncode == 1
+    assert f"[ok  ] credentials: credentials from {creds} (--credentials-dir)" in passes.stdout
+    assert "[ok  ] diagnostics token" in passes.stdout and "[FAIL]" not in passes.stdout
+    assert passes.returncode == 0, passes.stdout
+    assert "right" not in passes.stdout and "s3cret" not in passes.stdout

@@ -207,6 +207,12 @@ def test_installed_agent_starts_as_the_unit_says_and_reports_ready(
         assert all(addr in ("127.0.0.1", "::1") for addr, _ in listening(pid)), listening(pid)
         doc = json.loads(get_in_netns(pid, "http://127.0.0.1:9750/status"))
         assert doc["state"]["name"] == "unknown"  # no I/O configured: never a guessed state
+        # A fresh install is ok with warnings (no broker, no sources, maybe the clock), not a
+        # 503 that would page for every new IPC; the inputs the rules read are listed missing.
+        assert (doc["health"]["status"], doc["health"]["reasons"]) == ("ok", []), doc["health"]
+        assert any(w.startswith("broker: none configured") for w in doc["health"]["warnings"])
+        assert {i["quality"] for i in doc["inputs"].values()} == {"missing"}, doc["inputs"]
+        assert get_in_netns(pid, "http://127.0.0.1:9750/healthz").startswith("ok\n")
         # The watchdog is fed while it is healthy.
         agent.wait_message("WATCHDOG=1", seconds("30s") + 60)
         # `systemctl reload` runs the unit's ExecReload: the agent reloads and keeps running.

@@ -40,9 +40,11 @@ class FakeBroker:
     """Accepts MQTT connections on 127.0.0.1; connection k (0-based) answers with `answers[k]`
     (the last one for every later connection)."""
 
-    def __init__(self, answers: list[Answer], *, v5: bool = True) -> None:
+    def __init__(self, answers: list[Answer], *, v5: bool = True,
+                 first_says: bytes = b"") -> None:
         self.answers = answers
         self.v5 = v5
+        self.first_says = first_says  # sent after the first connection's first PUBACK
         self.connections = 0
         self.publishes = 0
         self.port = 0
@@ -76,6 +78,9 @@ class FakeBroker:
                         reply = answer(mid, n)
                         if reply is not None:
                             await stream.send(bytes([PUBACK, len(reply)]) + reply)
+                        if self.first_says and self.connections == 1:
+                            await stream.send(self.first_says)
+                            return
                     elif kind == DISCONNECT:
                         return
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -149,6 +154,22 @@ async def test_a_malformed_puback_drops_the_link_with_a_protocol_error_and_recon
     lines = [r.getMessage() for r in caplog.records if "protocol error" in r.getMessage()]
     assert lines and says in lines[0], caplog.text
     assert f"MQTT link to mqtt://127.0.0.1:{broker.port} lost: protocol error" in lines[0]
+
+
+async def test_disconnect_0x8e_is_logged_once_as_a_session_taken_over_with_the_remedy(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broker = FakeBroker([_good], first_says=bytes([DISCONNECT, 2, 0x8E, 0]))
+    caplog.set_level(logging.WARNING, logger="linelight")
+    async with forwarding(tmp_path, broker) as (journal, forwarder):
+        await fill_journal(journal, 20)
+        await wait_until(lambda: journal.stats().depth == 0, "every event acknowledged")
+    lines = [r.getMessage() for r in caplog.records if "taken over" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    assert lines[0].startswith(f"MQTT link to mqtt://127.0.0.1:{broker.port}: session taken "
+                               "over (the broker says): another client connected to the broker "
+                               "with the same client id")
+    assert "give each agent a unique agent_id" in lines[0]
+    assert "Unspecified error" not in caplog.text
 
 
 async def test_a_3_byte_puback_on_mqtt_3_1_1_is_a_protocol_error(

@@ -1,0 +1,67 @@
+"""`linelight status` against a diagnostics endpoint that asks for the token on every read."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from linelight.agent.cli.status import normalize_url
+from linelight.agent.diagnostics import Diagnostics
+from tests.agent.test_diagnostics import Target, serving
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def status_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await anyio.run_process([sys.executable, "-m", "linelight.agent", "status", *args],
+                                   cwd=ROOT, check=False, env=env)
+    return proc.returncode or 0, proc.stdout.decode(), proc.stderr.decode()
+
+
+@pytest.mark.parametrize(("given", "url"), [
+    ("127.0.0.1:9750", "http://127.0.0.1:9750"), ("[::1]:9750/", "http://[::1]:9750"),
+    ("http://press:9750/", "http://press:9750")])
+def test_url_takes_host_port_or_a_url(given: str, url: str) -> None:
+    assert normalize_url(given) == url
+
+
+@pytest.mark.anyio
+async def test_status_sends_the_config_token_and_says_wrong_token(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[diagnostics]\ntoken_file = "{token}"\n')
+    target = Target()
+    async with serving(Diagnostics(target, [("127.0.0.1", 0)], token,
+                                   token_for_reads=True)) as port:
+        url = f"127.0.0.1:{port}"
+        without = await status_cli("--url", url)
+        code, out, _ = await status_cli("--url", url, "--config", str(config))
+        token.write_text("changed\n")
+        config.write_text(f'[diagnostics]\ntoken_file = "{tmp_path / "old"}"\n')
+        (tmp_path / "old").write_text("s3cret-old\n")
+        wrong = await status_cli("--url", url, "--config", str(config))
+    assert without[0] == 1 and "a token is required" in without[2]
+    assert code == 1 and "agent press-7" in out  # answered; the Target is degraded
+    assert wrong[0] == 1 and "refused /status: wrong token" in wrong[2]
+    assert f"sent the token from {tmp_path / 'old'}" in wrong[2]
+    assert "s3cret" not in wrong[2] + without[2]
+
+
+@pytest.mark.anyio
+async def test_status_reads_a_credentials_directory_token(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "diagnostics-token").write_text("s3cret\n")
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    config = tmp_path / "agent.toml"
+    config.write_text('[diagnostics]\ntoken_file = "$CREDENTIALS_DIRECTORY/diagnostics-token"\n')
+    async with serving(Diagnostics(Target(), [("127.0.0.1", 0)], token,
+                                   token_for_reads=True)) as port:
+        code, out, err = await status_cli("--url", f"127.0.0.1:{port}", "--config", str(config),
+                                          "--credentials-dir", str(creds))
+    assert "agent press-7" in out, err
