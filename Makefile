@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
 BIN   := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd binutils-aarch64-linux-gnu
+APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd binutils-aarch64-linux-gnu chromium chromium-driver
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv demo test lint typecheck unit bench bench-quick deb clean

@@ -26,6 +26,7 @@ from linelight.agent.clock import ClockWatch
 from linelight.agent.config import AgentConfig
 from linelight.agent.diagnostics import Diagnostics
 from linelight.agent.health import Verdict
+from linelight.agent.history import History, Probe, Recorded
 from linelight.agent.journal import Journal, JournalError
 from linelight.agent.machines import MachineConfig, own_key, rules_fingerprint
 from linelight.agent.memory import RuleMemory
@@ -82,6 +83,7 @@ class Agent:
         self.inputs = InputTable()
         self.metrics_registry = Metrics(self.status)
         self.journal: Journal | None = None
+        self.history: History | None = None
         self.hardware: Hardware | None = None
         self.scan: ScanLoop | None = None
         self.forwarder: Forwarder | None = None
@@ -106,6 +108,7 @@ class Agent:
                                f"{exc.strerror or exc}") from None
         journal = await anyio.to_thread.run_sync(Journal.open, str(cfg.journal_path), cfg.journal)
         self.journal = journal
+        self.history = await anyio.to_thread.run_sync(self._open_history, journal.boot)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -126,6 +129,8 @@ class Agent:
                 tg.start_soon(self._keep_notifying)
                 for memory in self.memories:
                     tg.start_soon(memory.run)
+                await tg.start(self.supervisor.run, "history",
+                               partial(self.history.run, self._probe))
                 task_status.started(self)
         finally:
             with anyio.CancelScope(shield=True):
@@ -142,14 +147,17 @@ class Agent:
         self._source_of = {n: s.name for s in self.hardware.sources for n in s.input_names()}
         lanes = [self._lane(m, journal) for m in cfg.machines]
         self.memory = self.memories[0]
+        assert self.history is not None
+        self.history.machine = lanes[0].name  # the timeline's bands: the first machine's
+        sink = Recorded(journal, self.history)  # the page's timeline sees what the journal gets
         self.scan = ScanLoop(
-            inputs=self.inputs, sink=journal, clock=self.clock, period=cfg.scan.period,
+            inputs=self.inputs, sink=sink, clock=self.clock, period=cfg.scan.period,
             deadband=cfg.scan.deadband, deadbands=cfg.scan.deadbands,
             observe=self.metrics_registry.observe_scan, machines=lanes)
         for lane in lanes:
             # the first tick compares with this: a restored latch is no change to store again
             lane.view.latched = tuple(f"{lt.kind}:{lt.name}" for lt in lane.evaluator.latches())
-        self.reloader = Reloader(cfg, self.scan, journal, self.clock, make_evaluator)
+        self.reloader = Reloader(cfg, self.scan, sink, self.clock, make_evaluator)
         if cfg.mqtt is not None:
             from linelight.agent.mqtt import Forwarder
 
@@ -237,6 +245,8 @@ class Agent:
         with anyio.CancelScope(shield=True), anyio.move_on_after(budget):
             await self._close_hardware()
             stop_seq: int | None = None
+            if self.history is not None:
+                self.history.stopped()
             if self.journal is not None:
                 stop_seq = await self._record_stop(self.journal)
                 for memory in self.memories:
@@ -274,6 +284,8 @@ class Agent:
             self._stopping = True
             self.notifier.stopping()
         await self._close_hardware()
+        if self.history is not None:
+            await anyio.to_thread.run_sync(self.history.close)
         if self.journal is not None:
             await anyio.to_thread.run_sync(self.journal.close)
         self.notifier.close()
@@ -314,6 +326,26 @@ class Agent:
             wanted = ", ".join(f"{h}:{p}" for h, p in self.diagnostics.listen)
             return f"NOT listening (wanted {wanted})"
         return "on " + ", ".join(f"{h}:{p}" for h, p in self.diagnostics.bound)
+
+    def _open_history(self, boot: int) -> History:
+        history = History.open(self.config.data_dir / "history.db")
+        history.started(boot)
+        return history
+
+    def _probe(self) -> Probe:
+        """What the history samples once a second: queue depth, link, restarts."""
+        q = self.journal.stats() if self.journal is not None else None
+        link = self.forwarder.link if self.forwarder is not None else None
+        restarts = {name: (c["restarts"], str(c["last_error"] or ""))
+                    for name, c in self.supervisor.status().items()}
+        return Probe(depth=q.depth + q.pending if q is not None else 0,
+                     link=link.connected if link is not None else None,
+                     link_error=link.last_error if link is not None else None, restarts=restarts)
+
+    async def history_view(self, hours: float, points: int) -> dict[str, Any]:
+        if self.history is None:
+            return {"available": False, "states": [], "marks": [], "depth": []}
+        return await anyio.to_thread.run_sync(self.history.query, hours, points)
 
     def _on_live(self, key: str, value: Any, machine: str | None = None) -> None:
         if self.forwarder is not None:

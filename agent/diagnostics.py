@@ -1,4 +1,4 @@
-"""The diagnostics HTTP endpoint: /healthz, /status, /metrics, a read-only page, two actions.
+"""The diagnostics HTTP endpoint: /healthz, /status, /metrics, /history, the page, two actions.
 
 Binds to 127.0.0.1:9750 unless configured otherwise; remote access goes through
 `tailscale serve` in front of that loopback port. Reading needs nothing; the two actions that
@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hmac
 import html
 import ipaddress
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +38,9 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from linelight.agent.health import Verdict
-from linelight.agent.humanize import describe_error, format_age
+from linelight.agent.history import MAX_HOURS as MAX_HISTORY_HOURS
+from linelight.agent.history import MAX_POINTS as MAX_HISTORY_POINTS
+from linelight.agent.humanize import describe_error
 from linelight.agent.metrics import CONTENT_TYPE as METRICS_TYPE
 from linelight.agent.secrets import resolve_secret_path
 from linelight.rules.errors import ConfigError, LinelightError
@@ -72,6 +77,8 @@ class DiagnosticsTarget(Protocol):
     async def lamp_test(self) -> str: ...
 
     async def reload(self, requested_by: str) -> str: ...
+
+    async def history_view(self, hours: float, points: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +296,8 @@ class Diagnostics:
     async def _answer(self, req: Request) -> Response:
         try:
             return await self.handle(req)
+        except BadRequest as exc:  # a handler refusing its query string
+            return exc.response()
         except Exception as exc:  # one failing request must not end the endpoint: log, answer 500
             log.error("diagnostics: %s %s from %s failed: %s", req.method, printable(req.path),
                       req.peer, describe_error(exc), exc_info=log.isEnabledFor(logging.DEBUG))
@@ -300,12 +309,12 @@ class Diagnostics:
             return misdirected
         routes: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/healthz": self._healthz, "/status": self._status, "/metrics": self._metrics,
-            "/": self._page, "/lamp-test": self._lamp_test, "/reload": self._reload,
+            "/": self._page, "/history": self._history, "/lamp-test": self._lamp_test, "/reload": self._reload,
         }
         path = req.path.split("?", 1)[0]
         handler = routes.get(path)
         if handler is None:
-            return Response(404, b"not found; try /, /healthz, /status or /metrics\n")
+            return Response(404, b"not found; try /, /healthz, /status, /history or /metrics\n")
         mutating = path in ("/lamp-test", "/reload")
         if mutating and req.method != "POST":
             return Response(405, b"use POST\n", extra=(("Allow", "POST"),))
@@ -386,6 +395,11 @@ class Diagnostics:
 
     async def _page(self, req: Request) -> Response:
         return Response(200, render_page(self.target.status()).encode(), "text/html; charset=utf-8")
+
+    async def _history(self, req: Request) -> Response:
+        hours, points = parse_history_query(req.path)
+        body = json.dumps(await self.target.history_view(hours, points), separators=(",", ":"))
+        return Response(200, body.encode() + b"\n", "application/json")
 
     async def _lamp_test(self, req: Request) -> Response:
         log.warning("lamp test requested by %s", req.who)
@@ -488,44 +502,56 @@ def _encode(r: Response, *, head_only: bool = False) -> bytes:
 
 
 # -- the read-only page -----------------------------------------------------------------------
-_LAMP_COLOURS = {"red": "#e53935", "amber": "#ffb300", "green": "#43a047", "blue": "#1e88e5",
-                 "white": "#eeeeee", "buzzer": "#8e24aa"}
+PAGE = "diagnostics_page.html"  # package data: inline CSS and JS, no external assets
+_PLACEHOLDER = re.compile(r"__(TITLE|STATUS)__")
+
+
+@functools.cache
+def _page_template() -> str:
+    return (resources.files("linelight.agent") / PAGE).read_text(encoding="utf-8")
 
 
 def render_page(s: Mapping[str, Any]) -> str:
-    e = html.escape
-    state = s.get("state", {})
-    health = s.get("health", {})
-    lamps = "".join(
-        f'<span class="lamp {e(str(p))}" style="--c:{_LAMP_COLOURS.get(name, "#999")}"'
-        f' title="{e(name)}: {e(str(p))}">{e(name)}</span>'
-        for name, p in s.get("lamps", {}).items())
-    inputs = "".join(
-        f"<tr><td>{e(n)}</td><td>{e(str(i.get('value')))}</td><td>{e(str(i.get('quality')))}"
-        f"</td><td>{format_age(i.get('age_s'))}</td><td>{e(str(i.get('reason', '')))}</td></tr>"
-        for n, i in s.get("inputs", {}).items())
-    q = s.get("queue", {})
-    b = s.get("broker", {})
-    reasons = "".join(f"<li>{e(str(r))}</li>" for r in health.get("reasons", []))
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="2"><title>linelight {e(str(s.get('agent', '')))}</title>
-<style>body{{font:14px system-ui,sans-serif;margin:1.5em;background:#111;color:#ddd}}
-td,th{{padding:2px 10px;text-align:left}} .lamp{{display:inline-block;padding:6px 10px;
-margin:2px;border-radius:6px;background:#333;color:#000}} .lamp.on{{background:var(--c)}}
-.lamp.blink_slow{{animation:b 1s steps(1) infinite;background:var(--c)}}
-.lamp.blink_fast{{animation:b .25s steps(1) infinite;background:var(--c)}}
-@keyframes b{{50%{{background:#333}}}} .bad{{color:#ff8a80}}</style></head><body>
-<h1>linelight {e(str(s.get('agent', '')))} <small>{e(str(s.get('version', '')))}</small></h1>
-<p>health: <b class="{'' if health.get('status') == 'ok' else 'bad'}">{e(str(health.get('status')))}</b>
-<ul>{reasons}</ul></p>
-<p>state: <b>{e(str(state.get('name')))}</b> (code {e(str(state.get('code')))}) for
-{format_age(state.get('for_s'))}</p><p>{lamps}</p>
-<p>queue: {e(str(q.get('depth')))} events, {e(str(q.get('bytes')))} bytes, oldest
-{format_age(q.get('oldest_age_s'))}, dropped {e(str(q.get('dropped')))}</p>
-<p>broker: {'connected' if b.get('connected') else 'disconnected'}
-{e(str(b.get('last_error') or ''))}</p>
-<table><tr><th>input</th><th>value</th><th>quality</th><th>age</th><th>reason</th></tr>
-{inputs}</table><p><a href="/status">/status</a> · <a href="/metrics">/metrics</a> ·
-<a href="/healthz">/healthz</a></p></body></html>
-"""
+    """The page with the current status inside, so it shows the state before the first poll.
 
+    The status goes into a `<script type="application/json">` element: every `<`, `>` and `&`
+    is written as a JSON escape, so no value can close the element or start markup.
+    """
+    data = json.dumps(s, default=str, separators=(",", ":"))
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    fills = {"TITLE": html.escape(f"linelight {s.get('agent', '')}"), "STATUS": data}
+    # one pass over the template: a value that looks like a placeholder stays a value
+    return _PLACEHOLDER.sub(lambda m: fills[m.group(1)], _page_template())
+
+
+def parse_history_query(target: str) -> tuple[float, int]:
+    """`/history?hours=24&points=800` -> (hours, points); BadRequest with a sentence else."""
+    query = target.partition("?")[2]
+    try:
+        fields = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=bool(query),
+                                       max_num_fields=4)
+    except ValueError:
+        raise BadRequest(400, "the query is not name=value pairs: use ?hours=24&points=800"
+                         ) from None
+    unknown = sorted(set(fields) - {"hours", "points"})
+    if unknown:
+        raise BadRequest(400, f"unknown query parameter '{printable(unknown[0], 40)}': "
+                              "/history takes hours and points")
+    hours, points = 24.0, 1000
+    with contextlib.suppress(KeyError):
+        hours = _bounded(fields["hours"][-1], "hours", float, 0.01, MAX_HISTORY_HOURS)
+    with contextlib.suppress(KeyError):
+        points = int(_bounded(fields["points"][-1], "points", int, 1, MAX_HISTORY_POINTS))
+    return hours, points
+
+
+def _bounded(text: str, name: str, kind: type[float] | type[int], low: float, high: float
+             ) -> float:
+    try:
+        value = kind(text) if len(text) <= 12 else None
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:  # also refuses nan and inf
+        raise BadRequest(400, f"{name} must be a number from {low:g} to {high:g}, "
+                              f"not '{printable(text, 20)}'")
+    return float(value)

@@ -12,6 +12,7 @@ skew the next, and one failing does not stop the others), in this order:
     agent    input-to-tower latency (broker up, down, draining); steady RSS vs import floor
     io       Modbus polling and sim-to-lamp latency
     rules    rule evaluation per scan and load time
+    page     the diagnostics page with 24 h of history in headless chromium
 
 Prints each benchmark's own table, then one summary table of the headline figures and ratios,
 and as the last line one JSON object: the machine, every benchmark's own JSON, the headline.
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, str] = {
     "agent": "agent: input-to-tower latency, steady RSS vs import floor, idle CPU",
     "io": "I/O: Modbus polling, sim-to-lamp latency",
     "rules": "rules: evaluation per scan, load time",
+    "page": "diagnostics page: 24 h of history rendered in headless chromium",
 }
 TIMEOUT_S = {"quick": 240, "full": 1800}
 
@@ -166,6 +168,8 @@ HEADLINE: list[Row] = [
      lambda r: _dig(r["agent"], "backlog_drain", "command_p99_ms"), "ms"),
     ("rules scan median (500 inputs)", lambda r: _dig(r["rules"], "step_median_us"), "us"),
     ("Modbus samples/s, coalesced", lambda r: _dig(r["io"], "modbus_samples_per_s"), "/s"),
+    ("page first render, 24 h of history (worst)",
+     lambda r: _dig(r["page"], "worst_first_render_ms"), "ms"),
 ]
 
 

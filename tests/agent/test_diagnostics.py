@@ -45,6 +45,7 @@ class Target:
         self.lamp_tests = 0
         self.reloads: list[str] = []
         self.verdict = Verdict("degraded", ("broker: not connected",), ())
+        self.history_asks: list[tuple[float, int]] = []
 
     def status(self) -> dict[str, Any]:
         return STATUS
@@ -62,6 +63,10 @@ class Target:
     async def reload(self, requested_by: str) -> str:
         self.reloads.append(requested_by)
         return "rules reloaded"
+
+    async def history_view(self, hours: float, points: int) -> dict[str, Any]:
+        self.history_asks.append((hours, points))
+        return {"asked": [hours, points], "states": [], "marks": [], "depth": []}
 
 
 @asynccontextmanager
@@ -207,8 +212,42 @@ def test_parse_listen_rejects_bad_addresses(text: str) -> None:
 
 
 def test_page_escapes_values() -> None:
-    page = render_page({**STATUS, "agent": "<script>"})
-    assert "<script>" not in page and "&lt;script&gt;" in page
+    hostile = "</script><script>alert(1)</script>"
+    page = render_page({**STATUS, "agent": hostile, "state": {"name": "<b>&"}})
+    assert hostile not in page and "<b>&" not in page
+    assert "<title>linelight &lt;/script&gt;" in page  # the title, escaped as HTML
+    assert page.count("</script>") == 2  # the page's own two script elements, nothing more
+    embedded = page.split('id="initial">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(embedded)["agent"] == hostile  # the value itself arrives intact
+    page = render_page({**STATUS, "agent": "__STATUS__"})  # a valid agent_id
+    assert "<title>linelight __STATUS__</title>" in page
+    assert json.loads(page.split('id="initial">', 1)[1].split("</script>", 1)[0])["agent"] == \
+        "__STATUS__"
+
+
+def test_page_needs_nothing_from_another_site() -> None:
+    page = render_page(STATUS)
+    assert "http://" not in page and "https://" not in page and "//" not in page.split(
+        "<script>", 1)[0].replace("data:,", "")
+    assert '<meta name="viewport"' in page and "prefers-color-scheme:dark" in page
+
+
+@pytest.mark.anyio
+async def test_history_is_served_with_bounded_parameters() -> None:
+    target = Target()
+    diag = Diagnostics(target, [("127.0.0.1", 0)], None)
+    async with serving(diag) as port:
+        code, _, body = await request(port, "GET", "/history?hours=8&points=300")
+        assert code == 200 and json.loads(body)["asked"] == [8.0, 300]
+        code, _, body = await request(port, "GET", "/history")
+        assert code == 200 and json.loads(body)["asked"] == [24.0, 1000]
+        for query in ("hours=1e9", "hours=nan", "points=0", "points=999999", "hours=x",
+                      "evil=1", "hours=1&hours=2&hours=3&hours=4&hours=5", "%zz"):
+            code, _, body = await request(port, "GET", f"/history?{query}")
+            assert code == 400, (query, body)
+        code, _, _ = await request(port, "POST", "/history")
+        assert code == 405
+    assert target.history_asks == [(8.0, 300), (24.0, 1000)]
 
 
 @pytest.mark.anyio
