@@ -1,5 +1,6 @@
 """Agent benchmark: input-change-to-tower latency with the broker up, down and while a backlog
-drains; steady RSS with a large queue vs the dependencies' import floor; idle CPU.
+drains; steady RSS with a large queue vs the dependencies' import floor; idle CPU; start-up
+(process start to the first tower write, empty journal and 1,000,000 queued) and import time.
 
     python -m bench.agent [--quick] [--period 20ms] [--inflight N] [--machines 1,4,16]
 
@@ -370,6 +371,58 @@ def verdict(figures: dict[str, Any], period_ms: float) -> dict[str, Any]:
     return {"within_one_period": not late, "late_conditions": late}
 
 
+# Runs `linelight run` with the virtual lamp's write timed: prints the monotonic time (one
+# clock for every process on Linux) of the first tower write, so start-up counts from exec.
+FIRST_WRITE = """\
+import sys, time
+from linelight.hw import outputs
+original = outputs.VirtualOutput.write
+async def write(self, value):
+    if not getattr(outputs, "_bench_seen", False):
+        outputs._bench_seen = True
+        print("first-write", time.monotonic(), flush=True)
+    await original(self, value)
+outputs.VirtualOutput.write = write
+from linelight.agent.cli import main
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def first_write_s(config: Path) -> float:
+    """Seconds from process start (before exec) to the agent's first tower write."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", FIRST_WRITE, str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("first-write"):
+                return float(line.split()[1]) - t0
+        raise SystemExit("the agent ended before its first tower write")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def import_s(module: str = "linelight.agent.app") -> float:
+    """Seconds a fresh interpreter takes to import `module` (after its own start)."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def start_up(period: str, queued: int, workdir: Path, runs: int) -> dict[str, float]:
+    """Median start-up to first tower write, empty journal and `queued` events; import time."""
+    empty, _ = write_setup(workdir / "start-empty", period, free_port())
+    full, _ = write_setup(workdir / "start-full", period, free_port())
+    (workdir / "start-full" / "data").mkdir(parents=True, exist_ok=True)
+    anyio.run(prefill, workdir / "start-full" / "data" / "journal.db", queued)
+    first_write_s(empty)  # warm the page cache and the bytecode cache like a restart would
+    return {"empty_s": statistics.median(first_write_s(empty) for _ in range(runs)),
+            "queued_s": statistics.median(first_write_s(full) for _ in range(runs)),
+            "import_s": statistics.median(import_s() for _ in range(runs))}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller queues")
@@ -414,6 +467,7 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
                         machines)
         mem = memory_and_cpu(args.period, queued, 5.0 if args.quick else 10.0,
                              5.0 if args.quick else 10.0, workdir, machines)
+        start = start_up(args.period, 1_000_000, workdir, 3 if args.quick else 5)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -442,6 +496,9 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     figures["rss_ratio_vs_floor"] = mem["rss_queued_mb"] / mem["floor_mb"]
     figures["idle_cpu_percent"] = mem["idle_cpu_percent"]
     figures["prefill_events_per_s"] = queued / mem["fill_s"]
+    figures["start_to_first_write_s"] = start["empty_s"]
+    figures["start_to_first_write_1m_queued_s"] = start["queued_s"]
+    figures["import_app_s"] = start["import_s"]
 
     window = ("the shipped default" if args.inflight == DEFAULT_INFLIGHT
               else f"shipped default {DEFAULT_INFLIGHT}")
@@ -466,6 +523,9 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
           f"import floor {mem['floor_mb']:.1f} MB; ratio {figures['rss_ratio_vs_floor']:.2f}")
     print(f"idle CPU       {mem['idle_cpu_percent']:.2f} % of one core (scan every "
           f"{period_s * 1000:g} ms, no input changes, no broker)")
+    print(f"start-up       exec to first tower write {start['empty_s']:.3f} s (empty journal), "
+          f"{start['queued_s']:.3f} s (1,000,000 queued); import linelight.agent.app "
+          f"{start['import_s']:.3f} s (medians)")
     return figures
 
 
