@@ -145,7 +145,8 @@ class Agent:
         self.scan = ScanLoop(
             inputs=self.inputs, sink=journal, clock=self.clock, period=cfg.scan.period,
             deadband=cfg.scan.deadband, deadbands=cfg.scan.deadbands,
-            observe=self.metrics_registry.observe_scan, machines=lanes)
+            observe=self.metrics_registry.observe_scan, machines=lanes,
+            on_change=cfg.scan.on_change)
         for lane in lanes:
             # the first tick compares with this: a restored latch is no change to store again
             lane.view.latched = tuple(f"{lt.kind}:{lt.name}" for lt in lane.evaluator.latches())

@@ -59,6 +59,8 @@ class InputTable:
         self._lock = threading.Lock()
         self._version = 0
         self._changed: anyio.Event | None = None
+        self._value_changes = 0  # updates whose value or quality differed (scan on change)
+        self._value_changed: anyio.Event | None = None
         for name in names:
             self.declare(name)
 
@@ -78,18 +80,20 @@ class InputTable:
     def update(self, name: str, sample: Sample) -> None:
         """Store `sample` as the latest of `name`. Call from the event loop only."""
         with self._lock:
+            differs = _differs(self._samples.get(name), sample)
             self._samples[name] = sample
             self._version += 1
-        self._notify()
+        self._notify(differs)
 
     def update_many(self, samples: Mapping[str, Sample]) -> None:
         """Store several samples at once so a snapshot never sees half a Modbus block."""
         if not samples:
             return
         with self._lock:
+            differs = any(_differs(self._samples.get(n), s) for n, s in samples.items())
             self._samples.update(samples)
             self._version += 1
-        self._notify()
+        self._notify(differs)
 
     def threadsafe_updater(self) -> Updater:
         """Called in the event loop: a function any thread may call to update an input."""
@@ -121,10 +125,30 @@ class InputTable:
             await self._changed.wait()
         return self._version
 
-    def _notify(self) -> None:
+    @property
+    def value_changes(self) -> int:
+        """Increases when an update changes an input's value or quality (a poll that reads
+        the same values again does not count); the scan loop wakes on it."""
+        return self._value_changes
+
+    async def wait_value_change(self, after: int) -> int:
+        """Return `value_changes` once it is beyond `after` (no polling)."""
+        while self._value_changes <= after:
+            if self._value_changed is None:
+                self._value_changed = anyio.Event()
+            await self._value_changed.wait()
+        return self._value_changes
+
+    def _notify(self, differs: bool) -> None:
         event, self._changed = self._changed, None
         if event is not None:
             event.set()
+        if differs:
+            self._value_changes += 1
+            woken, self._value_changed = self._value_changed, None
+            if woken is not None:
+                woken.set()
+
 
     def scoped(self, prefix: str) -> ScopedInputs:
         """This table as a source of one machine sees it: its input `x` is stored as
@@ -159,3 +183,9 @@ class ScopedInputs:
             inner(prefix + name, sample)
 
         return update_from_thread
+
+
+
+def _differs(old: Sample | None, new: Sample) -> bool:
+    return (old is None or old.quality is not new.quality or type(old.value) is not type(new.value)
+            or old.value != new.value)
