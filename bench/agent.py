@@ -457,8 +457,8 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     """One latency + memory run; prints its table and returns its figures."""
-    samples = 60 if args.quick else 200
-    backlog = 20_000 if args.quick else 100_000
+    samples = 60 if args.quick else 500  # issue 16: at least 500 per condition
+    backlog = 20_000 if args.quick else 1_000_000
     queued = 100_000 if args.quick else 1_000_000
     period_s = parse_duration(args.period)
     workdir = Path(tempfile.mkdtemp(prefix="linelight-bench-"))

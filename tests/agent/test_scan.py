@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from linelight.agent.clock import ClockWatch
@@ -267,7 +268,7 @@ async def test_an_update_with_the_same_values_does_not_run_a_scan() -> None:
         await tg.start(scan.run)
         for _ in range(50):  # a poller reading the same value again and again
             table.update("running", Sample(True, Quality.GOOD, time.monotonic()))
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         table.update("running", Sample(True, Quality.STALE, time.monotonic(), reason="timeout"))
         with anyio.fail_after(30):
             while scan.stats.on_change == 0:  # noqa: ASYNC110 - the quality change wakes it
