@@ -3,6 +3,7 @@ drains; steady RSS with a large queue vs the dependencies' import floor; idle CP
 (process start to the first tower write, empty journal and 1,000,000 queued) and import time.
 
     python -m bench.agent [--quick] [--period 20ms] [--inflight N] [--machines 1,4,16]
+                          [--in-process]
 
 `--machines`: one run per count, 500 inputs in total each time. With 1 the agent has no
 [machines] table (one unnamed machine, as before); with N > 1, machine m0 carries the
@@ -209,7 +210,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def latency_runs(period: str, samples: int, backlog: int, workdir: Path,
-                       inflight: int, machines: int = 0) -> dict[str, Any]:
+                       inflight: int, machines: int = 0, in_process: bool = False
+                       ) -> dict[str, Any]:
     binary = find_mosquitto()
     if binary is None:
         raise SystemExit("bench.agent needs mosquitto (apt install mosquitto)")
@@ -219,7 +221,8 @@ async def latency_runs(period: str, samples: int, backlog: int, workdir: Path,
                                      machines)[0])
     period_s = parse_duration(period)
     results: dict[str, Any] = {}
-    agent = Agent(config, handle_signals=False, watch_files=False)
+    agent = Agent(config, handle_signals=False, watch_files=False,
+                  forwarder_process=not in_process)
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)
         assert agent.forwarder is not None and agent.journal is not None
@@ -300,6 +303,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_tree_mb(pid: int) -> float:
+    """RSS of `pid` and its children (the agent and its forwarder process) together."""
+    total = rss_mb(pid)
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            total += rss_mb(int(child))
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -347,11 +359,11 @@ def memory_and_cpu(period: str, queued: int, settle: float, idle_s: float,
     try:
         wait_ready(diag)
         time.sleep(settle)
-        rss_queued = rss_mb(proc.pid)
+        rss_queued = rss_tree_mb(proc.pid)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(idle_s)
         idle_cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
-        rss_after = rss_mb(proc.pid)
+        rss_after = rss_tree_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -434,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated machine counts, one run each with "
                              f"{TOTAL_INPUTS} inputs in total (e.g. 1,4,16); default: the "
                              "one-input agent")
+    parser.add_argument("--in-process", action="store_true",
+                        help="the forwarder in the agent's event loop (as before agent/uplink) "
+                             "instead of its own process")
     return parser
 
 
@@ -464,7 +479,7 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="linelight-bench-"))
     try:
         lat = anyio.run(latency_runs, args.period, samples, backlog, workdir, args.inflight,
-                        machines)
+                        machines, args.in_process)
         mem = memory_and_cpu(args.period, queued, 5.0 if args.quick else 10.0,
                              5.0 if args.quick else 10.0, workdir, machines)
         start = start_up(args.period, 1_000_000, workdir, 3 if args.quick else 5)
@@ -474,6 +489,7 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     rows = []
     figures: dict[str, Any] = {"machines": machines, "scan_period_ms": period_s * 1000,
                                "inflight": args.inflight,
+                               "forwarder": "in-process" if args.in_process else "process",
                                "inflight_is_default": args.inflight == DEFAULT_INFLIGHT}
     for name in CONDITIONS:
         cmd = [c * 1000 for c, _ in lat[name]]
@@ -505,6 +521,7 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     if machines:
         print(f"{machines} machine{'s' if machines > 1 else ''}, {TOTAL_INPUTS} inputs in total")
     print(f"scan period {period_s * 1000:g} ms; MQTT inflight window {args.inflight} ({window}); "
+          f"forwarder {figures['forwarder']}; "
           "latency from input change to tower command (and to the virtual lamp's write)")
     print(f"{'condition':<15}{'n':>6}{'cmd median':>12}{'cmd p99':>10}{'lamp median':>13}"
           f"{'lamp p99':>10}{'ticks late':>12}")
@@ -519,7 +536,8 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
           f"{figures['p99_spread_ms']:.2f} ms")
     print(f"verdict        every p99 {'within' if figures['within_one_period'] else 'NOT within'}"
           f" one period ({period_s * 1000:g} ms); p99 above it: {late}")
-    print(f"memory         RSS {mem['rss_queued_mb']:.1f} MB with {queued} events queued; "
+    print(f"memory         RSS {mem['rss_queued_mb']:.1f} MB (agent and forwarder process) with "
+          f"{queued} events queued; "
           f"import floor {mem['floor_mb']:.1f} MB; ratio {figures['rss_ratio_vs_floor']:.2f}")
     print(f"idle CPU       {mem['idle_cpu_percent']:.2f} % of one core (scan every "
           f"{period_s * 1000:g} ms, no input changes, no broker)")
