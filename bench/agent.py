@@ -246,23 +246,14 @@ async def latency_runs(period: str, samples: int, backlog: int, workdir: Path,
 
         # A backlog while the broker is down, then measure while it drains.
         journal = agent.journal
-        target = journal.newest_seq + backlog
-        for i in range(backlog):
-            journal.submit(Event("signal", "filler", i, time.time_ns(), {"bench": True}))
-            if i % 5000 == 4999:
-                with anyio.fail_after(120):
-                    while journal.stats().pending > 5000:  # noqa: ASYNC110
-                        await anyio.sleep(0.01)
-        with anyio.fail_after(120):
-            while journal.newest_seq < target:  # noqa: ASYNC110 - committed, not just taken
-                await anyio.sleep(0.01)
-        depth_before = journal.stats().depth
+        depth_before = await fill_backlog(journal, backlog)
         await anyio.to_thread.run_sync(broker.start)
         drain: list[tuple[float, float]] = []
         skipped = scan.stats.skipped
         t_start = time.monotonic()
         while journal.stats().depth > 100 and len(drain) < samples * 5:
             drain.append(await probe.sample(period_s))
+        sampled_s, sampled = time.monotonic() - t_start, depth_before - journal.stats().depth
         with anyio.fail_after(600):
             while journal.stats().depth > 10:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
@@ -270,11 +261,42 @@ async def latency_runs(period: str, samples: int, backlog: int, workdir: Path,
         results["backlog_drain"] = drain
         results["_skipped_backlog_drain"] = scan.stats.skipped - skipped
         results["_backlog"] = {"events": depth_before, "drain_s": drain_s,
-                               "rate_per_s": depth_before / drain_s if drain_s else 0.0}
+                               "rate_per_s": depth_before / drain_s if drain_s else 0.0,
+                               "sampled_rate_per_s": sampled / sampled_s if sampled_s else 0.0}
+
+        # The same backlog again, drained with no input change at all: the replay rate the
+        # lamp work is compared with (the scan still ticks, as in any running agent).
+        await anyio.to_thread.run_sync(broker.stop)
+        with anyio.fail_after(30):
+            while agent.forwarder.link.connected:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        quiet_events = await fill_backlog(journal, backlog)
+        await anyio.to_thread.run_sync(broker.start)
+        t_start = time.monotonic()
+        with anyio.fail_after(600):
+            while journal.stats().depth > 10:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        quiet_s = time.monotonic() - t_start
+        results["_backlog"]["no_lamp_work_rate_per_s"] = quiet_events / quiet_s if quiet_s else 0.0
         await agent.stop()
         tg.cancel_scope.cancel()
     broker.stop()
     return results
+
+
+async def fill_backlog(journal: Journal, n: int) -> int:
+    """Commit `n` filler events (the broker is down); the queue depth then."""
+    target = journal.newest_seq + n
+    for i in range(n):
+        journal.submit(Event("signal", "filler", i, time.time_ns(), {"bench": True}))
+        if i % 5000 == 4999:
+            with anyio.fail_after(120):
+                while journal.stats().pending > 5000:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+    with anyio.fail_after(120):
+        while journal.newest_seq < target:  # noqa: ASYNC110 - committed, not just taken
+            await anyio.sleep(0.01)
+    return journal.stats().depth
 
 
 # -- memory and CPU --------------------------------------------------------------------------
@@ -529,8 +551,12 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
         print(f"{name:<15}{n:>6}{med:>10.2f}ms{p99:>8.2f}ms{lmed:>11.2f}ms{lp99:>8.2f}ms"
               f"{figures[name]['ticks_late']:>12}")
     b = figures["backlog"]
+    b["sampled_vs_no_lamp_work"] = (b["sampled_rate_per_s"] / b["no_lamp_work_rate_per_s"]
+                                    if b["no_lamp_work_rate_per_s"] else 0.0)
     print(f"backlog        {b['events']} events drained in {b['drain_s']:.1f} s "
-          f"({b['rate_per_s']:.0f}/s) while sampling")
+          f"({b['rate_per_s']:.0f}/s); {b['sampled_rate_per_s']:.0f}/s while sampling, "
+          f"{b['no_lamp_work_rate_per_s']:.0f}/s with no input changes (same backlog again): "
+          f"ratio {b['sampled_vs_no_lamp_work']:.2f}")
     late = ", ".join(figures["late_conditions"]) or "none"
     print(f"spread         median {figures['median_spread_ms']:.2f} ms, p99 "
           f"{figures['p99_spread_ms']:.2f} ms")

@@ -134,10 +134,7 @@ def test_kill_9_loses_nothing_committed_and_the_sequence_continues(
                           timeout=90, what="queue drained after restart")
         assert agent.stop() == 0
 
-    left = journal_records(tmp_path / "agent" / "data")
-    sent = left[0].seq - 1 if left else journal_newest_seq(tmp_path / "agent" / "data")
-    sub.wait_for_seqs(set(range(1, sent + 1)), EVENTS, timeout=60)
-    seqs = dedup_in_order(sub.seqs(EVENTS))
+    seqs = delivered_after_stop(sub, tmp_path / "agent" / "data")
     assert seqs == sorted(seqs) and contiguous(seqs) and seqs[0] == 1
     assert seqs[-1] > before[-1]
     msgs = {m.seq: m.decoded for m in sub.snapshot() if m.topic.startswith(EVENTS)}
@@ -180,11 +177,17 @@ def test_kill_9_of_the_forwarder_process_loses_nothing_and_it_comes_back(
                           timeout=90, what="queue drained after restart")
         assert agent.stop() == 0
 
-    left = journal_records(tmp_path / "agent" / "data")
-    sent = left[0].seq - 1 if left else journal_newest_seq(tmp_path / "agent" / "data")
-    sub.wait_for_seqs(set(range(1, sent + 1)), EVENTS, timeout=60)
-    seqs = dedup_in_order(sub.seqs(EVENTS))
+    seqs = delivered_after_stop(sub, tmp_path / "agent" / "data")
     assert seqs == sorted(seqs) and contiguous(seqs) and seqs[0] == 1 and seqs[-1] > before
+
+
+def delivered_after_stop(sub: Subscriber, data: Path) -> list[int]:
+    """The event seqs the subscriber got, deduplicated, once it has every seq the stopped
+    agent's journal no longer holds."""
+    left = journal_records(data)
+    sent = left[0].seq - 1 if left else journal_newest_seq(data)
+    sub.wait_for_seqs(set(range(1, sent + 1)), EVENTS, timeout=60)
+    return dedup_in_order(sub.seqs(EVENTS))
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
