@@ -147,7 +147,7 @@ async def serve(channel: Channel) -> None:
                 elif what == "re":
                     reader.answer(int(message[1]), message[2])
                 elif what == "live":
-                    forwarder.publish_live(str(message[1]), message[2])
+                    forwarder.publish_live(str(message[1]), message[2], message[3])
                 elif what == "stop":
                     tg.start_soon(_stop, forwarder, channel, message[1])
         except anyio.EndOfStream:

@@ -44,18 +44,19 @@ class ForwarderProcess:
         self.link = LinkStatus(broker=settings.broker, protocol=settings.protocol)
         self.pid: int | None = None
         self.starts = 0
-        self._live: dict[str, Any] = {}
-        self._live_dirty: dict[str, None] = {}
+        self._live: dict[tuple[str | None, str], Any] = {}
+        self._live_dirty: dict[tuple[str | None, str], None] = {}
         self._live_wake = anyio.Event()
         self._channel: Channel | None = None
         self._stopping = False
         self._stopped = anyio.Event()
 
     # -- the Forwarder's face ----------------------------------------------------------------
-    def publish_live(self, key: str, value: Any) -> None:
-        """Remember `value` as the latest for `key` and hand it to the child soon; never blocks."""
-        self._live[key] = value
-        self._live_dirty[key] = None
+    def publish_live(self, key: str, value: Any, machine: str | None = None) -> None:
+        """Remember `value` as the latest for `key` (of a named `machine`) and hand it to the
+        child soon; never blocks."""
+        self._live[(machine, key)] = value
+        self._live_dirty[(machine, key)] = None
         self._live_wake.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -152,8 +153,8 @@ class ForwarderProcess:
             await self._live_wake.wait()
             self._live_wake = anyio.Event()
             dirty, self._live_dirty = list(self._live_dirty), {}
-            for key in dirty:
-                await channel.send("live", key, self._live[key])
+            for machine, key in dirty:
+                await channel.send("live", key, self._live[(machine, key)], machine)
 
 
 async def _end(process: Process) -> None:
