@@ -86,17 +86,33 @@ class JournalReader:
     # -- JournalLike -------------------------------------------------------------------------
     async def peek(self, limit: int, after_seq: int = 0) -> Sequence[Record]:
         if self.newest > self._granted or self._granted <= after_seq:
-            self._granted = max(self._granted, int(await self._call("grant")))
-        if self._granted <= after_seq:
-            return []
-        async with self._read_lock:
-            records, bad, last = await anyio.to_thread.run_sync(
-                self._read, limit, after_seq, self._granted)
+            await self._grant()
+        records, bad, last = await self._read_granted(limit, after_seq)
+        if not last and await self._grant():
+            # nothing up to the old grant, and newer rows the agent has not announced yet:
+            # an empty answer must mean an empty journal (a planned stop's flush relies on it)
+            records, bad, last = await self._read_granted(limit, after_seq)
         for seq in bad:
             await self.dead_letter(seq, "the journal row cannot be decoded")
         if not last:
             self._empty_through = max(self._empty_through, self._granted)
         return records
+
+    async def _grant(self) -> bool:
+        """Ask the agent for a new grant; True if it reaches further than the last one."""
+        granted = int(await self._call("grant"))
+        self.announce(granted)
+        if granted <= self._granted:
+            return False
+        self._granted = granted
+        return True
+
+    async def _read_granted(self, limit: int, after_seq: int
+                            ) -> tuple[list[Record], list[int], int]:
+        if self._granted <= after_seq:
+            return [], [], 0
+        async with self._read_lock:
+            return await anyio.to_thread.run_sync(self._read, limit, after_seq, self._granted)
 
     def _read(self, limit: int, after_seq: int, through: int) -> tuple[list[Record], list[int],
                                                                         int]:

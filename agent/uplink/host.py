@@ -96,6 +96,9 @@ class ForwarderProcess:
             return
         with anyio.move_on_after(self.settings.flush_on_stop + STOP_MARGIN_S):
             try:
+                # the stop event was committed just now: the child must know of it before it
+                # decides that nothing is left to flush
+                await channel.send("new", self.journal.newest_seq)
                 await channel.send("stop", flush_through)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 return
