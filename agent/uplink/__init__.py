@@ -5,7 +5,7 @@ forwarder process".
 
 - `host`: `ForwarderProcess`, the agent's side: starts the child, answers its journal
   requests, mirrors its link status, hands it the live lane and the planned stop;
-- `child`: the forwarder process itself (`python -m linelight.agent.uplink.child`): the
+- `child`: the forwarder process itself (`host.child_command()`): the
   ordinary `Forwarder` over `JournalReader`, a read-only connection to the journal;
 - `channel`: the pipe between them (msgpack messages).
 """

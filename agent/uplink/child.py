@@ -1,7 +1,7 @@
 """The forwarder process: the ordinary Forwarder, reading the journal through its own
 read-only SQLite connection and asking the agent to delete what the broker acknowledged.
 
-Started by `ForwarderProcess` as `python -m linelight.agent.uplink.child`; stdin and a copy of
+Started by `ForwarderProcess` (`host.child_command()`: isolated, with the agent's import path); stdin and a copy of
 stdout are the channel (stdout itself is pointed at stderr so nothing else can write into the
 channel). It never writes the journal: the agent's writer stays the only writer, so seqs, gaps
 and retention keep one owner. It ends when the agent's end of the pipe closes (the agent

@@ -13,11 +13,13 @@ import logging
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup, TaskStatus
 
+import linelight.agent
 from linelight.agent.journal import Journal, JournalError
 from linelight.agent.mqtt import LinkStatus, MqttSettings, TransportError
 from linelight.agent.uplink.channel import Channel
@@ -26,7 +28,18 @@ from linelight.agent.uplink.child import ChildSpec
 log = logging.getLogger(__name__)
 
 STOP_MARGIN_S = 4.0  # beyond flush_on_stop: the offline message and DISCONNECT (3 s in Forwarder)
-CHILD = (sys.executable, "-m", "linelight.agent.uplink.child")
+_CHILD_MAIN = ("import sys; sys.path[:0] = sys.argv[1:]; "
+               "from linelight.agent.uplink.child import main; sys.exit(main())")
+
+
+def child_command() -> list[str]:
+    """The forwarder process's command line: this interpreter, isolated like the .deb's
+    launcher (-I), with the directory this `linelight` was imported from put first (the
+    launcher adds /usr/lib/linelight to sys.path itself, which a child would not inherit)."""
+    package = Path(linelight.agent.__file__).resolve().parent.parent
+    paths = [str(package.parent)] if package.name == "linelight" else []  # else: editable
+    flags = ["-I", "-B"] if sys.dont_write_bytecode else ["-I"]
+    return [sys.executable, *flags, "-c", _CHILD_MAIN, *paths]
 
 
 class ForwarderProcessError(TransportError):
@@ -61,7 +74,7 @@ class ForwarderProcess:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the child and serve it until it ends (an error, unless stopping)."""
-        process = await anyio.open_process(list(CHILD), stdin=subprocess.PIPE,
+        process = await anyio.open_process(child_command(), stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=None)
         self.pid, self.starts = process.pid, self.starts + 1
         assert process.stdin is not None and process.stdout is not None

@@ -250,7 +250,7 @@ def forwarder_child(agent_pid: int) -> int | None:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"linelight.agent.uplink.child" in cmdline:
+            if any(b"linelight.agent.uplink.child" in arg for arg in cmdline):
                 return int(child)
     return None
 
