@@ -1,9 +1,9 @@
 """The forwarder process: the ordinary Forwarder, reading the journal through its own
 read-only SQLite connection and asking the agent to delete what the broker acknowledged.
 
-Started by `ForwarderProcess` (`host.child_command()`: isolated, with the agent's import path); stdin and a copy of
-stdout are the channel (stdout itself is pointed at stderr so nothing else can write into the
-channel). It never writes the journal: the agent's writer stays the only writer, so seqs, gaps
+Started by `ForwarderProcess` (`host.child_command()`: isolated, with the agent's import
+path); stdin and a copy of stdout are the channel (stdout itself is pointed at stderr so
+nothing else can write into the channel). It never writes the journal: the agent's writer stays the only writer, so seqs, gaps
 and retention keep one owner. It ends when the agent's end of the pipe closes (the agent
 stopped or died), so a forwarder never outlives its agent.
 """
