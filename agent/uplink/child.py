@@ -10,6 +10,7 @@ stopped or died), so a forwarder never outlives its agent.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -29,7 +30,24 @@ from linelight.agent.uplink.channel import Channel, FdReceiver, FdSender
 
 log = logging.getLogger(__name__)
 
-LINK_REPORT_S = 0.05  # how often a changed link status goes to the agent
+LINK_REPORT_S = 0.05  # how often a changed link status (and new log records) go to the agent
+MAX_LOG_BACKLOG = 1000  # log records waiting for the pipe; older ones are dropped beyond it
+
+
+class ChannelLogHandler(logging.Handler):
+    """Keeps this process's log records for the agent, which logs them through its own
+    handlers (journald, or the demo's screen, which a second stderr writer would garble)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: collections.deque[tuple[int, str, str]] = collections.deque(
+            maxlen=MAX_LOG_BACKLOG)  # appended from any thread, taken on the event loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append((record.levelno, record.name, record.getMessage()))
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +160,7 @@ class JournalReader:
             await self._newest_changed.wait()
 
 
-async def serve(channel: Channel) -> None:
+async def serve(channel: Channel, logs: ChannelLogHandler | None = None) -> None:
     """Run the forwarder until the agent's end of the pipe closes or a stop has been served."""
     message = await channel.receive()
     if message[0] != "init":
@@ -153,7 +171,7 @@ async def serve(channel: Channel) -> None:
                           version=spec.version)
     async with anyio.create_task_group() as tg:
         await tg.start(forwarder.run)
-        tg.start_soon(_report_link, forwarder, channel)
+        tg.start_soon(_report_link, forwarder, channel, logs)
         try:
             while True:
                 message = await channel.receive()
@@ -165,21 +183,30 @@ async def serve(channel: Channel) -> None:
                 elif what == "live":
                     forwarder.publish_live(str(message[1]), message[2], message[3])
                 elif what == "stop":
-                    tg.start_soon(_stop, forwarder, channel, message[1])
+                    tg.start_soon(_stop, forwarder, channel, message[1], logs)
         except anyio.EndOfStream:
             log.debug("the agent closed the forwarder pipe: the forwarder process ends")
         tg.cancel_scope.cancel()
 
 
-async def _stop(forwarder: Forwarder, channel: Channel, through: int | None) -> None:
+async def _stop(forwarder: Forwarder, channel: Channel, through: int | None,
+                logs: ChannelLogHandler | None) -> None:
     await forwarder.stop(flush_through=through)
+    await _send_logs(channel, logs)
     await channel.send("link", asdict(forwarder.link))
     await channel.send("stopped")
 
 
-async def _report_link(forwarder: Forwarder, channel: Channel) -> None:
+async def _send_logs(channel: Channel, logs: ChannelLogHandler | None) -> None:
+    while logs is not None and logs.records:
+        await channel.send("log", *logs.records.popleft())
+
+
+async def _report_link(forwarder: Forwarder, channel: Channel,
+                       logs: ChannelLogHandler | None) -> None:
     last: dict[str, Any] = {}
     while True:
+        await _send_logs(channel, logs)
         now = asdict(forwarder.link)
         if now != last:
             await channel.send("link", now)
@@ -194,11 +221,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel_out = os.dup(1)
     os.dup2(2, 1)  # a stray print goes to the log, never into the channel
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logs = ChannelLogHandler()
+    logging.basicConfig(level=logging.INFO, handlers=[logs])
     channel = Channel(FdReceiver(0), FdSender(channel_out))
     try:
-        anyio.run(serve, channel, backend="asyncio")
+        anyio.run(serve, channel, logs, backend="asyncio")
     except KeyboardInterrupt:
         return 130
     return 0

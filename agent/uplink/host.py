@@ -133,6 +133,10 @@ class ForwarderProcess:
                 elif what == "dead":
                     tg.start_soon(self._answer, channel, message[1], self.journal.dead_letter,
                                   message[2], message[3])
+                elif what == "log":
+                    # the child's record, through this process's handlers; its text is the
+                    # forwarder's own (broker names, reasons), never a secret
+                    logging.getLogger(str(message[2])).log(int(message[1]), "%s", message[3])
                 elif what == "stopped":
                     self._stopped.set()
         except (anyio.EndOfStream, anyio.BrokenResourceError):

@@ -3,6 +3,7 @@ the live lane, a kill -9 of the child, and what the journal's writer hands out."
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,7 @@ from linelight.agent.mqtt import MqttSettings
 from linelight.agent.supervisor import Supervisor
 from linelight.agent.uplink import ForwarderProcess
 from tests.agent.mqtt.forwarder_proc import AGENT, fill_journal, settings
-from tests.fixtures.mosquitto import Mosquitto
+from tests.fixtures.mosquitto import Mosquitto, free_port
 from tests.fixtures.subscriber import Subscriber, dedup_in_order
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +103,13 @@ async def test_hand_out_gives_the_newest_committed_seq(tmp_path: Path) -> None:
             tg.cancel_scope.cancel()
     finally:
         journal.close()
+
+
+async def test_the_childs_log_lines_come_out_of_the_agents_own_logging(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="linelight.agent.mqtt.forwarder")
+    port = free_port()  # nothing listens there
+    async with running(tmp_path / "j.db", settings("127.0.0.1", port)) as (_, forwarder, _s):
+        await until(lambda: any(f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records),
+                    "the child's connection warning, logged by the agent")
+        assert forwarder.link.last_error and f"127.0.0.1:{port}" in forwarder.link.last_error
