@@ -44,6 +44,7 @@ from linelight.rules.values import Pattern
 
 if TYPE_CHECKING:  # the forwarder module imports paho: loaded only with an [mqtt] section
     from linelight.agent.mqtt import Forwarder
+    from linelight.agent.uplink import ForwarderProcess
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ class Agent:
     def __init__(self, config: AgentConfig, *, notifier: Notifier | None = None,
                  pin_factory: Any = None, line_backend: Any = None,
                  backoff: Backoff | None = None, watch_files: bool = True,
-                 handle_signals: bool = True) -> None:
+                 handle_signals: bool = True, forwarder_process: bool = True) -> None:
         # handle_signals: reload the rules on SIGHUP (SIGTERM/SIGINT: see stop_on_signals)
+        # forwarder_process: the forwarder runs in its own process (agent/uplink), so publish
+        # and PUBACK work never hold the GIL the scan loop needs; False: in this event loop
         self.config = config
         self.version = __version__
         self.notifier = notifier or Notifier(None)
@@ -76,6 +79,7 @@ class Agent:
         self._line_backend = line_backend
         self._watch_files = watch_files
         self._handle_signals = handle_signals
+        self._forwarder_process = forwarder_process
         self.supervisor = Supervisor(backoff)
         self.clock = ClockWatch(threshold_s=config.scan.clock_jump)
         self.started_mono = time.monotonic()
@@ -86,7 +90,7 @@ class Agent:
         self.history: History | None = None
         self.hardware: Hardware | None = None
         self.scan: ScanLoop | None = None
-        self.forwarder: Forwarder | None = None
+        self.forwarder: Forwarder | ForwarderProcess | None = None
         self.reloader: Reloader | None = None
         self.diagnostics: Diagnostics | None = None
         self.ready = False
@@ -153,12 +157,18 @@ class Agent:
         self.scan = ScanLoop(
             inputs=self.inputs, sink=sink, clock=self.clock, period=cfg.scan.period,
             deadband=cfg.scan.deadband, deadbands=cfg.scan.deadbands,
-            observe=self.metrics_registry.observe_scan, machines=lanes)
+            observe=self.metrics_registry.observe_scan, machines=lanes,
+            on_change=cfg.scan.on_change)
         for lane in lanes:
             # the first tick compares with this: a restored latch is no change to store again
             lane.view.latched = tuple(f"{lt.kind}:{lt.name}" for lt in lane.evaluator.latches())
         self.reloader = Reloader(cfg, self.scan, sink, self.clock, make_evaluator)
-        if cfg.mqtt is not None:
+        if cfg.mqtt is not None and self._forwarder_process:
+            from linelight.agent.uplink import ForwarderProcess
+
+            self.forwarder = ForwarderProcess(journal, cfg.mqtt, agent_id=cfg.agent_id,
+                                              boot=journal.boot, version=self.version)
+        elif cfg.mqtt is not None:
             from linelight.agent.mqtt import Forwarder
 
             self.forwarder = Forwarder(journal, cfg.mqtt, agent_id=cfg.agent_id,

@@ -62,6 +62,7 @@ class ScanSettings:
     deadband: float = 0.0  # analog inputs: smallest change that makes a `signal` event
     deadbands: dict[str, float] = field(default_factory=dict)  # per input, overrides deadband
     clock_jump: float = 2.0  # wall-vs-monotonic difference that counts as a clock jump
+    on_change: bool = True  # an input change runs a scan at once (agent/scan.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,8 @@ SCAN_KEYS = Keys("the scan loop", (
         values=Key("deadband", "number", "smallest change recorded", minimum=0.0)),
     Key("clock_jump", "duration", "wall-clock step recorded as a clock_jump event",
         _SCAN.clock_jump, allow_zero=False),
+    Key("on_change", "boolean", "an input whose value or quality changes runs a scan at once, "
+        "between the periodic ones; false: scans only every period", _SCAN.on_change),
 ))
 
 _DIAGNOSTICS = DiagnosticsSettings()
@@ -585,9 +588,11 @@ def _read_scan(t: Table | None) -> ScanSettings:
     period = SCAN_KEYS.read(t, "period")
     deadband = SCAN_KEYS.read(t, "deadband")
     jump = SCAN_KEYS.read(t, "clock_jump")
+    on_change = SCAN_KEYS.read(t, "on_change")
     t.finish()
     return ScanSettings(period or d.period, d.deadband if deadband is None else deadband,
-                        deadbands, jump or d.clock_jump)
+                        deadbands, jump or d.clock_jump,
+                        on_change if isinstance(on_change, bool) else d.on_change)
 
 
 def _read_diagnostics(t: Table | None, base: Path) -> DiagnosticsSettings:

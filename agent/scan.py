@@ -41,11 +41,21 @@ class Inputs(Protocol):
     def snapshot(self) -> dict[str, Sample]: ...
 
 
+class ChangingInputs(Inputs, Protocol):
+    """Inputs that can say when a value changed (hw.inputs.InputTable): scan on change."""
+
+    @property
+    def value_changes(self) -> int: ...
+
+    async def wait_value_change(self, after: int) -> int: ...
+
+
 @dataclass(slots=True)
 class ScanStats:
     ticks: int = 0
     overruns: int = 0  # ticks that took longer than the period
     skipped: int = 0  # periods skipped to catch up after an overrun
+    on_change: int = 0  # ticks run at once because an input changed (scan on change)
     last_tick: float = 0.0  # monotonic time of the last completed tick
     last_duration: float = 0.0
     max_duration: float = 0.0
@@ -124,6 +134,7 @@ class ScanLoop:
                  on_latches: Callable[[Any], None] | None = None,
                  on_windows: Callable[[Any], None] | None = None,
                  machines: list[MachineLane] | None = None,
+                 on_change: bool = False,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inputs = inputs
         self.sink = sink
@@ -144,6 +155,11 @@ class ScanLoop:
         self.machines = machines
         self._claimed = self._claimed_keys()
         self._states: dict[str, Sample] = {}
+        # Scan on change: an input change runs a tick at once, between the periodic ones,
+        # which keep their fixed grid (timers, debounce and stale_after run on the `now`
+        # each tick is given, so an extra tick never shortens them).
+        self.on_change = on_change and hasattr(inputs, "wait_value_change")
+        self._changes_seen = 0
 
     @property
     def evaluator(self) -> Any:
@@ -176,8 +192,22 @@ class ScanLoop:
                 missed = int((now - deadline) / self.period) + 1
                 self.stats.skipped += missed
                 deadline += missed * self.period
-            await anyio.sleep(max(0.0, deadline - now))
+            if self.on_change:
+                await self._ticks_on_change(deadline)
+            else:
+                await anyio.sleep(max(0.0, deadline - now))
             self.tick()
+
+    async def _ticks_on_change(self, deadline: float) -> None:
+        """Until `deadline`, run a tick as soon as an input changes."""
+        inputs: ChangingInputs = self.inputs  # type: ignore[assignment]
+        while True:
+            with anyio.move_on_after(max(0.0, deadline - self._mono())):
+                await inputs.wait_value_change(self._changes_seen)
+                self.stats.on_change += 1
+                self.tick()
+                continue
+            return
 
     def swap(self, evaluator: Any, machine: str | None = None,
              inputs: Mapping[str, str] | None = None) -> None:
@@ -198,6 +228,8 @@ class ScanLoop:
     def tick(self) -> Any:
         """One scan. Returns the first machine's Step."""
         started = self._mono()
+        if self.on_change:  # read before the snapshot: a later change wakes the next tick
+            self._changes_seen = self.inputs.value_changes  # type: ignore[attr-defined]
         snapshot = self.inputs.snapshot()
         steps = []
         for lane in self.machines:  # every machine's lamps before any event is submitted
@@ -335,7 +367,8 @@ class ScanLoop:
         """The scan loop as /status shows it: tick counters and whether ticks keep coming."""
         now = self._mono() if now is None else now
         st = self.stats
-        return {"period_s": self.period, "ticks": st.ticks, "overruns": st.overruns,
+        return {"period_s": self.period, "on_change": self.on_change,
+                "ticks_on_change": st.on_change, "ticks": st.ticks, "overruns": st.overruns,
                 "skipped": st.skipped, "last_duration_s": st.last_duration,
                 "max_duration_s": st.max_duration, "healthy": self.healthy(now),
                 "stall_limit_s": self.stall_limit(),

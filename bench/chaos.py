@@ -71,7 +71,7 @@ from bench.chaos_check import (  # noqa: E402
 from tests.fixtures.mosquitto import Mosquitto, free_port  # noqa: E402
 from tests.fixtures.proxy import TcpProxy  # noqa: E402
 from tests.fixtures.subscriber import Subscriber  # noqa: E402
-from tests.integration.agent_proc import FAST_MACHINE  # noqa: E402
+from tests.integration.agent_proc import FAST_MACHINE, forwarder_child  # noqa: E402
 
 RULES = ROOT / "examples" / "rules.d" / "machine.toml"
 STALE_AFTER = 2.0
@@ -81,6 +81,7 @@ STALE_AFTER = 2.0
 # take over. Without it a one-minute run could miss, say, every rule reload.
 FAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "agent kill -9": ("agent_kill9",),
+    "forwarder process kill -9": ("forwarder_kill9",),
     "broker outage or kill": ("broker_restart", "broker_kill9", "long_outage_small_journal"),
     "link stall or cut": ("link_stall", "link_cut"),
     "disk full or max_bytes drop": ("disk_full", "disk_full_at_start",
@@ -434,6 +435,7 @@ class Chaos:
     def fault_table(self) -> dict[str, tuple[Any, float]]:
         table: dict[str, tuple[Any, float]] = {
             "agent_kill9": (self.fault_agent_kill, 2.0),
+            "forwarder_kill9": (self.fault_forwarder_kill, 1.0),
             "broker_restart": (self.fault_broker_restart, 1.0),
             "broker_kill9": (self.fault_broker_kill, 1.0),
             "long_outage_small_journal": (self.fault_long_outage, 0.6),
@@ -464,6 +466,20 @@ class Chaos:
         time.sleep(self.rng.uniform(0.0, 1.0))
         self.start_agent(self.pick_variant())
         self.mark_drain("agent_kill9")
+
+    def fault_forwarder_kill(self) -> None:
+        """kill -9 of the agent's forwarder process only: the agent restarts it, the lamps
+        go on, and the new one re-sends from the oldest row still queued."""
+        child, deadline = None, time.monotonic() + 10.0  # it starts just after READY
+        while child is None and self.agent.proc is not None and time.monotonic() < deadline:
+            child = forwarder_child(self.agent.proc.pid)
+            time.sleep(0.05)
+        if child is None:
+            self.book.violate("agent", "the agent runs no forwarder process to kill")
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        self.mark_drain("forwarder_kill9")
 
     def fault_broker_restart(self) -> None:
         self.broker.stop()

@@ -1,4 +1,9 @@
-"""Turns source and tower specs into live objects, sharing one Modbus client per connection."""
+"""Turns source and tower specs into live objects, sharing one Modbus client per connection.
+
+Each backend's module (and its library: pymodbus, asyncua, python-snap7, gpiozero, gpiod) is
+imported only when a source or lamp uses it: asyncua alone costs more to import than the rest of
+the agent, and the lamps show nothing until the agent has started (bench/agent.py, start-up).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -22,22 +27,17 @@ from linelight.hw.config import (
     TowerSpec,
 )
 from linelight.hw.errors import DeviceError
-from linelight.hw.gpio_chip import GpioChipOutput, GpioChipSource, LineBackend
-from linelight.hw.gpio_zero import GpioZeroOutput, GpioZeroSource, make_pin_factory
 from linelight.hw.inputs import InputTable, Source
-from linelight.hw.modbus import (
-    ModbusCoilOutput,
-    ModbusConnection,
-    ModbusRegisterOutput,
-    ModbusSource,
-    RegisterImage,
-)
 from linelight.hw.modbus_codec import Area, Point
-from linelight.hw.opcua import OpcUaBoolOutput, OpcUaConnection, OpcUaSource
 from linelight.hw.outputs import Output, VirtualOutput
-from linelight.hw.s7 import S7BitOutput, S7Connection, S7Source
 from linelight.hw.sim import SimSource
 from linelight.hw.stacklight import StackLight
+
+if TYPE_CHECKING:  # imported where a spec needs them (see the module docstring)
+    from linelight.hw.gpio_chip import LineBackend
+    from linelight.hw.modbus import ModbusConnection, RegisterImage
+    from linelight.hw.opcua import OpcUaConnection
+    from linelight.hw.s7 import S7Connection
 
 log = logging.getLogger(__name__)
 
@@ -122,31 +122,13 @@ def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
         if pin_factory is not None:
             return pin_factory
         if name not in factories:
+            from linelight.hw.gpio_zero import make_pin_factory
+
             factories[name] = make_pin_factory(name)
         return factories[name]
 
     for spec in sources:
-        if isinstance(spec, ModbusSourceSpec):
-            conn = ModbusConnection(spec.name, spec.link, timeout=spec.timeout,
-                                    reconnect_min=spec.reconnect_min,
-                                    reconnect_max=spec.reconnect_max, clock=clock)
-            hw.connections[spec.name] = conn
-            hw.sources.append(ModbusSource(spec, conn, clock=clock))
-        elif isinstance(spec, S7SourceSpec):
-            s7 = S7Connection(spec)
-            hw.s7_connections[spec.name] = s7
-            hw.sources.append(S7Source(spec, s7, clock=clock))
-        elif isinstance(spec, OpcUaSourceSpec):
-            session = OpcUaConnection(spec)
-            hw.opcua_connections[spec.name] = session
-            hw.sources.append(OpcUaSource(spec, session, clock=clock))
-        elif isinstance(spec, GpioZeroSourceSpec):
-            hw.sources.append(GpioZeroSource(spec, pin_factory=factory(spec.pin_factory),
-                                             clock=clock))
-        elif isinstance(spec, GpioChipSourceSpec):
-            hw.sources.append(GpioChipSource(spec, backend=line_backend, clock=clock))
-        elif isinstance(spec, SimSourceSpec):
-            hw.sources.append(SimSource(spec, clock=clock))
+        _add_source(hw, spec, factory, line_backend, clock)
     unit_of = {s.name: s.unit for s in sources if isinstance(s, ModbusSourceSpec)}
     images: dict[tuple[str, int, int], RegisterImage] = {}
     try:
@@ -178,17 +160,56 @@ def _stacklight(tower: TowerSpec, hw: Hardware, unit_of: dict[str, int],
                       on_exit=tower.on_exit, clock=clock)
 
 
+def _add_source(hw: Hardware, spec: SourceSpec, factory: Callable[[str | None], Any],
+                line_backend: LineBackend | None, clock: Callable[[], float]) -> None:
+    if isinstance(spec, ModbusSourceSpec):
+        from linelight.hw.modbus import ModbusConnection, ModbusSource
+
+        conn = ModbusConnection(spec.name, spec.link, timeout=spec.timeout,
+                                reconnect_min=spec.reconnect_min,
+                                reconnect_max=spec.reconnect_max, clock=clock)
+        hw.connections[spec.name] = conn
+        hw.sources.append(ModbusSource(spec, conn, clock=clock))
+    elif isinstance(spec, S7SourceSpec):
+        from linelight.hw.s7 import S7Connection, S7Source
+
+        s7 = S7Connection(spec)
+        hw.s7_connections[spec.name] = s7
+        hw.sources.append(S7Source(spec, s7, clock=clock))
+    elif isinstance(spec, OpcUaSourceSpec):
+        from linelight.hw.opcua import OpcUaConnection, OpcUaSource
+
+        session = OpcUaConnection(spec)
+        hw.opcua_connections[spec.name] = session
+        hw.sources.append(OpcUaSource(spec, session, clock=clock))
+    elif isinstance(spec, GpioZeroSourceSpec):
+        from linelight.hw.gpio_zero import GpioZeroSource
+
+        hw.sources.append(GpioZeroSource(spec, pin_factory=factory(spec.pin_factory),
+                                         clock=clock))
+    elif isinstance(spec, GpioChipSourceSpec):
+        from linelight.hw.gpio_chip import GpioChipSource
+
+        hw.sources.append(GpioChipSource(spec, backend=line_backend, clock=clock))
+    elif isinstance(spec, SimSourceSpec):
+        hw.sources.append(SimSource(spec, clock=clock))
+
+
 def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],
             images: dict[tuple[str, int, int], RegisterImage], factory: Callable[[], Any],
             line_backend: LineBackend | None, clock: Callable[[], float]) -> Output:
     if b.kind == "virtual":
         return VirtualOutput(clock=clock)
     if b.kind == "gpiozero":
+        from linelight.hw.gpio_zero import GpioZeroOutput
+
         assert b.pin is not None
         zero = GpioZeroOutput(b.pin, active_low=b.active_low, pin_factory=factory())
         hw._closers.append(zero.close)  # noqa: SLF001 this module builds the Hardware and owns its closers
         return zero
     if b.kind == "gpiochip":
+        from linelight.hw.gpio_chip import GpioChipOutput
+
         assert b.pin is not None
         chip = GpioChipOutput(b.chip, b.pin, active_low=b.active_low, backend=line_backend)
         hw._closers.append(chip.close)  # noqa: SLF001 this module builds the Hardware and owns its closers
@@ -198,17 +219,23 @@ def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],
         if s7 is None or b.s7 is None:
             raise DeviceError(f"lamp bound at {b.where} names S7 source '{b.source}', "
                               "which is not configured")
+        from linelight.hw.s7 import S7BitOutput
+
         return S7BitOutput(s7, b.s7)
     if b.kind == "opcua":
         session = hw.opcua_connections.get(b.source)
         if session is None:
             raise DeviceError(f"lamp bound at {b.where} names OPC UA source '{b.source}', "
                               "which is not configured")
+        from linelight.hw.opcua import OpcUaBoolOutput
+
         return OpcUaBoolOutput(session, b.node)
     conn = hw.connections.get(b.source)
     if conn is None or b.point is None:
         raise DeviceError(f"lamp bound at {b.where} names Modbus source '{b.source}', "
                           "which is not configured")
+    from linelight.hw.modbus import ModbusCoilOutput, ModbusRegisterOutput, RegisterImage
+
     p = b.point
     unit = unit_of[b.source] if p.unit < 0 else p.unit
     point = Point(p.area, p.address, p.type, unit, p.bit)

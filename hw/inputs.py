@@ -57,8 +57,8 @@ class InputTable:
     def __init__(self, names: Iterable[str] = ()) -> None:
         self._samples: dict[str, Sample] = {}
         self._lock = threading.Lock()
-        self._version = 0
-        self._changed: anyio.Event | None = None
+        self._updates = _Waitable()  # every update
+        self._value_changes = _Waitable()  # updates whose value or quality differed
         for name in names:
             self.declare(name)
 
@@ -78,18 +78,18 @@ class InputTable:
     def update(self, name: str, sample: Sample) -> None:
         """Store `sample` as the latest of `name`. Call from the event loop only."""
         with self._lock:
+            differs = _differs(self._samples.get(name), sample)
             self._samples[name] = sample
-            self._version += 1
-        self._notify()
+        self._notify(differs)
 
     def update_many(self, samples: Mapping[str, Sample]) -> None:
         """Store several samples at once so a snapshot never sees half a Modbus block."""
         if not samples:
             return
         with self._lock:
+            differs = any(_differs(self._samples.get(n), s) for n, s in samples.items())
             self._samples.update(samples)
-            self._version += 1
-        self._notify()
+        self._notify(differs)
 
     def threadsafe_updater(self) -> Updater:
         """Called in the event loop: a function any thread may call to update an input."""
@@ -111,20 +111,26 @@ class InputTable:
     @property
     def version(self) -> int:
         """Increases on every update; lets waiters tell whether anything changed."""
-        return self._version
+        return self._updates.count
 
     async def wait_changed(self, after_version: int) -> int:
         """Return the version once it is beyond `after_version` (no polling)."""
-        while self._version <= after_version:
-            if self._changed is None:
-                self._changed = anyio.Event()
-            await self._changed.wait()
-        return self._version
+        return await self._updates.wait_beyond(after_version)
 
-    def _notify(self) -> None:
-        event, self._changed = self._changed, None
-        if event is not None:
-            event.set()
+    @property
+    def value_changes(self) -> int:
+        """Increases when an update changes an input's value or quality (a poll that reads
+        the same values again does not count); the scan loop wakes on it."""
+        return self._value_changes.count
+
+    async def wait_value_change(self, after: int) -> int:
+        """Return `value_changes` once it is beyond `after` (no polling)."""
+        return await self._value_changes.wait_beyond(after)
+
+    def _notify(self, differs: bool) -> None:
+        self._updates.bump()
+        if differs:
+            self._value_changes.bump()
 
     def scoped(self, prefix: str) -> ScopedInputs:
         """This table as a source of one machine sees it: its input `x` is stored as
@@ -159,3 +165,30 @@ class ScopedInputs:
             inner(prefix + name, sample)
 
         return update_from_thread
+
+
+
+class _Waitable:
+    """A counter that tasks of the event loop can wait on to pass a value."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._event: anyio.Event | None = None
+
+    def bump(self) -> None:
+        self.count += 1
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    async def wait_beyond(self, after: int) -> int:
+        while self.count <= after:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+        return self.count
+
+
+def _differs(old: Sample | None, new: Sample) -> bool:
+    return (old is None or old.quality is not new.quality or type(old.value) is not type(new.value)
+            or old.value != new.value)

@@ -17,7 +17,7 @@ PUBACK. Promises, schema and limits: docs/journal.md.
 from linelight.agent.journal.config import JOURNAL_KEYS, read_journal_limits
 from linelight.agent.journal.queue import Journal
 from linelight.agent.journal.schema import COUNTER_KEYS, EVENT_COLUMNS
-from linelight.agent.journal.store import decode_body
+from linelight.agent.journal.store import decode_body, read_records
 from linelight.agent.journal.types import (
     HEALTH_OK,
     Event,
@@ -33,5 +33,5 @@ from linelight.agent.journal.types import (
 __all__ = [
     "COUNTER_KEYS", "EVENT_COLUMNS", "Event", "HEALTH_OK", "Health", "HealthState", "JOURNAL_KEYS",
     "Journal", "JournalError", "JournalLimits", "JournalStats", "JournalUnavailable", "Record",
-    "decode_body", "read_journal_limits",
+    "decode_body", "read_journal_limits", "read_records",
 ]

@@ -247,6 +247,12 @@ class Journal:
         result: list[Record] = await self._request("peek", int(limit), int(after_seq))
         return result
 
+    async def hand_out(self) -> int:
+        """The newest committed seq, which another process may now read directly (see
+        Store.hand_out); 0 while the file is not open."""
+        result: int = await self._request("handout")
+        return result
+
     async def wait_new(self, after_seq: int) -> None:
         """Return once a committed row with seq > after_seq exists (at once if one does)."""
         while self._newest_seq <= after_seq:
@@ -406,7 +412,8 @@ class Journal:
 
     def _fail(self, flight: _Flight) -> None:
         """Release everybody waiting on a batch that will never commit."""
-        failed = {"ack": 0, "dead": 0, "peek": [], "meta": False, "maintain": None}
+        failed = {"ack": 0, "dead": 0, "peek": [], "meta": False, "maintain": None,
+                  "handout": 0}
         if flight.group is not None and flight.group.done is not None:
             flight.group.first_seq = None
             flight.group.done.set()

@@ -77,6 +77,9 @@ def encode_body(value: Any, attrs: Any) -> bytes:
     return body
 
 
+_READS = ("peek", "handout")  # ops that need no write transaction
+
+
 def decode_body(body: bytes) -> tuple[Any, dict[str, Any]]:
     """`(value, attrs)` of a stored body; ValueError naming the problem for any other shape."""
     try:
@@ -202,7 +205,7 @@ class Store:
             self._check_free_disk()
         writes = bool(batch.rows or batch.overflow or self.pending_gaps or batch.maintain
                       or self.undecodable
-                      or any(op.what != "peek" for op in batch.ops)
+                      or any(op.what not in _READS for op in batch.ops)
                       or self.counters != self._saved_counters)  # (also while gaps wait)
         if not writes:
             self._run_ops_readonly(batch.ops)
@@ -245,7 +248,7 @@ class Store:
                     return first
             self._refuse(batch.rows, exc)
             self._burn_overflow(batch)
-            if any(op.what != "peek" for op in batch.ops):
+            if any(op.what not in _READS for op in batch.ops):
                 try:
                     self._attempt(batch, now_ns, grow=False)
                     return None
@@ -429,6 +432,8 @@ class Store:
                 op.result = True
             elif op.what == "peek":
                 op.result = self.peek(op.args[0], op.args[1])
+            elif op.what == "handout":
+                op.result = self.hand_out()
 
     def _run_ops_readonly(self, ops: Sequence[Op]) -> None:
         for op in ops:
@@ -438,6 +443,8 @@ class Store:
                 except sqlite3.Error as exc:
                     log.error("journal %s: cannot read: %s", self.path, exc)
                     op.result = []
+            elif op.what == "handout":
+                op.result = self.hand_out()
             else:
                 op.result = False if op.what == "meta" else 0
 
@@ -481,26 +488,20 @@ class Store:
         return 1
 
     def peek(self, limit: int, after_seq: int) -> list[Record]:
-        rows = self.conn.execute(
-            "SELECT seq, boot, kind, name, ts_ns, enq_ns, body FROM events"
-            " WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
-        out = []
-        for seq, boot, kind, name, ts_ns, enq_ns, body in rows:
-            try:
-                value, attrs = decode_body(body)
-            except ValueError as exc:
-                # Damaged on disk after it was written: never hand it out, never block the
-                # rows behind it. The next transaction moves it to the dead letters.
-                log.error("journal %s: event %d cannot be decoded (%s); dead-lettering it",
-                          self.path, seq, exc)
-                self.undecodable.add(int(seq))
-                continue
-            out.append(Record(seq, boot, kind, name, value, ts_ns, enq_ns, attrs))
-        if rows:
-            self._handed_out = max(self._handed_out, int(rows[-1][0]))
+        out, bad, last = read_records(self.conn, self.path, limit, after_seq)
+        # Damaged on disk after it was written: never handed out, never blocking the rows
+        # behind it. The next transaction moves them to the dead letters.
+        self.undecodable.update(bad)
+        if last:
+            self._handed_out = max(self._handed_out, last)
         return out
+
+    def hand_out(self) -> int:
+        """The newest committed seq, counted as handed out: another reader (the forwarder
+        process, agent/uplink) may read every row up to it directly, so no retention gap at
+        or below it is extended any more (a gap row once sent must not change)."""
+        self._handed_out = max(self._handed_out, self.newest_seq)
+        return self.newest_seq
 
     # -- retention ---------------------------------------------------------------------------
     def _retention(self, now_ns: int, *, age: bool) -> None:
@@ -692,3 +693,27 @@ def _gap_body(gap: Gap) -> bytes:
 
 def _json_ints(seqs: Sequence[int]) -> str:
     return "[" + ",".join(str(int(s)) for s in seqs) + "]"
+
+
+def read_records(conn: sqlite3.Connection, path: str, limit: int, after_seq: int,
+                 through: int | None = None) -> tuple[list[Record], list[int], int]:
+    """Up to `limit` rows with seq > after_seq (and <= through), oldest first, decoded.
+
+    Returns (records, seqs that cannot be decoded, the last seq read or 0). Used by the
+    writer's `peek` and by the forwarder process's own read-only connection."""
+    rows = conn.execute(
+        "SELECT seq, boot, kind, name, ts_ns, enq_ns, body FROM events"
+        " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+        (after_seq, through if through is not None else 2**63 - 1, limit),
+    ).fetchall()
+    out, bad = [], []
+    for seq, boot, kind, name, ts_ns, enq_ns, body in rows:
+        try:
+            value, attrs = decode_body(body)
+        except ValueError as exc:
+            log.error("journal %s: event %d cannot be decoded (%s); dead-lettering it",
+                      path, seq, exc)
+            bad.append(int(seq))
+            continue
+        out.append(Record(seq, boot, kind, name, value, ts_ns, enq_ns, attrs))
+    return out, bad, int(rows[-1][0]) if rows else 0

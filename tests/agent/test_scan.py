@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from linelight.agent.clock import ClockWatch
@@ -225,3 +227,51 @@ def test_status_shows_the_outputs_the_rules_compute() -> None:
     good(table, clocks, fault_code=3)
     scan.tick()
     assert scan.view_status()["outputs"] == {"may_start": False}
+
+
+def _slow_scan(table: InputTable, *, on_change: bool) -> tuple[ScanLoop, StackLight]:
+    # A one-second period: a lamp that follows sooner was scanned by the change, not the tick.
+    tower = StackLight({lamp: VirtualOutput(lamp) for lamp in ("red", "amber", "green")})
+    scan = ScanLoop(inputs=table, evaluator=Evaluator(load_rules([("r.toml", RULES)])),
+                    tower=tower, sink=Sink(), clock=ClockWatch(), period=1.0,
+                    on_change=on_change)
+    return scan, tower
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("on_change", [True, False])
+async def test_an_input_change_runs_a_scan_at_once_when_scan_on_change_is_on(
+        on_change: bool) -> None:
+    table = InputTable(["running", "fault_code", "part", "temp"])
+    scan, tower = _slow_scan(table, on_change=on_change)
+    async with anyio.create_task_group() as tg:
+        await tg.start(scan.run)
+        assert scan.view.state == "unknown"
+        now = time.monotonic()
+        table.update_many({name: Sample(value, Quality.GOOD, now) for name, value in
+                           (("running", True), ("fault_code", 0), ("part", False), ("temp", 1.0))})
+        with anyio.fail_after(30):
+            while tower.patterns().get("green") is not Pattern.ON:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
+        # the lamp followed in a tick the change ran, or (scan on change off) the next period's
+        assert scan.stats.on_change == (1 if on_change else 0)
+        assert scan.status()["ticks_on_change"] == scan.stats.on_change
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_an_update_with_the_same_values_does_not_run_a_scan() -> None:
+    table = InputTable(["running"])
+    scan, _ = _slow_scan(table, on_change=True)
+    async with anyio.create_task_group() as tg:
+        table.update("running", Sample(True, Quality.GOOD, time.monotonic()))
+        await tg.start(scan.run)
+        for _ in range(50):  # a poller reading the same value again and again
+            table.update("running", Sample(True, Quality.GOOD, time.monotonic()))
+            await anyio.lowlevel.checkpoint()
+        table.update("running", Sample(True, Quality.STALE, time.monotonic(), reason="timeout"))
+        with anyio.fail_after(30):
+            while scan.stats.on_change == 0:  # noqa: ASYNC110 - the quality change wakes it
+                await anyio.sleep(0.001)
+        assert scan.stats.on_change == 1
+        tg.cancel_scope.cancel()

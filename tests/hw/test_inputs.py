@@ -41,3 +41,16 @@ async def test_snapshot_is_a_copy_and_update_many_is_one_change():
     assert snap["a"].value == 1 and "b" not in snap
     assert table.version == before + 1
     assert {n: s.value for n, s in table.snapshot().items()} == {"a": 2, "b": 3}
+
+
+def test_value_changes_count_new_values_and_qualities_not_repeated_reads() -> None:
+    table = InputTable(["a"])
+    before = table.value_changes
+    table.update("a", Sample(1, Quality.GOOD, 1.0))
+    table.update("a", Sample(1, Quality.GOOD, 2.0))  # the same value read again
+    table.update_many({"a": Sample(1, Quality.GOOD, 3.0)})
+    assert table.value_changes == before + 1
+    table.update("a", Sample(1, Quality.STALE, 4.0, reason="timeout"))
+    table.update("a", Sample(True, Quality.STALE, 5.0))  # 1 == True, yet another value
+    table.update_many({"a": Sample(True, Quality.STALE, 6.0), "b": Sample(0, Quality.GOOD, 6.0)})
+    assert table.value_changes == before + 4

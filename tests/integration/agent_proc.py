@@ -131,6 +131,11 @@ class AgentProcess:
         self.proc.wait(30)
         self.proc = None
 
+    def forwarder_pid(self) -> int | None:
+        """The agent's forwarder process (agent/uplink), found among its children in /proc."""
+        assert self.proc is not None
+        return forwarder_child(self.proc.pid)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -231,3 +236,29 @@ def journal_newest_seq(data_dir: Path) -> int:
         return journal.stats().seq_hwm
     finally:
         journal.close()
+
+
+def forwarder_child(agent_pid: int) -> int | None:
+    """The pid of `agent_pid`'s forwarder process, or None while it has none."""
+    for task in Path(f"/proc/{agent_pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"linelight.agent.uplink.child" in arg for arg in cmdline):
+                return int(child)
+    return None
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie counts as gone: it runs no code)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The fault families a CI run must reach (bench/chaos.py schedules one of each first).
 MUST_INJECT = {
     "agent kill -9": ("agent_kill9",),
+    "forwarder process kill -9": ("forwarder_kill9",),
     "broker outage or kill": ("broker_restart", "broker_kill9", "long_outage_small_journal"),
     "link stall or cut": ("link_stall", "link_cut"),
     "disk full or max_bytes drop": ("disk_full", "disk_full_at_start",

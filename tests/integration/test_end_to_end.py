@@ -8,6 +8,8 @@ A `kill -9` loses nothing that was committed and the sequence continues.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from tests.integration.agent_proc import (
     AgentProcess,
     journal_newest_seq,
     journal_records,
+    process_gone,
     write_config,
 )
 
@@ -131,10 +134,7 @@ def test_kill_9_loses_nothing_committed_and_the_sequence_continues(
                           timeout=90, what="queue drained after restart")
         assert agent.stop() == 0
 
-    left = journal_records(tmp_path / "agent" / "data")
-    sent = left[0].seq - 1 if left else journal_newest_seq(tmp_path / "agent" / "data")
-    sub.wait_for_seqs(set(range(1, sent + 1)), EVENTS, timeout=60)
-    seqs = dedup_in_order(sub.seqs(EVENTS))
+    seqs = delivered_after_stop(sub, tmp_path / "agent" / "data")
     assert seqs == sorted(seqs) and contiguous(seqs) and seqs[0] == 1
     assert seqs[-1] > before[-1]
     msgs = {m.seq: m.decoded for m in sub.snapshot() if m.topic.startswith(EVENTS)}
@@ -146,3 +146,52 @@ def test_kill_9_loses_nothing_committed_and_the_sequence_continues(
     assert first_state_after["previous_state"] == "unknown"
     counts = [msgs[s]["value"] for s in seqs if msgs[s]["kind"] == "count"]
     assert counts == sorted(counts), "counter totals went backwards across the restart"
+
+
+def test_kill_9_of_the_forwarder_process_loses_nothing_and_it_comes_back(
+        tmp_path: Path, mosquitto: Mosquitto,
+        make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, [f"linelight/{AGENT}/events/#"])
+    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port)
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 50,
+                          what="connected, some events made")
+        first = agent.forwarder_pid()
+        assert first is not None, "the agent runs no forwarder process"
+        os.kill(first, signal.SIGKILL)
+        agent.wait_status(lambda s: s["components"]["forwarder"]["restarts"] >= 1
+                          and s["broker"]["connected"], timeout=60,
+                          what="the forwarder process restarted and connected")
+        second = agent.forwarder_pid()
+        assert second is not None and second != first
+        # the lamps never stopped following the machine while the forwarder was gone
+        assert agent.status()["scan"]["healthy"]
+        before = agent.status()["queue"]["seq_hwm"]
+        agent.kill9()  # now the agent: its forwarder must not outlive it
+        _wait(lambda: process_gone(second), "the forwarder process to end with its agent")
+
+        agent.start()
+        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
+                          and s["queue"]["seq_hwm"] > before,
+                          timeout=90, what="queue drained after restart")
+        assert agent.stop() == 0
+
+    seqs = delivered_after_stop(sub, tmp_path / "agent" / "data")
+    assert seqs == sorted(seqs) and contiguous(seqs) and seqs[0] == 1 and seqs[-1] > before
+
+
+def delivered_after_stop(sub: Subscriber, data: Path) -> list[int]:
+    """The event seqs the subscriber got, deduplicated, once it has every seq the stopped
+    agent's journal no longer holds."""
+    left = journal_records(data)
+    sent = left[0].seq - 1 if left else journal_newest_seq(data)
+    sub.wait_for_seqs(set(range(1, sent + 1)), EVENTS, timeout=60)
+    return dedup_in_order(sub.seqs(EVENTS))
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what} after {timeout}s"
+        time.sleep(0.05)
