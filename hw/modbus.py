@@ -202,6 +202,7 @@ class ModbusConnection:
             reason = await self._why_not(error)
             self.stats.last_error = reason
             self.stats.connected = False
+            self.stats.failures += 1  # a refused or unanswered connect is a failure too
             raise DeviceError(f"Modbus device {self.device} does not accept a connection: "
                               f"{reason}")
         self._client = client

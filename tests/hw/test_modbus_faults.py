@@ -81,8 +81,10 @@ reconnect_max = "1s"
 
 
 @asynccontextmanager
-async def polling(port: int, inputs: str, device: FakeDevice | None = None
+async def polling(port: int, inputs: str, device: FakeDevice | None = None,
+                  sources: list[dict[str, object]] | None = None
                   ) -> AsyncIterator[InputTable]:
+    """Poll one Modbus source into a table; `sources`, if given, receives its /status."""
     table = InputTable()
     async with anyio.create_task_group() as tg:
         if device is not None:
@@ -92,6 +94,8 @@ async def polling(port: int, inputs: str, device: FakeDevice | None = None
         hw = build_hardware([spec], None)
         await tg.start(hw.run, table)
         yield table
+        if sources is not None:
+            sources.extend(src.status() for src in hw.sources)
         tg.cancel_scope.cancel()
     await hw.close()
 
@@ -159,10 +163,14 @@ async def test_a_refused_connection_says_refused_with_host_and_port(
         modbus_server: ModbusTestServer, agent_log: AgentLog) -> None:
     port = modbus_server.port
     await modbus_server.stop()
-    async with polling(port, "speed = { holding_register = 0 }") as table:
+    status: list[dict[str, object]] = []
+    async with polling(port, "speed = { holding_register = 0 }", sources=status) as table:
         stale = await wait_sample(table, "speed", lambda s: bool(s.reason))
         assert stale.quality is Quality.INIT  # never read: not stale, still `init`
     assert f"connection refused by 127.0.0.1:{port}" in stale.reason
+    link = status[0]["link"]
+    assert isinstance(link, dict)  # /status counts the refused attempts as failures
+    assert link["connects"] == 0 and link["failures"] >= 1
     assert "no answer" not in stale.reason
     _no_pymodbus_lines(agent_log)
 
