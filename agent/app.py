@@ -253,6 +253,8 @@ class Agent:
         mqtt = self.config.mqtt
         budget = SHUTDOWN_BUDGET_S + (mqtt.flush_on_stop if mqtt is not None else 0.0)
         with anyio.CancelScope(shield=True), anyio.move_on_after(budget):
+            if self.scan is not None:
+                self.scan.halt()
             await self._close_hardware()
             stop_seq: int | None = None
             if self.history is not None:

@@ -160,6 +160,7 @@ class ScanLoop:
         # each tick is given, so an extra tick never shortens them).
         self.on_change = on_change and hasattr(inputs, "wait_value_change")
         self._changes_seen = 0
+        self.halted = False
 
     @property
     def evaluator(self) -> Any:
@@ -196,6 +197,8 @@ class ScanLoop:
                 await self._ticks_on_change(deadline)
             else:
                 await anyio.sleep(max(0.0, deadline - now))
+            if self.halted:
+                await anyio.sleep_forever()
             self.tick()
 
     async def _ticks_on_change(self, deadline: float) -> None:
@@ -204,10 +207,18 @@ class ScanLoop:
         while True:
             with anyio.move_on_after(max(0.0, deadline - self._mono())):
                 await inputs.wait_value_change(self._changes_seen)
+                if self.halted:
+                    return
                 self.stats.on_change += 1
                 self.tick()
                 continue
             return
+
+    def halt(self) -> None:
+        """No tick after this one (a planned stop): the lamps keep what shutdown shows them,
+        and the stop event stays the last event of the run, whatever the closing sources do to
+        their inputs."""
+        self.halted = True
 
     def swap(self, evaluator: Any, machine: str | None = None,
              inputs: Mapping[str, str] | None = None) -> None:

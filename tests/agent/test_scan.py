@@ -275,3 +275,31 @@ async def test_an_update_with_the_same_values_does_not_run_a_scan() -> None:
                 await anyio.sleep(0.001)
         assert scan.stats.on_change == 1
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("on_change", [True, False])
+async def test_a_halted_loop_scans_no_more_so_the_stop_event_stays_the_last(
+        on_change: bool) -> None:
+    """A planned stop halts the loop before closing the sources: their inputs going bad then
+    must not light another pattern or submit a signal event after the `stop` event."""
+    table = InputTable(["running", "fault_code", "part", "temp"])
+    tower = StackLight({lamp: VirtualOutput(lamp) for lamp in ("red", "amber", "green")})
+    sink = Sink()
+    scan = ScanLoop(inputs=table, evaluator=Evaluator(load_rules([("r.toml", RULES)])),
+                    tower=tower, sink=sink, clock=ClockWatch(), period=0.005,
+                    on_change=on_change)
+    async with anyio.create_task_group() as tg:
+        now = time.monotonic()
+        table.update_many({name: Sample(value, Quality.GOOD, now) for name, value in
+                           (("running", True), ("fault_code", 0), ("part", False), ("temp", 1.0))})
+        await tg.start(scan.run)
+        with anyio.fail_after(30):
+            while tower.patterns().get("green") is not Pattern.ON:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
+        scan.halt()
+        ticks, events = scan.stats.ticks, len(sink.events)
+        table.update("running", Sample(True, Quality.STALE, time.monotonic(), reason="closed"))
+        await anyio.sleep(0.1)  # twenty periods: a running loop would have scanned the change
+        assert (scan.stats.ticks, len(sink.events)) == (ticks, events)
+        tg.cancel_scope.cancel()

@@ -238,6 +238,30 @@ def journal_newest_seq(data_dir: Path) -> int:
         journal.close()
 
 
+def delivered_in_order(sub: Any, data_dir: Path, topic_prefix: str,
+                       timeout: float = 60.0) -> tuple[list[int], list[Any]]:
+    """The event seqs `sub` received from a stopped agent, deduplicated in arrival order,
+    once every seq its journal no longer holds has arrived; and the rows still queued.
+
+    Asserts the forwarding promise: seqs 1..N in order with none missing, N at least every
+    deleted row and at most the journal's newest seq. A row still queued may have been
+    delivered too (its PUBACK came after the stop's flush gave up): a duplicate at the next
+    start, removed by `(agent, seq)`, so it is no loss and no error."""
+    from tests.fixtures.subscriber import dedup_in_order
+
+    left = journal_records(data_dir)
+    newest = journal_newest_seq(data_dir)
+    sent = left[0].seq - 1 if left else newest
+    sub.wait_for_seqs(set(range(1, sent + 1)), topic_prefix, timeout=timeout)
+    seqs = dedup_in_order(sub.seqs(topic_prefix))
+    missing = sorted(set(range(1, sent + 1)) - set(seqs))
+    assert not missing, f"events lost: seqs {missing[:20]} never arrived"
+    assert seqs == list(range(1, len(seqs) + 1)), "events out of the agent's seq order"
+    assert sent <= len(seqs) <= newest, (sent, len(seqs), newest)
+    assert [r.seq for r in left] == list(range(sent + 1, newest + 1)), "a hole in the journal"
+    return seqs, left
+
+
 def forwarder_child(agent_pid: int) -> int | None:
     """The pid of `agent_pid`'s forwarder process, or None while it has none."""
     for task in Path(f"/proc/{agent_pid}/task").glob("*"):

@@ -16,13 +16,12 @@ import pytest
 
 from tests.agent.test_machines import RULES as PRESS_RULES
 from tests.fixtures.mosquitto import Mosquitto, free_port
-from tests.fixtures.subscriber import Subscriber, dedup_in_order
+from tests.fixtures.subscriber import Subscriber
 from tests.hw.modbus_server import ModbusTestServer
 from tests.integration.agent_proc import (
     EXAMPLE_RULES,
     AgentProcess,
-    journal_newest_seq,
-    journal_records,
+    delivered_in_order,
 )
 
 pytestmark = pytest.mark.slow
@@ -202,11 +201,7 @@ async def test_three_machines_keep_their_own_lamps_and_every_event_through_outag
     assert await anyio.to_thread.run_sync(agent.stop) == 0
 
     data = tmp_path / "agent" / "data"
-    left = await anyio.to_thread.run_sync(journal_records, data)
-    sent = left[0].seq - 1 if left else await anyio.to_thread.run_sync(journal_newest_seq, data)
-    await anyio.to_thread.run_sync(lambda: sub.wait_for_seqs(set(range(1, sent + 1)), TOPICS))
-    seqs = dedup_in_order(sub.seqs(TOPICS))
-    assert seqs == list(range(1, sent + 1)), "events lost or out of the agent's seq order"
+    await anyio.to_thread.run_sync(delivered_in_order, sub, data, TOPICS)
     events = {m.seq: (m.topic, m.decoded) for m in sub.snapshot()
               if m.seq is not None and m.topic.startswith(TOPICS)}
     for seq, (topic, body) in events.items():  # the topic and the payload name one machine
