@@ -32,6 +32,54 @@ DEAD = "dead_letters"  # rows moved to the dead-letter table
 RECOVERED = "recovered"  # times the file was found corrupt and salvaged
 COUNTER_KEYS = (SEQ_HWM, BOOT, DROPPED, GAPS, DEAD, RECOVERED)
 
+# The queued rows' count and bytes per retention class as of the last commit, written in the
+# same transaction as the rows, with what they describe: the boot that wrote them, the seq
+# high-water mark and the oldest and newest queued seq. An open that finds all four as they
+# are trusts them instead of counting the table (0.46 s for 1,000,000 rows, before the first
+# lamp write). Any other writer (an older linelight, salvage, a hand edit) moves one of the
+# four, since every open increments the boot: then the open counts again.
+CLASS_DEPTH = "class_depth."  # + the class number
+CLASS_BYTES = "class_bytes."
+CLASSES_AT = ("classes_boot", "classes_hwm", "classes_oldest", "classes_newest")
+CLASSES = frozenset(KIND_CLASS.values())
+
+
+def is_class_total(key: str) -> bool:
+    return key.startswith((CLASS_DEPTH, CLASS_BYTES)) or key in CLASSES_AT
+
+
+def class_totals(depth: dict[int, int], size: dict[int, int], at: tuple[int, int, int, int]
+                 ) -> dict[str, int]:
+    """The counters-table rows that record `depth` and `size` (bytes) per class as of `at`
+    (boot, seq high-water mark, oldest and newest queued seq)."""
+    out = dict(zip(CLASSES_AT, at, strict=True))
+    for cls in sorted(set(depth) | set(size)):
+        out[f"{CLASS_DEPTH}{cls}"] = depth.get(cls, 0)
+        out[f"{CLASS_BYTES}{cls}"] = size.get(cls, 0)
+    return out
+
+
+def saved_class_totals(saved: dict[str, int], at: tuple[int, int, int, int]
+                       ) -> tuple[dict[int, int], dict[int, int]] | None:
+    """(depth, bytes) per class from the `saved` counters if they were written as of `at`
+    (see `class_totals`) and add up for that seq range, else None."""
+    if tuple(saved.get(key) for key in CLASSES_AT) != at:
+        return None
+    depth: dict[int, int] = {}
+    size: dict[int, int] = {}
+    for key, value in saved.items():
+        for prefix, into in ((CLASS_DEPTH, depth), (CLASS_BYTES, size)):
+            if key.startswith(prefix):
+                number = key[len(prefix):]
+                if not number.isascii() or not number.isdigit() or int(number) not in CLASSES:
+                    return None
+                into[int(number)] = value
+    rows = sum(depth.values())
+    oldest, newest = at[2], at[3]
+    if (rows == 0) != (newest == 0) or (newest and rows > newest - oldest + 1):
+        return None
+    return depth, size
+
 EVENT_COLUMNS = "seq, boot, cls, kind, name, ts_ns, enq_ns, size, body"
 
 

@@ -129,7 +129,8 @@ class Store:
         self.path = path
         self.limits = limits
         self.lockfile = lockfile
-        saved = schema.read_counters(conn)
+        every = schema.read_counters(conn)
+        saved = {k: v for k, v in every.items() if not schema.is_class_total(k)}
         self._saved_counters = dict(saved)
         self._persisting = dict(saved)
         self.pending_gaps: list[Gap] = []
@@ -137,11 +138,9 @@ class Store:
         self.next_seq = saved[schema.SEQ_HWM] + 1
         if lockfile is not None:
             self._above_marks(lockfile.marks)
-        self.class_depth: dict[int, int] = {}
-        self.class_bytes: dict[int, int] = {}
-        for cls, n, b in conn.execute("SELECT cls, count(*), total(size) FROM events GROUP BY cls"):
-            self.class_depth[int(cls)] = int(n)
-            self.class_bytes[int(cls)] = int(b)
+        self.class_depth, self.class_bytes = self._class_totals(every)
+        self._saved_classes = {k: v for k, v in every.items() if schema.is_class_total(k)}
+        self._persisting_classes = self._saved_classes
         self.meta: dict[str, Any] = {
             str(k): msgpack.unpackb(v, raw=False, strict_map_key=False)
             for k, v in conn.execute("SELECT key, value FROM meta")
@@ -160,6 +159,27 @@ class Store:
         self._oldest: tuple[int, int, int] | None = None  # (seq, ts_ns, enq_ns) of the oldest
         self._refresh_ends()
         self.snapshot = self._stats(0)
+
+    def _class_totals(self, saved: dict[str, int]) -> tuple[dict[int, int], dict[int, int]]:
+        """Rows and bytes per retention class: as the last commit recorded them when they
+        still describe the table, else counted (a full scan)."""
+        at = (saved[schema.BOOT], saved[schema.SEQ_HWM], *self._seq_range())
+        found = schema.saved_class_totals(saved, at)
+        if found is not None:
+            return found
+        depth: dict[int, int] = {}
+        size: dict[int, int] = {}
+        for cls, n, b in self.conn.execute(
+                "SELECT cls, count(*), total(size) FROM events GROUP BY cls"):
+            depth[int(cls)] = int(n)
+            size[int(cls)] = int(b)
+        return depth, size
+
+    def _seq_range(self) -> tuple[int, int]:
+        """(oldest, newest) queued seq, (0, 0) when empty: the rowid b-tree's two ends."""
+        lo, hi = self.conn.execute(  # two subqueries: each is one b-tree seek
+            "SELECT (SELECT min(seq) FROM events), (SELECT max(seq) FROM events)").fetchone()
+        return int(lo or 0), int(hi or 0)
 
     def _above_marks(self, marks: Marks) -> None:
         """Never below the lock file's marks: re-announce refused events, explain lost seqs.
@@ -407,12 +427,18 @@ class Store:
                                           self.pending_gaps[0].first_seq - 1)
             persist[schema.DROPPED] -= sum(g.count for g in self.pending_gaps)
         changed = {k: v for k, v in persist.items() if self._saved_counters.get(k) != v}
+        classes = schema.class_totals(
+            self.class_depth, self.class_bytes,
+            (persist[schema.BOOT], persist[schema.SEQ_HWM], *self._seq_range()))
+        changed.update((k, v) for k, v in classes.items() if self._saved_classes.get(k) != v)
         if changed:
             schema.write_counters(self.conn, changed)
         self._persisting = persist
+        self._persisting_classes = classes
 
     def _committed_counters(self) -> None:
         self._saved_counters = self._persisting
+        self._saved_classes = self._persisting_classes
 
     # -- ops ---------------------------------------------------------------------------------
     def _run_ops(self, ops: Sequence[Op]) -> None:

@@ -51,3 +51,19 @@ async def drain(journal: Journal, batch: int = 500) -> list[Any]:
             return out
         out.extend(recs)
         await journal.ack([r.seq for r in recs])
+
+
+def counted(path: Path | str) -> tuple[int, int]:
+    """(rows, accounted bytes) of the queue as a full count of the file finds them."""
+    [(n, size)] = rows(path, "SELECT count(*), coalesce(sum(size), 0) FROM events")
+    return int(n), int(size)
+
+
+def edit_file(path: Path | str, sql: str, *args: object) -> None:
+    """Change the file behind the journal's back, as another program would."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(sql, args)
+        conn.commit()
+    finally:
+        conn.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import msgpack
 import pytest
 
 from linelight.agent.journal import Journal, JournalError, Record
-from tests.agent.journal.support import drain, event, running
+from tests.agent.journal.support import drain, edit_file, event, running
 
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[3]
@@ -94,15 +93,6 @@ async def test_a_truncated_wal_is_announced_and_no_seq_is_reused(tmp_path: Path)
     assert seq is not None and seq > gap.attrs["last_seq"]
 
 
-def _set(path: Path, sql: str, *args: object) -> None:
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute(sql, args)
-        conn.commit()
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("value", ["'abc'", "x'c1'", "1.5", "-3"])
 async def test_a_counter_sqlite_cannot_see_is_wrong_is_salvaged_not_a_crash(
         tmp_path: Path, value: str):
@@ -111,7 +101,7 @@ async def test_a_counter_sqlite_cannot_see_is_wrong_is_salvaged_not_a_crash(
         for i in range(20):
             await j.append(event("count", "parts", i))
         hwm = j.stats().seq_hwm
-    _set(path, f"UPDATE counters SET value = {value} WHERE key = 'seq_hwm'")
+    edit_file(path, f"UPDATE counters SET value = {value} WHERE key = 'seq_hwm'")
     recs, seq, _ = await _everything(path)
     assert [r.value for r in recs if r.kind == "count"] == list(range(20))
     assert any(r.name == "recovered" and "seq_hwm" in r.attrs["error"] for r in recs)
@@ -123,7 +113,7 @@ async def test_a_meta_value_that_cannot_be_decoded_is_salvaged_not_a_crash(tmp_p
     async with running(path) as j:
         await j.put_meta("good", {"parts": 3})
         await j.append(event("count", "parts", 1))
-    _set(path, "INSERT INTO meta(key, value) VALUES ('bad', x'c1')")
+    edit_file(path, "INSERT INTO meta(key, value) VALUES ('bad', x'c1')")
     async with running(path) as j:
         recs = await j.peek(100)
         assert j.get_meta("good") == {"parts": 3}
@@ -136,7 +126,7 @@ async def test_a_body_of_the_wrong_shape_is_dead_lettered_and_the_rest_flows(tmp
     async with running(path) as j:
         for i in range(5):
             await j.append(event("count", "parts", i))
-    _set(path, "UPDATE events SET body = ? WHERE seq = 3", msgpack.packb([1, 5]))
+    edit_file(path, "UPDATE events SET body = ? WHERE seq = 3", msgpack.packb([1, 5]))
     async with running(path) as j:
         recs = await drain(j)
         stats = j.stats()
