@@ -166,3 +166,14 @@ def test_the_outputs_example_in_docs_hardware_loads(tmp_path: Path) -> None:
     assert config.outputs is not None
     assert sorted(config.outputs.wiring) == ["agent_down", "horn", "may_start"]
     assert config.outputs.wiring["may_start"].source == "io"
+
+
+def test_the_filling_line_example_wires_its_permit_and_horn_and_checks_clean() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "filling-line.toml"
+    assert check(path) == (0, f"ok: {path}: 8 inputs, 5 states, 4 signals, 1 counter, "
+                              "2 outputs\n")
+    config = load_config(path)
+    assert config.outputs is not None
+    assert {n: (b.kind, b.source, b.point and b.point.address)
+            for n, b in config.outputs.wiring.items()} == {
+        "may_start": ("modbus", "io", 6), "horn": ("modbus", "io", 7)}
