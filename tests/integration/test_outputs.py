@@ -214,3 +214,63 @@ async def test_sigterm_applies_the_outputs_on_exit_to_real_coils(tmp_path: Path)
     finally:
         await io.stop()
         await plc.stop()
+
+
+MACHINE_RULES = """\
+[inputs]
+running = { type = "bool", stale_after = "1s" }
+
+[[state]]
+name = "producing"
+code = 10000
+priority = 50
+when = "running"
+
+[[state]]
+name = "stopped"
+code = 40000
+priority = 0
+when = true
+
+[[output]]
+name = "go"
+when = "running"
+"""
+
+
+@pytest.mark.anyio
+async def test_each_machine_drives_its_own_outputs(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "m.toml").write_text(MACHINE_RULES)
+    machines = "".join(f"""
+[machines.{name}]
+rules = ["rules/m.toml"]
+[machines.{name}.sources.{name}_sim]
+type = "sim"
+period = "20ms"
+[machines.{name}.sources.{name}_sim.inputs]
+running = {{ wave = "constant", value = {value} }}
+[machines.{name}.outputs.wiring]
+go = {{ virtual = true }}
+""" for name, value in (("a", "true"), ("b", "false")))
+    path = tmp_path / "agent.toml"
+    path.write_text('agent_id = "t"\ndata_dir = "data"\n[diagnostics]\nenabled = false\n'
+                    + machines)
+    agent = Agent(load_config(path), handle_signals=False, watch_files=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        assert agent.hardware is not None
+        banks = agent.hardware.machine_outputs
+
+        async def driven() -> bool:
+            return [getattr(banks[m].outputs["go"], "level", None) for m in "ab"] == [True, False]
+
+        await until(driven, "machine a's output on, machine b's off")
+        status = agent.status()
+        await agent.stop()
+    assert [getattr(banks[m].outputs["go"], "level", None) for m in "ab"] == [False, False]
+    for name, on in (("a", True), ("b", False)):
+        machine = status["machines"][name]
+        assert machine["outputs"] == {"go": on}
+        assert machine["output_lines"]["outputs"]["go"]["on"] is on
+        assert machine["output_lines"]["outputs"]["go"]["output"] == "virtual"
