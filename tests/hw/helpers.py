@@ -44,6 +44,20 @@ def read_config(text: str, file: str = "agent.toml"):
     return sources, tower
 
 
+def read_outputs_config(text: str, file: str = "agent.toml"):
+    """Sources and the `[outputs]` spec from TOML text, raising ConfigProblems."""
+    from linelight.hw.config import read_outputs, read_sources
+    from linelight.rules.fields import Problems, Table
+    from linelight.rules.tomldoc import TomlDoc
+
+    problems = Problems()
+    root = Table.root(TomlDoc.parse(text, file), problems)
+    sources = read_sources(root)
+    outputs = read_outputs(root, sources)
+    problems.raise_if_any()
+    return sources, outputs
+
+
 def config_problems(text: str, file: str = "agent.toml") -> list[str]:
     """Every problem message (`file:line:col: message`) the readers find in `text`."""
     from linelight.rules.errors import ConfigProblems, LocatedError

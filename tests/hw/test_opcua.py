@@ -12,7 +12,13 @@ from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.opcua import quality_of
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import config_problems, read_config, wait_sample, wait_until
+from tests.hw.helpers import (
+    config_problems,
+    read_config,
+    read_outputs_config,
+    wait_sample,
+    wait_until,
+)
 from tests.hw.opcua_server import OpcUaTestServer
 
 pytestmark = pytest.mark.anyio
@@ -310,3 +316,33 @@ def test_an_input_needs_a_node_or_a_path():
         'Objects, e.g. "Line/Speed")',
         "input 'neither' needs exactly one of node (a node id) or path (a browse path below "
         'Objects, e.g. "Line/Speed")']
+
+
+OUTPUTS = """
+[outputs]
+source = "cell"
+on_exit = { horn = "on" }
+
+[outputs.wiring]
+may_start = { opcua = "ns=2;s=Lamp.Green" }
+horn = { opcua = "ns=2;s=Lamp.Red" }
+"""
+
+
+async def test_output_rules_write_boolean_nodes_like_lamps_and_on_exit_at_close(
+        opcua_server: OpcUaTestServer):
+    sources, outputs = read_outputs_config(_toml(opcua_server.endpoint, OUTPUTS))
+    hw = build_hardware(sources, None, outputs=outputs)
+    bank = hw.outputs
+    assert bank is not None
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, InputTable())
+        bank.drive({"may_start": True})
+        await wait_until(lambda: bank.status()["outputs"]["may_start"]["level"] is True,
+                         what="the permit node written")
+        assert await opcua_server.get("Lamp.Green") is True
+        assert await opcua_server.get("Lamp.Red") is False
+        tg.cancel_scope.cancel()
+    assert await hw.close()  # on_exit: the horn node on, the permit off
+    assert await opcua_server.get("Lamp.Red") is True
+    assert await opcua_server.get("Lamp.Green") is False
