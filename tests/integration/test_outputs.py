@@ -178,6 +178,7 @@ async def test_an_output_that_cannot_be_written_is_counted_and_fails_the_status(
 
             await until(failing, "may_start failing while the rule wants it on")
             status = agent.status()
+            metrics = agent.metrics().decode()
             await agent.stop()
     finally:
         await plc.stop()
@@ -187,6 +188,11 @@ async def test_an_output_that_cannot_be_written_is_counted_and_fails_the_status(
     assert reason.startswith("outputs: cannot write may_start, agent_down (output '")
     assert status["output_lines"]["write_failures"] >= 2
     assert status["output_lines"]["outputs"]["horn"]["failing"] is False  # the GPIO pin works
+    assert 'linelight_output_on{machine="it-press",output="may_start"} 1.0' in metrics
+    assert 'linelight_output_on{machine="it-press",output="horn"} 0.0' in metrics
+    [line] = [m for m in metrics.splitlines() if m.startswith(
+        'linelight_output_write_failures_total{machine="it-press",output="may_start"}')]
+    assert float(line.split()[-1]) >= 2
 
 
 @pytest.mark.anyio
