@@ -676,9 +676,7 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
         return None
     TOWER_KEYS.bind(t)
     profile_name = TOWER_KEYS.read(t, "profile")
-    default_source = TOWER_KEYS.read(t, "source")
-    default_chip = TOWER_KEYS.read(t, "chip")
-    pin_factory = TOWER_KEYS.read(t, "pin_factory")
+    default_source, default_chip, pin_factory = _binding_defaults(t, TOWER_KEYS)
     lamps: dict[str, LampBinding] = {}
     if profile_name is not None:
         try:
@@ -706,6 +704,11 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
     t.finish()
     return TowerSpec(lamps, **timing, on_exit=on_exit, pin_factory=pin_factory,
                      profile=profile_name, location=t.where(), warnings=warnings)
+
+
+def _binding_defaults(t: Table, keys: Keys) -> tuple[str | None, str | None, str | None]:
+    """`source`, `chip` and `pin_factory` of [tower] or [outputs]: for bindings without them."""
+    return keys.read(t, "source"), keys.read(t, "chip"), keys.read(t, "pin_factory")
 
 
 def _read_lamps(table: Table | None) -> dict[str, LampBinding]:
@@ -870,9 +873,7 @@ def read_outputs(root: Table, sources: tuple[SourceSpec, ...] = ()) -> OutputsSp
     if t is None:
         return None
     OUTPUTS_KEYS.bind(t)
-    default_source = OUTPUTS_KEYS.read(t, "source")
-    default_chip = OUTPUTS_KEYS.read(t, "chip")
-    pin_factory = OUTPUTS_KEYS.read(t, "pin_factory")
+    default_source, default_chip, pin_factory = _binding_defaults(t, OUTPUTS_KEYS)
     wiring: dict[str, LampBinding] = {}
     where: dict[str, Location] = {}
     table = OUTPUTS_KEYS.read(t, "wiring")

@@ -14,6 +14,7 @@ from linelight.hw.opcua import quality_of
 from linelight.rules.values import Pattern, Quality
 from tests.hw.helpers import (
     config_problems,
+    outputs_follow,
     read_config,
     read_outputs_config,
     wait_sample,
@@ -333,16 +334,9 @@ async def test_output_rules_write_boolean_nodes_like_lamps_and_on_exit_at_close(
         opcua_server: OpcUaTestServer):
     sources, outputs = read_outputs_config(_toml(opcua_server.endpoint, OUTPUTS))
     hw = build_hardware(sources, None, outputs=outputs)
-    bank = hw.outputs
-    assert bank is not None
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, InputTable())
-        bank.drive({"may_start": True})
-        await wait_until(lambda: bank.status()["outputs"]["may_start"]["level"] is True,
-                         what="the permit node written")
-        assert await opcua_server.get("Lamp.Green") is True
-        assert await opcua_server.get("Lamp.Red") is False
-        tg.cancel_scope.cancel()
+    await outputs_follow(hw, [({"may_start": True}, lambda: True)])  # the nodes: read below
+    assert await opcua_server.get("Lamp.Green") is True
+    assert await opcua_server.get("Lamp.Red") is False
     assert await hw.close()  # on_exit: the horn node on, the permit off
     assert await opcua_server.get("Lamp.Red") is True
     assert await opcua_server.get("Lamp.Green") is False

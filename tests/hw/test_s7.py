@@ -15,7 +15,13 @@ from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.s7 import S7Source
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import read_config, read_outputs_config, wait_sample, wait_until
+from tests.hw.helpers import (
+    outputs_follow,
+    read_config,
+    read_outputs_config,
+    wait_sample,
+    wait_until,
+)
 from tests.hw.modbus_server import free_port
 from tests.hw.s7_server import S7TestServer
 
@@ -313,18 +319,10 @@ async def test_output_rules_write_s7_bits_like_lamps_and_on_exit_at_close(
     sources, outputs = read_outputs_config(
         _toml(s7_server.port, 'running = { address = "I0.0" }', OUTPUTS))
     hw = build_hardware(sources, None, outputs=outputs)
-    bank = hw.outputs
-    assert bank is not None
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, InputTable())
-        bank.drive({"may_start": True, "agent_down": False})
-        await wait_until(lambda: bank.status()["outputs"]["may_start"]["level"] is True,
-                         what="the permit bit on")
-        assert s7_server.m[10] == 0b1000_0001 and s7_server.db10[3] == 0
-        bank.drive({})  # an output the rules leave out goes off
-        await wait_until(lambda: bank.status()["outputs"]["may_start"]["level"] is False,
-                         what="the permit bit off")
-        assert s7_server.m[10] == 0b1000_0000
-        tg.cancel_scope.cancel()
+    await outputs_follow(hw, [
+        ({"may_start": True, "agent_down": False},
+         lambda: s7_server.m[10] == 0b1000_0001 and s7_server.db10[3] == 0),
+        ({}, lambda: s7_server.m[10] == 0b1000_0000),  # an output the rules leave out: off
+    ])
     assert await hw.close()
     assert s7_server.db10[3] == 0b0000_0010 and s7_server.m[10] == 0b1000_0000

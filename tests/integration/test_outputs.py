@@ -24,6 +24,15 @@ from linelight.agent.config import load_config
 from tests.hw.modbus_server import ModbusTestServer, free_port
 from tests.integration.agent_proc import AgentProcess, write_config
 
+STOPPED = """\
+[[state]]
+name = "stopped"
+code = 40000
+priority = 0
+when = true
+show = { amber = "on" }
+"""
+
 RULES = """\
 [inputs]
 guard_closed = { type = "bool", stale_after = "400ms" }
@@ -36,13 +45,7 @@ priority = 100
 when = "drive_fault"
 show = { red = "on" }
 
-[[state]]
-name = "stopped"
-code = 40000
-priority = 0
-when = true
-show = { amber = "on" }
-
+{STOPPED}
 [[output]]
 name = "may_start"
 when = "guard_closed and not drive_fault and state == 'stopped'"
@@ -54,7 +57,7 @@ when = "drive_fault"
 [[output]]
 name = "agent_down"    # tells the PLC the line monitor is not running
 when = false
-"""
+""".replace("{STOPPED}", STOPPED)
 
 MAY_START, AGENT_DOWN = 4, 5  # coils of the I/O module
 HORN_PIN = 17
@@ -231,17 +234,11 @@ name = "producing"
 code = 10000
 priority = 50
 when = "running"
-
-[[state]]
-name = "stopped"
-code = 40000
-priority = 0
-when = true
-
+{STOPPED}
 [[output]]
 name = "go"
 when = "running"
-"""
+""".replace("{STOPPED}", STOPPED)
 
 
 @pytest.mark.anyio
