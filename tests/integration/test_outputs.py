@@ -277,3 +277,36 @@ go = {{ virtual = true }}
         assert machine["outputs"] == {"go": on}
         assert machine["output_lines"]["outputs"]["go"]["on"] is on
         assert machine["output_lines"]["outputs"]["go"]["output"] == "virtual"
+
+
+@pytest.mark.anyio
+async def test_a_lamp_test_never_touches_the_outputs(tmp_path: Path) -> None:
+    """A permit must not flash because someone tests the lamps."""
+    rules = MACHINE_RULES.replace('priority = 50\nwhen = "running"\n',
+                                  'priority = 50\nwhen = "running"\nshow = { green = "on" }\n')
+    path = write_config(tmp_path, rules=rules,
+                        sources='[sources.s]\ntype = "sim"\n[sources.s.inputs]\n'
+                                'running = { wave = "constant", value = false }\n',
+                        tower="[tower.lamps]\ngreen = { virtual = true }\namber = { virtual = true }\n"
+                              "[outputs.wiring]\ngo = { virtual = true }\n")
+    agent = Agent(load_config(path), handle_signals=False, watch_files=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        assert agent.hardware is not None and agent.hardware.outputs is not None
+        line = agent.hardware.outputs.outputs["go"]
+
+        async def written() -> bool:
+            return getattr(line, "writes", 0) > 0
+
+        await until(written, "the output written")
+        before = list(getattr(line, "changes", []))
+        assert await agent.lamp_test() == "lamp test started on 2 lamps"
+
+        async def lamp_test(running: bool) -> bool:
+            return bool(agent.status()["tower"]["lamp_test"] is running)
+
+        await until(lambda: lamp_test(True), "the lamp test running")
+        await until(lambda: lamp_test(False), "the lamp test over")
+        after = list(getattr(line, "changes", []))
+        await agent.stop()
+    assert before == after and [level for _, level in after] == [False]
