@@ -39,6 +39,7 @@ from linelight.agent.secrets import names_credentials_directory
 from linelight.hw.config import (
     OUTPUTS_KEYS,
     TOWER_KEYS,
+    LampBinding,
     OutputsSpec,
     SourceSpec,
     TowerSpec,
@@ -46,6 +47,7 @@ from linelight.hw.config import (
     read_outputs,
     read_sources,
     read_tower,
+    shared_lines,
 )
 from linelight.hw.schema import sources_schema_part
 from linelight.rules.errors import ConfigProblems, LocatedError, Location
@@ -216,6 +218,9 @@ def load_config(path: str | Path) -> AgentConfig:
     outputs = read_outputs(root, sources) if machines_table is None else None
     drafts = _read_machines(machines_table, sources) if machines_table is not None else []
     root.finish()
+    _check_shared_lines(root, [(None, tower, outputs)] if machines_table is None else
+                        [(d.name, d.tower, d.outputs) for d in drafts],
+                        (*sources, *(spec for d in drafts for spec in d.sources)), problems)
 
     warnings: list[str] = []
     machines: list[MachineConfig] = []
@@ -542,6 +547,33 @@ def check_lamps(ruleset: RuleSet, tower: TowerSpec | None, root: Table,
         for lamp in sorted(wired - shown):
             warnings.append(f"lamp '{lamp}' is wired in [tower] but no rule shows it")
     return warnings
+
+
+def _check_shared_lines(root: Table, wired: list[tuple[str | None, TowerSpec | None,
+                                                      OutputsSpec | None]],
+                        sources: tuple[SourceSpec, ...], problems: Problems) -> None:
+    """No two lamps or outputs (of any machine) write the same line, coil, bit or node: a
+    permit sharing a coil with a blinking lamp would blink with it."""
+    bindings: list[tuple[str, LampBinding]] = []
+    places: list[tuple[Location, str | None]] = []
+    for machine, tower, outputs in wired:
+        for lamp, b in (tower.lamps if tower is not None else {}).items():
+            bindings.append((f"lamp '{lamp}'", b))
+            places.append((tower.location or root.where("tower") if tower else root.where(),
+                           machine))
+        for name, b in (outputs.wiring if outputs is not None else {}).items():
+            bindings.append((f"output '{name}'", b))
+            places.append((outputs.where.get(name) or root.where("outputs") if outputs
+                           else root.where(), machine))
+    for i, j in shared_lines(bindings, sources):
+        (what, _), (other, o) = bindings[i], bindings[j]
+        (where, machine), (_, other_machine) = places[i], places[j]
+        if other_machine is not None and other_machine != machine:
+            other = f"machine '{other_machine}' {other}"
+        prefix = f"machine '{machine}': " if machine is not None else ""
+        at = f" (bound at {o.where})" if o.where else ""
+        problems.add(where, f"{prefix}{what} is wired to what {other} already writes{at}: two "
+                            "writers would fight over one output; give each its own")
 
 
 def check_outputs(ruleset: RuleSet, outputs: OutputsSpec | None, root: Table,

@@ -898,6 +898,45 @@ def read_outputs(root: Table, sources: tuple[SourceSpec, ...] = ()) -> OutputsSp
                        location=t.where(), where=where)
 
 
+def line_written(b: LampBinding, unit_of: dict[str, int]) -> tuple[tuple[Any, ...], int | None] | None:
+    """What a binding writes, as (device word or line, bit): two bindings share a line when the
+    first parts are equal and the bits are equal or either is the whole. None: virtual."""
+    if b.kind == "virtual":
+        return None
+    if b.kind in ("gpiozero", "gpiochip"):
+        return (b.kind, b.chip, str(b.pin)), None
+    if b.kind == "s7":
+        a = b.s7
+        return (("s7", b.source, a.area, a.db, a.byte), a.bit) if a is not None else None
+    if b.kind == "opcua":
+        return ("opcua", b.source, b.node), None
+    p = b.point
+    if p is None:
+        return None
+    unit = unit_of.get(b.source, 1) if p.unit < 0 else p.unit
+    return ("modbus", b.source, unit, p.area, p.address), p.bit
+
+
+def shared_lines(bindings: list[tuple[str, LampBinding]], sources: tuple[SourceSpec, ...]
+                 ) -> list[tuple[int, int]]:
+    """Pairs (index, index of an earlier one) of `bindings` that write the same line, coil,
+    register bit, S7 bit or node: two writers that would fight over one output."""
+    unit_of = {s.name: s.unit for s in sources if isinstance(s, ModbusSourceSpec)}
+    seen: dict[tuple[Any, ...], list[tuple[int | None, int]]] = {}
+    pairs: list[tuple[int, int]] = []
+    for i, (_, b) in enumerate(bindings):
+        line = line_written(b, unit_of)
+        if line is None:
+            continue
+        key, bit = line
+        other = next((j for other_bit, j in seen.get(key, ())
+                      if bit is None or other_bit is None or bit == other_bit), None)
+        if other is not None:
+            pairs.append((i, other))
+        seen.setdefault(key, []).append((bit, i))
+    return pairs
+
+
 # -- profiles --------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

@@ -47,8 +47,8 @@ def line_of(path: Path, text: str) -> int:
 
 
 def test_outputs_are_wired_like_lamps_with_a_default_source_and_on_exit(tmp_path: Path) -> None:
-    path = write(tmp_path, MODBUS + TOWER.replace("{ virtual = true }", "{ coil = 5 }")
-                 .replace("[tower.lamps]", '[tower]\nsource = "plc"\n[tower.lamps]')
+    path = write(tmp_path, MODBUS + '[tower]\nsource = "plc"\n[tower.lamps]\nred = { coil = 0 }\n'
+                 'green = { coil = 1 }\namber = { coil = 2 }\n'
                  + '[outputs]\nsource = "plc"\non_exit = { may_start = "off", horn = "on" }\n'
                    '[outputs.wiring]\nmay_start = { coil = 10 }\nhorn = { pin = 17 }\n',
                  RULES + OUTPUT_RULE + OUTPUT_RULE.replace("may_start", "horn"))
@@ -177,3 +177,57 @@ def test_the_filling_line_example_wires_its_permit_and_horn_and_checks_clean() -
     assert {n: (b.kind, b.source, b.point and b.point.address)
             for n, b in config.outputs.wiring.items()} == {
         "may_start": ("modbus", "io", 6), "horn": ("modbus", "io", 7)}
+
+
+@pytest.mark.parametrize(("lamps", "wiring", "clash"), [
+    ("red = { coil = 5 }", "may_start = { coil = 5 }",
+     "output 'may_start' is wired to what lamp 'red' already writes"),
+    ("red = { coil = 5, unit = 1 }", "may_start = { coil = 5 }",  # the source's unit is 1
+     "output 'may_start' is wired to what lamp 'red' already writes"),
+    ("red = { holding_register = 3 }", "may_start = { holding_register = 3, bit = 2 }",
+     "output 'may_start' is wired to what lamp 'red' already writes"),
+    ("red = { pin = 17 }", "may_start = { pin = 17 }",
+     "output 'may_start' is wired to what lamp 'red' already writes"),
+    ("red = { virtual = true }", "may_start = { virtual = true }\nhorn = { coil = 2 }\n"
+                                 "beacon = { coil = 2 }",
+     "output 'beacon' is wired to what output 'horn' already writes"),
+])
+def test_two_writers_on_one_line_are_an_error(tmp_path: Path, lamps: str, wiring: str,
+                                              clash: str) -> None:
+    rules = RULES + "".join(OUTPUT_RULE.replace("may_start", name)
+                            for name in ("may_start", "horn", "beacon") if name in wiring)
+    path = write(tmp_path, MODBUS + f'[tower]\nsource = "plc"\n[tower.lamps]\n{lamps}\n'
+                 'green = { virtual = true }\namber = { virtual = true }\n'
+                 f'[outputs]\nsource = "plc"\n[outputs.wiring]\n{wiring}\n', rules)
+    [problem] = problems_of(path)
+    assert clash in problem and "two writers would fight over one output" in problem
+    assert problem.startswith(f"{path}:{line_of(path, clash.split(chr(39))[1] + ' =')}:")
+
+
+@pytest.mark.parametrize(("lamps", "wiring"), [
+    ("red = { coil = 5, unit = 2 }", "may_start = { coil = 5 }"),   # another unit
+    ("red = { holding_register = 3, bit = 1 }", "may_start = { holding_register = 3, bit = 2 }"),
+    ("red = { coil = 5 }", "may_start = { holding_register = 5 }"),  # another area
+    ("red = { virtual = true }", "may_start = { virtual = true }"),
+])
+def test_lines_that_only_look_alike_are_no_clash(tmp_path: Path, lamps: str, wiring: str) -> None:
+    path = write(tmp_path, MODBUS + f'[tower]\nsource = "plc"\n[tower.lamps]\n{lamps}\n'
+                 'green = { virtual = true }\namber = { virtual = true }\n'
+                 f'[outputs]\nsource = "plc"\n[outputs.wiring]\n{wiring}\n', RULES + OUTPUT_RULE)
+    assert load_config(path).outputs is not None
+
+
+def test_machines_sharing_a_device_cannot_share_a_coil(tmp_path: Path) -> None:
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "a.toml").write_text(RULES)
+    (tmp_path / "rules.d" / "b.toml").write_text(RULES + OUTPUT_RULE)
+    path = tmp_path / "agent.toml"
+    path.write_text(MODBUS + '[machines.a]\nrules = ["rules.d/a.toml"]\n'
+                    '[machines.a.tower.lamps]\nred = { coil = 1, source = "plc" }\n'
+                    'green = { virtual = true }\namber = { virtual = true }\n'
+                    '[machines.b]\nrules = ["rules.d/b.toml"]\n'
+                    '[machines.b.outputs.wiring]\nmay_start = { coil = 1, source = "plc" }\n')
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:{line_of(path, 'may_start')}:1: machine 'b': output "
+                              "'may_start' is wired to what machine 'a' lamp 'red' already "
+                              "writes (bound at ")
