@@ -317,11 +317,12 @@ def test_status_shows_machines_side_by_side() -> None:
                                             "reason": "input running is stale"},
                    "lamps": {"amber": "blink_fast"}}}}
     lines = summary(status, "http://x").splitlines()
-    assert "machines   2" in lines
-    assert any(line.startswith("  press-1  state      producing (code 10000)") for line in lines)
-    assert any(line.startswith("  capper   state      unknown (code 30000)")
-               and line.endswith("- input running is stale") for line in lines), lines
-    assert "           lamps      amber blink_fast" in lines, lines
+    at = lines.index("machines   2")
+    assert lines[at + 1:at + 5] == [  # one row each, the columns aligned
+        "  machine  state       code  for    lamps             signals, counters",
+        "  press-1  producing  10000  3.0 s  green on          parts = 4",
+        "  capper   unknown    30000  1.0 s  amber blink_fast  -",
+        "           - input running is stale"], lines
 
 
 def test_the_line_example_is_three_machines_on_their_own_simulators() -> None:
