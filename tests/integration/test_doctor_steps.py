@@ -156,7 +156,7 @@ running = {{ discrete_input = 0 }}
     return path
 
 
-def test_doctor_and_status_show_each_machine_its_own_device_and_its_state_now(
+def test_doctor_status_and_metrics_show_each_machine_its_device_and_its_state_now(
         tmp_path: Path) -> None:
     port = free_port()  # press-2's device: nothing listens
     config = two_machines(tmp_path / "line", port)
@@ -167,6 +167,9 @@ def test_doctor_and_status_show_each_machine_its_own_device_and_its_state_now(
                           what="press-1 producing, press-2 unknown")
         doctor = linelight("doctor", "--config", str(config)).stdout
         status = linelight("status", "--config", str(config)).stdout
+        code, body = agent.http("GET", "/metrics")
+        assert code == 200, body
+        metrics = body.decode()
     rules = tmp_path / "line" / "rules" / "press.toml"
     for name, inputs in (("press-1", "own source press-1-sim"),
                          ("press-2", "own source press-2-plc")):
@@ -184,6 +187,14 @@ def test_doctor_and_status_show_each_machine_its_own_device_and_its_state_now(
     assert lines[header + 2].split()[:2] == ["press-2", "unknown"], status
     assert "green on" in lines[header + 1] and "all off" not in lines[header + 1], status
     assert lines[header + 3].startswith("           - "), status  # why press-2 is unknown
+    # /metrics: every per-machine series carries the machine
+    assert 'linelight_state_code{machine="press-1"} 10000.0' in metrics, metrics
+    assert 'linelight_state_code{machine="press-2"} 30000.0' in metrics, metrics
+    assert 'linelight_lamp_lit{lamp="green",machine="press-1"} 1.0' in metrics, metrics
+    assert 'linelight_lamp_lit{lamp="green",machine="press-2"} 0.0' in metrics, metrics
+    assert all(f'linelight_tower_write_failures_total{{machine="{m}"}} 0.0' in metrics
+               and f'linelight_machine_rules_info{{machine="{m}",rules="' in metrics
+               for m in ("press-1", "press-2")), metrics
 
 
 # -- clock ------------------------------------------------------------------------------------
