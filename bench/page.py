@@ -5,9 +5,9 @@
 A real agent (subprocess, simulated machine, no broker) serves the page; its history file is
 filled beforehand with one day (tests/fixtures/history.py): the shift story (a few dozen state
 changes, an outage whose queue grows and drains, 8,640 depth samples), and the worst case, a
-state mark every 8 s all day (10,800 marks; about 7,000 bands once repeats merge), and four
-machines ([machines.NAME]) with a change every 30 s each, one band row each (11,520 marks;
-the agent's own unnamed machine is a fifth row). Measured
+state mark every 8 s all day (10,800 marks; about 7,000 bands once repeats merge), and an
+agent of four machines ([machines.NAME], each on its own simulator) whose history holds a
+change every 30 s for each, one band row each (11,520 marks). Measured
 in one chromium per case, each load in a fresh tab (a first, uncounted load warms it up):
 
 - `first_render_ms`: navigation start to the timeline drawn with the history (the page's own
@@ -34,7 +34,7 @@ from typing import Any
 
 from tests.fixtures import chromium
 from tests.fixtures.history import write_day
-from tests.integration.agent_proc import AgentProcess, write_config
+from tests.integration.agent_proc import AgentProcess, write_config, write_machines_config
 
 TARGET_MS = 1000.0
 # case -> None (no history) or (seconds between state changes, 0: the shift story; machines)
@@ -44,13 +44,13 @@ CASES: dict[str, tuple[float, int] | None] = {
 
 
 def measure(case: tuple[float, int] | None, loads: int, root: Path) -> dict[str, Any]:
-    config = write_config(root, agent_id="bench-page")
+    names = tuple(f"m{i + 1}" for i in range(case[1])) if case else ()
+    config = (write_machines_config(root, names, agent_id="bench-page") if names
+              else write_config(root, agent_id="bench-page"))
     (root / "data").mkdir()
     if case is not None:
-        flap, machines = case
         write_day(root / "data" / "history.db", int(time.time() * 1000) - 5_000,
-                  flap_s=flap or None,
-                  machines=[f"m{i + 1}" for i in range(machines)] if machines else (None,))
+                  flap_s=case[0] or None, machines=names or (None,))
     with AgentProcess(config) as agent:
         agent.start()
         url = f"http://127.0.0.1:{agent.port}/"

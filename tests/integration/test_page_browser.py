@@ -19,7 +19,13 @@ import pytest
 from tests.fixtures import chromium
 from tests.fixtures.history import write_day
 from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import ROOT, VIRTUAL_TOWER, AgentProcess, write_config
+from tests.integration.agent_proc import (
+    ROOT,
+    VIRTUAL_TOWER,
+    AgentProcess,
+    write_config,
+    write_machines_config,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium.missing() is not None,
@@ -269,37 +275,21 @@ def test_a_broker_outage_shows_its_error_once_and_on_the_timeline(
 LINE = ("press-1", "press-2")
 
 
-def line_config(directory: Path, mqtt_port: int) -> Path:
-    """Two machines on one agent, each with its own rule file, simulator and tower."""
-    from tests.fixtures.mosquitto import free_port
-
-    (directory / "rules").mkdir(parents=True)
-    parts = [f'agent_id = "line-07"\ndata_dir = "data"\n\n[scan]\nperiod = "20ms"\n\n'
-             f'[diagnostics]\nlisten = ["127.0.0.1:{free_port()}"]\n\n[mqtt]\n'
-             f'host = "127.0.0.1"\nport = {mqtt_port}\nkeepalive = "5s"\n']
-    for name in LINE:
-        (directory / "rules" / f"{name}.toml").write_text(RULES)
-        parts.append(f"""
-[machines.{name}]
-rules = ["rules/{name}.toml"]
-
-[machines.{name}.sources.{name}-sim]
+LINE_SOURCE = """\
+[sources.machine]
 type = "sim"
 period = "50ms"
 
-[machines.{name}.sources.{name}-sim.inputs]
-level = {{ wave = "constant", type = "int", value = 1 }}
-
-{VIRTUAL_TOWER.replace("[tower.lamps]", f"[machines.{name}.tower.lamps]")}""")
-    path = directory / "agent.toml"
-    path.write_text("".join(parts))
-    return path
+[sources.machine.inputs]
+level = { wave = "constant", type = "int", value = 1 }
+"""
 
 
 @pytest.fixture
 def line_agent(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[AgentProcess]:
     """Two machines producing, with a synthetic day of both in the history."""
-    config = line_config(tmp_path / "line", mosquitto.port)
+    config = write_machines_config(tmp_path / "line", LINE, mqtt_port=mosquitto.port,
+                                   rules=RULES, source=LINE_SOURCE, agent_id="line-07")
     (config.parent / "data").mkdir()
     write_day(config.parent / "data" / "history.db", int(time.time() * 1000) - 60_000,
               machines=LINE)
