@@ -275,14 +275,8 @@ def test_a_broker_outage_shows_its_error_once_and_on_the_timeline(
 LINE = ("press-1", "press-2")
 
 
-LINE_SOURCE = """\
-[sources.machine]
-type = "sim"
-period = "50ms"
-
-[sources.machine.inputs]
-level = { wave = "constant", type = "int", value = 1 }
-"""
+# each machine's own simulator: the single agent's `line` source
+LINE_SOURCE = SOURCES[:SOURCES.index("[sources.plc]")].replace("[sources.line", "[sources.machine")
 
 
 @pytest.fixture
