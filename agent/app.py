@@ -151,11 +151,13 @@ class Agent:
                                        line_backend=self._line_backend, towers=towers,
                                        outputs=None if named else cfg.outputs,
                                        machine_outputs=outputs)
-        self._source_of = {n: s.name for s in self.hardware.sources for n in s.input_names()}
+        owner = {spec.name: m.name for m in cfg.machines if m.named for spec in m.sources}
+        self._source_of = {  # a machine's own source delivers `machine/input`
+            (own_key(owner[s.name], n) if s.name in owner else n): s.name
+            for s in self.hardware.sources for n in s.input_names()}
         lanes = [self._lane(m, journal) for m in cfg.machines]
         self.memory = self.memories[0]
         assert self.history is not None
-        self.history.machine = lanes[0].name  # the timeline's bands: the first machine's
         sink = Recorded(journal, self.history)  # the page's timeline sees what the journal gets
         self.scan = ScanLoop(
             inputs=self.inputs, sink=sink, clock=self.clock, period=cfg.scan.period,

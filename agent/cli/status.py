@@ -239,11 +239,29 @@ def _machine(m: dict[str, Any], indent: str = "") -> list[str]:
 
 
 def _machines(machines: dict[str, Any]) -> list[str]:
-    """Several machines, one block each, side by side in the order of the config."""
+    """Several machines side by side: one row each, in the order of the config, its columns
+    aligned (state, code, for how long, lamps lit, signals and counters); a machine's reason
+    (why `unknown`) on the line below its row."""
     lines = [f"machines   {len(machines)}"]
-    width = max(len(name) for name in machines)
+    rows = [("machine", "state", "code", "for", "lamps", "signals, counters")]
+    reasons: dict[int, str] = {}
     for name, m in machines.items():
-        lines += _machine(m, indent=f"  {name:<{width}}  ")
+        state = m.get("state") or {}
+        lit = [f"{lamp} {p}" for lamp, p in (m.get("lamps") or {}).items() if p != "off"]
+        extra = [str(s) for s in m.get("signals") or []]
+        extra += [f"{k} = {v}" for k, v in (m.get("counters") or {}).items()]
+        rows.append((str(name), str(state.get("name", "?")), str(state.get("code", "?")),
+                     format_age(state.get("for_s")), ", ".join(lit) or "all off",
+                     ", ".join(extra) or "-"))
+        if state.get("reason"):
+            reasons[len(rows) - 1] = str(state["reason"])
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    for n, row in enumerate(rows):
+        cells = [cell.ljust(w) if c != 2 else cell.rjust(w)
+                 for c, (cell, w) in enumerate(zip(row, widths, strict=False))]
+        lines.append(("  " + "  ".join(cells + [row[-1]])).rstrip())
+        if n in reasons:
+            lines.append(" " * (4 + widths[0]) + "- " + reasons[n])
     return lines
 
 
