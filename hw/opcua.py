@@ -6,6 +6,8 @@ display; rules never use it, only `on_stale` can say what a not-GOOD input reads
 BAD with the status name. A lost session (asyncua's watchdog reads the server state every
 `watchdog` seconds) turns every input STALE; the source reconnects with hw.reconnect's
 backoff and re-creates the subscription. asyncua's own auto-reconnect stays off: one policy.
+A subscription without publish responses or keep-alives for 3 keep-alive periods, while the
+session answers, turns every input STALE and the source reconnects the same way.
 """
 
 from __future__ import annotations
@@ -188,6 +190,11 @@ class OpcUaConnection:
                               f"{bool(value)}: {_text(exc)}") from exc
 
 
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 async def _quietly_disconnect(client: Client) -> None:
     # A dead server never answers CloseSession; asyncua's tasks are stopped either way.
     with anyio.move_on_after(2.0, shield=True), contextlib.suppress(
@@ -266,6 +273,7 @@ class OpcUaSource:
         self._clock = clock
         self.counters = OpcUaSourceStatus()
         self._names: dict[int, str] = {}  # monitored item's client handle -> input
+        self._data_at = 0.0  # time.monotonic() of the last data-change notification
         self._table: InputTable | None = None
 
     def input_names(self) -> list[str]:
@@ -285,37 +293,49 @@ class OpcUaSource:
             async for attempt in reconnecting(self.spec.reconnect_min, self.spec.reconnect_max):
                 with attempt:
                     sub = await self._connect_and_subscribe(table)
+            reason = ""
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keep_fresh, table, sub)
-                await self.connection.lost.wait()
+                tg.start_soon(_cancel_when, self.connection.lost, tg.cancel_scope)
+                reason = await self._keep_fresh(table, sub)
                 tg.cancel_scope.cancel()
-            self._mark_all(table, Quality.STALE, self.connection.stats.last_error
+            if reason:  # the session answers, the subscription does not: start over
+                self.connection.stats.last_error = reason
+            self._mark_all(table, Quality.STALE, reason or self.connection.stats.last_error
                            or f"session to OPC UA server {self.connection.device} lost")
             await self.connection.close()
 
-    async def _keep_fresh(self, table: InputTable, sub: Any) -> None:
-        """A value that does not change is not sent again, yet it is current while the
-        subscription is alive (its publish responses or keep-alives, at least every
-        KEEPALIVE s, prove it): restamp GOOD inputs so a rule's `stale_after` measures the
-        link, not how often the value changes; mark every input STALE when the subscription
-        falls silent for 3 keep-alive periods."""
+    async def _keep_fresh(self, table: InputTable, sub: Any) -> str:
+        """A value that does not change is not sent again, yet it holds while the subscription
+        is alive: its publish responses or keep-alives (one at least every KEEPALIVE s) prove
+        it, so GOOD inputs are restamped with the time of the last proof, and a rule's
+        `stale_after` measures the link, not how often the value changes. Returns the reason
+        when no proof came for 3 keep-alive periods (counted from the subscription's creation)
+        while the session lives on: the caller marks every input STALE and reconnects.
+
+        asyncua's client re-creates a subscription it finds silent for 1.5 keep-alive periods,
+        and doing so resets its `last_publish_at`, which therefore proves nothing when the
+        subscription id changed with it: a server that accepts subscriptions and never
+        publishes would otherwise keep its inputs green for ever."""
         silent_limit = 3 * KEEPALIVE + self.spec.publishing
-        silent = False
+        proof = time.monotonic()
+        seen = (getattr(sub, "subscription_id", None), getattr(sub, "last_publish_at", None))
         while True:
             await anyio.sleep(max(0.1, min(self.spec.publishing, 0.5)))
-            last = getattr(sub, "last_publish_at", None)  # asyncua: monotonic time
-            quiet = time.monotonic() - last if last is not None else 0.0
+            now_mono = time.monotonic()
+            current = (getattr(sub, "subscription_id", None), getattr(sub, "last_publish_at", None))
+            if current != seen:
+                if current[0] == seen[0] and current[1] is not None:  # a publish response
+                    proof = max(proof, current[1])
+                seen = current
+            proof = max(proof, self._data_at)  # a notification is proof too
+            quiet = now_mono - proof
             if quiet >= silent_limit:
-                if not silent:
-                    silent = True
-                    self._mark_all(table, Quality.STALE, (
-                        f"no publish response or keep-alive from OPC UA server "
-                        f"{self.connection.device} for {quiet:.1f} s (subscription silent)"))
-                continue
-            silent = False
-            now = self._clock()
-            table.update_many({name: replace(s, at=now) for name in self.input_names()
-                               if (s := table.get(name)).quality is Quality.GOOD})
+                return (f"no publish response or keep-alive from OPC UA server "
+                        f"{self.connection.device} for {quiet:.1f} s (subscription silent); "
+                        "reconnecting")
+            at = self._clock() - quiet
+            table.update_many({name: replace(s, at=at) for name in self.input_names()
+                               if (s := table.get(name)).quality is Quality.GOOD and s.at < at})
 
     async def _connect_and_subscribe(self, table: InputTable) -> Any:
         client = await self.connection.connect()
@@ -382,6 +402,7 @@ class OpcUaSource:
         reason = (f"OPC UA server {self.connection.device} node {node.nodeid.to_string()}: {why}"
                   if why else "")
         self.connection.stats.notifications += 1
+        self._data_at = time.monotonic()
         self.counters.samples += 1
         table.update(name, Sample(_plain(val), quality, self._clock(), _wall_ns(value), reason))
 

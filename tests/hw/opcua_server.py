@@ -39,6 +39,7 @@ class OpcUaTestServer:
         self.server: Server | None = None
         self.nodes: dict[str, Any] = {}
         self.values: dict[str, Any] = {str(i): v for i, _, v, _ in VARIABLES}
+        self.muted = False
         logging.getLogger("asyncua").setLevel(logging.ERROR)
 
     @property
@@ -61,6 +62,16 @@ class OpcUaTestServer:
                                            ua.Variant(self.values[str(ident)], vtype))
             await node.set_writable()
             self.nodes[str(ident)] = node
+        service = server.iserver.subscription_service
+        create = service.create_subscription
+
+        async def create_subscription(*args: Any, **kwargs: Any) -> Any:
+            result = await create(*args, **kwargs)
+            if self.muted:
+                await _stop_publishing(service.subscriptions[result.SubscriptionId])
+            return result
+
+        service.create_subscription = create_subscription  # type: ignore[method-assign]
         await server.start()
         self.server = server
 
@@ -80,6 +91,23 @@ class OpcUaTestServer:
 
     async def get(self, ident: str | int) -> Any:
         return await self.nodes[str(ident)].read_value()
+
+    async def mute_subscriptions(self, muted: bool = True) -> None:
+        """A server whose publishing is stuck while its sessions answer every read: its
+        subscriptions (and those created while muted) send nothing, not even keep-alives.
+        `muted=False` starts them publishing again."""
+        assert self.server is not None
+        self.muted = muted
+        for sub in list(self.server.iserver.subscription_service.subscriptions.values()):
+            await (_stop_publishing(sub) if muted else sub.start())
+
+
+async def _stop_publishing(sub: Any) -> None:
+    """End an internal subscription's publishing loop, keeping it and its monitored items
+    (InternalSubscription.stop would delete those too)."""
+    task, sub._task = sub._task, None  # noqa: SLF001 - asyncua's server has no pause
+    if task is not None:
+        task.cancel()
 
 
 class _Users(UserManager):

@@ -121,6 +121,33 @@ async def test_server_stopped_makes_inputs_stale_and_restart_resubscribes(
     assert link.connects >= 2 and link.subscriptions >= 2  # reconnected and re-subscribed
 
 
+async def test_a_silent_subscription_makes_inputs_stale_and_is_created_again(
+        opcua_server: OpcUaTestServer):
+    """The session answers, the subscription does not (the server's publishing is stuck): no
+    publish response or keep-alive for 3 keep-alive periods turns every input STALE, however
+    often asyncua re-creates the subscription meanwhile, and the source starts over."""
+    await opcua_server.set("Line.Speed", 6.0)
+    (spec,), _ = read_config(_toml(opcua_server.endpoint))
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    link = hw.opcua_connections["cell"].stats
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 6.0)
+        await opcua_server.mute_subscriptions()
+        stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
+        assert stale.value == 6.0
+        assert stale.reason.startswith(f"no publish response or keep-alive from OPC UA server "
+                                       f"'cell' ({opcua_server.endpoint}) for ")
+        assert stale.reason.endswith(" s (subscription silent); reconnecting")
+        await opcua_server.set("Line.Speed", 9.0)
+        await opcua_server.mute_subscriptions(False)
+        await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 9.0)
+        tg.cancel_scope.cancel()
+    await hw.close()
+    assert link.connects >= 2 and link.subscriptions >= 2
+
+
 TOWER = """
 [tower]
 source = "cell"
