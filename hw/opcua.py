@@ -259,7 +259,16 @@ def _text(exc: BaseException) -> str:
 class OpcUaSourceStatus:
     samples: int = 0
     monitored: int = 0
+    mode: str = "subscription"  # or "polled": the server cannot subscribe
+    why_polled: str = ""
+    polls: int = 0
     last_error: str = ""
+
+
+# a server answering CreateSubscription with one of these cannot subscribe: poll it instead
+_CANNOT_SUBSCRIBE = {StatusCodes.BadTooManySubscriptions, StatusCodes.BadServiceUnsupported,
+                     StatusCodes.BadNotSupported, StatusCodes.BadNotImplemented}
+MAX_NODES_PER_READ = 500  # nodes per Read request when polling (servers commonly allow 1000+)
 
 
 class OpcUaSource:
@@ -273,6 +282,7 @@ class OpcUaSource:
         self._clock = clock
         self.counters = OpcUaSourceStatus()
         self._names: dict[int, str] = {}  # monitored item's client handle -> input
+        self._polled: list[tuple[str, str, Any]] = []  # polled mode: (input, as written, node)
         self._data_at = 0.0  # time.monotonic() of the last data-change notification
         self._table: InputTable | None = None
 
@@ -296,9 +306,10 @@ class OpcUaSource:
             reason = ""
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_when, self.connection.lost, tg.cancel_scope)
-                reason = await self._keep_fresh(table, sub)
+                reason = await (self._keep_fresh(table, sub) if sub is not None
+                                else self._poll(table))
                 tg.cancel_scope.cancel()
-            if reason:  # the session answers, the subscription does not: start over
+            if reason:  # the session answers, the subscription or the reads do not: start over
                 self.connection.stats.last_error = reason
             self._mark_all(table, Quality.STALE, reason or self.connection.stats.last_error
                            or f"session to OPC UA server {self.connection.device} lost")
@@ -338,14 +349,34 @@ class OpcUaSource:
                                if (s := table.get(name)).quality is Quality.GOOD and s.at < at})
 
     async def _connect_and_subscribe(self, table: InputTable) -> Any:
+        """The new subscription, or None when the server cannot subscribe (the inputs are then
+        read every publishing interval, see `_poll`)."""
         client = await self.connection.connect()
         try:
             with anyio.fail_after(self.spec.timeout * 2 + 2.0):
-                sub = await client.create_subscription(_subscription_parameters(
-                    self.spec.publishing), self)
+                sub: Any = None
+                try:
+                    sub = await client.create_subscription(_subscription_parameters(
+                        self.spec.publishing), self)
+                except UaStatusCodeError as exc:
+                    if exc.code not in _CANNOT_SUBSCRIBE:
+                        raise
+                    if self.counters.mode != "polled":
+                        log.warning("OPC UA server %s cannot subscribe (%s): reading its inputs "
+                                    "every %g s instead", self.connection.device, _text(exc),
+                                    self.spec.publishing)
+                    self.counters.mode = "polled"
+                    self.counters.why_polled = (f"the server refused a subscription: "
+                                                f"{_text(exc)}")
                 resolved, refused = await self._resolve(client)
                 # by client handle: two inputs may watch the same node
                 self._names = {handle: name for handle, (name, _, _) in enumerate(resolved, 1)}
+                if sub is None:
+                    self._polled = resolved
+                    self.counters.monitored = 0
+                    table.update_many(refused)
+                    return None
+                self.counters.mode, self.counters.why_polled = "subscription", ""
                 deadbands = dict(self.spec.deadbands)
                 requests = [_monitor_request(node, handle, self.spec.sampling,
                                              deadbands.get(name))
@@ -369,6 +400,40 @@ class OpcUaSource:
         self.counters.monitored = len(self.spec.inputs) - len(refused)
         table.update_many(refused)
         return sub
+
+    async def _poll(self, table: InputTable) -> str:
+        """Read every input's value every publishing interval (servers without subscriptions);
+        each answer is GOOD or BAD by its StatusCode as a notification's would be. Returns the
+        reason when a read fails while the session lives on: the caller marks every input
+        STALE and reconnects."""
+        client, nodes = self.connection.client, self._polled
+        device = self.connection.device
+        while client is not None:
+            tick = time.monotonic()
+            values: list[Any] = []
+            try:
+                with anyio.fail_after(self.spec.timeout):
+                    for i in range(0, len(nodes), MAX_NODES_PER_READ):
+                        values += await client.read_attributes(
+                            [node for _, _, node in nodes[i : i + MAX_NODES_PER_READ]])
+            except (OSError, TimeoutError, UaError, ConnectionError) as exc:
+                return (f"reading {len(nodes)} nodes from OPC UA server {device} failed: "
+                        f"{_text(exc)}; reconnecting")
+            if len(values) != len(nodes):
+                return (f"OPC UA server {device} answered a read of {len(nodes)} nodes with "
+                        f"{len(values)} values; reconnecting")
+            now, samples = self._clock(), {}
+            for (name, _, node), value in zip(nodes, values, strict=True):
+                quality, why = quality_of(value.StatusCode or ua.StatusCode())
+                reason = f"OPC UA server {device} node {node.nodeid.to_string()}: {why}" \
+                    if why else ""
+                samples[name] = Sample(_plain(value.Value.Value if value.Value else None),
+                                       quality, now, _wall_ns(value), reason)
+            self.counters.samples += len(samples)
+            self.counters.polls += 1
+            table.update_many(samples)
+            await anyio.sleep(max(0.0, tick + self.spec.publishing - time.monotonic()))
+        return f"session to OPC UA server {device} closed"
 
     async def _resolve(self, client: Client) -> tuple[list[tuple[str, str, Any]],
                                                       dict[str, Sample]]:

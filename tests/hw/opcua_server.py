@@ -31,10 +31,13 @@ class OpcUaTestServer:
     its network or was restarted), at `ns=2;i=1042`, `ns=2;s=Line.Speed` and so on."""
 
     def __init__(self, *, certificate: Path | None = None, private_key: Path | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, subscriptions: bool = True) -> None:
         """With `certificate` and `private_key` only a Basic256Sha256 SignAndEncrypt endpoint is
-        offered; with `users` only those user names and passwords may log in."""
+        offered; with `users` only those user names and passwords may log in; with
+        `subscriptions=False` every CreateSubscription is refused (BadTooManySubscriptions),
+        as by a server that cannot subscribe."""
         self.certificate, self.private_key, self.users = certificate, private_key, users
+        self.subscriptions = subscriptions
         self.port = free_port()
         self.server: Server | None = None
         self.nodes: dict[str, Any] = {}
@@ -62,6 +65,8 @@ class OpcUaTestServer:
                                            ua.Variant(self.values[str(ident)], vtype))
             await node.set_writable()
             self.nodes[str(ident)] = node
+        if not self.subscriptions:
+            server.iserver.max_subscriptions = 0
         service = server.iserver.subscription_service
         create = service.create_subscription
 

@@ -148,6 +148,37 @@ async def test_a_silent_subscription_makes_inputs_stale_and_is_created_again(
     assert link.connects >= 2 and link.subscriptions >= 2
 
 
+async def test_a_server_that_cannot_subscribe_is_read_every_publishing_interval():
+    server = OpcUaTestServer(subscriptions=False)
+    await server.start()
+    try:
+        await server.set("Line.Speed", 3.5)
+        toml = _toml(server.endpoint, 'ghost = { node = "ns=2;s=No.Such.Node" }')
+        (spec,), _ = read_config(toml)
+        hw = build_hardware([spec], None)
+        table = InputTable()
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 3.5)
+            await server.set("Line.Speed", 4.5)
+            await wait_sample(table, "speed", lambda s: s.value == 4.5)
+            await server.set(1042, True, ua.StatusCodes.BadSensorFailure)
+            bad = await wait_sample(table, "running", lambda s: s.quality is Quality.BAD)
+            ghost = table.get("ghost")
+            status = hw.source("cell").status()
+            tg.cancel_scope.cancel()
+        await hw.close()
+    finally:
+        await server.stop()
+    assert bad.reason == (f"OPC UA server 'cell' ({server.endpoint}) node ns=2;i=1042: "
+                          "the server reports the value as bad: BadSensorFailure")
+    assert ghost.quality is Quality.BAD and ghost.reason.endswith("BadNodeIdUnknown")
+    assert status["mode"] == "polled" and status["polls"] >= 3  # type: ignore[operator]
+    assert status["why_polled"] == ("the server refused a subscription: "
+                                    "BadTooManySubscriptions (0x80770000)")
+    assert status["link"]["subscriptions"] == 0  # type: ignore[index]
+
+
 TOWER = """
 [tower]
 source = "cell"
