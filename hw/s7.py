@@ -63,8 +63,12 @@ class S7RefusedError(DeviceError):
 
 
 def _is_access_problem(detail: str) -> bool:
+    """What a CPU answers when PUT/GET is not permitted (an error in the response header, e.g.
+    class 0x81 code 0x04 "service not implemented", in place of data) or the DB is optimized
+    or missing (item return codes 0x03 not allowed, 0x05 invalid address, 0x0a no object)."""
     lowered = detail.lower()
-    return any(code in lowered for code in ("(0x03)", "(0x0a)", "access", "does not exist"))
+    return any(code in lowered for code in ("s7 protocol error (class=", "(0x03)", "(0x05)",
+                                            "(0x0a)", "access", "does not exist"))
 
 
 @dataclass(slots=True)

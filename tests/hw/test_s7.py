@@ -282,6 +282,42 @@ def test_doctor_names_put_get_when_the_cpu_refuses_a_read(s7_server: S7TestServe
     assert report.findings[-1].detail == "connected (PDU 480), 1 reads answered"
 
 
+def test_doctor_names_put_get_when_the_cpu_refuses_every_read_as_an_s7_1200_does(capsys):
+    from linelight.agent.cli.doctor import Report, check_s7
+
+    server = S7TestServer(put_get=False)
+    server.start()
+    try:
+        (spec,), _ = read_config(_toml(server.port, 'running = { address = "DB10.DBX4.0" }'))
+        report = Report()
+        check_s7(report, spec)
+    finally:
+        server.stop()
+    (finding,) = report.findings
+    assert finding.level == "fail"
+    assert finding.detail == (
+        f"S7 PLC 'plc' (127.0.0.1:{server.port} rack 0 slot 1) refused reading DB10.DBB4: S7 "
+        "protocol error (class=0x81, code=0x04): This service is not implemented on the module "
+        "or a frame error was reported (on an S7-1200/1500, tick 'Permit access with PUT/GET "
+        "communication' in the CPU's protection settings and clear 'Optimized block access' on "
+        "the DB)")
+
+
+async def test_a_cpu_without_put_get_makes_inputs_bad_naming_put_get():
+    server = S7TestServer(put_get=False)
+    server.start()
+    try:
+        (spec,), _ = read_config(_toml(server.port, 'running = { address = "DB10.DBX4.0" }'))
+        hw = build_hardware([spec], None)
+        table = InputTable()
+        await _run_until(hw, table, lambda: table.get("running").quality is Quality.BAD,
+                         "refused read BAD")
+        await hw.close()
+    finally:
+        server.stop()
+    assert "PUT/GET" in table.get("running").reason
+
+
 async def test_a_remote_tsap_instead_of_rack_and_slot_connects(s7_server: S7TestServer):
     s7_server.db10[4] = 1
     toml = _toml(s7_server.port, 'running = { address = "DB10.DBX4.0" }').replace(
