@@ -33,6 +33,7 @@ from linelight.hw.inputs import InputTable, PollCounters
 from linelight.hw.reconnect import reconnecting
 from linelight.hw.s7_codec import (
     MIN_PDU,
+    BlockDecoder,
     S7Address,
     S7Area,
     S7Block,
@@ -228,6 +229,17 @@ class S7Source:
         self._last_answer: dict[str, float] = {}
         self._stale: set[str] = set()
 
+    @property
+    def blocks(self) -> list[S7Block]:
+        """The reads of one poll (planned for the negotiated PDU size)."""
+        return self._blocks
+
+    @blocks.setter
+    def blocks(self, blocks: list[S7Block]) -> None:
+        self._blocks = blocks
+        self._decoders = [(block, BlockDecoder(block),
+                           tuple(name for name, _ in block.members)) for block in blocks]
+
     def _plan(self, pdu: int) -> list[S7Block]:
         return plan_reads(self.spec.inputs, max_bytes=max_block_bytes(pdu),
                           max_gap=self.spec.max_gap)
@@ -270,33 +282,37 @@ class S7Source:
         """Read every block once: GOOD values, BAD where the CPU refused; stops when the link
         is gone (the inputs then go STALE on their own clock)."""
         self.counters.polls += 1
-        for block in self.blocks:
+        for block, decoder, names in self._decoders:
             try:
                 data = await self.connection.read(block)
             except S7RefusedError as exc:
-                self._answered(block)
+                self._answered(names)
                 self._mark(table, block, Quality.BAD, str(exc))
                 continue
             except DeviceError as exc:
                 self.counters.last_error = str(exc)
                 return
-            now, wall = self._answered(block), time.time_ns()
-            samples = {}
-            for name, address in block.members:
-                try:
-                    value = decode_from(address, data, address.byte - block.start)
-                    samples[name] = Sample(value, Quality.GOOD, now, wall)
-                except (ValueError, IndexError, struct.error) as exc:  # a short answer
-                    samples[name] = Sample(None, Quality.BAD, now, wall,
-                                           f"cannot decode {address.describe()}: {exc}")
+            now, wall = self._answered(names), time.time_ns()
+            try:
+                samples = {name: Sample(value, Quality.GOOD, now, wall)
+                           for name, value in decoder.decode(data).items()}
+            except (ValueError, IndexError, struct.error):  # a short answer: say which input
+                samples = {}
+                for name, address in block.members:
+                    try:
+                        value = decode_from(address, data, address.byte - block.start)
+                        samples[name] = Sample(value, Quality.GOOD, now, wall)
+                    except (ValueError, IndexError, struct.error) as exc:
+                        samples[name] = Sample(None, Quality.BAD, now, wall,
+                                               f"cannot decode {address.describe()}: {exc}")
             self.counters.samples += len(samples)
             table.update_many(samples)
 
-    def _answered(self, block: S7Block) -> float:
+    def _answered(self, names: tuple[str, ...]) -> float:
         now = self._clock()
-        for name, _ in block.members:
-            self._last_answer[name] = now
-            self._stale.discard(name)
+        self._last_answer.update(dict.fromkeys(names, now))
+        if self._stale:
+            self._stale.difference_update(names)
         return now
 
     def _mark(self, table: InputTable, block: S7Block, quality: Quality, reason: str) -> None:
