@@ -31,13 +31,15 @@ class OpcUaTestServer:
     its network or was restarted), at `ns=2;i=1042`, `ns=2;s=Line.Speed` and so on."""
 
     def __init__(self, *, certificate: Path | None = None, private_key: Path | None = None,
-                 users: dict[str, str] | None = None, subscriptions: bool = True) -> None:
-        """With `certificate` and `private_key` only a Basic256Sha256 SignAndEncrypt endpoint is
-        offered; with `users` only those user names and passwords may log in; with
+                 users: dict[str, str] | None = None, subscriptions: bool = True,
+                 policy: str = "Basic256Sha256_SignAndEncrypt") -> None:
+        """With `certificate` and `private_key` only one secured endpoint is offered (`policy`,
+        a ua.SecurityPolicyType name such as Aes256Sha256RsaPss_Sign); with `users` only those user names and passwords may log in; with
         `subscriptions=False` every CreateSubscription is refused (BadTooManySubscriptions),
         as by a server that cannot subscribe."""
         self.certificate, self.private_key, self.users = certificate, private_key, users
         self.subscriptions = subscriptions
+        self.policy = policy
         self.port = free_port()
         self.server: Server | None = None
         self.nodes: dict[str, Any] = {}
@@ -55,7 +57,7 @@ class OpcUaTestServer:
         server.set_endpoint(f"{self.endpoint}/")
         if self.certificate is not None and self.private_key is not None:
             await server.set_application_uri(SERVER_URI)
-            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            server.set_security_policy([ua.SecurityPolicyType[self.policy]])
             await server.load_certificate(str(self.certificate))
             await server.load_private_key(str(self.private_key))
         idx = await server.register_namespace(NS_URI)

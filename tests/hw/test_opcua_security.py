@@ -81,6 +81,42 @@ async def test_sign_and_encrypt_with_generated_client_certificate_connects(
     assert (tmp_path / "client" / "key.pem").is_file()
 
 
+@pytest.mark.parametrize(("policy", "mode"), [
+    ("Basic256Sha256", "Sign"),
+    ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"),
+    ("Aes256_Sha256_RsaPss", "Sign"),
+    ("Aes256_Sha256_RsaPss", "SignAndEncrypt"),
+])
+async def test_every_offered_policy_and_mode_connects_with_the_password_from_credentials_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, mode: str):
+    cert, key = await make_server_certificate(tmp_path)
+    server = OpcUaTestServer(certificate=cert, private_key=key, users={"linelight": "s3cret"},
+                             policy=f"{policy.replace('_', '')}_{mode}")
+    await server.start()
+    try:
+        await server.set(1042, True)
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (credentials / "cell-password").write_text("s3cret\n")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))  # systemd LoadCredential=
+        toml = _toml(server, tmp_path, trusted=cert, password="not this one").replace(
+            'security_mode = "SignAndEncrypt"', f'security_mode = "{mode}"').replace(
+            '"Basic256Sha256"', f'"{policy}"').replace(
+            f'password_file = "{tmp_path}/opcua-password"', 'password_file = "cell-password"')
+        (spec,), _ = read_config(toml)
+        assert spec.security is not None and (spec.security.policy, spec.security.mode) == (
+            policy, mode)
+        hw = build_hardware([spec], None)
+        table = InputTable()
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            await wait_sample(table, "running", lambda s: s.quality is Quality.GOOD)
+            tg.cancel_scope.cancel()
+        await hw.close()
+    finally:
+        await server.stop()
+
+
 async def test_an_untrusted_server_certificate_is_refused_in_one_sentence(
         secure_server: OpcUaTestServer, tmp_path: Path):
     other, _ = await make_server_certificate(tmp_path, "other")
