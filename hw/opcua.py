@@ -78,9 +78,10 @@ def _plain(value: Any) -> Value:
 class OpcUaConnection:
     """One asyncua Client session, shared by the source's subscription and its lamps."""
 
-    def __init__(self, spec: OpcUaSourceSpec) -> None:
+    def __init__(self, spec: OpcUaSourceSpec, *, generate_certificate: bool = True) -> None:
         self.spec = spec
         self.name = spec.name
+        self.generate_certificate = generate_certificate
         self.client: Client | None = None
         self.lost = anyio.Event()
         self.first_connect = anyio.Event()
@@ -134,6 +135,10 @@ class OpcUaConnection:
         client.application_uri = APPLICATION_URI
         cert, key = Path(sec.certificate), Path(sec.private_key)
         if not (await anyio.Path(cert).is_file() and await anyio.Path(key).is_file()):
+            if not self.generate_certificate:
+                raise DeviceError(f"the OPC UA client certificate {cert} or its key {key} does "
+                                  "not exist yet: the agent creates both at its first start, "
+                                  "then the server must trust the certificate")
             await client.setup_self_signed_certificate(key, cert)
             log.warning("generated the OPC UA client certificate %s (key %s): the server %s "
                         "must trust it before it accepts the connection", cert, key, self.device)
@@ -410,25 +415,12 @@ class OpcUaSource:
         device = self.connection.device
         while client is not None:
             tick = time.monotonic()
-            values: list[Any] = []
             try:
                 with anyio.fail_after(self.spec.timeout):
-                    for i in range(0, len(nodes), MAX_NODES_PER_READ):
-                        values += await client.read_attributes(
-                            [node for _, _, node in nodes[i : i + MAX_NODES_PER_READ]])
-            except (OSError, TimeoutError, UaError, ConnectionError) as exc:
+                    samples = await read_samples(client, nodes, device, self._clock)
+            except (OSError, TimeoutError, UaError, ConnectionError, ValueError) as exc:
                 return (f"reading {len(nodes)} nodes from OPC UA server {device} failed: "
                         f"{_text(exc)}; reconnecting")
-            if len(values) != len(nodes):
-                return (f"OPC UA server {device} answered a read of {len(nodes)} nodes with "
-                        f"{len(values)} values; reconnecting")
-            now, samples = self._clock(), {}
-            for (name, _, node), value in zip(nodes, values, strict=True):
-                quality, why = quality_of(value.StatusCode or ua.StatusCode())
-                reason = f"OPC UA server {device} node {node.nodeid.to_string()}: {why}" \
-                    if why else ""
-                samples[name] = Sample(_plain(value.Value.Value if value.Value else None),
-                                       quality, now, _wall_ns(value), reason)
             self.counters.samples += len(samples)
             self.counters.polls += 1
             table.update_many(samples)
@@ -480,6 +472,47 @@ class OpcUaSource:
         self.counters.last_error = reason
         table.update_many({name: Sample(table.get(name).value, quality, now, wall, reason)
                            for name in self.input_names()})
+
+
+async def read_samples(client: Client, nodes: list[tuple[str, str, Any]], device: str,
+                       clock: Clock) -> dict[str, Sample]:
+    """One Read of every (input, as written, node) in requests of MAX_NODES_PER_READ, each value
+    GOOD or BAD by its StatusCode as a notification's would be; ValueError if the server
+    answers with the wrong number of values."""
+    values: list[Any] = []
+    for i in range(0, len(nodes), MAX_NODES_PER_READ):
+        values += await client.read_attributes(
+            [node for _, _, node in nodes[i : i + MAX_NODES_PER_READ]])
+    if len(values) != len(nodes):
+        raise ValueError(f"{len(values)} values for {len(nodes)} nodes")
+    now, samples = clock(), {}
+    for (name, _, node), value in zip(nodes, values, strict=True):
+        quality, why = quality_of(value.StatusCode or ua.StatusCode())
+        reason = f"OPC UA server {device} node {node.nodeid.to_string()}: {why}" if why else ""
+        samples[name] = Sample(_plain(value.Value.Value if value.Value else None), quality, now,
+                               _wall_ns(value), reason)
+    return samples
+
+
+async def probe(spec: OpcUaSourceSpec) -> tuple[int, list[str]]:
+    """What `linelight doctor` checks: connect as the source does (security, trusted server
+    certificate, user; but never generating the client certificate), resolve and read every
+    input once. Returns how many inputs were read and the reasons of those not GOOD;
+    DeviceError when the server cannot be reached or refuses."""
+    connection = OpcUaConnection(spec, generate_certificate=False)
+    client = await connection.connect()
+    try:
+        with anyio.fail_after(spec.timeout * 4 + 2.0):
+            resolved, missing = await OpcUaSource(spec, connection)._resolve(client)  # noqa: SLF001
+            samples = await read_samples(client, resolved, connection.device, time.monotonic)
+    except (OSError, TimeoutError, UaError, ConnectionError, ValueError) as exc:
+        raise DeviceError(f"reading the inputs of OPC UA server {connection.device} failed: "
+                          f"{_text(exc)}") from exc
+    finally:
+        await connection.close()
+    problems = [s.reason for s in [*missing.values(), *samples.values()]
+                if s.quality is not Quality.GOOD]
+    return len(samples), problems
 
 
 def _monitor_request(node: Any, handle: int, sampling: float,

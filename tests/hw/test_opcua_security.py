@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from asyncua import ua
 
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
@@ -155,3 +156,50 @@ private_key = "/var/lib/linelight/opcua/key.pem"
         "server's certificate file, which linelight then trusts) or, knowingly, "
         "trust_any_server = true"]
     assert config_problems(toml + "trust_any_server = true\n") == []
+
+
+def _doctor(toml: str) -> object:
+    """`linelight doctor`'s OPC UA step, in a thread: it runs its own event loop (anyio.run)."""
+    from linelight.agent.cli.doctor import Report, check_opcua
+
+    (spec,), _ = read_config(toml)
+    report = Report()
+    check_opcua(report, spec)
+    (finding,) = report.findings
+    return finding
+
+
+async def test_doctor_connects_securely_and_reads_every_input(
+        secure_server: OpcUaTestServer, tmp_path: Path):
+    assert secure_server.certificate is not None
+    toml = _toml(secure_server, tmp_path, trusted=secure_server.certificate, password="s3cret")
+    await _first_outcome(toml)  # the agent's first start generated the client certificate
+    finding = await anyio.to_thread.run_sync(_doctor, toml)
+    assert (finding.level, finding.detail) == (  # type: ignore[attr-defined]
+        "ok", "connected (Basic256Sha256 SignAndEncrypt), 1 inputs read, all good")
+    await secure_server.set(1042, False, ua.StatusCodes.BadSensorFailure)
+    toml += 'ghost = { path = "Line/NoSuchThing" }\n'
+    finding = await anyio.to_thread.run_sync(_doctor, toml)
+    assert finding.level == "warn"  # type: ignore[attr-defined]
+    assert finding.detail.startswith(  # type: ignore[attr-defined]
+        "connected (Basic256Sha256 SignAndEncrypt), 1 inputs read, 2 not good; first: OPC UA "
+        f"server 'cell' ({secure_server.endpoint}) has no node at Objects/Line/NoSuchThing: ")
+
+
+async def test_doctor_names_an_untrusted_server_and_never_creates_the_client_certificate(
+        secure_server: OpcUaTestServer, tmp_path: Path):
+    other, _ = await make_server_certificate(tmp_path, "other")
+    toml = _toml(secure_server, tmp_path, trusted=other, password="s3cret")
+    finding = await anyio.to_thread.run_sync(_doctor, toml)
+    assert finding.level == "fail"  # type: ignore[attr-defined]
+    assert finding.detail == (  # type: ignore[attr-defined]
+        f"the OPC UA client certificate {tmp_path}/client/cert.der or its key "
+        f"{tmp_path}/client/key.pem does not exist yet: the agent creates both at its first "
+        "start, then the server must trust the certificate")
+    assert not (tmp_path / "client").exists()  # doctor (often run as root) wrote nothing
+    await _first_outcome(toml)  # the agent's start creates them (and is refused)
+    finding = await anyio.to_thread.run_sync(_doctor, toml)
+    assert finding.level == "fail"  # type: ignore[attr-defined]
+    assert finding.detail.startswith(  # type: ignore[attr-defined]
+        f"OPC UA server 'cell' ({secure_server.endpoint}) presented certificate SHA-1 ")
+    assert "refusing to connect" in finding.detail  # type: ignore[attr-defined]
