@@ -598,8 +598,9 @@ class BrowsedNode:
 async def browse(spec: OpcUaSourceSpec, *, path: str = "", depth: int = 3,
                  max_nodes: int = MAX_BROWSE_NODES) -> list[BrowsedNode]:
     """Walk the address space below Objects (or below `path`, browse names separated by '/'),
-    depth first, at most `depth` levels and `max_nodes` nodes; DeviceError if unreachable."""
-    connection = OpcUaConnection(spec)
+    depth first, at most `depth` levels and `max_nodes` nodes; DeviceError if unreachable.
+    A secured `spec` needs the client certificate the agent generated (browse makes none)."""
+    connection = OpcUaConnection(spec, generate_certificate=False)
     client = await connection.connect()
     try:
         with anyio.fail_after(spec.timeout * 10 + max_nodes * 0.05):

@@ -203,3 +203,27 @@ async def test_doctor_names_an_untrusted_server_and_never_creates_the_client_cer
     assert finding.detail.startswith(  # type: ignore[attr-defined]
         f"OPC UA server 'cell' ({secure_server.endpoint}) presented certificate SHA-1 ")
     assert "refusing to connect" in finding.detail  # type: ignore[attr-defined]
+
+
+async def test_browse_a_configured_source_uses_its_security(
+        secure_server: OpcUaTestServer, tmp_path: Path):
+    from tests.hw.test_opcua_browse import _linelight
+
+    assert secure_server.certificate is not None
+    sources = _toml(secure_server, tmp_path, trusted=secure_server.certificate,
+                    password="s3cret")
+    await _first_outcome(sources)  # the agent's first start generated the client certificate
+    (tmp_path / "rules.toml").write_text(
+        '[inputs]\nrunning = { type = "bool" }\n\n[[state]]\nname = "producing"\ncode = 1\n'
+        'priority = 1\nwhen = "running"\nshow = { green = "on" }\n')
+    config = tmp_path / "agent.toml"
+    config.write_text(f'data_dir = "{tmp_path}/state"\nrules = ["rules.toml"]\n{sources}')
+    done = await _linelight("browse", "--source", "cell", "--config", str(config),
+                            "--path", "Line")
+    assert done.returncode == 0, done.stderr
+    assert "Running  [ns=2;i=1042]  Boolean = False" in done.stdout
+    unsecured = await _linelight("browse", secure_server.endpoint, "--timeout", "2")
+    assert unsecured.returncode == 1  # the server offers no unsecured endpoint
+    wrong = await _linelight("browse", "--source", "nope", "--config", str(config))
+    assert (wrong.returncode, wrong.stderr) == (
+        2, f"linelight browse: {config} has no opcua source 'nope' (its opcua sources: cell)\n")
