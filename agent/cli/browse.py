@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="levels of objects to descend (default 3)")
     parser.add_argument("--snippet", metavar="SOURCE", default=None,
                         help="also print a [sources.SOURCE] table with every variable found")
+    parser.add_argument("--only", metavar="NAME", action="append", default=[],
+                        help="with --snippet: only this variable (its browse name or node id); "
+                        "repeat for more")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
 
 
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not getattr(args, "verbose", False):  # asyncua narrates every step, even its cleanup
         logging.getLogger("asyncua").setLevel(logging.ERROR)
+        logging.getLogger("linelight.hw.opcua").setLevel(logging.WARNING)  # "connected"
     if (args.url is None) == (args.source is None):
         print("linelight browse: give a server URL (opcua://host:4840) or --source NAME, "
               "not both", file=sys.stderr)
@@ -95,6 +99,16 @@ def run(args: argparse.Namespace) -> int:
             else node.node_class
         print(f"{'  ' * node.depth}{node.name}  [{node.node_id}]  {kind}")
     if args.snippet:
+        chosen = nodes
+        if args.only:
+            wanted = set(args.only)
+            chosen = [n for n in nodes if n.node_class == "Variable"
+                      and (n.name in wanted or n.node_id in wanted)]
+            missing = wanted - {n.name for n in chosen} - {n.node_id for n in chosen}
+            if missing:
+                print(f"linelight browse: no variable named {', '.join(sorted(missing))} in the "
+                      "tree above (--only takes browse names or node ids)", file=sys.stderr)
+                return 1
         print()
-        print(inputs_snippet(args.snippet, url, nodes), end="")
+        print(inputs_snippet(args.snippet, url, chosen), end="")
     return 0
