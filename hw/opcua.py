@@ -86,6 +86,15 @@ class OpcUaConnection:
         self.lost = anyio.Event()
         self.first_connect = anyio.Event()
         self.stats = OpcUaLinkStats()
+        self._next_attempt = 0.0  # time.monotonic() of the next connect attempt while down
+
+    def waiting(self, seconds: float) -> None:
+        """The source waits `seconds` before its next connect attempt (for /status)."""
+        self._next_attempt = time.monotonic() + seconds
+
+    def link_status(self) -> dict[str, object]:
+        return {**asdict(self.stats),
+                "next_attempt_in": round(max(0.0, self._next_attempt - time.monotonic()), 2)}
 
     @property
     def device(self) -> str:
@@ -112,9 +121,11 @@ class OpcUaConnection:
                 await client.connect()
         except DeviceError as exc:
             self.stats.last_error = str(exc)
+            self.stats.failures += 1  # a refused connect is a failure too
             await _quietly_disconnect(client)
             raise
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
+            self.stats.failures += 1
             self.stats.last_error = f"cannot connect to OPC UA server {self.device}: {_text(exc)}"
             if isinstance(exc, UaStatusCodeError) and exc.code in _IDENTITY_REFUSED:
                 self.stats.last_error = (
@@ -124,6 +135,7 @@ class OpcUaConnection:
             await _quietly_disconnect(client)
             raise DeviceError(self.stats.last_error) from exc
         self.client, self.lost = client, lost
+        self._next_attempt = 0.0
         self.first_connect.set()
         self.stats.connected = True
         self.stats.connects += 1
@@ -296,7 +308,7 @@ class OpcUaSource:
 
     def status(self) -> dict[str, object]:
         return {"type": "opcua", "device": self.spec.endpoint, **asdict(self.counters),
-                "link": asdict(self.connection.stats)}
+                "link": self.connection.link_status()}
 
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -305,7 +317,8 @@ class OpcUaSource:
         self._table = table
         task_status.started()
         while True:
-            async for attempt in reconnecting(self.spec.reconnect_min, self.spec.reconnect_max):
+            async for attempt in reconnecting(self.spec.reconnect_min, self.spec.reconnect_max,
+                                              on_wait=self.connection.waiting):
                 with attempt:
                     sub = await self._connect_and_subscribe(table)
             reason = ""
@@ -394,6 +407,7 @@ class OpcUaSource:
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
             self.connection.stats.last_error = (f"cannot subscribe on OPC UA server "
                                                 f"{self.connection.device}: {_text(exc)}")
+            self.connection.stats.failures += 1
             await self.connection.close()
             raise DeviceError(self.connection.stats.last_error) from exc
         self.connection.stats.subscriptions += 1

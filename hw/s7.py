@@ -96,6 +96,15 @@ class S7Connection:
         self._lock = anyio.Lock()  # one request at a time, one deadline each
         self.first_connect = anyio.Event()
         self.stats = S7LinkStats()
+        self._next_attempt = 0.0  # time.monotonic() of the next connect attempt while down
+
+    def waiting(self, seconds: float) -> None:
+        """The poller waits `seconds` before its next connect attempt (for /status)."""
+        self._next_attempt = time.monotonic() + seconds
+
+    def link_status(self) -> dict[str, object]:
+        return {**asdict(self.stats),
+                "next_attempt_in": round(max(0.0, self._next_attempt - time.monotonic()), 2)}
 
     @property
     def device(self) -> str:
@@ -127,8 +136,10 @@ class S7Connection:
         except (S7Error, OSError, TimeoutError) as exc:
             self.stats.last_error = (f"cannot connect to S7 PLC {self.device}: "
                                      f"{_text(exc)}")
+            self.stats.failures += 1  # a refused or unanswered connect is a failure too
             await _quietly_disconnect(client)
             raise DeviceError(self.stats.last_error) from exc
+        self._next_attempt = 0.0
         self._client = client
         self.first_connect.set()
         self.stats.connected = True
@@ -249,7 +260,7 @@ class S7Source:
 
     def status(self) -> dict[str, object]:
         return {"type": "s7", "device": self.spec.describe(), **asdict(self.counters),
-                "link": asdict(self.connection.stats)}
+                "link": self.connection.link_status()}
 
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -263,7 +274,8 @@ class S7Source:
             tg.start_soon(self._watch_stale, table)
             while True:
                 async for attempt in reconnecting(self.spec.reconnect_min,
-                                                  self.spec.reconnect_max):
+                                                  self.spec.reconnect_max,
+                                                  on_wait=self.connection.waiting):
                     with attempt:
                         await self.connection.connect()
                 if self.connection.pdu != self._planned_for:

@@ -179,6 +179,28 @@ async def test_a_server_that_cannot_subscribe_is_read_every_publishing_interval(
     assert status["link"]["subscriptions"] == 0  # type: ignore[index]
 
 
+async def test_refused_connects_count_as_failures_with_the_next_attempt_in_status():
+    from tests.hw.modbus_server import free_port
+
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}"  # nothing listens
+    (spec,), _ = read_config(_toml(endpoint).replace(
+        'reconnect_max = "1s"', 'reconnect_min = "5s"\nreconnect_max = "10s"'))
+    hw = build_hardware([spec], None)
+    source = hw.source("cell")
+    table = InputTable()
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        await wait_until(lambda: source.status()["link"]["failures"] >= 1  # type: ignore[index]
+                         and source.status()["link"]["next_attempt_in"] > 0,  # type: ignore[index]
+                         what="a failed connect")
+        link = source.status()["link"]
+        tg.cancel_scope.cancel()
+    await hw.close()
+    assert link["connects"] == 0 and link["failures"] == 1  # type: ignore[index]
+    assert 0 < link["next_attempt_in"] <= 5.5  # type: ignore[index]  # reconnect_min + jitter
+    assert link["last_error"].startswith(f"cannot connect to OPC UA server 'cell' ({endpoint})")  # type: ignore[index]
+
+
 TOWER = """
 [tower]
 source = "cell"

@@ -162,6 +162,22 @@ async def test_server_gone_makes_inputs_stale_and_restart_makes_them_good(
     assert hw.s7_connections["plc"].stats.connects >= 2  # reconnected by itself
 
 
+async def test_refused_connects_count_as_failures_with_the_next_attempt_in_status():
+    port = free_port()  # nothing listens
+    (spec,), _ = read_config(_toml(port, 'speed = { address = "DB10.DBW6" }').replace(
+        'reconnect_max = "1s"', 'reconnect_min = "5s"\nreconnect_max = "10s"'))
+    hw = build_hardware([spec], None)
+    source = hw.source("plc")
+    table = InputTable()
+    await _run_until(hw, table, lambda: source.status()["link"]["failures"] >= 1  # type: ignore[index]
+                     and source.status()["link"]["next_attempt_in"] > 0, "a failed connect")  # type: ignore[index]
+    link = source.status()["link"]
+    await hw.close()
+    assert link["connects"] == 0 and link["failures"] == 1  # type: ignore[index]
+    assert 0 < link["next_attempt_in"] <= 5.5  # type: ignore[index]  # reconnect_min + jitter
+    assert link["last_error"].startswith(f"cannot connect to S7 PLC 'plc' (127.0.0.1:{port} ")  # type: ignore[index]
+
+
 TOWER = """
 [tower]
 source = "plc"
