@@ -345,7 +345,7 @@ class OpcUaSource:
         and doing so resets its `last_publish_at`, which therefore proves nothing when the
         subscription id changed with it: a server that accepts subscriptions and never
         publishes would otherwise keep its inputs green for ever."""
-        silent_limit = 3 * KEEPALIVE + self.spec.publishing
+        silent_limit = 3 * keepalive_period(self.spec.publishing) + self.spec.publishing
         proof = time.monotonic()
         seen = (getattr(sub, "subscription_id", None), getattr(sub, "last_publish_at", None))
         while True:
@@ -557,12 +557,22 @@ def _monitor_request(node: Any, handle: int, sampling: float,
 KEEPALIVE = 1.0  # s: the server sends a keep-alive after this long without changes
 
 
+def _keepalive_count(publishing: float) -> int:
+    return max(1, math.ceil(KEEPALIVE / publishing))
+
+
+def keepalive_period(publishing: float) -> float:
+    """Seconds between keep-alives of a quiet subscription: KEEPALIVE, or the publishing
+    interval when that is longer (a keep-alive goes out at a publishing cycle)."""
+    return publishing * _keepalive_count(publishing)
+
+
 def _subscription_parameters(publishing: float) -> ua.CreateSubscriptionParameters:
     """asyncua's default keep-alive is 75 % of the session lifetime (45 min with its 1 h
     session): ask for one about every KEEPALIVE s so a silent subscription is seen quickly."""
     params = ua.CreateSubscriptionParameters()
     params.RequestedPublishingInterval = publishing * 1000
-    params.RequestedMaxKeepAliveCount = max(1, math.ceil(KEEPALIVE / publishing))
+    params.RequestedMaxKeepAliveCount = _keepalive_count(publishing)
     params.RequestedLifetimeCount = 10 * params.RequestedMaxKeepAliveCount
     params.MaxNotificationsPerPublish = 0  # no limit
     params.PublishingEnabled = True

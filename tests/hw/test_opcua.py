@@ -243,6 +243,16 @@ async def test_lamps_write_boolean_nodes_and_failures_are_retried(
     assert await opcua_server.get("Lamp.Green") is False
 
 
+@pytest.mark.parametrize(("publishing", "period"), [(0.05, 1.0), (0.1, 1.0), (0.3, 1.2),
+                                                    (1.0, 1.0), (5.0, 5.0)])
+def test_a_quiet_subscription_is_asked_for_a_keep_alive_about_every_second(publishing, period):
+    """The silence limit is 3 of these periods: with a 5 s publishing interval a keep-alive
+    comes every 5 s, so 3 s of quiet is no silence."""
+    from linelight.hw.opcua import keepalive_period
+
+    assert keepalive_period(publishing) == pytest.approx(period)
+
+
 def test_opcua_config_mistakes_are_located():
     toml = """
 [sources.cell]
