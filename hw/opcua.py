@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from linelight.hw.config import OpcUaSecurity, OpcUaSourceSpec
 from linelight.hw.errors import DeviceError
 from linelight.hw.inputs import InputTable
-from linelight.hw.reconnect import reconnecting
+from linelight.hw.reconnect import NextAttempt, reconnecting
 from linelight.rules.values import Quality, Sample, Value
 
 log = logging.getLogger(__name__)
@@ -86,15 +86,10 @@ class OpcUaConnection:
         self.lost = anyio.Event()
         self.first_connect = anyio.Event()
         self.stats = OpcUaLinkStats()
-        self._next_attempt = 0.0  # time.monotonic() of the next connect attempt while down
-
-    def waiting(self, seconds: float) -> None:
-        """The source waits `seconds` before its next connect attempt (for /status)."""
-        self._next_attempt = time.monotonic() + seconds
+        self.next_attempt = NextAttempt()
 
     def link_status(self) -> dict[str, object]:
-        return {**asdict(self.stats),
-                "next_attempt_in": round(max(0.0, self._next_attempt - time.monotonic()), 2)}
+        return {**asdict(self.stats), "next_attempt_in": self.next_attempt.seconds_left()}
 
     @property
     def device(self) -> str:
@@ -135,7 +130,7 @@ class OpcUaConnection:
             await _quietly_disconnect(client)
             raise DeviceError(self.stats.last_error) from exc
         self.client, self.lost = client, lost
-        self._next_attempt = 0.0
+        self.next_attempt.connected()
         self.first_connect.set()
         self.stats.connected = True
         self.stats.connects += 1
@@ -318,7 +313,7 @@ class OpcUaSource:
         task_status.started()
         while True:
             async for attempt in reconnecting(self.spec.reconnect_min, self.spec.reconnect_max,
-                                              on_wait=self.connection.waiting):
+                                              on_wait=self.connection.next_attempt.waiting):
                 with attempt:
                     sub = await self._connect_and_subscribe(table)
             reason = ""

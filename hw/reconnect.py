@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from tenacity import AsyncRetrying, RetryCallState
@@ -11,6 +12,23 @@ from linelight.hw.backoff import Backoff
 from linelight.hw.errors import DeviceError
 
 log = logging.getLogger(__name__)
+
+
+class NextAttempt:
+    """When a link's next connect attempt is due, for /status: `waiting` is reconnecting()'s
+    `on_wait`, `connected` clears it."""
+
+    def __init__(self) -> None:
+        self._at = 0.0  # time.monotonic()
+
+    def waiting(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def connected(self) -> None:
+        self._at = 0.0
+
+    def seconds_left(self) -> float:
+        return round(max(0.0, self._at - time.monotonic()), 2)
 
 
 def reconnecting(minimum: float, maximum: float, *,

@@ -30,7 +30,7 @@ from snap7.type import Area as SnapArea
 from linelight.hw.config import S7SourceSpec
 from linelight.hw.errors import DeviceError
 from linelight.hw.inputs import InputTable, PollCounters
-from linelight.hw.reconnect import reconnecting
+from linelight.hw.reconnect import NextAttempt, reconnecting
 from linelight.hw.s7_codec import (
     MIN_PDU,
     BlockDecoder,
@@ -96,15 +96,10 @@ class S7Connection:
         self._lock = anyio.Lock()  # one request at a time, one deadline each
         self.first_connect = anyio.Event()
         self.stats = S7LinkStats()
-        self._next_attempt = 0.0  # time.monotonic() of the next connect attempt while down
-
-    def waiting(self, seconds: float) -> None:
-        """The poller waits `seconds` before its next connect attempt (for /status)."""
-        self._next_attempt = time.monotonic() + seconds
+        self.next_attempt = NextAttempt()
 
     def link_status(self) -> dict[str, object]:
-        return {**asdict(self.stats),
-                "next_attempt_in": round(max(0.0, self._next_attempt - time.monotonic()), 2)}
+        return {**asdict(self.stats), "next_attempt_in": self.next_attempt.seconds_left()}
 
     @property
     def device(self) -> str:
@@ -139,7 +134,7 @@ class S7Connection:
             self.stats.failures += 1  # a refused or unanswered connect is a failure too
             await _quietly_disconnect(client)
             raise DeviceError(self.stats.last_error) from exc
-        self._next_attempt = 0.0
+        self.next_attempt.connected()
         self._client = client
         self.first_connect.set()
         self.stats.connected = True
@@ -275,7 +270,7 @@ class S7Source:
             while True:
                 async for attempt in reconnecting(self.spec.reconnect_min,
                                                   self.spec.reconnect_max,
-                                                  on_wait=self.connection.waiting):
+                                                  on_wait=self.connection.next_attempt.waiting):
                     with attempt:
                         await self.connection.connect()
                 if self.connection.pdu != self._planned_for:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 from asyncua import ua
 
-from linelight.hw.build import build_hardware
+from linelight.hw.build import Hardware, build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.opcua import quality_of
 from linelight.rules.values import Pattern, Quality
@@ -26,6 +27,21 @@ async def opcua_server() -> AsyncIterator[OpcUaTestServer]:
         yield server
     finally:
         await server.stop()
+
+
+@asynccontextmanager
+async def _running(toml: str) -> AsyncIterator[tuple[Hardware, InputTable]]:
+    """The source(s) of `toml` running into a fresh input table until the block ends."""
+    sources, tower = read_config(toml)
+    hw = build_hardware(sources, tower)
+    table = InputTable()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            yield hw, table
+            tg.cancel_scope.cancel()
+    finally:
+        await hw.close()
 
 
 def _toml(endpoint: str, extra: str = "") -> str:
@@ -127,12 +143,8 @@ async def test_a_silent_subscription_makes_inputs_stale_and_is_created_again(
     publish response or keep-alive for 3 keep-alive periods turns every input STALE, however
     often asyncua re-creates the subscription meanwhile, and the source starts over."""
     await opcua_server.set("Line.Speed", 6.0)
-    (spec,), _ = read_config(_toml(opcua_server.endpoint))
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    link = hw.opcua_connections["cell"].stats
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with _running(_toml(opcua_server.endpoint)) as (hw, table):
+        link = hw.opcua_connections["cell"].stats
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 6.0)
         await opcua_server.mute_subscriptions()
         stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
@@ -143,8 +155,6 @@ async def test_a_silent_subscription_makes_inputs_stale_and_is_created_again(
         await opcua_server.set("Line.Speed", 9.0)
         await opcua_server.mute_subscriptions(False)
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 9.0)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert link.connects >= 2 and link.subscriptions >= 2
 
 
@@ -154,11 +164,7 @@ async def test_a_server_that_cannot_subscribe_is_read_every_publishing_interval(
     try:
         await server.set("Line.Speed", 3.5)
         toml = _toml(server.endpoint, 'ghost = { node = "ns=2;s=No.Such.Node" }')
-        (spec,), _ = read_config(toml)
-        hw = build_hardware([spec], None)
-        table = InputTable()
-        async with anyio.create_task_group() as tg:
-            await tg.start(hw.run, table)
+        async with _running(toml) as (hw, table):
             await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 3.5)
             await server.set("Line.Speed", 4.5)
             await wait_sample(table, "speed", lambda s: s.value == 4.5)
@@ -166,8 +172,6 @@ async def test_a_server_that_cannot_subscribe_is_read_every_publishing_interval(
             bad = await wait_sample(table, "running", lambda s: s.quality is Quality.BAD)
             ghost = table.get("ghost")
             status = hw.source("cell").status()
-            tg.cancel_scope.cancel()
-        await hw.close()
     finally:
         await server.stop()
     assert bad.reason == (f"OPC UA server 'cell' ({server.endpoint}) node ns=2;i=1042: "
@@ -183,19 +187,14 @@ async def test_refused_connects_count_as_failures_with_the_next_attempt_in_statu
     from tests.hw.modbus_server import free_port
 
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}"  # nothing listens
-    (spec,), _ = read_config(_toml(endpoint).replace(
-        'reconnect_max = "1s"', 'reconnect_min = "5s"\nreconnect_max = "10s"'))
-    hw = build_hardware([spec], None)
-    source = hw.source("cell")
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    toml = _toml(endpoint).replace('reconnect_max = "1s"',
+                                   'reconnect_min = "5s"\nreconnect_max = "10s"')
+    async with _running(toml) as (hw, _):
+        source = hw.source("cell")
         await wait_until(lambda: source.status()["link"]["failures"] >= 1  # type: ignore[index]
                          and source.status()["link"]["next_attempt_in"] > 0,  # type: ignore[index]
                          what="a failed connect")
         link = source.status()["link"]
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert link["connects"] == 0 and link["failures"] == 1  # type: ignore[index]
     assert 0 < link["next_attempt_in"] <= 5.5  # type: ignore[index]  # reconnect_min + jitter
     assert link["last_error"].startswith(f"cannot connect to OPC UA server 'cell' ({endpoint})")  # type: ignore[index]
