@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 from asyncua import ua
 
-from linelight.hw.build import Hardware, build_hardware
+from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.opcua import quality_of
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import config_problems, read_config, wait_sample, wait_until
+from tests.hw.helpers import config_problems, read_config, running, wait_sample, wait_until
 from tests.hw.opcua_server import OpcUaTestServer
 
 pytestmark = pytest.mark.anyio
@@ -27,21 +26,6 @@ async def opcua_server() -> AsyncIterator[OpcUaTestServer]:
         yield server
     finally:
         await server.stop()
-
-
-@asynccontextmanager
-async def _running(toml: str) -> AsyncIterator[tuple[Hardware, InputTable]]:
-    """The source(s) of `toml` running into a fresh input table until the block ends."""
-    sources, tower = read_config(toml)
-    hw = build_hardware(sources, tower)
-    table = InputTable()
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(hw.run, table)
-            yield hw, table
-            tg.cancel_scope.cancel()
-    finally:
-        await hw.close()
 
 
 def _toml(endpoint: str, extra: str = "") -> str:
@@ -143,7 +127,7 @@ async def test_a_silent_subscription_makes_inputs_stale_and_is_created_again(
     publish response or keep-alive for 3 keep-alive periods turns every input STALE, however
     often asyncua re-creates the subscription meanwhile, and the source starts over."""
     await opcua_server.set("Line.Speed", 6.0)
-    async with _running(_toml(opcua_server.endpoint)) as (hw, table):
+    async with running(_toml(opcua_server.endpoint)) as (hw, table):
         link = hw.opcua_connections["cell"].stats
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 6.0)
         await opcua_server.mute_subscriptions()
@@ -164,7 +148,7 @@ async def test_a_server_that_cannot_subscribe_is_read_every_publishing_interval(
     try:
         await server.set("Line.Speed", 3.5)
         toml = _toml(server.endpoint, 'ghost = { node = "ns=2;s=No.Such.Node" }')
-        async with _running(toml) as (hw, table):
+        async with running(toml) as (hw, table):
             await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 3.5)
             await server.set("Line.Speed", 4.5)
             await wait_sample(table, "speed", lambda s: s.value == 4.5)
@@ -189,7 +173,7 @@ async def test_refused_connects_count_as_failures_with_the_next_attempt_in_statu
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}"  # nothing listens
     toml = _toml(endpoint).replace('reconnect_max = "1s"',
                                    'reconnect_min = "5s"\nreconnect_max = "10s"')
-    async with _running(toml) as (hw, _):
+    async with running(toml) as (hw, _):
         source = hw.source("cell")
         await wait_until(lambda: source.status()["link"]["failures"] >= 1  # type: ignore[index]
                          and source.status()["link"]["next_attempt_in"] > 0,  # type: ignore[index]

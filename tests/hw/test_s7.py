@@ -15,7 +15,7 @@ from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.s7 import S7Source
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import read_config, wait_sample, wait_until
+from tests.hw.helpers import read_config, running, wait_sample, wait_until
 from tests.hw.modbus_server import free_port
 from tests.hw.s7_server import S7TestServer
 
@@ -332,6 +332,24 @@ async def test_a_cpu_without_put_get_makes_inputs_bad_naming_put_get():
     finally:
         server.stop()
     assert "PUT/GET" in table.get("running").reason
+
+
+async def test_a_lamp_on_a_cpu_without_put_get_fails_naming_put_get():
+    server = S7TestServer(put_get=False)
+    server.start()
+    try:
+        async with running(_toml(server.port, 'running = { address = "I0.0" }', TOWER)) as (hw, _):
+            light = hw.stacklight
+            light.show({"red": Pattern.ON})
+            await wait_until(lambda: light.status()["lamps"]["red"]["failures"] >= 1,
+                             what="a refused lamp write")
+            error = light.status()["lamps"]["red"]["last_error"]
+    finally:
+        server.stop()
+    assert error.startswith(f"lamp 'red' on plc Q1.0: cannot switch on: S7 PLC 'plc' "
+                            f"(127.0.0.1:{server.port} rack 0 slot 1) refused writing Q1.0 = 1: ")
+    assert "PUT/GET" in error
+    assert server.q[1] == 0
 
 
 async def test_a_remote_tsap_instead_of_rack_and_slot_connects(s7_server: S7TestServer):
