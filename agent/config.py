@@ -41,6 +41,7 @@ from linelight.hw.config import (
     SourceSpec,
     TowerSpec,
     input_names,
+    place_opcua_files,
     read_sources,
     read_tower,
 )
@@ -209,6 +210,9 @@ def load_config(path: str | Path) -> AgentConfig:
     tower = read_tower(root, sources) if machines_table is None else None
     drafts = _read_machines(machines_table, sources) if machines_table is not None else []
     root.finish()
+    sources = place_opcua_files(sources, base, data_dir)
+    for draft in drafts:
+        draft.sources = place_opcua_files(draft.sources, base, data_dir)
 
     warnings: list[str] = []
     machines: list[MachineConfig] = []

@@ -122,11 +122,13 @@ class OpcUaConnection:
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
             self.stats.failures += 1
             self.stats.last_error = f"cannot connect to OPC UA server {self.device}: {_text(exc)}"
+            user = self.spec.security.username if self.spec.security else ""
             if isinstance(exc, UaStatusCodeError) and exc.code in _IDENTITY_REFUSED:
                 self.stats.last_error = (
-                    f"OPC UA server {self.device} refused user "
-                    f"'{self.spec.security.username if self.spec.security else ''}' "
-                    f"({_text(exc)}): wrong user name or password, or the user may not log in")
+                    f"OPC UA server {self.device} refused user '{user}' ({_text(exc)}): wrong "
+                    "user name or password, or the user may not log in" if user else
+                    f"OPC UA server {self.device} refused an anonymous session ({_text(exc)}): "
+                    "it needs a user, give username and password_file")
             await _quietly_disconnect(client)
             raise DeviceError(self.stats.last_error) from exc
         self.client, self.lost = client, lost
@@ -140,6 +142,9 @@ class OpcUaConnection:
     async def _secure(self, client: Client, sec: OpcUaSecurity) -> None:
         """Client certificate (generated on first use), the trusted server certificate, user."""
         client.application_uri = APPLICATION_URI
+        if not sec.certificate or not sec.private_key:  # the agent's config places both
+            raise DeviceError(f"OPC UA source {self.device} has no client certificate and key "
+                              "file names")
         cert, key = Path(sec.certificate), Path(sec.private_key)
         if not (await anyio.Path(cert).is_file() and await anyio.Path(key).is_file()):
             if not self.generate_certificate:

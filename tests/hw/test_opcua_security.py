@@ -51,6 +51,21 @@ running = {{ node = "ns=2;i=1042" }}
 """
 
 
+async def _connects(spec: object) -> None:
+    """The source of `spec` runs until its input `running` is GOOD."""
+    hw = build_hardware([spec], None)  # type: ignore[list-item]
+    table = InputTable()
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, table)
+        await wait_sample(table, "running", lambda s: s.quality is Quality.GOOD)
+        tg.cancel_scope.cancel()
+    await hw.close()
+
+
+RULES = ('[inputs]\nrunning = { type = "bool" }\n\n[[state]]\nname = "producing"\ncode = 1\n'
+         'priority = 1\nwhen = "running"\nshow = { green = "on" }\n')
+
+
 async def _first_outcome(toml: str) -> tuple[InputTable, object]:
     (spec,), _ = read_config(toml)
     hw = build_hardware([spec], None)
@@ -107,13 +122,7 @@ async def test_every_offered_policy_and_mode_connects_with_the_password_from_cre
         (spec,), _ = read_config(toml)
         assert spec.security is not None and (spec.security.policy, spec.security.mode) == (
             policy, mode)
-        hw = build_hardware([spec], None)
-        table = InputTable()
-        async with anyio.create_task_group() as tg:
-            await tg.start(hw.run, table)
-            await wait_sample(table, "running", lambda s: s.quality is Quality.GOOD)
-            tg.cancel_scope.cancel()
-        await hw.close()
+        await _connects(spec)
     finally:
         await server.stop()
 
@@ -128,6 +137,18 @@ async def test_an_untrusted_server_certificate_is_refused_in_one_sentence(
     assert error.startswith(f"OPC UA server 'cell' ({secure_server.endpoint}) presented "
                             "certificate SHA-1 ")
     assert f"not the trusted one in {other} " in error and "refusing to connect" in error
+
+
+async def test_no_user_for_a_server_that_needs_one_is_refused_in_one_sentence(
+        secure_server: OpcUaTestServer, tmp_path: Path):
+    assert secure_server.certificate is not None
+    toml = _toml(secure_server, tmp_path, trusted=secure_server.certificate, password="x")
+    toml = toml.replace('username = "linelight"\n', "").replace(
+        f'password_file = "{tmp_path}/opcua-password"\n', "")
+    _, link = await _first_outcome(toml)
+    assert link.last_error == (  # type: ignore[attr-defined]
+        f"OPC UA server 'cell' ({secure_server.endpoint}) refused an anonymous session "
+        "(BadUserAccessDenied (0x801f0000)): it needs a user, give username and password_file")
 
 
 async def test_a_wrong_password_is_refused_in_one_sentence(
@@ -156,6 +177,10 @@ private_key = "/var/lib/linelight/opcua/key.pem"
         "server's certificate file, which linelight then trusts) or, knowingly, "
         "trust_any_server = true"]
     assert config_problems(toml + "trust_any_server = true\n") == []
+    alone = toml.replace('private_key = "/var/lib/linelight/opcua/key.pem"\n', "")
+    assert config_problems(alone + "trust_any_server = true\n") == [
+        "agent.toml:6:15: 'certificate' and 'private_key' go together (or leave both out: the "
+        "agent then keeps them in data_dir/opcua/)"]
 
 
 def _doctor(toml: str) -> object:
@@ -213,9 +238,7 @@ async def test_browse_a_configured_source_uses_its_security(
     sources = _toml(secure_server, tmp_path, trusted=secure_server.certificate,
                     password="s3cret")
     await _first_outcome(sources)  # the agent's first start generated the client certificate
-    (tmp_path / "rules.toml").write_text(
-        '[inputs]\nrunning = { type = "bool" }\n\n[[state]]\nname = "producing"\ncode = 1\n'
-        'priority = 1\nwhen = "running"\nshow = { green = "on" }\n')
+    (tmp_path / "rules.toml").write_text(RULES)
     config = tmp_path / "agent.toml"
     config.write_text(f'data_dir = "{tmp_path}/state"\nrules = ["rules.toml"]\n{sources}')
     done = await _linelight("browse", "--source", "cell", "--config", str(config),
@@ -227,3 +250,41 @@ async def test_browse_a_configured_source_uses_its_security(
     wrong = await _linelight("browse", "--source", "nope", "--config", str(config))
     assert (wrong.returncode, wrong.stderr) == (
         2, f"linelight browse: {config} has no opcua source 'nope' (its opcua sources: cell)\n")
+
+
+async def test_client_certificate_defaults_to_the_state_directory_and_names_are_config_relative(
+        secure_server: OpcUaTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from linelight.agent.config import load_config
+
+    assert secure_server.certificate is not None
+    etc = tmp_path / "etc"
+    (etc / "opcua").mkdir(parents=True)
+    (etc / "opcua" / "cell.der").write_bytes(secure_server.certificate.read_bytes())
+    (etc / "rules.toml").write_text(RULES)
+    (etc / "agent.toml").write_text(f"""
+data_dir = "{tmp_path}/state"
+rules = ["rules.toml"]
+
+[sources.cell]
+type = "opcua"
+endpoint = "{secure_server.endpoint}"
+security_policy = "Basic256Sha256"
+server_certificate = "opcua/cell.der"
+username = "linelight"
+password_file = "opcua-password"
+
+[sources.cell.inputs]
+running = {{ node = "ns=2;i=1042" }}
+""")
+    config = load_config(etc / "agent.toml")
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "opcua-password").write_text("s3cret")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    (spec,) = config.sources
+    assert spec.security is not None  # type: ignore[union-attr]
+    assert (spec.security.certificate, spec.security.private_key,  # type: ignore[union-attr]
+            spec.security.server_certificate) == (  # type: ignore[union-attr]
+        f"{tmp_path}/state/opcua/cell.der", f"{tmp_path}/state/opcua/cell.pem",
+        f"{etc}/opcua/cell.der")
+    await _connects(spec)
+    assert (tmp_path / "state" / "opcua" / "cell.der").is_file()  # generated at first start
