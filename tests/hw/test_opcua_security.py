@@ -261,25 +261,16 @@ async def test_client_certificate_defaults_to_the_state_directory_and_names_are_
     (etc / "opcua").mkdir(parents=True)
     (etc / "opcua" / "cell.der").write_bytes(secure_server.certificate.read_bytes())
     (etc / "rules.toml").write_text(RULES)
-    (etc / "agent.toml").write_text(f"""
-data_dir = "{tmp_path}/state"
-rules = ["rules.toml"]
-
-[sources.cell]
-type = "opcua"
-endpoint = "{secure_server.endpoint}"
-security_policy = "Basic256Sha256"
-server_certificate = "opcua/cell.der"
-username = "linelight"
-password_file = "opcua-password"
-
-[sources.cell.inputs]
-running = {{ node = "ns=2;i=1042" }}
-""")
+    lines = [f'data_dir = "{tmp_path}/state"', 'rules = ["rules.toml"]']
+    for line in _toml(secure_server, tmp_path, trusted=Path("opcua/cell.der"),
+                      password="s3cret").splitlines():
+        if line.startswith(("certificate =", "private_key =")):
+            continue  # left out: into data_dir/opcua/
+        lines.append('password_file = "opcua-password"' if line.startswith("password_file =")
+                     else line)
+    (etc / "agent.toml").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))  # _toml wrote the password there
     config = load_config(etc / "agent.toml")
-    (tmp_path / "credentials").mkdir()
-    (tmp_path / "credentials" / "opcua-password").write_text("s3cret")
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
     (spec,) = config.sources
     assert spec.security is not None  # type: ignore[union-attr]
     assert (spec.security.certificate, spec.security.private_key,  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -280,36 +281,35 @@ def test_stock_server_bit_write_is_byte_wide():
     assert q[1] == 0b0000_0001
 
 
-def test_doctor_names_put_get_when_the_cpu_refuses_a_read(s7_server: S7TestServer, capsys):
+def _doctor(port: int, inputs: str) -> Any:
+    """`linelight doctor`'s finding for one S7 source on `port`."""
     from linelight.agent.cli.doctor import Report, check_s7
 
-    (spec,), _ = read_config(_toml(s7_server.port, 'running = { address = "DB10.DBX4.0" }\n'
-                                                   'missing = { address = "DB99.DBW0" }'))
+    (spec,), _ = read_config(_toml(port, inputs))
     report = Report()
     check_s7(report, spec)
     (finding,) = report.findings
+    return finding
+
+
+def test_doctor_names_put_get_when_the_cpu_refuses_a_read(s7_server: S7TestServer, capsys):
+    finding = _doctor(s7_server.port, 'running = { address = "DB10.DBX4.0" }\n'
+                                      'missing = { address = "DB99.DBW0" }')
     assert finding.level == "fail"
     assert finding.detail.startswith(f"S7 PLC 'plc' (127.0.0.1:{s7_server.port} rack 0 slot 1) "
                                      "refused reading DB99.DBB0..1")
     assert "PUT/GET" in finding.detail
-    (ok_spec,), _ = read_config(_toml(s7_server.port, 'running = { address = "DB10.DBX4.0" }'))
-    check_s7(report, ok_spec)
-    assert report.findings[-1].level == "ok"
-    assert report.findings[-1].detail == "connected (PDU 480), 1 reads answered"
+    ok = _doctor(s7_server.port, 'running = { address = "DB10.DBX4.0" }')
+    assert (ok.level, ok.detail) == ("ok", "connected (PDU 480), 1 reads answered")
 
 
 def test_doctor_names_put_get_when_the_cpu_refuses_every_read_as_an_s7_1200_does(capsys):
-    from linelight.agent.cli.doctor import Report, check_s7
-
     server = S7TestServer(put_get=False)
     server.start()
     try:
-        (spec,), _ = read_config(_toml(server.port, 'running = { address = "DB10.DBX4.0" }'))
-        report = Report()
-        check_s7(report, spec)
+        finding = _doctor(server.port, 'running = { address = "DB10.DBX4.0" }')
     finally:
         server.stop()
-    (finding,) = report.findings
     assert finding.level == "fail"
     assert finding.detail == (
         f"S7 PLC 'plc' (127.0.0.1:{server.port} rack 0 slot 1) refused reading DB10.DBB4: S7 "
@@ -317,6 +317,17 @@ def test_doctor_names_put_get_when_the_cpu_refuses_every_read_as_an_s7_1200_does
         "or a frame error was reported (on an S7-1200/1500, tick 'Permit access with PUT/GET "
         "communication' in the CPU's protection settings and clear 'Optimized block access' on "
         "the DB)")
+
+
+def test_doctor_names_put_get_and_rack_slot_when_the_connection_is_refused():
+    port = free_port()  # nothing listens
+    finding = _doctor(port, 'running = { address = "DB10.DBX4.0" }')
+    assert finding.level == "fail"
+    assert finding.detail.startswith(f"cannot connect to S7 PLC 'plc' (127.0.0.1:{port} rack 0 "
+                                     "slot 1): ")
+    assert finding.todo == ("an S7-1200/1500 answers only with PUT/GET access permitted and DBs "
+                            "without optimized block access; check rack and slot (S7-1200/1500: "
+                            "0/1, S7-300: 0/2)")
 
 
 async def test_a_cpu_without_put_get_makes_inputs_bad_naming_put_get():
