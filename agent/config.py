@@ -44,6 +44,7 @@ from linelight.hw.config import (
     SourceSpec,
     TowerSpec,
     input_names,
+    place_opcua_files,
     read_outputs,
     read_sources,
     read_tower,
@@ -218,6 +219,9 @@ def load_config(path: str | Path) -> AgentConfig:
     outputs = read_outputs(root, sources) if machines_table is None else None
     drafts = _read_machines(machines_table, sources) if machines_table is not None else []
     root.finish()
+    sources = place_opcua_files(sources, base, data_dir)
+    for draft in drafts:
+        draft.sources = place_opcua_files(draft.sources, base, data_dir)
     _check_shared_lines(root, [(None, tower, outputs)] if machines_table is None else
                         [(d.name, d.tower, d.outputs) for d in drafts],
                         (*sources, *(spec for d in drafts for spec in d.sources)), problems)

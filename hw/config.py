@@ -7,9 +7,10 @@ and all of them are listed at once. The results are frozen specs; `hw.build` mak
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from linelight.hw.modbus_codec import Area, DataType, Order, Point
@@ -203,6 +204,29 @@ class OpcUaSourceSpec:
 
 SourceSpec = (ModbusSourceSpec | S7SourceSpec | OpcUaSourceSpec | GpioZeroSourceSpec
               | GpioChipSourceSpec | SimSourceSpec)
+
+
+def place_opcua_files(specs: Sequence[SourceSpec], base: Path,
+                      data_dir: Path) -> tuple[SourceSpec, ...]:
+    """The OPC UA security files where the agent uses them: `certificate`, `private_key` and
+    `server_certificate` relative to the config file's folder `base`, the client certificate
+    and key left out in `data_dir`/opcua/ as NAME.der and NAME.pem (the agent's state
+    directory, where it may write them at its first start). `password_file` stays as written
+    (relative: in $CREDENTIALS_DIRECTORY)."""
+    def place(name: str) -> str:
+        return name if not name or Path(name).is_absolute() else str(base / name)
+
+    out: list[SourceSpec] = []
+    for spec in specs:
+        sec = spec.security if isinstance(spec, OpcUaSourceSpec) else None
+        if isinstance(spec, OpcUaSourceSpec) and sec is not None:
+            own = data_dir / "opcua"
+            sec = replace(sec, certificate=place(sec.certificate) or str(own / f"{spec.name}.der"),
+                          private_key=place(sec.private_key) or str(own / f"{spec.name}.pem"),
+                          server_certificate=place(sec.server_certificate))
+            spec = replace(spec, security=sec)
+        out.append(spec)
+    return tuple(out)
 
 
 def input_names(spec: SourceSpec) -> list[str]:
@@ -488,9 +512,10 @@ def _read_opcua_security(src: Table) -> OpcUaSecurity | None:
             src.problem("username", "a password is sent only over a secured channel: set "
                                     "security_policy (e.g. \"Basic256Sha256\") with 'username'")
         return None
-    if not certificate or not private_key:
-        src.problem(None, f"security_policy \"{policy}\" needs 'certificate' and 'private_key' "
-                          "(file paths; both are generated on first start if missing)")
+    if bool(certificate) != bool(private_key):
+        src.problem("certificate" if certificate else "private_key",
+                    "'certificate' and 'private_key' go together (or leave both out: the agent "
+                    "then keeps them in data_dir/opcua/)")
     if not server_certificate and not trust_any:
         src.problem(None, f"security_policy \"{policy}\" needs 'server_certificate' (the "
                           "server's certificate file, which linelight then trusts) or, "
@@ -1169,11 +1194,12 @@ OPCUA_KEYS = Keys("OPC UA server (data-change subscription)", (
     Key("security_policy", "choice", "secure channel", "None", choices=OPCUA_POLICIES),
     Key("security_mode", "choice", "Sign or SignAndEncrypt", "SignAndEncrypt",
         choices=OPCUA_MODES),
-    Key("certificate", "string", "client certificate (DER); generated on first start if "
-        "missing", ""),
-    Key("private_key", "string", "client key (PEM); generated with the certificate", ""),
-    Key("server_certificate", "string", "the server certificate linelight trusts (DER or PEM)",
-        ""),
+    Key("certificate", "string", "client certificate (DER), relative to the config file; "
+        "generated on first start if missing; default data_dir/opcua/NAME.der", ""),
+    Key("private_key", "string", "client key (PEM), generated with the certificate; default "
+        "data_dir/opcua/NAME.pem", ""),
+    Key("server_certificate", "string", "the server certificate linelight trusts (DER or PEM), "
+        "relative to the config file", ""),
     Key("trust_any_server", "boolean", "accept any server certificate", False),
     Key("username", "string", "user to log in as", ""),
     Key("password_file", "string", "file holding the password; relative: in "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -78,3 +79,21 @@ async def outputs_follow(hw: Any, steps: list[tuple[dict[str, bool], Callable[[]
                 what=f"outputs written: {values}")
             assert device_shows(), f"the device does not hold {values}"
         tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running(toml: str) -> AsyncIterator[tuple[Any, InputTable]]:
+    """The sources and tower of `toml` built and running into a fresh input table until the
+    block ends, then closed (the tower's on_exit applied)."""
+    from linelight.hw.build import build_hardware
+
+    sources, tower = read_config(toml)
+    hw = build_hardware(sources, tower)
+    table = InputTable()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            yield hw, table
+            tg.cancel_scope.cancel()
+    finally:
+        await hw.close()
