@@ -367,13 +367,13 @@ class ScanLoop:
             return False  # a latch released (reset) is stored without holding the lamps
         lane.hold_generation = generation
         if lane.held is None:
+            self.stats.lamp_holds += 1
             self._holds.start_soon(self._hold, lane, started)
         return True
 
     async def _hold(self, lane: MachineLane, since: float) -> None:
         """Keep the lane's tower command back until its latches are stored (bounded)."""
         assert lane.latches_saved is not None
-        self.stats.lamp_holds += 1
         refused = False
         with anyio.move_on_after(max(0.0, since + self.hold_max - self._mono())) as scope:
             while True:
