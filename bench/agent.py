@@ -479,12 +479,12 @@ def start_up(period: str, queued: int, workdir: Path, runs: int) -> dict[str, fl
 
 # -- the lamp hold ---------------------------------------------------------------------------
 
-LATCH_RULES = """\
-[inputs]
+# The latency lane's rules (RULES: `trigger` switches green and amber, never latched) with a
+# fault that latches until a reset.
+LATCH_RULES = RULES.replace("[inputs]\n", """[inputs]
 fault = { type = "bool" }
 reset = { type = "bool" }
-running = { type = "bool" }
-
+""") + """
 [[state]]
 name = "fault"
 code = 180000
@@ -492,20 +492,6 @@ priority = 90
 when = "fault"
 clear_when = "reset and not fault"
 show = { red = "on" }
-
-[[state]]
-name = "producing"
-code = 10000
-priority = 50
-when = "running"
-show = { green = "on" }
-
-[[state]]
-name = "stopped"
-code = 40000
-priority = 0
-when = true
-show = { amber = "on" }
 """
 
 LATCH_SIM = """\
@@ -516,7 +502,7 @@ period = "1s"
 [sources.sim.inputs]
 fault = { wave = "constant", value = false, type = "bool" }
 reset = { wave = "constant", value = false, type = "bool" }
-running = { wave = "constant", value = true, type = "bool" }
+trigger = { wave = "constant", value = true, type = "bool" }
 
 [tower.lamps]
 red = { virtual = true }
@@ -591,8 +577,8 @@ async def latch_runs(period: str, samples: int, workdir: Path) -> dict[str, Any]
             sim.force("reset", False)
             await anyio.sleep(2 * period_s)  # the release is stored before the next latch
             if hold:
-                out["no_latch"].append(await change(green, "running", False, False))
-                sim.force("running", True)
+                out["no_latch"].append(await change(green, "trigger", False, False))
+                sim.force("trigger", True)
                 await anyio.sleep(2 * period_s)
         out["_stats"] = scan.status()
         await agent.stop()

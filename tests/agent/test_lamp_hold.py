@@ -27,48 +27,21 @@ from linelight.rules.loader import load_rules
 from linelight.rules.values import Pattern
 from tests.agent.journal.support import rows, running
 from tests.agent.test_scan import Clocks, Sink, good
+from tests.rules.test_latches import LATCHING
 
 pytestmark = pytest.mark.anyio
 
-RULES = """\
-[inputs]
-drive_fault = { type = "bool" }
-guard_open = { type = "bool" }
-reset = { type = "bool" }
-running = { type = "bool" }
-
-[[signal]]
-name = "drive_alarm"
-priority = 80
-when = "drive_fault"
-clear_when = "reset and not drive_fault"
-show = { red = "on" }
-
+# The evaluator's latch tests' rules (a fault latching state `fault` and signal `drive_alarm`
+# until reset) and a second latch of its own input, shown on the white lamp
+RULES = LATCHING.replace("[inputs]\n", '[inputs]\nguard_open = { type = "bool" }\n') + """
 [[signal]]
 name = "guard_alarm"
 priority = 70
 when = "guard_open"
 clear_when = "reset and not guard_open"
-show = { blue = "on" }
-
-[[state]]
-name = "producing"
-code = 10000
-priority = 50
-when = "running"
-show = { green = "on" }
-
-[[state]]
-name = "stopped"
-code = 40000
-priority = 0
-when = true
-show = { amber = "on" }
-
-[tower]
-lamps = ["red", "amber", "green", "blue"]
+show = { white = "on" }
 """
-LAMPS = ("red", "amber", "green", "blue")
+LAMPS = ("red", "amber", "green", "blue", "white")
 QUIET = {"drive_fault": False, "guard_open": False, "reset": False, "running": True}
 
 
@@ -88,6 +61,7 @@ class Rig:
             latches_saved=self.memory.latches_saved)
 
     def tick(self, **values: bool) -> None:
+        """One scan, 20 ms after the last, with these inputs changed."""
         self.clocks.advance(0.02)
         good(self.table, self.clocks, **values)
         self.scan.tick()
@@ -130,12 +104,12 @@ async def test_a_new_latch_lights_its_lamp_only_once_committed_other_changes_at_
         r.tick(running=True, drive_fault=True)
         assert r.lit() == {"amber"}, "the new latch is not committed: the whole command waits"
         assert r.scan.stats.lamp_holds == 1
-        assert await r.until_lit("red") == ["drive_alarm"]
-        assert r.lit() == {"red", "green"}
+        assert await r.until_lit("red") == ["drive_alarm", "fault"]
+        assert r.lit() == {"red", "blue"}
         assert r.scan.stats.lamp_hold_timeouts == r.scan.stats.lamp_hold_refused == 0
         r.tick(drive_fault=False)  # the fault goes; the latch holds: no change, no hold
         r.tick(running=False)
-        assert r.lit() == {"red", "amber"}
+        assert r.lit() == {"red", "blue"}
         r.tick(reset=True)  # a released latch is no new latch: shown at once
         assert r.lit() == {"amber"}
         assert r.scan.stats.lamp_holds == 1
@@ -157,8 +131,8 @@ async def test_a_second_latch_during_a_hold_keeps_the_lamps_back_until_it_is_com
         await anyio.sleep(0.02)  # the first store is on its way to the disk
         r.tick(guard_open=True)
         assert r.lit() == {"green"}
-        assert await r.until_lit("blue") == ["drive_alarm", "guard_alarm"]
-        assert r.lit() == {"red", "blue", "green"}
+        assert await r.until_lit("white") == ["drive_alarm", "fault", "guard_alarm"]
+        assert r.lit() == {"red", "blue", "white"}
         assert r.scan.stats.lamp_holds == 1  # one hold, extended
         assert r.scan.stats.lamp_hold_timeouts == 0
 
@@ -170,7 +144,7 @@ async def test_without_a_running_scan_loop_the_lamps_are_shown_in_the_tick(
         r = Rig(journal, tmp_path / "q.db")
         r.tick(**QUIET)
         r.tick(drive_fault=True)
-        assert r.lit() == {"red", "green"}
+        assert r.lit() == {"red", "blue"}
         assert r.scan.stats.lamp_holds == 0
         await r.memory.flush()
-        assert r.on_disk() == ["drive_alarm"]
+        assert r.on_disk() == ["drive_alarm", "fault"]
