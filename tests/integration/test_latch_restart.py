@@ -199,13 +199,18 @@ async def test_a_stuck_journal_writer_delays_a_new_latch_lamp_by_the_bound_and_c
 async def test_a_journal_that_cannot_store_the_latch_does_not_keep_the_lamp_dark(
         tmp_path: Path, tiny_fs: Path) -> None:
     """Safety first: on a full disk (the journal cannot even open) a new latch cannot be
-    stored; its lamp shows at once instead of waiting out the bound, and /status counts it."""
+    stored; its lamp shows at once instead of waiting out the bound, and /status counts it.
+    Once there is room again the journal opens and the latch is stored without any change."""
+    data = tmp_path / "agent" / "data"
     async with modbus_agent(tmp_path) as (server, agent):
-        (tmp_path / "agent" / "data").symlink_to(tiny_fs)
-        fill_disk(tiny_fs)
+        data.symlink_to(tiny_fs)
+        ballast = fill_disk(tiny_fs)
         await start_and_latch(server, agent, "a full disk")
         scan = (await anyio.to_thread.run_sync(agent.status))["scan"]
         assert (scan["lamp_holds"], scan["lamp_hold_refused"],
                 scan["lamp_hold_timeouts"]) == (1, 1, 0), scan
         assert "the journal refused the latched set (2 latches)" in agent.log()
+        ballast.unlink()
+        await wait_stored(data, ["signal:drive_alarm", "state:fault"])
+        assert "the latched set is stored again" in agent.log()
         await anyio.to_thread.run_sync(agent.kill9)
