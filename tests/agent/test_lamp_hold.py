@@ -18,7 +18,7 @@ import pytest
 from linelight.agent.journal import Journal
 from linelight.agent.journal.queue import TEST_COMMIT_DELAY_ENV
 from linelight.agent.memory import RuleMemory
-from linelight.agent.scan import ScanLoop
+from linelight.agent.scan import MachineLane, ScanLoop
 from linelight.hw.inputs import InputTable
 from linelight.hw.outputs import VirtualOutput
 from linelight.hw.stacklight import StackLight
@@ -148,3 +148,48 @@ async def test_without_a_running_scan_loop_the_lamps_are_shown_in_the_tick(
         assert r.scan.stats.lamp_holds == 0
         await r.memory.flush()
         assert r.on_disk() == ["drive_alarm", "fault"]
+
+
+async def test_one_machine_holding_its_lamps_for_a_latch_does_not_hold_another_machines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TEST_COMMIT_DELAY_ENV, "0.1")
+    names = ("press", "filler")
+    db = tmp_path / "q.db"
+    clocks, table = Clocks(), InputTable([f"{m}/{i}" for m in names for i in QUIET])
+    async with running(db) as journal:
+        towers = {m: StackLight({lamp: VirtualOutput(lamp) for lamp in LAMPS},
+                                clock=lambda: clocks.mono) for m in names}
+        memories = {m: RuleMemory(journal, now_ns=lambda: clocks.wall,
+                                  monotonic=lambda: clocks.mono, machine=m) for m in names}
+        lanes = [MachineLane(Evaluator(load_rules([("r.toml", RULES)])), towers[m], name=m,
+                             inputs={i: f"{m}/{i}" for i in QUIET}, label=m,
+                             on_latches=memories[m].latches_changed,
+                             latches_saved=memories[m].latches_saved) for m in names]
+        scan = ScanLoop(inputs=table, sink=Sink(), clock=clocks.watch(), period=3600.0,
+                        machines=lanes, monotonic=lambda: clocks.mono)
+
+        def lit(machine: str) -> set[str]:
+            return {lamp for lamp, p in towers[machine].patterns().items() if p is Pattern.ON}
+
+        def tick(**values: bool) -> None:
+            clocks.advance(0.02)
+            good(table, clocks, **values)
+            scan.tick()
+
+        async with anyio.create_task_group() as tg:
+            for memory in memories.values():
+                tg.start_soon(memory.run)
+            await tg.start(scan.run)
+            tick(**{f"{m}/{i}": v for m in names for i, v in QUIET.items()})
+            assert lit("press") == lit("filler") == {"green"}
+            tick(**{"press/drive_fault": True, "filler/running": False})
+            assert lit("press") == {"green"}, "the press's new latch is not stored yet"
+            assert lit("filler") == {"amber"}, "the filler latched nothing: shown in the tick"
+            assert scan.stats.lamp_holds == 1
+            with anyio.fail_after(30):
+                while True:
+                    if lit("press") == {"red", "blue"}:
+                        break
+                    await anyio.sleep(0.001)
+            assert rows(db, "SELECT key FROM meta WHERE key LIKE 'latches%'") == ["latches/press"]
+            tg.cancel_scope.cancel()
