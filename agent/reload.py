@@ -24,6 +24,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from linelight.agent import events as ev
+from linelight.agent import heap
 from linelight.agent.clock import ClockWatch
 from linelight.agent.config import (
     AgentConfig,
@@ -85,12 +86,13 @@ class Reloader:
     """Owns the running rule set; `reload()` may be called from any task."""
 
     def __init__(self, config: AgentConfig, scan: ScanLoop, sink: EventSink, clock: ClockWatch,
-                 make_evaluator: Callable[[Any], Any]) -> None:
+                 make_evaluator: Callable[[Any], Any], *, quiet_heap: bool = True) -> None:
         self.config = config
         self.scan = scan
         self.sink = sink
         self.clock = clock
         self.make_evaluator = make_evaluator
+        self.quiet_heap = quiet_heap  # load with the collector off, then freeze (agent.heap)
         # the rules each machine runs now, in file order
         self.machines: list[MachineConfig] = list(config.machines)
         self.last: ReloadResult | None = None
@@ -118,7 +120,7 @@ class Reloader:
         async with self._lock:
             results: list[ReloadResult] = []
             for i, machine in enumerate(self.machines):
-                loaded = await anyio.to_thread.run_sync(self._load, machine)
+                loaded = await anyio.to_thread.run_sync(self._load_quietly, machine)
                 lane = self.scan.machine(machine.wire_name)
                 if not loaded.problems and loaded.ruleset.fingerprint != machine.ruleset.fingerprint:
                     try:
@@ -166,6 +168,14 @@ class Reloader:
             requested_by=requested_by))
         return ReloadResult(True, True, loaded.ruleset.fingerprint, requested_by,
                             now_ns, (), loaded.files.names)
+
+    def _load_quietly(self, machine: MachineConfig) -> _Loaded:
+        """Worker thread: `_load` without a garbage collection holding the GIL (and with it
+        the scan loop) in the middle of the parse's allocations; see agent.heap."""
+        if not self.quiet_heap:
+            return self._load(machine)
+        with heap.quiet():
+            return self._load(machine)
 
     def _load(self, machine: MachineConfig) -> _Loaded:
         """Worker thread: read, parse, cross-check, build the evaluator. Never touches the

@@ -62,7 +62,8 @@ class Sink:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, quiet_heap: bool = True) -> None:
+        self.dir = tmp_path
         self.rules_file = tmp_path / "rules.d" / "machine.toml"
         config = write_config(tmp_path, rules=RULES, sources=SOURCES, tower=TOWER)
         self.config = load_config(config)
@@ -74,7 +75,8 @@ class Harness:
         self.scan = ScanLoop(inputs=self.table, evaluator=Evaluator(self.config.ruleset),
                              tower=_Tower(), sink=self.sink, clock=clock, period=0.02,
                              monotonic=lambda: self.mono)
-        self.reloader = Reloader(self.config, self.scan, self.sink, clock, Evaluator)
+        self.reloader = Reloader(self.config, self.scan, self.sink, clock, Evaluator,
+                                 quiet_heap=quiet_heap)
 
     def run_for(self, seconds: float) -> None:
         end = self.mono + seconds
@@ -297,3 +299,38 @@ async def test_reading_loading_and_building_the_new_rules_run_in_a_worker_thread
     h.rules_file.write_text(RULES.replace("code = 10000", "code = 10002"))
     assert (await h.reloader.reload("test")).changed
     assert built_in and built_in[0] is not threading.main_thread()
+
+
+@pytest.mark.anyio
+async def test_a_reload_with_the_collector_quiet_ends_as_one_without(tmp_path: Path) -> None:
+    """agent.heap changes when garbage is collected, never what a reload does: the same
+    sequence (a rejected file, a good one, a removed signal) gives the same results, events,
+    lamps and carried-over timers with the collector off during the load and without."""
+    import gc
+
+    runs = []
+    for quiet in (False, True):
+        h = Harness(tmp_path / str(quiet), quiet_heap=quiet)
+        collector: list[bool] = []
+
+        def make_evaluator(ruleset: object, collector: list[bool] = collector) -> Evaluator:
+            collector.append(gc.isenabled())
+            return Evaluator(ruleset)  # type: ignore[arg-type]
+
+        h.reloader.make_evaluator = make_evaluator
+        h.run_for(5.0)
+        seen: list[object] = []
+        for text in (RULES.replace("priority = 10", "priority = ten"),
+                     RULES.replace("code = 10000", "code = 10001"),
+                     RULES[:RULES.index("[[signal]]")], RULES):
+            h.rules_file.write_text(text)
+            result = await h.reloader.reload("test")
+            assert gc.isenabled()
+            h.run_for(3.2)
+            seen.append((result.ok, result.changed, result.fingerprint, result.errors,
+                         h.scan.view.state, h.scan.view.signals, h.scan.view.lamps))
+        seen += h.sink.events
+        runs.append(repr(seen).replace(str(h.dir), "DIR"))
+        assert collector == [not quiet] * 3  # the three files that load
+    assert "rules_rejected" in runs[0] and "rules_reloaded" in runs[0]
+    assert runs[0] == runs[1]
