@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from linelight.agent.cli import DEFAULT_CONFIG
 from linelight.rules.errors import ConfigError, ConfigProblems
 
-DEFAULT_CONFIG = "/etc/linelight/agent.toml"
 TIMEOUT = 5.0
 
 
