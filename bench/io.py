@@ -32,6 +32,8 @@ from pathlib import Path
 
 import anyio
 
+from harness.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,13 +55,6 @@ def _serve(port: int, ready: multiprocessing.synchronize.Event) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- 1. polling ----------------------------------------------------------------------------------
@@ -378,7 +373,7 @@ async def _bare_asyncua_rate(port: int, seconds: float) -> float:
 
 
 async def _in_server_process(serve, measure):  # type: ignore[no-untyped-def]
-    port = _free_port()
+    port = free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=serve, args=(port, ready), daemon=True)
@@ -422,7 +417,7 @@ async def _plc_figures(seconds: float) -> dict[str, float]:
 async def _main(quick: bool) -> dict[str, float]:
     seconds = 1.0 if quick else 3.0
     changes = 60 if quick else 300
-    port = _free_port()
+    port = free_port()
     ready = multiprocessing.get_context("spawn").Event()
     proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, ready),
                                                         daemon=True)

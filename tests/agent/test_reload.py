@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.agent_proc import AgentProcess, write_config
 from linelight.agent.clock import ClockWatch
 from linelight.agent.config import load_config
 from linelight.agent.journal import Event
@@ -15,7 +16,6 @@ from linelight.agent.scan import ScanLoop
 from linelight.hw.inputs import InputTable
 from linelight.rules.evaluator import Evaluator
 from linelight.rules.values import Quality, Sample
-from tests.integration.agent_proc import AgentProcess, write_config
 
 RULES = """\
 [inputs]

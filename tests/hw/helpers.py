@@ -1,26 +1,12 @@
-"""Small helpers for hardware tests: wait on a condition with a generous deadline."""
+"""Small helpers for hardware tests: wait for an input's sample, read config text."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio
-
+from harness.waiting import wait_until
 from linelight.hw.inputs import InputTable
 from linelight.rules.values import Sample
-
-
-async def wait_until(condition: Callable[[], bool], *, within: float = 20.0,
-                     what: str = "condition") -> None:
-    """Poll `condition` every 10 ms until true; fail with `what` after `within` seconds.
-
-    Polling on purpose: the conditions are about hardware state (a pin, a server register)
-    that has no event to wait on."""
-    with anyio.move_on_after(within):
-        while not condition():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out after {within} s waiting for {what}")
 
 
 async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bool], *,

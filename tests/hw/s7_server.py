@@ -16,7 +16,7 @@ import snap7
 from snap7.datatypes import S7WordLen
 from snap7.type import SrvArea
 
-from tests.hw.modbus_server import free_port
+from harness.ports import free_port
 
 
 class BitExactServer(snap7.Server):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.modbus import ModbusSource
 from linelight.hw.modbus_codec import DataType, Order, number_to_words
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import read_config, wait_sample, wait_until
+from tests.hw.helpers import read_config, wait_sample
 from tests.hw.modbus_server import ModbusTestServer
 
 pytestmark = pytest.mark.anyio

@@ -8,11 +8,12 @@ import anyio
 import pytest
 from asyncua import ua
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.opcua import quality_of
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import config_problems, read_config, wait_sample, wait_until
+from tests.hw.helpers import config_problems, read_config, wait_sample
 from tests.hw.opcua_server import OpcUaTestServer
 
 pytestmark = pytest.mark.anyio

@@ -9,10 +9,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.rules.values import Quality
-from tests.hw.helpers import config_problems, read_config, wait_sample, wait_until
+from tests.hw.helpers import config_problems, read_config, wait_sample
 from tests.hw.opcua_server import OpcUaTestServer, make_server_certificate
 
 pytestmark = pytest.mark.anyio

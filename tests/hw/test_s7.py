@@ -11,12 +11,13 @@ import snap7
 from snap7.datatypes import S7WordLen
 from snap7.type import SrvArea
 
+from harness.ports import free_port
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.s7 import S7Source
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import read_config, wait_sample, wait_until
-from tests.hw.modbus_server import free_port
+from tests.hw.helpers import read_config, wait_sample
 from tests.hw.s7_server import S7TestServer
 
 pytestmark = pytest.mark.anyio

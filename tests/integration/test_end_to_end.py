@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Subscriber
-from tests.integration.agent_proc import (
+from harness.agent_proc import (
     AgentProcess,
     delivered_in_order,
     process_gone,
     write_config,
 )
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import anyio
 import msgpack
 import pytest
 
+from harness.agent_proc import AgentProcess, journal_records, write_config
 from tests.hw.modbus_server import ModbusTestServer
-from tests.integration.agent_proc import AgentProcess, journal_records, write_config
 from tests.integration.test_shutdown_lamps import DEADLINE_S, wait_coils
 from tests.rules.test_latches import LATCHING
 

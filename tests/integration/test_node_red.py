@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
+from harness.agent_proc import AgentProcess, write_config
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber
 from tests.fixtures.node_red import NodeRed
-from tests.fixtures.subscriber import Subscriber
-from tests.integration.agent_proc import AgentProcess, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import ROOT, AgentProcess, write_config
+from harness.agent_proc import ROOT, AgentProcess, write_config
+from harness.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.agent_proc import AgentProcess, write_config
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Received, Subscriber, dedup_in_order
 from linelight.agent.mqtt.wire import Message
 from tests.agent.mqtt.test_wire_umh_classic import real, rows
 from tests.agent.mqtt.test_wire_umh_core import check_time_series, parse_uns_topic
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Received, Subscriber, dedup_in_order
-from tests.integration.agent_proc import AgentProcess, write_config
 
 pytestmark = pytest.mark.slow
 

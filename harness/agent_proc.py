@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.mosquitto import free_port
+from harness.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_RULES = ROOT / "examples" / "rules.d" / "machine.toml"
 
 # A fast machine: a whole producing/microstop/producing/fault/idle cycle in about 8 s.
@@ -272,7 +272,7 @@ def delivered_in_order(sub: Any, data_dir: Path, topic_prefix: str,
     deleted row and at most the journal's newest seq. A row still queued may have been
     delivered too (its PUBACK came after the stop's flush gave up): a duplicate at the next
     start, removed by `(agent, seq)`, so it is no loss and no error."""
-    from tests.fixtures.subscriber import dedup_in_order
+    from harness.subscriber import dedup_in_order
 
     left = journal_records(data_dir)
     newest = journal_newest_seq(data_dir)
