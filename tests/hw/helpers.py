@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
 
 from harness.waiting import wait_until
 from linelight.hw.inputs import InputTable
@@ -14,6 +18,24 @@ async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bo
     await wait_until(lambda: check(table.get(name)), within=within,
                      what=what or f"input {name} (now {table.get(name)})")
     return table.get(name)
+
+
+@asynccontextmanager
+async def running_sources(toml: str) -> AsyncIterator[tuple[Any, InputTable]]:
+    """The one source `toml` declares, built and running into a fresh input table while the
+    block runs; then stopped and closed. Yields (hardware, table)."""
+    from linelight.hw.build import build_hardware
+
+    (spec,), _ = read_config(toml)
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            yield hw, table
+            tg.cancel_scope.cancel()
+    finally:
+        await hw.close()
 
 
 def read_config(text: str, file: str = "agent.toml"):
