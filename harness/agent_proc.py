@@ -202,6 +202,21 @@ class AgentProcess:
         raise AssertionError(f"{what} not reached within {timeout}s; last status: "
                              f"{json.dumps(last)[:2000]}\nagent log:\n{self.log()[-4000:]}")
 
+    def ride_out_an_outage(self, broker: Any) -> dict[str, Any]:
+        """Once connected with some events: stop `broker` (a harness Mosquitto), wait for a
+        backlog, start it again and wait until the backlog is delivered. Returns the status
+        taken during the outage."""
+        self.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 20,
+                         what="connected with some events")
+        broker.stop()
+        self.wait_status(lambda s: not s["broker"]["connected"], what="broker down")
+        outage = self.wait_status(lambda s: s["queue"]["depth"] > 10, what="a backlog")
+        broker.start()
+        self.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
+                         and s["queue"]["seq_hwm"] > outage["queue"]["seq_hwm"],
+                         timeout=90, what="backlog drained")
+        return outage
+
     def __enter__(self) -> AgentProcess:
         return self
 
