@@ -68,7 +68,7 @@ from bench.chaos_check import (  # noqa: E402
     Window,
     check_delivery,
 )
-from harness.agent_proc import FAST_MACHINE, forwarder_child  # noqa: E402
+from harness.agent_proc import FAST_MACHINE, VIRTUAL_TOWER, forwarder_child  # noqa: E402
 from harness.mosquitto import Mosquitto  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.proxy import TcpProxy  # noqa: E402
@@ -123,14 +123,7 @@ estop_ok = {{ discrete_input = 0 }}
 fault_code = {{ holding_register = 0 }}
 """
 
-TOWER = """\
-[tower.lamps]
-red = { virtual = true }
-amber = { virtual = true }
-green = { virtual = true }
-blue = { virtual = true }
-buzzer = { virtual = true }
-"""
+TOWER = VIRTUAL_TOWER
 
 
 def config_text(*, diag_port: int, mqtt_port: int, modbus_port: int | None, variant: Variant,

@@ -14,27 +14,18 @@ import pytest
 from linelight.agent.cli import doctor, main
 from linelight.agent.journal import Record, connect_readonly, read_records
 from linelight.agent.journal.unopened import read_quietly
-from tests.agent.journal.support import event, running
+from tests.agent.journal.support import filled, running
 
 # SQLite URI syntax: `#` starts a fragment, `?` the options, `%` an escape
 ODD = "line #2 ?mode=rw %41"
 N = 400
 
 
-async def _filled(path: Path) -> int:
-    async with running(path) as j:
-        for i in range(N):
-            j.submit(event("count", "parts", i, pad="p" * 60))
-        with anyio.fail_after(60):
-            await j.wait_new(N - 1)
-        return j.stats().seq_hwm
-
-
 @pytest.fixture
 def odd_journal(tmp_path: Path) -> Path:
     path = tmp_path / ODD / "journal.db"
     path.parent.mkdir()
-    anyio.run(_filled, path)
+    anyio.run(filled, path, N)
     return path
 
 
