@@ -12,6 +12,7 @@ every file:line:col), the others switch.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import signal
@@ -92,7 +93,8 @@ class Reloader:
         self.sink = sink
         self.clock = clock
         self.make_evaluator = make_evaluator
-        self.quiet_heap = quiet_heap  # load with the collector off, then freeze (agent.heap)
+        # the collector off from the load to the swap, one collection after it (agent.heap)
+        self.quiet_heap = quiet_heap
         # the rules each machine runs now, in file order
         self.machines: list[MachineConfig] = list(config.machines)
         self.last: ReloadResult | None = None
@@ -118,20 +120,29 @@ class Reloader:
         cancellation: whatever goes wrong is a rejected reload and the old rules keep running
         (per machine: a machine's broken file never holds back another machine's reload)."""
         async with self._lock:
-            results: list[ReloadResult] = []
-            for i, machine in enumerate(self.machines):
-                loaded = await anyio.to_thread.run_sync(self._load_quietly, machine)
-                lane = self.scan.machine(machine.wire_name)
-                if not loaded.problems and loaded.ruleset.fingerprint != machine.ruleset.fingerprint:
-                    try:
-                        loaded.evaluator.carry_over(lane.evaluator)
-                    except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
-                        loaded.problems = [self._unforeseen(exc, "carrying the timers over",
-                                                            machine)]
-                results.append(self._finish(i, loaded, requested_by))
-            result = _combined(results, self.fingerprint)
+            with heap.paused() if self.quiet_heap else contextlib.nullcontext():
+                result = await self._reload(requested_by)
+                if self.quiet_heap:
+                    # after the swap and once _reload's frame is gone: the old rules are
+                    # freed by then, so it scans only the new ones; a worker thread, so
+                    # the loop gets a tick in between (the collection itself holds the GIL)
+                    await anyio.to_thread.run_sync(heap.collect)
             self.last = result
             return result
+
+    async def _reload(self, requested_by: str) -> ReloadResult:
+        results: list[ReloadResult] = []
+        for i, machine in enumerate(self.machines):
+            loaded = await anyio.to_thread.run_sync(self._load, machine)
+            lane = self.scan.machine(machine.wire_name)
+            if not loaded.problems and loaded.ruleset.fingerprint != machine.ruleset.fingerprint:
+                try:
+                    loaded.evaluator.carry_over(lane.evaluator)
+                except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
+                    loaded.problems = [self._unforeseen(exc, "carrying the timers over",
+                                                        machine)]
+            results.append(self._finish(i, loaded, requested_by))
+        return _combined(results, self.fingerprint)
 
     def _finish(self, index: int, loaded: _Loaded, requested_by: str) -> ReloadResult:
         machine = self.machines[index]
@@ -168,14 +179,6 @@ class Reloader:
             requested_by=requested_by))
         return ReloadResult(True, True, loaded.ruleset.fingerprint, requested_by,
                             now_ns, (), loaded.files.names)
-
-    def _load_quietly(self, machine: MachineConfig) -> _Loaded:
-        """Worker thread: `_load` without a garbage collection holding the GIL (and with it
-        the scan loop) in the middle of the parse's allocations; see agent.heap."""
-        if not self.quiet_heap:
-            return self._load(machine)
-        with heap.quiet():
-            return self._load(machine)
 
     def _load(self, machine: MachineConfig) -> _Loaded:
         """Worker thread: read, parse, cross-check, build the evaluator. Never touches the

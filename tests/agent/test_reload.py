@@ -334,3 +334,22 @@ async def test_a_reload_with_the_collector_quiet_ends_as_one_without(tmp_path: P
         assert collector == [not quiet] * 3  # the three files that load
     assert "rules_rejected" in runs[0] and "rules_reloaded" in runs[0]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.anyio
+async def test_the_collection_after_a_reload_comes_once_the_old_rules_are_freed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """agent.heap: the one collection of a reload scans what is not frozen; it comes after
+    the swap, when nothing holds the old evaluator any more (so it is not scanned too)."""
+    import weakref
+
+    from linelight.agent import heap
+
+    h = Harness(tmp_path)
+    h.run_for(1.0)
+    old = weakref.ref(h.scan.evaluator)
+    seen: list[bool] = []
+    monkeypatch.setattr(heap, "collect", lambda: seen.append(old() is None))
+    h.rules_file.write_text(RULES.replace("code = 10000", "code = 10001"))
+    assert (await h.reloader.reload("test")).changed
+    assert seen == [True]
