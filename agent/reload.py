@@ -70,6 +70,7 @@ class _Loaded:
     evaluator: Any = None  # built in the worker thread too: a big rule set costs time
     problems: list[str] = field(default_factory=list)
     machine: MachineConfig | None = None  # the machine with the new rules, checked
+    plan: Any = None  # Evaluator.plan_carry_over against the running evaluator
 
 
 def _combined(results: list[ReloadResult], fingerprint: str) -> ReloadResult:
@@ -135,9 +136,12 @@ class Reloader:
         for i, machine in enumerate(self.machines):
             loaded = await anyio.to_thread.run_sync(self._load, machine)
             lane = self.scan.machine(machine.wire_name)
-            if not loaded.problems and loaded.ruleset.fingerprint != machine.ruleset.fingerprint:
-                try:
-                    loaded.evaluator.carry_over(lane.evaluator)
+            if loaded.plan is not None:
+                try:  # the copy itself: between two ticks of the running evaluator
+                    if loaded.plan.old is lane.evaluator:
+                        loaded.evaluator.apply_carry_over(loaded.plan)
+                    else:  # swapped since the plan was made (not by a reload: they queue)
+                        loaded.evaluator.carry_over(lane.evaluator)
                 except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
                     loaded.problems = [self._unforeseen(exc, "carrying the timers over",
                                                         machine)]
@@ -181,8 +185,8 @@ class Reloader:
                             now_ns, (), loaded.files.names)
 
     def _load(self, machine: MachineConfig) -> _Loaded:
-        """Worker thread: read, parse, cross-check, build the evaluator. Never touches the
-        running one. Any exception is a problem of the reload, never the agent's end."""
+        """Worker thread: read, parse, cross-check, build the evaluator and plan what it
+        carries over. Never changes the running one. Any exception is a problem of the reload, never the agent's end."""
         loaded = _Loaded(RuleFiles(()))
         try:
             loaded.files = reread_rule_files(self.config, machine)
@@ -200,6 +204,13 @@ class Reloader:
             loaded.problems = [str(exc)]
         except Exception as exc:  # noqa: BLE001 -- see _unforeseen
             loaded.problems = [self._unforeseen(exc, "reloading the rules", machine)]
+        if loaded.problems or loaded.ruleset.fingerprint == machine.ruleset.fingerprint:
+            return loaded
+        try:  # matching old and new rules needs no tick to wait (it reads no scan's values)
+            running = self.scan.machine(machine.wire_name).evaluator
+            loaded.plan = loaded.evaluator.plan_carry_over(running)
+        except Exception as exc:  # noqa: BLE001 -- see _unforeseen
+            loaded.problems = [self._unforeseen(exc, "carrying the timers over", machine)]
         return loaded
 
     def _unforeseen(self, exc: Exception, doing: str, machine: MachineConfig) -> str:

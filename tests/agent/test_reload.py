@@ -295,10 +295,21 @@ async def test_reading_loading_and_building_the_new_rules_run_in_a_worker_thread
         built_in.append(threading.current_thread())
         return Evaluator(ruleset)  # type: ignore[arg-type]
 
+    class Planned(Evaluator):
+        def plan_carry_over(self, old: Evaluator):  # type: ignore[no-untyped-def]
+            built_in.append(threading.current_thread())
+            return super().plan_carry_over(old)
+
     h.reloader.make_evaluator = make_evaluator
     h.rules_file.write_text(RULES.replace("code = 10000", "code = 10002"))
     assert (await h.reloader.reload("test")).changed
     assert built_in and built_in[0] is not threading.main_thread()
+    # matching the new rules to the running ones too; only the copy runs on the loop
+    built_in.clear()
+    h.reloader.make_evaluator = Planned
+    h.rules_file.write_text(RULES.replace("code = 10000", "code = 10003"))
+    assert (await h.reloader.reload("test")).changed
+    assert len(built_in) == 1 and built_in[0] is not threading.main_thread()
 
 
 @pytest.mark.anyio
