@@ -32,6 +32,7 @@ from pathlib import Path
 
 import anyio
 
+from harness.agent_proc import VIRTUAL_TOWER
 from harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,13 +136,7 @@ period = "50ms"
 
 [tower]
 refresh = "1h"
-[tower.lamps]
-red = { virtual = true }
-amber = { virtual = true }
-green = { virtual = true }
-blue = { virtual = true }
-buzzer = { virtual = true }
-"""
+""" + VIRTUAL_TOWER
 
 
 async def _latency(changes: int, scan_period: float | None) -> list[float]:
