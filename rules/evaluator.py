@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from linelight.rules.compiler import NOW_SLOT, Compiled
-from linelight.rules.expressions import MAX_INT
+from linelight.rules.fields import MAX_INT
 from linelight.rules.model import (
     UNKNOWN_STATE,
     Define,

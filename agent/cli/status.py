@@ -24,6 +24,8 @@ from linelight.agent.cli import DEFAULT_CONFIG
 from linelight.agent.cli.credentials import credentials_directory
 from linelight.agent.humanize import format_age
 
+# agent.diagnostics.DEFAULT_LISTEN as a URL, written out: importing the runtime would slow
+# `linelight status` down five-fold (tests/agent/cli/test_status.py checks they agree)
 DEFAULT_URL = "http://127.0.0.1:9750"
 
 
