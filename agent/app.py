@@ -71,8 +71,9 @@ class Agent:
                  handle_signals: bool = True, forwarder_process: bool = True,
                  freeze_heap: bool = True) -> None:
         # handle_signals: reload the rules on SIGHUP (SIGTERM/SIGINT: see stop_on_signals)
-        # freeze_heap: the built heap is frozen and reloads allocate with the collector off
-        # (agent.heap); False: the collector as Python sets it (bench/rules.py's baseline)
+        # freeze_heap: the built heap is frozen, reloads allocate with the collector off and
+        # switch the GIL faster (agent.heap, agent.reload); False: as Python sets both
+        # (bench/rules.py's baseline)
         # forwarder_process: the forwarder runs in its own process (agent/uplink), so publish
         # and PUBACK work never hold the GIL the scan loop needs; False: in this event loop
         self.config = config

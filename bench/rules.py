@@ -8,9 +8,10 @@ its share of the rest); the time per machine should stay flat (linear growth). T
 rolling-window lane adds 50 signals over 10-minute windows (25 `count_of`, 25 `increase`) to
 the same set and steps it beside the plain set on the same snapshots for 10 minutes of 20 ms
 scans, so the windows are full: it prints both medians, their ratio and the memory held.
-Reload stall: a running agent reloads a 162 KiB rule file while a probe measures how late the
-event loop wakes, without agent.heap (the collector as Python sets it) and with it, rounds
-alternating in the same run.
+Reload stall: a running agent reloads a 162 KiB rule file, then a second one, while a probe
+measures how late the event loop wakes: without agent.heap (the collector as Python sets it),
+with it, and with it and the reload's shorter GIL switch interval, rounds alternating in the
+same run.
 Run: .venv/bin/python -m bench.rules [--quick]. Prints a table; the last line is one JSON object.
 """
 
@@ -237,13 +238,22 @@ def reload_stall(text: str, bigs: tuple[str, str], seconds: float, *,
 
 def reload_rounds(text: str, bigs: tuple[str, str], seconds: float,
                   rounds: int) -> dict[str, dict[str, float]]:
-    """`reload_stall` without and with agent.heap, alternating, `rounds` each: per side the
-    median of the rounds' figures, and as `best_KEY` the lowest (this machine is shared: a
-    round in which another process took the CPU shows a stall that is not the agent's)."""
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "frozen": []}
-    for _ in range(rounds):
-        for side in runs:
-            runs[side].append(reload_stall(text, bigs, seconds, freeze=side == "frozen"))
+    """`reload_stall` on three sides, alternating, `rounds` each: `before` (the collector as
+    Python sets it, the GIL switch interval as it is), `heap` (agent.heap, the interval as
+    it is) and `shipped` (agent.heap and the Reloader's shorter switch interval). Per side
+    the median of the rounds' figures, and as `best_KEY` the lowest (this machine is shared:
+    a round in which another process took the CPU shows a stall that is not the agent's)."""
+    from linelight.agent import reload
+
+    shipped = reload.RELOAD_SWITCH_INTERVAL
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "heap": [], "shipped": []}
+    try:
+        for _ in range(rounds):
+            for side in runs:
+                reload.RELOAD_SWITCH_INTERVAL = shipped if side == "shipped" else None
+                runs[side].append(reload_stall(text, bigs, seconds, freeze=side != "before"))
+    finally:
+        reload.RELOAD_SWITCH_INTERVAL = shipped
     return {side: {**{key: statistics.median(r[key] for r in results) for key in results[0]},
                    **{f"best_{key}": min(r[key] for r in results) for key in results[0]}}
             for side, results in runs.items()}
@@ -403,11 +413,12 @@ def main() -> None:
     print(f"{'window entries held':<28}{lane['window_entries']:>12.0f}  (cap {MAX_ENTRIES} "
           f"per window, {N_WINDOWS * MAX_ENTRIES} in all)")
     print(f"{'window memory':<28}{lane['window_bytes'] / 1024:>10.1f} KiB")
-    before, frozen = stalls["before"], stalls["frozen"]
-    print(f"reload of a {frozen['big_kib']:.0f} KiB rule file in a running agent, median of "
-          f"{ROUNDS} rounds each; event-loop lateness (1 ms probe, the scan "
-          "loop shares the loop), before agent.heap and with it (same run):")
-    print(f"{'':<28}{'before':>12}{'frozen':>12}")
+    sides = ("before", "heap", "shipped")
+    print(f"reload of a {stalls['shipped']['big_kib']:.0f} KiB rule file in a running agent, "
+          f"median of {ROUNDS} rounds each; event-loop lateness (1 ms probe, the scan loop "
+          "shares the loop); before: without agent.heap; heap: with it; shipped: with it and "
+          "the reload's shorter GIL switch interval (same run):")
+    print(f"{'':<28}" + "".join(f"{side:>12}" for side in sides))
     rows = [("idle p99", "idle_p99_ms"), ("idle max", "idle_max_ms")]
     for n in (1, 2):
         rows += [(f"reload {n}: took", f"reload{n}_s"), (f"reload {n}: p99", f"reload{n}_p99_ms"),
@@ -419,12 +430,12 @@ def main() -> None:
         scale, unit = (1000, "ms") if key.endswith("_s") else (1, "ms")
         if key.endswith("_skipped"):
             unit = "  "
-        print(f"{'  ' + label:<28}{before[key] * scale:>9.2f} {unit}"
-              f"{frozen[key] * scale:>9.2f} {unit}")
+        print(f"{'  ' + label:<28}"
+              + "".join(f"{stalls[side][key] * scale:>9.2f} {unit}" for side in sides))
     for n in (1, 2):
-        print(f"{f'  reload {n}: max vs idle max':<28}"
-              f"{before[f'reload{n}_max_ms'] / max(before['idle_max_ms'], 1e-3):>11.1f}x"
-              f"{frozen[f'reload{n}_max_ms'] / max(frozen['idle_max_ms'], 1e-3):>11.1f}x")
+        print(f"{f'  reload {n}: max vs idle max':<28}" + "".join(
+            f"{stalls[side][f'reload{n}_max_ms'] / max(stalls[side]['idle_max_ms'], 1e-3):>11.1f}x"
+            for side in sides))
     print(json.dumps({
         "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
         "counters": N_COUNTERS, "scans": scans,
@@ -441,7 +452,7 @@ def main() -> None:
         "window_p99_us": round(lane["windows_p99_us"], 1),
         "window_to_plain_ratio": round(ratio, 3),
         "window_entries": lane["window_entries"], "window_bytes": lane["window_bytes"],
-        "reload_big_kib": round(frozen["big_kib"]),
+        "reload_big_kib": round(stalls["shipped"]["big_kib"]),
         "reload": {side: {key: round(value * 1000 if key.endswith("_s") else value, 2)
                           for key, value in r.items()} for side, r in stalls.items()},
     }))

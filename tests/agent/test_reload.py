@@ -314,18 +314,26 @@ async def test_reading_loading_and_building_the_new_rules_run_in_a_worker_thread
 
 @pytest.mark.anyio
 async def test_a_reload_with_the_collector_quiet_ends_as_one_without(tmp_path: Path) -> None:
-    """agent.heap changes when garbage is collected, never what a reload does: the same
-    sequence (a rejected file, a good one, a removed signal) gives the same results, events,
-    lamps and carried-over timers with the collector off during the load and without."""
+    """agent.heap changes when garbage is collected (and the reload when the GIL changes
+    hands), never what a reload does: the same sequence (a rejected file, a good one, a
+    removed signal) gives the same results, events, lamps and carried-over timers with the
+    collector off and the short switch interval during the load, and without."""
     import gc
+    import sys
+
+    from linelight.agent.reload import RELOAD_SWITCH_INTERVAL
 
     runs = []
+    normal = sys.getswitchinterval()
     for quiet in (False, True):
         h = Harness(tmp_path / str(quiet), quiet_heap=quiet)
         collector: list[bool] = []
+        switching: list[float] = []
 
-        def make_evaluator(ruleset: object, collector: list[bool] = collector) -> Evaluator:
+        def make_evaluator(ruleset: object, collector: list[bool] = collector,
+                           switching: list[float] = switching) -> Evaluator:
             collector.append(gc.isenabled())
+            switching.append(sys.getswitchinterval())
             return Evaluator(ruleset)  # type: ignore[arg-type]
 
         h.reloader.make_evaluator = make_evaluator
@@ -336,13 +344,14 @@ async def test_a_reload_with_the_collector_quiet_ends_as_one_without(tmp_path: P
                      RULES[:RULES.index("[[signal]]")], RULES):
             h.rules_file.write_text(text)
             result = await h.reloader.reload("test")
-            assert gc.isenabled()
+            assert gc.isenabled() and sys.getswitchinterval() == normal
             h.run_for(3.2)
             seen.append((result.ok, result.changed, result.fingerprint, result.errors,
                          h.scan.view.state, h.scan.view.signals, h.scan.view.lamps))
         seen += h.sink.events
         runs.append(repr(seen).replace(str(h.dir), "DIR"))
         assert collector == [not quiet] * 3  # the three files that load
+        assert switching == [RELOAD_SWITCH_INTERVAL if quiet else normal] * 3
     assert "rules_rejected" in runs[0] and "rules_reloaded" in runs[0]
     assert runs[0] == runs[1]
 
