@@ -111,7 +111,8 @@ class Reloader:
         self.sink = sink
         self.clock = clock
         self.make_evaluator = make_evaluator
-        # the collector off from the load to the swap, one collection after it (agent.heap)
+        # the collector off from the load to the swap, one collection after it (agent.heap),
+        # and the GIL switch interval at RELOAD_SWITCH_INTERVAL meanwhile
         self.quiet_heap = quiet_heap
         # the rules each machine runs now, in file order
         self.machines: list[MachineConfig] = list(config.machines)
