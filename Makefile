@@ -35,7 +35,7 @@ demo: setup
 	$(BIN)/linelight demo
 
 lint:
-	$(BIN)/ruff check agent rules hw tests bench packaging
+	$(BIN)/ruff check agent rules hw tests bench harness packaging
 
 # mypy cannot follow setuptools' editable finder: it reads the packages through a link tree
 # laid out as installed (linelight/agent -> agent/, ...).

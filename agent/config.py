@@ -74,7 +74,7 @@ class ScanSettings:
 @dataclass(frozen=True, slots=True)
 class DiagnosticsSettings:
     enabled: bool = True
-    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 9750),)
+    listen: tuple[tuple[str, int], ...] = tuple(parse_listen(a) for a in DEFAULT_LISTEN)
     token_file: Path | None = None
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback (the tailnet name)
     allow_remote: bool = False  # opt-in to a non-loopback listen address

@@ -12,10 +12,12 @@ every file:line:col), the others switch.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from linelight.agent import events as ev
+from linelight.agent import heap
 from linelight.agent.clock import ClockWatch
 from linelight.agent.config import (
     AgentConfig,
@@ -40,6 +43,10 @@ from linelight.rules.errors import ConfigError, ConfigProblems
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_IN_EVENT = 20
+# While a reload's worker thread parses, the event loop thread waits for the GIL each time it
+# wakes (a tick, a socket): up to the interpreter's switch interval, 5 ms. For the reload's
+# duration it is this instead, so the scan loop gets the GIL back sooner (docs/benchmarks.md).
+RELOAD_SWITCH_INTERVAL = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,19 @@ class _Loaded:
     evaluator: Any = None  # built in the worker thread too: a big rule set costs time
     problems: list[str] = field(default_factory=list)
     machine: MachineConfig | None = None  # the machine with the new rules, checked
+    plan: Any = None  # Evaluator.plan_carry_over against the running evaluator
+
+
+@contextlib.contextmanager
+def _switching_every(seconds: float | None) -> Iterator[None]:
+    """sys.setswitchinterval(seconds) inside (None: unchanged), the previous one after."""
+    before = sys.getswitchinterval()
+    if seconds is not None:
+        sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def _combined(results: list[ReloadResult], fingerprint: str) -> ReloadResult:
@@ -85,12 +105,15 @@ class Reloader:
     """Owns the running rule set; `reload()` may be called from any task."""
 
     def __init__(self, config: AgentConfig, scan: ScanLoop, sink: EventSink, clock: ClockWatch,
-                 make_evaluator: Callable[[Any], Any]) -> None:
+                 make_evaluator: Callable[[Any], Any], *, quiet_heap: bool = True) -> None:
         self.config = config
         self.scan = scan
         self.sink = sink
         self.clock = clock
         self.make_evaluator = make_evaluator
+        # the collector off from the load to the swap, one collection after it (agent.heap),
+        # and the GIL switch interval at RELOAD_SWITCH_INTERVAL meanwhile
+        self.quiet_heap = quiet_heap
         # the rules each machine runs now, in file order
         self.machines: list[MachineConfig] = list(config.machines)
         self.last: ReloadResult | None = None
@@ -116,20 +139,35 @@ class Reloader:
         cancellation: whatever goes wrong is a rejected reload and the old rules keep running
         (per machine: a machine's broken file never holds back another machine's reload)."""
         async with self._lock:
-            results: list[ReloadResult] = []
-            for i, machine in enumerate(self.machines):
-                loaded = await anyio.to_thread.run_sync(self._load, machine)
-                lane = self.scan.machine(machine.wire_name)
-                if not loaded.problems and loaded.ruleset.fingerprint != machine.ruleset.fingerprint:
-                    try:
-                        loaded.evaluator.carry_over(lane.evaluator)
-                    except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
-                        loaded.problems = [self._unforeseen(exc, "carrying the timers over",
-                                                            machine)]
-                results.append(self._finish(i, loaded, requested_by))
-            result = _combined(results, self.fingerprint)
+            with contextlib.ExitStack() as stack:
+                if self.quiet_heap:
+                    stack.enter_context(heap.paused())
+                    stack.enter_context(_switching_every(RELOAD_SWITCH_INTERVAL))
+                result = await self._reload(requested_by)
+                if self.quiet_heap:
+                    # after the swap and once _reload's frame is gone: the old rules are
+                    # freed by then, so it scans only the new ones; a worker thread, so
+                    # the loop gets a tick in between (the collection itself holds the GIL)
+                    await anyio.to_thread.run_sync(heap.collect)
             self.last = result
             return result
+
+    async def _reload(self, requested_by: str) -> ReloadResult:
+        results: list[ReloadResult] = []
+        for i, machine in enumerate(self.machines):
+            loaded = await anyio.to_thread.run_sync(self._load, machine)
+            lane = self.scan.machine(machine.wire_name)
+            if loaded.plan is not None:
+                try:  # the copy itself: between two ticks of the running evaluator
+                    if loaded.plan.old is lane.evaluator:
+                        loaded.evaluator.apply_carry_over(loaded.plan)
+                    else:  # swapped since the plan was made (not by a reload: they queue)
+                        loaded.evaluator.carry_over(lane.evaluator)
+                except Exception as exc:  # noqa: BLE001 -- a defect must not stop the agent
+                    loaded.problems = [self._unforeseen(exc, "carrying the timers over",
+                                                        machine)]
+            results.append(self._finish(i, loaded, requested_by))
+        return _combined(results, self.fingerprint)
 
     def _finish(self, index: int, loaded: _Loaded, requested_by: str) -> ReloadResult:
         machine = self.machines[index]
@@ -168,8 +206,8 @@ class Reloader:
                             now_ns, (), loaded.files.names)
 
     def _load(self, machine: MachineConfig) -> _Loaded:
-        """Worker thread: read, parse, cross-check, build the evaluator. Never touches the
-        running one. Any exception is a problem of the reload, never the agent's end."""
+        """Worker thread: read, parse, cross-check, build the evaluator and plan what it
+        carries over. Never changes the running one. Any exception is a problem of the reload, never the agent's end."""
         loaded = _Loaded(RuleFiles(()))
         try:
             loaded.files = reread_rule_files(self.config, machine)
@@ -187,6 +225,13 @@ class Reloader:
             loaded.problems = [str(exc)]
         except Exception as exc:  # noqa: BLE001 -- see _unforeseen
             loaded.problems = [self._unforeseen(exc, "reloading the rules", machine)]
+        if loaded.problems or loaded.ruleset.fingerprint == machine.ruleset.fingerprint:
+            return loaded
+        try:  # matching old and new rules needs no tick to wait (it reads no scan's values)
+            running = self.scan.machine(machine.wire_name).evaluator
+            loaded.plan = loaded.evaluator.plan_carry_over(running)
+        except Exception as exc:  # noqa: BLE001 -- see _unforeseen
+            loaded.problems = [self._unforeseen(exc, "carrying the timers over", machine)]
         return loaded
 
     def _unforeseen(self, exc: Exception, doing: str, machine: MachineConfig) -> str:

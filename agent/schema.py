@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from linelight.agent.config import TOP_KEYS
-
-DRAFT = "http://json-schema.org/draft-07/schema#"
+from linelight.rules.schema import DRAFT
 
 
 def config_schema() -> dict[str, Any]:

@@ -41,9 +41,10 @@ from typing import Any
 
 import anyio
 
+from harness.ports import free_port
 from linelight.agent.app import Agent
 from linelight.agent.config import load_config
-from linelight.agent.demo.broker import LocalBroker, find_mosquitto, free_port
+from linelight.agent.demo.broker import LocalBroker, find_mosquitto
 from linelight.agent.journal import Event, Journal
 from linelight.agent.mqtt.config import MqttSettings
 from linelight.rules.fields import parse_duration

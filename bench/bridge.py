@@ -39,18 +39,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from harness.ports import free_port
+
 HOST = "127.0.0.1"
 TOPIC_PREFIX = "bench/outage"
 PAYLOAD_PAD = 92  # ~100-byte payloads, like the journal benchmark's events
 
 
 # ---------------------------------------------------------------- processes
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout

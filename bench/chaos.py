@@ -68,10 +68,11 @@ from bench.chaos_check import (  # noqa: E402
     Window,
     check_delivery,
 )
-from tests.fixtures.mosquitto import Mosquitto, free_port  # noqa: E402
-from tests.fixtures.proxy import TcpProxy  # noqa: E402
-from tests.fixtures.subscriber import Subscriber  # noqa: E402
-from tests.integration.agent_proc import FAST_MACHINE, forwarder_child  # noqa: E402
+from harness.agent_proc import FAST_MACHINE, VIRTUAL_TOWER, forwarder_child  # noqa: E402
+from harness.mosquitto import Mosquitto  # noqa: E402
+from harness.ports import free_port  # noqa: E402
+from harness.proxy import TcpProxy  # noqa: E402
+from harness.subscriber import Subscriber  # noqa: E402
 
 RULES = ROOT / "examples" / "rules.d" / "machine.toml"
 STALE_AFTER = 2.0
@@ -122,14 +123,7 @@ estop_ok = {{ discrete_input = 0 }}
 fault_code = {{ holding_register = 0 }}
 """
 
-TOWER = """\
-[tower.lamps]
-red = { virtual = true }
-amber = { virtual = true }
-green = { virtual = true }
-blue = { virtual = true }
-buzzer = { virtual = true }
-"""
+TOWER = VIRTUAL_TOWER
 
 
 def config_text(*, diag_port: int, mqtt_port: int, modbus_port: int | None, variant: Variant,

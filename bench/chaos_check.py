@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tests.fixtures.subscriber import Subscriber, dedup_in_order
+from harness.subscriber import Subscriber, dedup_in_order
 
 AGENT = "chaos-press"
 EVENTS = f"linelight/{AGENT}/events/"

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import anyio
 
+from harness.agent_proc import VIRTUAL_TOWER
+from harness.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,13 +57,6 @@ def _serve(port: int, ready: multiprocessing.synchronize.Event) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- 1. polling ----------------------------------------------------------------------------------
@@ -141,13 +137,7 @@ period = "50ms"
 
 [tower]
 refresh = "1h"
-[tower.lamps]
-red = { virtual = true }
-amber = { virtual = true }
-green = { virtual = true }
-blue = { virtual = true }
-buzzer = { virtual = true }
-"""
+""" + VIRTUAL_TOWER
 
 
 async def _latency(changes: int, scan_period: float | None) -> list[float]:
@@ -388,7 +378,7 @@ async def _opcua_rates(port: int, seconds: float) -> tuple[float, float]:
 
 
 async def _in_server_process(serve, measure):  # type: ignore[no-untyped-def]
-    port = _free_port()
+    port = free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=serve, args=(port, ready), daemon=True)
@@ -434,7 +424,7 @@ async def _plc_figures(seconds: float) -> dict[str, float]:
 async def _main(quick: bool) -> dict[str, float]:
     seconds = 1.0 if quick else 3.0
     changes = 60 if quick else 300
-    port = _free_port()
+    port = free_port()
     ready = multiprocessing.get_context("spawn").Event()
     proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, ready),
                                                         daemon=True)

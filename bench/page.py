@@ -3,7 +3,7 @@
     python -m bench.page [--quick]
 
 A real agent (subprocess, simulated machine, no broker) serves the page; its history file is
-filled beforehand with one day (tests/fixtures/history.py): the shift story (a few dozen state
+filled beforehand with one day (harness/history.py): the shift story (a few dozen state
 changes, an outage whose queue grows and drains, 8,640 depth samples), and the worst case, a
 state mark every 8 s all day (10,800 marks; about 7,000 bands once repeats merge), and an
 agent of four machines ([machines.NAME], each on its own simulator) whose history holds a
@@ -32,9 +32,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures import chromium
-from tests.fixtures.history import write_day
-from tests.integration.agent_proc import AgentProcess, write_config, write_machines_config
+from harness import chromium
+from harness.agent_proc import AgentProcess, write_config, write_machines_config
+from harness.history import write_day
 
 TARGET_MS = 1000.0
 # case -> None (no history) or (seconds between state changes, 0: the shift story; machines)

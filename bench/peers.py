@@ -30,9 +30,9 @@ from typing import Any
 import anyio
 
 from bench.replay import _event, _replay
+from harness.mosquitto import Mosquitto
 from linelight.agent.journal import Record
 from linelight.agent.mqtt.wire import Wire
-from tests.fixtures.mosquitto import Mosquitto
 
 MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
 

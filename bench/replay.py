@@ -44,13 +44,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from harness.mosquitto import Mosquitto
 from linelight.agent.journal import Event, Journal, Record
 from linelight.agent.mqtt import link as link_module
 from linelight.agent.mqtt.config import MqttSettings
 from linelight.agent.mqtt.forwarder import Forwarder
 from linelight.agent.mqtt.link import PackedProperties, _Client
 from linelight.agent.mqtt.wire import CODECS, Message, Wire
-from tests.fixtures.mosquitto import Mosquitto
 
 AGENT = "bench-1"
 

@@ -8,6 +8,10 @@ its share of the rest); the time per machine should stay flat (linear growth). T
 rolling-window lane adds 50 signals over 10-minute windows (25 `count_of`, 25 `increase`) to
 the same set and steps it beside the plain set on the same snapshots for 10 minutes of 20 ms
 scans, so the windows are full: it prints both medians, their ratio and the memory held.
+Reload stall: a running agent reloads a 162 KiB rule file, then a second one, while a probe
+measures how late the event loop wakes: without agent.heap (the collector as Python sets it),
+with it, and with it and the reload's shorter GIL switch interval, rounds alternating in the
+same run.
 Run: .venv/bin/python -m bench.rules [--quick]. Prints a table; the last line is one JSON object.
 """
 
@@ -40,6 +44,7 @@ MACHINE_COUNTS = (1, 4, 16)
 N_INPUTS, N_STATES, N_SIGNALS, N_COUNTERS = 500, 100, 50, 50
 N_WINDOWS, WINDOW, SCAN = 50, "10m", 0.02
 TARGET_MEDIAN_US = 1000.0
+ROUNDS = 5  # reload-stall rounds per side
 
 
 def rule_text(rng: random.Random, scale: int = 1) -> str:
@@ -147,16 +152,33 @@ def window_lane(text: str, scans: int, rng: random.Random) -> dict[str, float]:
             "windows_median_us": statistics.median(win_us),
             "plain_p99_us": percentile(base_us, 0.99), "windows_p99_us": percentile(win_us, 0.99),
             "window_entries": entries, "window_bytes": held}
-def reload_stall(text: str, big: str, seconds: float) -> dict[str, float]:
+
+
+def reload_stall(text: str, bigs: tuple[str, str], seconds: float, *,
+                 freeze: bool) -> dict[str, float]:
     """How long the event loop (which the scan loop shares) is held while the agent reloads
-    `big` in place of `text`, against the same agent idling for `seconds` first (baseline):
-    a probe sleeps 1 ms at a time and records how late each wake-up is."""
+    `bigs[0]` in place of `text`, then `bigs[1]` (a second reload: the first one's rules are
+    not frozen), against the same agent idling for `seconds` first (baseline): a probe
+    sleeps 1 ms at a time and records how late each wake-up is. `freeze`: the agent
+    as shipped (agent.heap); False: the collector as Python sets it, as before agent.heap.
+    Also the longest garbage collection during the reload (gc.callbacks, the collecting
+    thread's CPU time)."""
+    import gc
     import tempfile
 
     import anyio
 
     from linelight.agent.app import Agent
     from linelight.agent.config import load_config
+
+    collections: list[float] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:  # CPU time: no preemption counted
+        if phase == "start":
+            started[0] = time.thread_time()
+        else:
+            collections.append((time.thread_time() - started[0]) * 1000)
 
     async def probe(late: list[float], stop: anyio.Event) -> None:
         while not stop.is_set():
@@ -165,6 +187,7 @@ def reload_stall(text: str, big: str, seconds: float) -> dict[str, float]:
             late.append((time.perf_counter() - t0 - 0.001) * 1000)
 
     async def measure() -> dict[str, float]:
+        gc.collect()  # each round from the same heap: the live objects, no earlier round's
         with tempfile.TemporaryDirectory(prefix="linelight-bench-") as tmp:
             root = Path(tmp)
             (root / "rules.d").mkdir()
@@ -173,7 +196,7 @@ def reload_stall(text: str, big: str, seconds: float) -> dict[str, float]:
             (root / "agent.toml").write_text('agent_id = "bench"\ndata_dir = "data"\n'
                                              '[diagnostics]\nenabled = false\n')
             agent = Agent(load_config(root / "agent.toml"), handle_signals=False,
-                          watch_files=False)
+                          watch_files=False, freeze_heap=freeze)
             async with anyio.create_task_group() as tg:
                 await tg.start(agent.run)
                 idle: list[float] = []
@@ -181,22 +204,59 @@ def reload_stall(text: str, big: str, seconds: float) -> dict[str, float]:
                 tg.start_soon(probe, idle, stop)
                 await anyio.sleep(seconds)
                 stop.set()
-                rules.write_text(big)
-                during: list[float] = []
-                stop = anyio.Event()
-                tg.start_soon(probe, during, stop)
-                t0 = time.perf_counter()
-                assert agent.reloader is not None
-                result = await agent.reloader.reload("bench")
-                took = time.perf_counter() - t0
-                stop.set()
-                assert result.ok and result.changed, result.describe()
+                out = {"idle_p99_ms": percentile(idle, 0.99), "idle_max_ms": max(idle),
+                       "big_kib": len(bigs[0]) / 1024}
+                for n, big in enumerate(bigs, 1):
+                    rules.write_text(big)
+                    during: list[float] = []
+                    collections.clear()
+                    stop = anyio.Event()
+                    tg.start_soon(probe, during, stop)
+                    t0 = time.perf_counter()
+                    assert agent.reloader is not None and agent.scan is not None
+                    skipped = agent.scan.stats.skipped
+                    gc.callbacks.append(on_gc)
+                    try:
+                        result = await agent.reloader.reload("bench")
+                    finally:
+                        gc.callbacks.remove(on_gc)
+                    took = time.perf_counter() - t0
+                    stop.set()
+                    await anyio.sleep(0.01)  # the probe's last wake-up
+                    assert result.ok and result.changed, result.describe()
+                    out |= {f"reload{n}_p99_ms": percentile(during, 0.99),
+                            f"reload{n}_max_ms": max(during),
+                            f"gc{n}_max_ms": max(collections, default=0.0),
+                            f"reload{n}_s": took,
+                            # scan periods the loop skipped to catch up (20 ms each)
+                            f"reload{n}_skipped": agent.scan.stats.skipped - skipped}
                 await agent.stop()
-        return {"idle_p99_ms": percentile(idle, 0.99), "idle_max_ms": max(idle),
-                "reload_p99_ms": percentile(during, 0.99), "reload_max_ms": max(during),
-                "reload_s": took, "big_kib": len(big) / 1024}
+        return out
 
-    return anyio.run(measure)
+    return anyio.run(measure)  # the agent thaws its heap when it stops
+
+
+def reload_rounds(text: str, bigs: tuple[str, str], seconds: float,
+                  rounds: int) -> dict[str, dict[str, float]]:
+    """`reload_stall` on three sides, alternating, `rounds` each: `before` (the collector as
+    Python sets it, the GIL switch interval as it is), `heap` (agent.heap, the interval as
+    it is) and `shipped` (agent.heap and the Reloader's shorter switch interval). Per side
+    the median of the rounds' figures, and as `best_KEY` the lowest (this machine is shared:
+    a round in which another process took the CPU shows a stall that is not the agent's)."""
+    from linelight.agent import reload
+
+    shipped = reload.RELOAD_SWITCH_INTERVAL
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "heap": [], "shipped": []}
+    try:
+        for _ in range(rounds):
+            for side in runs:
+                reload.RELOAD_SWITCH_INTERVAL = shipped if side == "shipped" else None
+                runs[side].append(reload_stall(text, bigs, seconds, freeze=side != "before"))
+    finally:
+        reload.RELOAD_SWITCH_INTERVAL = shipped
+    return {side: {**{key: statistics.median(r[key] for r in results) for key in results[0]},
+                   **{f"best_{key}": min(r[key] for r in results) for key in results[0]}}
+            for side, results in runs.items()}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -318,8 +378,8 @@ def main() -> None:
     one = machine_runs[0]["tick_median_us"]
     lane = window_lane(text, window_scans, random.Random(11))
     ratio = lane["windows_median_us"] / lane["plain_median_us"]
-    big = rule_text(random.Random(8), scale=4)
-    stall = reload_stall(text, big, 1.0 if args.quick else 3.0)
+    bigs = (rule_text(random.Random(8), scale=4), rule_text(random.Random(9), scale=4))
+    stalls = reload_rounds(text, bigs, 1.0 if args.quick else 3.0, ROUNDS)
 
     print(f"rules: {N_INPUTS} inputs, {N_STATES} states, {N_SIGNALS} signals, "
           f"{N_COUNTERS} counters; {scans} scans, 10 % of inputs change per scan")
@@ -353,14 +413,29 @@ def main() -> None:
     print(f"{'window entries held':<28}{lane['window_entries']:>12.0f}  (cap {MAX_ENTRIES} "
           f"per window, {N_WINDOWS * MAX_ENTRIES} in all)")
     print(f"{'window memory':<28}{lane['window_bytes'] / 1024:>10.1f} KiB")
-    print(f"reload of a {stall['big_kib']:.0f} KiB rule file in a running agent: "
-          f"{stall['reload_s'] * 1000:.0f} ms; event-loop lateness (1 ms probe, the scan "
-          "loop shares the loop):")
-    print(f"{'  idle p99 / max':<28}{stall['idle_p99_ms']:>8.2f} / {stall['idle_max_ms']:.2f} ms")
-    print(f"{'  during reload p99 / max':<28}{stall['reload_p99_ms']:>8.2f} / "
-          f"{stall['reload_max_ms']:.2f} ms")
-    print(f"{'  max stall vs idle max':<28}"
-          f"{stall['reload_max_ms'] / max(stall['idle_max_ms'], 1e-3):>12.1f}x")
+    sides = ("before", "heap", "shipped")
+    print(f"reload of a {stalls['shipped']['big_kib']:.0f} KiB rule file in a running agent, "
+          f"median of {ROUNDS} rounds each; event-loop lateness (1 ms probe, the scan loop "
+          "shares the loop); before: without agent.heap; heap: with it; shipped: with it and "
+          "the reload's shorter GIL switch interval (same run):")
+    print(f"{'':<28}" + "".join(f"{side:>12}" for side in sides))
+    rows = [("idle p99", "idle_p99_ms"), ("idle max", "idle_max_ms")]
+    for n in (1, 2):
+        rows += [(f"reload {n}: took", f"reload{n}_s"), (f"reload {n}: p99", f"reload{n}_p99_ms"),
+                 (f"reload {n}: max", f"reload{n}_max_ms"),
+                 (f"reload {n}: max, best round", f"best_reload{n}_max_ms"),
+                 (f"reload {n}: longest gc (CPU)", f"gc{n}_max_ms"),
+                 (f"reload {n}: scans skipped", f"reload{n}_skipped")]
+    for label, key in rows:
+        scale, unit = (1000, "ms") if key.endswith("_s") else (1, "ms")
+        if key.endswith("_skipped"):
+            unit = "  "
+        print(f"{'  ' + label:<28}"
+              + "".join(f"{stalls[side][key] * scale:>9.2f} {unit}" for side in sides))
+    for n in (1, 2):
+        print(f"{f'  reload {n}: max vs idle max':<28}" + "".join(
+            f"{stalls[side][f'reload{n}_max_ms'] / max(stalls[side]['idle_max_ms'], 1e-3):>11.1f}x"
+            for side in sides))
     print(json.dumps({
         "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
         "counters": N_COUNTERS, "scans": scans,
@@ -377,10 +452,9 @@ def main() -> None:
         "window_p99_us": round(lane["windows_p99_us"], 1),
         "window_to_plain_ratio": round(ratio, 3),
         "window_entries": lane["window_entries"], "window_bytes": lane["window_bytes"],
-        "reload_big_kib": round(stall["big_kib"]), "reload_ms": round(stall["reload_s"] * 1000),
-        "reload_stall_max_ms": round(stall["reload_max_ms"], 2),
-        "reload_stall_p99_ms": round(stall["reload_p99_ms"], 2),
-        "idle_stall_max_ms": round(stall["idle_max_ms"], 2),
+        "reload_big_kib": round(stalls["shipped"]["big_kib"]),
+        "reload": {side: {key: round(value * 1000 if key.endswith("_s") else value, 2)
+                          for key, value in r.items()} for side, r in stalls.items()},
     }))
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from linelight.rules.expressions import (
-    MAX_INT,
     Binary,
     Call,
     ExpressionError,
@@ -35,7 +34,7 @@ from linelight.rules.expressions import (
     children,
     unparse,
 )
-from linelight.rules.fields import did_you_mean
+from linelight.rules.fields import MAX_INT, did_you_mean
 from linelight.rules.windows import MAX_WIDTH
 
 Slots = list[Any]

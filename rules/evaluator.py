@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from linelight.rules.compiler import NOW_SLOT, Compiled
-from linelight.rules.expressions import MAX_INT
+from linelight.rules.fields import MAX_INT
 from linelight.rules.model import (
     UNKNOWN_STATE,
     Define,
@@ -205,6 +205,18 @@ def _coerce(spec: InputSpec, raw: Any) -> Any:
     return raw
 
 
+@dataclass(frozen=True, slots=True)
+class CarryPlan:
+    """Which memory a reloaded evaluator takes from the running one (`plan_carry_over`)."""
+
+    old: Evaluator
+    inputs: tuple[tuple[_InputState, _InputState], ...]  # (new, old) per unchanged input
+    slots: tuple[tuple[int, int], ...]  # (new, old) value slots of unchanged expressions
+    windows: tuple[tuple[str, int], ...]  # the new set's rolling windows: (key, slot)
+    timers: tuple[tuple[_Timer, _Timer], ...]  # (new, old) of unchanged outputs and rules
+    counters: tuple[tuple[str, int, bool], ...]  # (name, slot, same definition)
+
+
 class Evaluator:
     """Runs one RuleSet scan after scan. Not thread-safe: one scan loop owns it."""
 
@@ -324,35 +336,56 @@ class Evaluator:
         name whatever changed. The current state becomes this rule set's state of the same
         name (its new code and lamps) and keeps its start time; if this rule set has no state
         of that name, the current state is `unknown` and the next scan reports it left.
+
+        In two steps, so a reload can do the first where no scan waits for it:
+        `plan_carry_over(old)` matches the rules of the two sets (it reads only what a scan
+        never changes: the rule sets and which memory object belongs to which rule), and
+        `apply_carry_over(plan)` copies the memory, between two scans of `old`.
         """
+        self.apply_carry_over(self.plan_carry_over(old))
+
+    def plan_carry_over(self, old: Evaluator) -> CarryPlan:
+        """What `apply_carry_over` copies from `old`; safe while `old` scans in another thread
+        (it touches no value a scan writes)."""
         old_inputs = {spec.key: mem for _, spec, mem in old._inputs}
-        for _, spec, mem in self._inputs:
-            prev = old_inputs.get(spec.key)
-            if prev is not None:
-                for name in _InputState.__slots__:
-                    setattr(mem, name, getattr(prev, name))
+        inputs = tuple((mem, prev) for _, spec, mem in self._inputs
+                       if (prev := old_inputs.get(spec.key)) is not None)
+        slots: list[tuple[int, int]] = []
         old_exprs = _expressions_by_key(old.ruleset)
         for key, exprs in _expressions_by_key(self.ruleset).items():
             before = old_exprs.get(key)
             if before is None:
                 continue
             for new_c, old_c in zip(exprs, before, strict=True):
-                for new_slot, old_slot in zip(new_c.memory, old_c.memory, strict=True):
-                    self._v[new_slot] = old._v[old_slot]
-        self._windows = {}
-        for expr in _compiled(self.ruleset):
-            for key, slot, _ in expr.windows:
-                self._windows.setdefault(key, []).append(self._v[slot])
+                slots.extend(zip(new_c.memory, old_c.memory, strict=True))
+        windows = tuple((key, slot) for expr in _compiled(self.ruleset)
+                        for key, slot, _ in expr.windows)
         old_outputs = {o.key: t for o, t in old._outputs}
-        for o, timer in self._outputs:
-            if o.key in old_outputs:
-                timer.copy_from(old_outputs[o.key])
+        timers = [(timer, old_outputs[o.key]) for o, timer in self._outputs
+                  if o.key in old_outputs]
         for kind in ("states", "signals"):
             old_rules = {_timer_key(r): r for r in getattr(old.ruleset, kind)}
             for rule in getattr(self.ruleset, kind):
                 same = old_rules.get(_timer_key(rule))
                 if same is not None:
-                    self._timers[kind][rule.name].copy_from(old._timers[kind][same.name])
+                    timers.append((self._timers[kind][rule.name], old._timers[kind][same.name]))
+        old_counters = {c.key for c in old.ruleset.counters}
+        counters = tuple((c.name, c.slot, c.key in old_counters) for c in self.ruleset.counters)
+        return CarryPlan(old, inputs, tuple(slots), windows, tuple(timers), counters)
+
+    def apply_carry_over(self, plan: CarryPlan) -> None:
+        """Copy the memory `plan` names from its evaluator, as it is now (see carry_over)."""
+        old: Evaluator = plan.old
+        for mem, prev in plan.inputs:
+            for name in _InputState.__slots__:
+                setattr(mem, name, getattr(prev, name))
+        for new_slot, old_slot in plan.slots:
+            self._v[new_slot] = old._v[old_slot]
+        self._windows = {}
+        for key, slot in plan.windows:
+            self._windows.setdefault(key, []).append(self._v[slot])
+        for timer, prev_timer in plan.timers:
+            timer.copy_from(prev_timer)
         # a signal that was on and is gone or starts again from off must be reported off,
         # or whoever follows the events believes it is still on (an on from the new rule
         # may follow in the same scan)
@@ -360,13 +393,12 @@ class Evaluator:
         self._ended = old._ended + tuple(
             (name, t.active_since) for name, t in old._timers["signals"].items()
             if t.active and name not in kept)
-        old_counters = {c.key for c in old.ruleset.counters}
-        for c in self.ruleset.counters:
-            if c.name in old._totals:
-                self._totals[c.name] = old._totals[c.name]
-                self._v[c.slot] = old._totals[c.name]
-            if c.key in old_counters:
-                self._last[c.name] = old._last[c.name]
+        for name, slot, same_key in plan.counters:
+            if name in old._totals:
+                self._totals[name] = old._totals[name]
+                self._v[slot] = old._totals[name]
+            if same_key:
+                self._last[name] = old._last[name]
         self._current = self._left = None
         current = old._current
         if current is not None:

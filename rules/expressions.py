@@ -11,15 +11,15 @@ import math
 import re
 from dataclasses import dataclass
 
-from linelight.rules.fields import DURATION_UNITS, duration_units_text
+from linelight.rules.fields import DURATION_UNITS, MAX_INT, duration_units_text
 
 MAX_LENGTH = 4000
 MAX_DEPTH = 60
 MAX_TREE_DEPTH = 100  # operands inside operands; a chain `a or b or ...` counts as one level
-# Integers are 64-bit, as in the PLCs and historians the values come from and go to: a literal
-# beyond this is an error, a computed value beyond it is unknown (rules.compiler). Without a
-# bound, `d1 = "d0 * d0"` ... `d32` squares its way to numbers that take minutes to multiply.
-MAX_INT = 2**63 - 1
+# Integers are 64-bit (MAX_INT, from rules.fields), as in the PLCs and historians the values
+# come from and go to: a literal beyond it is an error, a computed value beyond it is unknown
+# (rules.compiler). Without a bound, `d1 = "d0 * d0"` ... `d32` squares its way to numbers that
+# take minutes to multiply.
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
 _NUMBER = re.compile(r"([0-9][0-9_]*(?:\.[0-9][0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?")
 _DIGITS = frozenset("0123456789")  # str.isdigit() also says yes to '²' and '٣': not numbers here

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.agent import CONDITIONS, build_parser, verdict, write_setup
+from harness.ports import free_port
 from linelight.agent.config import load_config
 from linelight.agent.mqtt.config import MqttSettings
-from tests.fixtures.mosquitto import free_port
 
 
 def test_the_benchmark_window_defaults_to_the_agents_shipped_default(tmp_path: Path) -> None:

@@ -116,6 +116,29 @@ def test_subsystems_are_entered_through_their_facade() -> None:
     assert offenders == {}
 
 
+def test_the_harness_is_shared_and_bench_never_imports_tests() -> None:
+    """harness/ is what tests/ and bench/ share: it imports neither; bench/ never imports
+    tests/ (tests/ may import bench/ to test it), so there is no circle."""
+    offenders = {}
+    for folder, forbidden in (("harness", ("tests", "bench")), ("bench", ("tests",))):
+        for p in _python_files(folder):
+            bad = sorted(m for m in _imported_modules(p) for f in forbidden if _reaches({m}, f))
+            if bad:
+                offenders[str(p.relative_to(ROOT))] = bad
+    assert offenders == {}
+
+
+def test_the_journal_file_is_opened_read_only_in_one_place() -> None:
+    """agent/journal/readonly.py is the one read-only open (its URI quoted) and the only user
+    of sqlite-utils, the offline inspection side; the hot path stays on raw sqlite3."""
+    readers = {}
+    for p in _python_files("agent", "hw", "rules"):
+        text = p.read_text()
+        if "mode=ro" in text or _reaches(_imported_modules(p), "sqlite_utils"):
+            readers[str(p.relative_to(ROOT))] = True
+    assert readers == {"agent/journal/readonly.py": True}
+
+
 def _folder_of(module: str) -> Path:
     parts = module.split(".")[1:]  # drop "linelight"
     return Path(*parts)

@@ -16,6 +16,10 @@ import sys
 
 from linelight.agent import __version__
 
+# The config file the .deb installs and its unit runs (packaging/linelight.service, checked by
+# tests/packaging/test_unit.py): the default of `run`, `doctor` and `status`.
+DEFAULT_CONFIG = "/etc/linelight/agent.toml"
+
 # name -> (module, one-line help). Exit codes everywhere: 0 ok, 1 problem found, 2 usage.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("linelight.agent.cli.run", "run the agent with a config file"),

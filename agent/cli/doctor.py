@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from linelight.agent.cli import DEFAULT_CONFIG
 from linelight.rules.errors import ConfigError, ConfigProblems
 
-DEFAULT_CONFIG = "/etc/linelight/agent.toml"
 TIMEOUT = 5.0
 
 
@@ -170,14 +170,13 @@ def check_journal(report: Report, config: Any) -> None:
                    "not created yet (the agent creates it at start)",
                    f"make {config.data_dir} writable for the agent's user")
         return
+    from linelight.agent.journal import JournalFile, JournalReadError
+
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=TIMEOUT)
-        try:
-            result = conn.execute("PRAGMA quick_check").fetchone()[0]
-            depth = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
+        with JournalFile.open(str(path), timeout=TIMEOUT) as journal:
+            result = journal.quick_check()
+            depth = journal.depth()
+    except (sqlite3.Error, JournalReadError) as exc:
         report.add("fail", f"journal {path}", f"cannot be read: {exc}",
                    "the agent salvages a damaged journal at start; restart it "
                    "(systemctl restart linelight) and look for a `recovered` event")

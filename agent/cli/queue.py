@@ -10,24 +10,20 @@ import argparse
 import base64
 import csv
 import json
-import os
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any, TextIO
-from urllib.parse import quote
 
-from sqlite_utils import Database
-
-from linelight.agent.journal import COUNTER_KEYS, EVENT_COLUMNS, decode_body
+from linelight.agent.journal import (
+    EVENT_COLUMNS,
+    JournalFile,
+    JournalReadError,
+    decode_body,
+    iso,
+)
 
 CSV_COLUMNS = ["seq", "boot", "kind", "name", "value", "ts", "ts_ns", "enq_ns", "attrs"]
-
-
-class QueueReadError(Exception):
-    """The file cannot be read as a journal; the message names it."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,87 +52,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        conn = open_readonly(args.db)
-    except QueueReadError as exc:
+        journal = JournalFile.open(args.db)
+    except JournalReadError as exc:
         print(f"linelight queue: {exc}", file=sys.stderr)
         return 1
     try:
         if args.queue_command == "stats":
-            return _stats(conn, args)
+            return _stats(journal, args)
         if args.queue_command == "tail":
-            return _tail(conn, args)
-        return _export(conn, args)
+            return _tail(journal, args)
+        return _export(journal, args)
     except sqlite3.DatabaseError as exc:
         print(f"linelight queue: {args.db} cannot be read ({exc}); the agent moves a damaged "
               "journal aside and salvages it when it starts", file=sys.stderr)
         return 1
     finally:
-        conn.close()
+        journal.close()
 
 
-def open_readonly(path: str) -> sqlite3.Connection:
-    """A read-only connection to a journal file, or QueueReadError with a plain sentence."""
-    if not os.path.exists(path):
-        raise QueueReadError(f"no journal at {path}")
-    if os.path.isdir(path):
-        raise QueueReadError(f"{path} is a directory, not a journal file")
-    try:
-        # With no WAL beside it the file is at rest (closed cleanly or never written): read it
-        # as immutable so SQLite creates no -wal/-shm files. With a WAL (the agent running, or
-        # killed), read through it read-only so the newest committed events show.
-        at_rest = not os.path.exists(path + "-wal")
-        uri = f"file:{quote(os.path.abspath(path))}?mode=ro" + ("&immutable=1" if at_rest else "")
-        conn = sqlite3.connect(uri, uri=True)
-        conn.execute("PRAGMA query_only = 1")
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = set(Database(conn).table_names())
-    except sqlite3.Error as exc:
-        raise QueueReadError(f"{path} cannot be read as a journal ({exc})") from exc
-    if version < 1 or not {"events", "counters"} <= tables:
-        conn.close()
-        raise QueueReadError(f"{path} is not a linelight journal (schema version {version}, "
-                             f"tables {', '.join(sorted(tables)) or 'none'})")
-    return conn
-
-
-def read_stats(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
-    db = Database(conn)
-    counters = dict.fromkeys(COUNTER_KEYS, 0)
-    counters.update({r["key"]: r["value"] for r in db.query("SELECT key, value FROM counters")})
-    depth, total = conn.execute("SELECT count(*), total(size) FROM events").fetchone()
-    oldest = conn.execute("SELECT seq, ts_ns, enq_ns FROM events ORDER BY seq LIMIT 1").fetchone()
-    newest = conn.execute("SELECT seq, ts_ns FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    by_kind = {r["kind"]: r["n"] for r in db.query(
-        "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind")}
-    dead = 0
-    if "dead_letters" in db.table_names():
-        dead = int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
-    now_ns = time.time_ns()
-    return {
-        "db": path,
-        "schema_version": int(conn.execute("PRAGMA user_version").fetchone()[0]),
-        "file_bytes": sum(_size(path + s) for s in ("", "-wal")),
-        "depth": int(depth),
-        "bytes": int(total),
-        "by_kind": by_kind,
-        "oldest_seq": oldest[0] if oldest else None,
-        "oldest_ts": _iso(oldest[1]) if oldest else None,
-        "oldest_age_s": round((now_ns - oldest[2]) / 1e9, 3) if oldest else None,
-        "newest_seq": newest[0] if newest else None,
-        "newest_ts": _iso(newest[1]) if newest else None,
-        "seq_hwm": counters["seq_hwm"],
-        "boot": counters["boot"],
-        "dropped": counters["dropped"],
-        "gaps_total": counters["gaps"],
-        "gaps_queued": by_kind.get("gap", 0),
-        "dead_letters_total": counters["dead_letters"],
-        "dead_letters_kept": dead,
-        "recovered": counters["recovered"],
-    }
-
-
-def _stats(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
-    stats = read_stats(conn, args.db)
+def _stats(journal: JournalFile, args: argparse.Namespace) -> int:
+    stats = journal.stats()
     if args.json:
         print(json.dumps(stats))
         return 0
@@ -157,11 +92,11 @@ def _where(kinds: list[str] | None, after: int = 0) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _records(conn: sqlite3.Connection, sql: str, params: list[Any],
+def _records(journal: JournalFile, sql: str, params: list[Any],
              bad: list[int] | None = None) -> Iterator[dict[str, Any]]:
     """Rows as dicts; a row whose body cannot be decoded is named on stderr (and its seq
     added to `bad`) instead of stopping the listing with a traceback."""
-    for seq, boot, _cls, kind, name, ts_ns, enq_ns, _size, body, *extra in conn.execute(
+    for seq, boot, _cls, kind, name, ts_ns, enq_ns, _size, body, *extra in journal.rows(
             sql, params):
         try:
             value, attrs = decode_body(body)
@@ -172,17 +107,17 @@ def _records(conn: sqlite3.Connection, sql: str, params: list[Any],
                 bad.append(seq)
             continue
         rec = {"seq": seq, "boot": boot, "kind": kind, "name": name, "value": value,
-               "ts": _iso(ts_ns), "ts_ns": ts_ns, "enq_ns": enq_ns, "attrs": attrs}
+               "ts": iso(ts_ns), "ts_ns": ts_ns, "enq_ns": enq_ns, "attrs": attrs}
         if extra:
             rec["reason"], rec["dead_ns"] = extra
         yield rec
 
 
-def _tail(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
+def _tail(journal: JournalFile, args: argparse.Namespace) -> int:
     where, params = _where(args.kind)
     sql = (f"SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
            f" ORDER BY seq DESC LIMIT ?) ORDER BY seq")
-    for rec in _records(conn, sql, [*params, max(0, args.lines)]):
+    for rec in _records(journal, sql, [*params, max(0, args.lines)]):
         if args.json:
             print(_json(rec))
         else:
@@ -192,12 +127,12 @@ def _tail(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
+def _export(journal: JournalFile, args: argparse.Namespace) -> int:
     where, params = _where(args.kind, args.after)
     table, extra = ("dead_letters", ", reason, dead_ns") if args.dead_letters else ("events", "")
     sql = f"SELECT {EVENT_COLUMNS}{extra} FROM {table} WHERE {where} ORDER BY seq"
     bad: list[int] = []
-    records = _records(conn, sql, params, bad)
+    records = _records(journal, sql, params, bad)
     if not args.out:
         _write(sys.stdout, args.format, records, bool(extra))
         return 1 if bad else 0
@@ -236,18 +171,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return "base64:" + base64.b64encode(value).decode()
     raise TypeError(f"cannot show {type(value).__name__} as JSON")
-
-
-def _iso(ns: int) -> str:
-    try:
-        when = datetime.fromtimestamp(ns / 1e9, UTC)
-    except (OverflowError, OSError, ValueError):
-        return f"@{ns}ns"  # a clock far off: show the raw number rather than fail
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0

@@ -8,13 +8,13 @@ import sys
 
 import anyio
 
+from linelight.agent.cli import DEFAULT_CONFIG
 from linelight.agent.journal import JournalError
 from linelight.hw.errors import DeviceError
 from linelight.rules.errors import ConfigProblems, LinelightError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "/etc/linelight/agent.toml"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -20,10 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from linelight.agent.cli import DEFAULT_CONFIG
 from linelight.agent.cli.credentials import credentials_directory
 from linelight.agent.humanize import format_age
 
-DEFAULT_CONFIG = Path("/etc/linelight/agent.toml")
+# agent.diagnostics.DEFAULT_LISTEN as a URL, written out: importing the runtime would slow
+# `linelight status` down five-fold (tests/agent/cli/test_status.py checks they agree)
 DEFAULT_URL = "http://127.0.0.1:9750"
 
 
@@ -61,7 +63,8 @@ def read_config(path: Path | None) -> dict[str, Any]:
 
 
 def config_path(args: argparse.Namespace) -> Path | None:
-    return args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    default = Path(DEFAULT_CONFIG)
+    return args.config or (default if default.exists() else None)
 
 
 def endpoint(args: argparse.Namespace, data: dict[str, Any] | None = None) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from linelight.agent.journal import schema
+from linelight.agent.journal import readonly, schema
 from linelight.agent.journal.lockfile import last_marks
 from linelight.agent.journal.store import decode_body, encode_body, is_unavailable, row_size
 from linelight.agent.journal.types import JournalError, JournalUnavailable
@@ -282,8 +282,7 @@ def _move_aside(path: str, target: str) -> None:
 
 def _open_old(path: str) -> sqlite3.Connection | None:
     try:
-        old = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-        old.execute("PRAGMA query_only = 1")
+        old = readonly.connect(path, immutable=False, isolation_level=None)
         # Lets SQLite read a file shorter than its header claims (a truncated journal).
         old.execute("PRAGMA writable_schema = ON")
         return old

@@ -15,11 +15,10 @@ import os
 import sqlite3
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import msgpack
 
-from linelight.agent.journal import schema
+from linelight.agent.journal import readonly, schema
 from linelight.agent.journal.lockfile import LockFile
 from linelight.agent.journal.policy import Gap, merge_gap
 from linelight.agent.journal.store import Batch, BatchResult
@@ -120,23 +119,21 @@ def read_quietly(path: str) -> tuple[dict[str, int], dict[str, Any]]:
     """
     if not os.path.exists(path):
         return {}, {}
-    base = f"file:{quote(os.path.abspath(path))}?mode=ro"
-    tries = [base, base + "&immutable=1"] if os.path.exists(path + "-wal") else [
-        base + "&immutable=1"]
+    tries = [False, True] if os.path.exists(path + "-wal") else [True]
     problem: BaseException | None = None
-    for uri in tries:
+    for immutable in tries:
         try:
-            return _read(uri)
+            return _read(path, immutable)
         except (sqlite3.Error, ValueError, msgpack.UnpackException) as exc:
             problem = exc
     log.warning("journal %s: cannot read its counters either (%s)", path, problem)
     return {}, {}
 
 
-def _read(uri: str) -> tuple[dict[str, int], dict[str, Any]]:
+def _read(path: str, immutable: bool) -> tuple[dict[str, int], dict[str, Any]]:
     counters: dict[str, int] = {}
     meta: dict[str, Any] = {}
-    conn = sqlite3.connect(uri, uri=True)
+    conn = readonly.connect(path, immutable=immutable)
     try:
         for key, value in conn.execute("SELECT key, value FROM counters"):
             if isinstance(key, str) and schema.valid_counter(value):

@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from linelight.agent.journal import Record, read_records
+from linelight.agent.journal import Record, connect_readonly, read_records
 from linelight.agent.mqtt import Forwarder, MqttSettings, TransportError
 from linelight.agent.uplink.channel import Channel, FdReceiver, FdSender
 
@@ -136,8 +136,8 @@ class JournalReader:
                                                                         int]:
         if self._conn is None:
             try:
-                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
-                                             check_same_thread=False, timeout=5.0)
+                self._conn = connect_readonly(self.path, immutable=False,
+                                              check_same_thread=False)
             except sqlite3.Error as exc:
                 raise TransportError(f"the forwarder cannot read the journal {self.path}: "
                                      f"{exc}") from None

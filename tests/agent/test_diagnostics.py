@@ -350,8 +350,8 @@ async def test_a_failing_handler_gets_500_and_the_server_keeps_serving(
 
 @pytest.mark.anyio
 async def test_connections_beyond_the_cap_get_503_until_some_finish() -> None:
+    from harness.waiting import wait_until
     from linelight.agent import diagnostics as module
-    from tests.hw.helpers import wait_until
 
     diag = Diagnostics(Target(), [("127.0.0.1", 0)], None)
     async with serving(diag) as port:

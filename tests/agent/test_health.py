@@ -10,10 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
+from harness.waiting import wait_until
 from linelight.agent import health
 from linelight.agent.app import Agent
 from linelight.agent.config import load_config
-from tests.hw.helpers import wait_until
 from tests.hw.modbus_server import ModbusTestServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,9 +24,9 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
 
 
 def _agent_with_watchdog(tmp_path: Path, path: str, usec: str) -> object:
+    from harness.agent_proc import write_config
     from linelight.agent.app import Agent
     from linelight.agent.config import load_config
-    from tests.integration.agent_proc import write_config
 
     return Agent(load_config(write_config(tmp_path / "agent")), handle_signals=False,
                  watch_files=False,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.agent_proc import AgentProcess, write_config
 from linelight.agent.clock import ClockWatch
 from linelight.agent.config import load_config
 from linelight.agent.journal import Event
@@ -15,7 +16,6 @@ from linelight.agent.scan import ScanLoop
 from linelight.hw.inputs import InputTable
 from linelight.rules.evaluator import Evaluator
 from linelight.rules.values import Quality, Sample
-from tests.integration.agent_proc import AgentProcess, write_config
 
 RULES = """\
 [inputs]
@@ -62,7 +62,8 @@ class Sink:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, quiet_heap: bool = True) -> None:
+        self.dir = tmp_path
         self.rules_file = tmp_path / "rules.d" / "machine.toml"
         config = write_config(tmp_path, rules=RULES, sources=SOURCES, tower=TOWER)
         self.config = load_config(config)
@@ -74,7 +75,8 @@ class Harness:
         self.scan = ScanLoop(inputs=self.table, evaluator=Evaluator(self.config.ruleset),
                              tower=_Tower(), sink=self.sink, clock=clock, period=0.02,
                              monotonic=lambda: self.mono)
-        self.reloader = Reloader(self.config, self.scan, self.sink, clock, Evaluator)
+        self.reloader = Reloader(self.config, self.scan, self.sink, clock, Evaluator,
+                                 quiet_heap=quiet_heap)
 
     def run_for(self, seconds: float) -> None:
         end = self.mono + seconds
@@ -293,7 +295,81 @@ async def test_reading_loading_and_building_the_new_rules_run_in_a_worker_thread
         built_in.append(threading.current_thread())
         return Evaluator(ruleset)  # type: ignore[arg-type]
 
+    class Planned(Evaluator):
+        def plan_carry_over(self, old: Evaluator):  # type: ignore[no-untyped-def]
+            built_in.append(threading.current_thread())
+            return super().plan_carry_over(old)
+
     h.reloader.make_evaluator = make_evaluator
     h.rules_file.write_text(RULES.replace("code = 10000", "code = 10002"))
     assert (await h.reloader.reload("test")).changed
     assert built_in and built_in[0] is not threading.main_thread()
+    # matching the new rules to the running ones too; only the copy runs on the loop
+    built_in.clear()
+    h.reloader.make_evaluator = Planned
+    h.rules_file.write_text(RULES.replace("code = 10000", "code = 10003"))
+    assert (await h.reloader.reload("test")).changed
+    assert len(built_in) == 1 and built_in[0] is not threading.main_thread()
+
+
+@pytest.mark.anyio
+async def test_a_reload_with_the_collector_quiet_ends_as_one_without(tmp_path: Path) -> None:
+    """agent.heap changes when garbage is collected (and the reload when the GIL changes
+    hands), never what a reload does: the same sequence (a rejected file, a good one, a
+    removed signal) gives the same results, events, lamps and carried-over timers with the
+    collector off and the short switch interval during the load, and without."""
+    import gc
+    import sys
+
+    from linelight.agent.reload import RELOAD_SWITCH_INTERVAL
+
+    runs = []
+    normal = sys.getswitchinterval()
+    for quiet in (False, True):
+        h = Harness(tmp_path / str(quiet), quiet_heap=quiet)
+        collector: list[bool] = []
+        switching: list[float] = []
+
+        def make_evaluator(ruleset: object, collector: list[bool] = collector,
+                           switching: list[float] = switching) -> Evaluator:
+            collector.append(gc.isenabled())
+            switching.append(sys.getswitchinterval())
+            return Evaluator(ruleset)  # type: ignore[arg-type]
+
+        h.reloader.make_evaluator = make_evaluator
+        h.run_for(5.0)
+        seen: list[object] = []
+        for text in (RULES.replace("priority = 10", "priority = ten"),
+                     RULES.replace("code = 10000", "code = 10001"),
+                     RULES[:RULES.index("[[signal]]")], RULES):
+            h.rules_file.write_text(text)
+            result = await h.reloader.reload("test")
+            assert gc.isenabled() and sys.getswitchinterval() == normal
+            h.run_for(3.2)
+            seen.append((result.ok, result.changed, result.fingerprint, result.errors,
+                         h.scan.view.state, h.scan.view.signals, h.scan.view.lamps))
+        seen += h.sink.events
+        runs.append(repr(seen).replace(str(h.dir), "DIR"))
+        assert collector == [not quiet] * 3  # the three files that load
+        assert switching == [RELOAD_SWITCH_INTERVAL if quiet else normal] * 3
+    assert "rules_rejected" in runs[0] and "rules_reloaded" in runs[0]
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.anyio
+async def test_the_collection_after_a_reload_comes_once_the_old_rules_are_freed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """agent.heap: the one collection of a reload scans what is not frozen; it comes after
+    the swap, when nothing holds the old evaluator any more (so it is not scanned too)."""
+    import weakref
+
+    from linelight.agent import heap
+
+    h = Harness(tmp_path)
+    h.run_for(1.0)
+    old = weakref.ref(h.scan.evaluator)
+    seen: list[bool] = []
+    monkeypatch.setattr(heap, "collect", lambda: seen.append(old() is None))
+    h.rules_file.write_text(RULES.replace("code = 10000", "code = 10001"))
+    assert (await h.reloader.reload("test")).changed
+    assert seen == [True]

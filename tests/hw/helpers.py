@@ -1,4 +1,4 @@
-"""Small helpers for hardware tests: wait on a condition with a generous deadline."""
+"""Small helpers for hardware tests: wait for an input's sample, read config text."""
 
 from __future__ import annotations
 
@@ -8,21 +8,9 @@ from typing import Any
 
 import anyio
 
+from harness.waiting import wait_until
 from linelight.hw.inputs import InputTable
 from linelight.rules.values import Sample
-
-
-async def wait_until(condition: Callable[[], bool], *, within: float = 20.0,
-                     what: str = "condition") -> None:
-    """Poll `condition` every 10 ms until true; fail with `what` after `within` seconds.
-
-    Polling on purpose: the conditions are about hardware state (a pin, a server register)
-    that has no event to wait on."""
-    with anyio.move_on_after(within):
-        while not condition():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out after {within} s waiting for {what}")
 
 
 async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bool], *,
@@ -30,6 +18,24 @@ async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bo
     await wait_until(lambda: check(table.get(name)), within=within,
                      what=what or f"input {name} (now {table.get(name)})")
     return table.get(name)
+
+
+@asynccontextmanager
+async def running_sources(toml: str) -> AsyncIterator[tuple[Any, InputTable]]:
+    """The one source `toml` declares, built and running into a fresh input table while the
+    block runs; then stopped and closed. Yields (hardware, table)."""
+    from linelight.hw.build import build_hardware
+
+    (spec,), _ = read_config(toml)
+    hw = build_hardware([spec], None)
+    table = InputTable()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            yield hw, table
+            tg.cancel_scope.cancel()
+    finally:
+        await hw.close()
 
 
 def read_config(text: str, file: str = "agent.toml", *, section: str = "tower"):

@@ -12,7 +12,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.hw.modbus_server import free_port
+from harness.ports import free_port
 
 NS_URI = "urn:linelight:test"
 SERVER_URI = "urn:linelight:test-server"

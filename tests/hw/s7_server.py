@@ -16,7 +16,7 @@ import snap7
 from snap7.datatypes import S7WordLen
 from snap7.type import SrvArea
 
-from tests.hw.modbus_server import free_port
+from harness.ports import free_port
 
 # The answer of an S7-1200/1500 whose protection does not permit PUT/GET to every read and
 # write: no data, the header's error class 0x81 and code 0x04 (service not supported).

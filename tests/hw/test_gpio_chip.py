@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.rules.values import Pattern, Quality
@@ -22,7 +23,7 @@ from tests.hw.gpiochip_backends import (
     gpio_sim_unavailable,
     real_backend,
 )
-from tests.hw.helpers import read_config, wait_sample, wait_until
+from tests.hw.helpers import read_config, wait_sample
 
 
 @dataclass

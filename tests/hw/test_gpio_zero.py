@@ -6,11 +6,12 @@ import anyio
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.gpio_zero import Debouncer
 from linelight.hw.inputs import InputTable
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import read_config, wait_sample, wait_until
+from tests.hw.helpers import read_config, wait_sample
 
 INPUTS = """
 [sources.pi]

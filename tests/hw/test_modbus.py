@@ -5,12 +5,13 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.modbus import ModbusSource
 from linelight.hw.modbus_codec import DataType, Order, number_to_words
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import read_config, wait_sample, wait_until
+from tests.hw.helpers import read_config, running_sources, wait_sample
 from tests.hw.modbus_server import ModbusTestServer
 
 pytestmark = pytest.mark.anyio
@@ -62,15 +63,9 @@ async def _fill_all_types(server: ModbusTestServer) -> str:
 
 
 async def _run_and_check_all_types(toml: str) -> None:
-    (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml) as (hw, table):
         await wait_until(lambda: all(s.quality is Quality.GOOD for s in table.snapshot().values())
                          and len(table.snapshot()) == len(CASES) + 5, what="every input GOOD")
-        tg.cancel_scope.cancel()
-    await hw.close()
     got = {name: s.value for name, s in table.snapshot().items()}
     for name, _dt, _wo, _bo, value in CASES:
         assert got[name] == value, name
@@ -122,10 +117,7 @@ async def test_stopped_server_makes_inputs_stale_and_restart_makes_them_good(
     toml = _source_toml("modbus_tcp", f'host = "127.0.0.1"\nport = {modbus_server.port}',
                         "speed = { holding_register = 0 }")
     (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml) as (hw, table):
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 11)
         await modbus_server.stop()
         last_good = table.get("speed")
@@ -143,8 +135,6 @@ async def test_stopped_server_makes_inputs_stale_and_restart_makes_them_good(
         await modbus_server.start()
         await modbus_server.set_holding(0, [12])
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 12)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert hw.connections["plc"].stats.connects >= 2  # reconnected by itself
 
 
@@ -152,15 +142,9 @@ async def test_illegal_address_gives_bad_naming_device_unit_function_and_address
         modbus_server: ModbusTestServer):
     toml = _source_toml("modbus_tcp", f'host = "127.0.0.1"\nport = {modbus_server.port}',
                         "ok = { holding_register = 1 }\nmissing = { holding_register = 5000 }")
-    (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml) as (hw, table):
         bad = await wait_sample(table, "missing", lambda s: s.quality is Quality.BAD)
         await wait_sample(table, "ok", lambda s: s.quality is Quality.GOOD)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert bad.reason == (f"Modbus device 'plc' (127.0.0.1:{modbus_server.port}) unit 7 answered "
                           "read holding registers (03) at address 5000 with exception 2 "
                           "(illegal data address)")
@@ -171,17 +155,11 @@ async def test_device_busy_gives_bad_and_clears_when_the_device_answers(
     modbus_server.busy_addresses.add(3)
     toml = _source_toml("modbus_tcp", f'host = "127.0.0.1"\nport = {modbus_server.port}',
                         "load = { holding_register = 3 }")
-    (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml) as (hw, table):
         bad = await wait_sample(table, "load", lambda s: s.quality is Quality.BAD)
         assert "exception 6 (device busy)" in bad.reason and "address 3" in bad.reason
         modbus_server.busy_addresses.clear()
         await wait_sample(table, "load", lambda s: s.quality is Quality.GOOD)
-        tg.cancel_scope.cancel()
-    await hw.close()
 
 
 @pytest.mark.parametrize("kind", ["modbus_rtu", "modbus_tcp"])
@@ -195,11 +173,7 @@ async def test_a_dead_unit_goes_stale_without_cutting_off_the_others(
     await server.set_holding(0, [1])
     toml = _source_toml(kind, where, "alive = { holding_register = 0, unit = 1 }\n"
                                      "dead = { holding_register = 1, unit = 2 }")
-    (spec,), _ = read_config(toml.replace('timeout = "500ms"', 'timeout = "200ms"'))
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml.replace('timeout = "500ms"', 'timeout = "200ms"')) as (hw, table):
         dead = await wait_sample(table, "dead", lambda s: bool(s.reason))
         assert "unit 2" in dead.reason and dead.quality is Quality.INIT  # never read: init
         for value in (2, 3):  # unit 1 keeps delivering fresh values meanwhile
@@ -207,8 +181,6 @@ async def test_a_dead_unit_goes_stale_without_cutting_off_the_others(
             await wait_sample(table, "alive", lambda s, v=value: s.quality is Quality.GOOD
                               and s.value == v)
         assert table.get("dead").quality is Quality.INIT
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert hw.connections["plc"].stats.connects == 1  # the link was never dropped
 
 

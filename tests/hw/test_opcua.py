@@ -8,6 +8,7 @@ import anyio
 import pytest
 from asyncua import ua
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.opcua import quality_of
@@ -18,8 +19,8 @@ from tests.hw.helpers import (
     read_config,
     read_outputs_config,
     running,
+    running_sources,
     wait_sample,
-    wait_until,
 )
 from tests.hw.opcua_server import OpcUaTestServer
 
@@ -69,11 +70,7 @@ async def test_subscription_updates_reach_the_inputs_and_bad_status_makes_bad(
         opcua_server: OpcUaTestServer):
     await opcua_server.set(1042, True)
     await opcua_server.set("Line.Speed", 12.5)
-    (spec,), _ = read_config(_toml(opcua_server.endpoint))
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(_toml(opcua_server.endpoint)) as (hw, table):
         await wait_sample(table, "running", lambda s: s.quality is Quality.GOOD and s.value is True)
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 12.5)
         await opcua_server.set("Line.Speed", 30.0)
@@ -87,22 +84,14 @@ async def test_subscription_updates_reach_the_inputs_and_bad_status_makes_bad(
         assert uncertain.quality is Quality.BAD
         await opcua_server.set(1042, True)
         await wait_sample(table, "running", lambda s: s.quality is Quality.GOOD)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert table.get("fault_code").quality is Quality.GOOD
 
 
 async def test_unknown_node_is_bad_naming_the_node(opcua_server: OpcUaTestServer):
     toml = _toml(opcua_server.endpoint, 'ghost = { node = "ns=2;s=No.Such.Node" }')
-    (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml) as (hw, table):
         ghost = await wait_sample(table, "ghost", lambda s: s.quality is Quality.BAD)
         await wait_sample(table, "running", lambda s: s.quality is Quality.GOOD)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert ghost.reason == (f"OPC UA server 'cell' ({opcua_server.endpoint}) refused to monitor "
                             "ns=2;s=No.Such.Node: BadNodeIdUnknown")
 
@@ -110,11 +99,7 @@ async def test_unknown_node_is_bad_naming_the_node(opcua_server: OpcUaTestServer
 async def test_server_stopped_makes_inputs_stale_and_restart_resubscribes(
         opcua_server: OpcUaTestServer):
     await opcua_server.set("Line.Speed", 7.0)
-    (spec,), _ = read_config(_toml(opcua_server.endpoint))
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(_toml(opcua_server.endpoint)) as (hw, table):
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 7.0)
         await opcua_server.stop()
         stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
@@ -123,8 +108,6 @@ async def test_server_stopped_makes_inputs_stale_and_restart_resubscribes(
         await opcua_server.start()
         await opcua_server.set("Line.Speed", 8.0)
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 8.0)
-        tg.cancel_scope.cancel()
-    await hw.close()
     link = hw.opcua_connections["cell"].stats
     assert link.connects >= 2 and link.subscriptions >= 2  # reconnected and re-subscribed
 
@@ -322,15 +305,9 @@ async def test_an_unchanging_value_stays_current_while_the_subscription_is_alive
     """The server sends a value once; keep-alives prove it still holds, so a rule's
     stale_after on the input measures the link, not how often the value changes."""
     await opcua_server.set("Line.Speed", 5.0)
-    (spec,), _ = read_config(_toml(opcua_server.endpoint))
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(_toml(opcua_server.endpoint)) as (hw, table):
         first = await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD)
         later = await wait_sample(table, "speed", lambda s: s.at >= first.at + 1.0)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert later.quality is Quality.GOOD and later.value == 5.0
     assert later.wall_ns == first.wall_ns  # still the server's timestamp of the change
     assert hw.opcua_connections["cell"].stats.notifications == 3  # running, speed, fault_code
@@ -369,15 +346,9 @@ async def test_inputs_by_browse_path_resolve_and_a_missing_path_is_bad(
     await opcua_server.set("Line.Speed", 4.5)
     toml = _toml(opcua_server.endpoint, 'by_path = { path = "Line/Speed" }\n'
                                         'nowhere = { path = "Line/NoSuchThing" }')
-    (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml) as (hw, table):
         await wait_sample(table, "by_path", lambda s: s.quality is Quality.GOOD and s.value == 4.5)
         missing = await wait_sample(table, "nowhere", lambda s: s.quality is Quality.BAD)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert missing.reason.startswith(f"OPC UA server 'cell' ({opcua_server.endpoint}) has no "
                                      "node at Objects/Line/NoSuchThing: ")
 

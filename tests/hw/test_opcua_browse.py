@@ -71,7 +71,7 @@ async def test_browse_snippet_of_selected_variables_only(opcua_server: OpcUaTest
 
 
 async def test_browse_of_a_closed_port_is_one_line_and_exit_1(tmp_path: Path):
-    from tests.hw.modbus_server import free_port
+    from harness.ports import free_port
     done = await _linelight("browse", f"opcua://127.0.0.1:{free_port()}", "--timeout", "1")
     assert done.returncode == 1
     assert done.stderr.startswith("linelight browse: cannot connect to OPC UA server 'browse' "

@@ -10,10 +10,11 @@ import anyio
 import pytest
 from asyncua import ua
 
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.rules.values import Quality
-from tests.hw.helpers import config_problems, read_config, wait_sample, wait_until
+from tests.hw.helpers import config_problems, read_config, running_sources, wait_sample
 from tests.hw.opcua_server import OpcUaTestServer, make_server_certificate
 
 pytestmark = pytest.mark.anyio
@@ -85,14 +86,8 @@ async def test_sign_and_encrypt_with_generated_client_certificate_connects(
     await secure_server.set(1042, True)
     assert secure_server.certificate is not None
     toml = _toml(secure_server, tmp_path, trusted=secure_server.certificate, password="s3cret")
-    (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(toml) as (hw, table):
         await wait_sample(table, "running", lambda s: s.quality is Quality.GOOD and s.value is True)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert (tmp_path / "client" / "cert.der").is_file()  # generated on first start
     assert (tmp_path / "client" / "key.pem").is_file()
 

@@ -12,6 +12,8 @@ import snap7
 from snap7.datatypes import S7WordLen
 from snap7.type import SrvArea
 
+from harness.ports import free_port
+from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.s7 import S7Source
@@ -21,10 +23,9 @@ from tests.hw.helpers import (
     read_config,
     read_outputs_config,
     running,
+    running_sources,
     wait_sample,
-    wait_until,
 )
-from tests.hw.modbus_server import free_port
 from tests.hw.s7_server import S7TestServer
 
 pytestmark = pytest.mark.anyio
@@ -150,11 +151,7 @@ async def test_a_refused_read_gives_bad_naming_the_plc_address_and_put_get(
 async def test_server_gone_makes_inputs_stale_and_restart_makes_them_good(
         s7_server: S7TestServer):
     s7_server.db10[6:8] = b"\x00\x0b"
-    (spec,), _ = read_config(_toml(s7_server.port, 'speed = { address = "DB10.DBW6" }'))
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
+    async with running_sources(_toml(s7_server.port, 'speed = { address = "DB10.DBW6" }')) as (hw, table):
         good = await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD)
         assert good.value == 11
         await anyio.to_thread.run_sync(s7_server.stop)
@@ -165,8 +162,6 @@ async def test_server_gone_makes_inputs_stale_and_restart_makes_them_good(
         s7_server.db10[6:8] = b"\x00\x0c"
         s7_server.start()
         await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 12)
-        tg.cancel_scope.cancel()
-    await hw.close()
     assert hw.s7_connections["plc"].stats.connects >= 2  # reconnected by itself
 
 

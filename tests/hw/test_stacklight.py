@@ -7,11 +7,11 @@ import logging
 import anyio
 import pytest
 
+from harness.waiting import wait_until
 from linelight.hw.errors import DeviceError
 from linelight.hw.outputs import VirtualOutput
 from linelight.hw.stacklight import StackLight
 from linelight.rules.values import LAMPS, Pattern
-from tests.hw.helpers import wait_until
 
 P = Pattern
 

@@ -26,7 +26,7 @@ from bench.chaos_check import (
     check_delivery,
     tower_violation,
 )
-from tests.fixtures.subscriber import Received
+from harness.subscriber import Received
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Received, Subscriber
-from tests.integration.agent_proc import (
+from harness.agent_proc import (
     AgentProcess,
     journal_newest_seq,
     journal_records,
     write_config,
 )
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from harness.agent_proc import ROOT
 from linelight.agent.demo.view import Frame, render_line, render_screen
-from tests.integration.agent_proc import ROOT
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(),
                                 reason="the demo's broker part needs /usr/sbin/mosquitto")

@@ -12,11 +12,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from harness.agent_proc import VIRTUAL_TOWER, AgentProcess, write_config
+from harness.mosquitto import Mosquitto, TestPki
+from harness.ports import free_port
 from linelight.agent.cli.doctor import Report, check_clock
 from linelight.agent.clock import kernel_clock_synchronized
-from tests.fixtures.mosquitto import Mosquitto, TestPki, free_port
 from tests.hw.modbus_server import ModbusTestServer
-from tests.integration.agent_proc import VIRTUAL_TOWER, AgentProcess, write_config
 from tests.integration.test_tools import linelight
 
 # -- TLS --------------------------------------------------------------------------------------

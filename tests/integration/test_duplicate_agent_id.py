@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import AgentProcess, write_config
+from harness.agent_proc import AgentProcess, write_config
+from harness.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
 

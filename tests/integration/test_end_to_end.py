@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Subscriber
-from tests.integration.agent_proc import (
+from harness.agent_proc import (
     AgentProcess,
     delivered_in_order,
     process_gone,
     write_config,
 )
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber
 
 pytestmark = pytest.mark.slow
 
@@ -107,8 +107,8 @@ def test_kill_9_loses_nothing_committed_and_the_sequence_continues(
         agent.start()
         agent.wait_status(lambda s: any(v > 0 for v in s["counters"].values())
                           and s["queue"]["seq_hwm"] > 50, what="some parts counted")
-        # some events delivered before the kill (on a loaded machine the forwarder process may
-        # not have published any yet: the comparison below needs a last one)
+        # something delivered before the kill (on a busy machine the forwarder's process may
+        # not have connected yet, and the checks below compare with what came before)
         sub.wait_for(lambda msgs: any(m.topic.startswith(EVENTS) for m in msgs),
                      what="a first event delivered")
         agent.kill9()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.agent_proc import AgentProcess, journal_records, write_config
 from tests.fixtures.diskfull import fill_disk
-from tests.integration.agent_proc import AgentProcess, journal_records, write_config
 
 pytestmark = pytest.mark.root
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import EXAMPLE_RULES, AgentProcess, write_config
+from harness.agent_proc import EXAMPLE_RULES, AgentProcess, write_config
+from harness.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
 

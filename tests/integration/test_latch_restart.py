@@ -20,11 +20,11 @@ import anyio
 import msgpack
 import pytest
 
+from harness.agent_proc import AgentProcess, journal_records, write_config
 from linelight.agent.journal.queue import TEST_COMMIT_DELAY_ENV
 from linelight.agent.scan import LAMP_HOLD_MAX_S
 from tests.fixtures.diskfull import fill_disk
 from tests.hw.modbus_server import ModbusTestServer
-from tests.integration.agent_proc import AgentProcess, journal_records, write_config
 from tests.integration.test_shutdown_lamps import DEADLINE_S, wait_coils
 from tests.rules.test_latches import LATCHING
 

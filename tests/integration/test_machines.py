@@ -14,15 +14,16 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.agent.test_machines import RULES as PRESS_RULES
-from tests.fixtures.mosquitto import Mosquitto, free_port
-from tests.fixtures.subscriber import Subscriber
-from tests.hw.modbus_server import ModbusTestServer
-from tests.integration.agent_proc import (
+from harness.agent_proc import (
     EXAMPLE_RULES,
     AgentProcess,
     delivered_in_order,
 )
+from harness.mosquitto import Mosquitto
+from harness.ports import free_port
+from harness.subscriber import Subscriber
+from tests.agent.test_machines import RULES as PRESS_RULES
+from tests.hw.modbus_server import ModbusTestServer
 
 pytestmark = pytest.mark.slow
 
@@ -291,8 +292,8 @@ def test_a_single_machine_config_from_before_machines_publishes_the_same_topics(
         tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
     """A config without [machines.*] (written as before this change) publishes exactly the
     topics an agent before machines published, and no payload names a machine."""
+    from harness.agent_proc import write_config
     from linelight.rules.loader import load_rules
-    from tests.integration.agent_proc import write_config
 
     agent_id = "it-single"
     prefix = f"linelight/{agent_id}"
@@ -330,8 +331,8 @@ def test_the_demo_runs_a_line_of_three_machines_side_by_side(tmp_path: Path) -> 
     import subprocess
     import sys
 
+    from harness.agent_proc import ROOT
     from linelight.agent.demo.view import Frame, MachineFrame, render_screen
-    from tests.integration.agent_proc import ROOT
 
     proc = subprocess.run(
         [sys.executable, "-m", "linelight.agent", "demo", "--line", "--seconds", "8",

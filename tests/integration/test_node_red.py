@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
+from harness.agent_proc import AgentProcess, write_config
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber
 from tests.fixtures.node_red import NodeRed
-from tests.fixtures.subscriber import Subscriber
-from tests.integration.agent_proc import AgentProcess, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,7 @@ def test_node_red_gets_every_event_as_an_object_with_exact_times_through_an_outa
     config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port)
     with AgentProcess(config) as agent:
         agent.start()
-        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 20,
-                          what="connected with some events")
-        mosquitto.stop()
-        agent.wait_status(lambda s: not s["broker"]["connected"], what="broker down")
-        outage = agent.wait_status(lambda s: s["queue"]["depth"] > 10, what="a backlog")
-        mosquitto.start()
-        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
-                          and s["queue"]["seq_hwm"] > outage["queue"]["seq_hwm"],
-                          timeout=90, what="backlog drained")
+        outage = agent.ride_out_an_outage(mosquitto)
         assert agent.stop() == 0
 
     reference = {m.seq: m.decoded for m in sub.wait_for(

@@ -19,10 +19,10 @@ import anyio
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from harness.agent_proc import AgentProcess, write_config
 from linelight.agent.app import Agent
 from linelight.agent.config import load_config
 from tests.hw.modbus_server import ModbusTestServer, free_port
-from tests.integration.agent_proc import AgentProcess, write_config
 
 STOPPED = """\
 [[state]]

@@ -3,7 +3,7 @@
 The agent runs a simulated input and a real mosquitto; the test changes the state by editing
 the rule file (the agent reloads it by itself) and watches the page follow without a reload.
 The screenshots in docs/operations.md are written here, with a day of synthetic history
-(tests/fixtures/history.py) before the agent's own minutes, so the timeline shows a shift.
+(harness/history.py) before the agent's own minutes, so the timeline shows a shift.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures import chromium
-from tests.fixtures.history import write_day
-from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import (
+from harness import chromium
+from harness.agent_proc import (
     ROOT,
     VIRTUAL_TOWER,
     AgentProcess,
     write_config,
     write_machines_config,
 )
+from harness.history import write_day
+from harness.mosquitto import Mosquitto
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium.missing() is not None,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Subscriber
+from harness.agent_proc import AgentProcess, delivered_in_order, write_config
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber
 from tests.hw.opcua_server import OpcUaTestServer
 from tests.hw.s7_server import S7TestServer
-from tests.integration.agent_proc import AgentProcess, delivered_in_order, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mosquitto import free_port
-from tests.integration.agent_proc import ROOT, VIRTUAL_TOWER, AgentProcess, write_config
+from harness.agent_proc import ROOT, VIRTUAL_TOWER, AgentProcess, write_config
+from harness.ports import free_port
 
 
 def receive_until(sock: socket.socket, last: str, limit: int = 500) -> list[str]:
@@ -133,7 +133,7 @@ def test_stop_signal_turns_lamps_to_on_exit_and_records_a_stop_event(
         agent.wait_status(lambda s: s["state"]["name"] != "unknown", what="a known state")
         agent.signal(signum)
         assert agent.stop() == 0
-    from tests.integration.agent_proc import journal_records
+    from harness.agent_proc import journal_records
 
     records = journal_records(tmp_path / "agent" / "data")
     assert records[-1].kind == "agent" and records[-1].name == "stop"

@@ -13,8 +13,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from harness.agent_proc import AgentProcess, journal_records, write_config
 from tests.hw.modbus_server import ModbusTestServer
-from tests.integration.agent_proc import AgentProcess, journal_records, write_config
 
 RULES = """\
 [inputs]

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import (
+from harness.agent_proc import (
     EXAMPLE_RULES,
     ROOT,
     VIRTUAL_TOWER,
     AgentProcess,
     write_config,
 )
+from harness.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.fixtures.mosquitto import Mosquitto, free_port
-from tests.integration.agent_proc import ROOT, AgentProcess, write_config
+from harness.agent_proc import ROOT, AgentProcess, write_config
+from harness.mosquitto import Mosquitto
+from harness.ports import free_port
 
 
 def linelight(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.agent_proc import AgentProcess, write_config
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Received, Subscriber, dedup_in_order
 from linelight.agent.mqtt.wire import Message
 from tests.agent.mqtt.test_wire_umh_classic import real, rows
 from tests.agent.mqtt.test_wire_umh_core import check_time_series, parse_uns_topic
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Received, Subscriber, dedup_in_order
-from tests.integration.agent_proc import AgentProcess, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +30,7 @@ def run_agent_with_an_outage(tmp_path: Path, mosquitto: Mosquitto, mode: str) ->
         "[mqtt]\n", f'[mqtt]\ntopic_mode = "{mode}"\n{UMH}', 1))
     with AgentProcess(config) as agent:
         agent.start()
-        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 20,
-                          what="connected with some events")
-        mosquitto.stop()
-        agent.wait_status(lambda s: not s["broker"]["connected"], what="broker down")
-        outage = agent.wait_status(lambda s: s["queue"]["depth"] > 10, what="a backlog")
-        mosquitto.start()
-        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
-                          and s["queue"]["seq_hwm"] > outage["queue"]["seq_hwm"],
-                          timeout=90, what="backlog drained")
+        agent.ride_out_an_outage(mosquitto)
         assert agent.stop() == 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from linelight.agent.cli import DEFAULT_CONFIG
 from tests.packaging.debs import Deb
 
 UNIT = "/lib/systemd/system/linelight.service"
@@ -47,7 +48,7 @@ def analyze_verify(root: Path) -> subprocess.CompletedProcess[str]:
 def test_unit_has_the_settings_the_design_requires(debs: dict[str, Deb]) -> None:
     s = unit_settings(debs["amd64"].files()[UNIT].data.decode())
     assert s["Type"] == ["notify"]
-    assert s["ExecStart"] == ["/usr/bin/linelight run --config /etc/linelight/agent.toml"]
+    assert s["ExecStart"] == [f"/usr/bin/linelight run --config {DEFAULT_CONFIG}"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["Restart"] == ["always"] and s["WatchdogSec"]
     assert s["User"] == ["linelight"] and s["StateDirectory"] == ["linelight"]

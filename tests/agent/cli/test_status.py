@@ -21,6 +21,15 @@ async def status_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int
     return proc.returncode or 0, proc.stdout.decode(), proc.stderr.decode()
 
 
+def test_the_default_url_is_the_agents_default_listen_address() -> None:
+    from linelight.agent.cli.status import DEFAULT_URL
+    from linelight.agent.config import DiagnosticsSettings
+    from linelight.agent.diagnostics import DEFAULT_LISTEN
+
+    assert f"http://{DEFAULT_LISTEN[0]}" == DEFAULT_URL
+    assert DiagnosticsSettings().listen == (("127.0.0.1", 9750),)
+
+
 @pytest.mark.parametrize(("given", "url"), [
     ("127.0.0.1:9750", "http://127.0.0.1:9750"), ("[::1]:9750/", "http://[::1]:9750"),
     ("http://press:9750/", "http://press:9750")])

@@ -28,6 +28,17 @@ async def running(path: Path | str, limits: JournalLimits | None = None,
         journal.close()
 
 
+async def filled(path: Path | str, n: int) -> int:
+    """A closed journal of `n` count events whose value is i (padded to about 100 bytes);
+    returns its seq high-water mark."""
+    async with running(path) as j:
+        for i in range(n):
+            j.submit(event("count", "parts", i, pad="p" * 60))
+        with anyio.fail_after(60):
+            await j.wait_new(n - 1)
+        return j.stats().seq_hwm
+
+
 def event(kind: str = "signal", name: str = "press.temp", value: Any = 1.5,
           **attrs: Any) -> Event:
     return Event(kind, name, value, time.time_ns(), attrs)

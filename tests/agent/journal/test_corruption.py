@@ -14,21 +14,11 @@ import pytest
 
 from linelight.agent.journal import Journal, Record, salvage
 from linelight.agent.journal import schema as schema
-from tests.agent.journal.support import event, running
+from tests.agent.journal.support import event, filled, running
 
 pytestmark = pytest.mark.anyio
 
 N = 4000
-
-
-async def _filled(path: Path) -> int:
-    """A closed journal of N events whose value is i; returns its seq high-water mark."""
-    async with running(path) as j:
-        for i in range(N):
-            j.submit(event("count", "parts", i, pad="p" * 60))
-        with anyio.fail_after(60):
-            await j.wait_new(N - 1)
-        return j.stats().seq_hwm
 
 
 def _event_pages(path: Path) -> tuple[int, list[int]]:
@@ -95,7 +85,7 @@ def _recovered_gap(recs: list[Record]) -> Record:
 
 async def test_overwritten_pages_in_the_middle_lose_only_those_rows(tmp_path: Path):
     path = tmp_path / "q.db"
-    hwm = await _filled(path)
+    hwm = await filled(path, N)
     page_size, leaves = _event_pages(path)
     middle = leaves[len(leaves) // 2 - 1 : len(leaves) // 2 + 2]
     _overwrite(path, page_size, middle, random.Random(1))
@@ -123,7 +113,7 @@ async def test_overwritten_pages_in_the_middle_lose_only_those_rows(tmp_path: Pa
 
 async def test_a_truncated_file_keeps_the_rows_before_the_cut(tmp_path: Path):
     path = tmp_path / "q.db"
-    hwm = await _filled(path)
+    hwm = await filled(path, N)
     size = path.stat().st_size
     os.truncate(path, size * 6 // 10)
     recs, journal = await _reopened(path)
@@ -138,7 +128,7 @@ async def test_a_truncated_file_keeps_the_rows_before_the_cut(tmp_path: Path):
 
 async def test_a_garbage_file_opens_empty_and_seq_jumps_above_anything_possible(tmp_path: Path):
     path = tmp_path / "q.db"
-    hwm = await _filled(path)
+    hwm = await filled(path, N)
     _replace(path, random.Random(2).randbytes(256 * 1024))
     recs, journal = await _reopened(path)
     journal.close()
@@ -162,7 +152,7 @@ async def test_garbage_text_where_the_file_should_be_is_salvaged_not_fatal(tmp_p
 
 async def test_a_garbage_wal_does_not_lose_checkpointed_rows(tmp_path: Path):
     path = tmp_path / "q.db"
-    await _filled(path)
+    await filled(path, N)
     _write(Path(str(path) + "-wal"), random.Random(3).randbytes(64 * 1024))
     recs, journal = await _reopened(path)
     journal.close()
@@ -172,7 +162,7 @@ async def test_a_garbage_wal_does_not_lose_checkpointed_rows(tmp_path: Path):
 
 async def test_a_damaged_root_page_still_opens_and_carries_on(tmp_path: Path):
     path = tmp_path / "q.db"
-    hwm = await _filled(path)
+    hwm = await filled(path, N)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'events'").fetchone()[0]
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -199,7 +189,7 @@ async def running_again(journal: Journal) -> AsyncIterator[Journal]:
 
 async def test_random_damage_never_stops_the_journal_from_opening(tmp_path: Path):
     pristine = tmp_path / "pristine.db"
-    hwm = await _filled(pristine)
+    hwm = await filled(pristine, N)
     data = _read(pristine)
     for seed in range(12):
         rng = random.Random(seed)
@@ -245,7 +235,7 @@ async def test_a_row_damaged_after_it_was_written_is_dead_lettered_not_handed_ou
 
 async def test_an_unfinished_salvage_is_thrown_away_and_done_again(tmp_path: Path):
     path = tmp_path / "q.db"
-    hwm = await _filled(path)
+    hwm = await filled(path, N)
     page_size, leaves = _event_pages(path)
     _overwrite(path, page_size, leaves[5:6], random.Random(5))
     _write(Path(str(path) + ".rebuild"), b"half-written salvage" * 100)  # a crash mid-salvage
@@ -259,7 +249,7 @@ async def test_an_unfinished_salvage_is_thrown_away_and_done_again(tmp_path: Pat
 
 async def test_a_salvage_finished_just_before_a_crash_is_put_in_place(tmp_path: Path):
     path = tmp_path / "q.db"
-    hwm = await _filled(path)
+    hwm = await filled(path, N)
     page_size, leaves = _event_pages(path)
     _overwrite(path, page_size, leaves[5:6], random.Random(6))
     # Salvage completes into q.db.rebuild, then the process dies before the swap.

@@ -13,13 +13,14 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from harness.mosquitto import Mosquitto, TestPki
+from harness.proxy import TcpProxy
+from harness.subscriber import Subscriber, dedup_in_order
+from harness.waiting import wait_until
 from linelight.agent.journal import Event, Journal
 from linelight.agent.mqtt.config import MqttSettings, TlsSettings
 from linelight.agent.mqtt.forwarder import Forwarder
 from tests.agent.mqtt.forwarder_proc import AGENT, fill_journal, settings
-from tests.fixtures.mosquitto import Mosquitto, TestPki
-from tests.fixtures.proxy import TcpProxy
-from tests.fixtures.subscriber import Subscriber, dedup_in_order
 
 pytestmark = pytest.mark.anyio
 
@@ -41,15 +42,6 @@ async def running(path: Path, mqtt: MqttSettings) -> AsyncIterator[tuple[Journal
             tg.cancel_scope.cancel()
     finally:
         journal.close()
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, limit: float = 60) -> None:
-    """Poll `predicate` (generous deadline: the machine is shared)."""
-    deadline = anyio.current_time() + limit
-    while not predicate():
-        if anyio.current_time() > deadline:
-            raise TimeoutError(f"not reached within {limit}s: {what}")
-        await anyio.sleep(0.02)
 
 
 async def wait_seqs(sub: Subscriber, last: int, limit: float = 90) -> list[int]:

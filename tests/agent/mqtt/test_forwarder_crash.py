@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber, dedup_in_order
 from linelight.agent.journal import Journal
 from tests.agent.mqtt.forwarder_proc import AGENT, fill_journal
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Subscriber, dedup_in_order
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from harness.proxy import TcpProxy
+from harness.subscriber import Subscriber
 from tests.agent.mqtt.forwarder_proc import fill_journal, settings
 from tests.agent.mqtt.test_forwarder import (
     EVENTS,
@@ -24,8 +26,6 @@ from tests.agent.mqtt.test_forwarder import (
     wait_until,
 )
 from tests.fixtures.aedes import Aedes
-from tests.fixtures.proxy import TcpProxy
-from tests.fixtures.subscriber import Subscriber
 
 pytestmark = pytest.mark.anyio
 

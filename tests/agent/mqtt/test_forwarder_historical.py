@@ -16,11 +16,12 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber
+from harness.waiting import wait_until
 from linelight.agent.journal import Event, Journal
 from tests.agent.mqtt.forwarder_proc import settings
-from tests.agent.mqtt.test_forwarder import EVENTS, running, wait_until
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Subscriber
+from tests.agent.mqtt.test_forwarder import EVENTS, running
 
 pytestmark = pytest.mark.anyio
 

@@ -17,10 +17,10 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
+from harness.waiting import wait_until
 from linelight.agent.journal import Journal
 from linelight.agent.mqtt.forwarder import Forwarder
 from tests.agent.mqtt.forwarder_proc import AGENT, fill_journal, settings
-from tests.agent.mqtt.test_forwarder import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -20,15 +20,16 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from harness.mosquitto import Mosquitto
+from harness.subscriber import Subscriber, dedup_in_order
+from harness.waiting import wait_until
 from linelight.agent.mqtt.config import read_mqtt
 from linelight.agent.mqtt.wire import Message, UmhPath, Wire
 from linelight.rules.fields import Problems, Table
 from linelight.rules.tomldoc import TomlDoc
 from tests.agent.mqtt.forwarder_proc import fill_journal, settings
-from tests.agent.mqtt.test_forwarder import running, wait_until
+from tests.agent.mqtt.test_forwarder import running
 from tests.agent.mqtt.wire_examples import gap_record, run_machine
-from tests.fixtures.mosquitto import Mosquitto
-from tests.fixtures.subscriber import Subscriber, dedup_in_order
 
 # uns_topic.go: validCharacterRegex, TopicPrefix "umh.v1.", MinimumParts 5.
 VALID_CHARACTERS = re.compile(r"^[a-zA-Z0-9._\-]+$")

@@ -14,13 +14,14 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from harness.mosquitto import Mosquitto
+from harness.ports import free_port
+from harness.subscriber import Subscriber, dedup_in_order
 from linelight.agent.journal import Journal
 from linelight.agent.mqtt import MqttSettings
 from linelight.agent.supervisor import Supervisor
 from linelight.agent.uplink import ForwarderProcess
 from tests.agent.mqtt.forwarder_proc import AGENT, fill_journal, settings
-from tests.fixtures.mosquitto import Mosquitto, free_port
-from tests.fixtures.subscriber import Subscriber, dedup_in_order
 
 pytestmark = pytest.mark.anyio
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.mosquitto import free_port
+from harness.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_RULES = ROOT / "examples" / "rules.d" / "machine.toml"
 
 # A fast machine: a whole producing/microstop/producing/fault/idle cycle in about 8 s.
@@ -202,6 +202,21 @@ class AgentProcess:
         raise AssertionError(f"{what} not reached within {timeout}s; last status: "
                              f"{json.dumps(last)[:2000]}\nagent log:\n{self.log()[-4000:]}")
 
+    def ride_out_an_outage(self, broker: Any) -> dict[str, Any]:
+        """Once connected with some events: stop `broker` (a harness Mosquitto), wait for a
+        backlog, start it again and wait until the backlog is delivered. Returns the status
+        taken during the outage."""
+        self.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 20,
+                         what="connected with some events")
+        broker.stop()
+        self.wait_status(lambda s: not s["broker"]["connected"], what="broker down")
+        outage = self.wait_status(lambda s: s["queue"]["depth"] > 10, what="a backlog")
+        broker.start()
+        self.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
+                         and s["queue"]["seq_hwm"] > outage["queue"]["seq_hwm"],
+                         timeout=90, what="backlog drained")
+        return outage
+
     def __enter__(self) -> AgentProcess:
         return self
 
@@ -272,7 +287,7 @@ def delivered_in_order(sub: Any, data_dir: Path, topic_prefix: str,
     deleted row and at most the journal's newest seq. A row still queued may have been
     delivered too (its PUBACK came after the stop's flush gave up): a duplicate at the next
     start, removed by `(agent, seq)`, so it is no loss and no error."""
-    from tests.fixtures.subscriber import dedup_in_order
+    from harness.subscriber import dedup_in_order
 
     left = journal_records(data_dir)
     newest = journal_newest_seq(data_dir)
