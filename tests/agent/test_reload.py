@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -169,6 +170,15 @@ async def test_unchanged_rules_are_a_no_op(tmp_path: Path) -> None:
     assert h.sink.events == []
 
 
+def save(path: Path, text: str) -> None:
+    """Replace a rule file the way an editor saves it (write aside, rename): the agent's file
+    watcher polls too, and a file caught half written is rejected (truly, but not what the
+    test is about)."""
+    aside = path.with_name(path.name + ".saving")
+    aside.write_text(text)
+    os.replace(aside, path)
+
+
 def test_sighup_to_the_agent_process_rejects_broken_rules_and_applies_good_ones(
         tmp_path: Path) -> None:
     config = write_config(tmp_path / "agent", rules=RULES, sources=SOURCES, tower=TOWER)
@@ -178,7 +188,7 @@ def test_sighup_to_the_agent_process_rejects_broken_rules_and_applies_good_ones(
         first = agent.wait_status(lambda s: s["state"]["name"] == "running", what="running")
         fingerprint = first["rules"]["fingerprint"]
 
-        rules_file.write_text(RULES.replace("priority = 10", "priority = ten"))
+        save(rules_file, RULES.replace("priority = 10", "priority = ten"))
         agent.signal(signal.SIGHUP)
         rejected = agent.wait_status(lambda s: (s["rules"]["last_reload"] or {}).get("ok") is False,
                                      what="reload rejected")
@@ -186,9 +196,10 @@ def test_sighup_to_the_agent_process_rejects_broken_rules_and_applies_good_ones(
         assert rejected["state"]["name"] == "running"
         assert any(r.startswith("rules:") for r in rejected["health"]["reasons"])
 
-        rules_file.write_text(RULES.replace("code = 10000", "code = 10005"))
+        save(rules_file, RULES.replace("code = 10000", "code = 10005"))
         agent.signal(signal.SIGHUP)
-        switched = agent.wait_status(lambda s: s["rules"]["fingerprint"] != fingerprint,
+        switched = agent.wait_status(lambda s: s["rules"]["fingerprint"] != fingerprint
+                                     and s["rules"]["last_reload"]["ok"],
                                      what="new rules running")
         assert switched["rules"]["last_reload"]["ok"] is True
         assert switched["state"]["since_ns"] == first["state"]["since_ns"]  # state carried over
@@ -204,7 +215,7 @@ def test_a_changed_rule_file_is_picked_up_without_a_signal(tmp_path: Path) -> No
     with AgentProcess(config) as agent:
         agent.start()
         fingerprint = agent.status()["rules"]["fingerprint"]
-        rules_file.write_text(RULES.replace('green = "on"', 'green = "blink_slow"'))
+        save(rules_file, RULES.replace('green = "on"', 'green = "blink_slow"'))
         agent.wait_status(lambda s: s["rules"]["fingerprint"] != fingerprint
                           and s["lamps"]["green"] == "blink_slow", what="reload on file change")
         assert agent.stop() == 0
