@@ -123,6 +123,8 @@ def test_every_declared_mqtt_key_is_one_the_reader_accepts(tmp_path: Path) -> No
             'insecure_skip_hostname = false\n'
             '[mqtt.umh]\nenterprise = "e"\nsite = "s"\narea = "a"\nline = "l"\nworkcell = "w"\n'
             'data_contract = "_raw"\n'
+            '[mqtt.sparkplug]\ngroup_id = "g"\nedge_node_id = "n"\ndevice_id = "d"\n'
+            'primary_host_id = "h"\n'
             '[mqtt.replay]\nmsgs_per_s = 10.0\nbytes_per_s = "1MB"\n'
             '[mqtt.backoff]\ninitial = "1s"\nmax = "30s"\n')
     written = {k for k in tomllib.loads(text)["mqtt"]}
