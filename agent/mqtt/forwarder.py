@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -29,6 +29,9 @@ from linelight.agent.mqtt.errors import TransportError
 from linelight.agent.mqtt.link import LinkError, MqttLink, TakeoverWatch, takeover_sentence
 from linelight.agent.mqtt.ratelimit import RateLimit
 from linelight.agent.mqtt.wire import EncodeError, Message, Wire
+
+if TYPE_CHECKING:
+    from linelight.agent.mqtt.sparkplug import SparkplugNode
 from linelight.hw.backoff import Backoff
 from linelight.rules.errors import ConfigError
 
@@ -37,6 +40,8 @@ __all__ = ["Forwarder", "LinkStatus", "MqttSettings", "read_mqtt"]
 log = logging.getLogger(__name__)
 
 STOP_BUDGET_S = 3.0  # a planned stop waits this long at most for the broker
+# Sparkplug: QoS 0 events published since the last receipt barrier, at most
+BARRIER_EVERY = 512
 YIELD_EVERY = 64  # publishes between two yields to the writer (bench/replay.py)
 
 
@@ -47,6 +52,8 @@ class JournalLike(Protocol):
     async def ack(self, seqs: Sequence[int]) -> Any: ...
     async def dead_letter(self, seq: int, reason: str) -> Any: ...
     async def wait_new(self, after_seq: int) -> Any: ...
+    def get_meta(self, key: str, default: Any = None) -> Any: ...
+    async def put_meta(self, key: str, value: Any) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -89,6 +96,15 @@ class _Session:
         self.pending: dict[int, int] = {}  # mid -> seq, waiting for PUBACK
         self.control: set[int] = set()  # mids of live/status messages
         self.waiters: dict[int, anyio.Event] = {}  # control mids someone waits on
+        # Sparkplug: seqs sent at QoS 0 since the last barrier; barrier mid -> the seqs it covers
+        self.unconfirmed: list[int] = []
+        self.barriers: dict[int, list[int]] = {}
+
+    @property
+    def uncounted(self) -> int:
+        """Rows published on this connection whose receipt is not known."""
+        return (len(self.pending) + len(self.unconfirmed)
+                + sum(len(seqs) for seqs in self.barriers.values()))
 
 
 class Forwarder:
@@ -134,6 +150,17 @@ class Forwarder:
         self._last_logged_error: str | None = None
         self._takeover = TakeoverWatch()
         self._stopped = False
+        self.sparkplug: SparkplugNode | None = None
+        self._sent_through = 0  # the newest seq handed to any link (Sparkplug: re-sends are
+        self._replay_through = 0  # historical: rows up to this seq went out on an older link)
+        self._barrier_refused = False
+        if settings.topic_mode == "sparkplug":
+            from linelight.agent.mqtt.sparkplug import SparkplugNode
+
+            if settings.sparkplug is None:
+                raise ValueError("topic mode 'sparkplug' needs [mqtt.sparkplug] group_id")
+            self.sparkplug = SparkplugNode(settings.sparkplug, agent_id=agent_id)
+            self._barrier_topic = f"{self.wire.prefix}/sparkplug/received"
 
     # -- public ------------------------------------------------------------------------------
     def publish_live(self, key: str, value: Any, machine: str | None = None) -> None:
@@ -231,9 +258,26 @@ class Forwarder:
 
     async def _connect(self) -> MqttLink:
         password = read_password(self.settings)
+        sp = self.sparkplug
+        if sp is None:
+            link = MqttLink(self._link_settings, client_id=self.client_id, password=password,
+                            will=self.wire.offline(), on_puback=self._on_puback)
+            await link.connect()
+            return link
+        from linelight.agent.mqtt.sparkplug import META_BD_SEQ, next_bd_seq
+
+        # Each connection's will is an NDEATH with the next bdSeq; it is stored once the
+        # broker accepted the connection, so a restart goes on from it (255 -> 0).
+        sp.start_connection(next_bd_seq(self.journal.get_meta(META_BD_SEQ)))
         link = MqttLink(self._link_settings, client_id=self.client_id, password=password,
-                        will=self.wire.offline(), on_puback=self._on_puback)
+                        will=sp.will(), on_puback=self._on_puback, will_retain=False,
+                        will_json=False, on_message=self._on_command)
         await link.connect()
+        try:
+            await self.journal.put_meta(META_BD_SEQ, sp.bd_seq)
+        except BaseException:
+            link.close()
+            raise
         return link
 
     async def _serve(self, mqtt_link: MqttLink) -> None:
@@ -251,8 +295,13 @@ class Forwarder:
         log.log(logging.DEBUG if self._takeover.reported else logging.INFO,
                 "connected to MQTT broker %s as %s (MQTT %s)", self.settings.broker,
                 self.client_id, self._link_settings.protocol)
-        self._publish_control(self.wire.online(boot=self.boot, version=self.version,
-                                               ts_ns=time.time_ns()))
+        self._replay_through = self._sent_through
+        if self.sparkplug is not None:
+            mqtt_link.subscribe(list(self.sparkplug.command_topics))
+            self._births(mqtt_link)
+        else:
+            self._publish_control(self.wire.online(boot=self.boot, version=self.version,
+                                                   ts_ns=time.time_ns()))
         for key in self._live:
             self._live_dirty[key] = None
         self._live_wake.set()
@@ -270,8 +319,10 @@ class Forwarder:
         self.link.connected_since = None
         if session is not None:
             # Unacknowledged messages stay in the journal; the next link re-sends them.
-            self.link.in_flight -= len(session.pending)
+            self.link.in_flight -= session.uncounted
             session.pending.clear()
+            session.unconfirmed.clear()
+            session.barriers.clear()
         self._space.set()
 
     # -- event lane --------------------------------------------------------------------------
@@ -293,6 +344,8 @@ class Forwarder:
     async def _publish_batch(self, mqtt_link: MqttLink, session: _Session,
                              records: Sequence[Any], historical_ns: int) -> bool:
         """Publish `records` in order; False as soon as the link is gone."""
+        if self.sparkplug is not None:
+            return await self._publish_sparkplug(mqtt_link, session, records, historical_ns)
         now_ns = time.time_ns()
         for record in records:
             while self.link.in_flight >= self._window:
@@ -323,6 +376,126 @@ class Forwarder:
                 # take PUBACKs) while the rest of the batch is encoded.
                 await anyio.lowlevel.checkpoint()
         return True
+
+    # -- Sparkplug ---------------------------------------------------------------------------
+    async def _publish_sparkplug(self, mqtt_link: MqttLink, session: _Session,
+                                 records: Sequence[Any], historical_ns: int) -> bool:
+        """Sparkplug DATA (QoS 0, several events per message), then a receipt barrier: one
+        QoS 1 message whose PUBACK says the broker has read everything before it on this
+        connection, which acknowledges those rows (docs/wire-format.md, "No loss at QoS 0")."""
+        from linelight.agent.mqtt.sparkplug import PACK
+
+        sp = self.sparkplug
+        assert sp is not None
+        now_ns = time.time_ns()
+        replayed = self._replay_through
+        for start in range(0, len(records), PACK):
+            chunk = records[start:start + PACK]
+            while self.link.in_flight >= self._window:
+                if not self._barrier(mqtt_link, session):
+                    return False
+                self._space = anyio.Event()
+                await self._space.wait()
+            if not mqtt_link.connected:
+                return False
+            flags = [r.seq <= replayed or now_ns - r.enq_ns > historical_ns for r in chunk]
+            try:
+                outs = list(sp.data(chunk, flags))
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                # One bad row must not stop the rows behind it: each alone, the bad ones out.
+                outs = []
+                for record, flag in zip(chunk, flags, strict=True):
+                    try:
+                        outs += list(sp.data([record], [flag]))
+                    except (TypeError, ValueError, OverflowError, RecursionError) as exc1:
+                        self._dead.append((record.seq, f"event seq {record.seq} ({record.kind}/"
+                                                       f"{record.name}) cannot be encoded: {exc1}"))
+                        self.link.in_flight += 1
+                        self._wake_acker()
+                log.debug("a Sparkplug pack was split: %s", exc)
+            for out in outs:
+                if self._rate.active:
+                    await self._rate_wait(len(out.message.payload) + len(out.message.topic))
+                if not mqtt_link.connected:
+                    return False
+                try:
+                    mqtt_link.publish(out.message, qos=0)
+                except TransportError:
+                    return False
+                if out.seqs:
+                    session.unconfirmed.extend(out.seqs)
+                    self.link.in_flight += len(out.seqs)
+                    self.link.published += len(out.seqs)
+                    self._sent_through = max(self._sent_through, out.seqs[-1])
+            if len(session.unconfirmed) >= BARRIER_EVERY and not self._barrier(mqtt_link,
+                                                                               session):
+                return False
+            await anyio.lowlevel.checkpoint()
+        return self._barrier(mqtt_link, session)
+
+    def _barrier(self, mqtt_link: MqttLink, session: _Session) -> bool:
+        """The receipt barrier after the QoS 0 rows sent since the last one; False if the
+        link is gone."""
+        if not session.unconfirmed:
+            return True
+        if not mqtt_link.connected:
+            return False
+        through = session.unconfirmed[-1]
+        try:
+            mid = mqtt_link.publish(Message(self._barrier_topic, str(through).encode()), qos=1)
+        except TransportError:
+            return False
+        session.barriers[mid] = session.unconfirmed
+        session.unconfirmed = []
+        return True
+
+    def _births(self, mqtt_link: MqttLink) -> None:
+        """NBIRTH and every DBIRTH, QoS 0 (tck-id-payloads-nbirth-qos, -dbirth-qos)."""
+        assert self.sparkplug is not None
+        for out in self.sparkplug.births():
+            try:
+                mqtt_link.publish(out.message, qos=0)
+            except TransportError:
+                return
+
+    def _on_command(self, topic: str, payload: bytes) -> None:
+        """An NCMD or DCMD: `Node Control/Rebirth` = true births again (same bdSeq); any
+        other write is refused and logged; a payload that is not Sparkplug B is ignored."""
+        from google.protobuf.message import DecodeError
+
+        from linelight.agent.mqtt.sparkplug import REBIRTH, decode
+
+        sp, mqtt_link = self.sparkplug, self._mqtt
+        if sp is None:
+            return
+        shown = _printable(topic)
+        try:
+            command = decode(payload)
+        except (DecodeError, ValueError) as exc:
+            log.warning("Sparkplug command on %s ignored: %d bytes that are not a Sparkplug B "
+                        "payload (%s)", shown, len(payload), _printable(str(exc)))
+            return
+        names = sp.alias_names()
+        rebirth = False
+        refused: list[str] = []
+        node_command = topic == sp.command_topics[0]
+        for metric in command.metrics:
+            name = metric.name if metric.HasField("name") else \
+                names.get(metric.alias, (None, f"alias {metric.alias}"))[1]
+            if node_command and name == REBIRTH:
+                rebirth = rebirth or (metric.WhichOneof("value") == "boolean_value"
+                                      and metric.boolean_value)
+            else:
+                refused.append(_printable(name))
+        if refused:
+            log.warning("Sparkplug command on %s refused: it writes %s; linelight's lamps and "
+                        "data come from its rules and inputs, not from the network", shown,
+                        ", ".join(refused[:10]) + (f" and {len(refused) - 10} more"
+                                                   if len(refused) > 10 else ""))
+        if rebirth and mqtt_link is not None and mqtt_link.connected:
+            log.info("Sparkplug rebirth asked on %s: NBIRTH and DBIRTHs again (bdSeq %d)",
+                     shown, sp.bd_seq)
+            self._births(mqtt_link)
 
     async def _read_ahead(self, send: Any) -> None:
         cursor = 0
@@ -355,6 +528,17 @@ class Forwarder:
             if reason >= 0x80:
                 log.warning("broker %s refused a live/status message: %s",
                             self.settings.broker, text)
+            return
+        covered = session.barriers.pop(mid, None)
+        if covered is not None:
+            if reason >= 0x80 and not self._barrier_refused:
+                self._barrier_refused = True
+                log.warning("broker %s refused the receipt barrier on %s (%s); its PUBACK still "
+                            "proves the events before it arrived; allow this topic to the "
+                            "agent in the broker's ACL", self.settings.broker,
+                            self._barrier_topic, text)
+            self._acks.extend(covered)
+            self._wake_acker()
             return
         seq = session.pending.pop(mid, None)
         if seq is None:
@@ -405,6 +589,8 @@ class Forwarder:
         return mid
 
     async def _live_lane(self, mqtt_link: MqttLink) -> None:
+        if self.sparkplug is not None:
+            return  # births declare the latest values; the DDATA stream carries every change
         while mqtt_link.connected:
             await self._live_wake.wait()
             self._live_wake = anyio.Event()
@@ -432,7 +618,8 @@ class Forwarder:
                             "the next start", self.settings.broker,
                             self.settings.flush_on_stop)
             with anyio.move_on_after(STOP_BUDGET_S):
-                mid = self._publish_control(self.wire.offline())
+                mid = (self._publish_control(self.wire.offline()) if self.sparkplug is None
+                       else self._deaths(mqtt_link, session))
                 if mid is not None:
                     acked = session.waiters[mid] = anyio.Event()
                     with anyio.move_on_after(STOP_BUDGET_S / 2):
@@ -440,6 +627,19 @@ class Forwarder:
                 await mqtt_link.disconnect()
         mqtt_link.close("stopped")
         self.link.connected = False
+
+    def _deaths(self, mqtt_link: MqttLink, session: _Session) -> int | None:
+        """Sparkplug clean stop: DDEATHs (QoS 0), then the NDEATH (QoS 1: its packet id)."""
+        assert self.sparkplug is not None
+        mid = None
+        for out in self.sparkplug.deaths():
+            try:
+                mid = mqtt_link.publish(out.message, qos=1 if out.verb == "NDEATH" else 0)
+            except TransportError:
+                return None
+        if mid is not None:
+            session.control.add(mid)
+        return mid
 
     async def _flush(self, mqtt_link: MqttLink, through: int | None) -> bool:
         """Wait until every row up to seq `through` (every row, if None) is acknowledged and
@@ -454,3 +654,8 @@ class Forwarder:
                 with anyio.move_on_after(0.5):
                     await acked.wait()
         return False
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Text from the network, safe for a log line: control characters escaped, bounded."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
+import msgpack
 
 from linelight.agent.journal import Record, read_records
 from linelight.agent.mqtt import Forwarder, MqttSettings, TransportError
@@ -154,6 +155,29 @@ class JournalReader:
 
     async def dead_letter(self, seq: int, reason: str) -> bool:
         return bool(await self._call("dead", int(seq), str(reason)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The value the agent last stored under `key` in the journal's meta, or `default`
+        (read from the file: a few microseconds, once per connection)."""
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise TransportError(f"the forwarder cannot read the journal {self.path}: "
+                                 f"{exc}") from None
+        if row is None:
+            return default
+        try:
+            return msgpack.unpackb(row[0], raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return default
+
+    async def put_meta(self, key: str, value: Any) -> None:
+        """Stored by the agent's writer (this process never writes the journal)."""
+        await self._call("meta", str(key), value)
 
     async def wait_new(self, after_seq: int) -> None:
         while self.newest <= max(after_seq, self._empty_through):

@@ -133,6 +133,9 @@ class ForwarderProcess:
                 elif what == "dead":
                     tg.start_soon(self._answer, channel, message[1], self.journal.dead_letter,
                                   message[2], message[3])
+                elif what == "meta":
+                    tg.start_soon(self._answer, channel, message[1], self.journal.put_meta,
+                                  message[2], message[3])
                 elif what == "log":
                     # the child's record, through this process's handlers; its text is the
                     # forwarder's own (broker names, reasons), never a secret

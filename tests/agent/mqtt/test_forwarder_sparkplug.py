@@ -1,0 +1,143 @@
+"""The forwarder as a Sparkplug B edge node against a real mosquitto, read by an independent
+host (tests/agent/mqtt/sparkplug_host.py, decoding with the generated classes): births before
+data, the NDEATH will, QoS 0 data with the receipt barrier, every event in order through an
+outage, replayed events flagged historical, bdSeq persisted and wrapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from linelight.agent.journal import Journal
+from linelight.agent.mqtt import SparkplugSettings
+from linelight.agent.mqtt.sparkplug import META_BD_SEQ
+from tests.agent.mqtt.forwarder_proc import AGENT, fill_journal, settings
+from tests.agent.mqtt.sparkplug_host import Host
+from tests.agent.mqtt.test_forwarder import Producer, running, wait_until
+from tests.fixtures.mosquitto import Mosquitto
+from tests.fixtures.subscriber import Subscriber, dedup_in_order
+
+pytestmark = pytest.mark.anyio
+
+GROUP = "plant-1"
+# A host that is briefly away (the broker restarting) still gets the QoS 0 data queued.
+QUEUE_QOS0 = "queue_qos0_messages true"
+
+
+def sp_settings(broker: Mosquitto, **kw: Any) -> Any:
+    return settings(broker.host, broker.port, topic_mode="sparkplug",
+                    sparkplug=SparkplugSettings(group_id=GROUP), **kw)
+
+
+def host_of(sub: Subscriber) -> Host:
+    return Host(GROUP, AGENT).feed(sub.snapshot())
+
+
+async def wait_host(sub: Subscriber, done: Callable[[Host], bool], what: str,
+                    limit: float = 90) -> Host:
+    await wait_until(lambda: done(host_of(sub)), what, limit)
+    return host_of(sub)
+
+
+def has_all(last: int) -> Callable[[Host], bool]:
+    want = set(range(1, last + 1))
+    return lambda h: want <= set(h.seqs())
+
+
+async def test_births_then_every_event_in_order_qos0_and_the_will_carries_the_bdseq(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, "spBv1.0/#")
+    async with running(tmp_path / "j.db", sp_settings(mosquitto)) as (journal, fwd):
+        last = await fill_journal(journal, 600)
+        host = await wait_host(sub, has_all(last), "every event at the host")
+        await wait_until(lambda: journal.stats().depth == 0, "journal drained by the barrier")
+        assert journal.get_meta(META_BD_SEQ) == 0
+        # the link drops without DISCONNECT: the broker publishes the will
+        assert fwd._mqtt is not None
+        fwd._mqtt.close("test: dropped")
+        host = await wait_host(sub, lambda h: len(h.deaths) == 1 and
+                               h.verbs.count("NBIRTH") == 2, "will, then births again")
+        assert journal.get_meta(META_BD_SEQ) == 1
+    assert host.problems == []
+    assert host.verbs[:2] == ["NBIRTH", "DBIRTH"]
+    nbirths = [b for b in host.births if b["verb"] == "NBIRTH"]
+    assert [b["metrics"]["bdSeq"] for b in nbirths] == [0, 1]
+    assert nbirths[0]["metrics"]["Node Control/Rebirth"] is False
+    assert host.deaths == [(0, 1)]  # the first connection's bdSeq, delivered at QoS 1
+    assert dedup_in_order(host.seqs()) == list(range(1, last + 1))
+    first = [s for s in host.seen if s.bd_seq == 0]
+    assert {s.agent for s in first} == {AGENT} and not any(s.historical for s in first)
+    assert all(s.name == "Signals/spindle" and s.value == s.seq - 1 for s in first)
+    # packed: far fewer DDATA messages than events
+    assert host.verbs.count("DDATA") < last / 4
+
+
+async def test_a_broker_outage_loses_nothing_and_the_backlog_comes_flagged_historical(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto],
+        make_subscriber: Callable[..., Subscriber]) -> None:
+    broker = make_mosquitto(QUEUE_QOS0)
+    sub = make_subscriber(broker, "spBv1.0/#")
+    async with running(tmp_path / "j.db", sp_settings(broker, historical_after=0.3)) as (
+            journal, fwd), anyio.create_task_group() as tg:
+        producer = Producer(journal)
+        scope = anyio.CancelScope()
+
+        async def produce() -> None:
+            with scope:
+                await producer.run()
+
+        tg.start_soon(produce)
+        await wait_host(sub, lambda h: len(h.seqs()) >= 50, "first events")
+        await anyio.to_thread.run_sync(broker.stop)
+        await wait_until(lambda: not fwd.link.connected, "outage noticed")
+        outage_start = journal.newest_seq
+        await wait_until(lambda: journal.newest_seq >= outage_start + 100, "backlog grows")
+        waited = journal.newest_seq  # these rows wait at least 0.5 s more than the 0.3 s
+        await anyio.sleep(0.5)
+        await anyio.to_thread.run_sync(broker.start)
+        await wait_until(lambda: fwd.link.reconnects >= 1, "reconnected")
+        await wait_host(sub, lambda h: len([s for s in h.seen if s.bd_seq == 1]) >= 50,
+                        "live again after the backlog")
+        last = await producer.stop_and_settle(scope)
+        host = await wait_host(sub, has_all(last), "every event at the host")
+        await wait_until(lambda: journal.stats().depth == 0, "journal drained")
+    assert host.problems == []
+    assert dedup_in_order(host.seqs()) == list(range(1, last + 1))
+    after = [s for s in host.seen if s.bd_seq == 1]
+    assert [b["metrics"]["bdSeq"] for b in host.births if b["verb"] == "NBIRTH"] == [0, 1]
+    first_after = {}
+    for s in after:
+        first_after.setdefault(s.seq, s)
+    backlog = [first_after[q] for q in range(outage_start + 1, waited + 1) if q in first_after]
+    assert len(backlog) == waited - outage_start  # all of them came on the new connection
+    assert all(s.historical for s in backlog)
+    assert not after[-1].historical  # live again once the backlog is through
+
+
+async def test_bdseq_is_persisted_across_restarts_and_wraps_255_to_0(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, "spBv1.0/#")
+    path = tmp_path / "j.db"
+    journal = Journal.open(str(path))
+    async with anyio.create_task_group() as tg:
+        await tg.start(journal.run)
+        await journal.put_meta(META_BD_SEQ, 254)
+        tg.cancel_scope.cancel()
+    journal.close()
+    for _ in range(2):
+        async with running(path, sp_settings(mosquitto)) as (journal, fwd):
+            await wait_until(lambda: fwd.link.connected, "connected")
+            await fill_journal(journal, 5)
+            await wait_until(lambda: journal.stats().depth == 0, "sent")
+            await fwd.stop()
+    host = await wait_host(sub, lambda h: len(h.deaths) == 2, "two clean stops")
+    assert [b["metrics"]["bdSeq"] for b in host.births if b["verb"] == "NBIRTH"] == [255, 0]
+    # a clean stop says DDEATH, then NDEATH with the connection's bdSeq (no will left)
+    assert [d[0] for d in host.deaths] == [255, 0]
+    assert host.verbs[-2:] == ["DDEATH", "NDEATH"]
+    assert host.problems == []
