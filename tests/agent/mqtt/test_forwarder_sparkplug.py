@@ -141,3 +141,85 @@ async def test_bdseq_is_persisted_across_restarts_and_wraps_255_to_0(
     assert [d[0] for d in host.deaths] == [255, 0]
     assert host.verbs[-2:] == ["DDEATH", "NDEATH"]
     assert host.problems == []
+
+
+def command(broker: Mosquitto, topic: str, payload: bytes) -> None:
+    """Publish one command as a host application would (QoS 0, not retained)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-host-app")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def rebirth_payload(value: bool = True) -> bytes:
+    from linelight.agent.mqtt import sparkplug_b_pb2 as pb
+
+    payload = pb.Payload(timestamp=1)
+    payload.metrics.add(name="Node Control/Rebirth", datatype=pb.Boolean, boolean_value=value)
+    return bytes(payload.SerializeToString())
+
+
+async def test_rebirth_mid_stream_same_bdseq_nothing_lost_or_sent_twice(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, "spBv1.0/#")
+    async with running(tmp_path / "j.db", sp_settings(mosquitto)) as (
+            journal, fwd), anyio.create_task_group() as tg:
+        producer = Producer(journal)
+        scope = anyio.CancelScope()
+
+        async def produce() -> None:
+            with scope:
+                await producer.run()
+
+        tg.start_soon(produce)
+        await wait_host(sub, lambda h: len(h.seqs()) >= 50, "first events")
+        await anyio.to_thread.run_sync(
+            command, mosquitto, f"spBv1.0/{GROUP}/NCMD/{AGENT}", rebirth_payload())
+        host = await wait_host(sub, lambda h: h.verbs.count("NBIRTH") == 2, "the rebirth")
+        at_rebirth = len(host.seqs())
+        await wait_host(sub, lambda h: len(h.seqs()) >= at_rebirth + 50, "data after it")
+        last = await producer.stop_and_settle(scope)
+        host = await wait_host(sub, has_all(last), "every event")
+    assert host.problems == []  # seq 0 again at the NBIRTH, +1 from there on
+    assert [b["metrics"]["bdSeq"] for b in host.births if b["verb"] == "NBIRTH"] == [0, 0]
+    assert host.verbs.count("DBIRTH") >= 2
+    assert host.seqs() == list(range(1, last + 1))  # each exactly once, in order
+    assert not any(s.historical for s in host.seen)
+    assert fwd.link.reconnects == 0
+
+
+async def test_writes_are_refused_and_a_malformed_command_is_ignored(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from linelight.agent.mqtt import sparkplug_b_pb2 as pb
+
+    sub = make_subscriber(mosquitto, "spBv1.0/#")
+    write = pb.Payload(timestamp=1)
+    write.metrics.add(name="Lamps/red", datatype=pb.String, string_value="steady")
+    write.metrics.add(name="bad\x1b[2Jname", datatype=pb.Boolean, boolean_value=True)
+    async with running(tmp_path / "j.db", sp_settings(mosquitto)) as (journal, fwd):
+        await wait_host(sub, lambda h: "DBIRTH" in h.verbs, "births")
+        with caplog.at_level("WARNING", logger="linelight.agent.mqtt.forwarder"):
+            for topic, payload in (
+                    (f"spBv1.0/{GROUP}/DCMD/{AGENT}/{AGENT}", write.SerializeToString()),
+                    (f"spBv1.0/{GROUP}/NCMD/{AGENT}", b"\xff\xff\xff\xff not protobuf"),
+                    (f"spBv1.0/{GROUP}/NCMD/{AGENT}", rebirth_payload(False))):
+                await anyio.to_thread.run_sync(command, mosquitto, topic, bytes(payload))
+            await wait_until(lambda: len(caplog.records) >= 2, "both logged")
+            last = await fill_journal(journal, 20)
+            host = await wait_host(sub, has_all(last), "data goes on")
+        assert fwd.link.connected and fwd.link.reconnects == 0
+    texts = [r.getMessage() for r in caplog.records]
+    refused = [t for t in texts if "refused" in t]
+    assert len(refused) == 1 and "'Lamps/red'" in refused[0], texts
+    assert "\x1b" not in refused[0] and "\\x1b" in refused[0], refused  # escaped
+    malformed = [t for t in texts if "not a Sparkplug B payload" in t]
+    assert len(malformed) == 1 and "17 bytes" in malformed[0], texts
+    assert not any(r.exc_info for r in caplog.records)
+    assert host.verbs.count("NBIRTH") == 1  # Rebirth = false is no rebirth
