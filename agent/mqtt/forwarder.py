@@ -14,6 +14,7 @@ Layout on the wire: `wire`; settings: `config`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -151,6 +152,9 @@ class Forwarder:
         self._takeover = TakeoverWatch()
         self._stopped = False
         self.sparkplug: SparkplugNode | None = None
+        self._born = anyio.Event()  # Sparkplug: births sent on this connection
+        self._host_offline = anyio.Event()  # the primary host went offline: leave
+        self._host_ts = -1  # the newest primary host STATE timestamp accepted
         self._sent_through = 0  # the newest seq handed to any link (Sparkplug: re-sends are
         self._replay_through = 0  # historical: rows up to this seq went out on an older link)
         self._barrier_refused = False
@@ -297,8 +301,17 @@ class Forwarder:
                 self.client_id, self._link_settings.protocol)
         self._replay_through = self._sent_through
         if self.sparkplug is not None:
-            mqtt_link.subscribe(list(self.sparkplug.command_topics))
-            self._births(mqtt_link)
+            self._born = anyio.Event()
+            self._host_offline = anyio.Event()
+            topics = list(self.sparkplug.command_topics)
+            host = self.settings.sparkplug.primary_host_id if self.settings.sparkplug else None
+            if host is not None:
+                # births wait for the host's online STATE, retained by the broker
+                # (tck-id-message-flow-edge-node-birth-publish-phid-wait)
+                topics += [f"spBv1.0/STATE/{host}", f"STATE/{host}"]
+            mqtt_link.subscribe(topics)
+            if host is None:
+                self._births(mqtt_link)
         else:
             self._publish_control(self.wire.online(boot=self.boot, version=self.version,
                                                    ts_ns=time.time_ns()))
@@ -309,6 +322,8 @@ class Forwarder:
             tg.start_soon(mqtt_link.serve)
             tg.start_soon(self._live_lane, mqtt_link)
             tg.start_soon(self._event_lane, mqtt_link)
+            if self.sparkplug is not None:
+                tg.start_soon(self._leave_when_host_offline, mqtt_link)
             await mqtt_link.wait_closed()
             tg.cancel_scope.cancel()
 
@@ -387,10 +402,12 @@ class Forwarder:
 
         sp = self.sparkplug
         assert sp is not None
-        now_ns = time.time_ns()
         replayed = self._replay_through
+        # no DATA before the births (tck-id-payloads-ndata-order, -ddata-order)
+        await self._born.wait()
         for start in range(0, len(records), PACK):
             chunk = records[start:start + PACK]
+            now_ns = time.time_ns()
             while self.link.in_flight >= self._window:
                 if not self._barrier(mqtt_link, session):
                     return False
@@ -398,7 +415,10 @@ class Forwarder:
                 await self._space.wait()
             if not mqtt_link.connected:
                 return False
-            flags = [r.seq <= replayed or now_ns - r.enq_ns > historical_ns for r in chunk]
+            # Historical: sent before on an older link, committed before this start (it
+            # waited through a restart), or older than historical_after.
+            flags = [r.seq <= replayed or r.boot != self.boot
+                     or now_ns - r.enq_ns > historical_ns for r in chunk]
             try:
                 outs = list(sp.data(chunk, flags))
             except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -416,7 +436,7 @@ class Forwarder:
             for out in outs:
                 if self._rate.active:
                     await self._rate_wait(len(out.message.payload) + len(out.message.topic))
-                if not mqtt_link.connected:
+                if not mqtt_link.connected or not self._born.is_set():
                     return False
                 try:
                     mqtt_link.publish(out.message, qos=0)
@@ -457,6 +477,53 @@ class Forwarder:
                 mqtt_link.publish(out.message, qos=0)
             except TransportError:
                 return
+        self._born.set()
+
+    def _on_state(self, topic: str, payload: bytes) -> None:
+        """The primary host's STATE: 3.0 JSON `{"online": bool, "timestamp": ms}` on
+        spBv1.0/STATE/{host}, or the pre-3.0 plain `ONLINE`/`OFFLINE` on STATE/{host}.
+        Online: births (once per connection). Offline while born: NDEATH and leave; the
+        journal keeps everything until the host is back."""
+        mqtt_link = self._mqtt
+        online: bool | None = None
+        if topic.startswith("spBv1.0/"):
+            try:
+                state = json.loads(payload[:1024]) if len(payload) <= 1024 else None
+            except ValueError:
+                state = None
+            if isinstance(state, dict) and type(state.get("online")) is bool \
+                    and type(state.get("timestamp")) is int:
+                if state["timestamp"] < self._host_ts:
+                    log.debug("Sparkplug STATE on %s older than the last one: ignored",
+                              _printable(topic))
+                    return  # tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp
+                self._host_ts = state["timestamp"]
+                online = state["online"]
+        elif payload.strip() in (b"ONLINE", b"OFFLINE"):
+            online = payload.strip() == b"ONLINE"
+        if online is None:
+            log.warning("Sparkplug STATE on %s ignored: %d bytes that are neither 3.0 JSON "
+                        "{\"online\", \"timestamp\"} nor ONLINE/OFFLINE", _printable(topic),
+                        len(payload))
+            return
+        if mqtt_link is None or not mqtt_link.connected:
+            return
+        if online and not self._born.is_set():
+            log.info("Sparkplug primary host %s is online: births", _printable(topic))
+            self._births(mqtt_link)
+        elif not online and self._born.is_set():
+            self._host_offline.set()
+
+    async def _leave_when_host_offline(self, mqtt_link: MqttLink) -> None:
+        """tck-id-message-flow-edge-node-birth-publish-phid-offline: NDEATH, DISCONNECT."""
+        await self._host_offline.wait()
+        session = self._session
+        log.warning("Sparkplug primary host of %s went offline: NDEATH sent and the link "
+                    "closed; the journal keeps the events until the host is back",
+                    self.settings.broker)
+        if session is not None:
+            self._deaths(mqtt_link, session)
+        await mqtt_link.disconnect()
 
     def _on_command(self, topic: str, payload: bytes) -> None:
         """An NCMD or DCMD: `Node Control/Rebirth` = true births again (same bdSeq); any
@@ -467,6 +534,10 @@ class Forwarder:
 
         sp, mqtt_link = self.sparkplug, self._mqtt
         if sp is None:
+            return
+        if topic not in (sp.command_topics[0],) and not topic.startswith(
+                sp.command_topics[1][:-1]):
+            self._on_state(topic, payload)  # the only other subscription
             return
         shown = _printable(topic)
         try:
@@ -492,7 +563,7 @@ class Forwarder:
                         "data come from its rules and inputs, not from the network", shown,
                         ", ".join(refused[:10]) + (f" and {len(refused) - 10} more"
                                                    if len(refused) > 10 else ""))
-        if rebirth and mqtt_link is not None and mqtt_link.connected:
+        if rebirth and mqtt_link is not None and mqtt_link.connected and self._born.is_set():
             log.info("Sparkplug rebirth asked on %s: NBIRTH and DBIRTHs again (bdSeq %d)",
                      shown, sp.bd_seq)
             self._births(mqtt_link)
@@ -610,16 +681,21 @@ class Forwarder:
         mqtt_link, session = self._mqtt, self._session
         if mqtt_link is None or session is None or not mqtt_link.connected:
             return
+        # Sparkplug before its births (the primary host offline): nothing may be sent
+        unborn = self.sparkplug is not None and not self._born.is_set()
         with anyio.CancelScope(shield=True):
-            sent = await self._flush(mqtt_link, flush_through)
-            if not sent:
+            sent = False if unborn else await self._flush(mqtt_link, flush_through)
+            if not sent and unborn:
+                log.warning("stopping with events still queued: the Sparkplug primary host "
+                            "is offline; they are sent at the next start")
+            elif not sent:
                 log.warning("stopping with events still queued: the broker %s did not "
                             "acknowledge them within flush_on_stop (%gs); they are sent at "
                             "the next start", self.settings.broker,
                             self.settings.flush_on_stop)
             with anyio.move_on_after(STOP_BUDGET_S):
                 mid = (self._publish_control(self.wire.offline()) if self.sparkplug is None
-                       else self._deaths(mqtt_link, session))
+                       else None if unborn else self._deaths(mqtt_link, session))
                 if mid is not None:
                     acked = session.waiters[mid] = anyio.Event()
                     with anyio.move_on_after(STOP_BUDGET_S / 2):
@@ -631,6 +707,7 @@ class Forwarder:
     def _deaths(self, mqtt_link: MqttLink, session: _Session) -> int | None:
         """Sparkplug clean stop: DDEATHs (QoS 0), then the NDEATH (QoS 1: its packet id)."""
         assert self.sparkplug is not None
+        self._born = anyio.Event()  # no DATA after the deaths
         mid = None
         for out in self.sparkplug.deaths():
             try:

@@ -337,6 +337,7 @@ class MqttLink:
         self._on_message = on_message
         if on_message is not None:
             c.on_message = self._handle_message
+        self._disconnecting = False  # our DISCONNECT is on its way: the close is ours
         self._qos0: set[int] = set()  # QoS 0 packet ids: paho reports them written, not acked
         self._sock: Any = None
         self._fd = -1
@@ -371,6 +372,9 @@ class MqttLink:
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: ReasonCode, properties: Any) -> None:
         if self.lost is None:
+            if self._disconnecting:
+                self._mark_lost("disconnected by us")
+                return
             if self._client.protocol_error is not None:
                 self._mark_lost(f"protocol error: the broker sent a "
                                 f"{self._client.protocol_error}; connection dropped")
@@ -532,6 +536,7 @@ class MqttLink:
         socket and `wait_closed` returns. Bounded by `connect_timeout`.
         """
         if self.connected:
+            self._disconnecting = True
             self._client.disconnect()
             with anyio.move_on_after(self.settings.connect_timeout):
                 await self._closed.wait()

@@ -223,3 +223,75 @@ async def test_writes_are_refused_and_a_malformed_command_is_ignored(
     assert len(malformed) == 1 and "17 bytes" in malformed[0], texts
     assert not any(r.exc_info for r in caplog.records)
     assert host.verbs.count("NBIRTH") == 1  # Rebirth = false is no rebirth
+
+
+def state(broker: Mosquitto, online: bool | str, ts: int = 0, host: str = "scada") -> None:
+    """The primary host's STATE as a host application publishes it: retained, QoS 1; 3.0 JSON,
+    or (a string) the pre-3.0 plain payload on STATE/{host}."""
+    import json
+
+    if isinstance(online, str):
+        command(broker, f"STATE/{host}", online.encode())
+    else:
+        command(broker, f"spBv1.0/STATE/{host}",
+                json.dumps({"online": online, "timestamp": ts}).encode())
+
+
+def retained_state(broker: Mosquitto, online: bool, ts: int) -> None:
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-host-state")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.publish("spBv1.0/STATE/scada", json.dumps({"online": online, "timestamp": ts}),
+                       qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def node_messages(sub: Subscriber) -> list[str]:
+    return [m.topic for m in sub.snapshot() if m.topic.startswith(f"spBv1.0/{GROUP}/")]
+
+
+async def test_primary_host_offline_holds_births_and_data_online_sends_backlog_then_live(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, "spBv1.0/#")
+    await anyio.to_thread.run_sync(retained_state, mosquitto, False, 1000)
+    mqtt = settings(mosquitto.host, mosquitto.port, topic_mode="sparkplug", historical_after=0.3,
+                    sparkplug=SparkplugSettings(group_id=GROUP, primary_host_id="scada"))
+    async with running(tmp_path / "j.db", mqtt) as (journal, fwd):
+        await wait_until(lambda: fwd.link.connected and fwd._host_ts == 1000,
+                         "connected, the retained offline STATE read")
+        first = await fill_journal(journal, 100)
+        # an online STATE older than the offline one is a replay: ignored
+        await anyio.to_thread.run_sync(state, mosquitto, True, 999)
+        await anyio.sleep(0.5)
+        assert node_messages(sub) == []  # nothing while the host is offline
+        assert journal.stats().depth == first
+        await anyio.to_thread.run_sync(retained_state, mosquitto, True, 2000)
+        await wait_host(sub, has_all(first), "births, then the backlog")
+        live = await fill_journal(journal, 10)
+        await wait_host(sub, has_all(live), "live")
+        # offline again: NDEATH, the link is left; the journal keeps what comes meanwhile
+        await anyio.to_thread.run_sync(retained_state, mosquitto, False, 3000)
+        await wait_host(sub, lambda h: len(h.deaths) == 1, "NDEATH on offline")
+        await wait_until(lambda: fwd.link.reconnects >= 1 and fwd.link.connected,
+                         "connected again, waiting")
+        held = await fill_journal(journal, 50)
+        await anyio.sleep(0.5)
+        assert journal.stats().depth == held - live
+        # a pre-3.0 host's plain ONLINE is understood too
+        await anyio.to_thread.run_sync(state, mosquitto, "ONLINE")
+        host = await wait_host(sub, has_all(held), "births and the held events")
+    assert host.problems == []
+    assert [b["metrics"]["bdSeq"] for b in host.births if b["verb"] == "NBIRTH"] == [0, 1]
+    assert host.deaths == [(0, 1)]
+    by_seq = {s.seq: s for s in host.seen}
+    assert all(by_seq[q].historical for q in range(1, first + 1))
+    assert not any(by_seq[q].historical for q in range(first + 1, live + 1))
+    assert all(by_seq[q].historical for q in range(live + 1, held + 1))
+    assert dedup_in_order(host.seqs()) == list(range(1, held + 1))
