@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,8 +151,10 @@ class SparkplugNode:
     device be born again, with the new metric, before the DDATA that carries it.
     """
 
-    def __init__(self, settings: SparkplugSettings, *, agent_id: str, bd_seq: int = 0) -> None:
+    def __init__(self, settings: SparkplugSettings, *, agent_id: str, bd_seq: int = 0,
+                 clock: Callable[[], int] = now_ms) -> None:
         self.agent_id = agent_id
+        self._clock = clock  # ms since the epoch, UTC (the docs' examples pass a fixed one)
         self.group = settings.group_id
         self.node = settings.edge_node_id or agent_id
         self.default_device = settings.device_id or agent_id
@@ -164,7 +166,7 @@ class SparkplugNode:
         self._devices: dict[str, dict[str, _Metric]] = {}
         self._born_devices: set[str] = set()
         self._agent_property = pb.Payload.PropertyValue(type=STRING, string_value=agent_id)
-        ts = now_ms()
+        ts = clock()
         for name, datatype, value in ((BD_SEQ, INT64, bd_seq), (REBIRTH, BOOLEAN, False),
                                       (AGENT_EVENT, STRING, None), (GAP_EVENT, STRING, None)):
             self._declare(self._node_metrics, name, datatype, value, ts)
@@ -203,7 +205,7 @@ class SparkplugNode:
 
     def will(self) -> Message:
         """The NDEATH the CONNECT carries as its will: bdSeq, no seq (tck-id-payloads-ndeath-seq)."""
-        payload = pb.Payload(timestamp=now_ms())
+        payload = pb.Payload(timestamp=self._clock())
         payload.metrics.add(name=BD_SEQ, timestamp=payload.timestamp, datatype=INT64,
                             long_value=self.bd_seq)
         return Message(self.topic("NDEATH"), payload.SerializeToString())
@@ -211,7 +213,7 @@ class SparkplugNode:
     def births(self) -> list[Out]:
         """NBIRTH (seq 0) and then every device's DBIRTH (tck-id-payloads-dbirth-order)."""
         self.seq = 0
-        ts = now_ms()
+        ts = self._clock()
         self._node_metrics[BD_SEQ].value = self.bd_seq
         self._node_metrics[BD_SEQ].ts_ms = ts
         self._node_metrics[REBIRTH].value = False
@@ -228,7 +230,7 @@ class SparkplugNode:
         """A clean stop: every device's DDEATH (with seq), then the NDEATH (with bdSeq)."""
         out = []
         for device in self._devices:
-            payload = pb.Payload(timestamp=now_ms(), seq=self._next_seq())
+            payload = pb.Payload(timestamp=self._clock(), seq=self._next_seq())
             out.append(Out(Message(self.topic("DDEATH", device), payload.SerializeToString()),
                            verb="DDEATH"))
         out.append(Out(self.will(), verb="NDEATH"))
@@ -236,7 +238,7 @@ class SparkplugNode:
         return out
 
     def _dbirth(self, device: str) -> Out:
-        payload = self._birth_payload(self._devices[device], now_ms())
+        payload = self._birth_payload(self._devices[device], self._clock())
         self._born_devices.add(device)
         return Out(Message(self.topic("DBIRTH", device), payload.SerializeToString()),
                    verb="DBIRTH")
@@ -320,7 +322,7 @@ class SparkplugNode:
                     stale = True
         if stale and device is not None:
             yield self._dbirth(device)
-        payload = pb.Payload(timestamp=now_ms(), seq=self._next_seq())
+        payload = pb.Payload(timestamp=self._clock(), seq=self._next_seq())
         seqs = []
         for record, historical, pairs in run:
             ts = record.ts_ns // 1_000_000

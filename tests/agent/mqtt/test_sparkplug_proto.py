@@ -136,3 +136,12 @@ def test_each_named_machine_is_a_device(tmp_path: Path) -> None:
                                'sparkplug = { group_id = "g" }\n'))
     assert config.mqtt is not None and config.mqtt.sparkplug is not None
     assert config.mqtt.sparkplug.devices == ("press-1", "filler")
+
+
+def test_the_example_config_is_an_edge_node_with_a_device_per_machine() -> None:
+    from linelight.agent.config import load_config
+
+    config = load_config(MQTT_DIR.parents[1] / "examples" / "sparkplug.toml")
+    assert config.mqtt is not None and config.mqtt.topic_mode == "sparkplug"
+    assert config.mqtt.sparkplug is not None and config.mqtt.sparkplug.group_id == "plant-1"
+    assert config.mqtt.sparkplug.devices == tuple(m.name for m in config.machines)
