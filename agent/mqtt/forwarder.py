@@ -155,8 +155,8 @@ class Forwarder:
         self._born = anyio.Event()  # Sparkplug: births sent on this connection
         self._host_offline = anyio.Event()  # the primary host went offline: leave
         self._host_ts = -1  # the newest primary host STATE timestamp accepted
-        self._sent_through = 0  # the newest seq handed to any link (Sparkplug: re-sends are
-        self._replay_through = 0  # historical: rows up to this seq went out on an older link)
+        self._births_ns = 0  # Sparkplug: when this connection's first births went out
+        self._replaying = False  # Sparkplug: the event lane is sending historical rows
         self._barrier_refused = False
         if settings.topic_mode == "sparkplug":
             from linelight.agent.mqtt.sparkplug import SparkplugNode
@@ -299,7 +299,8 @@ class Forwarder:
         log.log(logging.DEBUG if self._takeover.reported else logging.INFO,
                 "connected to MQTT broker %s as %s (MQTT %s)", self.settings.broker,
                 self.client_id, self._link_settings.protocol)
-        self._replay_through = self._sent_through
+        self._births_ns = 0
+        self._replaying = False
         if self.sparkplug is not None:
             self._born = anyio.Event()
             self._host_offline = anyio.Event()
@@ -402,7 +403,6 @@ class Forwarder:
 
         sp = self.sparkplug
         assert sp is not None
-        replayed = self._replay_through
         # no DATA before the births (tck-id-payloads-ndata-order, -ddata-order)
         await self._born.wait()
         for start in range(0, len(records), PACK):
@@ -415,27 +415,16 @@ class Forwarder:
                 await self._space.wait()
             if not mqtt_link.connected:
                 return False
-            # Historical: sent before on an older link, committed before this start (it
-            # waited through a restart), or older than historical_after.
-            flags = [r.seq <= replayed or r.boot != self.boot
-                     or now_ns - r.enq_ns > historical_ns for r in chunk]
-            try:
-                outs = list(sp.data(chunk, flags))
-            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-                # One bad row must not stop the rows behind it: each alone, the bad ones out.
-                outs = []
-                for record, flag in zip(chunk, flags, strict=True):
-                    try:
-                        outs += list(sp.data([record], [flag]))
-                    except (TypeError, ValueError, OverflowError, RecursionError) as exc1:
-                        self._dead.append((record.seq, f"event seq {record.seq} ({record.kind}/"
-                                                       f"{record.name}) cannot be encoded: {exc1}"))
-                        self.link.in_flight += 1
-                        self._wake_acker()
-                log.debug("a Sparkplug pack was split: %s", exc)
-            for out in outs:
-                if self._rate.active:
-                    await self._rate_wait(len(out.message.payload) + len(out.message.topic))
+            # Historical: it waited in the journal, for this connection's births (a backlog,
+            # a re-send, a restart) or for longer than historical_after.
+            flags = [r.enq_ns < self._births_ns or now_ns - r.enq_ns > historical_ns
+                     for r in chunk]
+            self._replaying = any(flags)
+            chunk, flags = self._encodable(chunk, flags)
+            # Each message takes its Sparkplug seq when it is made: made and published with
+            # no wait between, so the live lane and a rebirth (which publish between two
+            # awaits here) never put a later seq on the wire first.
+            for out in sp.data(chunk, flags):
                 if not mqtt_link.connected or not self._born.is_set():
                     return False
                 try:
@@ -446,12 +435,32 @@ class Forwarder:
                     session.unconfirmed.extend(out.seqs)
                     self.link.in_flight += len(out.seqs)
                     self.link.published += len(out.seqs)
-                    self._sent_through = max(self._sent_through, out.seqs[-1])
+                if self._rate.active:
+                    await self._rate_wait(len(out.message.payload) + len(out.message.topic))
             if len(session.unconfirmed) >= BARRIER_EVERY and not self._barrier(mqtt_link,
                                                                                session):
                 return False
             await anyio.lowlevel.checkpoint()
         return self._barrier(mqtt_link, session)
+
+    def _encodable(self, chunk: Sequence[Any], flags: list[bool]
+                   ) -> tuple[list[Any], list[bool]]:
+        """The rows of `chunk` Sparkplug can carry; the others go to the dead letters (never
+        retried: they would stop every row behind them)."""
+        assert self.sparkplug is not None
+        rows, kept = [], []
+        for record, flag in zip(chunk, flags, strict=True):
+            try:
+                self.sparkplug.metrics_of(record)
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                self._dead.append((record.seq, f"event seq {record.seq} ({record.kind}/"
+                                               f"{record.name}) cannot be encoded: {exc}"))
+                self.link.in_flight += 1  # the acker counts it out with the dead letters
+                self._wake_acker()
+                continue
+            rows.append(record)
+            kept.append(flag)
+        return rows, kept
 
     def _barrier(self, mqtt_link: MqttLink, session: _Session) -> bool:
         """The receipt barrier after the QoS 0 rows sent since the last one; False if the
@@ -477,6 +486,7 @@ class Forwarder:
                 mqtt_link.publish(out.message, qos=0)
             except TransportError:
                 return
+        self._births_ns = self._births_ns or time.time_ns()
         self._born.set()
 
     def _on_state(self, topic: str, payload: bytes) -> None:
@@ -661,7 +671,8 @@ class Forwarder:
 
     async def _live_lane(self, mqtt_link: MqttLink) -> None:
         if self.sparkplug is not None:
-            return  # births declare the latest values; the DDATA stream carries every change
+            await self._sparkplug_live(mqtt_link)
+            return
         while mqtt_link.connected:
             await self._live_wake.wait()
             self._live_wake = anyio.Event()
@@ -703,6 +714,31 @@ class Forwarder:
                 await mqtt_link.disconnect()
         mqtt_link.close("stopped")
         self.link.connected = False
+
+    async def _sparkplug_live(self, mqtt_link: MqttLink) -> None:
+        """The live lane as DDATA of current values (not historical): every value once right
+        after the births (the backlog behind them is historical), then each change while
+        the event lane replays historical rows; otherwise the events carry the changes live."""
+        sp = self.sparkplug
+        assert sp is not None
+        await self._born.wait()
+        every = True
+        while mqtt_link.connected:
+            if not every:
+                await self._live_wake.wait()
+            self._live_wake = anyio.Event()
+            dirty = list(self._live) if every else list(self._live_dirty)
+            self._live_dirty = {}
+            if (every or self._replaying) and self._born.is_set():
+                for machine, key in dirty:
+                    value, ts_ns = self._live[(machine, key)]
+                    for out in sp.live(key, value, ts_ns, machine):
+                        try:
+                            mqtt_link.publish(out.message, qos=0)
+                        except TransportError:
+                            return
+                        self.link.live_published += 1
+            every = False
 
     def _deaths(self, mqtt_link: MqttLink, session: _Session) -> int | None:
         """Sparkplug clean stop: DDEATHs (QoS 0), then the NDEATH (QoS 1: its packet id)."""

@@ -122,6 +122,28 @@ def get_value(metric: Any, datatype: int | None = None) -> Any:
     return value
 
 
+# One event (or live value) of a DATA message: journal seq (None: a live value), historical,
+# time (ms), [(metric name, value)]
+_Item = tuple[int | None, bool, int, list[tuple[str, Any]]]
+
+
+def live_metrics(key: str, value: Any) -> list[tuple[str, Any]]:
+    """The metrics of a live-lane value: `state` -> State/Code and State/Name, `lamps` -> one
+    Lamps/{lamp} each, `counters` -> one Counters/{name} each (the same metrics the events
+    update; `signals`, the rule signals that are on, is `SparkplugNode.live`'s, as it needs
+    the alarms known). Other keys have none."""
+    if not isinstance(value, Mapping):
+        return []
+    if key == "state":
+        return [("State/Code", value.get("code")), ("State/Name", value.get("name"))]
+    if key == "lamps":
+        return [(f"Lamps/{lamp}", str(pattern)) for lamp, pattern in value.items()]
+    if key == "counters":
+        return [(f"Counters/{name}", total) for name, total in value.items()
+                if isinstance(total, int) and not isinstance(total, bool)]
+    return []
+
+
 @dataclass(slots=True)
 class _Metric:
     """One metric as born: alias and datatype stay for the process; the value is the latest."""
@@ -297,35 +319,54 @@ class SparkplugNode:
         i, n = 0, len(records)
         while i < n:
             target, _ = self.metrics_of(records[i])
-            run: list[tuple[EventRecord, bool, list[tuple[str, Any]]]] = []
+            run: list[_Item] = []
             while i < n and len(run) < PACK:
                 device, metrics = self.metrics_of(records[i])
                 if device != target:
                     break
-                run.append((records[i], historical[i], metrics))
+                run.append((records[i].seq, historical[i], records[i].ts_ns // 1_000_000,
+                            metrics))
                 i += 1
             yield from self._run(target, run)
 
-    def _run(self, device: str | None, run: list[tuple[EventRecord, bool,
-                                                       list[tuple[str, Any]]]]) -> Iterator[Out]:
+    def live(self, key: str, value: Any, ts_ns: int, machine: str | None = None
+             ) -> list[Out]:
+        """The live lane's latest value of `key` (agent.scan's `state`, `lamps`, `counters`)
+        as one DDATA of current values (not historical, no `seq` property: it is no event),
+        for the host's tags while a backlog replays; [] for a key with no metric."""
+        device = machine or self.default_device
+        pairs = live_metrics(key, value)
+        if key == "signals" and isinstance(value, (list, tuple)):
+            # the rule signals that are on; the alarm metrics of the others are off
+            on = {f"Alarms/{name}" for name in value if isinstance(name, str)}
+            known = [n for n in self._devices.get(device, {}) if n.startswith("Alarms/")]
+            pairs = [(n, True) for n in sorted(on)] + [(n, False) for n in known
+                                                       if n not in on]
+        if not pairs:
+            return []
+        ts = ts_ns // 1_000_000
+        if key == "state" and isinstance(value, Mapping) and type(value.get("since_ns")) is int \
+                and value["since_ns"] > 0:
+            ts = value["since_ns"] // 1_000_000
+        return list(self._run(device, [(None, False, ts, pairs)]))
+
+    def _run(self, device: str | None, run: list[_Item]) -> Iterator[Out]:
         metrics = self._node_metrics if device is None else self._devices.setdefault(device, {})
         # Metrics this device was not born with, or values its datatypes cannot carry.
         stale = device is not None and device not in self._born_devices
-        for record, _, pairs in run:
+        for _, _, ts, pairs in run:
             for name, value in pairs:
                 known = metrics.get(name)
                 if device is None:
                     continue  # the node's event metrics are declared, String, at start
                 if known is None or not fits(known.datatype, value):
-                    self._declare(metrics, name, datatype_of(value), value,
-                                  record.ts_ns // 1_000_000)
+                    self._declare(metrics, name, datatype_of(value), value, ts)
                     stale = True
         if stale and device is not None:
             yield self._dbirth(device)
         payload = pb.Payload(timestamp=self._clock(), seq=self._next_seq())
         seqs = []
-        for record, historical, pairs in run:
-            ts = record.ts_ns // 1_000_000
+        for seq, historical, ts, pairs in run:
             for name, value in pairs:
                 m = metrics[name]
                 metric = payload.metrics.add(alias=m.alias, timestamp=ts)
@@ -334,11 +375,14 @@ class SparkplugNode:
                     metric.is_historical = True
                 else:  # the birth of a later connection declares the newest live value
                     m.value, m.ts_ms = value, ts
+                if seq is None:
+                    continue  # a live value, no event
                 props = metric.properties
                 props.keys.extend(("agent", "seq"))
                 props.values.append(self._agent_property)
-                props.values.add(type=INT64, long_value=record.seq)
-            seqs.append(record.seq)
+                props.values.add(type=INT64, long_value=seq)
+            if seq is not None:
+                seqs.append(seq)
         verb = "NDATA" if device is None else "DDATA"
         yield Out(Message(self.topic(verb, device), payload.SerializeToString()),
                   tuple(seqs), verb)

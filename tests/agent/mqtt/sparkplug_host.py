@@ -51,6 +51,9 @@ class Host:
     deaths: list[tuple[int, int | None]] = field(default_factory=list)  # (bdSeq, qos)
     verbs: list[str] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
+    # metrics without the (agent, seq) properties (the live lane's current values), with the
+    # number of event metrics seen before each: (position, device, name, value, historical)
+    live: list[tuple[int, str | None, str, Any, bool]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     _aliases: dict[int, tuple[str | None, str, int]] = field(default_factory=dict)
     _seq: int | None = None
@@ -127,6 +130,8 @@ class Host:
                 continue
             props = dict(zip(x.properties.keys, x.properties.values, strict=True))
             if "seq" not in props:
+                self.live.append((len(self.seen), device, owner[1], value_of(x, owner[2]),
+                                  x.is_historical))
                 continue
             self.seen.append(Seen(props["agent"].string_value, props["seq"].long_value, device,
                                   owner[1], value_of(x, owner[2]), x.timestamp,

@@ -53,6 +53,7 @@ async def test_births_then_every_event_in_order_qos0_and_the_will_carries_the_bd
         tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
     sub = make_subscriber(mosquitto, "spBv1.0/#")
     async with running(tmp_path / "j.db", sp_settings(mosquitto)) as (journal, fwd):
+        await wait_until(lambda: fwd._born.is_set(), "born")  # what waits for the births is historical
         last = await fill_journal(journal, 600)
         host = await wait_host(sub, has_all(last), "every event at the host")
         await wait_until(lambda: journal.stats().depth == 0, "journal drained by the barrier")
@@ -85,13 +86,7 @@ async def test_a_broker_outage_loses_nothing_and_the_backlog_comes_flagged_histo
     async with running(tmp_path / "j.db", sp_settings(broker, historical_after=0.3)) as (
             journal, fwd), anyio.create_task_group() as tg:
         producer = Producer(journal)
-        scope = anyio.CancelScope()
-
-        async def produce() -> None:
-            with scope:
-                await producer.run()
-
-        tg.start_soon(produce)
+        scope = producer.start(tg)
         await wait_host(sub, lambda h: len(h.seqs()) >= 50, "first events")
         await anyio.to_thread.run_sync(broker.stop)
         await wait_until(lambda: not fwd.link.connected, "outage noticed")
@@ -170,14 +165,9 @@ async def test_rebirth_mid_stream_same_bdseq_nothing_lost_or_sent_twice(
     sub = make_subscriber(mosquitto, "spBv1.0/#")
     async with running(tmp_path / "j.db", sp_settings(mosquitto)) as (
             journal, fwd), anyio.create_task_group() as tg:
+        await wait_until(lambda: fwd._born.is_set(), "born")
         producer = Producer(journal)
-        scope = anyio.CancelScope()
-
-        async def produce() -> None:
-            with scope:
-                await producer.run()
-
-        tg.start_soon(produce)
+        scope = producer.start(tg)
         await wait_host(sub, lambda h: len(h.seqs()) >= 50, "first events")
         await anyio.to_thread.run_sync(
             command, mosquitto, f"spBv1.0/{GROUP}/NCMD/{AGENT}", rebirth_payload())
@@ -295,3 +285,31 @@ async def test_primary_host_offline_holds_births_and_data_online_sends_backlog_t
     assert not any(by_seq[q].historical for q in range(first + 1, live + 1))
     assert all(by_seq[q].historical for q in range(live + 1, held + 1))
     assert dedup_in_order(host.seqs()) == list(range(1, held + 1))
+
+
+async def test_live_values_are_current_ddata_while_a_backlog_replays_historical(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, "spBv1.0/#")
+    path = tmp_path / "j.db"
+    journal = Journal.open(str(path))
+    async with anyio.create_task_group() as tg:
+        await tg.start(journal.run)
+        backlog = await fill_journal(journal, 6000)
+        tg.cancel_scope.cancel()
+    journal.close()
+    # 10 DDATA messages a second at most: the backlog takes seconds to replay
+    async with running(path, sp_settings(mosquitto, msgs_per_s=10.0)) as (journal, fwd):
+        fwd.publish_live("state", {"name": "stopped", "code": 40000, "since_ns": 1})
+        host = await wait_host(sub, lambda h: len(h.seqs()) >= 200, "the replay under way")
+        assert [v[2:] for v in host.live] == [("State/Code", 40000, False),
+                                              ("State/Name", "stopped", False)]
+        fwd.publish_live("state", {"name": "producing", "code": 10000, "since_ns": 2})
+        host = await wait_host(sub, lambda h: len(h.live) == 4, "the change, live")
+        at = host.live[-1][0]
+        host = await wait_host(sub, has_all(backlog), "the whole backlog")
+    assert host.problems == []
+    assert [v[2:] for v in host.live[2:]] == [("State/Code", 10000, False),
+                                              ("State/Name", "producing", False)]
+    assert at < backlog  # it did not wait behind the backlog
+    assert all(s.historical for s in host.seen)  # the backlog never overwrites a live tag
+    assert dedup_in_order(host.seqs()) == list(range(1, backlog + 1))
