@@ -211,3 +211,26 @@ def test_ids_default_to_the_agent_id() -> None:
     n = SparkplugSettings(group_id="g", edge_node_id="e", device_id="d")
     sp = SparkplugNode(n, agent_id="a1")
     assert sp.topic("DDATA", "d") == "spBv1.0/g/DDATA/e/d" and sp.devices == ["d"]
+
+
+def test_live_values_are_current_metrics_without_event_properties() -> None:
+    n = node()
+    n.births()
+    data(n, [rec(1, "alarm", "door_open", True), rec(2, "alarm", "jam", True)])
+    outs = n.live("signals", ["jam"], 1_700_000_000_000_000_000)
+    names = n.alias_names()
+    got = {names[m.alias][1]: m for m in decode(outs[-1]).metrics}
+    assert {k: m.boolean_value for k, m in got.items()} == {"Alarms/jam": True,
+                                                            "Alarms/door_open": False}
+    assert all(not m.is_historical and not m.HasField("properties") for m in got.values())
+    assert all(m.timestamp == 1_700_000_000_000 for m in got.values())
+    outs = n.live("state", {"name": "producing", "code": 10000, "since_ns": 5_000_000}, 9)
+    assert [o.verb for o in outs] == ["DBIRTH", "DDATA"]  # State/* were not born yet
+    ms = decode(outs[-1]).metrics
+    assert [(names.get(m.alias) or n.alias_names()[m.alias])[1] for m in ms] == [
+        "State/Code", "State/Name"]
+    assert ms[0].timestamp == 5 and outs[-1].seqs == ()
+    # what the next births declare
+    born = {m.name: get_value(m) for m in decode(n.births()[1]).metrics}
+    assert born["State/Name"] == "producing" and born["Alarms/door_open"] is False
+    assert n.live("other", {"x": 1}, 1) == [] and n.live("lamps", "not a map", 1) == []
