@@ -55,6 +55,7 @@ class Host:
     # number of event metrics seen before each: (position, device, name, value, historical)
     live: list[tuple[int, str | None, str, Any, bool]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    wraps: int = 0  # seq 255 followed by 0 (within one birth)
     _aliases: dict[int, tuple[str | None, str, int]] = field(default_factory=dict)
     _seq: int | None = None
     _bd_seq: int | None = None
@@ -98,6 +99,8 @@ class Host:
             self._bd_seq = bd[0] if bd else None
         elif self._seq is None:
             self._problem(f"{verb} before any NBIRTH")
+        elif payload.seq == 0 and self._seq == 255:
+            self.wraps += 1
         elif payload.seq != (self._seq + 1) % 256:
             self._problem(f"{verb} seq {payload.seq} after {self._seq}")
         self._seq = payload.seq
