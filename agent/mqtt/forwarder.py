@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 STOP_BUDGET_S = 3.0  # a planned stop waits this long at most for the broker
 # Sparkplug: QoS 0 events published since the last receipt barrier, at most
 BARRIER_EVERY = 512
+FIGURES_S = 5.0  # Sparkplug: how often linelight's own figures are looked at (NDATA on change)
 YIELD_EVERY = 64  # publishes between two yields to the writer (bench/replay.py)
 
 
@@ -311,6 +312,9 @@ class Forwarder:
                 # (tck-id-message-flow-edge-node-birth-publish-phid-wait)
                 topics += [f"spBv1.0/STATE/{host}", f"STATE/{host}"]
             mqtt_link.subscribe(topics)
+            figures = self._figures()
+            if figures is not None:
+                self.sparkplug.figures(*figures)  # not born yet: remembered for the births
             if host is None:
                 self._births(mqtt_link)
         else:
@@ -325,6 +329,7 @@ class Forwarder:
             tg.start_soon(self._event_lane, mqtt_link)
             if self.sparkplug is not None:
                 tg.start_soon(self._leave_when_host_offline, mqtt_link)
+                tg.start_soon(self._sparkplug_figures, mqtt_link)
             await mqtt_link.wait_closed()
             tg.cancel_scope.cancel()
 
@@ -714,6 +719,36 @@ class Forwarder:
                 await mqtt_link.disconnect()
         mqtt_link.close("stopped")
         self.link.connected = False
+
+    def _figures(self) -> tuple[int, float, int] | None:
+        """(queue depth, oldest age in s, dropped) from the journal, if it tells them."""
+        stats = getattr(self.journal, "stats", None)
+        if stats is None:
+            return None
+        s = stats()
+        if s is None:
+            return None
+        age = max(0.0, (time.time_ns() - s.oldest_enq_ns) / 1e9) if s.depth and \
+            s.oldest_enq_ns else 0.0
+        return int(s.depth), age, int(s.dropped)
+
+    async def _sparkplug_figures(self, mqtt_link: MqttLink) -> None:
+        """linelight's queue depth, oldest age and dropped count as node metrics: the births
+        carry the latest (they are updated before them), NDATA every FIGURES_S on change."""
+        sp = self.sparkplug
+        assert sp is not None
+        if self._figures() is None:
+            return
+        while mqtt_link.connected:
+            await anyio.sleep(FIGURES_S)
+            figures = self._figures()
+            if figures is None or not self._born.is_set():
+                continue
+            for out in sp.figures(*figures):
+                try:
+                    mqtt_link.publish(out.message, qos=0)
+                except TransportError:
+                    return
 
     async def _sparkplug_live(self, mqtt_link: MqttLink) -> None:
         """The live lane as DDATA of current values (not historical): every value once right

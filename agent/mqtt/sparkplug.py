@@ -44,6 +44,10 @@ BD_SEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
 AGENT_EVENT = "linelight/agent event"  # the agent's own events (start, stop, clock, ...), JSON
 GAP_EVENT = "linelight/gap"  # a gap the journal announces, JSON
+# linelight's own figures, node metrics: births carry them, NDATA when they change
+QUEUE_DEPTH = "linelight/queue depth"  # events in the journal not yet confirmed by the broker
+OLDEST_AGE = "linelight/oldest age s"  # seconds the oldest of them has waited
+DROPPED = "linelight/dropped"  # events the journal dropped (bounds), since the file was made
 META_BD_SEQ = "sparkplug.bd_seq"  # journal meta: the bdSeq of the last connection
 # Metrics per DATA message at most: a replay packs up to this many events into one payload.
 PACK = 128
@@ -190,7 +194,9 @@ class SparkplugNode:
         self._agent_property = pb.Payload.PropertyValue(type=STRING, string_value=agent_id)
         ts = clock()
         for name, datatype, value in ((BD_SEQ, INT64, bd_seq), (REBIRTH, BOOLEAN, False),
-                                      (AGENT_EVENT, STRING, None), (GAP_EVENT, STRING, None)):
+                                      (AGENT_EVENT, STRING, None), (GAP_EVENT, STRING, None),
+                                      (QUEUE_DEPTH, INT64, 0), (OLDEST_AGE, DOUBLE, 0.0),
+                                      (DROPPED, INT64, 0)):
             self._declare(self._node_metrics, name, datatype, value, ts)
         for device in settings.devices or (self.default_device,):
             self._devices[device] = {}
@@ -349,6 +355,24 @@ class SparkplugNode:
                 and value["since_ns"] > 0:
             ts = value["since_ns"] // 1_000_000
         return list(self._run(device, [(None, False, ts, pairs)]))
+
+    def figures(self, depth: int, oldest_age_s: float, dropped: int) -> list[Out]:
+        """NDATA of the figures that changed (births carry the latest); [] if none did or
+        the node is not born on this connection (then only the next births carry them)."""
+        ts = self._clock()
+        changed = []
+        for name, value in ((QUEUE_DEPTH, int(depth)), (OLDEST_AGE, round(oldest_age_s, 3)),
+                            (DROPPED, int(dropped))):
+            m = self._node_metrics[name]
+            if m.value != value:
+                m.value, m.ts_ms = value, ts
+                changed.append(m)
+        if not changed or not self.born:
+            return []
+        payload = pb.Payload(timestamp=ts, seq=self._next_seq())
+        for m in changed:
+            set_value(payload.metrics.add(alias=m.alias, timestamp=ts), m.datatype, m.value)
+        return [Out(Message(self.topic("NDATA"), payload.SerializeToString()), verb="NDATA")]
 
     def _run(self, device: str | None, run: list[_Item]) -> Iterator[Out]:
         metrics = self._node_metrics if device is None else self._devices.setdefault(device, {})

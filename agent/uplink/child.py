@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import msgpack
 
-from linelight.agent.journal import Record, read_records
+from linelight.agent.journal import JournalStats, Record, read_records
 from linelight.agent.mqtt import Forwarder, MqttSettings, TransportError
 from linelight.agent.uplink.channel import Channel, FdReceiver, FdSender
 
@@ -80,6 +80,7 @@ class JournalReader:
         self._empty_through = 0  # nothing left at or below this seq
         self._ids = itertools.count(1)
         self._calls: dict[int, tuple[anyio.Event, list[Any]]] = {}
+        self._stats: JournalStats | None = None  # the agent's last word on the journal
 
     # -- from the agent ----------------------------------------------------------------------
     def announce(self, newest: int) -> None:
@@ -87,6 +88,13 @@ class JournalReader:
             self.newest = newest
             self._newest_changed.set()
             self._newest_changed = anyio.Event()
+
+    def figures(self, depth: int, oldest_enq_ns: int | None, dropped: int) -> None:
+        self._stats = JournalStats(depth=depth, oldest_enq_ns=oldest_enq_ns, dropped=dropped)
+
+    def stats(self) -> JournalStats | None:
+        """What the agent last said of its journal (depth, oldest, dropped), or None."""
+        return self._stats
 
     def answer(self, call_id: int, result: Any) -> None:
         waiter = self._calls.pop(call_id, None)
@@ -204,6 +212,8 @@ async def serve(channel: Channel, logs: ChannelLogHandler | None = None) -> None
                     reader.announce(int(message[1]))
                 elif what == "re":
                     reader.answer(int(message[1]), message[2])
+                elif what == "figures":
+                    reader.figures(int(message[1]), message[2], int(message[3]))
                 elif what == "live":
                     forwarder.publish_live(str(message[1]), message[2], message[3])
                 elif what == "stop":

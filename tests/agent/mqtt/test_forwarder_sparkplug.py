@@ -44,6 +44,11 @@ async def wait_host(sub: Subscriber, done: Callable[[Host], bool], what: str,
     return host_of(sub)
 
 
+def device_live(host: Host) -> list[tuple[int, str | None, str, Any, bool]]:
+    """The live lane's device values (not the node's figures)."""
+    return [v for v in host.live if v[1] is not None]
+
+
 def has_all(last: int) -> Callable[[Host], bool]:
     want = set(range(1, last + 1))
     return lambda h: want <= set(h.seqs())
@@ -301,15 +306,19 @@ async def test_live_values_are_current_ddata_while_a_backlog_replays_historical(
     async with running(path, sp_settings(mosquitto, msgs_per_s=10.0)) as (journal, fwd):
         fwd.publish_live("state", {"name": "stopped", "code": 40000, "since_ns": 1})
         host = await wait_host(sub, lambda h: len(h.seqs()) >= 200, "the replay under way")
-        assert [v[2:] for v in host.live] == [("State/Code", 40000, False),
-                                              ("State/Name", "stopped", False)]
+        assert [v[2:] for v in device_live(host)] == [("State/Code", 40000, False),
+                                                      ("State/Name", "stopped", False)]
         fwd.publish_live("state", {"name": "producing", "code": 10000, "since_ns": 2})
-        host = await wait_host(sub, lambda h: len(h.live) == 4, "the change, live")
-        at = host.live[-1][0]
+        host = await wait_host(sub, lambda h: len(device_live(h)) == 4, "the change, live")
+        at = device_live(host)[-1][0]
         host = await wait_host(sub, has_all(backlog), "the whole backlog")
     assert host.problems == []
-    assert [v[2:] for v in host.live[2:]] == [("State/Code", 10000, False),
-                                              ("State/Name", "producing", False)]
+    assert [v[2:] for v in device_live(host)[2:]] == [("State/Code", 10000, False),
+                                                      ("State/Name", "producing", False)]
+    # linelight's own figures: the births carry the backlog waiting at the connect
+    nbirth = next(b for b in host.births if b["verb"] == "NBIRTH")
+    assert nbirth["metrics"]["linelight/queue depth"] == backlog
+    assert nbirth["metrics"]["linelight/oldest age s"] > 0
     assert at < backlog  # it did not wait behind the backlog
     assert all(s.historical for s in host.seen)  # the backlog never overwrites a live tag
     assert dedup_in_order(host.seqs()) == list(range(1, backlog + 1))

@@ -234,3 +234,20 @@ def test_live_values_are_current_metrics_without_event_properties() -> None:
     born = {m.name: get_value(m) for m in decode(n.births()[1]).metrics}
     assert born["State/Name"] == "producing" and born["Alarms/door_open"] is False
     assert n.live("other", {"x": 1}, 1) == [] and n.live("lamps", "not a map", 1) == []
+
+
+def test_linelight_figures_are_node_metrics_sent_when_they_change() -> None:
+    from linelight.agent.mqtt.sparkplug import DROPPED, OLDEST_AGE, QUEUE_DEPTH
+
+    n = node()
+    assert n.figures(120, 3.5, 0) == []  # not born: remembered for the births
+    born = {m.name: m for m in decode(n.births()[0]).metrics}
+    assert get_value(born[QUEUE_DEPTH]) == 120 and born[QUEUE_DEPTH].datatype == pb.Int64
+    assert get_value(born[OLDEST_AGE]) == 3.5 and born[OLDEST_AGE].datatype == pb.Double
+    assert get_value(born[DROPPED]) == 0
+    (out,) = n.figures(0, 0.0, 0)
+    assert out.verb == "NDATA" and out.seqs == ()
+    ms = decode(out).metrics
+    assert {m.alias for m in ms} == {born[QUEUE_DEPTH].alias, born[OLDEST_AGE].alias}
+    assert all(not m.HasField("name") for m in ms)
+    assert n.figures(0, 0.0, 0) == []  # no change, no message
