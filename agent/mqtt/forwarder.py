@@ -538,7 +538,7 @@ class Forwarder:
                     self.settings.broker)
         if session is not None:
             self._deaths(mqtt_link, session)
-        await mqtt_link.disconnect()
+        await mqtt_link.disconnect(with_will=True)
 
     def _on_command(self, topic: str, payload: bytes) -> None:
         """An NCMD or DCMD: `Node Control/Rebirth` = true births again (same bdSeq); any
@@ -716,7 +716,9 @@ class Forwarder:
                     acked = session.waiters[mid] = anyio.Event()
                     with anyio.move_on_after(STOP_BUDGET_S / 2):
                         await acked.wait()
-                await mqtt_link.disconnect()
+                # Sparkplug over MQTT 5: reason 0x04, the broker sends the NDEATH will too
+                # (tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt50)
+                await mqtt_link.disconnect(with_will=self.sparkplug is not None and not unborn)
         mqtt_link.close("stopped")
         self.link.connected = False
 

@@ -53,6 +53,7 @@ PubackHandler = Callable[[int, int, str], None]
 MessageHandler = Callable[[str, bytes], None]
 
 UNSUPPORTED_PROTOCOL = 0x84  # CONNACK reason "Unsupported Protocol Version"
+DISCONNECT_WITH_WILL = 0x04  # DISCONNECT reason: the broker publishes the will all the same
 SESSION_TAKEN_OVER = 0x8E  # DISCONNECT reason: another client connected with our client id
 # A broker that does not send DISCONNECT 0x8E (mosquitto 2.0.11 closes the old connection
 # silently): this many links in a row, each accepted and then closed by the broker within
@@ -529,15 +530,20 @@ class MqttLink:
         if self._client.socket() is not None:
             self._client._sock_close()  # noqa: SLF001 no public close without DISCONNECT
 
-    async def disconnect(self) -> None:
-        """A clean DISCONNECT (the broker drops the will), then close.
+    async def disconnect(self, *, with_will: bool = False) -> None:
+        """A clean DISCONNECT (the broker drops the will; with MQTT 5 and `with_will`,
+        reason 0x04 "Disconnect with Will Message": the broker publishes it), then close.
 
         `serve()` must be running: its writer sends the packet, after which paho closes the
         socket and `wait_closed` returns. Bounded by `connect_timeout`.
         """
         if self.connected:
             self._disconnecting = True
-            self._client.disconnect()
+            if with_will and self._v5:
+                self._client.disconnect(reasoncode=ReasonCode(
+                    PacketTypes.DISCONNECT, identifier=DISCONNECT_WITH_WILL))
+            else:
+                self._client.disconnect()
             with anyio.move_on_after(self.settings.connect_timeout):
                 await self._closed.wait()
         self.close("disconnected by us")

@@ -135,11 +135,12 @@ async def test_bdseq_is_persisted_across_restarts_and_wraps_255_to_0(
             await fill_journal(journal, 5)
             await wait_until(lambda: journal.stats().depth == 0, "sent")
             await fwd.stop()
-    host = await wait_host(sub, lambda h: len(h.deaths) == 2, "two clean stops")
+    host = await wait_host(sub, lambda h: len(h.deaths) == 4, "two clean stops")
     assert [b["metrics"]["bdSeq"] for b in host.births if b["verb"] == "NBIRTH"] == [255, 0]
-    # a clean stop says DDEATH, then NDEATH with the connection's bdSeq (no will left)
-    assert [d[0] for d in host.deaths] == [255, 0]
-    assert host.verbs[-2:] == ["DDEATH", "NDEATH"]
+    # a clean stop says DDEATH, then NDEATH with the connection's bdSeq; its MQTT 5
+    # DISCONNECT has reason 0x04, so the broker publishes the will too
+    assert host.deaths == [(255, 1), (255, 1), (0, 1), (0, 1)]
+    assert host.verbs[-3:] == ["DDEATH", "NDEATH", "NDEATH"]
     assert host.problems == []
 
 
@@ -273,7 +274,7 @@ async def test_primary_host_offline_holds_births_and_data_online_sends_backlog_t
         await wait_host(sub, has_all(live), "live")
         # offline again: NDEATH, the link is left; the journal keeps what comes meanwhile
         await anyio.to_thread.run_sync(retained_state, mosquitto, False, 3000)
-        await wait_host(sub, lambda h: len(h.deaths) == 1, "NDEATH on offline")
+        await wait_host(sub, lambda h: len(h.deaths) == 2, "NDEATH (and the will) on offline")
         await wait_until(lambda: fwd.link.reconnects >= 1 and fwd.link.connected,
                          "connected again, waiting")
         held = await fill_journal(journal, 50)
@@ -284,7 +285,7 @@ async def test_primary_host_offline_holds_births_and_data_online_sends_backlog_t
         host = await wait_host(sub, has_all(held), "births and the held events")
     assert host.problems == []
     assert [b["metrics"]["bdSeq"] for b in host.births if b["verb"] == "NBIRTH"] == [0, 1]
-    assert host.deaths == [(0, 1)]
+    assert host.deaths == [(0, 1), (0, 1)]
     by_seq = {s.seq: s for s in host.seen}
     assert all(by_seq[q].historical for q in range(1, first + 1))
     assert not any(by_seq[q].historical for q in range(first + 1, live + 1))
