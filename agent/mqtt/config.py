@@ -142,6 +142,8 @@ MQTT_KEYS = Keys("the MQTT broker; leave out to only queue", (
     Key("topic_prefix", "string", "topic prefix; {agent} is the agent_id", _D.topic_prefix),
     Key("codec", "choice", "payload encoding", _D.codec, choices=CODECS),
     Key("topic_mode", "choice", "topic layout", _D.topic_mode, choices=TOPIC_MODES),
+    Key("dialect", "choice", "another name for topic_mode", None,
+        default_text="topic_mode", choices=TOPIC_MODES),
     Key("inflight", "integer", "messages sent and not yet acknowledged at most", _D.inflight,
         minimum=1, maximum=65000),
     Key("historical_after", "duration", "older events are sent with historical = true",
@@ -226,6 +228,12 @@ def read_mqtt(table: Table) -> MqttSettings:
                                       f"without '+' or '#'")
     codec = table.choice("codec", CODECS, d.codec)
     mode = table.choice("topic_mode", TOPIC_MODES, d.topic_mode)
+    dialect = table.choice("dialect", TOPIC_MODES, None)
+    if dialect is not None and table.has("topic_mode") and dialect != mode:
+        table.problem("dialect", f"'dialect' \"{dialect}\" and 'topic_mode' \"{mode}\" say two "
+                                 f"things; they are one setting, keep one")
+    elif dialect is not None:
+        mode = dialect
     umh = _read_umh(table, mode=mode)
     sparkplug = _read_sparkplug(table, mode=mode)
     inflight = table.integer("inflight", d.inflight, minimum=1)

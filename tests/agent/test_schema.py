@@ -117,7 +117,8 @@ def test_a_reader_that_reads_an_undeclared_key_fails_loudly() -> None:
 def test_every_declared_mqtt_key_is_one_the_reader_accepts(tmp_path: Path) -> None:
     text = ('[mqtt]\nhost = "b"\nport = 8883\nprotocol = "5"\nkeepalive = "20s"\n'
             'connect_timeout = "5s"\npuback_timeout = "20s"\nclient_id = "c"\nusername = "u"\npassword_file = "p"\n'
-            'topic_prefix = "x/{agent}"\ncodec = "json"\ntopic_mode = "umh"\ninflight = 10\n'
+            'topic_prefix = "x/{agent}"\ncodec = "json"\ntopic_mode = "umh"\ndialect = "umh"\n'
+            'inflight = 10\n'
             'historical_after = "1m"\nflush_on_stop = "3s"\n'
             '[mqtt.tls]\nca_file = "ca"\ncert_file = "c"\nkey_file = "k"\n'
             'insecure_skip_hostname = false\n'

@@ -145,3 +145,13 @@ def test_the_example_config_is_an_edge_node_with_a_device_per_machine() -> None:
     assert config.mqtt is not None and config.mqtt.topic_mode == "sparkplug"
     assert config.mqtt.sparkplug is not None and config.mqtt.sparkplug.group_id == "plant-1"
     assert config.mqtt.sparkplug.devices == tuple(m.name for m in config.machines)
+
+
+def test_dialect_is_another_name_for_topic_mode(tmp_path: Path) -> None:
+    settings, problems = read('[mqtt]\ndialect = "sparkplug"\nsparkplug = { group_id = "g" }\n',
+                              tmp_path)
+    assert problems == [] and settings is not None and settings.topic_mode == "sparkplug"
+    _, problems = read('[mqtt]\ndialect = "sparkplug"\ntopic_mode = "linelight"\n'
+                       'sparkplug = { group_id = "g" }\n', tmp_path)
+    assert len(problems) == 1 and "say two things" in problems[0], problems
+    assert problems[0].startswith(f"{tmp_path / 'agent.toml'}:2:"), problems
