@@ -84,3 +84,41 @@ def test_kill_9_gives_the_will_and_the_restart_delivers_every_committed_event(
     # it was never sent) waited through a restart: flagged historical
     assert all(s.historical for s in host.seen if s.bd_seq == 1 and s.seq <= committed)
     assert not host.seen[-1].historical
+
+
+def test_a_broker_outage_of_a_running_agent_loses_nothing_backlog_historical(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto],
+        make_subscriber: Callable[..., Subscriber]) -> None:
+    # the host is away while the broker restarts: the broker keeps its QoS 0 messages for it
+    broker = make_mosquitto("queue_qos0_messages true")
+    sub = make_subscriber(broker, "spBv1.0/#")
+    config = sparkplug_config(tmp_path / "agent", broker.port)
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 50,
+                          what="connected with some events")
+        broker.stop()
+        agent.wait_status(lambda s: not s["broker"]["connected"], what="broker down")
+        outage = agent.wait_status(lambda s: s["queue"]["depth"] > 20, what="a backlog")
+        broker.start()
+        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["committed"] == 0
+                          and s["queue"]["seq_hwm"] > outage["queue"]["seq_hwm"] + 20,
+                          timeout=90, what="backlog drained, live again")
+        assert agent.stop() == 0
+    left = journal_records(config.parent / "data")
+    host = wait_host(sub, lambda h: len(h.deaths) >= 1, "the clean stop's NDEATH")
+    sent = left[0].seq - 1 if left else max(host.seqs())
+    host = wait_host(sub, lambda h: set(range(1, sent + 1)) <= set(h.seqs()),
+                     "every committed event")
+    assert host.problems == []
+    assert [b["metrics"]["bdSeq"] for b in host.births if b["verb"] == "NBIRTH"] == [0, 1]
+    kept = dedup_in_order(host.seqs())
+    assert kept[:sent] == list(range(1, sent + 1)), "an event missing or out of order"
+    # what queued during the outage came after the new births, flagged historical
+    backlog = range(outage["queue"]["seq_hwm"] - outage["queue"]["depth"] + 1,
+                    outage["queue"]["seq_hwm"] + 1)
+    firsts: dict[int, bool] = {}
+    for s in host.seen:
+        if s.bd_seq == 1 and s.seq in backlog:
+            firsts.setdefault(s.seq, s.historical)
+    assert firsts and all(firsts.values())
