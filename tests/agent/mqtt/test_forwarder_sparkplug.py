@@ -323,3 +323,25 @@ async def test_live_values_are_current_ddata_while_a_backlog_replays_historical(
     assert at < backlog  # it did not wait behind the backlog
     assert all(s.historical for s in host.seen)  # the backlog never overwrites a live tag
     assert dedup_in_order(host.seqs()) == list(range(1, backlog + 1))
+
+
+async def test_a_barrier_the_acl_refuses_still_confirms_the_events_and_says_so_once(
+        tmp_path: Path, make_mosquitto: Callable[..., Mosquitto],
+        make_subscriber: Callable[..., Subscriber], caplog: pytest.LogCaptureFixture) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic deny linelight/{AGENT}/sparkplug/received\n"
+                   "topic readwrite spBv1.0/#\n")
+    broker = make_mosquitto(extra=f"acl_file {acl}\n")
+    sub = make_subscriber(broker, "spBv1.0/#")
+    with caplog.at_level("WARNING", logger="linelight.agent.mqtt.forwarder"):
+        async with running(tmp_path / "j.db", sp_settings(broker)) as (journal, fwd):
+            await wait_until(lambda: fwd._born.is_set(), "born")
+            first = await fill_journal(journal, 300)
+            await wait_until(lambda: journal.stats().depth == 0, "confirmed all the same")
+            last = await fill_journal(journal, 300)
+            host = await wait_host(sub, has_all(last), "every event")
+            await wait_until(lambda: journal.stats().depth == 0, "and again")
+    assert first < last and host.problems == []
+    refusals = [r.getMessage() for r in caplog.records if "receipt barrier" in r.getMessage()]
+    assert len(refusals) == 1 and "Not authorized" in refusals[0], refusals
+    assert fwd.link.dead_letters == 0
