@@ -345,3 +345,21 @@ async def test_a_barrier_the_acl_refuses_still_confirms_the_events_and_says_so_o
     refusals = [r.getMessage() for r in caplog.records if "receipt barrier" in r.getMessage()]
     assert len(refusals) == 1 and "Not authorized" in refusals[0], refusals
     assert fwd.link.dead_letters == 0
+
+
+async def test_over_mqtt_3_1_1_the_same_and_a_clean_stop_sends_one_ndeath(
+        tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
+    sub = make_subscriber(mosquitto, "spBv1.0/#")
+    async with running(tmp_path / "j.db", sp_settings(mosquitto, protocol="3.1.1",
+                                                      protocol_pinned=True)) as (journal, fwd):
+        await wait_until(lambda: fwd._born.is_set(), "born")
+        last = await fill_journal(journal, 300)
+        await wait_until(lambda: journal.stats().depth == 0, "confirmed by the barrier")
+        await fwd.stop()
+    await wait_host(sub, lambda h: has_all(last)(h) and len(h.deaths) == 1,
+                    "every event, then the NDEATH")
+    await anyio.sleep(0.5)  # a will would follow at once
+    host = host_of(sub)
+    assert host.problems == [] and fwd.link.protocol == "3.1.1"
+    assert host.deaths == [(0, 1)]  # 3.1.1: our NDEATH, then a DISCONNECT that drops the will
+    assert dedup_in_order(host.seqs()) == list(range(1, last + 1))
