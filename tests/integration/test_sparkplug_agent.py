@@ -29,6 +29,13 @@ def sparkplug_config(directory: Path, port: int) -> Path:
     return config
 
 
+def start_connected(agent: AgentProcess, events: int) -> None:
+    """Start the agent and wait until it is connected and has committed `events` events."""
+    agent.start()
+    agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > events,
+                      what="connected with some events")
+
+
 def wait_host(sub: Subscriber, done: Callable[[Host], bool], what: str,
               timeout: float = 60.0) -> Host:
     deadline = time.monotonic() + timeout
@@ -47,9 +54,7 @@ def test_kill_9_gives_the_will_and_the_restart_delivers_every_committed_event(
     sub = make_subscriber(mosquitto, "spBv1.0/#")
     config = sparkplug_config(tmp_path / "agent", mosquitto.port)
     with AgentProcess(config) as agent:
-        agent.start()
-        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 80,
-                          what="connected with some events")
+        start_connected(agent, 80)
         committed = agent.status()["queue"]["seq_hwm"]  # at least these are the first run's
         agent.kill9()
         host = wait_host(sub, lambda h: len(h.deaths) == 1, "the NDEATH will")
@@ -94,9 +99,7 @@ def test_a_broker_outage_of_a_running_agent_loses_nothing_backlog_historical(
     sub = make_subscriber(broker, "spBv1.0/#")
     config = sparkplug_config(tmp_path / "agent", broker.port)
     with AgentProcess(config) as agent:
-        agent.start()
-        agent.wait_status(lambda s: s["broker"]["connected"] and s["queue"]["seq_hwm"] > 50,
-                          what="connected with some events")
+        start_connected(agent, 50)
         broker.stop()
         agent.wait_status(lambda s: not s["broker"]["connected"], what="broker down")
         outage = agent.wait_status(lambda s: s["queue"]["depth"] > 20, what="a backlog")

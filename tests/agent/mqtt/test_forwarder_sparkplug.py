@@ -44,6 +44,21 @@ async def wait_host(sub: Subscriber, done: Callable[[Host], bool], what: str,
     return host_of(sub)
 
 
+async def before_start(path: Path, *, events: int = 0, bd_seq: int | None = None) -> int:
+    """A journal as an earlier run left it: `events` queued, the bdSeq stored; its newest seq."""
+    journal = Journal.open(str(path))
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(journal.run)
+            last = await fill_journal(journal, events) if events else 0
+            if bd_seq is not None:
+                await journal.put_meta(META_BD_SEQ, bd_seq)
+            tg.cancel_scope.cancel()
+    finally:
+        journal.close()
+    return last
+
+
 def device_live(host: Host) -> list[tuple[int, str | None, str, Any, bool]]:
     """The live lane's device values (not the node's figures)."""
     return [v for v in host.live if v[1] is not None]
@@ -123,12 +138,7 @@ async def test_bdseq_is_persisted_across_restarts_and_wraps_255_to_0(
         tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
     sub = make_subscriber(mosquitto, "spBv1.0/#")
     path = tmp_path / "j.db"
-    journal = Journal.open(str(path))
-    async with anyio.create_task_group() as tg:
-        await tg.start(journal.run)
-        await journal.put_meta(META_BD_SEQ, 254)
-        tg.cancel_scope.cancel()
-    journal.close()
+    await before_start(path, bd_seq=254)
     for _ in range(2):
         async with running(path, sp_settings(mosquitto)) as (journal, fwd):
             await wait_until(lambda: fwd.link.connected, "connected")
@@ -297,12 +307,7 @@ async def test_live_values_are_current_ddata_while_a_backlog_replays_historical(
         tmp_path: Path, mosquitto: Mosquitto, make_subscriber: Callable[..., Subscriber]) -> None:
     sub = make_subscriber(mosquitto, "spBv1.0/#")
     path = tmp_path / "j.db"
-    journal = Journal.open(str(path))
-    async with anyio.create_task_group() as tg:
-        await tg.start(journal.run)
-        backlog = await fill_journal(journal, 6000)
-        tg.cancel_scope.cancel()
-    journal.close()
+    backlog = await before_start(path, events=6000)
     # 10 DDATA messages a second at most: the backlog takes seconds to replay
     async with running(path, sp_settings(mosquitto, msgs_per_s=10.0)) as (journal, fwd):
         fwd.publish_live("state", {"name": "stopped", "code": 40000, "since_ns": 1})
