@@ -127,8 +127,29 @@ def get_value(metric: Any, datatype: int | None = None) -> Any:
 
 
 # One event (or live value) of a DATA message: journal seq (None: a live value), historical,
-# time (ms), [(metric name, value)]
-_Item = tuple[int | None, bool, int, list[tuple[str, Any]]]
+# time (ms), [(metric name, value)], Sparkplug quality code
+_Item = tuple[int | None, bool, int, list[tuple[str, Any]], int]
+# Section 6.4.7.1, the 'Quality' property (Int32), sent only when not GOOD
+# (tck-id-payloads-propertyset-quality-value-type, -quality-value-value)
+GOOD, STALE, BAD = 192, 500, 0
+INT32: int = pb.Int32
+_QUALITY = {"good": GOOD, "stale": STALE, "bad": BAD, "init": BAD}  # init: nothing read yet
+
+
+def quality_of(record: EventRecord) -> int:
+    """The Sparkplug quality of an input's (signal) event, from its `quality` attribute."""
+    if record.kind != "signal" or not record.attrs:
+        return GOOD
+    for key, value in attrs_items(record.attrs):
+        if key == "quality":
+            return _QUALITY.get(str(value), GOOD)
+    return GOOD
+
+
+def _add_quality(metric: Any, quality: int) -> None:
+    if quality != GOOD:
+        metric.properties.keys.append("Quality")
+        metric.properties.values.add(type=INT32, int_value=quality)
 
 
 def live_metrics(key: str, value: Any) -> list[tuple[str, Any]]:
@@ -157,6 +178,7 @@ class _Metric:
     datatype: int
     value: Any
     ts_ms: int
+    quality: int = GOOD
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +299,7 @@ class SparkplugNode:
             metric = payload.metrics.add(name=m.name, alias=m.alias, timestamp=m.ts_ms,
                                          datatype=m.datatype)
             set_value(metric, m.datatype, m.value)
+            _add_quality(metric, m.quality)
         return payload
 
     def _next_seq(self) -> int:
@@ -331,7 +354,7 @@ class SparkplugNode:
                 if device != target:
                     break
                 run.append((records[i].seq, historical[i], records[i].ts_ns // 1_000_000,
-                            metrics))
+                            metrics, quality_of(records[i])))
                 i += 1
             yield from self._run(target, run)
 
@@ -354,7 +377,7 @@ class SparkplugNode:
         if key == "state" and isinstance(value, Mapping) and type(value.get("since_ns")) is int \
                 and value["since_ns"] > 0:
             ts = value["since_ns"] // 1_000_000
-        return list(self._run(device, [(None, False, ts, pairs)]))
+        return list(self._run(device, [(None, False, ts, pairs, GOOD)]))
 
     def figures(self, depth: int, oldest_age_s: float, dropped: int) -> list[Out]:
         """NDATA of the figures that changed (births carry the latest); [] if none did or
@@ -378,7 +401,7 @@ class SparkplugNode:
         metrics = self._node_metrics if device is None else self._devices.setdefault(device, {})
         # Metrics this device was not born with, or values its datatypes cannot carry.
         stale = device is not None and device not in self._born_devices
-        for _, _, ts, pairs in run:
+        for _, _, ts, pairs, _ in run:
             for name, value in pairs:
                 known = metrics.get(name)
                 if device is None:
@@ -390,15 +413,16 @@ class SparkplugNode:
             yield self._dbirth(device)
         payload = pb.Payload(timestamp=self._clock(), seq=self._next_seq())
         seqs = []
-        for seq, historical, ts, pairs in run:
+        for seq, historical, ts, pairs, quality in run:
             for name, value in pairs:
                 m = metrics[name]
                 metric = payload.metrics.add(alias=m.alias, timestamp=ts)
                 set_value(metric, m.datatype, value)
+                _add_quality(metric, quality)
                 if historical:
                     metric.is_historical = True
                 else:  # the birth of a later connection declares the newest live value
-                    m.value, m.ts_ms = value, ts
+                    m.value, m.ts_ms, m.quality = value, ts, quality
                 if seq is None:
                     continue  # a live value, no event
                 props = metric.properties

@@ -251,3 +251,19 @@ def test_linelight_figures_are_node_metrics_sent_when_they_change() -> None:
     assert {m.alias for m in ms} == {born[QUEUE_DEPTH].alias, born[OLDEST_AGE].alias}
     assert all(not m.HasField("name") for m in ms)
     assert n.figures(0, 0.0, 0) == []  # no change, no message
+
+
+def test_an_input_that_is_not_good_says_so_with_the_quality_property() -> None:
+    n = node()
+    n.births()
+    outs = data(n, [rec(1, "signal", "temp", 20.5, {"quality": "good"}),
+                    rec(2, "signal", "temp", 20.5, {"quality": "stale"}),
+                    rec(3, "signal", "temp", None, {"quality": "bad", "reason": "timeout"})])
+    ms = decode(outs[-1]).metrics
+    props = [dict(zip(m.properties.keys, m.properties.values, strict=True)) for m in ms]
+    assert "Quality" not in props[0]  # GOOD goes without (section 6.4.7.1)
+    assert (props[1]["Quality"].type, props[1]["Quality"].int_value) == (pb.Int32, 500)
+    assert (props[2]["Quality"].type, props[2]["Quality"].int_value) == (pb.Int32, 0)
+    born = {m.name: m for m in decode(n.births()[1]).metrics}["Signals/temp"]
+    assert dict(zip(born.properties.keys, born.properties.values,
+                    strict=True))["Quality"].int_value == 0  # the latest value is BAD
