@@ -282,6 +282,7 @@ async def test_primary_host_offline_holds_births_and_data_online_sends_backlog_t
         await wait_host(sub, has_all(first), "births, then the backlog")
         live = await fill_journal(journal, 10)
         await wait_host(sub, has_all(live), "live")
+        await wait_until(lambda: journal.stats().depth == 0, "confirmed")
         # offline again: NDEATH, the link is left; the journal keeps what comes meanwhile
         await anyio.to_thread.run_sync(retained_state, mosquitto, False, 3000)
         await wait_host(sub, lambda h: len(h.deaths) == 2, "NDEATH (and the will) on offline")
