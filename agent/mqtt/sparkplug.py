@@ -51,6 +51,10 @@ DROPPED = "linelight/dropped"  # events the journal dropped (bounds), since the 
 META_BD_SEQ = "sparkplug.bd_seq"  # journal meta: the bdSeq of the last connection
 # Metrics per DATA message at most: a replay packs up to this many events into one payload.
 PACK = 128
+# ... and about this many payload bytes: a packed message stays far below a broker's packet
+# limit (mosquitto's message_size_limit, MQTT 5 Maximum Packet Size) when values are long
+PACK_BYTES = 32 * 1024
+_METRIC_BYTES = 48  # alias, time, properties (agent, seq): what a metric costs besides its value
 _U64 = (1 << 64) - 1
 _I64 = range(-(1 << 63), 1 << 63)
 _FOLDERS = {"signal": "Signals", "lamp": "Lamps", "count": "Counters", "alarm": "Alarms"}
@@ -349,9 +353,12 @@ class SparkplugNode:
         while i < n:
             target, _ = self.metrics_of(records[i])
             run: list[_Item] = []
+            size = 0
             while i < n and len(run) < PACK:
                 device, metrics = self.metrics_of(records[i])
-                if device != target:
+                size += sum(_METRIC_BYTES + (len(v) if isinstance(v, str) else 8)
+                            for _, v in metrics)
+                if device != target or (run and size > PACK_BYTES):
                     break
                 run.append((records[i].seq, historical[i], records[i].ts_ns // 1_000_000,
                             metrics, quality_of(records[i])))

@@ -267,3 +267,17 @@ def test_an_input_that_is_not_good_says_so_with_the_quality_property() -> None:
     born = {m.name: m for m in decode(n.births()[1]).metrics}["Signals/temp"]
     assert dict(zip(born.properties.keys, born.properties.values,
                     strict=True))["Quality"].int_value == 0  # the latest value is BAD
+
+
+def test_long_values_make_smaller_packs() -> None:
+    from linelight.agent.mqtt.sparkplug import PACK_BYTES
+
+    n = node()
+    n.births()
+    text = "x" * 5000
+    outs = [o for o in data(n, [rec(s, "signal", "note", text) for s in range(1, 40)])
+            if o.verb == "DDATA"]
+    assert len(outs) > 1 and all(len(o.message.payload) <= PACK_BYTES + 5100 for o in outs)
+    assert [s for o in outs for s in o.seqs] == list(range(1, 40))
+    big = "y" * (2 * PACK_BYTES)  # one event larger than a pack still goes, alone
+    assert [len(o.seqs) for o in data(n, [rec(40, "signal", "note", big)])] == [1]
