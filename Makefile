@@ -30,7 +30,7 @@ venv: $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
 	@$(BIN)/python -c 'import linelight.agent, linelight.rules, linelight.hw, paho.mqtt, pymodbus, anyio'
 
-# The demo: a simulated machine, the example rules, the stack light, the queue, a local broker.
+# The demo: a line of three simulated machines, the example rules, stack lights, the queue, a broker.
 demo: setup
 	$(BIN)/linelight demo
 

@@ -2,7 +2,7 @@
 
 Not the forwarding journal, whose rows are deleted once the broker acknowledged them: this file
 (`history.db` beside `journal.db`) keeps, for `KEEP_S`, the marks a person reads at 3 a.m.:
-state changes, alarms on and off, broker up and down, agent starts (and whether the previous
+state changes (each with its machine), alarms on and off, broker up and down, agent starts (and whether the previous
 run ended cleanly) and stops, rule reloads and rejections, component restarts; and one queue
 depth sample every `SAMPLE_EVERY_S` (the highest depth seen in that window, so a short peak is
 not missed). Its size is bounded twice: by age, and by `MAX_MARKS` marks and `MAX_SAMPLES`
@@ -52,8 +52,10 @@ MAX_POINTS = 4000  # queue-depth points served at most (the page asks for its wi
 MAX_ALARMS_ON = 1000  # alarms on since before the window, served with it
 MAX_MARKS_SERVED = 20_000  # per kind group in one answer: the newest ones
 
-# The kinds of marks, one lane or symbol each on the timeline.
+# The kinds of marks, one lane or symbol each on the timeline ("machine": another machine's
+# state change in a file written before every machine had its own band row; no longer written).
 KINDS = ("state", "machine", "alarm", "link", "start", "stop", "reload", "reject", "restart")
+MAX_MACHINES_SERVED = 1000  # machines whose state before the window is served with it
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS marks (
@@ -62,7 +64,8 @@ CREATE TABLE IF NOT EXISTS marks (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     value TEXT,
-    detail TEXT
+    detail TEXT,
+    machine TEXT
 );
 CREATE INDEX IF NOT EXISTS marks_ts ON marks (ts_ms);
 CREATE TABLE IF NOT EXISTS samples (
@@ -75,13 +78,15 @@ CREATE TABLE IF NOT EXISTS samples (
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """One thing that happened, at `ts_ms` (UTC epoch ms)."""
+    """One thing that happened, at `ts_ms` (UTC epoch ms); a state change or an alarm of a
+    named machine (`[machines.NAME]`) carries its `machine`, so each gets its own band row."""
 
     ts_ms: int
     kind: str
     name: str
     value: str | None = None
     detail: str | None = None
+    machine: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,22 +112,17 @@ def _cut(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[:limit - 1] + "…"
 
 
-def mark_for(event: Event, machine: str | None = None) -> Mark | None:
+def mark_for(event: Event) -> Mark | None:
     """The timeline's mark for a journal event, or None for events the timeline does not show.
 
-    The bands are `machine`'s (the first machine's); another machine's state changes become
-    `machine` marks and its alarms carry its name, so they are listed but draw no band."""
+    A named machine's state changes and alarms carry the machine: one band row per machine."""
     ts_ms = event.ts_ns // 1_000_000
-    other = event.attrs.get(MACHINE)
-    if other is not None and other != machine:
-        if event.kind == "state":
-            return Mark(ts_ms, "machine", f"{other}: {event.name}", _text(event.value))
-        if event.kind == "alarm":
-            return Mark(ts_ms, "alarm", f"{other}: {event.name}", "on" if event.value else "off")
+    machine = event.attrs.get(MACHINE)
+    machine = machine if isinstance(machine, str) else None
     if event.kind == "state":
-        return Mark(ts_ms, "state", event.name, _text(event.value))
+        return Mark(ts_ms, "state", event.name, _text(event.value), None, machine)
     if event.kind == "alarm":
-        return Mark(ts_ms, "alarm", event.name, "on" if event.value else "off")
+        return Mark(ts_ms, "alarm", event.name, "on" if event.value else "off", None, machine)
     if event.kind == "agent" and event.name == "rules_reloaded":
         return Mark(ts_ms, "reload", "rules reloaded", _text(event.attrs.get("rules")),
                     _text(event.attrs.get("requested_by")))
@@ -141,7 +141,6 @@ class History:
         self._db = db
         self.path = path
         self._wall_ms = wall_ms
-        self.machine: str | None = None  # whose states are the bands (agent.app sets it)
         self._lock = threading.Lock()  # the connection is used from worker threads
         self._buffer: deque[Mark] = deque()
         self._last_link: bool | None = None
@@ -201,7 +200,7 @@ class History:
 
     # -- recording (never blocks) -------------------------------------------------------------
     def observe(self, event: Event) -> None:
-        mark = mark_for(event, self.machine)
+        mark = mark_for(event)
         if mark is not None:
             self.note(mark)
 
@@ -209,7 +208,8 @@ class History:
         if self._db is None:
             return
         mark = Mark(mark.ts_ms, mark.kind, _cut(mark.name, MAX_NAME) or "",
-                    _cut(mark.value, MAX_VALUE), _cut(mark.detail, MAX_DETAIL))
+                    _cut(mark.value, MAX_VALUE), _cut(mark.detail, MAX_DETAIL),
+                    _cut(mark.machine, MAX_NAME))
         if len(self._buffer) >= MAX_BUFFERED:
             self._buffer.popleft()
             self.dropped += 1
@@ -262,8 +262,9 @@ class History:
         try:
             with self._lock, self._db:
                 self._db.executemany(
-                    "INSERT INTO marks (ts_ms, kind, name, value, detail) VALUES (?, ?, ?, ?, ?)",
-                    [(m.ts_ms, m.kind, m.name, m.value, m.detail) for m in marks])
+                    "INSERT INTO marks (ts_ms, kind, name, value, detail, machine) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(m.ts_ms, m.kind, m.name, m.value, m.detail, m.machine) for m in marks])
                 self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?)",
                                      [(ts, depth, None if link is None else int(link))
                                       for ts, depth, link in samples])
@@ -318,8 +319,11 @@ class History:
 
     def query(self, hours: float, points: int) -> dict[str, Any]:
         """The timeline of the last `hours`: states, the broker link and the alarms (each with
-        what was in force at the start), other marks, and the queue depth bucketed to at most
-        `points` points. Runs in a worker thread."""
+        what was in force at the start; states and alarms per machine), other marks, and the
+        queue depth bucketed to at most `points` points. Runs in a worker thread.
+
+        `states` rows are [ms, name, code, machine], `marks` rows [ms, kind, name, value,
+        detail, machine]; machine is null for the agent's own marks and an unnamed machine."""
         now = self._wall_ms()
         start = now - int(min(max(hours, 0.0), MAX_HOURS) * 3_600_000)
         points = min(max(points, 1), MAX_POINTS)
@@ -342,30 +346,32 @@ class History:
             db = self._db
             if db is None:  # closed meanwhile: the agent is stopping
                 return doc
-            before = db.execute("SELECT ts_ms, name, value FROM marks WHERE kind = 'state' AND "
-                                "ts_ms < ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
-                                (start,)).fetchall()
-            link_before = db.execute("SELECT ts_ms, kind, name, value, detail FROM marks WHERE "
-                                     "kind = 'link' AND ts_ms < ? ORDER BY ts_ms DESC, id DESC "
-                                     "LIMIT 1", (start,)).fetchall()
+            before = db.execute(  # each machine's state when the window starts
+                "SELECT ts_ms, name, value, machine FROM marks WHERE id IN (SELECT max(id) "
+                "FROM marks WHERE kind = 'state' AND ts_ms < ? GROUP BY machine) "
+                "ORDER BY ts_ms, id LIMIT ?", (start, MAX_MACHINES_SERVED)).fetchall()
+            link_before = db.execute("SELECT ts_ms, kind, name, value, detail, machine FROM "
+                                     "marks WHERE kind = 'link' AND ts_ms < ? ORDER BY ts_ms "
+                                     "DESC, id DESC LIMIT 1", (start,)).fetchall()
             alarms_on = db.execute(  # alarms still on when the window starts
-                "SELECT ts_ms, kind, name, value, detail FROM marks WHERE id IN (SELECT max(id) "
-                "FROM marks WHERE kind = 'alarm' AND ts_ms < ? GROUP BY name) AND value = 'on' "
-                "ORDER BY ts_ms LIMIT ?", (start, MAX_ALARMS_ON)).fetchall()
+                "SELECT ts_ms, kind, name, value, detail, machine FROM marks WHERE id IN "
+                "(SELECT max(id) FROM marks WHERE kind = 'alarm' AND ts_ms < ? GROUP BY "
+                "machine, name) AND value = 'on' ORDER BY ts_ms LIMIT ?",
+                (start, MAX_ALARMS_ON)).fetchall()
             states = db.execute(
-                "SELECT ts_ms, name, value FROM (SELECT id, ts_ms, name, value FROM marks "
-                "WHERE kind = 'state' AND ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?) "
-                "ORDER BY ts_ms, id", (start, MAX_MARKS_SERVED)).fetchall()
+                "SELECT ts_ms, name, value, machine FROM (SELECT id, ts_ms, name, value, machine "
+                "FROM marks WHERE kind = 'state' AND ts_ms >= ? ORDER BY ts_ms DESC, id DESC "
+                "LIMIT ?) ORDER BY ts_ms, id", (start, MAX_MARKS_SERVED)).fetchall()
             marks = db.execute(
-                "SELECT ts_ms, kind, name, value, detail FROM (SELECT * FROM marks WHERE "
-                "kind != 'state' AND ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?) "
+                "SELECT ts_ms, kind, name, value, detail, machine FROM (SELECT * FROM marks "
+                "WHERE kind != 'state' AND ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?) "
                 "ORDER BY ts_ms, id", (start, MAX_MARKS_SERVED)).fetchall()
             depth = db.execute(
                 "SELECT (ts_ms - ?) / ? * ? + ? AS b, max(depth), min(link) FROM samples "
                 "WHERE ts_ms >= ? GROUP BY b ORDER BY b",
                 (start, bucket, bucket, start, start)).fetchall()
-        doc["states"] = [[t, n, _int(v)] for t, n, v in before + states]
-        doc["marks"] = [[t, k, n, v, d] for t, k, n, v, d in link_before + alarms_on + marks]
+        doc["states"] = [[t, n, _int(v), m] for t, n, v, m in before + states]
+        doc["marks"] = [list(row) for row in link_before + alarms_on + marks]
         doc["depth"] = [[t, d, link] for t, d, link in depth]
         doc["bucket_ms"] = bucket
         return doc
@@ -389,6 +395,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(marks)")}
+        if "machine" not in columns:  # a file from before machines had their own band rows
+            db.execute("ALTER TABLE marks ADD COLUMN machine TEXT")
         db.execute("SELECT count(*) FROM marks").fetchone()
     except sqlite3.Error:
         db.close()

@@ -71,6 +71,13 @@ class _StatusCollector(Collector):
                        scan.get("overruns"))
         yield _counter("linelight_scan_skipped", "Scan periods skipped to catch up after overruns "
                        "(late scans: the lamps followed the machine late).", scan.get("skipped"))
+        yield _counter("linelight_lamp_holds", "Tower commands held until a new latch was "
+                       "committed.", scan.get("lamp_holds"))
+        yield _counter("linelight_lamp_hold_timeouts", "Held tower commands shown after the "
+                       "bound without the latch committed.", scan.get("lamp_hold_timeouts"))
+        yield _counter("linelight_lamp_hold_refused", "Held tower commands shown at once "
+                       "because the journal refused to store the latch.",
+                       scan.get("lamp_hold_refused"))
 
         q = s.get("queue", {})
         yield _gauge("linelight_queue_depth", "Events waiting in the on-disk queue.", q.get("depth"))
@@ -114,7 +121,9 @@ class _StatusCollector(Collector):
 
 def _machines(s: Mapping[str, Any]) -> Iterator[Any]:
     """Per-machine series with a `machine` label (the agent id for a config without
-    [machines.*]): state code, lamps lit, counter totals."""
+    [machines.*]): state code, lamps lit, counter totals, the machine's rules (a reload that
+    rejected one machine's file leaves that machine's old fingerprint), its tower's failed
+    lamp writes, its outputs on and their failed writes."""
     machines = s.get("machines") or {str(s.get("agent", "")): s}
     code = GaugeMetricFamily("linelight_state_code", "Numeric code of the machine's current "
                              "state.", labels=["machine"])
@@ -122,13 +131,32 @@ def _machines(s: Mapping[str, Any]) -> Iterator[Any]:
                              labels=["machine", "lamp"])
     count = CounterMetricFamily("linelight_machine_count", "A rule counter's total.",
                                 labels=["machine", "counter"])
+    rules = InfoMetricFamily("linelight_machine_rules", "The rules a machine runs.",
+                             labels=["machine"])
+    failures = CounterMetricFamily("linelight_tower_write_failures", "Lamp writes of the "
+                                   "machine's tower that failed.", labels=["machine"])
+    output = GaugeMetricFamily("linelight_output_on", "1 while an [[output]] rule has its "
+                               "output on.", labels=["machine", "output"])
+    output_failures = CounterMetricFamily("linelight_output_write_failures", "Failed writes "
+                                          "of an [[output]] rule's line, coil or bit.",
+                                          labels=["machine", "output"])
     for name, m in machines.items():
         code.add_metric([name], _num((m.get("state") or {}).get("code")))
         for lamp_name, pattern in (m.get("lamps") or {}).items():
             lamp.add_metric([name, lamp_name], 0.0 if pattern == "off" else 1.0)
         for counter, total in (m.get("counters") or {}).items():
             count.add_metric([name, counter], _num(total))
-    yield from (code, lamp, count)
+        machine_rules = m.get("rules")
+        if isinstance(machine_rules, Mapping) and machine_rules.get("fingerprint"):
+            rules.add_metric([name], {"rules": str(machine_rules["fingerprint"])})
+        tower = m.get("tower")
+        if isinstance(tower, Mapping):
+            failures.add_metric([name], _num(tower.get("write_failures")))
+        for output_name, on in (m.get("outputs") or {}).items():
+            output.add_metric([name, output_name], 1.0 if on else 0.0)
+        for output_name, line in ((m.get("output_lines") or {}).get("outputs") or {}).items():
+            output_failures.add_metric([name, output_name], _num(line.get("failures")))
+    yield from (code, lamp, count, rules, failures, output, output_failures)
 
 
 def _sources(sources: Mapping[str, Mapping[str, Any]]) -> Iterator[Any]:

@@ -1,4 +1,4 @@
-"""`linelight demo`: a simulated machine, the example rules, a live stack light, a local broker."""
+"""`linelight demo`: a line of simulated machines, the example rules, live stack lights, a broker."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="do not start mosquitto: events stay queued on disk")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep the demo's queue and config here (default: a temp dir, removed)")
-    parser.add_argument("--line", action="store_true",
-                        help="a line of three machines on one agent (two presses and a "
-                             "capper, each with its own stack light), shown side by side")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--line", action="store_true",
+                       help="a line of three machines on one agent (two presses and a capper, "
+                            "each with its own rules and stack light), side by side; the "
+                            "default")
+    shape.add_argument("--single", action="store_true",
+                       help="one machine instead of the line (an agent without [machines.*])")
     parser.add_argument("--plain", action="store_true",
                         help="one plain line per second even in a terminal")
 
@@ -45,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(seconds=seconds, outage_every=max(0.0, args.outage_every),
                           outage_length=max(1.0, args.outage_length),
                           use_broker=not args.no_broker, data_dir=args.data_dir,
-                          interactive=interactive, line=args.line)
+                          interactive=interactive, line=not args.single)
     return anyio.run(run_demo, options, sys.stdout, backend="asyncio")

@@ -8,6 +8,8 @@ nothing failed (warnings allowed), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -85,6 +87,7 @@ def _run(args: argparse.Namespace, credentials: str) -> int:
     named = [m.name for m in config.machines if m.named]
     machines = f" for machines {', '.join(named)}" if named else ""
     report.add("ok", f"config {args.config} and {files} rule files{machines} valid")
+    check_machines(report, config)
     for warning in config.warnings:
         report.add("warn", "config", warning)
     report.add("ok", "credentials", credentials)
@@ -101,6 +104,30 @@ def _run(args: argparse.Namespace, credentials: str) -> int:
     check_agent(report, config)
     print("doctor: " + ("problems found" if report.failed else "nothing failed"))
     return 1 if report.failed else 0
+
+
+def check_machines(report: Report, config: Any) -> None:
+    """Each machine of a config with [machines.NAME], one line each: its rules, where its
+    inputs come from, its tower."""
+    from linelight.agent.cli.check import _summary
+    from linelight.agent.machines import STATE_OF
+    from linelight.hw.config import input_names
+
+    shared = {n: spec.name for spec in config.sources for n in input_names(spec)}
+    for m in config.machines:
+        if not m.named:
+            continue
+        own = [spec.name for spec in m.sources]
+        used = sorted({shared[key] for key in m.inputs.values() if key in shared})
+        states = sorted(key[len(STATE_OF):] for key in m.inputs.values()
+                        if key.startswith(STATE_OF))
+        inputs = [f"own source{'s' * (len(own) > 1)} {', '.join(own)}"] if own else []
+        inputs += [f"shared {', '.join(used)}"] if used else []
+        inputs += [f"the state of {', '.join(states)}"] if states else []
+        tower = f"tower of {len(m.tower.lamps)} lamps" if m.tower is not None else "no tower"
+        report.add("ok", f"machine {m.name}",
+                   f"{_summary(m.ruleset)} from {', '.join(m.rule_files.names)}; inputs from "
+                   f"{'; '.join(inputs) or 'no source'}; {tower}")
 
 
 def check_token(report: Report, config: Any) -> None:
@@ -278,26 +305,58 @@ def check_devices(report: Report, config: Any, timeout: float) -> None:
         S7SourceSpec,
     )
 
-    for spec in config.sources:
+    # the shared sources, then each machine's own, named with their machine
+    specs = [("", spec) for spec in config.sources] + [
+        (f"machine {m.name} ", spec) for m in config.machines if m.named for spec in m.sources]
+    for owner, spec in specs:
+        what = f"{owner}source {spec.name}"
         if isinstance(spec, ModbusSourceSpec):
             if spec.link.kind == "tcp":
-                _check_tcp(report, f"source {spec.name} (Modbus TCP)", spec.link.host,
-                           spec.link.port, timeout)
+                _check_tcp(report, f"{what} (Modbus TCP)", spec.link.host, spec.link.port,
+                           timeout)
             else:
-                _check_device(report, f"source {spec.name} (Modbus RTU)", spec.link.device)
+                _check_device(report, f"{what} (Modbus RTU)", spec.link.device)
         elif isinstance(spec, GpioChipSourceSpec):
-            _check_device(report, f"source {spec.name} (gpiochip)", spec.chip)
+            _check_device(report, f"{what} (gpiochip)", spec.chip)
         elif isinstance(spec, S7SourceSpec):
-            check_s7(report, spec)
+            check_s7(report, spec, what)
         elif isinstance(spec, OpcUaSourceSpec):
-            host, _, port = spec.endpoint.removeprefix("opc.tcp://").split("/")[0].rpartition(":")
-            _check_tcp(report, f"source {spec.name} (OPC UA)", host.strip("[]"),
-                       int(port) if port.isdigit() else 4840, timeout)
+            check_opcua(report, spec, what)
         else:
-            report.add("ok", f"source {spec.name} ({spec.type})", "nothing to reach")
+            report.add("ok", f"{what} ({spec.type})", "nothing to reach")
 
 
-def check_s7(report: Report, spec: Any) -> None:
+def check_opcua(report: Report, spec: Any, what: str | None = None) -> None:
+    """Connect with the agent's own OpcUaConnection (security, trusted server certificate,
+    user) and read every input once, so an untrusted server, a refused password or a node id
+    that leads nowhere is named here."""
+    import anyio
+
+    from linelight.hw.errors import DeviceError
+    from linelight.hw.opcua import probe
+
+    what = f"{what or f'source {spec.name}'} (OPC UA)"
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # it narrates every refusal too
+    try:
+        read, problems = anyio.run(probe, spec)
+    except DeviceError as exc:
+        cert = spec.security.certificate if spec.security is not None else ""
+        report.add("fail", what, str(exc), "is the server running and reachable? "
+                   + (f"a secured server must trust linelight's certificate {cert}"
+                      if cert else "check the endpoint URL"))
+        return
+    security = (f"{spec.security.policy} {spec.security.mode}" if spec.security is not None
+                else "no security")
+    if problems:
+        report.add("warn", what, f"connected ({security}), {read} inputs read, "
+                   f"{len(problems)} not good; first: {problems[0]}",
+                   "check the node ids or browse paths (linelight browse) and the server's "
+                   "values")
+        return
+    report.add("ok", what, f"connected ({security}), {read} inputs read, all good")
+
+
+def check_s7(report: Report, spec: Any, what: str | None = None) -> None:
     """Connect with the agent's own S7Connection and read every block the poller would read,
     so a CPU that refuses PUT/GET or an optimized DB is named here, not at 3 a.m."""
     import anyio
@@ -306,7 +365,7 @@ def check_s7(report: Report, spec: Any) -> None:
     from linelight.hw.s7 import S7Connection
     from linelight.hw.s7_codec import max_block_bytes, plan_reads
 
-    what = f"source {spec.name} (S7)"
+    what = f"{what or f'source {spec.name}'} (S7)"
 
     async def probe() -> tuple[str, str, str]:
         conn = S7Connection(spec)
@@ -375,3 +434,39 @@ def check_agent(report: Report, config: Any) -> None:
     except OSError as exc:
         report.add("warn", f"running agent at {url}", f"not answering ({exc})",
                    "systemctl status linelight; journalctl -u linelight -e")
+        return
+    if any(m.named for m in config.machines):
+        check_running_machines(report, config, url.removesuffix("/healthz"))
+
+
+def check_running_machines(report: Report, config: Any, url: str) -> None:
+    """What each machine of the running agent shows now, side by side: one line each, its
+    name padded to the longest; `unknown` is a warning with its reason."""
+    from linelight.agent.cli.status import fetch
+    from linelight.agent.humanize import format_age
+    from linelight.agent.secrets import resolve_secret_path
+
+    token = None
+    if config.diagnostics.token_file is not None:  # asked for by a non-loopback bind
+        with contextlib.suppress(OSError, ConfigError, UnicodeDecodeError):
+            token = resolve_secret_path(str(config.diagnostics.token_file), "token_file"
+                                        ).read_text(encoding="utf-8").strip() or None
+    try:
+        status = fetch(url, token)
+    except (OSError, ValueError) as exc:
+        report.add("warn", "running machines", f"{url}/status cannot be read ({exc})")
+        return
+    machines = {name: m for name, m in (status.get("machines") or {}).items()
+                if isinstance(m, dict) and m.get("named")}
+    width = max((len(name) for name in machines), default=0)
+    for name, m in machines.items():
+        state = m.get("state") or {}
+        lit = [f"{lamp} {p}" for lamp, p in (m.get("lamps") or {}).items() if p != "off"]
+        counters = [f"{k} = {v}" for k, v in (m.get("counters") or {}).items()]
+        detail = (f"{state.get('name', '?')} (code {state.get('code', '?')}) for "
+                  f"{format_age(state.get('for_s'))}; lamps {', '.join(lit) or 'all off'}"
+                  + (f"; {', '.join(counters)}" if counters else ""))
+        unknown = state.get("name") == "unknown"
+        report.add("warn" if unknown else "ok", f"machine {name:<{width}} now", detail,
+                   f"{state.get('reason') or 'its inputs are not good'}: see `linelight "
+                   "status` and the page's inputs and sources")

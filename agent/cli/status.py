@@ -214,7 +214,8 @@ def summary(s: dict[str, Any], url: str) -> str:
 
 
 def _machine(m: dict[str, Any], indent: str = "") -> list[str]:
-    """State, lamps, signals and counters of one machine (the agent's, without machines)."""
+    """State, lamps, signals, counters and outputs of one machine (the agent's, without
+    machines)."""
     lines: list[str] = []
     state = m.get("state", {})
     pad = " " * len(indent)
@@ -228,15 +229,39 @@ def _machine(m: dict[str, Any], indent: str = "") -> list[str]:
     if m.get("counters"):
         lines.append(f"{pad}counters   "
                      + ", ".join(f"{k} = {v}" for k, v in m["counters"].items()))
+    if m.get("outputs"):
+        wired = (m.get("output_lines") or {}).get("outputs", {})
+        lines.append(f"{pad}outputs    " + ", ".join(
+            f"{k} {'on' if v else 'off'}"
+            + (" (CANNOT WRITE)" if wired.get(k, {}).get("failing") else "")
+            for k, v in m["outputs"].items()))
     return lines
 
 
 def _machines(machines: dict[str, Any]) -> list[str]:
-    """Several machines, one block each, side by side in the order of the config."""
+    """Several machines side by side: one row each, in the order of the config, its columns
+    aligned (state, code, for how long, lamps lit, signals and counters); a machine's reason
+    (why `unknown`) on the line below its row."""
     lines = [f"machines   {len(machines)}"]
-    width = max(len(name) for name in machines)
+    rows = [("machine", "state", "code", "for", "lamps", "signals, counters")]
+    reasons: dict[int, str] = {}
     for name, m in machines.items():
-        lines += _machine(m, indent=f"  {name:<{width}}  ")
+        state = m.get("state") or {}
+        lit = [f"{lamp} {p}" for lamp, p in (m.get("lamps") or {}).items() if p != "off"]
+        extra = [str(s) for s in m.get("signals") or []]
+        extra += [f"{k} = {v}" for k, v in (m.get("counters") or {}).items()]
+        rows.append((str(name), str(state.get("name", "?")), str(state.get("code", "?")),
+                     format_age(state.get("for_s")), ", ".join(lit) or "all off",
+                     ", ".join(extra) or "-"))
+        if state.get("reason"):
+            reasons[len(rows) - 1] = str(state["reason"])
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    for n, row in enumerate(rows):
+        cells = [cell.ljust(w) if c != 2 else cell.rjust(w)
+                 for c, (cell, w) in enumerate(zip(row, widths, strict=False))]
+        lines.append(("  " + "  ".join(cells + [row[-1]])).rstrip())
+        if n in reasons:
+            lines.append(" " * (4 + widths[0]) + "- " + reasons[n])
     return lines
 
 

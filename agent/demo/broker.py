@@ -87,6 +87,9 @@ class LocalBroker:
         self.proc = None
 
 
+MAX_MACHINES = 64  # machine names counted at most (bounds what a stray publisher can add)
+
+
 class DemoSubscriber:
     """An independent consumer: counts events, dedups by seq, notes any out-of-order arrival."""
 
@@ -101,6 +104,7 @@ class DemoSubscriber:
         self.missing = 0  # seqs skipped (still queued, or dropped by the queue's limits)
         self._seen: set[int] = set()
         self.last_seq = 0
+        self.by_machine: dict[str, int] = {}  # events received per machine (a line's)
         self.connected = False
         self._seen_max = 0
         self._lock = threading.Lock()
@@ -150,5 +154,9 @@ class DemoSubscriber:
             elif self._seen_max and seq > self._seen_max + 1:
                 self.missing += seq - self._seen_max - 1
             self._seen_max = max(self._seen_max, seq)
+            machine = body.get("machine") if isinstance(body, dict) else None
+            if isinstance(machine, str) and (machine in self.by_machine
+                                             or len(self.by_machine) < MAX_MACHINES):
+                self.by_machine[machine] = self.by_machine.get(machine, 0) + 1
             self.received += 1
             self.last_seq = seq

@@ -1,11 +1,13 @@
-"""The demo: a simulated machine, the example rules, the stack light, the queue and a local broker.
+"""The demo: a line of simulated machines, the example rules, stack lights, the queue, a broker.
 
-Everything a newcomer needs to see in one terminal: the machine cycles through producing,
-microstop, fault and idle; the rules decide the state and light the tower; every event is
-queued on disk and forwarded to a mosquitto the demo starts; an outage (a key, or every so
-often) shows the queue filling and then draining in order to an independent subscriber.
-`--line`: one agent for a line of three machines (two presses and a capper, each its own
-simulated machine and stack light, the same example rules), shown side by side.
+Everything a newcomer needs to see in one terminal: one agent serves a line of three machines
+(two presses and a capper), each with its own simulated machine, its own copy of the example
+rules and its own stack light, shown side by side; each cycles through producing, microstop,
+fault and idle on its own clock. Every event is queued on disk and forwarded to a mosquitto
+the demo starts; an outage (a key, or every so often) shows the queue filling and then
+draining in order to an independent subscriber. The keys 1, 2, 3 choose the machine that the
+mode keys (f, p, m, i, a) drive and the detail panel shows. `--single`: one machine, as an
+agent without [machines.*] runs it.
 """
 
 from __future__ import annotations
@@ -86,21 +88,24 @@ buzzer = {{ virtual = true }}
 """
 
 LINE_AGENT = "demo-line-1"
-LINE_MACHINES = (  # name, seed, phase lengths: each machine on its own cycle
-    ("press-1", 1, 'producing = "12s", microstop = "3s", fault = "6s", idle = "5s"'),
-    ("press-2", 2, 'producing = "9s", microstop = "2s", fault = "8s", idle = "4s"'),
-    ("capper", 3, 'producing = "15s", microstop = "4s", fault = "5s", idle = "6s"'),
+LINE_MACHINES = (  # name, seed, phase lengths and part cycle: each machine on its own clock
+    ("press-1", 1, 'producing = "12s", microstop = "3s", fault = "6s", idle = "5s", '
+                   'cycle = "1500ms"'),
+    ("press-2", 2, 'producing = "9s", microstop = "2s", fault = "8s", idle = "4s", '
+                   'cycle = "1200ms"'),
+    ("capper", 3, 'producing = "15s", microstop = "4s", fault = "5s", idle = "6s", '
+                  'cycle = "900ms"'),
 )
 LINE_MACHINE = """
 [machines.{name}]
-rules = ["rules.d/machine.toml"]
+rules = ["rules.d/{name}.toml"]
 
 [machines.{name}.sources.{name}-sim]
 type = "sim"
 model = "machine"
 period = "50ms"
 seed = {seed}
-machine = {{ {phases}, cycle = "1500ms" }}
+machine = {{ {phases} }}
 
 [machines.{name}.tower.lamps]
 red = {{ virtual = true }}
@@ -170,7 +175,7 @@ class DemoOptions:
     use_broker: bool
     data_dir: Path | None  # None: a temp dir, removed at the end
     interactive: bool  # full-screen view and keys (stdout and stdin are terminals)
-    line: bool = False  # a line of three machines on one agent
+    line: bool = True  # a line of three machines on one agent; False: one machine
 
 
 def rules_source() -> Path:
@@ -195,12 +200,15 @@ class Demo:
         self.notes: list[str] = []
         self._quit: anyio.Event | None = None
         self.log_tail = LogTail()
+        self.selected = 0  # the line's machine the mode keys drive and the detail panel shows
 
     # -- set-up -------------------------------------------------------------------------------
     def prepare(self) -> Agent:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "rules.d").mkdir(exist_ok=True)
-        shutil.copy(rules_source(), self.workdir / "rules.d" / "machine.toml")
+        for name in ([name for name, _, _ in LINE_MACHINES] if self.options.line
+                     else ["machine"]):  # each machine its own rule file
+            shutil.copy(rules_source(), self.workdir / "rules.d" / f"{name}.toml")
         mqtt = ""
         if self.options.use_broker:
             binary = find_mosquitto()
@@ -290,15 +298,24 @@ class Demo:
         if self._quit is not None:
             self._quit.set()
 
+    @property
+    def machine_name(self) -> str | None:
+        """The line's machine the keys drive; None without a line."""
+        return LINE_MACHINES[self.selected][0] if self.options.line else None
+
     async def on_key(self, key: str) -> None:
         agent = self.agent
         if agent is None or agent.hardware is None:
             return
-        if key in KEY_MODES:
-            # with --line the keys drive the first machine
-            agent.hardware.sim(f"{LINE_MACHINES[0][0]}-sim" if self.options.line else None
-                               ).set_mode(KEY_MODES[key])
-            self.message = f"machine {'back on its automatic cycle' if key == 'a' else 'set to ' + KEY_MODES[key]}"
+        name = self.machine_name
+        if self.options.line and key.isdigit() and 1 <= int(key) <= len(LINE_MACHINES):
+            self.selected = int(key) - 1
+            self.message = (f"{self.machine_name} chosen: f p m i a drive it, the panel below "
+                            "shows it")
+        elif key in KEY_MODES:
+            agent.hardware.sim(f"{name}-sim" if name else None).set_mode(KEY_MODES[key])
+            what = "back on its automatic cycle" if key == "a" else "set to " + KEY_MODES[key]
+            self.message = f"{name or 'machine'} {what}"
         elif key == "o":
             await self.toggle_outage()
         elif key == "l":
@@ -345,14 +362,17 @@ class Demo:
         agent = self.agent
         assert agent is not None and agent.scan is not None and agent.journal is not None
         now = time.monotonic()
-        view = agent.scan.view
-        first = f"{LINE_MACHINES[0][0]}-sim" if self.options.line else None
-        sim = agent.hardware.sim(first) if agent.hardware is not None else None
+        name = self.machine_name  # the chosen machine of a line: the detail panel's
+        lane = agent.scan.machines[self.selected if name else 0]
+        view = lane.view
+        hw = agent.hardware
+        sim = hw.sim(f"{name}-sim" if name else None) if hw is not None else None
         phase, pinned = ("-", False)
         if sim is not None and sim.machine is not None:
             phase = sim.machine.phase_at(now)[0]
             pinned = sim.machine.mode is not None
-        stack = agent.hardware.stacklight if agent.hardware is not None else None
+        stack = (hw.towers.get(name) if name else hw.stacklight) if hw is not None else None
+        ruleset = agent.config.machines[self.selected].ruleset if name else agent.config.ruleset
         levels = stack.levels(now) if stack is not None else {}
         # what the lamps show, the lamp test included (the rules' command is paused meanwhile)
         patterns = ({lamp: p.value for lamp, p in stack.patterns().items()} if stack is not None
@@ -381,10 +401,12 @@ class Demo:
             diagnostics_url=(f"http://{agent.diagnostics.bound[0][0]}:"
                              f"{agent.diagnostics.bound[0][1]}/"
                              if agent.diagnostics is not None and agent.diagnostics.bound else ""),
-            rules_file=str(rules_source()), rules=describe_rules(agent.config.ruleset),
+            rules_file=(f"rules.d/{name}.toml, {name}'s own copy of the example" if name
+                        else str(rules_source())), rules=describe_rules(ruleset),
             message=self.message or (self.notes[0] if self.notes else ""),
             log_lines=list(self.log_tail.lines),
             machines=self._machines(now) if self.options.line else [],
+            selected=self.selected, machine=name or "",
         )
 
     def _machines(self, now: float) -> list[MachineFrame]:
@@ -436,6 +458,10 @@ class Demo:
                             f"({'in order' if sub.out_of_order == 0 else 'OUT OF ORDER'}, "
                             f"{sub.duplicates} re-sends removed by seq), {self.outages} outages")
             summary += f", {q.depth + q.pending} still queued"
+            if sub is not None and self.options.line:  # each machine's share, on its own line
+                summary = ("per machine: " + ", ".join(
+                    f"{m} {sub.by_machine.get(m, 0)} events" for m, _, _ in LINE_MACHINES)
+                    + " delivered\n" + summary)
         if self.subscriber is not None:
             self.subscriber.stop()
         if self.broker is not None:

@@ -73,7 +73,9 @@ class Frame:
     rules: Sequence[str] = field(default_factory=list)
     message: str = ""
     log_lines: Sequence[str] = field(default_factory=list)
-    machines: Sequence[MachineFrame] = field(default_factory=list)  # --line: every machine
+    machines: Sequence[MachineFrame] = field(default_factory=list)  # a line: every machine
+    selected: int = 0  # the line's machine the keys drive, shown in detail (an index)
+    machine: str = ""  # its name ("" without a line)
 
 
 def _rgb(rgb: tuple[int, int, int], *, bg: bool = False) -> str:
@@ -101,6 +103,11 @@ def _age(seconds: float) -> str:
 
 KEYS = ("[o] outage", "[f] fault", "[p] producing", "[m] microstop", "[i] idle", "[a] auto",
         "[l] lamp test", "[q] quit")
+
+
+def keys_for(machines: int) -> tuple[str, ...]:
+    """The keys: with a line, first the digits that choose the machine the others drive."""
+    return (f"[1-{machines}] machine", *KEYS) if machines else KEYS
 SHORT_PATTERN = {"on": "on", "blink_slow": "slow", "blink_fast": "fast", "off": ""}
 
 
@@ -116,11 +123,11 @@ def _lamp_chip(name: str, pattern: str, lit: bool) -> str:
     return f"{glyph} {name}" + (f" {BOLD}{short}{RESET}" if short else "")
 
 
-def _key_lines(width: int) -> list[str]:
+def _key_lines(width: int, keys: Sequence[str] = KEYS) -> list[str]:
     """The keys, wrapped to the terminal's width (never cut)."""
     lines, line = [], f"   {DIM}keys:{RESET}"
     used = len("   keys:")
-    for key in KEYS:
+    for key in keys:
         if used + 2 + len(key) >= width and used > len("   keys:"):
             lines.append(line)
             line, used = "        ", 8
@@ -138,9 +145,10 @@ def render_screen(f: Frame, width: int = 100, height: int = 200) -> str:
     head = [f"{BOLD} linelight demo · {what} '{f.agent_id}'{RESET}"
             f"{DIM}   running {f.elapsed:5.0f} s{RESET}"]
     if f.machines:  # one row per machine already: the same in a small terminal
-        one_line_tower = _line_rows(f.machines)
+        one_line_tower = _line_rows(f.machines, f.selected)
         tall_tower = [*one_line_tower,
-                      f"   {DIM}below: the first machine, {f.machines[0].name}{RESET}"]
+                      f"   {DIM}below: {f.machine or f.machines[0].name}, chosen with the keys "
+                      f"1-{len(f.machines)}{RESET}"]
     else:
         tall_tower = ["   ┌────┐   stack light",
                       *(_lamp_row(lamp, p, f.levels.get(lamp, False))
@@ -152,7 +160,8 @@ def render_screen(f: Frame, width: int = 100, height: int = 200) -> str:
     link = _link_lines(f)
     rules = [f"   {BOLD}rules{RESET} {DIM}{f.rules_file}{RESET}",
              *(f"   {line}" for line in f.rules)]
-    foot = [*_key_lines(width), *([f"   {BOLD}{f.message}{RESET}"] if f.message else []),
+    foot = [*_key_lines(width, keys_for(len(f.machines))),
+            *([f"   {BOLD}{f.message}{RESET}"] if f.message else []),
             *(f"   {DIM}log: {line}{RESET}" for line in f.log_lines)]
     budget = max(1, height - 1)
     out = [*head, "", *tall_tower, "", *machine, "", *link, "", *rules, "", *foot]
@@ -174,7 +183,8 @@ def _machine_lines(f: Frame) -> list[str]:
     mode = ("pinned by a key; [a] resumes the cycle" if f.pinned else
             "auto cycle: producing → microstop → producing → fault → idle")
     why = f"  {DIM}{f.reason}{RESET}" if f.reason else ""
-    return [f"   machine     {f.phase:<10} {DIM}({mode}){RESET}",
+    named = f"{BOLD}{f.machine}{RESET} " if f.machine else ""
+    return [f"   machine     {named}{f.phase:<10} {DIM}({mode}){RESET}",
             f"   state       {_rgb(state_rgb)}{BOLD}{f.state.upper():<10}{RESET} code {f.code:<6}"
             f" for {_age(f.state_for)}{why}",
             f"   signals     {', '.join(f.signals) or DIM + 'none' + RESET}",
@@ -206,16 +216,17 @@ def _link_lines(f: Frame) -> list[str]:
     return out
 
 
-def _line_rows(machines: Sequence[MachineFrame]) -> list[str]:
-    """Each machine on one row: its tower as a strip of lamps, its state, phase, counters."""
+def _line_rows(machines: Sequence[MachineFrame], selected: int = 0) -> list[str]:
+    """Each machine on one row (under 80 columns): its key, its tower as a strip of lamps, its
+    state and for how long, the simulated phase, counters; the chosen one marked ▶."""
     rows = []
-    for m in machines:
+    for i, m in enumerate(machines):
         strip = "".join(_lamp_cell(lamp, m.levels.get(lamp, False)) for lamp in m.lamps)
         rgb = STATE_RGB.get(m.state, (220, 220, 220))
-        counters = ", ".join(f"{k} = {v}" for k, v in m.counters.items())
-        rows.append(f"   {m.name:<9} {strip}  {_rgb(rgb)}{BOLD}{m.state.upper():<10}{RESET}"
-                    f" code {m.code:<6} for {_age(m.state_for):<8} {DIM}machine {m.phase:<9}"
-                    f" {counters}{RESET}")
+        counters = ", ".join(f"{k}={v}" for k, v in m.counters.items())
+        mark = f"{BOLD}▶{RESET}" if i == selected else " "
+        rows.append(f" {mark} {i + 1} {m.name:<8} {strip}  {_rgb(rgb)}{BOLD}{m.state.upper():<9}"
+                    f"{RESET} {_age(m.state_for):>7}  {DIM}sim {m.phase:<9} {counters}{RESET}")
     return rows
 
 
@@ -256,8 +267,9 @@ def render_line(f: Frame) -> str:
     link = {"connected": "up", "down": "DOWN", "none": "none"}.get(f.broker, f.broker)
     line = (f"t={f.elapsed:4.0f}s machine={f.phase:<9} state={f.state:<9} lamps=[{lit}] "
             f"{counters} queue={f.queue_depth} seq={f.seq_hwm} broker={link}")
-    if f.machines:
-        states = " ".join(f"{m.name}:{m.state}" for m in f.machines)
+    if f.machines:  # each machine with its lamps lit: `press-1:fault/red:blink_fast+buzzer:on`
+        states = " ".join(f"{m.name}:{m.state}/" + ("+".join(
+            f"{k}:{v}" for k, v in m.lamps.items() if v != "off") or "off") for m in f.machines)
         line = line.replace(f"machine={f.phase:<9} ", f"machines=[{states}] ", 1)
     if f.broker != "none":
         line += (f" received={f.received} in_order={'yes' if f.out_of_order == 0 else 'NO'}"

@@ -229,8 +229,9 @@ class _Store:
     def get_meta(self, key: str, default: object = None) -> object:
         return self.meta.get(key, default)
 
-    async def put_meta(self, key: str, value: object) -> None:
+    async def put_meta(self, key: str, value: object) -> bool:
         self.meta[key] = value
+        return True
 
 
 @pytest.mark.anyio
@@ -283,14 +284,20 @@ def test_metrics_label_each_machine() -> None:
 
     status = {"agent": "line-1", "machines": {
         "press-1": {"state": {"code": 10000}, "lamps": {"green": "on", "red": "off"},
-                    "counters": {"parts": 12}},
-        "press-2": {"state": {"code": 30000}, "lamps": {"amber": "blink_fast"}}}}
+                    "counters": {"parts": 12}, "rules": {"fingerprint": "aa11"},
+                    "tower": {"write_failures": 3}},
+        "press-2": {"state": {"code": 30000}, "lamps": {"amber": "blink_fast"},
+                    "rules": {"fingerprint": "bb22"}, "tower": None}}}
     text = Metrics(lambda: status).render().decode()
     assert 'linelight_state_code{machine="press-1"} 10000.0' in text
     assert 'linelight_state_code{machine="press-2"} 30000.0' in text
     assert 'linelight_lamp_lit{lamp="amber",machine="press-2"} 1.0' in text
     assert 'linelight_lamp_lit{lamp="red",machine="press-1"} 0.0' in text
     assert 'linelight_machine_count_total{counter="parts",machine="press-1"} 12.0' in text
+    assert 'linelight_machine_rules_info{machine="press-1",rules="aa11"} 1.0' in text
+    assert 'linelight_machine_rules_info{machine="press-2",rules="bb22"} 1.0' in text
+    assert 'linelight_tower_write_failures_total{machine="press-1"} 3.0' in text
+    assert 'linelight_tower_write_failures_total{machine="press-2"}' not in text  # no tower
 
 
 def test_check_lists_each_machine_with_its_rules(tmp_path: Path,
@@ -317,11 +324,12 @@ def test_status_shows_machines_side_by_side() -> None:
                                             "reason": "input running is stale"},
                    "lamps": {"amber": "blink_fast"}}}}
     lines = summary(status, "http://x").splitlines()
-    assert "machines   2" in lines
-    assert any(line.startswith("  press-1  state      producing (code 10000)") for line in lines)
-    assert any(line.startswith("  capper   state      unknown (code 30000)")
-               and line.endswith("- input running is stale") for line in lines), lines
-    assert "           lamps      amber blink_fast" in lines, lines
+    at = lines.index("machines   2")
+    assert lines[at + 1:at + 5] == [  # one row each, the columns aligned
+        "  machine  state       code  for    lamps             signals, counters",
+        "  press-1  producing  10000  3.0 s  green on          parts = 4",
+        "  capper   unknown    30000  1.0 s  amber blink_fast  -",
+        "           - input running is stale"], lines
 
 
 def test_the_line_example_is_three_machines_on_their_own_simulators() -> None:

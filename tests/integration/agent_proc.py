@@ -79,6 +79,31 @@ backoff = {{ initial = "200ms", max = "1s" }}
     return path
 
 
+def write_machines_config(directory: Path, names: tuple[str, ...], *,
+                          mqtt_port: int | None = None, rules: str | None = None,
+                          source: str = FAST_MACHINE, agent_id: str = "it-line") -> Path:
+    """An agent for several machines ([machines.NAME]): each its own copy of `rules` (the
+    example's by default) in rules/NAME.toml, its own source (`source`, written with
+    `[sources.machine]` headers, becomes `[machines.NAME.sources.NAME-sim]`) and its own
+    virtual tower."""
+    (directory / "rules").mkdir(parents=True, exist_ok=True)
+    rule_text = rules if rules is not None else EXAMPLE_RULES.read_text()
+    parts = [f'agent_id = "{agent_id}"\ndata_dir = "data"\n\n[scan]\nperiod = "20ms"\n\n'
+             f'[diagnostics]\nlisten = ["127.0.0.1:{free_port()}"]\n']
+    if mqtt_port is not None:
+        parts.append(f'\n[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nkeepalive = "5s"\n'
+                     'backoff = { initial = "200ms", max = "1s" }\n')
+    for name in names:
+        (directory / "rules" / f"{name}.toml").write_text(rule_text)
+        parts.append(f'\n[machines.{name}]\nrules = ["rules/{name}.toml"]\n\n'
+                     + source.replace("[sources.machine", f"[machines.{name}.sources.{name}-sim")
+                     + "\n" + VIRTUAL_TOWER.replace("[tower.lamps]",
+                                                     f"[machines.{name}.tower.lamps]"))
+    path = directory / "agent.toml"
+    path.write_text("".join(parts))
+    return path
+
+
 class AgentProcess:
     """`python -m agent run --config F` with stderr captured to a file."""
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,44 +112,86 @@ def test_plain_line_has_no_colours_and_names_everything() -> None:
     assert "queue=12" in line and "broker=up" in line and "received=38 in_order=yes" in line
 
 
-@pytest.mark.anyio
-async def test_keys_pin_the_machine_and_toggle_an_outage(tmp_path: Path) -> None:
+async def until(condition: Callable[[], bool]) -> None:
+    import anyio
+
+    with anyio.fail_after(60):
+        while not condition():  # noqa: ASYNC110 - polling the agent's own state
+            await anyio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_demo(tmp_path: Path, summary: list[str], **options: Any
+                       ) -> AsyncIterator[tuple[Any, Any]]:
+    """A demo without a terminal, run in this test's event loop: (demo, its agent) once the
+    agent is ready; quit at the end, its closing summary appended to `summary`."""
     import io
 
     import anyio
 
     from linelight.agent.demo import Demo, DemoOptions
 
-    demo = Demo(DemoOptions(seconds=None, outage_every=0, outage_length=60, use_broker=True,
-                            data_dir=tmp_path / "demo", interactive=False), io.StringIO())
-
-    async def until(condition: Callable[[], bool]) -> None:
-        with anyio.fail_after(60):
-            while not condition():  # noqa: ASYNC110 - polling the agent's own state
-                await anyio.sleep(0.05)
-
+    demo = Demo(DemoOptions(seconds=None, outage_every=0, outage_length=60,
+                            data_dir=tmp_path / "demo", interactive=False, **options),
+                io.StringIO())
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(demo.run)
             await until(lambda: demo.agent is not None and demo.agent.ready)
             agent = demo.agent
-            assert agent is not None and agent.scan is not None and demo.broker is not None
-            await demo.on_key("f")
-            await until(lambda: agent.scan.view.state == "fault")  # type: ignore[union-attr]
-            assert demo.frame().pinned and demo.frame().lamps["red"] == "blink_fast"
-            await until(lambda: agent.forwarder.link.connected)
-            await demo.on_key("o")
-            assert not demo.broker.running and "broker stopped" in demo.message
-            await until(lambda: not agent.forwarder.link.connected)
-            await demo.on_key("o")
-            assert demo.broker.running
-            await until(lambda: agent.forwarder.link.connected)
-            await demo.on_key("a")
-            assert not demo.frame().pinned
+            assert agent is not None and agent.scan is not None and agent.hardware is not None
+            yield demo, agent
             demo.quit()
     finally:
-        summary = await demo.close()
-    assert summary.startswith("demo over after") and "1 outages" in summary
+        summary.append(await demo.close())
+
+
+LINE = ("press-1", "press-2", "capper")
+
+
+@pytest.mark.anyio
+async def test_keys_choose_each_machine_of_the_line_and_drive_only_it(tmp_path: Path) -> None:
+    async with running_demo(tmp_path, [], use_broker=False) as (demo, agent):
+        lanes = {lane.label: lane for lane in agent.scan.machines}
+        assert tuple(lanes) == LINE
+        # each its own rule file
+        assert [m.rule_files.names[0].rsplit("/", 1)[-1] for m in agent.config.machines] \
+            == [f"{name}.toml" for name in LINE]
+        for key, name in (("3", "capper"), ("1", "press-1"), ("2", "press-2")):
+            await demo.on_key(key)
+            assert demo.machine_name == name and demo.message.startswith(f"{name} chosen")
+            await demo.on_key("f")
+            await until(lambda n=name: lanes[n].view.state == "fault")  # type: ignore[misc]
+            frame = demo.frame()
+            assert frame.machine == name and frame.pinned and frame.state == "fault"
+            assert frame.lamps["red"] == "blink_fast"  # the chosen machine's own tower
+            assert agent.hardware.towers[name].patterns()["red"].value == "blink_fast"
+            pinned = [m for m in LINE if agent.hardware.sim(f"{m}-sim").machine.mode is not None]
+            assert pinned == [name], pinned  # the keys drove only the chosen machine
+            screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", render_screen(frame, 80, 24))
+            assert f"▶ {key} {name}" in screen and f"machine     {name} fault" in screen
+            await demo.on_key("a")
+            assert agent.hardware.sim(f"{name}-sim").machine.mode is None
+
+
+@pytest.mark.anyio
+async def test_keys_pin_the_machine_and_toggle_an_outage(tmp_path: Path) -> None:
+    summary: list[str] = []
+    async with running_demo(tmp_path, summary, use_broker=True, line=False) as (demo, agent):
+        assert demo.broker is not None
+        await demo.on_key("f")
+        await until(lambda: agent.scan.view.state == "fault")
+        assert demo.frame().pinned and demo.frame().lamps["red"] == "blink_fast"
+        await until(lambda: agent.forwarder.link.connected)
+        await demo.on_key("o")
+        assert not demo.broker.running and "broker stopped" in demo.message
+        await until(lambda: not agent.forwarder.link.connected)
+        await demo.on_key("o")
+        assert demo.broker.running
+        await until(lambda: agent.forwarder.link.connected)
+        await demo.on_key("a")
+        assert not demo.frame().pinned
+    assert summary[0].startswith("demo over after") and "1 outages" in summary[0]
     assert mosquittos_under(tmp_path / "demo") == []
 
 
@@ -211,6 +255,16 @@ def test_demo_of_20_seconds_without_a_terminal_tells_the_whole_story(tmp_path: P
     story = STORY.search(lines[-1])
     assert story is not None, lines[-1]
     assert story.group(1) == story.group(2), lines[-1]
+    # every machine of the line on every line, each with its own states, its events delivered
+    for name in LINE:
+        states = [re.search(rf"[\[ ]{name}:(\w+)/", t) for t in ticks]
+        assert all(states), (name, ticks)
+        assert len({m.group(1) for m in states if m}) >= 2, f"{name} never changed state"
+    shares = re.fullmatch(r"per machine: press-1 (\d+) events, press-2 (\d+) events, capper "
+                          r"(\d+) events delivered", lines[-2])
+    assert shares is not None, lines[-2]
+    assert all(int(n) > 0 for n in shares.groups())
+    assert sum(int(n) for n in shares.groups()) <= int(story.group(2))
 
 
 def test_demo_of_20_seconds_in_an_80x24_terminal_fits_and_ends_well(tmp_path: Path) -> None:
@@ -248,6 +302,8 @@ def test_demo_of_20_seconds_in_an_80x24_terminal_fits_and_ends_well(tmp_path: Pa
         assert len(rows) <= 23, frame  # never scrolls a 24-line terminal
         assert all(len(row.rstrip("\r")) < 80 for row in rows), frame
         assert "[q] quit" in frame and "queue" in frame and "broker" in frame
+        assert "[1-3] machine" in frame and "▶ 1 press-1" in frame  # the first chosen
+        assert all(f"{i} {name}" in frame for i, name in enumerate(LINE, 1)), frame
     assert any("down" in f and "broker stopped" in f for f in plain), "no outage shown"
     assert any("(or press o)" in f for f in plain)  # a terminal has the key
     summary = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).strip().splitlines()[-1]

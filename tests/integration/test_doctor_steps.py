@@ -16,7 +16,7 @@ from linelight.agent.cli.doctor import Report, check_clock
 from linelight.agent.clock import kernel_clock_synchronized
 from tests.fixtures.mosquitto import Mosquitto, TestPki, free_port
 from tests.hw.modbus_server import ModbusTestServer
-from tests.integration.agent_proc import write_config
+from tests.integration.agent_proc import VIRTUAL_TOWER, AgentProcess, write_config
 from tests.integration.test_tools import linelight
 
 # -- TLS --------------------------------------------------------------------------------------
@@ -109,6 +109,92 @@ def test_doctor_fails_on_a_modbus_device_that_refuses_and_names_its_address(
     assert (f"[FAIL] source io (Modbus TCP): 127.0.0.1:{port}: Connection refused"
             in out), out
     assert "is the device powered and on this network?" in out, out
+
+
+# -- several machines -------------------------------------------------------------------------
+
+
+def two_machines(directory: Path, plc_port: int) -> Path:
+    """press-1 on its own simulator, press-2 on its own Modbus device (at `plc_port`)."""
+    (directory / "rules").mkdir(parents=True)
+    (directory / "rules" / "press.toml").write_text(RULES)
+    def tower(name: str) -> str:
+        return VIRTUAL_TOWER.replace("[tower.lamps]", f"[machines.{name}.tower.lamps]")
+
+    path = directory / "agent.toml"
+    path.write_text(f"""\
+agent_id = "doctor-line"
+data_dir = "data"
+
+[diagnostics]
+listen = ["127.0.0.1:{free_port()}"]
+
+[machines.press-1]
+rules = ["rules/press.toml"]
+
+[machines.press-1.sources.press-1-sim]
+type = "sim"
+period = "50ms"
+
+[machines.press-1.sources.press-1-sim.inputs]
+running = {{ wave = "constant", type = "bool", value = true }}
+
+{tower("press-1")}
+[machines.press-2]
+rules = ["rules/press.toml"]
+
+[machines.press-2.sources.press-2-plc]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {plc_port}
+timeout = "200ms"
+
+[machines.press-2.sources.press-2-plc.inputs]
+running = {{ discrete_input = 0 }}
+
+{tower("press-2")}""")
+    return path
+
+
+def test_doctor_status_and_metrics_show_each_machine_its_device_and_its_state_now(
+        tmp_path: Path) -> None:
+    port = free_port()  # press-2's device: nothing listens
+    config = two_machines(tmp_path / "line", port)
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: s["machines"]["press-1"]["state"]["name"] == "producing"
+                          and s["machines"]["press-2"]["state"]["name"] == "unknown",
+                          what="press-1 producing, press-2 unknown")
+        doctor = linelight("doctor", "--config", str(config)).stdout
+        status = linelight("status", "--config", str(config)).stdout
+        code, body = agent.http("GET", "/metrics")
+        assert code == 200, body
+        metrics = body.decode()
+    rules = tmp_path / "line" / "rules" / "press.toml"
+    for name, inputs in (("press-1", "own source press-1-sim"),
+                         ("press-2", "own source press-2-plc")):
+        assert (f"[ok  ] machine {name}: 1 input, 1 state, 0 signals, 0 counters from {rules}; "
+                f"inputs from {inputs}; tower of 5 lamps") in doctor, doctor
+    assert (f"[FAIL] machine press-2 source press-2-plc (Modbus TCP): 127.0.0.1:{port}: "
+            "Connection refused") in doctor, doctor
+    assert "[ok  ] machine press-1 now: producing (code 10000) for " in doctor, doctor
+    assert "; lamps green on" in doctor, doctor
+    assert "[WARN] machine press-2 now: unknown (code " in doctor, doctor
+    lines = status.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("  machine  state"))
+    assert lines[header - 1] == "machines   2", status
+    assert lines[header + 1].split()[:3] == ["press-1", "producing", "10000"], status
+    assert lines[header + 2].split()[:2] == ["press-2", "unknown"], status
+    assert "green on" in lines[header + 1] and "all off" not in lines[header + 1], status
+    assert lines[header + 3].startswith("           - "), status  # why press-2 is unknown
+    # /metrics: every per-machine series carries the machine
+    assert 'linelight_state_code{machine="press-1"} 10000.0' in metrics, metrics
+    assert 'linelight_state_code{machine="press-2"} 30000.0' in metrics, metrics
+    assert 'linelight_lamp_lit{lamp="green",machine="press-1"} 1.0' in metrics, metrics
+    assert 'linelight_lamp_lit{lamp="green",machine="press-2"} 0.0' in metrics, metrics
+    assert all(f'linelight_tower_write_failures_total{{machine="{m}"}} 0.0' in metrics
+               and f'linelight_machine_rules_info{{machine="{m}",rules="' in metrics
+               for m in ("press-1", "press-2")), metrics
 
 
 # -- clock ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ The screenshots in docs/operations.md are written here, with a day of synthetic 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,13 @@ import pytest
 from tests.fixtures import chromium
 from tests.fixtures.history import write_day
 from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import ROOT, VIRTUAL_TOWER, AgentProcess, write_config
+from tests.integration.agent_proc import (
+    ROOT,
+    VIRTUAL_TOWER,
+    AgentProcess,
+    write_config,
+    write_machines_config,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium.missing() is not None,
@@ -62,6 +69,13 @@ show = { blue = "blink_slow" }
 code = 30000
 show = { amber = "blink_fast" }
 """
+# the single machine's start permit, so the page shows an [[output]] too
+PERMIT = """
+[[output]]
+name = "may_start"
+when = "state == 'producing'"
+"""
+OUTPUTS = "\n[outputs.wiring]\nmay_start = { virtual = true }\n"
 
 SOURCES = """\
 [sources.line]
@@ -87,8 +101,8 @@ def agent(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[AgentProcess]:
     """A running agent whose history already holds a synthetic day up to a minute ago."""
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
-    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port, rules=RULES,
-                          sources=SOURCES, tower=VIRTUAL_TOWER, agent_id="press-07",
+    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port, rules=RULES + PERMIT,
+                          sources=SOURCES, tower=VIRTUAL_TOWER + OUTPUTS, agent_id="press-07",
                           extra=f'token_file = "{token}"')
     (config.parent / "data").mkdir()
     write_day(config.parent / "data" / "history.db", int(time.time() * 1000) - 60_000)
@@ -126,11 +140,13 @@ def test_page_shows_the_state_and_follows_a_change_live_with_a_new_band(
         lamps = driver.find_element("id", "lamptext").text
         assert "green on" in lamps and "blue blinking slowly" in lamps and "red off" in lamps
         assert driver.find_elements("css selector", "#tower .lamp.blink_slow")
+        wait_for(driver, "document.getElementById('outputs').textContent === 'may_start output on'",
+                 "the start permit on")
         driver.execute_script("window.notReloaded = true;")
         changed_ms = time.time() * 1000
 
         rules = agent.config.parent / "rules.d" / "machine.toml"
-        rules.write_text(RULES.replace('when = "level > 5"', 'when = "level > 0"'))
+        rules.write_text((RULES + PERMIT).replace('when = "level > 5"', 'when = "level > 0"'))
 
         wait_for(driver, "document.getElementById('state-name').textContent === 'fault'",
                  "the state fault")
@@ -143,6 +159,8 @@ def test_page_shows_the_state_and_follows_a_change_live_with_a_new_band(
         assert last_two[1][1] >= changed_ms - 1000  # the band starts at the change the test made
         assert "red blinking fast" in driver.find_element("id", "lamptext").text
         assert driver.find_elements("css selector", "#tower .lamp.blink_fast")
+        wait_for(driver, "document.getElementById('outputs').textContent === 'may_start output off'",
+                 "the start permit off in the fault")
         # the history catches up: the reload and the fault are listed with their times
         wait_for(driver, "document.querySelector('#events [data-kind=reload]') && "
                          "[...document.querySelectorAll('#events [data-kind=state]')]"
@@ -262,4 +280,88 @@ def test_a_broker_outage_shows_its_error_once_and_on_the_timeline(
         mosquitto.start()
         wait_for(driver, "document.getElementById('link').textContent.includes('connected for')",
                  "the link back")
+        assert chromium.console_errors(driver) == []
+
+
+LINE = ("press-1", "press-2")
+
+
+# each machine's own simulator: the single agent's `line` source
+LINE_SOURCE = SOURCES[:SOURCES.index("[sources.plc]")].replace("[sources.line", "[sources.machine")
+
+
+@pytest.fixture
+def line_agent(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[AgentProcess]:
+    """Two machines producing, with a synthetic day of both in the history."""
+    config = write_machines_config(tmp_path / "line", LINE, mqtt_port=mosquitto.port,
+                                   rules=RULES, source=LINE_SOURCE, agent_id="line-07")
+    (config.parent / "data").mkdir()
+    write_day(config.parent / "data" / "history.db", int(time.time() * 1000) - 60_000,
+              machines=LINE)
+    with AgentProcess(config) as proc:
+        proc.start()
+        proc.wait_status(lambda s: all(s["machines"][m]["state"]["name"] == "producing"
+                                       for m in LINE), what="both machines producing")
+        yield proc
+        assert proc.stop() == 0
+
+
+CARD_STATES = ("Object.fromEntries([...document.querySelectorAll('#machines [data-machine]')]"
+               ".map(c => [c.dataset.machine, c.querySelector('.state').dataset.state]))")
+ROW_LAST = ("Object.fromEntries(window.linelightPage.view().rows.map(r => [r.machine, "
+            "r.bands.length ? [r.bands[r.bands.length - 1].name, "
+            "r.bands[r.bands.length - 1].start] : null]))")
+
+
+def test_several_machines_side_by_side_each_with_its_own_band_row(
+        line_agent: AgentProcess) -> None:
+    rules = line_agent.config.parent / "rules"
+    with chromium.browser() as driver:
+        open_page(driver, line_agent)
+        assert wait_for(driver, CARD_STATES, "the machines' cards") == {
+            "press-1": "producing", "press-2": "producing"}
+        assert not driver.find_element("id", "single").is_displayed()
+        card = driver.find_element("css selector", "#machines [data-machine=press-2]")
+        assert "green on" in card.text and "level_present" in card.text
+        assert card.find_elements("css selector", ".tower .lamp.blink_slow")
+        assert driver.find_element("id", "timeline").get_attribute("data-rows") == "2"
+        level = driver.find_elements("css selector", "#inputs tr[data-input='press-2/level'] td")
+        assert [c.text for c in level][2::2] == ["good", "press-2-sim"]  # its own source
+
+        changed_ms = time.time() * 1000  # press-1 faults; then press-2 goes idle
+        (rules / "press-1.toml").write_text(RULES.replace('when = "level > 5"',
+                                                          'when = "level > 0"'))
+        wait_for(driver, f"(s => s['press-1'] === 'fault' && s['press-2'] === 'producing')"
+                         f"({CARD_STATES})", "press-1 fault, press-2 still producing")
+        (rules / "press-2.toml").write_text(RULES.replace("priority = 30", "priority = 60")
+                                            .replace('when = "level <= 0"', 'when = "level > 0"'))
+        wait_for(driver, f"(s => s['press-1'] === 'fault' && s['press-2'] === 'idle')"
+                         f"({CARD_STATES})", "press-2 idle")
+        last = wait_for(driver, f"(r => r['press-2'] && r['press-2'][0] === 'idle' && r)"
+                                f"({ROW_LAST})", "press-2's idle band")
+        assert set(last) == set(LINE) and last["press-1"][0] == "fault"
+        assert all(start >= changed_ms - 1000 for _, start in last.values()), last
+        card = driver.find_element("css selector", "#machines [data-machine=press-1]")
+        assert "red blinking fast" in card.text and "buzzer on" in card.text
+        # the history records whose state each change is (written once a second)
+        wait_for(driver, "(e => e.includes('press-1: fault') && e.includes('press-2: idle'))"
+                         "(document.getElementById('events').textContent)",
+                 "both machines' changes in the list of what happened")
+        wanted, recorded = {("fault", "press-1"), ("idle", "press-2")}, set()
+        deadline = time.monotonic() + 30
+        while not recorded >= wanted and time.monotonic() < deadline:
+            time.sleep(0.3)
+            code, body = line_agent.http("GET", "/history?hours=0.1")
+            assert code == 200, body
+            recorded = {(s[1], s[3]) for s in json.loads(body)["states"]}
+        assert recorded >= wanted, recorded
+        summary = driver.find_element("id", "summary").text
+        assert "press-1" in summary and "press-2" in summary
+        assert chromium.horizontal_overflow(driver) == 0
+        chromium.screenshot(driver, DOCS / "diagnostics-machines.png")
+        assert chromium.console_errors(driver) == []
+    with chromium.browser(chromium.PHONE, mobile=True) as driver:
+        open_page(driver, line_agent)
+        wait_for(driver, f"Object.keys({CARD_STATES}).length === 2", "the machines' cards")
+        assert chromium.horizontal_overflow(driver) == 0
         assert chromium.console_errors(driver) == []

@@ -65,3 +65,14 @@ async def test_status_reads_a_credentials_directory_token(tmp_path: Path) -> Non
         code, out, err = await status_cli("--url", f"127.0.0.1:{port}", "--config", str(config),
                                           "--credentials-dir", str(creds))
     assert "agent press-7" in out, err
+
+
+def test_the_summary_lists_the_outputs_and_says_which_cannot_be_written() -> None:
+    from linelight.agent.cli.status import summary
+
+    status = {"state": {"name": "stopped", "code": 40000, "for_s": 2}, "lamps": {},
+              "outputs": {"may_start": True, "horn": False},
+              "output_lines": {"outputs": {"may_start": {"failing": False},
+                                           "horn": {"failing": True}}}}
+    assert "outputs    may_start on, horn off (CANNOT WRITE)" in summary(
+        status, "http://x").splitlines()
