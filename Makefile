@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients openssl lintian debootstrap dpkg-dev fakeroot systemd binutils-aarch64-linux-gnu chromium chromium-driver
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv demo test lint typecheck unit bench bench-quick deb clean
+.PHONY: setup apt venv demo test lint typecheck unit bench bench-quick deb clean proto
 
 setup: apt venv
 
@@ -33,6 +33,12 @@ venv: $(BIN)/python
 # The demo: a line of three simulated machines, the example rules, stack lights, the queue, a broker.
 demo: setup
 	$(BIN)/linelight demo
+
+# agent/mqtt/sparkplug_b_pb2.py from our Sparkplug B schema (committed; regenerate after
+# editing the .proto: tests/agent/mqtt/test_sparkplug_proto.py fails until you do)
+PROTOC := $(BIN)/python -m grpc_tools.protoc
+proto:
+	$(PROTOC) -Iagent/mqtt --python_out=agent/mqtt agent/mqtt/sparkplug_b.proto
 
 lint:
 	$(BIN)/ruff check agent rules hw tests bench harness packaging

@@ -241,6 +241,7 @@ def load_config(path: str | Path) -> AgentConfig:
         for draft in drafts:
             machine = _load_machine(draft, base, sources, names, problems, warnings)
             machines += [machine] if machine is not None else []
+    mqtt = _sparkplug_devices(mqtt, machines)
     problems.raise_if_any()
     first = machines[0]
 
@@ -419,6 +420,16 @@ def resolve_machine(machine: MachineConfig, shared: tuple[SourceSpec, ...], name
                      f"[sources.*]: {', '.join(sorted(delivered)) or 'none'}; or wire it in "
                      "the machine's 'inputs')")
     return replace(machine, inputs=resolved)
+
+
+def _sparkplug_devices(mqtt: MqttSettings | None, machines: list[MachineConfig]
+                       ) -> MqttSettings | None:
+    """In the Sparkplug mode each named machine is the device of its name (machine names are
+    letters, digits, '-' and '_': valid Sparkplug ids as they are)."""
+    if mqtt is None or mqtt.sparkplug is None:
+        return mqtt
+    names = tuple(m.name for m in machines if m.named)
+    return replace(mqtt, sparkplug=replace(mqtt.sparkplug, devices=names))
 
 
 def _check_umh_machines(mqtt: MqttSettings | None, drafts: list[_MachineDraft], root: Table,

@@ -102,7 +102,11 @@ host = "127.0.0.1"
 port = {port}
 inflight = {inflight}
 backoff = {{ initial = "200ms", max = "500ms" }}
-"""
+{dialect}"""
+# `--topic-mode sparkplug`: every run's agent is a Sparkplug B edge node (set by main)
+DIALECTS = {"linelight": "", "sparkplug": 'topic_mode = "sparkplug"\n'
+                                          'sparkplug = { group_id = "bench" }\n'}
+dialect = {"mode": "linelight"}
 
 # The agent's own default window, read from its settings so the benchmark cannot drift from it.
 DEFAULT_INFLIGHT = MqttSettings().inflight
@@ -135,7 +139,8 @@ def write_setup(directory: Path, period: str, broker_port: int | None,
     inputs up to TOTAL_INPUTS, N > 1: N machines (see the module docstring)."""
     (directory / "rules.d").mkdir(parents=True, exist_ok=True)
     (directory / "rules.d" / "bench.toml").write_text(RULES)
-    mqtt = MQTT.format(port=broker_port, inflight=inflight) if broker_port else ""
+    mqtt = (MQTT.format(port=broker_port, inflight=inflight,
+                        dialect=DIALECTS[dialect["mode"]]) if broker_port else "")
     path = directory / "agent.toml"
     diag = free_port()
     text = CONFIG.format(period=period, diag=diag, mqtt=mqtt)
@@ -634,6 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated machine counts, one run each with "
                              f"{TOTAL_INPUTS} inputs in total (e.g. 1,4,16); default: the "
                              "one-input agent")
+    parser.add_argument("--topic-mode", choices=sorted(DIALECTS), default="linelight",
+                        help="the agent's [mqtt] topic_mode in every run (default linelight)")
     parser.add_argument("--in-process", action="store_true",
                         help="the forwarder in the agent's event loop (as before agent/uplink) "
                              "instead of its own process")
@@ -645,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
+    dialect["mode"] = args.topic_mode
     if args.latch:
         latch_main(args)
         return
@@ -684,6 +692,7 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     figures: dict[str, Any] = {"machines": machines, "scan_period_ms": period_s * 1000,
                                "inflight": args.inflight,
                                "forwarder": "in-process" if args.in_process else "process",
+                               "topic_mode": args.topic_mode,
                                "inflight_is_default": args.inflight == DEFAULT_INFLIGHT}
     for name in CONDITIONS:
         cmd = [c * 1000 for c, _ in lat[name]]

@@ -18,6 +18,9 @@ Measured in one run, against one local mosquitto on a free loopback port:
   instead of link.py's fast one (the public-API alternative to that override);
 - codecs side by side: the headline window's replay with JSON (the default) and with msgpack,
   events/s and payload bytes per event of the same events;
+- Sparkplug B (`topic_mode = "sparkplug"`): the headline window's replay as an edge node
+  (QoS 0 DDATA packing up to `sparkplug.PACK` events, a QoS 1 receipt barrier acking the rows),
+  and once more with one event per DDATA, next to the native dialect of the same round;
 - broker start to first delivery: the forwarder waits with the default backoff while the
   broker is down (2 s), then the broker starts; time until the first row is PUBACKed and
   deleted.
@@ -47,7 +50,8 @@ from paho.mqtt.properties import Properties
 from harness.mosquitto import Mosquitto
 from linelight.agent.journal import Event, Journal, Record
 from linelight.agent.mqtt import link as link_module
-from linelight.agent.mqtt.config import MqttSettings
+from linelight.agent.mqtt import sparkplug as sparkplug_module
+from linelight.agent.mqtt.config import MqttSettings, SparkplugSettings
 from linelight.agent.mqtt.forwarder import Forwarder
 from linelight.agent.mqtt.link import PackedProperties, _Client
 from linelight.agent.mqtt.wire import CODECS, Message, Wire
@@ -85,20 +89,30 @@ class _StockPubackClient(_Client):
 
 
 async def _replay(workdir: Path, broker: Mosquitto, count: int, inflight: int,
-                  stock_puback: bool = False, codec: str = CODECS[0]) -> dict[str, float]:
+                  stock_puback: bool = False, codec: str = CODECS[0],
+                  sparkplug_pack: int = 0) -> dict[str, float]:
+    """One replay; `sparkplug_pack` > 0: as a Sparkplug edge node packing that many events
+    per DDATA at most."""
     if stock_puback:
         # bench only: the forwarder builds its client from this module name
         link_module._Client = _StockPubackClient  # type: ignore[misc]
+    pack = sparkplug_module.PACK
+    if sparkplug_pack:
+        sparkplug_module.PACK = sparkplug_pack  # bench only: read at each batch
     try:
-        return await _replay_once(workdir, broker, count, inflight, codec)
+        return await _replay_once(workdir, broker, count, inflight, codec, bool(sparkplug_pack))
     finally:
         link_module._Client = _Client  # type: ignore[misc]
+        sparkplug_module.PACK = pack
 
 
 async def _replay_once(workdir: Path, broker: Mosquitto, count: int, inflight: int,
-                       codec: str = CODECS[0]) -> dict[str, float]:
-    journal = Journal.open(str(workdir / f"journal-{inflight}-{codec}.db"))
-    settings = MqttSettings(host=broker.host, port=broker.port, inflight=inflight, codec=codec)
+                       codec: str = CODECS[0], sparkplug: bool = False) -> dict[str, float]:
+    mode = "sparkplug" if sparkplug else "linelight"
+    journal = Journal.open(str(workdir / f"journal-{inflight}-{codec}-{mode}.db"))
+    settings = MqttSettings(host=broker.host, port=broker.port, inflight=inflight, codec=codec,
+                            topic_mode=mode, sparkplug=SparkplugSettings(group_id="bench")
+                            if sparkplug else None)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(journal.run)
@@ -233,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             headline = args.inflight[0]
             # The default codec's runs are the headline window's; the others run beside them.
             codec_runs: dict[str, list[dict[str, float]]] = {c: [] for c in CODECS}
+            sparkplug_runs: dict[int, list[dict[str, float]]] = {
+                sparkplug_module.PACK: [], 1: []}
             for _ in range(rounds):  # interleaved, so machine noise hits both sides
                 bare.append(_bare_paho(broker, messages, args.window, user_properties=False))
                 for w in args.inflight:
@@ -244,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 for codec in CODECS[1:]:
                     codec_runs[codec].append(anyio.run(_replay, workdir, broker, count,
                                                        headline, False, codec))
+                for pack in sparkplug_runs:
+                    sparkplug_runs[pack].append(anyio.run(_replay, workdir, broker, count,
+                                                          headline, False, CODECS[0], pack))
                 tuned_runs.append(_bare_paho(broker, messages, args.window,
                                              user_properties=True, tuned=True))
             bare_props.append(_bare_paho(broker, messages, args.window, user_properties=True))
@@ -283,6 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     figures["ratio_msgpack_vs_json_bytes"] = round(
         figures["codec_msgpack_bytes_per_event"] / figures["codec_json_bytes_per_event"], 3)
     figures["replay_events_per_s"] = figures[f"replay_inflight_{headline}_events_per_s"]
+    for pack, runs in sparkplug_runs.items():
+        best = max(runs, key=lambda r: r["rate"])
+        name = "packed" if pack > 1 else "single"
+        rows.append((f"forwarder replay, Sparkplug B, {pack} event(s)/DDATA",
+                     f"{best['rate']:,.0f} ev/s",
+                     f"{best['rate'] / figures['replay_events_per_s']:.0%} of native, "
+                     f"cpu {best['cpu']:.0%}"))
+        figures[f"sparkplug_{name}_events_per_s"] = round(best["rate"])
+        figures[f"ratio_sparkplug_{name}_vs_native"] = round(
+            best["rate"] / figures["replay_events_per_s"], 3)
+    figures["sparkplug_pack"] = sparkplug_module.PACK
     figures["ratio_replay_vs_bare_paho"] = figures[f"ratio_inflight_{headline}"]
     figures["ratio_replay_vs_bare_paho_user_props"] = round(
         figures["replay_events_per_s"] / max(bare_props), 3)

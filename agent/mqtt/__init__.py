@@ -21,10 +21,12 @@ if TYPE_CHECKING:
         MQTT_KEYS,
         PROTOCOLS,
         MqttSettings,
+        SparkplugSettings,
         TlsSettings,
         read_mqtt,
         read_password,
         resolve_password_file,
+        sparkplug_id_problem,
     )
     from linelight.agent.mqtt.errors import TransportError
     from linelight.agent.mqtt.forwarder import Forwarder, LinkStatus
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 _HOME = {
     "MQTT_KEYS": "config", "PROTOCOLS": "config", "MqttSettings": "config", "TlsSettings": "config",
+    "SparkplugSettings": "config", "sparkplug_id_problem": "config",
     "read_mqtt": "config", "read_password": "config", "resolve_password_file": "config",
     "Forwarder": "forwarder", "LinkStatus": "forwarder",
     "LinkError": "link", "MqttLink": "link",
@@ -53,8 +56,8 @@ _HOME = {
 
 __all__ = [
     "CODECS", "MQTT_KEYS", "PROTOCOLS", "TOPIC_MODES", "UMH_LEVELS", "Forwarder", "LinkError", "LinkStatus",
-    "Message", "MqttLink", "MqttSettings", "RateLimit", "TlsSettings", "TransportError", "UmhPath", "Wire",
-    "pack_user_properties", "read_mqtt", "read_password", "resolve_password_file", "topic_part",
+    "Message", "MqttLink", "MqttSettings", "RateLimit", "SparkplugSettings", "TlsSettings", "TransportError", "UmhPath", "Wire",
+    "pack_user_properties", "read_mqtt", "read_password", "resolve_password_file", "sparkplug_id_problem", "topic_part",
 ]
 
 

@@ -39,6 +39,18 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SparkplugSettings:
+    """`[mqtt.sparkplug]`: the Sparkplug B edge node this agent is (topic_mode = sparkplug)."""
+
+    group_id: str
+    edge_node_id: str | None = None  # None: the agent id
+    device_id: str | None = None  # the unnamed single machine's device; None: the agent id
+    primary_host_id: str | None = None  # births only while this host's STATE says online
+    # the named machines ([machines.NAME]), each a device; filled in by the agent's config
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MqttSettings:
     """Everything the forwarder needs to reach the broker and lay out messages."""
 
@@ -59,6 +71,7 @@ class MqttSettings:
     codec: str = CODECS[0]
     topic_mode: str = "linelight"
     umh: UmhPath | None = None
+    sparkplug: SparkplugSettings | None = None
     inflight: int = 4096  # bench/replay.py: smaller windows idle the link during journal commits
     msgs_per_s: float = 0.0  # replay rate limits, 0 = off
     bytes_per_s: float = 0.0
@@ -94,6 +107,15 @@ UMH_KEYS = Keys("ISA-95 path for topic_mode = umh or umh-core", (*(
     Key("data_contract", "string", "UMH Core data contract, starts with '_'",
         DEFAULT_DATA_CONTRACT),
 ))
+SPARKPLUG_KEYS = Keys("Sparkplug B edge node for topic_mode = sparkplug", (
+    Key("group_id", "string", "the Sparkplug group (first topic level after spBv1.0)",
+        REQUIRED),
+    Key("edge_node_id", "string", "this edge node's id", None, default_text="the agent_id"),
+    Key("device_id", "string", "the device of a config without [machines.*] (with them, "
+        "each machine is the device of its name)", None, default_text="the agent_id"),
+    Key("primary_host_id", "string", "send births only while this host application's STATE "
+        "says online", None),
+))
 REPLAY_KEYS = Keys("replay rate limits (0: off)", (
     Key("msgs_per_s", "number", "replayed messages per second", _D.msgs_per_s, minimum=0.0),
     Key("bytes_per_s", "size", "replayed bytes per second", int(_D.bytes_per_s)),
@@ -120,6 +142,8 @@ MQTT_KEYS = Keys("the MQTT broker; leave out to only queue", (
     Key("topic_prefix", "string", "topic prefix; {agent} is the agent_id", _D.topic_prefix),
     Key("codec", "choice", "payload encoding", _D.codec, choices=CODECS),
     Key("topic_mode", "choice", "topic layout", _D.topic_mode, choices=TOPIC_MODES),
+    Key("dialect", "choice", "another name for topic_mode", None,
+        default_text="topic_mode", choices=TOPIC_MODES),
     Key("inflight", "integer", "messages sent and not yet acknowledged at most", _D.inflight,
         minimum=1, maximum=65000),
     Key("historical_after", "duration", "older events are sent with historical = true",
@@ -128,6 +152,7 @@ MQTT_KEYS = Keys("the MQTT broker; leave out to only queue", (
         "most (0 to 20s)", _D.flush_on_stop),
     Key("tls", "table", TLS_KEYS.text, None, keys=TLS_KEYS),
     Key("umh", "table", UMH_KEYS.text, None, keys=UMH_KEYS),
+    Key("sparkplug", "table", SPARKPLUG_KEYS.text, None, keys=SPARKPLUG_KEYS),
     Key("replay", "table", REPLAY_KEYS.text, None, keys=REPLAY_KEYS),
     Key("backoff", "table", BACKOFF_KEYS.text, None, keys=BACKOFF_KEYS),
 ))
@@ -203,7 +228,14 @@ def read_mqtt(table: Table) -> MqttSettings:
                                       f"without '+' or '#'")
     codec = table.choice("codec", CODECS, d.codec)
     mode = table.choice("topic_mode", TOPIC_MODES, d.topic_mode)
+    dialect = table.choice("dialect", TOPIC_MODES, None)
+    if dialect is not None and table.has("topic_mode") and dialect != mode:
+        table.problem("dialect", f"'dialect' \"{dialect}\" and 'topic_mode' \"{mode}\" say two "
+                                 f"things; they are one setting, keep one")
+    elif dialect is not None:
+        mode = dialect
     umh = _read_umh(table, mode=mode)
+    sparkplug = _read_sparkplug(table, mode=mode)
     inflight = table.integer("inflight", d.inflight, minimum=1)
     if isinstance(inflight, int) and inflight > 65000:
         table.problem("inflight", "'inflight' must be at most 65000 (MQTT packet ids)")
@@ -232,6 +264,7 @@ def read_mqtt(table: Table) -> MqttSettings:
         codec=codec or d.codec,
         topic_mode=mode or d.topic_mode,
         umh=umh,
+        sparkplug=sparkplug,
         inflight=inflight if isinstance(inflight, int) else d.inflight,
         msgs_per_s=msgs,
         bytes_per_s=bytes_,
@@ -320,6 +353,45 @@ def _read_umh(table: Table, *, mode: str | None) -> UmhPath | None:
         return None
     return UmhPath(**parts, data_contract=contract if isinstance(contract, str)
                    else DEFAULT_DATA_CONTRACT)
+
+
+def sparkplug_id_problem(what: str, value: str) -> str | None:
+    """Why `value` cannot be a Sparkplug group, edge node or device id, or None.
+
+    Sparkplug 3.0 section 4.1.1 (tck-id-topic-structure-namespace-valid-group-id,
+    -valid-edge-node-id, -valid-device-id): UTF-8 without the MQTT reserved '+', '/' and '#'.
+    NUL is refused too (MQTT forbids it in topic names).
+    """
+    if not value:
+        return f"'{what}' cannot be empty"
+    bad = sorted({c for c in value if c in "+/#\x00"})
+    if bad:
+        shown = " ".join("NUL" if c == "\x00" else f"'{c}'" for c in bad)
+        return (f"'{what}' '{value}' cannot be a Sparkplug id: it contains {shown} "
+                f"(Sparkplug ids are one topic level without '+', '/' or '#')")
+    return None
+
+
+def _read_sparkplug(table: Table, *, mode: str | None) -> SparkplugSettings | None:
+    sub = table.table("sparkplug", required=mode == "sparkplug")
+    if sub is None:
+        return None
+    SPARKPLUG_KEYS.bind(sub)
+    ids: dict[str, str | None] = {}
+    for key in SPARKPLUG_KEYS.names:
+        value = sub.string(key) if key == "group_id" else sub.string(key, None)
+        ids[key] = value if isinstance(value, str) else None
+        if isinstance(value, str):
+            problem = sparkplug_id_problem(key, value)
+            if problem is not None:
+                sub.problem(key, problem)
+                ids[key] = None
+    sub.finish()
+    group = ids.pop("group_id")
+    if group is None:
+        return None
+    return SparkplugSettings(group_id=group, edge_node_id=ids["edge_node_id"],
+                             device_id=ids["device_id"], primary_host_id=ids["primary_host_id"])
 
 
 def _read_replay(table: Table) -> tuple[float, float]:

@@ -14,11 +14,12 @@ Layout on the wire: `wire`; settings: `config`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -29,6 +30,9 @@ from linelight.agent.mqtt.errors import TransportError
 from linelight.agent.mqtt.link import LinkError, MqttLink, TakeoverWatch, takeover_sentence
 from linelight.agent.mqtt.ratelimit import RateLimit
 from linelight.agent.mqtt.wire import EncodeError, Message, Wire
+
+if TYPE_CHECKING:
+    from linelight.agent.mqtt.sparkplug import SparkplugNode
 from linelight.hw.backoff import Backoff
 from linelight.rules.errors import ConfigError
 
@@ -37,6 +41,9 @@ __all__ = ["Forwarder", "LinkStatus", "MqttSettings", "read_mqtt"]
 log = logging.getLogger(__name__)
 
 STOP_BUDGET_S = 3.0  # a planned stop waits this long at most for the broker
+# Sparkplug: QoS 0 events published since the last receipt barrier, at most
+BARRIER_EVERY = 512
+FIGURES_S = 5.0  # Sparkplug: how often linelight's own figures are looked at (NDATA on change)
 YIELD_EVERY = 64  # publishes between two yields to the writer (bench/replay.py)
 
 
@@ -47,6 +54,8 @@ class JournalLike(Protocol):
     async def ack(self, seqs: Sequence[int]) -> Any: ...
     async def dead_letter(self, seq: int, reason: str) -> Any: ...
     async def wait_new(self, after_seq: int) -> Any: ...
+    def get_meta(self, key: str, default: Any = None) -> Any: ...
+    async def put_meta(self, key: str, value: Any) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -89,6 +98,15 @@ class _Session:
         self.pending: dict[int, int] = {}  # mid -> seq, waiting for PUBACK
         self.control: set[int] = set()  # mids of live/status messages
         self.waiters: dict[int, anyio.Event] = {}  # control mids someone waits on
+        # Sparkplug: seqs sent at QoS 0 since the last barrier; barrier mid -> the seqs it covers
+        self.unconfirmed: list[int] = []
+        self.barriers: dict[int, list[int]] = {}
+
+    @property
+    def uncounted(self) -> int:
+        """Rows published on this connection whose receipt is not known."""
+        return (len(self.pending) + len(self.unconfirmed)
+                + sum(len(seqs) for seqs in self.barriers.values()))
 
 
 class Forwarder:
@@ -134,6 +152,20 @@ class Forwarder:
         self._last_logged_error: str | None = None
         self._takeover = TakeoverWatch()
         self._stopped = False
+        self.sparkplug: SparkplugNode | None = None
+        self._born = anyio.Event()  # Sparkplug: births sent on this connection
+        self._host_offline = anyio.Event()  # the primary host went offline: leave
+        self._host_ts = -1  # the newest primary host STATE timestamp accepted
+        self._births_ns = 0  # Sparkplug: when this connection's first births went out
+        self._replaying = False  # Sparkplug: the event lane is sending historical rows
+        self._barrier_refused = False
+        if settings.topic_mode == "sparkplug":
+            from linelight.agent.mqtt.sparkplug import SparkplugNode
+
+            if settings.sparkplug is None:
+                raise ValueError("topic mode 'sparkplug' needs [mqtt.sparkplug] group_id")
+            self.sparkplug = SparkplugNode(settings.sparkplug, agent_id=agent_id)
+            self._barrier_topic = f"{self.wire.prefix}/sparkplug/received"
 
     # -- public ------------------------------------------------------------------------------
     def publish_live(self, key: str, value: Any, machine: str | None = None) -> None:
@@ -231,9 +263,26 @@ class Forwarder:
 
     async def _connect(self) -> MqttLink:
         password = read_password(self.settings)
+        sp = self.sparkplug
+        if sp is None:
+            link = MqttLink(self._link_settings, client_id=self.client_id, password=password,
+                            will=self.wire.offline(), on_puback=self._on_puback)
+            await link.connect()
+            return link
+        from linelight.agent.mqtt.sparkplug import META_BD_SEQ, next_bd_seq
+
+        # Each connection's will is an NDEATH with the next bdSeq; it is stored once the
+        # broker accepted the connection, so a restart goes on from it (255 -> 0).
+        sp.start_connection(next_bd_seq(self.journal.get_meta(META_BD_SEQ)))
         link = MqttLink(self._link_settings, client_id=self.client_id, password=password,
-                        will=self.wire.offline(), on_puback=self._on_puback)
+                        will=sp.will(), on_puback=self._on_puback, will_retain=False,
+                        will_json=False, on_message=self._on_command)
         await link.connect()
+        try:
+            await self.journal.put_meta(META_BD_SEQ, sp.bd_seq)
+        except BaseException:
+            link.close()
+            raise
         return link
 
     async def _serve(self, mqtt_link: MqttLink) -> None:
@@ -251,8 +300,26 @@ class Forwarder:
         log.log(logging.DEBUG if self._takeover.reported else logging.INFO,
                 "connected to MQTT broker %s as %s (MQTT %s)", self.settings.broker,
                 self.client_id, self._link_settings.protocol)
-        self._publish_control(self.wire.online(boot=self.boot, version=self.version,
-                                               ts_ns=time.time_ns()))
+        self._births_ns = 0
+        self._replaying = False
+        if self.sparkplug is not None:
+            self._born = anyio.Event()
+            self._host_offline = anyio.Event()
+            topics = list(self.sparkplug.command_topics)
+            host = self.settings.sparkplug.primary_host_id if self.settings.sparkplug else None
+            if host is not None:
+                # births wait for the host's online STATE, retained by the broker
+                # (tck-id-message-flow-edge-node-birth-publish-phid-wait)
+                topics += [f"spBv1.0/STATE/{host}", f"STATE/{host}"]
+            mqtt_link.subscribe(topics)
+            figures = self._figures()
+            if figures is not None:
+                self.sparkplug.figures(*figures)  # not born yet: remembered for the births
+            if host is None:
+                self._births(mqtt_link)
+        else:
+            self._publish_control(self.wire.online(boot=self.boot, version=self.version,
+                                                   ts_ns=time.time_ns()))
         for key in self._live:
             self._live_dirty[key] = None
         self._live_wake.set()
@@ -260,6 +327,9 @@ class Forwarder:
             tg.start_soon(mqtt_link.serve)
             tg.start_soon(self._live_lane, mqtt_link)
             tg.start_soon(self._event_lane, mqtt_link)
+            if self.sparkplug is not None:
+                tg.start_soon(self._leave_when_host_offline, mqtt_link)
+                tg.start_soon(self._sparkplug_figures, mqtt_link)
             await mqtt_link.wait_closed()
             tg.cancel_scope.cancel()
 
@@ -270,8 +340,10 @@ class Forwarder:
         self.link.connected_since = None
         if session is not None:
             # Unacknowledged messages stay in the journal; the next link re-sends them.
-            self.link.in_flight -= len(session.pending)
+            self.link.in_flight -= session.uncounted
             session.pending.clear()
+            session.unconfirmed.clear()
+            session.barriers.clear()
         self._space.set()
 
     # -- event lane --------------------------------------------------------------------------
@@ -293,6 +365,8 @@ class Forwarder:
     async def _publish_batch(self, mqtt_link: MqttLink, session: _Session,
                              records: Sequence[Any], historical_ns: int) -> bool:
         """Publish `records` in order; False as soon as the link is gone."""
+        if self.sparkplug is not None:
+            return await self._publish_sparkplug(mqtt_link, session, records, historical_ns)
         now_ns = time.time_ns()
         for record in records:
             while self.link.in_flight >= self._window:
@@ -323,6 +397,191 @@ class Forwarder:
                 # take PUBACKs) while the rest of the batch is encoded.
                 await anyio.lowlevel.checkpoint()
         return True
+
+    # -- Sparkplug ---------------------------------------------------------------------------
+    async def _publish_sparkplug(self, mqtt_link: MqttLink, session: _Session,
+                                 records: Sequence[Any], historical_ns: int) -> bool:
+        """Sparkplug DATA (QoS 0, several events per message), then a receipt barrier: one
+        QoS 1 message whose PUBACK says the broker has read everything before it on this
+        connection, which acknowledges those rows (docs/wire-format.md, "No loss at QoS 0")."""
+        from linelight.agent.mqtt.sparkplug import PACK
+
+        sp = self.sparkplug
+        assert sp is not None
+        # no DATA before the births (tck-id-payloads-ndata-order, -ddata-order)
+        await self._born.wait()
+        for start in range(0, len(records), PACK):
+            chunk = records[start:start + PACK]
+            now_ns = time.time_ns()
+            while self.link.in_flight >= self._window:
+                if not self._barrier(mqtt_link, session):
+                    return False
+                self._space = anyio.Event()
+                await self._space.wait()
+            if not mqtt_link.connected:
+                return False
+            # Historical: it waited in the journal, for this connection's births (a backlog,
+            # a re-send, a restart) or for longer than historical_after.
+            flags = [r.enq_ns < self._births_ns or now_ns - r.enq_ns > historical_ns
+                     for r in chunk]
+            self._replaying = any(flags)
+            chunk, flags = self._encodable(chunk, flags)
+            # Each message takes its Sparkplug seq when it is made: made and published with
+            # no wait between, so the live lane and a rebirth (which publish between two
+            # awaits here) never put a later seq on the wire first.
+            for out in sp.data(chunk, flags):
+                if not mqtt_link.connected or not self._born.is_set():
+                    return False
+                try:
+                    mqtt_link.publish(out.message, qos=0)
+                except TransportError:
+                    return False
+                if out.seqs:
+                    session.unconfirmed.extend(out.seqs)
+                    self.link.in_flight += len(out.seqs)
+                    self.link.published += len(out.seqs)
+                if self._rate.active:
+                    await self._rate_wait(len(out.message.payload) + len(out.message.topic))
+            if len(session.unconfirmed) >= BARRIER_EVERY and not self._barrier(mqtt_link,
+                                                                               session):
+                return False
+            await anyio.lowlevel.checkpoint()
+        return self._barrier(mqtt_link, session)
+
+    def _encodable(self, chunk: Sequence[Any], flags: list[bool]
+                   ) -> tuple[list[Any], list[bool]]:
+        """The rows of `chunk` Sparkplug can carry; the others go to the dead letters (never
+        retried: they would stop every row behind them)."""
+        assert self.sparkplug is not None
+        rows, kept = [], []
+        for record, flag in zip(chunk, flags, strict=True):
+            try:
+                self.sparkplug.metrics_of(record)
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                self._dead.append((record.seq, f"event seq {record.seq} ({record.kind}/"
+                                               f"{record.name}) cannot be encoded: {exc}"))
+                self.link.in_flight += 1  # the acker counts it out with the dead letters
+                self._wake_acker()
+                continue
+            rows.append(record)
+            kept.append(flag)
+        return rows, kept
+
+    def _barrier(self, mqtt_link: MqttLink, session: _Session) -> bool:
+        """The receipt barrier after the QoS 0 rows sent since the last one; False if the
+        link is gone."""
+        if not session.unconfirmed:
+            return True
+        if not mqtt_link.connected:
+            return False
+        through = session.unconfirmed[-1]
+        try:
+            mid = mqtt_link.publish(Message(self._barrier_topic, str(through).encode()), qos=1)
+        except TransportError:
+            return False
+        session.barriers[mid] = session.unconfirmed
+        session.unconfirmed = []
+        return True
+
+    def _births(self, mqtt_link: MqttLink) -> None:
+        """NBIRTH and every DBIRTH, QoS 0 (tck-id-payloads-nbirth-qos, -dbirth-qos)."""
+        assert self.sparkplug is not None
+        for out in self.sparkplug.births():
+            try:
+                mqtt_link.publish(out.message, qos=0)
+            except TransportError:
+                return
+        self._births_ns = self._births_ns or time.time_ns()
+        self._born.set()
+
+    def _on_state(self, topic: str, payload: bytes) -> None:
+        """The primary host's STATE: 3.0 JSON `{"online": bool, "timestamp": ms}` on
+        spBv1.0/STATE/{host}, or the pre-3.0 plain `ONLINE`/`OFFLINE` on STATE/{host}.
+        Online: births (once per connection). Offline while born: NDEATH and leave; the
+        journal keeps everything until the host is back."""
+        mqtt_link = self._mqtt
+        online: bool | None = None
+        if topic.startswith("spBv1.0/"):
+            try:
+                state = json.loads(payload[:1024]) if len(payload) <= 1024 else None
+            except ValueError:
+                state = None
+            if isinstance(state, dict) and type(state.get("online")) is bool \
+                    and type(state.get("timestamp")) is int:
+                if state["timestamp"] < self._host_ts:
+                    log.debug("Sparkplug STATE on %s older than the last one: ignored",
+                              _printable(topic))
+                    return  # tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp
+                self._host_ts = state["timestamp"]
+                online = state["online"]
+        elif payload.strip() in (b"ONLINE", b"OFFLINE"):
+            online = payload.strip() == b"ONLINE"
+        if online is None:
+            log.warning("Sparkplug STATE on %s ignored: %d bytes that are neither 3.0 JSON "
+                        "{\"online\", \"timestamp\"} nor ONLINE/OFFLINE", _printable(topic),
+                        len(payload))
+            return
+        if mqtt_link is None or not mqtt_link.connected:
+            return
+        if online and not self._born.is_set():
+            log.info("Sparkplug primary host %s is online: births", _printable(topic))
+            self._births(mqtt_link)
+        elif not online and self._born.is_set():
+            self._host_offline.set()
+
+    async def _leave_when_host_offline(self, mqtt_link: MqttLink) -> None:
+        """tck-id-message-flow-edge-node-birth-publish-phid-offline: NDEATH, DISCONNECT."""
+        await self._host_offline.wait()
+        session = self._session
+        log.warning("Sparkplug primary host of %s went offline: NDEATH sent and the link "
+                    "closed; the journal keeps the events until the host is back",
+                    self.settings.broker)
+        if session is not None:
+            self._deaths(mqtt_link, session)
+        await mqtt_link.disconnect(with_will=True)
+
+    def _on_command(self, topic: str, payload: bytes) -> None:
+        """An NCMD or DCMD: `Node Control/Rebirth` = true births again (same bdSeq); any
+        other write is refused and logged; a payload that is not Sparkplug B is ignored."""
+        from google.protobuf.message import DecodeError
+
+        from linelight.agent.mqtt.sparkplug import REBIRTH, decode
+
+        sp, mqtt_link = self.sparkplug, self._mqtt
+        if sp is None:
+            return
+        if topic not in (sp.command_topics[0],) and not topic.startswith(
+                sp.command_topics[1][:-1]):
+            self._on_state(topic, payload)  # the only other subscription
+            return
+        shown = _printable(topic)
+        try:
+            command = decode(payload)
+        except (DecodeError, ValueError) as exc:
+            log.warning("Sparkplug command on %s ignored: %d bytes that are not a Sparkplug B "
+                        "payload (%s)", shown, len(payload), _printable(str(exc)))
+            return
+        names = sp.alias_names()
+        rebirth = False
+        refused: list[str] = []
+        node_command = topic == sp.command_topics[0]
+        for metric in command.metrics:
+            name = metric.name if metric.HasField("name") else \
+                names.get(metric.alias, (None, f"alias {metric.alias}"))[1]
+            if node_command and name == REBIRTH:
+                rebirth = rebirth or (metric.WhichOneof("value") == "boolean_value"
+                                      and metric.boolean_value)
+            else:
+                refused.append(_printable(name))
+        if refused:
+            log.warning("Sparkplug command on %s refused: it writes %s; linelight's lamps and "
+                        "data come from its rules and inputs, not from the network", shown,
+                        ", ".join(refused[:10]) + (f" and {len(refused) - 10} more"
+                                                   if len(refused) > 10 else ""))
+        if rebirth and mqtt_link is not None and mqtt_link.connected and self._born.is_set():
+            log.info("Sparkplug rebirth asked on %s: NBIRTH and DBIRTHs again (bdSeq %d)",
+                     shown, sp.bd_seq)
+            self._births(mqtt_link)
 
     async def _read_ahead(self, send: Any) -> None:
         cursor = 0
@@ -355,6 +614,17 @@ class Forwarder:
             if reason >= 0x80:
                 log.warning("broker %s refused a live/status message: %s",
                             self.settings.broker, text)
+            return
+        covered = session.barriers.pop(mid, None)
+        if covered is not None:
+            if reason >= 0x80 and not self._barrier_refused:
+                self._barrier_refused = True
+                log.warning("broker %s refused the receipt barrier on %s (%s); its PUBACK still "
+                            "proves the events before it arrived; allow this topic to the "
+                            "agent in the broker's ACL", self.settings.broker,
+                            self._barrier_topic, text)
+            self._acks.extend(covered)
+            self._wake_acker()
             return
         seq = session.pending.pop(mid, None)
         if seq is None:
@@ -405,6 +675,9 @@ class Forwarder:
         return mid
 
     async def _live_lane(self, mqtt_link: MqttLink) -> None:
+        if self.sparkplug is not None:
+            await self._sparkplug_live(mqtt_link)
+            return
         while mqtt_link.connected:
             await self._live_wake.wait()
             self._live_wake = anyio.Event()
@@ -424,22 +697,99 @@ class Forwarder:
         mqtt_link, session = self._mqtt, self._session
         if mqtt_link is None or session is None or not mqtt_link.connected:
             return
+        # Sparkplug before its births (the primary host offline): nothing may be sent
+        unborn = self.sparkplug is not None and not self._born.is_set()
         with anyio.CancelScope(shield=True):
-            sent = await self._flush(mqtt_link, flush_through)
-            if not sent:
+            sent = False if unborn else await self._flush(mqtt_link, flush_through)
+            if not sent and unborn:
+                log.warning("stopping with events still queued: the Sparkplug primary host "
+                            "is offline; they are sent at the next start")
+            elif not sent:
                 log.warning("stopping with events still queued: the broker %s did not "
                             "acknowledge them within flush_on_stop (%gs); they are sent at "
                             "the next start", self.settings.broker,
                             self.settings.flush_on_stop)
             with anyio.move_on_after(STOP_BUDGET_S):
-                mid = self._publish_control(self.wire.offline())
+                mid = (self._publish_control(self.wire.offline()) if self.sparkplug is None
+                       else None if unborn else self._deaths(mqtt_link, session))
                 if mid is not None:
                     acked = session.waiters[mid] = anyio.Event()
                     with anyio.move_on_after(STOP_BUDGET_S / 2):
                         await acked.wait()
-                await mqtt_link.disconnect()
+                # Sparkplug over MQTT 5: reason 0x04, the broker sends the NDEATH will too
+                # (tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt50)
+                await mqtt_link.disconnect(with_will=self.sparkplug is not None and not unborn)
         mqtt_link.close("stopped")
         self.link.connected = False
+
+    def _figures(self) -> tuple[int, float, int] | None:
+        """(queue depth, oldest age in s, dropped) from the journal, if it tells them."""
+        stats = getattr(self.journal, "stats", None)
+        if stats is None:
+            return None
+        s = stats()
+        if s is None:
+            return None
+        age = max(0.0, (time.time_ns() - s.oldest_enq_ns) / 1e9) if s.depth and \
+            s.oldest_enq_ns else 0.0
+        return int(s.depth), age, int(s.dropped)
+
+    async def _sparkplug_figures(self, mqtt_link: MqttLink) -> None:
+        """linelight's queue depth, oldest age and dropped count as node metrics: the births
+        carry the latest (they are updated before them), NDATA every FIGURES_S on change."""
+        sp = self.sparkplug
+        assert sp is not None
+        if self._figures() is None:
+            return
+        while mqtt_link.connected:
+            await anyio.sleep(FIGURES_S)
+            figures = self._figures()
+            if figures is None or not self._born.is_set():
+                continue
+            for out in sp.figures(*figures):
+                try:
+                    mqtt_link.publish(out.message, qos=0)
+                except TransportError:
+                    return
+
+    async def _sparkplug_live(self, mqtt_link: MqttLink) -> None:
+        """The live lane as DDATA of current values (not historical): every value once right
+        after the births (the backlog behind them is historical), then each change while
+        the event lane replays historical rows; otherwise the events carry the changes live."""
+        sp = self.sparkplug
+        assert sp is not None
+        await self._born.wait()
+        every = True
+        while mqtt_link.connected:
+            if not every:
+                await self._live_wake.wait()
+            self._live_wake = anyio.Event()
+            dirty = list(self._live) if every else list(self._live_dirty)
+            self._live_dirty = {}
+            if (every or self._replaying) and self._born.is_set():
+                for machine, key in dirty:
+                    value, ts_ns = self._live[(machine, key)]
+                    for out in sp.live(key, value, ts_ns, machine):
+                        try:
+                            mqtt_link.publish(out.message, qos=0)
+                        except TransportError:
+                            return
+                        self.link.live_published += 1
+            every = False
+
+    def _deaths(self, mqtt_link: MqttLink, session: _Session) -> int | None:
+        """Sparkplug clean stop: DDEATHs (QoS 0), then the NDEATH (QoS 1: its packet id)."""
+        assert self.sparkplug is not None
+        self._born = anyio.Event()  # no DATA after the deaths
+        mid = None
+        for out in self.sparkplug.deaths():
+            try:
+                mid = mqtt_link.publish(out.message, qos=1 if out.verb == "NDEATH" else 0)
+            except TransportError:
+                return None
+        if mid is not None:
+            session.control.add(mid)
+        return mid
 
     async def _flush(self, mqtt_link: MqttLink, through: int | None) -> bool:
         """Wait until every row up to seq `through` (every row, if None) is acknowledged and
@@ -454,3 +804,8 @@ class Forwarder:
                 with anyio.move_on_after(0.5):
                     await acked.wait()
         return False
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Text from the network, safe for a log line: control characters escaped, bounded."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")

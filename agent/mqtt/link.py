@@ -49,8 +49,11 @@ Properties: Any = _Properties  # paho's Properties has no type hints
 
 # (mid, reason code, reason text); reason >= 0x80 is a refusal (MQTT 5 only).
 PubackHandler = Callable[[int, int, str], None]
+# (topic, payload) of a message the broker delivers to a subscription of this link
+MessageHandler = Callable[[str, bytes], None]
 
 UNSUPPORTED_PROTOCOL = 0x84  # CONNACK reason "Unsupported Protocol Version"
+DISCONNECT_WITH_WILL = 0x04  # DISCONNECT reason: the broker publishes the will all the same
 SESSION_TAKEN_OVER = 0x8E  # DISCONNECT reason: another client connected with our client id
 # A broker that does not send DISCONNECT 0x8E (mosquitto 2.0.11 closes the old connection
 # silently): this many links in a row, each accepted and then closed by the broker within
@@ -301,7 +304,8 @@ class MqttLink:
     """
 
     def __init__(self, settings: MqttSettings, *, client_id: str, password: str | None,
-                 will: Message | None, on_puback: PubackHandler) -> None:
+                 will: Message | None, on_puback: PubackHandler, will_retain: bool = True,
+                 will_json: bool = True, on_message: MessageHandler | None = None) -> None:
         self.settings = settings
         self.broker = settings.broker
         self.client_id = client_id
@@ -326,11 +330,16 @@ class MqttLink:
             if settings.tls.insecure_skip_hostname:
                 c.tls_insecure_set(True)
         if will is not None:
-            c.will_set(will.topic, will.payload, qos=1, retain=True,
-                       properties=_will_properties() if self._v5 else None)
+            c.will_set(will.topic, will.payload, qos=1, retain=will_retain,
+                       properties=_will_properties() if self._v5 and will_json else None)
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_publish = self._handle_publish
+        self._on_message = on_message
+        if on_message is not None:
+            c.on_message = self._handle_message
+        self._disconnecting = False  # our DISCONNECT is on its way: the close is ours
+        self._qos0: set[int] = set()  # QoS 0 packet ids: paho reports them written, not acked
         self._sock: Any = None
         self._fd = -1
         self._connack: anyio.Event = anyio.Event()
@@ -364,6 +373,9 @@ class MqttLink:
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                            reason: ReasonCode, properties: Any) -> None:
         if self.lost is None:
+            if self._disconnecting:
+                self._mark_lost("disconnected by us")
+                return
             if self._client.protocol_error is not None:
                 self._mark_lost(f"protocol error: the broker sent a "
                                 f"{self._client.protocol_error}; connection dropped")
@@ -383,8 +395,16 @@ class MqttLink:
                 self.closed_by_broker = True
                 self._mark_lost("connection closed by the broker (no DISCONNECT reason)")
 
+    def _handle_message(self, client: mqtt.Client, userdata: Any,
+                        msg: mqtt.MQTTMessage) -> None:
+        assert self._on_message is not None
+        self._on_message(msg.topic, bytes(msg.payload))
+
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                         reason: ReasonCode, properties: Any) -> None:
+        if mid in self._qos0:
+            self._qos0.discard(mid)  # written to the socket; no PUBACK will come
+            return
         self._unacked -= 1
         self._acked_at = time.monotonic()
         code = reason.value if isinstance(reason, ReasonCode) else 0
@@ -462,20 +482,32 @@ class MqttLink:
         if self._sock is not None and self._client.socket() is None:
             self._mark_lost("connection closed by the broker")
 
-    def publish(self, msg: Message, *, retain: bool = False) -> int:
-        """Queue one QoS 1 message; returns its packet id. Raises TransportError if closed."""
+    def publish(self, msg: Message, *, retain: bool = False, qos: int = 1) -> int:
+        """Queue one message (QoS 1, or 0: no PUBACK comes back); returns its packet id.
+        Raises TransportError if closed."""
         props: Any = None
         if self._v5 and (msg.properties or msg.user_properties):
             props = PackedProperties(msg.properties or pack_user_properties(msg.user_properties))
-        info = self._client.publish(msg.topic, msg.payload, qos=1, retain=retain,
+        info = self._client.publish(msg.topic, msg.payload, qos=qos, retain=retain,
                                     properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._mark_lost(f"publish failed: {mqtt.error_string(info.rc)}")
             raise TransportError(f"MQTT link to {self.broker} lost: {self.lost}")
+        if qos == 0:
+            self._qos0.add(int(info.mid))
+            return int(info.mid)
         if self._unacked == 0:
             self._acked_at = time.monotonic()  # the PUBACK clock starts with the first one due
         self._unacked += 1
         return int(info.mid)
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Subscribe (QoS 0) to `topics`; messages come to `on_message`. Raises
+        TransportError if closed."""
+        rc, _ = self._client.subscribe([(topic, 0) for topic in topics])
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            self._mark_lost(f"subscribe failed: {mqtt.error_string(rc)}")
+            raise TransportError(f"MQTT link to {self.broker} lost: {self.lost}")
 
     async def serve(self) -> None:
         """Drive the open link until it is lost; `lost` then says why."""
@@ -498,14 +530,20 @@ class MqttLink:
         if self._client.socket() is not None:
             self._client._sock_close()  # noqa: SLF001 no public close without DISCONNECT
 
-    async def disconnect(self) -> None:
-        """A clean DISCONNECT (the broker drops the will), then close.
+    async def disconnect(self, *, with_will: bool = False) -> None:
+        """A clean DISCONNECT (the broker drops the will; with MQTT 5 and `with_will`,
+        reason 0x04 "Disconnect with Will Message": the broker publishes it), then close.
 
         `serve()` must be running: its writer sends the packet, after which paho closes the
         socket and `wait_closed` returns. Bounded by `connect_timeout`.
         """
         if self.connected:
-            self._client.disconnect()
+            self._disconnecting = True
+            if with_will and self._v5:
+                self._client.disconnect(reasoncode=ReasonCode(
+                    PacketTypes.DISCONNECT, identifier=DISCONNECT_WITH_WILL))
+            else:
+                self._client.disconnect()
             with anyio.move_on_after(self.settings.connect_timeout):
                 await self._closed.wait()
         self.close("disconnected by us")

@@ -23,7 +23,7 @@ import msgpack
 CODECS = ("json", "msgpack")  # the first is the default
 # MQTT 5 Content Type per codec; msgpack has no IANA type, `application/msgpack` is the usual one.
 CONTENT_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
-TOPIC_MODES = ("linelight", "umh", "umh-core")
+TOPIC_MODES = ("linelight", "umh", "umh-core", "sparkplug")
 UMH_MODES = frozenset({"umh", "umh-core"})  # both take their location from [mqtt.umh]
 UMH_LEVELS = ("enterprise", "site", "area", "line", "workcell")
 DEFAULT_DATA_CONTRACT = "_raw"  # UMH Core: raw device data, no contract enforced

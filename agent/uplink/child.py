@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
+import msgpack
 
-from linelight.agent.journal import Record, connect_readonly, read_records
+from linelight.agent.journal import JournalStats, Record, connect_readonly, read_records
 from linelight.agent.mqtt import Forwarder, MqttSettings, TransportError
 from linelight.agent.uplink.channel import Channel, FdReceiver, FdSender
 
@@ -79,6 +80,7 @@ class JournalReader:
         self._empty_through = 0  # nothing left at or below this seq
         self._ids = itertools.count(1)
         self._calls: dict[int, tuple[anyio.Event, list[Any]]] = {}
+        self._stats: JournalStats | None = None  # the agent's last word on the journal
 
     # -- from the agent ----------------------------------------------------------------------
     def announce(self, newest: int) -> None:
@@ -86,6 +88,13 @@ class JournalReader:
             self.newest = newest
             self._newest_changed.set()
             self._newest_changed = anyio.Event()
+
+    def figures(self, depth: int, oldest_enq_ns: int | None, dropped: int) -> None:
+        self._stats = JournalStats(depth=depth, oldest_enq_ns=oldest_enq_ns, dropped=dropped)
+
+    def stats(self) -> JournalStats | None:
+        """What the agent last said of its journal (depth, oldest, dropped), or None."""
+        return self._stats
 
     def answer(self, call_id: int, result: Any) -> None:
         waiter = self._calls.pop(call_id, None)
@@ -155,6 +164,29 @@ class JournalReader:
     async def dead_letter(self, seq: int, reason: str) -> bool:
         return bool(await self._call("dead", int(seq), str(reason)))
 
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The value the agent last stored under `key` in the journal's meta, or `default`
+        (read from the file: a few microseconds, once per connection)."""
+        try:
+            conn = connect_readonly(self.path, immutable=False)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise TransportError(f"the forwarder cannot read the journal {self.path}: "
+                                 f"{exc}") from None
+        if row is None:
+            return default
+        try:
+            return msgpack.unpackb(row[0], raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return default
+
+    async def put_meta(self, key: str, value: Any) -> None:
+        """Stored by the agent's writer (this process never writes the journal)."""
+        await self._call("meta", str(key), value)
+
     async def wait_new(self, after_seq: int) -> None:
         while self.newest <= max(after_seq, self._empty_through):
             await self._newest_changed.wait()
@@ -180,6 +212,8 @@ async def serve(channel: Channel, logs: ChannelLogHandler | None = None) -> None
                     reader.announce(int(message[1]))
                 elif what == "re":
                     reader.answer(int(message[1]), message[2])
+                elif what == "figures":
+                    reader.figures(int(message[1]), message[2], int(message[3]))
                 elif what == "live":
                     forwarder.publish_live(str(message[1]), message[2], message[3])
                 elif what == "stop":

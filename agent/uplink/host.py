@@ -27,6 +27,7 @@ from linelight.agent.uplink.child import ChildSpec
 
 log = logging.getLogger(__name__)
 
+FIGURES_HAND_S = 2.5  # half of the forwarder's FIGURES_S (not imported: it would load paho here)
 STOP_MARGIN_S = 4.0  # beyond flush_on_stop: the offline message and DISCONNECT (3 s in Forwarder)
 _CHILD_MAIN = ("import sys; sys.path[:0] = sys.argv[1:]; "
                "from linelight.agent.uplink.child import main; sys.exit(main())")
@@ -88,6 +89,8 @@ class ForwarderProcess:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._announce_new, channel)
                 tg.start_soon(self._hand_live, channel)
+                if self.settings.topic_mode == "sparkplug":
+                    tg.start_soon(self._hand_figures, channel)
                 await self._serve(channel, tg)
                 tg.cancel_scope.cancel()
         finally:
@@ -133,6 +136,9 @@ class ForwarderProcess:
                 elif what == "dead":
                     tg.start_soon(self._answer, channel, message[1], self.journal.dead_letter,
                                   message[2], message[3])
+                elif what == "meta":
+                    tg.start_soon(self._answer, channel, message[1], self.journal.put_meta,
+                                  message[2], message[3])
                 elif what == "log":
                     # the child's record, through this process's handlers; its text is the
                     # forwarder's own (broker names, reasons), never a secret
@@ -167,6 +173,18 @@ class ForwarderProcess:
                     sent = newest
         except JournalError:
             return  # the journal closed: the agent is stopping
+
+    async def _hand_figures(self, channel: Channel) -> None:
+        """The journal's depth, oldest row and dropped count, for the Sparkplug node metrics
+        (the child cannot count the table cheaply); every FIGURES_HAND_S, when they changed."""
+        last: tuple[Any, ...] = ()
+        while True:
+            s = self.journal.stats()
+            now = (s.depth, s.oldest_enq_ns, s.dropped)
+            if now != last:
+                await channel.send("figures", *now)
+                last = now
+            await anyio.sleep(FIGURES_HAND_S)
 
     async def _hand_live(self, channel: Channel) -> None:
         while True:

@@ -121,12 +121,15 @@ def test_a_reader_that_reads_an_undeclared_key_fails_loudly() -> None:
 def test_every_declared_mqtt_key_is_one_the_reader_accepts(tmp_path: Path) -> None:
     text = ('[mqtt]\nhost = "b"\nport = 8883\nprotocol = "5"\nkeepalive = "20s"\n'
             'connect_timeout = "5s"\npuback_timeout = "20s"\nclient_id = "c"\nusername = "u"\npassword_file = "p"\n'
-            'topic_prefix = "x/{agent}"\ncodec = "json"\ntopic_mode = "umh"\ninflight = 10\n'
+            'topic_prefix = "x/{agent}"\ncodec = "json"\ntopic_mode = "umh"\ndialect = "umh"\n'
+            'inflight = 10\n'
             'historical_after = "1m"\nflush_on_stop = "3s"\n'
             '[mqtt.tls]\nca_file = "ca"\ncert_file = "c"\nkey_file = "k"\n'
             'insecure_skip_hostname = false\n'
             '[mqtt.umh]\nenterprise = "e"\nsite = "s"\narea = "a"\nline = "l"\nworkcell = "w"\n'
             'data_contract = "_raw"\n'
+            '[mqtt.sparkplug]\ngroup_id = "g"\nedge_node_id = "n"\ndevice_id = "d"\n'
+            'primary_host_id = "h"\n'
             '[mqtt.replay]\nmsgs_per_s = 10.0\nbytes_per_s = "1MB"\n'
             '[mqtt.backoff]\ninitial = "1s"\nmax = "30s"\n')
     written = {k for k in tomllib.loads(text)["mqtt"]}

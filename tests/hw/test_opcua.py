@@ -159,7 +159,7 @@ async def test_a_server_that_cannot_subscribe_is_read_every_publishing_interval(
 
 
 async def test_refused_connects_count_as_failures_with_the_next_attempt_in_status():
-    from tests.hw.modbus_server import free_port
+    from harness.ports import free_port
 
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}"  # nothing listens
     toml = _toml(endpoint).replace('reconnect_max = "1s"',

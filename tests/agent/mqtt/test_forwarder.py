@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import pytest
 
@@ -71,6 +72,17 @@ class Producer:
             self.count += 1
             await anyio.sleep(self.period)
 
+    def start(self, tg: anyio.abc.TaskGroup) -> anyio.CancelScope:
+        """Run in `tg` until the returned scope is cancelled (`stop_and_settle` does)."""
+        scope = anyio.CancelScope()
+
+        async def produce() -> None:
+            with scope:
+                await self.run()
+
+        tg.start_soon(produce)
+        return scope
+
     async def stop_and_settle(self, scope: anyio.CancelScope) -> int:
         """Stop producing; returns the last seq (an append returns once it and everything
         submitted before it are durable)."""
@@ -87,13 +99,7 @@ async def test_every_event_arrives_in_order_across_a_broker_restart(
     async with running(tmp_path / "j.db", settings(mosquitto.host, mosquitto.port)) as (
             journal, fwd), anyio.create_task_group() as tg:
         producer = Producer(journal)
-        scope = anyio.CancelScope()
-
-        async def produce() -> None:
-            with scope:
-                await producer.run()
-
-        tg.start_soon(produce)
+        scope = producer.start(tg)
         await wait_until(lambda: len(sub.seqs(EVENTS)) >= 50, "first events delivered")
         await anyio.to_thread.run_sync(mosquitto.stop)
         await wait_until(lambda: not fwd.link.connected, "outage noticed")
@@ -116,13 +122,7 @@ async def test_a_stalled_link_is_noticed_and_rebuilt_without_loss(
     async with running(tmp_path / "j.db", mqtt) as (journal, fwd), \
             anyio.create_task_group() as tg:
         producer = Producer(journal, period=0.01)
-        scope = anyio.CancelScope()
-
-        async def produce() -> None:
-            with scope:
-                await producer.run()
-
-        tg.start_soon(produce)
+        scope = producer.start(tg)
         await wait_until(lambda: len(sub.seqs(EVENTS)) >= 20, "first events delivered")
         tcp_proxy.stall()
         await wait_until(lambda: not fwd.link.connected, "silent link detected")

@@ -238,7 +238,60 @@ def examples() -> dict[str, str]:
     for key in ("state", "lamps", "signals", "counters"):
         out[f"live-{key}"] = json_block(json_wire.live(*run.last_live(key)), json_wire)
     out.update(machine_examples())
+    out.update(sparkplug_examples(run))
     return out
+
+
+def _metric_line(metric: dict[str, Any]) -> str:
+    return json.dumps(metric, ensure_ascii=False, separators=(", ", ": "))
+
+
+def sparkplug_block(out: Any, node: Any, what: str = "") -> str:
+    """One Sparkplug message: topic, QoS, size, and its payload decoded with the generated
+    classes (`describe`), one metric per line; a DATA metric's name (from its alias) is
+    shown as `(name)`, which is not on the wire."""
+    from linelight.agent.mqtt.sparkplug import decode, describe
+
+    qos = 1 if out.verb == "NDEATH" else 0
+    body = describe(decode(out.message.payload), node.alias_names())
+    metrics = body.pop("metrics")
+    head = {k: body[k] for k in ("timestamp", "seq") if k in body}
+    lines = ",\n  ".join(_metric_line(m) for m in metrics)
+    fields = "".join(f'  "{k}": {v},\n' for k, v in head.items())
+    return (f"{what}On `{out.message.topic}` (QoS {qos}, not retained, "
+            f"{len(out.message.payload)} bytes), decoded:\n\n```json\n{{\n{fields}"
+            f'  "metrics": [\n  {lines}\n  ]\n}}\n```\n')
+
+
+def sparkplug_examples(run: Run) -> dict[str, str]:
+    """The Sparkplug B mode: births, packed DDATA, a replayed (historical) DDATA, node data,
+    the will. bdSeq 3; the payload clock is fixed 2 s after the run's start."""
+    from linelight.agent.mqtt import SparkplugSettings
+    from linelight.agent.mqtt.sparkplug import Out, SparkplugNode
+
+    clock_ms = WALL_START_NS // 1_000_000 + 2000
+    node = SparkplugNode(SparkplugSettings(group_id="plant-1"), agent_id=AGENT, bd_seq=3,
+                         clock=lambda: clock_ms)
+    node.births()
+    live = [r for r in run.records if r.kind != "agent"]
+    list(node.data(live, [False] * len(live)))  # what a first connection sent
+    births = node.births()  # the births of the next connection declare all of it
+    state, count = run.record("state", "producing"), run.record("count")
+    ddata = list(node.data([state, count], [False, False]))
+    replay = list(node.data([count], [True]))
+    start = Record(FIRST_SEQ - 1, BOOT, "agent", "start", "0.1.0", WALL_START_NS,
+                   WALL_START_NS, {"boot": BOOT})
+    ndata = list(node.data([start], [True]))
+    will = Out(node.will(), verb="NDEATH")
+    return {
+        "sparkplug-nbirth": sparkplug_block(births[0], node),
+        "sparkplug-dbirth": sparkplug_block(births[1], node),
+        "sparkplug-ddata": sparkplug_block(ddata[-1], node),
+        "sparkplug-historical": sparkplug_block(
+            replay[-1], node, "The same counter event replayed from the backlog. "),
+        "sparkplug-ndata": sparkplug_block(ndata[-1], node),
+        "sparkplug-ndeath": sparkplug_block(will, node),
+    }
 
 
 def machine_examples() -> dict[str, str]:
