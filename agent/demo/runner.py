@@ -421,7 +421,10 @@ class Demo:
             out.append(MachineFrame(
                 name=lane.label, phase=sim.machine.phase_at(now)[0] if sim.machine else "-",
                 state=v.state, code=v.code, state_for=now - v.state_since_mono,
-                lamps={lamp: p.value for lamp, p in v.lamps.items() if lamp != "white"},
+                # what its tower shows, the lamp test included (as the chosen one's panel)
+                lamps={lamp: p.value for lamp, p in
+                       (tower.patterns() if tower is not None else v.lamps).items()
+                       if lamp != "white"},
                 levels=tower.levels(now) if tower is not None else {},
                 counters=dict(v.counters)))
         return out
