@@ -134,6 +134,33 @@ def test_machine_problems_name_the_machine_at_file_line_col(tmp_path: Path) -> N
                "'p9_running', which no shared [sources.*] delivers" in p for p in found), found
 
 
+def test_with_machines_no_input_can_be_missing_at_run_time_load_and_reload_refuse_it(
+        tmp_path: Path) -> None:
+    """Without machines an agent may run with no sources (its inputs listed `missing` on the
+    page and in /status); with machines every input a machine reads must be delivered, at load
+    and at each reload, so there is no machine's missing input to list."""
+    from linelight.agent.config import check_ruleset_against, load_ruleset
+    from linelight.agent.machines import RuleFiles
+    from linelight.rules.errors import ConfigProblems
+
+    reads_more = DOWNSTREAM.replace('upstream = { type = "int" }\n',
+                                    'upstream = { type = "int" }\nspeed = { type = "float" }\n')
+    said = ("machine 'filler': input 'speed' is read by the rules but no source delivers it "
+            "(the machine's own sources: running; shared [sources.*]: p1_running; or wire it "
+            "in the machine's 'inputs')")
+    for sub in ("load", "reload"):
+        (tmp_path / sub).mkdir()
+    found = problems_of(write(tmp_path / "load", LINE, downstream=reads_more))
+    assert f"{tmp_path / 'load' / 'downstream.toml'}:4:1: {said}" in found, found
+    config = load_config(write(tmp_path / "reload", LINE))
+    press, filler = config.machines
+    new = load_ruleset(RuleFiles(((str(tmp_path / "reload" / "downstream.toml"), reads_more),)))
+    with pytest.raises(ConfigProblems) as refused:
+        check_ruleset_against(config, new, filler)
+    assert [p.message for p in refused.value.problems] == [said]
+    assert check_ruleset_against(config, press.ruleset, press) is not None  # the others reload
+
+
 def test_top_level_rules_or_tower_beside_machines_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, 'rules = ["press.toml"]\n' + LINE + f"[tower.lamps]\n{LAMPS}")
     found = problems_of(path)

@@ -354,3 +354,24 @@ def test_several_machines_side_by_side_each_with_its_own_band_row(
         wait_for(driver, f"Object.keys({CARD_STATES}).length === 2", "the machines' cards")
         assert chromium.horizontal_overflow(driver) == 0
         assert chromium.console_errors(driver) == []
+
+
+def test_a_fresh_agent_without_sources_lists_each_input_missing_and_is_ok_with_warnings(
+        tmp_path: Path) -> None:
+    """The packaged default's shape (rules, no sources, no broker): the inputs table is not
+    empty, every input the rules read is a `missing` row saying why; health `ok`, warnings."""
+    config = write_config(tmp_path / "agent", rules=RULES, sources="", tower="")
+    with AgentProcess(config) as agent, chromium.browser() as driver:
+        agent.start()
+        open_page(driver, agent)
+        row = wait_for(driver, "(r => r && [...r.cells].map(c => c.textContent))("
+                               "document.querySelector('#inputs tr[data-input=level]'))",
+                       "the level input's row")
+        assert row[2] == "missing" and "delivered by no source" in row[0], row
+        assert driver.find_element("id", "health").text.startswith("ok"), \
+            driver.find_element("id", "health").text
+        warnings = driver.find_element("id", "reasons").text
+        assert "warning: input: level read by the rules but no" in warnings, warnings
+        assert "warning: broker: none configured" in warnings, warnings
+        assert chromium.console_errors(driver) == []
+        assert agent.stop() == 0
