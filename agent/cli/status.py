@@ -112,9 +112,9 @@ def fetch(url: str, token: str | None = None) -> dict[str, Any]:
 def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url: str) -> None:
     """The agent answering must be the one `path` configures, not another holding the port."""
     expected = data.get("agent_id")
-    if not isinstance(expected, str):
-        import socket
-        expected = socket.gethostname().split(".")[0]
+    if not isinstance(expected, str):  # as the agent names itself, not a guess beside it
+        from linelight.agent.config import default_agent_id
+        expected = default_agent_id()
     answered, its_config = status.get("agent"), str(status.get("config", ""))
     same_file = False
     with contextlib.suppress(OSError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from linelight.agent.cli.status import normalize_url
+from linelight.agent.cli.status import check_identity, normalize_url
 from linelight.agent.diagnostics import Diagnostics
 from tests.agent.test_diagnostics import Target, serving
 
@@ -26,6 +26,27 @@ async def status_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int
     ("http://press:9750/", "http://press:9750")])
 def test_url_takes_host_port_or_a_url(given: str, url: str) -> None:
     assert normalize_url(given) == url
+
+
+@pytest.mark.parametrize("host", ["ipc_7+cell.plant.local", ""])
+def test_without_agent_id_the_identity_check_expects_the_id_the_agent_gives_itself(
+        host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from linelight.agent.cli.status import StatusError
+    from linelight.agent.config import load_config
+
+    monkeypatch.setattr(socket, "gethostname", lambda: host)  # a name a client id cannot be
+    (tmp_path / "m.toml").write_text('[inputs]\nrunning = { type = "bool" }\n[[state]]\n'
+                                     'name = "on"\ncode = 1\npriority = 1\nwhen = "running"\n')
+    path = tmp_path / "agent.toml"
+    path.write_text('rules = ["m.toml"]\n')
+    config = load_config(path)
+    assert config.agent_id == ("ipc_7-cell" if host else "linelight")
+    answered = {"agent": config.agent_id, "config": str(path)}
+    check_identity(answered, {"rules": ["m.toml"]}, path, "http://127.0.0.1:9750")  # itself
+    with pytest.raises(StatusError, match="another agent holds that diagnostics port"):
+        check_identity({**answered, "agent": "other"}, {}, path, "http://127.0.0.1:9750")
 
 
 @pytest.mark.anyio
