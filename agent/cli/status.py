@@ -192,14 +192,7 @@ def summary(s: dict[str, Any], url: str) -> str:
                      + (f"; last error: {b['last_error']}" if b.get("last_error") else ""))
     else:
         lines.append("broker     none configured: events stay queued on disk")
-    inputs = s.get("inputs", {})
-    if inputs:
-        lines.append("inputs")
-        width = max(len(n) for n in inputs)
-        for name, i in inputs.items():
-            extra = f"  {i['reason']}" if i.get("reason") else ""
-            lines.append(f"  {name:<{width}}  {str(i.get('value')):>10}  {i.get('quality'):<5}"
-                         f"  {format_age(i.get('age_s'))}{extra}")
+    lines += _inputs(s.get("inputs", {}))
     rules = s.get("rules", {})
     last = rules.get("last_reload")
     lines.append(f"rules      {rules.get('fingerprint', '?')} from {len(rules.get('files', []))} "
@@ -211,6 +204,23 @@ def summary(s: dict[str, Any], url: str) -> str:
     return "\n".join(lines)
 
 
+
+
+def _inputs(inputs: dict[str, Any]) -> list[str]:
+    """One aligned row per input: name, value (`-` never read), quality, age, source, why."""
+    if not inputs:
+        return []
+    rows = [(str(name), "-" if i.get("value") is None else str(i["value"]),
+             str(i.get("quality", "?")), format_age(i.get("age_s")),
+             str(i.get("source") or "-"), str(i.get("reason") or ""))
+            for name, i in inputs.items()]
+    widths = [max(len(row[c]) for row in rows) for c in range(5)]
+    out = ["inputs"]
+    for row in rows:
+        cells = [cell.rjust(w) if c == 1 else cell.ljust(w)
+                 for c, (cell, w) in enumerate(zip(row[:5], widths, strict=True))]
+        out.append(("  " + "  ".join(cells) + "  " + row[5]).rstrip())
+    return out
 
 
 def _machine(m: dict[str, Any], indent: str = "") -> list[str]:

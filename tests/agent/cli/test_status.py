@@ -86,3 +86,35 @@ async def test_status_reads_a_credentials_directory_token(tmp_path: Path) -> Non
         code, out, err = await status_cli("--url", f"127.0.0.1:{port}", "--config", str(config),
                                           "--credentials-dir", str(creds))
     assert "agent press-7" in out, err
+
+
+@pytest.mark.anyio
+async def test_the_inputs_are_aligned_rows_with_source_and_never_read_ones_say_init(
+        tmp_path: Path) -> None:
+    from linelight.agent.app import Agent
+    from linelight.agent.cli.status import summary
+    from linelight.agent.config import load_config
+    from tests.agent.test_health import _config
+    from tests.hw.helpers import wait_until
+    from tests.hw.modbus_server import ModbusTestServer
+
+    server, dead = ModbusTestServer(), ModbusTestServer()  # `dead` never listens
+    await server.start()
+    try:
+        agent = Agent(load_config(_config(tmp_path, server.port, dead.port)),
+                      handle_signals=False, watch_files=False)
+        async with anyio.create_task_group() as tg:
+            await tg.start(agent.run)
+            await wait_until(lambda: agent.status()["inputs"]["a"]["quality"] == "good"
+                             and bool(agent.status()["inputs"]["b"].get("reason")),
+                             what="a read, b refused")
+            text = summary(agent.status(), "http://127.0.0.1:9750")
+            await agent.stop()
+    finally:
+        await server.stop()
+    rows = text.split("\ninputs\n", 1)[1].splitlines()[:3]
+    cells = {row.split()[0]: row.split(None, 5) for row in rows}
+    assert cells["b"][1:5] == ["-", "init", "-", "gone"], rows  # never read: not `None`
+    assert "connection refused by 127.0.0.1:" in cells["b"][5], rows
+    assert (cells["a"][2], cells["a"][-1], cells["c"][-1]) == ("good", "plc", "demo"), rows
+    assert len({row.index(cells[row.split()[0]][2]) for row in rows}) == 1, rows  # aligned
