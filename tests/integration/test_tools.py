@@ -132,3 +132,21 @@ def test_doctor_reads_credentials_as_the_service_gets_them_and_checks_the_token(
     assert "[ok  ] diagnostics token" in passes.stdout and "[FAIL]" not in passes.stdout
     assert passes.returncode == 0, passes.stdout
     assert "right" not in passes.stdout and "s3cret" not in passes.stdout
+
+
+def test_a_token_file_that_does_not_exist_is_said_by_check_and_at_start_not_first_on_a_post(
+        tmp_path: Path) -> None:
+    absent = tmp_path / "etc" / "token"
+    config = write_config(tmp_path / "agent", extra=f'token_file = "{absent}"')
+    said = (f"[diagnostics] token_file {absent} does not exist: POST /lamp-test and /reload are "
+            "refused until it does")
+    check = linelight("check", "--config", str(config))
+    assert check.returncode == 0 and f"warning: {said}" in check.stdout, check.stdout
+    with AgentProcess(config) as agent:
+        agent.start()
+        assert said in agent.log()
+        assert agent.stop() == 0
+    absent.parent.mkdir()
+    absent.write_text("t0ken\n")
+    check = linelight("check", "--config", str(config))
+    assert check.returncode == 0 and "warning:" not in check.stdout, check.stdout
