@@ -3,7 +3,8 @@
 With `--config` (or the default config) it reads the diagnostics address and token from that
 file, sends the token (needed when `allow_remote` makes /status ask for it), and checks that the
 agent answering is the one that config names: another agent holding the port is an error, not
-its status. Exit codes: 0 ok (warnings allowed), 1 degraded, failed, not answering or another
+its status (with `--url` too: then only its agent_id, the config may be a copy of another
+machine's). Exit codes: 0 ok (warnings allowed), 1 degraded, failed, not answering or another
 agent, 2 usage.
 """
 
@@ -109,8 +110,11 @@ def fetch(url: str, token: str | None = None) -> dict[str, Any]:
         return result
 
 
-def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url: str) -> None:
-    """The agent answering must be the one `path` configures, not another holding the port."""
+def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url: str,
+                   *, here: bool = True) -> None:
+    """The agent answering must be the one `path` configures, not another holding the port.
+    `here`: the agent runs on this machine, so its config file must be `path` too (with
+    `--url` it may be another machine's, read from a copy: only the agent_id is compared)."""
     expected = data.get("agent_id")
     if not isinstance(expected, str):  # as the agent names itself, not a guess beside it
         from linelight.agent.config import default_agent_id
@@ -119,7 +123,7 @@ def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url
     same_file = False
     with contextlib.suppress(OSError):
         same_file = os.path.samefile(its_config, path)
-    if answered != expected or (Path(its_config).is_absolute() and not same_file):
+    if answered != expected or (here and Path(its_config).is_absolute() and not same_file):
         raise StatusError(f"the agent answering at {url} is agent '{answered}' with config "
                           f"{its_config or '?'}, not agent '{expected}' of {path}: another "
                           "agent holds that diagnostics port (is this agent running? "
@@ -155,8 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         raise StatusError(f"no agent answers at {url} ({reason}).\n"
                           "  Is it running?  systemctl status linelight   /   "
                           "journalctl -u linelight -e") from None
-    if path is not None and not args.url:
-        check_identity(status, data, path, url)
+    if path is not None and (args.config is not None or not args.url):
+        check_identity(status, data, path, url, here=not args.url)  # --url alone: any agent
     if args.json:
         print(json.dumps(status, indent=2))
     else:

@@ -46,7 +46,9 @@ def test_status_names_another_agent_holding_the_port_and_takes_host_port(
             wait += 0.1
         wrong = linelight("status", "--config", str(other))
         plain = linelight("status", "--url", f"127.0.0.1:{agent.port}")
+        both = linelight("status", "--config", str(other), "--url", f"127.0.0.1:{agent.port}")
         assert second.stop() == 0 and agent.stop() == 0
+    assert both.returncode == 1 and "not agent 'it-other'" in both.stderr, both  # --config: checked
     assert (f"diagnostics cannot listen on 127.0.0.1:{agent.port}: Address already in use"
             in second.log())
     assert wrong.returncode == 1 and wrong.stdout == ""

@@ -47,6 +47,11 @@ def test_without_agent_id_the_identity_check_expects_the_id_the_agent_gives_itse
     check_identity(answered, {"rules": ["m.toml"]}, path, "http://127.0.0.1:9750")  # itself
     with pytest.raises(StatusError, match="another agent holds that diagnostics port"):
         check_identity({**answered, "agent": "other"}, {}, path, "http://127.0.0.1:9750")
+    # --url with --config: the agent may be another machine's, its config file elsewhere
+    remote = {**answered, "config": "/etc/linelight/agent.toml"}
+    check_identity(remote, {}, path, "http://press:9750", here=False)
+    with pytest.raises(StatusError, match="another agent holds that diagnostics port"):
+        check_identity(remote, {}, path, "http://127.0.0.1:9750")
 
 
 @pytest.mark.anyio
@@ -54,7 +59,7 @@ async def test_status_sends_the_config_token_and_says_wrong_token(tmp_path: Path
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     config = tmp_path / "agent.toml"
-    config.write_text(f'[diagnostics]\ntoken_file = "{token}"\n')
+    config.write_text(f'agent_id = "press-7"\n[diagnostics]\ntoken_file = "{token}"\n')
     target = Target()
     async with serving(Diagnostics(target, [("127.0.0.1", 0)], token,
                                    token_for_reads=True)) as port:
@@ -62,7 +67,8 @@ async def test_status_sends_the_config_token_and_says_wrong_token(tmp_path: Path
         without = await status_cli("--url", url)
         code, out, _ = await status_cli("--url", url, "--config", str(config))
         token.write_text("changed\n")
-        config.write_text(f'[diagnostics]\ntoken_file = "{tmp_path / "old"}"\n')
+        config.write_text(f'agent_id = "press-7"\n[diagnostics]\n'
+                          f'token_file = "{tmp_path / "old"}"\n')
         (tmp_path / "old").write_text("s3cret-old\n")
         wrong = await status_cli("--url", url, "--config", str(config))
     assert without[0] == 1 and "a token is required" in without[2]
@@ -80,7 +86,8 @@ async def test_status_reads_a_credentials_directory_token(tmp_path: Path) -> Non
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     config = tmp_path / "agent.toml"
-    config.write_text('[diagnostics]\ntoken_file = "$CREDENTIALS_DIRECTORY/diagnostics-token"\n')
+    config.write_text('agent_id = "press-7"\n[diagnostics]\n'
+                      'token_file = "$CREDENTIALS_DIRECTORY/diagnostics-token"\n')
     async with serving(Diagnostics(Target(), [("127.0.0.1", 0)], token,
                                    token_for_reads=True)) as port:
         code, out, err = await status_cli("--url", f"127.0.0.1:{port}", "--config", str(config),
