@@ -4,7 +4,9 @@ and /metrics."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +127,10 @@ def _config(tmp_path: Path, live: int, dead: int) -> Path:
     return path
 
 
-@pytest.mark.anyio
-async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def agent_with_sources(tmp_path: Path) -> AsyncIterator[Agent]:
+    """A running agent with a live Modbus device (`plc`: input a), one nobody listens for
+    (`gone`: b) and a simulator (`demo`: c), once both links were tried and the sim ticks."""
     server = ModbusTestServer()
     dead = ModbusTestServer()  # never started: nobody listens on its port
     await server.start()
@@ -143,11 +147,17 @@ async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
                         and sources["demo"]["ticks"] > 0)
 
             await wait_until(seen, what="both Modbus links tried and the simulator ticking")
-            status = agent.status()
-            metrics = agent.metrics().decode()
+            yield agent
             await agent.stop()
     finally:
         await server.stop()
+
+
+@pytest.mark.anyio
+async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
+    async with agent_with_sources(tmp_path) as agent:
+        status = agent.status()
+        metrics = agent.metrics().decode()
     sources = status["sources"]
     assert sources["plc"]["type"] == "modbus_tcp" and sources["plc"]["link"]["connected"]
     assert not sources["gone"]["link"]["connected"]

@@ -98,27 +98,15 @@ async def test_status_reads_a_credentials_directory_token(tmp_path: Path) -> Non
 @pytest.mark.anyio
 async def test_the_inputs_are_aligned_rows_with_source_and_never_read_ones_say_init(
         tmp_path: Path) -> None:
-    from linelight.agent.app import Agent
     from linelight.agent.cli.status import summary
-    from linelight.agent.config import load_config
-    from tests.agent.test_health import _config
+    from tests.agent.test_health import agent_with_sources
     from tests.hw.helpers import wait_until
-    from tests.hw.modbus_server import ModbusTestServer
 
-    server, dead = ModbusTestServer(), ModbusTestServer()  # `dead` never listens
-    await server.start()
-    try:
-        agent = Agent(load_config(_config(tmp_path, server.port, dead.port)),
-                      handle_signals=False, watch_files=False)
-        async with anyio.create_task_group() as tg:
-            await tg.start(agent.run)
-            await wait_until(lambda: agent.status()["inputs"]["a"]["quality"] == "good"
-                             and bool(agent.status()["inputs"]["b"].get("reason")),
-                             what="a read, b refused")
-            text = summary(agent.status(), "http://127.0.0.1:9750")
-            await agent.stop()
-    finally:
-        await server.stop()
+    async with agent_with_sources(tmp_path) as agent:
+        await wait_until(lambda: agent.status()["inputs"]["a"]["quality"] == "good"
+                         and bool(agent.status()["inputs"]["b"].get("reason")),
+                         what="a read, b refused")
+        text = summary(agent.status(), "http://127.0.0.1:9750")
     rows = text.split("\ninputs\n", 1)[1].splitlines()[:3]
     cells = {row.split()[0]: row.split(None, 5) for row in rows}
     assert cells["b"][1:5] == ["-", "init", "-", "gone"], rows  # never read: not `None`
