@@ -215,6 +215,7 @@ EVERY_REASON: list[dict[str, Any]] = [
     {"tower": {"lamps": {"red": {"failing": True}}, "last_error": "EIO"}},
     {"clock": {"synchronized": False}},
     {"rules": {"last_reload": {"ok": False}}},
+    {"rules": {"last_reload": {"ok": False, "rejected_machines": ["press-2"]}}},
     {"state": {"name": "unknown", "reason": "run is stale"}},
     {"machines": {"press-2": {"named": True, "state": {"name": "unknown", "reason": "x"},
                               "tower": {"lamps": {"red": {"failing": True}},
