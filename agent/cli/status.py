@@ -199,9 +199,12 @@ def summary(s: dict[str, Any], url: str) -> str:
     lines += _inputs(s.get("inputs", {}))
     rules = s.get("rules", {})
     last = rules.get("last_reload")
+    kept = ", ".join(last.get("rejected_machines") or []) if last else ""
     lines.append(f"rules      {rules.get('fingerprint', '?')} from {len(rules.get('files', []))} "
                  f"files" + ("" if not last else
-                             f"; last reload {'ok' if last.get('ok') else 'REJECTED'}"))
+                             f"; last reload {'ok' if last.get('ok') else 'REJECTED'}")
+                 + (f" for machine {kept} (its old rules run, the others reloaded)"
+                    if kept else ""))
     scan = s.get("scan", {})
     lines.append(f"scan       every {_ms(scan.get('period_s'))}, last {_ms(scan.get('last_duration_s'))}"
                  f", max {_ms(scan.get('max_duration_s'))}, overruns {scan.get('overruns', 0)}")

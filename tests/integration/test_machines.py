@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
+from linelight.agent.cli.status import summary
 from tests.agent.test_machines import RULES as PRESS_RULES
 from tests.fixtures.mosquitto import Mosquitto, free_port
 from tests.fixtures.subscriber import Subscriber
@@ -274,6 +275,8 @@ async def test_reload_with_one_broken_machine_file_keeps_its_rules_and_switches_
     assert rejected_now["rules"]["last_reload"]["rejected_machines"] == ["press-2"]
     assert ("rules: the last reload was rejected for machine press-2: its previous rules are "
             "running, the other machines reloaded") in rejected_now["health"]["reasons"]
+    assert "last reload REJECTED for machine press-2 (its old rules run, the others reloaded)" \
+        in summary(rejected_now, "http://127.0.0.1")
     # press-2 keeps its old rules: stopped is still red, producing still green
     await line.wait_lamps(PRESS_2_COILS, RED, "press-2 on its old rules")
     await plc.set_discrete(0, [True])
