@@ -161,6 +161,22 @@ def test_with_machines_no_input_can_be_missing_at_run_time_load_and_reload_refus
     assert check_ruleset_against(config, press.ruleset, press) is not None  # the others reload
 
 
+def test_a_machines_rules_are_tested_on_their_own_another_machines_state_as_a_code_series(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rule tests run per machine as before machines: a test names the machine's rule files;
+    an input wired to `machine:OTHER` is an int series of OTHER's state codes."""
+    from linelight.agent.cli import main
+
+    (tmp_path / "downstream.toml").write_text(DOWNSTREAM)
+    test = tmp_path / "downstream_test.toml"
+    test.write_text('rules = ["downstream.toml"]\n[[test]]\nname = "starved when press-1 stops"'
+                    '\n[test.inputs]\nrunning = "1x10"\nupstream = "10000x5 40000x5"\n'
+                    '[[test.expect]]\nat = "0.4s"\nstate = "producing"\n'
+                    '[[test.expect]]\nat = "0.9s"\nstate = "starved"\nlamps = { amber = "on" }\n')
+    assert main(["rules", "test", str(test)]) == 0, capsys.readouterr().out
+    assert "1 test: 1 passed, 0 failed" in capsys.readouterr().out
+
+
 def test_top_level_rules_or_tower_beside_machines_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, 'rules = ["press.toml"]\n' + LINE + f"[tower.lamps]\n{LAMPS}")
     found = problems_of(path)
