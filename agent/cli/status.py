@@ -177,7 +177,11 @@ def summary(s: dict[str, Any], url: str) -> str:
     lines.append(f"health     {health.get('status', '?')}"
                  + (f" with {len(warnings)} warning{'s' * (len(warnings) != 1)}"
                     if warnings else ""))
-    lines += [f"           - {r}" for r in health.get("reasons", [])]
+    b = s.get("broker", {})
+    for reason in health.get("reasons", []):
+        if reason.startswith("broker: not connected") and b.get("last_error"):
+            reason = "broker: not connected (why: see broker below)"  # its error, said once
+        lines.append(f"           - {reason}")
     lines += [f"           - warning: {w}" for w in warnings]
     machines = s.get("machines", {})
     if any(m.get("named") for m in machines.values()):
@@ -188,7 +192,6 @@ def summary(s: dict[str, Any], url: str) -> str:
     lines.append(f"queue      {q.get('depth', '?')} events, {_bytes(q.get('bytes'))}, oldest "
                  f"{format_age(q.get('oldest_age_s'))}, dropped {q.get('dropped', 0)}, last seq "
                  f"{q.get('seq_hwm', '?')}, boot {q.get('boot', '?')}")
-    b = s.get("broker", {})
     if b.get("url"):
         link = "connected" if b.get("connected") else "DISCONNECTED"
         lines.append(f"broker     {link} {b['url']}, {b.get('published', 0)} acknowledged, "

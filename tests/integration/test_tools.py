@@ -152,3 +152,18 @@ def test_a_token_file_that_does_not_exist_is_said_by_check_and_at_start_not_firs
     absent.write_text("t0ken\n")
     check = linelight("check", "--config", str(config))
     assert check.returncode == 0 and "warning:" not in check.stdout, check.stdout
+
+
+def test_status_says_a_broker_error_once_on_the_broker_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent", mqtt_port=free_port())  # nothing listens there
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: bool(s["broker"]["last_error"]), what="a broker error")
+        proc = linelight("status", "--config", str(config))
+        assert agent.stop() == 0
+    assert proc.returncode == 1  # a configured broker that is down: degraded
+    out = proc.stdout
+    assert "- broker: not connected (why: see broker below)" in out, out
+    assert out.count("connection refused") == 1, out
+    broker = next(line for line in out.splitlines() if line.startswith("broker "))
+    assert "DISCONNECTED" in broker and "connection refused" in broker, out
