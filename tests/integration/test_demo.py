@@ -344,3 +344,17 @@ def test_the_rules_panel_shows_each_condition_as_written_with_one_arrow_column()
     assert written and all(any(w in ln for ln in lines) for w in written), (written, lines)
     arrows = {ln.index("→") for ln in lines if "→" in ln}
     assert len(arrows) == 1, lines
+
+
+def test_a_demo_too_short_for_an_outage_to_drain_has_none_and_says_so(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "linelight.agent", "demo", "--seconds", "8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert ("note: no automatic outage: 8 s is too short for one to fill and drain "
+            "(--seconds 20 or more shows it)") in proc.stdout, proc.stdout
+    ticks = [line for line in proc.stdout.splitlines() if line.startswith("t=")]
+    first_up = next(i for i, t in enumerate(ticks) if "broker=up" in t)  # once connected
+    assert not any("broker=DOWN" in t for t in ticks[first_up:]), ticks
+    summary = proc.stdout.splitlines()[-1]
+    assert summary.endswith(", 0 outages, 0 still queued"), summary
