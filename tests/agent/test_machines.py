@@ -374,6 +374,27 @@ def test_status_shows_machines_side_by_side() -> None:
         "           - input running is stale"], lines
 
 
+@pytest.mark.anyio
+async def test_each_machines_inputs_in_status_name_the_source_that_delivers_them(
+        tmp_path: Path) -> None:
+    from linelight.agent.app import Agent
+    from tests.hw.helpers import wait_until
+
+    path = write(tmp_path, LINE.replace('data_dir = "data"\n',
+                                        'data_dir = "data"\n[diagnostics]\nenabled = false\n'))
+    agent = Agent(load_config(path), handle_signals=False, watch_files=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await wait_until(lambda: agent.status()["machines"]["filler"]["inputs"]["upstream"]
+                         ["quality"] == "good", what="the filler reading press-1's state")
+        machines = agent.status()["machines"]
+        await agent.stop()
+    sources = {name: {i: v["source"] for i, v in m["inputs"].items()}
+               for name, m in machines.items()}
+    assert sources == {"press-1": {"running": "cell"},  # shared, wired from p1_running
+                       "filler": {"running": "filler-sim", "upstream": "machine:press-1"}}
+
+
 def test_the_line_example_is_three_machines_on_their_own_simulators() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "examples" / "line.toml")
     assert [m.name for m in config.machines] == ["press-1", "press-2", "capper"]
