@@ -145,9 +145,12 @@ class Agent:
         named = [m for m in cfg.machines if m.named]
         own = tuple(spec for m in named for spec in m.sources)
         towers = {m.name: m.tower for m in named if m.tower is not None}
+        outputs = {m.name: m.outputs for m in named if m.outputs is not None}
         self.hardware = build_hardware((*cfg.sources, *own), None if named else cfg.tower,
                                        pin_factory=self._pin_factory,
-                                       line_backend=self._line_backend, towers=towers)
+                                       line_backend=self._line_backend, towers=towers,
+                                       outputs=None if named else cfg.outputs,
+                                       machine_outputs=outputs)
         owner = {spec.name: m.name for m in cfg.machines if m.named for spec in m.sources}
         self._source_of = {  # a machine's own source delivers `machine/input`
             (own_key(owner[s.name], n) if s.name in owner else n): s.name
@@ -192,12 +195,14 @@ class Agent:
                                        for r in restored)
         tower = (self.hardware.towers.get(machine.name) if machine.named
                  else self.hardware.stacklight)
+        lines = (self.hardware.machine_outputs.get(machine.name) if machine.named
+                 else self.hardware.outputs)
         return MachineLane(
             evaluator, tower or _NoTower(), name=machine.wire_name,
             inputs=dict(machine.inputs) if machine.named else None,
             states=machine.states_read(), on_live=partial(self._on_live, machine=machine.wire_name),
             on_counters=memory.counters_changed, on_latches=memory.latches_changed,
-            on_windows=memory.windows_changed, label=machine.name)
+            on_windows=memory.windows_changed, label=machine.name, outputs=lines)
 
     async def _start_parts(self, tg: TaskGroup) -> None:
         assert self.hardware is not None and self.scan is not None and self.reloader is not None
@@ -206,6 +211,10 @@ class Agent:
             await tg.start(self.supervisor.run, "tower", hw.stacklight.run)
         for machine, tower in hw.towers.items():
             await tg.start(self.supervisor.run, f"tower {machine}", tower.run)
+        if hw.outputs is not None:
+            await tg.start(self.supervisor.run, "outputs", hw.outputs.run)
+        for machine, bank in hw.machine_outputs.items():
+            await tg.start(self.supervisor.run, f"outputs {machine}", bank.run)
         await tg.start(self.scan.run)
         owner = {spec.name: m.name for m in self.config.machines if m.named
                  for spec in m.sources}
@@ -410,6 +419,11 @@ class Agent:
                 tower = (self.hardware.towers.get(lane.label) if lane.name is not None
                          else self.hardware.stacklight)
             entry["tower"] = tower.status() if tower is not None else None
+            lines = None
+            if self.hardware is not None:
+                lines = (self.hardware.machine_outputs.get(lane.label) if lane.name is not None
+                         else self.hardware.outputs)
+            entry["output_lines"] = lines.status() if lines is not None else None
             m = rules.get(lane.label)
             entry["rules"] = {"fingerprint": m.ruleset.fingerprint if m else "",
                               "files": list(m.rule_files.names) if m else []}
@@ -437,6 +451,7 @@ class Agent:
         if self.hardware is not None:
             hw = self.hardware.status()
             parts["sources"], parts["tower"] = hw["sources"], hw["tower"]
+            parts["output_lines"] = hw["output_lines"]
         if self.journal is not None:
             parts["queue"] = self.journal.status()
         if self.forwarder is not None:

@@ -37,16 +37,22 @@ from linelight.agent.mqtt import MQTT_KEYS, MqttSettings, read_mqtt
 from linelight.agent.rulefiles import load_rule_texts, read_bounded
 from linelight.agent.secrets import names_credentials_directory
 from linelight.hw.config import (
+    OUTPUTS_KEYS,
     TOWER_KEYS,
+    LampBinding,
+    OutputsSpec,
     SourceSpec,
     TowerSpec,
     input_names,
+    place_opcua_files,
+    read_outputs,
     read_sources,
     read_tower,
+    shared_lines,
 )
 from linelight.hw.schema import sources_schema_part
 from linelight.rules.errors import ConfigProblems, LocatedError, Location
-from linelight.rules.fields import Problems, Table
+from linelight.rules.fields import Problems, Table, did_you_mean
 from linelight.rules.keys import Key, Keys
 from linelight.rules.model import RuleSet
 from linelight.rules.tomldoc import TomlDoc
@@ -100,6 +106,7 @@ class AgentConfig:
     # every machine, in file order; without [machines.*] the one unnamed machine, whose
     # rules and tower are also `rule_globs`/`rule_files`/`ruleset`/`tower` above
     machines: tuple[MachineConfig, ...] = ()
+    outputs: OutputsSpec | None = None  # the single machine's [outputs] (with machines: each own)
 
     @property
     def journal_path(self) -> Path:
@@ -169,8 +176,10 @@ TOP_KEYS = top_keys({
     "sources": Key("sources", "value", "input sources, by name", None,
                    schema=sources_schema_part()),
     "tower": Key("tower", "table", TOWER_KEYS.text, None, keys=TOWER_KEYS),
+    "outputs": Key("outputs", "table", OUTPUTS_KEYS.text, None, keys=OUTPUTS_KEYS),
     "machines": Key("machines", "entries", "several machines on one agent, by name (then "
-                    "'rules' and 'tower' belong in each machine)", None, keys=MACHINE_KEYS),
+                    "'rules', 'tower' and 'outputs' belong in each machine)", None,
+                    keys=MACHINE_KEYS),
 })
 
 
@@ -207,13 +216,21 @@ def load_config(path: str | Path) -> AgentConfig:
     mqtt = read_mqtt(mqtt_table) if mqtt_table is not None else None
     sources = read_sources(root)
     tower = read_tower(root, sources) if machines_table is None else None
+    outputs = read_outputs(root, sources) if machines_table is None else None
     drafts = _read_machines(machines_table, sources) if machines_table is not None else []
     root.finish()
+    sources = place_opcua_files(sources, base, data_dir)
+    for draft in drafts:
+        draft.sources = place_opcua_files(draft.sources, base, data_dir)
+    _check_shared_lines(root, [(None, tower, outputs)] if machines_table is None else
+                        [(d.name, d.tower, d.outputs) for d in drafts],
+                        (*sources, *(spec for d in drafts for spec in d.sources)), problems)
 
     warnings: list[str] = []
     machines: list[MachineConfig] = []
     if machines_table is None:
-        single = _load_single(root, agent_id, globs, base, sources, tower, problems, warnings)
+        single = _load_single(root, agent_id, globs, base, sources, tower, problems, warnings,
+                              outputs)
         machines += [single] if single is not None else []
     else:
         if not drafts and not problems:
@@ -236,12 +253,14 @@ def load_config(path: str | Path) -> AgentConfig:
         rule_files=first.rule_files, ruleset=first.ruleset, scan=scan, diagnostics=diagnostics,
         journal=journal, mqtt=mqtt, sources=sources, tower=first.tower,
         fingerprint=digest.hexdigest()[:16], warnings=tuple(warnings), machines=tuple(machines),
+        outputs=first.outputs,
     )
 
 
 def _load_single(root: Table, agent_id: str, globs: tuple[str, ...], base: Path,
                  sources: tuple[SourceSpec, ...], tower: TowerSpec | None, problems: Problems,
-                 warnings: list[str]) -> MachineConfig | None:
+                 warnings: list[str], outputs: OutputsSpec | None = None
+                 ) -> MachineConfig | None:
     """A config without [machines.*]: one machine, named after the agent, unnamed on the wire."""
     before = len(problems.items)
     rule_files = find_rule_files(root, globs, base, problems)
@@ -258,8 +277,9 @@ def _load_single(root: Table, agent_id: str, globs: tuple[str, ...], base: Path,
     except ConfigProblems as exc:
         problems.extend(exc.problems)
         return None
-    warnings += cross_check(ruleset, sources, tower, root, problems)
-    return MachineConfig(agent_id, globs, rule_files, ruleset, tower, named=False)
+    warnings += cross_check(ruleset, sources, tower, root, problems, outputs)
+    return MachineConfig(agent_id, globs, rule_files, ruleset, tower, named=False,
+                         outputs=outputs)
 
 
 # -- machines -----------------------------------------------------------------------------------
@@ -274,11 +294,12 @@ class _MachineDraft:
     sources: tuple[SourceSpec, ...]
     tower: TowerSpec | None
     wiring: dict[str, str]  # the `inputs` table as written
+    outputs: OutputsSpec | None = None
 
 
 def _no_top_rules(root: Table) -> tuple[str, ...]:
     """With [machines.*], 'rules' and 'tower' at the top are a mistake, not a default."""
-    for key in ("rules", "tower"):
+    for key in ("rules", "tower", "outputs"):
         if root.has(key):
             root.raw(key)
             root.problem(key, f"with [machines.*] every machine names its own '{key}'; move "
@@ -313,6 +334,7 @@ def _read_machines(table: Table, shared: tuple[SourceSpec, ...]) -> list[_Machin
                                 "are the agent's, give it another")
             source_names[spec.name] = f"machine '{name}'"
         tower = read_tower(mt, (*shared, *own))
+        outputs = read_outputs(mt, (*shared, *own))
         wiring: dict[str, str] = {}
         entries = MACHINE_KEYS.read(mt, "inputs")
         if entries is not None:
@@ -324,7 +346,7 @@ def _read_machines(table: Table, shared: tuple[SourceSpec, ...]) -> list[_Machin
             entries.finish()
         mt.finish()
         problems.items[before:] = for_machine(name, problems.items[before:])
-        drafts.append(_MachineDraft(name, mt, globs, own, tower, wiring))
+        drafts.append(_MachineDraft(name, mt, globs, own, tower, wiring, outputs))
     return drafts
 
 
@@ -346,10 +368,11 @@ def _load_machine(draft: _MachineDraft, base: Path, shared: tuple[SourceSpec, ..
         else:
             machine = MachineConfig(draft.name, draft.globs, rule_files, ruleset, draft.tower,
                                     draft.sources, wiring=dict(draft.wiring),
-                                    location=draft.table.where())
+                                    location=draft.table.where(), outputs=draft.outputs)
             machine = resolve_machine(machine, shared, names, draft.table, found)
             warnings += [f"machine '{draft.name}': {w}"
                          for w in check_lamps(ruleset, draft.tower, draft.table, found)]
+            check_outputs(ruleset, draft.outputs, draft.table, found)
     problems.extend(for_machine(draft.name, found.items))
     return None if found else machine
 
@@ -472,21 +495,26 @@ def check_ruleset_against(config: AgentConfig, ruleset: RuleSet,
     root = Table.root(doc, Problems())
     if machine is None or not machine.named:
         tower = machine.tower if machine is not None else config.tower
-        cross_check(ruleset, config.sources, tower, root, problems)
+        outputs = machine.outputs if machine is not None else config.outputs
+        cross_check(ruleset, config.sources, tower, root, problems, outputs)
         problems.raise_if_any()
         return replace(machine, ruleset=ruleset) if machine is not None else None
     names = {m.name for m in config.machines}
     checked = resolve_machine(replace(machine, ruleset=ruleset), config.sources, names, root,
                               problems)
     check_lamps(ruleset, machine.tower, root, problems)
+    check_outputs(ruleset, machine.outputs, root, problems)
     if problems:
         raise ConfigProblems(for_machine(machine.name, problems.items))
     return checked
 
 
 def cross_check(ruleset: RuleSet, sources: tuple[SourceSpec, ...], tower: TowerSpec | None,
-                root: Table, problems: Problems) -> list[str]:
-    """Inputs read by rules vs inputs delivered by sources; lamps shown vs lamps wired."""
+                root: Table, problems: Problems, outputs: OutputsSpec | None = None
+                ) -> list[str]:
+    """Inputs read by rules vs inputs delivered by sources; lamps shown vs lamps wired;
+    [[output]] rules vs outputs wired."""
+    check_outputs(ruleset, outputs, root, problems)
     warnings: list[str] = []
     delivered = {n for spec in sources for n in input_names(spec)}
     needed = dict(ruleset.inputs)
@@ -523,6 +551,58 @@ def check_lamps(ruleset: RuleSet, tower: TowerSpec | None, root: Table,
         for lamp in sorted(wired - shown):
             warnings.append(f"lamp '{lamp}' is wired in [tower] but no rule shows it")
     return warnings
+
+
+def _check_shared_lines(root: Table, wired: list[tuple[str | None, TowerSpec | None,
+                                                      OutputsSpec | None]],
+                        sources: tuple[SourceSpec, ...], problems: Problems) -> None:
+    """No two lamps or outputs (of any machine) write the same line, coil, bit or node: a
+    permit sharing a coil with a blinking lamp would blink with it."""
+    bindings: list[tuple[str, LampBinding]] = []
+    places: list[tuple[Location, str | None]] = []
+    for machine, tower, outputs in wired:
+        for lamp, b in (tower.lamps if tower is not None else {}).items():
+            bindings.append((f"lamp '{lamp}'", b))
+            places.append((tower.location or root.where("tower") if tower else root.where(),
+                           machine))
+        for name, b in (outputs.wiring if outputs is not None else {}).items():
+            bindings.append((f"output '{name}'", b))
+            places.append((outputs.where.get(name) or root.where("outputs") if outputs
+                           else root.where(), machine))
+    for i, j in shared_lines(bindings, sources):
+        (what, _), (other, o) = bindings[i], bindings[j]
+        (where, machine), (_, other_machine) = places[i], places[j]
+        if other_machine is not None and other_machine != machine:
+            other = f"machine '{other_machine}' {other}"
+        prefix = f"machine '{machine}': " if machine is not None else ""
+        at = f" (bound at {o.where})" if o.where else ""
+        problems.add(where, f"{prefix}{what} is wired to what {other} already writes{at}: two "
+                            "writers would fight over one output; give each its own")
+
+
+def check_outputs(ruleset: RuleSet, outputs: OutputsSpec | None, root: Table,
+                  problems: Problems) -> None:
+    """Every [[output]] rule is wired in [outputs], and every wired output is a rule's: an
+    interlock that drives nothing, or a line nothing drives, is a mistake, not a warning."""
+    wired = outputs.wiring if outputs is not None else {}
+    names = [o.name for o in ruleset.outputs]
+    for o in ruleset.outputs:
+        if o.name in wired:
+            continue
+        where = o.location if o.location.file else root.where("outputs")
+        problems.add(where, f"output '{o.name}' is not wired: add it to [outputs.wiring], "
+                            f"e.g. {o.name} = {{ coil = 10, source = \"plc\" }}, or write "
+                            f"{o.name} = {{ virtual = true }} for an output with no hardware")
+    for name in wired:
+        if name in names:
+            continue
+        assert outputs is not None
+        hint = did_you_mean(name, names) or (
+            f"; the rules' outputs: {', '.join(names)}" if names else
+            "; the rules have no [[output]]")
+        problems.add(outputs.where.get(name) or outputs.location or root.where("outputs"),
+                     f"[outputs.wiring] wires output '{name}', which no [[output]] rule "
+                     f"drives{hint}")
 
 
 def lamps_shown(ruleset: RuleSet) -> set[str]:

@@ -15,7 +15,7 @@ broker configured, no source configured for the inputs the rules read. `[diagnos
 degraded_on` turns chosen warnings into degraded.
 
 Each reason starts with the part it concerns (`scan:`, `journal:`, `broker:`, `input:`,
-`source:`, `tower:`, `clock:`, `rules:`, `state:`); docs/operations.md explains every one and
+`source:`, `tower:`, `outputs:`, `clock:`, `rules:`, `state:`); docs/operations.md explains every one and
 what to do about it.
 """
 
@@ -39,8 +39,8 @@ WARNINGS = {
 }
 
 # Sections of the /status document, in the order it lists them after the agent's identity.
-SECTIONS = ("state", "lamps", "signals", "counters", "inputs", "scan", "events", "sources",
-            "tower", "queue", "broker", "rules", "components", "clock", "diagnostics",
+SECTIONS = ("state", "lamps", "signals", "counters", "outputs", "inputs", "scan", "events",
+            "sources", "tower", "output_lines", "queue", "broker", "rules", "components", "clock", "diagnostics",
             "machines")
 NO_BROKER = {"url": None, "connected": False, "last_error": "no [mqtt] section in the config"}
 
@@ -108,6 +108,9 @@ def findings(parts: Mapping[str, Any]) -> list[Finding]:
         if failing:
             out.append(Finding(FAILED, f"tower: cannot write lamps {', '.join(failing)} "
                                        f"({tower['last_error']})"))
+    lines = parts.get("output_lines")
+    if lines is not None and not named:
+        out += _failing_outputs("outputs", lines)
     if not parts.get("clock", {}).get("synchronized", True):
         out.append(Finding("warning", "clock: wall clock not synchronized; event timestamps "
                                       "are marked", "clock"))
@@ -145,7 +148,18 @@ def _machines(machines: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
             out.append(Finding(FAILED, f"machine {name}: tower cannot write lamps "
                                        f"{', '.join(failing)} "
                                        f"({tower['last_error'] if tower else ''})"))
+        if m.get("output_lines"):
+            out += _failing_outputs(f"machine {name}: outputs", m["output_lines"])
     return out
+
+
+def _failing_outputs(prefix: str, lines: Mapping[str, Any]) -> list[Finding]:
+    """Outputs the [[output]] rules drive that cannot be written: failed, like lamps."""
+    failing = [name for name, st in lines["outputs"].items() if st["failing"]]
+    if not failing:
+        return []
+    return [Finding(FAILED, f"{prefix}: cannot write {', '.join(failing)} "
+                            f"({lines['last_error']})")]
 
 
 def _scan(scan: Mapping[str, Any]) -> list[str]:

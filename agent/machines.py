@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from linelight.hw.config import TOWER_KEYS, SourceSpec, TowerSpec
+from linelight.hw.config import OUTPUTS_KEYS, TOWER_KEYS, OutputsSpec, SourceSpec, TowerSpec
 from linelight.hw.schema import sources_schema_part
 from linelight.rules.errors import Location
 from linelight.rules.fields import REQUIRED
@@ -58,6 +58,7 @@ class MachineConfig:
     wiring: Mapping[str, str] = field(default_factory=dict)  # its `inputs` table as written
     named: bool = True  # False: the one machine of a config without [machines.*]
     location: Location | None = None
+    outputs: OutputsSpec | None = None  # where its [[output]] rules' lines are wired
 
     @property
     def wire_name(self) -> str | None:
@@ -84,6 +85,7 @@ MACHINE_KEYS = Keys("one machine: its rules, inputs, tower and name on the wire"
     Key("sources", "value", "the machine's own input sources, by name (their inputs are this "
         "machine's only)", None, schema=sources_schema_part()),
     Key("tower", "table", TOWER_KEYS.text, None, keys=TOWER_KEYS),
+    Key("outputs", "table", OUTPUTS_KEYS.text, None, keys=OUTPUTS_KEYS),
 ))
 
 

@@ -116,7 +116,7 @@ def _machines(s: Mapping[str, Any]) -> Iterator[Any]:
     """Per-machine series with a `machine` label (the agent id for a config without
     [machines.*]): state code, lamps lit, counter totals, the machine's rules (a reload that
     rejected one machine's file leaves that machine's old fingerprint), its tower's failed
-    lamp writes."""
+    lamp writes, its outputs on and their failed writes."""
     machines = s.get("machines") or {str(s.get("agent", "")): s}
     code = GaugeMetricFamily("linelight_state_code", "Numeric code of the machine's current "
                              "state.", labels=["machine"])
@@ -128,6 +128,11 @@ def _machines(s: Mapping[str, Any]) -> Iterator[Any]:
                              labels=["machine"])
     failures = CounterMetricFamily("linelight_tower_write_failures", "Lamp writes of the "
                                    "machine's tower that failed.", labels=["machine"])
+    output = GaugeMetricFamily("linelight_output_on", "1 while an [[output]] rule has its "
+                               "output on.", labels=["machine", "output"])
+    output_failures = CounterMetricFamily("linelight_output_write_failures", "Failed writes "
+                                          "of an [[output]] rule's line, coil or bit.",
+                                          labels=["machine", "output"])
     for name, m in machines.items():
         code.add_metric([name], _num((m.get("state") or {}).get("code")))
         for lamp_name, pattern in (m.get("lamps") or {}).items():
@@ -140,7 +145,11 @@ def _machines(s: Mapping[str, Any]) -> Iterator[Any]:
         tower = m.get("tower")
         if isinstance(tower, Mapping):
             failures.add_metric([name], _num(tower.get("write_failures")))
-    yield from (code, lamp, count, rules, failures)
+        for output_name, on in (m.get("outputs") or {}).items():
+            output.add_metric([name, output_name], 1.0 if on else 0.0)
+        for output_name, line in ((m.get("output_lines") or {}).get("outputs") or {}).items():
+            output_failures.add_metric([name, output_name], _num(line.get("failures")))
+    yield from (code, lamp, count, rules, failures, output, output_failures)
 
 
 def _sources(sources: Mapping[str, Mapping[str, Any]]) -> Iterator[Any]:

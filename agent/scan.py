@@ -1,7 +1,7 @@
 """The scan loop: at a fixed period, snapshot inputs, step the rules, drive the tower, emit events.
 
 Like a PLC scan: one consistent snapshot per tick, every rule sees the same one, the lamps
-are commanded in the same tick. Nothing in a tick awaits: events are handed to the journal
+and the [[output]] rules' lines are commanded in the same tick. Nothing in a tick awaits: events are handed to the journal
 with `submit` (non-blocking), so neither the disk nor the network can delay the lamps.
 
 Several machines (agent.machines) are several `MachineLane`s of one loop: each tick takes one
@@ -35,6 +35,12 @@ class EventSink(Protocol):
 
 class Tower(Protocol):
     def show(self, command: dict[str, Pattern]) -> None: ...
+
+
+class OutputLines(Protocol):
+    """Where the [[output]] rules' values go (hw.stacklight.OutputBank)."""
+
+    def drive(self, values: Mapping[str, bool]) -> None: ...
 
 
 class Inputs(Protocol):
@@ -102,6 +108,7 @@ class MachineLane:
     on_latches: Callable[[Any], None] | None = None
     on_windows: Callable[[Any], None] | None = None
     label: str = ""  # for /status and logs (the agent id for the unnamed machine)
+    outputs: OutputLines | None = None  # the [[output]] rules' wired lines, driven every scan
     view: ScanView = field(default_factory=ScanView)
     changes: ev.InputChanges = field(default_factory=ev.InputChanges)
 
@@ -247,6 +254,8 @@ class ScanLoop:
             part = lane.select(snapshot, self._states)
             step = lane.evaluator.step(part, started)
             lane.tower.show(step.lamps)
+            if lane.outputs is not None:
+                lane.outputs.drive(step.outputs)
             steps.append((lane, part, step))
         now_ns = self.clock.now_ns()
         unsynced = not self.clock.synchronized

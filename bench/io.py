@@ -10,10 +10,11 @@
 
 3. S7 (python-snap7's server in its own process): 200 WORD addresses of one DB read coalesced
    (one request per poll) and one request each, next to python-snap7's bare AsyncClient reading
-   the same 400 bytes in a loop.
+   the same 400 bytes in a loop, the two taking turns in 0.25 s slices; rates and the client's
+   CPU time per poll.
 4. OPC UA (asyncua's server in its own process): 500 variables changing at 10 Hz, delivered
-   through linelight's subscription into the input table, next to asyncua's bare client
-   counting the notifications of the same subscription settings.
+   through linelight's subscription into the input table, and at the same time to asyncua's
+   bare client counting the notifications of its own subscription with the same settings.
 
 Usage: python -m bench.io [--quick]. Prints a table; the last line is one JSON object.
 """
@@ -245,7 +246,19 @@ def _s7_toml(port: int, spaced: bool) -> str:
     return "\n".join(lines)
 
 
-async def _s7_rate(port: int, seconds: float, spaced: bool) -> dict[str, float]:
+SLICE = 0.25  # s: linelight and the bare client take turns in slices this long
+
+
+async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]:
+    """linelight's S7 poller (poll_once back to back) and python-snap7's bare AsyncClient
+    reading the same 200 words (400 bytes) in one request and unpacking them (the least a
+    program using the bare client does with what it reads), taking turns in SLICE-long slices
+    for `seconds` each, so both see the same load on the shared machine. Rates, and the client
+    process's CPU time per poll / per read (the server runs in its own process)."""
+    import struct
+
+    import snap7
+
     from linelight.hw.build import build_hardware
     from linelight.hw.inputs import InputTable
     from linelight.hw.s7 import S7Source
@@ -259,36 +272,34 @@ async def _s7_rate(port: int, seconds: float, spaced: bool) -> dict[str, float]:
     source.blocks = source._plan(conn.pdu)  # what run() does after a connect
     table = InputTable()
     await source.poll_once(table)
+    bare = snap7.AsyncClient()
+    await bare.connect("127.0.0.1", 0, 1, port)
+    ours = {"polls": 0, "time": 0.0, "cpu": 0.0}
+    theirs = {"polls": 0, "time": 0.0, "cpu": 0.0}
     requests0, samples0 = conn.stats.requests, source.counters.samples
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        await source.poll_once(table)
-    elapsed = time.perf_counter() - t0
+    for _ in range(max(1, round(seconds / SLICE))):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < SLICE:
+            await source.poll_once(table)
+            ours["polls"] += 1
+        ours["time"] += time.perf_counter() - t0
+        ours["cpu"] += time.process_time() - cpu0
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < SLICE:
+            data = await bare.read_area(snap7.Area.DB, 20, 0, 2 * S7_WORDS)
+            assert len(struct.unpack(f">{S7_WORDS}H", data)) == S7_WORDS
+            theirs["polls"] += 1
+        theirs["time"] += time.perf_counter() - t0
+        theirs["cpu"] += time.process_time() - cpu0
     await conn.close()
+    await bare.disconnect()
     assert conn.stats.failures == 0, conn.stats.last_error
     return {"blocks": len(source.blocks),
-            "requests_per_s": (conn.stats.requests - requests0) / elapsed,
-            "samples_per_s": (source.counters.samples - samples0) / elapsed}
-
-
-async def _bare_snap7_rate(port: int, seconds: float) -> float:
-    """Samples/s of python-snap7's AsyncClient reading the 200 words (400 bytes) in one go and
-    unpacking them: the least a program using the bare client does with what it reads."""
-    import struct
-
-    import snap7
-
-    client = snap7.AsyncClient()
-    await client.connect("127.0.0.1", 0, 1, port)
-    n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        data = await client.read_area(snap7.Area.DB, 20, 0, 2 * S7_WORDS)
-        assert len(struct.unpack(f">{S7_WORDS}H", data)) == S7_WORDS
-        n += 1
-    elapsed = time.perf_counter() - t0
-    await client.disconnect()
-    return n * S7_WORDS / elapsed
+            "requests_per_s": (conn.stats.requests - requests0) / ours["time"],
+            "samples_per_s": (source.counters.samples - samples0) / ours["time"],
+            "cpu_us_per_poll": ours["cpu"] / ours["polls"] * 1e6,
+            "bare_samples_per_s": theirs["polls"] * S7_WORDS / theirs["time"],
+            "bare_cpu_us_per_read": theirs["cpu"] / theirs["polls"] * 1e6}
 
 
 # -- 4. OPC UA -----------------------------------------------------------------------------------
@@ -332,29 +343,15 @@ def _opcua_toml(port: int) -> str:
     return "\n".join(lines)
 
 
-async def _opcua_rate(port: int, seconds: float) -> float:
+async def _opcua_rates(port: int, seconds: float) -> tuple[float, float]:
+    """Notifications/s delivered by linelight's source into the input table and by asyncua's
+    bare client (its own session, a subscription with the same intervals) to a handler that
+    counts them, both subscribed to the same 500 variables at the same time, counted over the
+    same `seconds`: each receives what the server sends, whatever the load."""
+    from asyncua import Client, ua
+
     from linelight.hw.build import build_hardware
     from linelight.hw.inputs import InputTable
-
-    sources, _ = _read_config(_opcua_toml(port))
-    hw = build_hardware(sources, None)
-    source = hw.source("cell")
-    table = InputTable()
-    async with anyio.create_task_group() as tg:
-        await tg.start(hw.run, table)
-        while source.counters.samples < UA_ITEMS:  # type: ignore[attr-defined]  # noqa: ASYNC110
-            await anyio.sleep(0.05)
-        await anyio.sleep(1.0)  # past the initial values
-        s0, t0 = source.counters.samples, time.perf_counter()  # type: ignore[attr-defined]
-        await anyio.sleep(seconds)
-        rate = (source.counters.samples - s0) / (time.perf_counter() - t0)  # type: ignore[attr-defined]
-        tg.cancel_scope.cancel()
-    await hw.close()
-    return float(rate)
-
-
-async def _bare_asyncua_rate(port: int, seconds: float) -> float:
-    from asyncua import Client, ua
 
     count = 0
 
@@ -363,18 +360,31 @@ async def _bare_asyncua_rate(port: int, seconds: float) -> float:
             nonlocal count
             count += 1
 
+    sources, _ = _read_config(_opcua_toml(port))
+    hw = build_hardware(sources, None)
+    source = hw.source("cell")
+    table = InputTable()
     client = Client(f"opc.tcp://127.0.0.1:{port}", timeout=5)
     await client.connect()
     try:
         sub = await client.create_subscription(100, Handler())
         nodes = [client.get_node(ua.NodeId(f"v{i}", 2)) for i in range(UA_ITEMS)]
         await sub.subscribe_data_change(nodes, sampling_interval=50)
-        await anyio.sleep(1.0)
-        c0, t0 = count, time.perf_counter()
-        await anyio.sleep(seconds)
-        return (count - c0) / (time.perf_counter() - t0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            while source.counters.samples < UA_ITEMS:  # type: ignore[attr-defined]  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            await anyio.sleep(1.0)  # past the initial values
+            s0, c0, t0 = source.counters.samples, count, time.perf_counter()  # type: ignore[attr-defined]
+            await anyio.sleep(seconds)
+            elapsed = time.perf_counter() - t0
+            ours = (source.counters.samples - s0) / elapsed  # type: ignore[attr-defined]
+            theirs = (count - c0) / elapsed
+            tg.cancel_scope.cancel()
+        await hw.close()
     finally:
         await client.disconnect()
+    return float(ours), float(theirs)
 
 
 async def _in_server_process(serve, measure):  # type: ignore[no-untyped-def]
@@ -393,15 +403,13 @@ async def _in_server_process(serve, measure):  # type: ignore[no-untyped-def]
 
 
 async def _plc_figures(seconds: float) -> dict[str, float]:
-    async def s7(port: int) -> tuple[dict[str, float], dict[str, float], float]:
-        return (await _s7_rate(port, seconds, False), await _s7_rate(port, seconds, True),
-                await _bare_snap7_rate(port, seconds))
+    async def s7(port: int) -> tuple[dict[str, float], dict[str, float]]:
+        return await _s7_rates(port, seconds, False), await _s7_rates(port, seconds / 2, True)
 
-    async def opcua(port: int) -> tuple[float, float]:
-        return await _opcua_rate(port, seconds), await _bare_asyncua_rate(port, seconds)
-
-    coalesced, single, bare = await _in_server_process(_serve_s7, s7)
-    ua_linelight, ua_bare = await _in_server_process(_serve_opcua, opcua)
+    coalesced, single = await _in_server_process(_serve_s7, s7)
+    ua_linelight, ua_bare = await _in_server_process(
+        _serve_opcua, lambda port: _opcua_rates(port, seconds))
+    bare = coalesced["bare_samples_per_s"]
     return {
         "s7_blocks": coalesced["blocks"],
         "s7_samples_per_s": round(coalesced["samples_per_s"], 1),
@@ -411,6 +419,10 @@ async def _plc_figures(seconds: float) -> dict[str, float]:
         "ratio_s7_coalesced_vs_uncoalesced": round(coalesced["samples_per_s"]
                                                    / single["samples_per_s"], 2),
         "ratio_s7_linelight_vs_bare_snap7": round(coalesced["samples_per_s"] / bare, 2),
+        "s7_cpu_us_per_poll": round(coalesced["cpu_us_per_poll"], 1),
+        "s7_bare_snap7_cpu_us_per_read": round(coalesced["bare_cpu_us_per_read"], 1),
+        "ratio_s7_cpu_bare_vs_linelight": round(coalesced["bare_cpu_us_per_read"]
+                                                / coalesced["cpu_us_per_poll"], 2),
         "opcua_samples_per_s": round(ua_linelight, 1),
         "opcua_bare_asyncua_samples_per_s": round(ua_bare, 1),
         "ratio_opcua_linelight_vs_bare_asyncua": round(ua_linelight / ua_bare, 2),
@@ -482,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{r['s7_samples_per_s']:.0f} samples/s"),
         ("S7, one request per address", "", f"{r['s7_uncoalesced_samples_per_s']:.0f} samples/s"),
         ("S7, bare python-snap7 read loop", "", f"{r['s7_bare_snap7_samples_per_s']:.0f} samples/s"),
+        ("S7 client CPU per poll / bare per read", f"{r['s7_cpu_us_per_poll']:.0f} us",
+         f"{r['s7_bare_snap7_cpu_us_per_read']:.0f} us"),
         (f"OPC UA, {UA_ITEMS} items at {UA_HZ:g} Hz", "",
          f"{r['opcua_samples_per_s']:.0f} samples/s"),
         ("OPC UA, bare asyncua subscription", "",

@@ -21,6 +21,7 @@ from linelight.hw.config import (
     LampBinding,
     ModbusSourceSpec,
     OpcUaSourceSpec,
+    OutputsSpec,
     S7SourceSpec,
     SimSourceSpec,
     SourceSpec,
@@ -31,7 +32,7 @@ from linelight.hw.inputs import InputTable, Source
 from linelight.hw.modbus_codec import Area, Point
 from linelight.hw.outputs import Output, VirtualOutput
 from linelight.hw.sim import SimSource
-from linelight.hw.stacklight import StackLight
+from linelight.hw.stacklight import OutputBank, StackLight
 
 if TYPE_CHECKING:  # imported where a spec needs them (see the module docstring)
     from linelight.hw.gpio_chip import LineBackend
@@ -49,6 +50,8 @@ class Hardware:
     sources: list[Source]
     stacklight: StackLight | None  # the single tower, or the first machine's
     towers: dict[str, StackLight] = field(default_factory=dict)  # by machine, when several
+    outputs: OutputBank | None = None  # the [[output]] rules' lines (of the single machine)
+    machine_outputs: dict[str, OutputBank] = field(default_factory=dict)  # by machine
     connections: dict[str, ModbusConnection] = field(default_factory=dict)
     s7_connections: dict[str, S7Connection] = field(default_factory=dict)
     opcua_connections: dict[str, OpcUaConnection] = field(default_factory=dict)
@@ -71,7 +74,8 @@ class Hardware:
     def status(self) -> dict[str, object]:
         """Every source's counters and last error, and the tower's lamps, for /status."""
         return {"sources": {s.name: s.status() for s in self.sources},
-                "tower": self.stacklight.status() if self.stacklight is not None else None}
+                "tower": self.stacklight.status() if self.stacklight is not None else None,
+                "output_lines": self.outputs.status() if self.outputs is not None else None}
 
     def all_towers(self) -> list[StackLight]:
         """Every tower once: the single one, or each machine's."""
@@ -80,21 +84,26 @@ class Hardware:
             towers.insert(0, self.stacklight)
         return towers
 
+    def all_output_banks(self) -> list[OutputBank]:
+        """Every machine's outputs once."""
+        banks = list(self.machine_outputs.values())
+        return ([self.outputs] if self.outputs is not None else []) + banks
+
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every source and the tower until cancelled (then call `close`)."""
         async with anyio.create_task_group() as tg:
             for source in self.sources:
                 await tg.start(source.run, table)
-            for tower in self.all_towers():
+            for tower in [*self.all_towers(), *self.all_output_banks()]:
                 await tg.start(tower.run)
             task_status.started()
 
     async def close(self) -> bool:
-        """Apply the tower's on_exit pattern, then close Modbus, S7 and OPC UA clients and GPIO
-        devices."""
+        """Apply the outputs' and the tower's on_exit, then close Modbus, S7 and OPC UA clients
+        and GPIO devices."""
         ok = True
-        for tower in self.all_towers():
+        for tower in [*self.all_output_banks(), *self.all_towers()]:
             ok = await tower.close() and ok
         for conn in self.connections.values():
             conn.close()
@@ -110,10 +119,13 @@ class Hardware:
 def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
                    pin_factory: Any = None, line_backend: LineBackend | None = None,
                    clock: Callable[[], float] = time.monotonic,
-                   towers: Mapping[str, TowerSpec] | None = None) -> Hardware:
+                   towers: Mapping[str, TowerSpec] | None = None,
+                   outputs: OutputsSpec | None = None,
+                   machine_outputs: Mapping[str, OutputsSpec] | None = None) -> Hardware:
     """Live objects for the specs. `pin_factory` (e.g. gpiozero's MockFactory) and
     `line_backend` replace the configured GPIO access, for tests and the demo. `towers` are
-    the towers of several machines, by machine (the first is also `stacklight`).
+    the towers of several machines, by machine (the first is also `stacklight`); `outputs`
+    and `machine_outputs` the [[output]] rules' wiring, of the single machine or by machine.
     Raises DeviceError if a GPIO line cannot be opened."""
     hw = Hardware([], None)
     factories: dict[str | None, Any] = {}
@@ -137,6 +149,11 @@ def build_hardware(sources: Sequence[SourceSpec], tower: TowerSpec | None, *,
         for machine, machine_tower in (towers or {}).items():
             hw.towers[machine] = _stacklight(machine_tower, hw, unit_of, images, factory, line_backend,
                                              clock)
+        if outputs is not None:
+            hw.outputs = _output_bank(outputs, hw, unit_of, images, factory, line_backend, clock)
+        for machine, wiring in (machine_outputs or {}).items():
+            hw.machine_outputs[machine] = _output_bank(wiring, hw, unit_of, images, factory,
+                                                       line_backend, clock)
     except DeviceError:
         for closer in hw._closers:  # noqa: SLF001 this module builds the Hardware and owns its closers
             closer()
@@ -158,6 +175,18 @@ def _stacklight(tower: TowerSpec, hw: Hardware, unit_of: dict[str, int],
                       blink_fast_hz=tower.blink_fast_hz, refresh=tower.refresh,
                       retry=tower.retry, write_timeout=tower.write_timeout,
                       on_exit=tower.on_exit, clock=clock)
+
+
+def _output_bank(spec: OutputsSpec, hw: Hardware, unit_of: dict[str, int],
+                 images: dict[tuple[str, int, int], RegisterImage],
+                 factory: Callable[[str | None], Any], line_backend: LineBackend | None,
+                 clock: Callable[[], float]) -> OutputBank:
+    """The [[output]] rules' lines, bound exactly like lamps (`_output`)."""
+    outputs = {name: _output(binding, hw, unit_of, images, lambda: factory(spec.pin_factory),
+                             line_backend, clock)
+               for name, binding in spec.wiring.items()}
+    return OutputBank(outputs, refresh=spec.refresh, retry=spec.retry,
+                      write_timeout=spec.write_timeout, on_exit=spec.on_exit, clock=clock)
 
 
 def _add_source(hw: Hardware, spec: SourceSpec, factory: Callable[[str | None], Any],
@@ -217,7 +246,7 @@ def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],
     if b.kind == "s7":
         s7 = hw.s7_connections.get(b.source)
         if s7 is None or b.s7 is None:
-            raise DeviceError(f"lamp bound at {b.where} names S7 source '{b.source}', "
+            raise DeviceError(f"the binding at {b.where} names S7 source '{b.source}', "
                               "which is not configured")
         from linelight.hw.s7 import S7BitOutput
 
@@ -225,14 +254,14 @@ def _output(b: LampBinding, hw: Hardware, unit_of: dict[str, int],
     if b.kind == "opcua":
         session = hw.opcua_connections.get(b.source)
         if session is None:
-            raise DeviceError(f"lamp bound at {b.where} names OPC UA source '{b.source}', "
+            raise DeviceError(f"the binding at {b.where} names OPC UA source '{b.source}', "
                               "which is not configured")
         from linelight.hw.opcua import OpcUaBoolOutput
 
         return OpcUaBoolOutput(session, b.node)
     conn = hw.connections.get(b.source)
     if conn is None or b.point is None:
-        raise DeviceError(f"lamp bound at {b.where} names Modbus source '{b.source}', "
+        raise DeviceError(f"the binding at {b.where} names Modbus source '{b.source}', "
                           "which is not configured")
     from linelight.hw.modbus import ModbusCoilOutput, ModbusRegisterOutput, RegisterImage
 

@@ -7,9 +7,10 @@ and all of them are listed at once. The results are frozen specs; `hw.build` mak
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from linelight.hw.modbus_codec import Area, DataType, Order, Point
@@ -203,6 +204,29 @@ class OpcUaSourceSpec:
 
 SourceSpec = (ModbusSourceSpec | S7SourceSpec | OpcUaSourceSpec | GpioZeroSourceSpec
               | GpioChipSourceSpec | SimSourceSpec)
+
+
+def place_opcua_files(specs: Sequence[SourceSpec], base: Path,
+                      data_dir: Path) -> tuple[SourceSpec, ...]:
+    """The OPC UA security files where the agent uses them: `certificate`, `private_key` and
+    `server_certificate` relative to the config file's folder `base`, the client certificate
+    and key left out in `data_dir`/opcua/ as NAME.der and NAME.pem (the agent's state
+    directory, where it may write them at its first start). `password_file` stays as written
+    (relative: in $CREDENTIALS_DIRECTORY)."""
+    def place(name: str) -> str:
+        return name if not name or Path(name).is_absolute() else str(base / name)
+
+    out: list[SourceSpec] = []
+    for spec in specs:
+        sec = spec.security if isinstance(spec, OpcUaSourceSpec) else None
+        if isinstance(spec, OpcUaSourceSpec) and sec is not None:
+            own = data_dir / "opcua"
+            sec = replace(sec, certificate=place(sec.certificate) or str(own / f"{spec.name}.der"),
+                          private_key=place(sec.private_key) or str(own / f"{spec.name}.pem"),
+                          server_certificate=place(sec.server_certificate))
+            spec = replace(spec, security=sec)
+        out.append(spec)
+    return tuple(out)
 
 
 def input_names(spec: SourceSpec) -> list[str]:
@@ -488,9 +512,10 @@ def _read_opcua_security(src: Table) -> OpcUaSecurity | None:
             src.problem("username", "a password is sent only over a secured channel: set "
                                     "security_policy (e.g. \"Basic256Sha256\") with 'username'")
         return None
-    if not certificate or not private_key:
-        src.problem(None, f"security_policy \"{policy}\" needs 'certificate' and 'private_key' "
-                          "(file paths; both are generated on first start if missing)")
+    if bool(certificate) != bool(private_key):
+        src.problem("certificate" if certificate else "private_key",
+                    "'certificate' and 'private_key' go together (or leave both out: the agent "
+                    "then keeps them in data_dir/opcua/)")
     if not server_certificate and not trust_any:
         src.problem(None, f"security_policy \"{policy}\" needs 'server_certificate' (the "
                           "server's certificate file, which linelight then trusts) or, "
@@ -675,13 +700,8 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
     if t is None:
         return None
     TOWER_KEYS.bind(t)
-    modbus_sources = {s.name: s for s in sources if isinstance(s, ModbusSourceSpec)}
-    s7_sources = {s.name for s in sources if isinstance(s, S7SourceSpec)}
-    opcua_sources = {s.name for s in sources if isinstance(s, OpcUaSourceSpec)}
     profile_name = TOWER_KEYS.read(t, "profile")
-    default_source = TOWER_KEYS.read(t, "source")
-    default_chip = TOWER_KEYS.read(t, "chip")
-    pin_factory = TOWER_KEYS.read(t, "pin_factory")
+    default_source, default_chip, pin_factory = _binding_defaults(t, TOWER_KEYS)
     lamps: dict[str, LampBinding] = {}
     if profile_name is not None:
         try:
@@ -699,13 +719,7 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
                 lamps[lamp] = binding
     lamps.update(_read_lamps(TOWER_KEYS.read(t, "lamps")))
     lamps = {lamp: _resolve(b, default_source, default_chip) for lamp, b in lamps.items()}
-    for lamp, b in lamps.items():
-        if b.kind == "modbus":
-            _check_modbus_lamp(t, lamp, b, modbus_sources, sources)
-        elif b.kind == "s7":
-            _check_lamp_source(t, lamp, b, s7_sources, sources, "S7")
-        elif b.kind == "opcua":
-            _check_lamp_source(t, lamp, b, opcua_sources, sources, "OPC UA")
+    _check_bindings(t, lamps, sources)
     if not lamps:
         t.problem(None, "[tower] binds no lamps: add [tower.lamps] or a profile")
     timing = {key: TOWER_KEYS.read(t, key) for key in
@@ -715,6 +729,11 @@ def read_tower(root: Table, sources: tuple[SourceSpec, ...] = ()) -> TowerSpec |
     t.finish()
     return TowerSpec(lamps, **timing, on_exit=on_exit, pin_factory=pin_factory,
                      profile=profile_name, location=t.where(), warnings=warnings)
+
+
+def _binding_defaults(t: Table, keys: Keys) -> tuple[str | None, str | None, str | None]:
+    """`source`, `chip` and `pin_factory` of [tower] or [outputs]: for bindings without them."""
+    return keys.read(t, "source"), keys.read(t, "chip"), keys.read(t, "pin_factory")
 
 
 def _read_lamps(table: Table | None) -> dict[str, LampBinding]:
@@ -783,38 +802,45 @@ def _resolve(b: LampBinding, default_source: str | None, default_chip: str | Non
     return b
 
 
-def _check_modbus_lamp(t: Table, lamp: str, b: LampBinding,
-                       modbus: dict[str, ModbusSourceSpec], sources: tuple[SourceSpec, ...]) -> None:
-    at = f" (bound at {b.where})" if b.where else ""
-    if not b.source:
-        t.problem(None, f"lamp '{lamp}' is a Modbus output but no source is named{at}: "
-                        "set source = \"NAME\" on the lamp or in [tower]")
-    elif sources and b.source not in modbus:
-        names = ", ".join(modbus) or "none"
-        t.problem(None, f"lamp '{lamp}' names source '{b.source}'{at}, which is not a Modbus "
-                        f"source (Modbus sources: {names})")
+def _check_bindings(t: Table, bindings: dict[str, LampBinding], sources: tuple[SourceSpec, ...],
+                    *, what: str = "lamp", section: str = "[tower]") -> None:
+    """Each Modbus, S7 or OPC UA binding names a configured source of its kind."""
+    modbus_sources = {s.name: s for s in sources if isinstance(s, ModbusSourceSpec)}
+    s7_sources = {s.name for s in sources if isinstance(s, S7SourceSpec)}
+    opcua_sources = {s.name for s in sources if isinstance(s, OpcUaSourceSpec)}
+    for name, b in bindings.items():
+        if b.kind == "modbus":
+            _check_lamp_source(t, name, b, set(modbus_sources), sources, "Modbus", what, section)
+        elif b.kind == "s7":
+            _check_lamp_source(t, name, b, s7_sources, sources, "S7", what, section)
+        elif b.kind == "opcua":
+            _check_lamp_source(t, name, b, opcua_sources, sources, "OPC UA", what, section)
 
 
 def _check_lamp_source(t: Table, lamp: str, b: LampBinding, names: set[str],
-                       sources: tuple[SourceSpec, ...], kind: str) -> None:
+                       sources: tuple[SourceSpec, ...], kind: str, what: str = "lamp",
+                       section: str = "[tower]") -> None:
     at = f" (bound at {b.where})" if b.where else ""
     article = "an" if kind[0] in "AEIOSU" else "a"
     if not b.source:
-        t.problem(None, f"lamp '{lamp}' is {article} {kind} output but no source is named{at}: "
-                        "set source = \"NAME\" on the lamp or in [tower]")
-    elif sources and b.source not in names:
-        t.problem(None, f"lamp '{lamp}' names source '{b.source}'{at}, which is not {article} "
-                        f"{kind} source ({kind} sources: {', '.join(sorted(names)) or 'none'})")
+        t.problem(None, f"{what} '{lamp}' is {article} {kind} output but no source is "
+                        f"named{at}: set source = \"NAME\" on the {what} or in {section}")
+    elif b.source not in names:
+        listed = ", ".join(names if kind == "Modbus" else sorted(names)) or "none"
+        t.problem(None, f"{what} '{lamp}' names source '{b.source}'{at}, which is not "
+                        f"{article} {kind} source ({kind} sources: {listed})")
 
 
-def _read_on_exit(t: Table, lamps: dict[str, LampBinding]) -> dict[str, Pattern]:
+def _read_on_exit(t: Table, lamps: dict[str, LampBinding], *, what: str = "lamp"
+                  ) -> dict[str, Pattern]:
     raw = t.raw("on_exit", "off")
     allowed = ("off", "on")
     if isinstance(raw, str):
         if raw not in allowed:
+            example, why = (("red", " (a blinking lamp cannot outlive the agent that blinks it)")
+                            if what == "lamp" else (next(iter(lamps), "horn"), ""))
             t.problem("on_exit", f"'on_exit' must be \"off\", \"on\" or a table such as "
-                                 f"{{ red = \"on\" }}, not '{raw}' (a blinking lamp cannot "
-                                 "outlive the agent that blinks it)")
+                                 f"{{ {example} = \"on\" }}, not '{raw}'{why}")
             raw = "off"
         return {lamp: Pattern(raw) for lamp in lamps}
     sub = t.table("on_exit")
@@ -824,8 +850,11 @@ def _read_on_exit(t: Table, lamps: dict[str, LampBinding]) -> dict[str, Pattern]
     for lamp in list(sub.data):
         pattern = sub.choice(lamp, allowed)
         if lamp not in lamps:
-            sub.problems.add(sub.where(lamp), _lamp_message(lamp) if lamp not in LAMPS
-                             else f"on_exit names lamp '{lamp}', which the tower does not bind")
+            sub.problems.add(sub.where(lamp), _lamp_message(lamp)
+                             if what == "lamp" and lamp not in LAMPS
+                             else f"on_exit names {what} '{lamp}', which "
+                                  f"{'the tower' if what == 'lamp' else '[outputs.wiring]'} "
+                                  "does not bind")
         elif pattern is not None:
             out[lamp] = Pattern(pattern)
     sub.finish()
@@ -843,6 +872,94 @@ def _on_exit_warnings(t: Table, on_exit: dict[str, Pattern]) -> tuple[str, ...]:
 
 def _lamp_message(lamp: str) -> str:
     return f"unknown lamp '{lamp}'{did_you_mean(lamp, LAMPS) or '; lamps are ' + ', '.join(LAMPS)}"
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OutputsSpec:
+    """The `[outputs]` table: where each `[[output]]` rule's line, coil or bit is wired (bound
+    like a lamp of the tower), and how the agent writes them."""
+
+    wiring: dict[str, LampBinding]
+    refresh: float = 5.0
+    retry: float = 0.5
+    write_timeout: float = 1.0
+    on_exit: dict[str, bool] = field(default_factory=dict)
+    pin_factory: str | None = None
+    location: Location | None = None
+    where: dict[str, Location] = field(default_factory=dict)  # each binding's name, for messages
+
+
+def read_outputs(root: Table, sources: tuple[SourceSpec, ...] = ()) -> OutputsSpec | None:
+    """The `[outputs]` table, or None when the file has none. Each name is checked against the
+    rules' `[[output]]`s later (agent.config.check_outputs): the rules are read after this."""
+    t = root.table("outputs")
+    if t is None:
+        return None
+    OUTPUTS_KEYS.bind(t)
+    default_source, default_chip, pin_factory = _binding_defaults(t, OUTPUTS_KEYS)
+    wiring: dict[str, LampBinding] = {}
+    where: dict[str, Location] = {}
+    table = OUTPUTS_KEYS.read(t, "wiring")
+    if table is not None:
+        for name, entry in table.entries():
+            if entry is None:
+                continue
+            binding = read_lamp_binding(OUTPUT_BINDING_KEYS.bind(entry), f"output '{name}'")
+            entry.finish()
+            if binding is not None:
+                wiring[name] = _resolve(binding, default_source, default_chip)
+                where[name] = table.where(name)
+    _check_bindings(t, wiring, sources, what="output", section="[outputs]")
+    if table is None:
+        t.problem(None, "[outputs] wires no output: add [outputs.wiring] with each [[output]] "
+                        "rule's line, e.g. may_start = { coil = 10 }")
+    timing = {key: OUTPUTS_KEYS.read(t, key) for key in ("refresh", "retry", "write_timeout")}
+    on_exit = {name: p is Pattern.ON
+               for name, p in _read_on_exit(t, wiring, what="output").items()}
+    t.finish()
+    return OutputsSpec(wiring, **timing, on_exit=on_exit, pin_factory=pin_factory,
+                       location=t.where(), where=where)
+
+
+def line_written(b: LampBinding, unit_of: dict[str, int]) -> tuple[tuple[Any, ...], int | None] | None:
+    """What a binding writes, as (device word or line, bit): two bindings share a line when the
+    first parts are equal and the bits are equal or either is the whole. None: virtual."""
+    if b.kind == "virtual":
+        return None
+    if b.kind in ("gpiozero", "gpiochip"):
+        return (b.kind, b.chip, str(b.pin)), None
+    if b.kind == "s7":
+        a = b.s7
+        return (("s7", b.source, a.area, a.db, a.byte), a.bit) if a is not None else None
+    if b.kind == "opcua":
+        return ("opcua", b.source, b.node), None
+    p = b.point
+    if p is None:
+        return None
+    unit = unit_of.get(b.source, 1) if p.unit < 0 else p.unit
+    return ("modbus", b.source, unit, p.area, p.address), p.bit
+
+
+def shared_lines(bindings: list[tuple[str, LampBinding]], sources: tuple[SourceSpec, ...]
+                 ) -> list[tuple[int, int]]:
+    """Pairs (index, index of an earlier one) of `bindings` that write the same line, coil,
+    register bit, S7 bit or node: two writers that would fight over one output."""
+    unit_of = {s.name: s.unit for s in sources if isinstance(s, ModbusSourceSpec)}
+    seen: dict[tuple[Any, ...], list[tuple[int | None, int]]] = {}
+    pairs: list[tuple[int, int]] = []
+    for i, (_, b) in enumerate(bindings):
+        line = line_written(b, unit_of)
+        if line is None:
+            continue
+        key, bit = line
+        other = next((j for other_bit, j in seen.get(key, ())
+                      if bit is None or other_bit is None or bit == other_bit), None)
+        if other is not None:
+            pairs.append((i, other))
+        seen.setdefault(key, []).append((bit, i))
+    return pairs
 
 
 # -- profiles --------------------------------------------------------------------------------
@@ -1077,11 +1194,12 @@ OPCUA_KEYS = Keys("OPC UA server (data-change subscription)", (
     Key("security_policy", "choice", "secure channel", "None", choices=OPCUA_POLICIES),
     Key("security_mode", "choice", "Sign or SignAndEncrypt", "SignAndEncrypt",
         choices=OPCUA_MODES),
-    Key("certificate", "string", "client certificate (DER); generated on first start if "
-        "missing", ""),
-    Key("private_key", "string", "client key (PEM); generated with the certificate", ""),
-    Key("server_certificate", "string", "the server certificate linelight trusts (DER or PEM)",
-        ""),
+    Key("certificate", "string", "client certificate (DER), relative to the config file; "
+        "generated on first start if missing; default data_dir/opcua/NAME.der", ""),
+    Key("private_key", "string", "client key (PEM), generated with the certificate; default "
+        "data_dir/opcua/NAME.pem", ""),
+    Key("server_certificate", "string", "the server certificate linelight trusts (DER or PEM), "
+        "relative to the config file", ""),
     Key("trust_any_server", "boolean", "accept any server certificate", False),
     Key("username", "string", "user to log in as", ""),
     Key("password_file", "string", "file holding the password; relative: in "
@@ -1133,6 +1251,26 @@ TOWER_KEYS = Keys("the stack light", (
         "cannot outlive the agent that blinks it)", "off", schema=_ON_EXIT),
     Key("lamps", "table", "where each lamp is wired", None, keys=Keys("lamp -> wiring", tuple(
         Key(lamp, "table", LAMP_KEYS.text, None, keys=LAMP_KEYS) for lamp in LAMPS))),
+))
+OUTPUT_BINDING_KEYS = Keys("exactly one of pin, line, coil, holding_register, s7, opcua, virtual",
+                           tuple(replace(k, default_text=k.default_text.replace("[tower]",
+                                                                                "[outputs]"))
+                                 for k in LAMP_KEYS.keys))
+_OUTPUTS = OutputsSpec(wiring={})
+OUTPUTS_KEYS = Keys("digital outputs the [[output]] rules drive", (
+    Key("source", "string", "default Modbus, S7 or OPC UA source for outputs", None),
+    Key("chip", "string", "default gpiochip for outputs", None),
+    Key("pin_factory", "choice", "gpiozero pin factory for outputs", None, choices=PIN_FACTORIES),
+    Key("refresh", "duration", "rewrite every output this often", _OUTPUTS.refresh,
+        allow_zero=False),
+    Key("retry", "duration", "retry a failed write this often", _OUTPUTS.retry, allow_zero=False),
+    Key("write_timeout", "duration", "deadline of one output write", _OUTPUTS.write_timeout,
+        allow_zero=False),
+    Key("on_exit", "value", "outputs at clean shutdown: off, on, or per output", "off",
+        schema={"anyOf": [{"enum": ["off", "on"]},
+                          {"type": "object", "additionalProperties": {"enum": ["off", "on"]}}]}),
+    Key("wiring", "entries", "where each output is wired, by the [[output]] rule's name", None,
+        keys=OUTPUT_BINDING_KEYS),
 ))
 PROFILE_KEYS = Keys("a hardware profile", (
     Key("description", "string", "what the device is"),

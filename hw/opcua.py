@@ -6,6 +6,8 @@ display; rules never use it, only `on_stale` can say what a not-GOOD input reads
 BAD with the status name. A lost session (asyncua's watchdog reads the server state every
 `watchdog` seconds) turns every input STALE; the source reconnects with hw.reconnect's
 backoff and re-creates the subscription. asyncua's own auto-reconnect stays off: one policy.
+A subscription without publish responses or keep-alives for 3 keep-alive periods, while the
+session answers, turns every input STALE and the source reconnects the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from linelight.hw.config import OpcUaSecurity, OpcUaSourceSpec
 from linelight.hw.errors import DeviceError
 from linelight.hw.inputs import InputTable
-from linelight.hw.reconnect import reconnecting
+from linelight.hw.reconnect import NextAttempt, reconnecting
 from linelight.rules.values import Quality, Sample, Value
 
 log = logging.getLogger(__name__)
@@ -76,13 +78,18 @@ def _plain(value: Any) -> Value:
 class OpcUaConnection:
     """One asyncua Client session, shared by the source's subscription and its lamps."""
 
-    def __init__(self, spec: OpcUaSourceSpec) -> None:
+    def __init__(self, spec: OpcUaSourceSpec, *, generate_certificate: bool = True) -> None:
         self.spec = spec
         self.name = spec.name
+        self.generate_certificate = generate_certificate
         self.client: Client | None = None
         self.lost = anyio.Event()
         self.first_connect = anyio.Event()
         self.stats = OpcUaLinkStats()
+        self.next_attempt = NextAttempt()
+
+    def link_status(self) -> dict[str, object]:
+        return {**asdict(self.stats), "next_attempt_in": self.next_attempt.seconds_left()}
 
     @property
     def device(self) -> str:
@@ -109,18 +116,23 @@ class OpcUaConnection:
                 await client.connect()
         except DeviceError as exc:
             self.stats.last_error = str(exc)
+            self.stats.failures += 1  # a refused connect is a failure too
             await _quietly_disconnect(client)
             raise
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
+            self.stats.failures += 1
             self.stats.last_error = f"cannot connect to OPC UA server {self.device}: {_text(exc)}"
+            user = self.spec.security.username if self.spec.security else ""
             if isinstance(exc, UaStatusCodeError) and exc.code in _IDENTITY_REFUSED:
                 self.stats.last_error = (
-                    f"OPC UA server {self.device} refused user "
-                    f"'{self.spec.security.username if self.spec.security else ''}' "
-                    f"({_text(exc)}): wrong user name or password, or the user may not log in")
+                    f"OPC UA server {self.device} refused user '{user}' ({_text(exc)}): wrong "
+                    "user name or password, or the user may not log in" if user else
+                    f"OPC UA server {self.device} refused an anonymous session ({_text(exc)}): "
+                    "it needs a user, give username and password_file")
             await _quietly_disconnect(client)
             raise DeviceError(self.stats.last_error) from exc
         self.client, self.lost = client, lost
+        self.next_attempt.connected()
         self.first_connect.set()
         self.stats.connected = True
         self.stats.connects += 1
@@ -130,8 +142,15 @@ class OpcUaConnection:
     async def _secure(self, client: Client, sec: OpcUaSecurity) -> None:
         """Client certificate (generated on first use), the trusted server certificate, user."""
         client.application_uri = APPLICATION_URI
+        if not sec.certificate or not sec.private_key:  # the agent's config places both
+            raise DeviceError(f"OPC UA source {self.device} has no client certificate and key "
+                              "file names")
         cert, key = Path(sec.certificate), Path(sec.private_key)
         if not (await anyio.Path(cert).is_file() and await anyio.Path(key).is_file()):
+            if not self.generate_certificate:
+                raise DeviceError(f"the OPC UA client certificate {cert} or its key {key} does "
+                                  "not exist yet: the agent creates both at its first start, "
+                                  "then the server must trust the certificate")
             await client.setup_self_signed_certificate(key, cert)
             log.warning("generated the OPC UA client certificate %s (key %s): the server %s "
                         "must trust it before it accepts the connection", cert, key, self.device)
@@ -186,6 +205,11 @@ class OpcUaConnection:
             self.stats.failures += 1
             raise DeviceError(f"OPC UA server {self.device} refused writing {node_id} = "
                               f"{bool(value)}: {_text(exc)}") from exc
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def _quietly_disconnect(client: Client) -> None:
@@ -252,7 +276,16 @@ def _text(exc: BaseException) -> str:
 class OpcUaSourceStatus:
     samples: int = 0
     monitored: int = 0
+    mode: str = "subscription"  # or "polled": the server cannot subscribe
+    why_polled: str = ""
+    polls: int = 0
     last_error: str = ""
+
+
+# a server answering CreateSubscription with one of these cannot subscribe: poll it instead
+_CANNOT_SUBSCRIBE = {StatusCodes.BadTooManySubscriptions, StatusCodes.BadServiceUnsupported,
+                     StatusCodes.BadNotSupported, StatusCodes.BadNotImplemented}
+MAX_NODES_PER_READ = 500  # nodes per Read request when polling (servers commonly allow 1000+)
 
 
 class OpcUaSource:
@@ -266,6 +299,8 @@ class OpcUaSource:
         self._clock = clock
         self.counters = OpcUaSourceStatus()
         self._names: dict[int, str] = {}  # monitored item's client handle -> input
+        self._polled: list[tuple[str, str, Any]] = []  # polled mode: (input, as written, node)
+        self._data_at = 0.0  # time.monotonic() of the last data-change notification
         self._table: InputTable | None = None
 
     def input_names(self) -> list[str]:
@@ -273,7 +308,7 @@ class OpcUaSource:
 
     def status(self) -> dict[str, object]:
         return {"type": "opcua", "device": self.spec.endpoint, **asdict(self.counters),
-                "link": asdict(self.connection.stats)}
+                "link": self.connection.link_status()}
 
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -282,50 +317,84 @@ class OpcUaSource:
         self._table = table
         task_status.started()
         while True:
-            async for attempt in reconnecting(self.spec.reconnect_min, self.spec.reconnect_max):
+            async for attempt in reconnecting(self.spec.reconnect_min, self.spec.reconnect_max,
+                                              on_wait=self.connection.next_attempt.waiting):
                 with attempt:
                     sub = await self._connect_and_subscribe(table)
+            reason = ""
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keep_fresh, table, sub)
-                await self.connection.lost.wait()
+                tg.start_soon(_cancel_when, self.connection.lost, tg.cancel_scope)
+                reason = await (self._keep_fresh(table, sub) if sub is not None
+                                else self._poll(table))
                 tg.cancel_scope.cancel()
-            self._mark_all(table, Quality.STALE, self.connection.stats.last_error
+            if reason:  # the session answers, the subscription or the reads do not: start over
+                self.connection.stats.last_error = reason
+            self._mark_all(table, Quality.STALE, reason or self.connection.stats.last_error
                            or f"session to OPC UA server {self.connection.device} lost")
             await self.connection.close()
 
-    async def _keep_fresh(self, table: InputTable, sub: Any) -> None:
-        """A value that does not change is not sent again, yet it is current while the
-        subscription is alive (its publish responses or keep-alives, at least every
-        KEEPALIVE s, prove it): restamp GOOD inputs so a rule's `stale_after` measures the
-        link, not how often the value changes; mark every input STALE when the subscription
-        falls silent for 3 keep-alive periods."""
-        silent_limit = 3 * KEEPALIVE + self.spec.publishing
-        silent = False
+    async def _keep_fresh(self, table: InputTable, sub: Any) -> str:
+        """A value that does not change is not sent again, yet it holds while the subscription
+        is alive: its publish responses or keep-alives (one at least every KEEPALIVE s) prove
+        it, so GOOD inputs are restamped with the time of the last proof, and a rule's
+        `stale_after` measures the link, not how often the value changes. Returns the reason
+        when no proof came for 3 keep-alive periods (counted from the subscription's creation)
+        while the session lives on: the caller marks every input STALE and reconnects.
+
+        asyncua's client re-creates a subscription it finds silent for 1.5 keep-alive periods,
+        and doing so resets its `last_publish_at`, which therefore proves nothing when the
+        subscription id changed with it: a server that accepts subscriptions and never
+        publishes would otherwise keep its inputs green for ever."""
+        silent_limit = 3 * keepalive_period(self.spec.publishing) + self.spec.publishing
+        proof = time.monotonic()
+        seen = (getattr(sub, "subscription_id", None), getattr(sub, "last_publish_at", None))
         while True:
             await anyio.sleep(max(0.1, min(self.spec.publishing, 0.5)))
-            last = getattr(sub, "last_publish_at", None)  # asyncua: monotonic time
-            quiet = time.monotonic() - last if last is not None else 0.0
+            now_mono = time.monotonic()
+            current = (getattr(sub, "subscription_id", None), getattr(sub, "last_publish_at", None))
+            if current != seen:
+                if current[0] == seen[0] and current[1] is not None:  # a publish response
+                    proof = max(proof, current[1])
+                seen = current
+            proof = max(proof, self._data_at)  # a notification is proof too
+            quiet = now_mono - proof
             if quiet >= silent_limit:
-                if not silent:
-                    silent = True
-                    self._mark_all(table, Quality.STALE, (
-                        f"no publish response or keep-alive from OPC UA server "
-                        f"{self.connection.device} for {quiet:.1f} s (subscription silent)"))
-                continue
-            silent = False
-            now = self._clock()
-            table.update_many({name: replace(s, at=now) for name in self.input_names()
-                               if (s := table.get(name)).quality is Quality.GOOD})
+                return (f"no publish response or keep-alive from OPC UA server "
+                        f"{self.connection.device} for {quiet:.1f} s (subscription silent); "
+                        "reconnecting")
+            at = self._clock() - quiet
+            table.update_many({name: replace(s, at=at) for name in self.input_names()
+                               if (s := table.get(name)).quality is Quality.GOOD and s.at < at})
 
     async def _connect_and_subscribe(self, table: InputTable) -> Any:
+        """The new subscription, or None when the server cannot subscribe (the inputs are then
+        read every publishing interval, see `_poll`)."""
         client = await self.connection.connect()
         try:
             with anyio.fail_after(self.spec.timeout * 2 + 2.0):
-                sub = await client.create_subscription(_subscription_parameters(
-                    self.spec.publishing), self)
+                sub: Any = None
+                try:
+                    sub = await client.create_subscription(_subscription_parameters(
+                        self.spec.publishing), self)
+                except UaStatusCodeError as exc:
+                    if exc.code not in _CANNOT_SUBSCRIBE:
+                        raise
+                    if self.counters.mode != "polled":
+                        log.warning("OPC UA server %s cannot subscribe (%s): reading its inputs "
+                                    "every %g s instead", self.connection.device, _text(exc),
+                                    self.spec.publishing)
+                    self.counters.mode = "polled"
+                    self.counters.why_polled = (f"the server refused a subscription: "
+                                                f"{_text(exc)}")
                 resolved, refused = await self._resolve(client)
                 # by client handle: two inputs may watch the same node
                 self._names = {handle: name for handle, (name, _, _) in enumerate(resolved, 1)}
+                if sub is None:
+                    self._polled = resolved
+                    self.counters.monitored = 0
+                    table.update_many(refused)
+                    return None
+                self.counters.mode, self.counters.why_polled = "subscription", ""
                 deadbands = dict(self.spec.deadbands)
                 requests = [_monitor_request(node, handle, self.spec.sampling,
                                              deadbands.get(name))
@@ -338,6 +407,7 @@ class OpcUaSource:
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
             self.connection.stats.last_error = (f"cannot subscribe on OPC UA server "
                                                 f"{self.connection.device}: {_text(exc)}")
+            self.connection.stats.failures += 1
             await self.connection.close()
             raise DeviceError(self.connection.stats.last_error) from exc
         self.connection.stats.subscriptions += 1
@@ -349,6 +419,27 @@ class OpcUaSource:
         self.counters.monitored = len(self.spec.inputs) - len(refused)
         table.update_many(refused)
         return sub
+
+    async def _poll(self, table: InputTable) -> str:
+        """Read every input's value every publishing interval (servers without subscriptions);
+        each answer is GOOD or BAD by its StatusCode as a notification's would be. Returns the
+        reason when a read fails while the session lives on: the caller marks every input
+        STALE and reconnects."""
+        client, nodes = self.connection.client, self._polled
+        device = self.connection.device
+        while client is not None:
+            tick = time.monotonic()
+            try:
+                with anyio.fail_after(self.spec.timeout):
+                    samples = await read_samples(client, nodes, device, self._clock)
+            except (OSError, TimeoutError, UaError, ConnectionError, ValueError) as exc:
+                return (f"reading {len(nodes)} nodes from OPC UA server {device} failed: "
+                        f"{_text(exc)}; reconnecting")
+            self.counters.samples += len(samples)
+            self.counters.polls += 1
+            table.update_many(samples)
+            await anyio.sleep(max(0.0, tick + self.spec.publishing - time.monotonic()))
+        return f"session to OPC UA server {device} closed"
 
     async def _resolve(self, client: Client) -> tuple[list[tuple[str, str, Any]],
                                                       dict[str, Sample]]:
@@ -382,6 +473,7 @@ class OpcUaSource:
         reason = (f"OPC UA server {self.connection.device} node {node.nodeid.to_string()}: {why}"
                   if why else "")
         self.connection.stats.notifications += 1
+        self._data_at = time.monotonic()
         self.counters.samples += 1
         table.update(name, Sample(_plain(val), quality, self._clock(), _wall_ns(value), reason))
 
@@ -394,6 +486,47 @@ class OpcUaSource:
         self.counters.last_error = reason
         table.update_many({name: Sample(table.get(name).value, quality, now, wall, reason)
                            for name in self.input_names()})
+
+
+async def read_samples(client: Client, nodes: list[tuple[str, str, Any]], device: str,
+                       clock: Clock) -> dict[str, Sample]:
+    """One Read of every (input, as written, node) in requests of MAX_NODES_PER_READ, each value
+    GOOD or BAD by its StatusCode as a notification's would be; ValueError if the server
+    answers with the wrong number of values."""
+    values: list[Any] = []
+    for i in range(0, len(nodes), MAX_NODES_PER_READ):
+        values += await client.read_attributes(
+            [node for _, _, node in nodes[i : i + MAX_NODES_PER_READ]])
+    if len(values) != len(nodes):
+        raise ValueError(f"{len(values)} values for {len(nodes)} nodes")
+    now, samples = clock(), {}
+    for (name, _, node), value in zip(nodes, values, strict=True):
+        quality, why = quality_of(value.StatusCode or ua.StatusCode())
+        reason = f"OPC UA server {device} node {node.nodeid.to_string()}: {why}" if why else ""
+        samples[name] = Sample(_plain(value.Value.Value if value.Value else None), quality, now,
+                               _wall_ns(value), reason)
+    return samples
+
+
+async def probe(spec: OpcUaSourceSpec) -> tuple[int, list[str]]:
+    """What `linelight doctor` checks: connect as the source does (security, trusted server
+    certificate, user; but never generating the client certificate), resolve and read every
+    input once. Returns how many inputs were read and the reasons of those not GOOD;
+    DeviceError when the server cannot be reached or refuses."""
+    connection = OpcUaConnection(spec, generate_certificate=False)
+    client = await connection.connect()
+    try:
+        with anyio.fail_after(spec.timeout * 4 + 2.0):
+            resolved, missing = await OpcUaSource(spec, connection)._resolve(client)  # noqa: SLF001
+            samples = await read_samples(client, resolved, connection.device, time.monotonic)
+    except (OSError, TimeoutError, UaError, ConnectionError, ValueError) as exc:
+        raise DeviceError(f"reading the inputs of OPC UA server {connection.device} failed: "
+                          f"{_text(exc)}") from exc
+    finally:
+        await connection.close()
+    problems = [s.reason for s in [*missing.values(), *samples.values()]
+                if s.quality is not Quality.GOOD]
+    return len(samples), problems
 
 
 def _monitor_request(node: Any, handle: int, sampling: float,
@@ -424,12 +557,22 @@ def _monitor_request(node: Any, handle: int, sampling: float,
 KEEPALIVE = 1.0  # s: the server sends a keep-alive after this long without changes
 
 
+def _keepalive_count(publishing: float) -> int:
+    return max(1, math.ceil(KEEPALIVE / publishing))
+
+
+def keepalive_period(publishing: float) -> float:
+    """Seconds between keep-alives of a quiet subscription: KEEPALIVE, or the publishing
+    interval when that is longer (a keep-alive goes out at a publishing cycle)."""
+    return publishing * _keepalive_count(publishing)
+
+
 def _subscription_parameters(publishing: float) -> ua.CreateSubscriptionParameters:
     """asyncua's default keep-alive is 75 % of the session lifetime (45 min with its 1 h
     session): ask for one about every KEEPALIVE s so a silent subscription is seen quickly."""
     params = ua.CreateSubscriptionParameters()
     params.RequestedPublishingInterval = publishing * 1000
-    params.RequestedMaxKeepAliveCount = max(1, math.ceil(KEEPALIVE / publishing))
+    params.RequestedMaxKeepAliveCount = _keepalive_count(publishing)
     params.RequestedLifetimeCount = 10 * params.RequestedMaxKeepAliveCount
     params.MaxNotificationsPerPublish = 0  # no limit
     params.PublishingEnabled = True
@@ -479,8 +622,9 @@ class BrowsedNode:
 async def browse(spec: OpcUaSourceSpec, *, path: str = "", depth: int = 3,
                  max_nodes: int = MAX_BROWSE_NODES) -> list[BrowsedNode]:
     """Walk the address space below Objects (or below `path`, browse names separated by '/'),
-    depth first, at most `depth` levels and `max_nodes` nodes; DeviceError if unreachable."""
-    connection = OpcUaConnection(spec)
+    depth first, at most `depth` levels and `max_nodes` nodes; DeviceError if unreachable.
+    A secured `spec` needs the client certificate the agent generated (browse makes none)."""
+    connection = OpcUaConnection(spec, generate_certificate=False)
     client = await connection.connect()
     try:
         with anyio.fail_after(spec.timeout * 10 + max_nodes * 0.05):

@@ -30,9 +30,10 @@ from snap7.type import Area as SnapArea
 from linelight.hw.config import S7SourceSpec
 from linelight.hw.errors import DeviceError
 from linelight.hw.inputs import InputTable, PollCounters
-from linelight.hw.reconnect import reconnecting
+from linelight.hw.reconnect import NextAttempt, reconnecting
 from linelight.hw.s7_codec import (
     MIN_PDU,
+    BlockDecoder,
     S7Address,
     S7Area,
     S7Block,
@@ -63,8 +64,12 @@ class S7RefusedError(DeviceError):
 
 
 def _is_access_problem(detail: str) -> bool:
+    """What a CPU answers when PUT/GET is not permitted (an error in the response header, e.g.
+    class 0x81 code 0x04 "service not implemented", in place of data) or the DB is optimized
+    or missing (item return codes 0x03 not allowed, 0x05 invalid address, 0x0a no object)."""
     lowered = detail.lower()
-    return any(code in lowered for code in ("(0x03)", "(0x0a)", "access", "does not exist"))
+    return any(code in lowered for code in ("s7 protocol error (class=", "(0x03)", "(0x05)",
+                                            "(0x0a)", "access", "does not exist"))
 
 
 @dataclass(slots=True)
@@ -91,6 +96,10 @@ class S7Connection:
         self._lock = anyio.Lock()  # one request at a time, one deadline each
         self.first_connect = anyio.Event()
         self.stats = S7LinkStats()
+        self.next_attempt = NextAttempt()
+
+    def link_status(self) -> dict[str, object]:
+        return {**asdict(self.stats), "next_attempt_in": self.next_attempt.seconds_left()}
 
     @property
     def device(self) -> str:
@@ -122,8 +131,10 @@ class S7Connection:
         except (S7Error, OSError, TimeoutError) as exc:
             self.stats.last_error = (f"cannot connect to S7 PLC {self.device}: "
                                      f"{_text(exc)}")
+            self.stats.failures += 1  # a refused or unanswered connect is a failure too
             await _quietly_disconnect(client)
             raise DeviceError(self.stats.last_error) from exc
+        self.next_attempt.connected()
         self._client = client
         self.first_connect.set()
         self.stats.connected = True
@@ -224,6 +235,17 @@ class S7Source:
         self._last_answer: dict[str, float] = {}
         self._stale: set[str] = set()
 
+    @property
+    def blocks(self) -> list[S7Block]:
+        """The reads of one poll (planned for the negotiated PDU size)."""
+        return self._blocks
+
+    @blocks.setter
+    def blocks(self, blocks: list[S7Block]) -> None:
+        self._blocks = blocks
+        self._decoders = [(block, BlockDecoder(block),
+                           tuple(name for name, _ in block.members)) for block in blocks]
+
     def _plan(self, pdu: int) -> list[S7Block]:
         return plan_reads(self.spec.inputs, max_bytes=max_block_bytes(pdu),
                           max_gap=self.spec.max_gap)
@@ -233,7 +255,7 @@ class S7Source:
 
     def status(self) -> dict[str, object]:
         return {"type": "s7", "device": self.spec.describe(), **asdict(self.counters),
-                "link": asdict(self.connection.stats)}
+                "link": self.connection.link_status()}
 
     async def run(self, table: InputTable, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -247,7 +269,8 @@ class S7Source:
             tg.start_soon(self._watch_stale, table)
             while True:
                 async for attempt in reconnecting(self.spec.reconnect_min,
-                                                  self.spec.reconnect_max):
+                                                  self.spec.reconnect_max,
+                                                  on_wait=self.connection.next_attempt.waiting):
                     with attempt:
                         await self.connection.connect()
                 if self.connection.pdu != self._planned_for:
@@ -266,33 +289,37 @@ class S7Source:
         """Read every block once: GOOD values, BAD where the CPU refused; stops when the link
         is gone (the inputs then go STALE on their own clock)."""
         self.counters.polls += 1
-        for block in self.blocks:
+        for block, decoder, names in self._decoders:
             try:
                 data = await self.connection.read(block)
             except S7RefusedError as exc:
-                self._answered(block)
+                self._answered(names)
                 self._mark(table, block, Quality.BAD, str(exc))
                 continue
             except DeviceError as exc:
                 self.counters.last_error = str(exc)
                 return
-            now, wall = self._answered(block), time.time_ns()
-            samples = {}
-            for name, address in block.members:
-                try:
-                    value = decode_from(address, data, address.byte - block.start)
-                    samples[name] = Sample(value, Quality.GOOD, now, wall)
-                except (ValueError, IndexError, struct.error) as exc:  # a short answer
-                    samples[name] = Sample(None, Quality.BAD, now, wall,
-                                           f"cannot decode {address.describe()}: {exc}")
+            now, wall = self._answered(names), time.time_ns()
+            try:
+                samples = {name: Sample(value, Quality.GOOD, now, wall)
+                           for name, value in decoder.decode(data).items()}
+            except (ValueError, IndexError, struct.error):  # a short answer: say which input
+                samples = {}
+                for name, address in block.members:
+                    try:
+                        value = decode_from(address, data, address.byte - block.start)
+                        samples[name] = Sample(value, Quality.GOOD, now, wall)
+                    except (ValueError, IndexError, struct.error) as exc:
+                        samples[name] = Sample(None, Quality.BAD, now, wall,
+                                               f"cannot decode {address.describe()}: {exc}")
             self.counters.samples += len(samples)
             table.update_many(samples)
 
-    def _answered(self, block: S7Block) -> float:
+    def _answered(self, names: tuple[str, ...]) -> float:
         now = self._clock()
-        for name, _ in block.members:
-            self._last_answer[name] = now
-            self._stale.discard(name)
+        self._last_answer.update(dict.fromkeys(names, now))
+        if self._stale:
+            self._stale.difference_update(names)
         return now
 
     def _mark(self, table: InputTable, block: S7Block, quality: Quality, reason: str) -> None:

@@ -59,8 +59,9 @@ class StackLight:
     def __init__(self, outputs: Mapping[str, Output], *, blink_slow_hz: float = 1.0,
                  blink_fast_hz: float = 4.0, refresh: float = 5.0, retry: float = 0.5,
                  write_timeout: float = 1.0, on_exit: Mapping[str, Pattern] | None = None,
-                 clock: Clock = time.monotonic) -> None:
-        unknown = [lamp for lamp in outputs if lamp not in LAMPS]
+                 clock: Clock = time.monotonic, what: str = "lamp") -> None:
+        self.what = what  # "lamp", or "output" for an OutputBank: the word in its messages
+        unknown = [lamp for lamp in outputs if lamp not in LAMPS] if what == "lamp" else []
         if unknown:
             raise ValueError(f"unknown lamps {unknown}; lamps are {', '.join(LAMPS)}")
         self.outputs = dict(outputs)
@@ -165,8 +166,8 @@ class StackLight:
                       else f"no answer within {self.write_timeout:g} s")
             st.failures += 1
             self.write_failures += 1
-            st.last_error = self.last_error = (f"lamp '{lamp}' on {output.name}: cannot switch "
-                                               f"{'on' if level else 'off'}: {reason}")
+            st.last_error = self.last_error = (f"{self.what} '{lamp}' on {output.name}: cannot "
+                                               f"switch {'on' if level else 'off'}: {reason}")
             st.level = None
             if not st.failing:  # log the first failure of a run, not every retry
                 log.warning("%s (retrying every %g s)", st.last_error, self.retry)
@@ -175,8 +176,8 @@ class StackLight:
         st.writes += 1
         st.level = level
         if st.failing:
-            log.info("lamp '%s' on %s works again after %d failed writes", lamp, output.name,
-                     st.failures)
+            log.info("%s '%s' on %s works again after %d failed writes", self.what, lamp,
+                     output.name, st.failures)
         st.failing = False
         return True
 
@@ -222,6 +223,42 @@ class StackLight:
                              "last_error": st.last_error, "output": self.outputs[lamp].name}
                       for lamp, st in self._lamps.items()},
             "lamp_test": self._override is not None,
+            "write_failures": self.write_failures,
+            "last_error": self.last_error,
+        }
+
+
+class OutputBank(StackLight):
+    """The lines, coils and bits `[[output]]` rules drive: the tower's writing (on change and
+    every `refresh`, failures retried, counted and shown, `on_exit` at a clean stop) without
+    blinking, and never part of a lamp test (a permit must not flash because someone tests
+    the lamps). The scan loop calls `drive` every scan with the rules' outputs."""
+
+    def __init__(self, outputs: Mapping[str, Output], *, refresh: float = 5.0,
+                 retry: float = 0.5, write_timeout: float = 1.0,
+                 on_exit: Mapping[str, bool] | None = None,
+                 clock: Clock = time.monotonic) -> None:
+        super().__init__(outputs, refresh=refresh, retry=retry, write_timeout=write_timeout,
+                         on_exit={name: Pattern.ON if on else Pattern.OFF
+                                  for name, on in (on_exit or {}).items()},
+                         clock=clock, what="output")
+
+    def drive(self, values: Mapping[str, bool]) -> None:
+        """Set each output (non-blocking); an output `values` omits goes off."""
+        self.show({name: Pattern.ON if values.get(name) else Pattern.OFF
+                   for name in self.outputs})
+
+    async def lamp_test(self, step: float = 0.5) -> None:
+        return None  # outputs are no lamps: a lamp test leaves them alone
+
+    def status(self) -> dict[str, object]:
+        """Per output: on (what the rules want), level written, writes, failures, last error."""
+        lamps = super().status()["lamps"]
+        assert isinstance(lamps, dict)
+        return {
+            "outputs": {name: {"on": st["pattern"] == Pattern.ON.value,
+                               **{k: v for k, v in st.items() if k != "pattern"}}
+                        for name, st in lamps.items()},
             "write_failures": self.write_failures,
             "last_error": self.last_error,
         }

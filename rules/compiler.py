@@ -96,6 +96,8 @@ class Compiled:
     windows: tuple[tuple[str, int, float], ...] = field(compare=False, repr=False, default=())
     # `increase` windows: (counter name, slot of its Window), fed by the counter's increments
     feeds: tuple[tuple[str, int], ...] = field(compare=False, repr=False, default=())
+    # names whose value it reads: `reads` without those only stale(), age() or known() look at
+    values: frozenset[str] = field(compare=False, repr=False, default=frozenset())
 
     def evaluate(self, v: Slots) -> Any:
         """Run the edge functions' bookkeeping (every scan, never short-circuited), then the value."""
@@ -161,7 +163,8 @@ def compile_tree(
     c = _Compiler(symbols, slots, others)
     kind, fn = c.node(tree)
     return Compiled(source, unparse(tree), kind, frozenset(c.reads), fn,
-                    tuple(c.updates), tuple(c.memory), c.cost, tuple(c.windows), tuple(c.feeds))
+                    tuple(c.updates), tuple(c.memory), c.cost, tuple(c.windows), tuple(c.feeds),
+                    frozenset(c.values))
 
 
 class _Compiler:
@@ -171,6 +174,7 @@ class _Compiler:
         self.slots = slots
         self.others = others
         self.reads: set[str] = set()
+        self.values: set[str] = set()  # read as a value (not only through stale/age/known)
         self.updates: list[Update] = []
         self.memory: list[int] = []
         self.windows: list[tuple[str, int, float]] = []
@@ -183,6 +187,7 @@ class _Compiler:
             return self.literal(n)
         if isinstance(n, Name):
             sym = self.symbol(n)
+            self.values.add(n.name)
             slot = sym.slot
             return sym.kind, lambda v: v[slot]
         if isinstance(n, Unary):
@@ -419,7 +424,9 @@ class _Compiler:
         return Kind.BOOL, bit
 
     def fn_known(self, n: Call) -> tuple[Kind, Fn]:
+        values = set(self.values)
         _, x = self.node(n.args[0])
+        self.values = values  # known(x) reads whether x can be read, not what it is
         return Kind.BOOL, lambda v: x(v) is not None
 
     def fn_stale(self, n: Call) -> tuple[Kind, Fn]:

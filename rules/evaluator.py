@@ -522,11 +522,14 @@ class Evaluator:
                 for lamp in self.ruleset.tower_lamps}
 
     def _drive(self, now: float) -> dict[str, bool]:
-        """Each [[output]]: on only while its condition is known true (after its delays)."""
+        """Each [[output]]: on only while its condition is known true (after its delays) and
+        every input whose value it reads is usable (fresh and good, whatever its on_stale)."""
         v = self._v
         out: dict[str, bool] = {}
         for o, timer in self._outputs:
             when = o.when.evaluate(v)
+            if when is not None and not all(v[slot] for slot in o.guards):
+                when = None  # `a or b` with `b` stale: decided for a lamp, never for a permit
             out[o.name] = timer.update(when, None if when is None else not when, now) is True
         return out
 

@@ -470,7 +470,8 @@ class _Builder:
         states = [r for r in (self.rule(d) for d in self.draft.states) if r is not None]
         self.check_state_cycles(derived, states)
         counters = [c for c in (self.counter(d) for d in self.draft.counters) if c is not None]
-        outputs = [o for o in (self.output(d) for d in self.draft.outputs) if o is not None]
+        outputs = [o for o in (self.output(d, derived) for d in self.draft.outputs)
+                   if o is not None]
         self.check_priorities()
         if not self.draft.states and not self.problems:
             first = self.files[0] if self.files else "<rules>"
@@ -641,13 +642,35 @@ class _Builder:
         return Counter(d.name, d.edge, compiled, d.increment, d.description, d.where, reset,
                        self.symbols[d.name].slot)
 
-    def output(self, d: _RuleDraft) -> Output | None:
+    def output(self, d: _RuleDraft, derived: list[Define | Rule]) -> Output | None:
         if d.when is None:
             return None
         when = self.compile(d.when, self.parse(d.when), Kind.BOOL, "'when'")
         if when is None:
             return None
-        return Output(d.name, when, d.on_delay, d.off_delay, d.description, d.where)
+        return Output(d.name, when, d.on_delay, d.off_delay, d.description, d.where,
+                      self.input_guards(when, derived))
+
+    def input_guards(self, expr: Compiled, derived: list[Define | Rule]) -> tuple[int, ...]:
+        """The usable slots of every input whose value `expr` reads, directly or through
+        [define]s and signals (not through counters or the state: those are no input's value)."""
+        by_name = {item.name: item for item in derived}
+        todo, seen, slots = list(expr.values), set(), set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            sym = self.symbols.get(name)
+            if sym is not None and sym.what == "input":
+                slots.add(sym.usable_slot)
+            item = by_name.get(name)
+            if isinstance(item, Define):
+                todo += item.expr.values
+            elif isinstance(item, Rule):
+                todo += item.when.values | (item.clear_when.values if item.clear_when
+                                            else frozenset())
+        return tuple(sorted(slots))
 
     def check_state_cycles(self, derived: list[Define | Rule], states: list[Rule]) -> None:
         """A state decides the machine state, so its conditions cannot read it, not even

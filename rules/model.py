@@ -117,7 +117,9 @@ class Counter:
 class Output:
     """An `[[output]]`: a named digital output, on while `when` is true (after its delays).
 
-    Fails safe: while `when` is unknown (a stale or bad input) the output is off."""
+    Fails safe: while `when` is unknown, or any input whose value it reads (directly or
+    through defines and signals) is stale, bad or missing whatever its `on_stale`, the output
+    is off. `guards` are those inputs' usable slots."""
 
     name: str
     when: Compiled
@@ -125,6 +127,7 @@ class Output:
     off_delay: float = 0.0
     description: str = ""
     location: Location = field(default=Location("", 0, 0), compare=False)
+    guards: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def key(self) -> str:

@@ -24,7 +24,7 @@ RULE_FILES = sorted([*ROOT.glob("examples/rules/*.toml"), *ROOT.glob("examples/r
                      *ROOT.glob("packaging/etc/rules.d/*.toml")])
 RULE_TEST_FILES = sorted(ROOT.glob("examples/rules/tests/*.toml"))
 CONFIG_FILES = [ROOT / "examples/agent.toml", ROOT / "examples/line.toml",
-                ROOT / "packaging/etc/agent.toml"]
+                ROOT / "examples/filling-line.toml", ROOT / "packaging/etc/agent.toml"]
 
 CASES = ([(p, rules_schema) for p in RULE_FILES] + [(p, rule_tests_schema) for p in RULE_TEST_FILES]
          + [(p, config_schema) for p in CONFIG_FILES])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -320,11 +321,39 @@ def check_devices(report: Report, config: Any, timeout: float) -> None:
         elif isinstance(spec, S7SourceSpec):
             check_s7(report, spec, what)
         elif isinstance(spec, OpcUaSourceSpec):
-            host, _, port = spec.endpoint.removeprefix("opc.tcp://").split("/")[0].rpartition(":")
-            _check_tcp(report, f"{what} (OPC UA)", host.strip("[]"),
-                       int(port) if port.isdigit() else 4840, timeout)
+            check_opcua(report, spec, what)
         else:
             report.add("ok", f"{what} ({spec.type})", "nothing to reach")
+
+
+def check_opcua(report: Report, spec: Any, what: str | None = None) -> None:
+    """Connect with the agent's own OpcUaConnection (security, trusted server certificate,
+    user) and read every input once, so an untrusted server, a refused password or a node id
+    that leads nowhere is named here."""
+    import anyio
+
+    from linelight.hw.errors import DeviceError
+    from linelight.hw.opcua import probe
+
+    what = f"{what or f'source {spec.name}'} (OPC UA)"
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # it narrates every refusal too
+    try:
+        read, problems = anyio.run(probe, spec)
+    except DeviceError as exc:
+        cert = spec.security.certificate if spec.security is not None else ""
+        report.add("fail", what, str(exc), "is the server running and reachable? "
+                   + (f"a secured server must trust linelight's certificate {cert}"
+                      if cert else "check the endpoint URL"))
+        return
+    security = (f"{spec.security.policy} {spec.security.mode}" if spec.security is not None
+                else "no security")
+    if problems:
+        report.add("warn", what, f"connected ({security}), {read} inputs read, "
+                   f"{len(problems)} not good; first: {problems[0]}",
+                   "check the node ids or browse paths (linelight browse) and the server's "
+                   "values")
+        return
+    report.add("ok", what, f"connected ({security}), {read} inputs read, all good")
 
 
 def check_s7(report: Report, spec: Any, what: str | None = None) -> None:

@@ -234,7 +234,8 @@ def _inputs(inputs: dict[str, Any]) -> list[str]:
 
 
 def _machine(m: dict[str, Any], indent: str = "") -> list[str]:
-    """State, lamps, signals and counters of one machine (the agent's, without machines)."""
+    """State, lamps, signals, counters and outputs of one machine (the agent's, without
+    machines)."""
     lines: list[str] = []
     state = m.get("state", {})
     pad = " " * len(indent)
@@ -248,6 +249,12 @@ def _machine(m: dict[str, Any], indent: str = "") -> list[str]:
     if m.get("counters"):
         lines.append(f"{pad}counters   "
                      + ", ".join(f"{k} = {v}" for k, v in m["counters"].items()))
+    if m.get("outputs"):
+        wired = (m.get("output_lines") or {}).get("outputs", {})
+        lines.append(f"{pad}outputs    " + ", ".join(
+            f"{k} {'on' if v else 'off'}"
+            + (" (CANNOT WRITE)" if wired.get(k, {}).get("failing") else "")
+            for k, v in m["outputs"].items()))
     return lines
 
 

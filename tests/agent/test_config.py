@@ -326,3 +326,15 @@ def test_a_sim_constant_beyond_64_bits_is_a_located_error(tmp_path: Path) -> Non
            'running = { wave = "constant", value = true }\n')
     [problem] = problems_of(write(tmp_path, sim + TOWER))
     assert problem.startswith(f"{tmp_path / 'agent.toml'}:4:") and "is too large" in problem
+
+
+def test_a_lamp_on_a_modbus_source_with_no_sources_configured_is_refused_by_check_too(
+        tmp_path: Path) -> None:
+    """It used to pass check (sources were only compared when there were some) and then
+    stop `run` when the tower was built."""
+    path = write(tmp_path, '[tower]\nsource = "io"\n[tower.lamps]\nred = { coil = 0 }\n'
+                 'green = { coil = 1 }\namber = { virtual = true }\n')
+    problems = problems_of(path)
+    assert [p.split(": ", 1)[1].split(" (bound at")[0] for p in problems] == [
+        "lamp 'red' names source 'io'", "lamp 'green' names source 'io'"]
+    assert all("which is not a Modbus source (Modbus sources: none)" in p for p in problems)

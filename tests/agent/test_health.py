@@ -211,15 +211,18 @@ EVERY_REASON: list[dict[str, Any]] = [
     {"inputs": {"run": {"quality": "missing"}}},
     {"inputs": {"run": {"quality": "stale"}}},
     *({"components": {name: {"running": False, "restarts": 1, "last_error": "boom"}}}
-      for name in ("source plc", "tower", "forwarder", "history", "diagnostics")),
+      for name in ("source plc", "tower", "outputs", "forwarder", "history", "diagnostics")),
     {"tower": {"lamps": {"red": {"failing": True}}, "last_error": "EIO"}},
+    {"output_lines": {"outputs": {"may_start": {"failing": True}}, "last_error": "EIO"}},
     {"clock": {"synchronized": False}},
     {"rules": {"last_reload": {"ok": False}}},
     {"rules": {"last_reload": {"ok": False, "rejected_machines": ["press-2"]}}},
     {"state": {"name": "unknown", "reason": "run is stale"}},
     {"machines": {"press-2": {"named": True, "state": {"name": "unknown", "reason": "x"},
                               "tower": {"lamps": {"red": {"failing": True}},
-                                        "last_error": "EIO"}}}},
+                                        "last_error": "EIO"},
+                              "output_lines": {"outputs": {"horn": {"failing": True}},
+                                               "last_error": "EIO"}}}},
 ]
 
 

@@ -60,6 +60,10 @@ CASES = [
     ('[sources.s]\ntype = "sim"\n[sources.s.inputs]\nx = { wave = "square", duty = 1.0 }\n',
      False),
     ('[sources.s]\ntype = "sim"\n[sources.s.machine]\nfault_code = 0\n', False),
+    ('[outputs]\nretry = 0\n[outputs.wiring]\n', False),
+    ('[outputs]\nrefresh = "2s"\non_exit = "on"\n[outputs.wiring]\n', True),
+    ('[outputs.wiring]\nmay_start = { coils = 1 }\n', False),
+    ('[outputs]\non_exit = "blink_fast"\n[outputs.wiring]\n', False),
 ]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 
@@ -30,18 +32,24 @@ async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bo
     return table.get(name)
 
 
-def read_config(text: str, file: str = "agent.toml"):
-    """Sources and tower specs from TOML text, raising ConfigProblems like `linelight check`."""
-    from linelight.hw.config import read_sources, read_tower
+def read_config(text: str, file: str = "agent.toml", *, section: str = "tower"):
+    """Sources and the tower spec (or, with section="outputs", the [outputs] spec) from TOML
+    text, raising ConfigProblems like `linelight check`."""
+    from linelight.hw.config import read_outputs, read_sources, read_tower
     from linelight.rules.fields import Problems, Table
     from linelight.rules.tomldoc import TomlDoc
 
     problems = Problems()
     root = Table.root(TomlDoc.parse(text, file), problems)
     sources = read_sources(root)
-    tower = read_tower(root, sources)
+    spec = (read_tower if section == "tower" else read_outputs)(root, sources)
     problems.raise_if_any()
-    return sources, tower
+    return sources, spec
+
+
+def read_outputs_config(text: str, file: str = "agent.toml"):
+    """Sources and the `[outputs]` spec from TOML text, raising ConfigProblems."""
+    return read_config(text, file, section="outputs")
 
 
 def config_problems(text: str, file: str = "agent.toml") -> list[str]:
@@ -55,3 +63,37 @@ def config_problems(text: str, file: str = "agent.toml") -> list[str]:
     except LocatedError as exc:
         return [str(exc)]
     return []
+
+
+async def outputs_follow(hw: Any, steps: list[tuple[dict[str, bool], Callable[[], bool]]]) -> None:
+    """Run `hw` and, for each step, drive its [[output]] lines to the values and wait until
+    they are written and `device_shows()` says the device holds them; then stop (not close)."""
+    bank = hw.outputs
+    assert bank is not None
+    async with anyio.create_task_group() as tg:
+        await tg.start(hw.run, InputTable())
+        for values, device_shows in steps:
+            bank.drive(values)
+            await wait_until(lambda v=values: all(  # type: ignore[misc]
+                st["level"] is v.get(name, False) for name, st in bank.status()["outputs"].items()),
+                what=f"outputs written: {values}")
+            assert device_shows(), f"the device does not hold {values}"
+        tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running(toml: str) -> AsyncIterator[tuple[Any, InputTable]]:
+    """The sources and tower of `toml` built and running into a fresh input table until the
+    block ends, then closed (the tower's on_exit applied)."""
+    from linelight.hw.build import build_hardware
+
+    sources, tower = read_config(toml)
+    hw = build_hardware(sources, tower)
+    table = InputTable()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hw.run, table)
+            yield hw, table
+            tg.cancel_scope.cancel()
+    finally:
+        await hw.close()

@@ -31,14 +31,20 @@ class OpcUaTestServer:
     its network or was restarted), at `ns=2;i=1042`, `ns=2;s=Line.Speed` and so on."""
 
     def __init__(self, *, certificate: Path | None = None, private_key: Path | None = None,
-                 users: dict[str, str] | None = None) -> None:
-        """With `certificate` and `private_key` only a Basic256Sha256 SignAndEncrypt endpoint is
-        offered; with `users` only those user names and passwords may log in."""
+                 users: dict[str, str] | None = None, subscriptions: bool = True,
+                 policy: str = "Basic256Sha256_SignAndEncrypt") -> None:
+        """With `certificate` and `private_key` only one secured endpoint is offered (`policy`,
+        a ua.SecurityPolicyType name such as Aes256Sha256RsaPss_Sign); with `users` only those user names and passwords may log in; with
+        `subscriptions=False` every CreateSubscription is refused (BadTooManySubscriptions),
+        as by a server that cannot subscribe."""
         self.certificate, self.private_key, self.users = certificate, private_key, users
+        self.subscriptions = subscriptions
+        self.policy = policy
         self.port = free_port()
         self.server: Server | None = None
         self.nodes: dict[str, Any] = {}
         self.values: dict[str, Any] = {str(i): v for i, _, v, _ in VARIABLES}
+        self.muted = False
         logging.getLogger("asyncua").setLevel(logging.ERROR)
 
     @property
@@ -51,7 +57,7 @@ class OpcUaTestServer:
         server.set_endpoint(f"{self.endpoint}/")
         if self.certificate is not None and self.private_key is not None:
             await server.set_application_uri(SERVER_URI)
-            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            server.set_security_policy([ua.SecurityPolicyType[self.policy]])
             await server.load_certificate(str(self.certificate))
             await server.load_private_key(str(self.private_key))
         idx = await server.register_namespace(NS_URI)
@@ -61,6 +67,18 @@ class OpcUaTestServer:
                                            ua.Variant(self.values[str(ident)], vtype))
             await node.set_writable()
             self.nodes[str(ident)] = node
+        if not self.subscriptions:
+            server.iserver.max_subscriptions = 0
+        service = server.iserver.subscription_service
+        create = service.create_subscription
+
+        async def create_subscription(*args: Any, **kwargs: Any) -> Any:
+            result = await create(*args, **kwargs)
+            if self.muted:
+                await _stop_publishing(service.subscriptions[result.SubscriptionId])
+            return result
+
+        service.create_subscription = create_subscription  # type: ignore[method-assign]
         await server.start()
         self.server = server
 
@@ -80,6 +98,23 @@ class OpcUaTestServer:
 
     async def get(self, ident: str | int) -> Any:
         return await self.nodes[str(ident)].read_value()
+
+    async def mute_subscriptions(self, muted: bool = True) -> None:
+        """A server whose publishing is stuck while its sessions answer every read: its
+        subscriptions (and those created while muted) send nothing, not even keep-alives.
+        `muted=False` starts them publishing again."""
+        assert self.server is not None
+        self.muted = muted
+        for sub in list(self.server.iserver.subscription_service.subscriptions.values()):
+            await (_stop_publishing(sub) if muted else sub.start())
+
+
+async def _stop_publishing(sub: Any) -> None:
+    """End an internal subscription's publishing loop, keeping it and its monitored items
+    (InternalSubscription.stop would delete those too)."""
+    task, sub._task = sub._task, None  # noqa: SLF001 - asyncua's server has no pause
+    if task is not None:
+        task.cancel()
 
 
 class _Users(UserManager):

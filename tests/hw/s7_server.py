@@ -18,13 +18,18 @@ from snap7.type import SrvArea
 
 from tests.hw.modbus_server import free_port
 
+# The answer of an S7-1200/1500 whose protection does not permit PUT/GET to every read and
+# write: no data, the header's error class 0x81 and code 0x04 (service not supported).
+PUT_GET_REFUSED = 0x8104
+
 
 class BitExactServer(snap7.Server):
     """snap7.Server whose bit writes touch one bit, as a CPU's do; counts read requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, put_get: bool = True) -> None:
         super().__init__(log=False)
         self.reads = 0
+        self.put_get = put_get
 
     def register_area(self, area: SrvArea, index: int, userdata: Any) -> int:
         result = super().register_area(area, index, userdata)
@@ -41,9 +46,13 @@ class BitExactServer(snap7.Server):
 
     def _handle_read_area(self, request: dict[str, Any], client_address: Any) -> bytes:
         self.reads += 1
+        if not self.put_get:
+            return self._build_error_response(request, PUT_GET_REFUSED)
         return super()._handle_read_area(request, client_address)
 
     def _handle_write_area(self, request: dict[str, Any], client_address: Any) -> bytes:
+        if not self.put_get:
+            return self._build_error_response(request, PUT_GET_REFUSED)
         spec = request.get("parameters", {}).get("address_spec", {})
         if spec.get("word_len") != S7WordLen.BIT or "bit" not in spec:
             return super()._handle_write_area(request, client_address)
@@ -63,7 +72,9 @@ class S7TestServer:
     """A CPU with DB10 (64 bytes), DB20 (300 bytes), markers, inputs and outputs (16 bytes
     each). The memory survives stop/start, like a CPU that only lost its network."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, put_get: bool = True) -> None:
+        """`put_get=False`: a CPU whose protection refuses PUT/GET (every read and write)."""
+        self.put_get = put_get
         self.port = free_port()
         self.db10 = bytearray(64)
         self.db20 = bytearray(300)
@@ -74,7 +85,7 @@ class S7TestServer:
         self.reads_before = 0
 
     def start(self) -> None:
-        server = BitExactServer()
+        server = BitExactServer(put_get=self.put_get)
         server.register_area(SrvArea.DB, 10, self.db10)
         server.register_area(SrvArea.DB, 20, self.db20)
         server.register_area(SrvArea.MK, 0, self.m)

@@ -12,7 +12,15 @@ from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.opcua import quality_of
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import config_problems, read_config, wait_sample, wait_until
+from tests.hw.helpers import (
+    config_problems,
+    outputs_follow,
+    read_config,
+    read_outputs_config,
+    running,
+    wait_sample,
+    wait_until,
+)
 from tests.hw.opcua_server import OpcUaTestServer
 
 pytestmark = pytest.mark.anyio
@@ -121,6 +129,69 @@ async def test_server_stopped_makes_inputs_stale_and_restart_resubscribes(
     assert link.connects >= 2 and link.subscriptions >= 2  # reconnected and re-subscribed
 
 
+async def test_a_silent_subscription_makes_inputs_stale_and_is_created_again(
+        opcua_server: OpcUaTestServer):
+    """The session answers, the subscription does not (the server's publishing is stuck): no
+    publish response or keep-alive for 3 keep-alive periods turns every input STALE, however
+    often asyncua re-creates the subscription meanwhile, and the source starts over."""
+    await opcua_server.set("Line.Speed", 6.0)
+    async with running(_toml(opcua_server.endpoint)) as (hw, table):
+        link = hw.opcua_connections["cell"].stats
+        await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 6.0)
+        await opcua_server.mute_subscriptions()
+        stale = await wait_sample(table, "speed", lambda s: s.quality is Quality.STALE)
+        assert stale.value == 6.0
+        assert stale.reason.startswith(f"no publish response or keep-alive from OPC UA server "
+                                       f"'cell' ({opcua_server.endpoint}) for ")
+        assert stale.reason.endswith(" s (subscription silent); reconnecting")
+        await opcua_server.set("Line.Speed", 9.0)
+        await opcua_server.mute_subscriptions(False)
+        await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 9.0)
+    assert link.connects >= 2 and link.subscriptions >= 2
+
+
+async def test_a_server_that_cannot_subscribe_is_read_every_publishing_interval():
+    server = OpcUaTestServer(subscriptions=False)
+    await server.start()
+    try:
+        await server.set("Line.Speed", 3.5)
+        toml = _toml(server.endpoint, 'ghost = { node = "ns=2;s=No.Such.Node" }')
+        async with running(toml) as (hw, table):
+            await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 3.5)
+            await server.set("Line.Speed", 4.5)
+            await wait_sample(table, "speed", lambda s: s.value == 4.5)
+            await server.set(1042, True, ua.StatusCodes.BadSensorFailure)
+            bad = await wait_sample(table, "running", lambda s: s.quality is Quality.BAD)
+            ghost = table.get("ghost")
+            status = hw.source("cell").status()
+    finally:
+        await server.stop()
+    assert bad.reason == (f"OPC UA server 'cell' ({server.endpoint}) node ns=2;i=1042: "
+                          "the server reports the value as bad: BadSensorFailure")
+    assert ghost.quality is Quality.BAD and ghost.reason.endswith("BadNodeIdUnknown")
+    assert status["mode"] == "polled" and status["polls"] >= 3  # type: ignore[operator]
+    assert status["why_polled"] == ("the server refused a subscription: "
+                                    "BadTooManySubscriptions (0x80770000)")
+    assert status["link"]["subscriptions"] == 0  # type: ignore[index]
+
+
+async def test_refused_connects_count_as_failures_with_the_next_attempt_in_status():
+    from tests.hw.modbus_server import free_port
+
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}"  # nothing listens
+    toml = _toml(endpoint).replace('reconnect_max = "1s"',
+                                   'reconnect_min = "5s"\nreconnect_max = "10s"')
+    async with running(toml) as (hw, _):
+        source = hw.source("cell")
+        await wait_until(lambda: source.status()["link"]["failures"] >= 1  # type: ignore[index]
+                         and source.status()["link"]["next_attempt_in"] > 0,  # type: ignore[index]
+                         what="a failed connect")
+        link = source.status()["link"]
+    assert link["connects"] == 0 and link["failures"] == 1  # type: ignore[index]
+    assert 0 < link["next_attempt_in"] <= 5.5  # type: ignore[index]  # reconnect_min + jitter
+    assert link["last_error"].startswith(f"cannot connect to OPC UA server 'cell' ({endpoint})")  # type: ignore[index]
+
+
 TOWER = """
 [tower]
 source = "cell"
@@ -161,6 +232,16 @@ async def test_lamps_write_boolean_nodes_and_failures_are_retried(
     assert await hw.close()  # on_exit: red on, green off
     assert await opcua_server.get("Lamp.Red") is True
     assert await opcua_server.get("Lamp.Green") is False
+
+
+@pytest.mark.parametrize(("publishing", "period"), [(0.05, 1.0), (0.1, 1.0), (0.3, 1.2),
+                                                    (1.0, 1.0), (5.0, 5.0)])
+def test_a_quiet_subscription_is_asked_for_a_keep_alive_about_every_second(publishing, period):
+    """The silence limit is 3 of these periods: with a 5 s publishing interval a keep-alive
+    comes every 5 s, so 3 s of quiet is no silence."""
+    from linelight.hw.opcua import keepalive_period
+
+    assert keepalive_period(publishing) == pytest.approx(period)
 
 
 def test_opcua_config_mistakes_are_located():
@@ -310,3 +391,26 @@ def test_an_input_needs_a_node_or_a_path():
         'Objects, e.g. "Line/Speed")',
         "input 'neither' needs exactly one of node (a node id) or path (a browse path below "
         'Objects, e.g. "Line/Speed")']
+
+
+OUTPUTS = """
+[outputs]
+source = "cell"
+on_exit = { horn = "on" }
+
+[outputs.wiring]
+may_start = { opcua = "ns=2;s=Lamp.Green" }
+horn = { opcua = "ns=2;s=Lamp.Red" }
+"""
+
+
+async def test_output_rules_write_boolean_nodes_like_lamps_and_on_exit_at_close(
+        opcua_server: OpcUaTestServer):
+    sources, outputs = read_outputs_config(_toml(opcua_server.endpoint, OUTPUTS))
+    hw = build_hardware(sources, None, outputs=outputs)
+    await outputs_follow(hw, [({"may_start": True}, lambda: True)])  # the nodes: read below
+    assert await opcua_server.get("Lamp.Green") is True
+    assert await opcua_server.get("Lamp.Red") is False
+    assert await hw.close()  # on_exit: the horn node on, the permit off
+    assert await opcua_server.get("Lamp.Red") is True
+    assert await opcua_server.get("Lamp.Green") is False

@@ -55,6 +55,21 @@ async def test_browse_prints_the_tree_and_a_snippet_that_check_accepts(
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+async def test_browse_snippet_of_selected_variables_only(opcua_server: OpcUaTestServer):
+    url = f"opcua://127.0.0.1:{opcua_server.port}"
+    done = await _linelight("browse", url, "--path", "Line", "--snippet", "cell",
+                            "--only", "Speed", "--only", "ns=2;i=1042")
+    assert done.returncode == 0, done.stderr
+    snippet = done.stdout.partition("\n\n")[2]
+    assert snippet.splitlines()[-2:] == ['running = { node = "ns=2;i=1042" }  # Boolean',
+                                         'speed = { node = "ns=2;s=Line.Speed" }  # Double']
+    wrong = await _linelight("browse", url, "--path", "Line", "--snippet", "cell",
+                             "--only", "Sped")
+    assert wrong.returncode == 1
+    assert wrong.stderr == ("linelight browse: no variable named Sped in the tree above (--only "
+                            "takes browse names or node ids)\n")
+
+
 async def test_browse_of_a_closed_port_is_one_line_and_exit_1(tmp_path: Path):
     from tests.hw.modbus_server import free_port
     done = await _linelight("browse", f"opcua://127.0.0.1:{free_port()}", "--timeout", "1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -15,7 +16,14 @@ from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
 from linelight.hw.s7 import S7Source
 from linelight.rules.values import Pattern, Quality
-from tests.hw.helpers import read_config, wait_sample, wait_until
+from tests.hw.helpers import (
+    outputs_follow,
+    read_config,
+    read_outputs_config,
+    running,
+    wait_sample,
+    wait_until,
+)
 from tests.hw.modbus_server import free_port
 from tests.hw.s7_server import S7TestServer
 
@@ -162,6 +170,22 @@ async def test_server_gone_makes_inputs_stale_and_restart_makes_them_good(
     assert hw.s7_connections["plc"].stats.connects >= 2  # reconnected by itself
 
 
+async def test_refused_connects_count_as_failures_with_the_next_attempt_in_status():
+    port = free_port()  # nothing listens
+    (spec,), _ = read_config(_toml(port, 'speed = { address = "DB10.DBW6" }').replace(
+        'reconnect_max = "1s"', 'reconnect_min = "5s"\nreconnect_max = "10s"'))
+    hw = build_hardware([spec], None)
+    source = hw.source("plc")
+    table = InputTable()
+    await _run_until(hw, table, lambda: source.status()["link"]["failures"] >= 1  # type: ignore[index]
+                     and source.status()["link"]["next_attempt_in"] > 0, "a failed connect")  # type: ignore[index]
+    link = source.status()["link"]
+    await hw.close()
+    assert link["connects"] == 0 and link["failures"] == 1  # type: ignore[index]
+    assert 0 < link["next_attempt_in"] <= 5.5  # type: ignore[index]  # reconnect_min + jitter
+    assert link["last_error"].startswith(f"cannot connect to S7 PLC 'plc' (127.0.0.1:{port} ")  # type: ignore[index]
+
+
 TOWER = """
 [tower]
 source = "plc"
@@ -264,22 +288,86 @@ def test_stock_server_bit_write_is_byte_wide():
     assert q[1] == 0b0000_0001
 
 
-def test_doctor_names_put_get_when_the_cpu_refuses_a_read(s7_server: S7TestServer, capsys):
+def _doctor(port: int, inputs: str) -> Any:
+    """`linelight doctor`'s finding for one S7 source on `port`."""
     from linelight.agent.cli.doctor import Report, check_s7
 
-    (spec,), _ = read_config(_toml(s7_server.port, 'running = { address = "DB10.DBX4.0" }\n'
-                                                   'missing = { address = "DB99.DBW0" }'))
+    (spec,), _ = read_config(_toml(port, inputs))
     report = Report()
     check_s7(report, spec)
     (finding,) = report.findings
+    return finding
+
+
+def test_doctor_names_put_get_when_the_cpu_refuses_a_read(s7_server: S7TestServer, capsys):
+    finding = _doctor(s7_server.port, 'running = { address = "DB10.DBX4.0" }\n'
+                                      'missing = { address = "DB99.DBW0" }')
     assert finding.level == "fail"
     assert finding.detail.startswith(f"S7 PLC 'plc' (127.0.0.1:{s7_server.port} rack 0 slot 1) "
                                      "refused reading DB99.DBB0..1")
     assert "PUT/GET" in finding.detail
-    (ok_spec,), _ = read_config(_toml(s7_server.port, 'running = { address = "DB10.DBX4.0" }'))
-    check_s7(report, ok_spec)
-    assert report.findings[-1].level == "ok"
-    assert report.findings[-1].detail == "connected (PDU 480), 1 reads answered"
+    ok = _doctor(s7_server.port, 'running = { address = "DB10.DBX4.0" }')
+    assert (ok.level, ok.detail) == ("ok", "connected (PDU 480), 1 reads answered")
+
+
+def test_doctor_names_put_get_when_the_cpu_refuses_every_read_as_an_s7_1200_does(capsys):
+    server = S7TestServer(put_get=False)
+    server.start()
+    try:
+        finding = _doctor(server.port, 'running = { address = "DB10.DBX4.0" }')
+    finally:
+        server.stop()
+    assert finding.level == "fail"
+    assert finding.detail == (
+        f"S7 PLC 'plc' (127.0.0.1:{server.port} rack 0 slot 1) refused reading DB10.DBB4: S7 "
+        "protocol error (class=0x81, code=0x04): This service is not implemented on the module "
+        "or a frame error was reported (on an S7-1200/1500, tick 'Permit access with PUT/GET "
+        "communication' in the CPU's protection settings and clear 'Optimized block access' on "
+        "the DB)")
+
+
+def test_doctor_names_put_get_and_rack_slot_when_the_connection_is_refused():
+    port = free_port()  # nothing listens
+    finding = _doctor(port, 'running = { address = "DB10.DBX4.0" }')
+    assert finding.level == "fail"
+    assert finding.detail.startswith(f"cannot connect to S7 PLC 'plc' (127.0.0.1:{port} rack 0 "
+                                     "slot 1): ")
+    assert finding.todo == ("an S7-1200/1500 answers only with PUT/GET access permitted and DBs "
+                            "without optimized block access; check rack and slot (S7-1200/1500: "
+                            "0/1, S7-300: 0/2)")
+
+
+async def test_a_cpu_without_put_get_makes_inputs_bad_naming_put_get():
+    server = S7TestServer(put_get=False)
+    server.start()
+    try:
+        (spec,), _ = read_config(_toml(server.port, 'running = { address = "DB10.DBX4.0" }'))
+        hw = build_hardware([spec], None)
+        table = InputTable()
+        await _run_until(hw, table, lambda: table.get("running").quality is Quality.BAD,
+                         "refused read BAD")
+        await hw.close()
+    finally:
+        server.stop()
+    assert "PUT/GET" in table.get("running").reason
+
+
+async def test_a_lamp_on_a_cpu_without_put_get_fails_naming_put_get():
+    server = S7TestServer(put_get=False)
+    server.start()
+    try:
+        async with running(_toml(server.port, 'running = { address = "I0.0" }', TOWER)) as (hw, _):
+            light = hw.stacklight
+            light.show({"red": Pattern.ON})
+            await wait_until(lambda: light.status()["lamps"]["red"]["failures"] >= 1,
+                             what="a refused lamp write")
+            error = light.status()["lamps"]["red"]["last_error"]
+    finally:
+        server.stop()
+    assert error.startswith(f"lamp 'red' on plc Q1.0: cannot switch on: S7 PLC 'plc' "
+                            f"(127.0.0.1:{server.port} rack 0 slot 1) refused writing Q1.0 = 1: ")
+    assert "PUT/GET" in error
+    assert server.q[1] == 0
 
 
 async def test_a_remote_tsap_instead_of_rack_and_slot_connects(s7_server: S7TestServer):
@@ -294,3 +382,29 @@ async def test_a_remote_tsap_instead_of_rack_and_slot_connects(s7_server: S7Test
                      "read through the TSAP connection")
     await hw.close()
     assert spec.describe() == f"127.0.0.1:{s7_server.port} TSAP 03.01"
+
+
+OUTPUTS = """
+[outputs]
+source = "plc"
+on_exit = { agent_down = "on" }
+
+[outputs.wiring]
+may_start = { s7 = "M10.0" }
+agent_down = { s7 = "DB10.DBX3.1" }
+"""
+
+
+async def test_output_rules_write_s7_bits_like_lamps_and_on_exit_at_close(
+        s7_server: S7TestServer):
+    s7_server.m[10] = 0b1000_0000  # bit 7 of MB10 belongs to the PLC program
+    sources, outputs = read_outputs_config(
+        _toml(s7_server.port, 'running = { address = "I0.0" }', OUTPUTS))
+    hw = build_hardware(sources, None, outputs=outputs)
+    await outputs_follow(hw, [
+        ({"may_start": True, "agent_down": False},
+         lambda: s7_server.m[10] == 0b1000_0001 and s7_server.db10[3] == 0),
+        ({}, lambda: s7_server.m[10] == 0b1000_0000),  # an output the rules leave out: off
+    ])
+    assert await hw.close()
+    assert s7_server.db10[3] == 0b0000_0010 and s7_server.m[10] == 0b1000_0000

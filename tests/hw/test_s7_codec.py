@@ -6,6 +6,7 @@ import pytest
 
 from linelight.hw.config import S7SourceSpec
 from linelight.hw.s7_codec import (
+    BlockDecoder,
     S7Address,
     S7AddressError,
     S7Area,
@@ -102,6 +103,34 @@ def test_bits_of_one_byte_share_a_read_and_gaps_above_max_gap_split():
               ("c", parse_address("MB20"))]
     assert [b.size for b in plan_reads(points, max_bytes=222, max_gap=0)] == [1, 1]
     assert [b.size for b in plan_reads(points, max_bytes=222, max_gap=19)] == [21]
+
+
+def test_a_block_decodes_at_once_as_each_address_would_alone():
+    """BlockDecoder (one struct call for the plain numbers) gives what decode_from gives for
+    each member: bits sharing a byte, overlapping words, a hole, scaled, REAL, STRING."""
+    import random
+    import struct
+
+    points = [("bit0", "DB20.DBX0.0", None), ("bit7", "DB20.DBX0.7", None),
+              ("byte", "DB20.DBB1", None), ("word", "DB20.DBW2", None),
+              ("int_same", "DB20.DBW2", "INT"), ("overlap", "DB20.DBW3", None),
+              ("dint", "DB20.DBD6", "DINT"), ("real", "DB20.DBD10", "REAL"),
+              ("dword_after_hole", "DB20.DBD20", None), ("bit_mid", "DB20.DBX21.3", None),
+              ("string", "DB20.DBB24", "STRING[6]"), ("last", "DB20.DBW34", "INT")]
+    addresses = [(n, parse_address(a, t)) for n, a, t in points]
+    addresses.append(("scaled", parse_address("DB20.DBW14", "INT", scale=0.1, offset=-5.0)))
+    (block,) = plan_reads(addresses, max_bytes=222, max_gap=16)
+    decoder = BlockDecoder(block)
+    assert {"word", "dint", "real", "dword_after_hole", "last"} <= set(decoder.names)
+    rng = random.Random(19)
+    for _ in range(50):
+        data = bytearray(rng.randbytes(block.size))
+        data[24:26] = bytes([6, rng.randrange(9)])  # a STRING[6] header, length maybe garbled
+        data[10:14] = struct.pack(">f", rng.uniform(-1e6, 1e6))
+        expected = {n: decode_from(a, bytes(data), a.byte - block.start) for n, a in addresses}
+        assert decoder.decode(bytes(data)) == expected
+    with pytest.raises(struct.error):
+        decoder.decode(b"\x00" * (block.size - 1))  # a short answer fails as a whole
 
 
 S7_TOML = """

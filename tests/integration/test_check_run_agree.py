@@ -3,7 +3,8 @@ messages; neither shows a traceback (DESIGN.md 7: "What check accepts, run start
 
 Hypothesis builds configs and rule files from pieces that each hit one path of the loaders
 (valid rules, an empty file, no state, a syntax error, an unknown name, huge integers, a
-pattern matching nothing, an empty rules list, sources and towers that do or do not fit).
+pattern matching nothing, an empty rules list, sources, towers and output wiring that do or
+do not fit).
 check runs through the CLI in-process; run is the real Agent started until READY and stopped.
 """
 
@@ -102,6 +103,14 @@ TOWERS = {
     "two_lamps": "[tower.lamps]\nred = { virtual = true }\ngreen = { virtual = true }\n",
 }
 
+OUTPUTS = {  # the "windows" rule file has the output may_start
+    "none": "",
+    "virtual": "[outputs.wiring]\nmay_start = { virtual = true }\n",
+    "gpio_mock": '[outputs]\npin_factory = "mock"\n[outputs.wiring]\nmay_start = { pin = 21 }\n',
+    "misnamed": "[outputs.wiring]\nmay_strat = { virtual = true }\n",
+    "dead_coil": '[outputs.wiring]\nmay_start = { coil = 3, source = "plc" }\n',
+}
+
 RULES_KEYS = {
     "glob": 'rules = ["rules.d/*.toml"]',
     "string": 'rules = "rules.d/*.toml"',
@@ -112,13 +121,15 @@ RULES_KEYS = {
 }
 
 
-def write_case(root: Path, rules_key: str, files: list[str], source: str, tower: str) -> Path:
+def write_case(root: Path, rules_key: str, files: list[str], source: str, tower: str,
+               outputs: str = "none") -> Path:
     (root / "rules.d").mkdir(parents=True)
     for i, name in enumerate(files):
         (root / "rules.d" / f"{i}-{name}.toml").write_text(RULE_FILES[name])
     config = root / "agent.toml"
     config.write_text(f'agent_id = "fuzz"\ndata_dir = "data"\n{RULES_KEYS[rules_key]}\n'
-                      f"[diagnostics]\nenabled = false\n\n{SOURCES[source]}\n{TOWERS[tower]}")
+                      f"[diagnostics]\nenabled = false\n\n{SOURCES[source]}\n{TOWERS[tower]}\n"
+                      f"{OUTPUTS[outputs]}")
     return config
 
 
@@ -150,14 +161,17 @@ async def run_verdict(config_path: Path) -> tuple[bool, list[str]]:
     return True, [f"supervised parts failed: {failed}"] if failed else []
 
 
-@pytest.mark.parametrize(("rules_key", "files", "source", "tower"), [
-    ("glob", ["valid"], "sim", "virtual"),
-    ("string", ["valid", "extra_signal"], "modbus_dead", "virtual"),
+@pytest.mark.parametrize(("rules_key", "files", "source", "tower", "outputs"), [
+    ("glob", ["valid"], "sim", "virtual", "none"),
+    ("string", ["valid", "extra_signal"], "modbus_dead", "virtual", "none"),
+    ("glob", ["valid", "windows"], "modbus_dead", "virtual", "dead_coil"),
+    ("glob", ["valid", "windows"], "sim", "virtual", "gpio_mock"),
 ])
 def test_the_fuzzed_pieces_include_configs_that_check_accepts_and_run_starts(
-        tmp_path: Path, rules_key: str, files: list[str], source: str, tower: str) -> None:
+        tmp_path: Path, rules_key: str, files: list[str], source: str, tower: str,
+        outputs: str) -> None:
     """Without this the agreement test could pass with every case refused by both."""
-    config = write_case(tmp_path, rules_key, files, source, tower)
+    config = write_case(tmp_path, rules_key, files, source, tower, outputs)
     code, text = check_verdict(config)
     assert code == 0, text
     assert anyio.run(run_verdict, config, backend="asyncio") == (True, [])
@@ -171,13 +185,14 @@ def test_the_fuzzed_pieces_include_configs_that_check_accepts_and_run_starts(
            st.lists(st.sampled_from(sorted(RULE_FILES)), max_size=1).map(lambda x: ["valid", *x]),
            st.lists(st.sampled_from(sorted(RULE_FILES)), min_size=0, max_size=3)),
        source=st.sampled_from(sorted(SOURCES)), tower=st.sampled_from(sorted(TOWERS)),
-       rules_first=st.booleans())
+       outputs=st.sampled_from(sorted(OUTPUTS)), rules_first=st.booleans())
 def test_check_and_run_agree_and_neither_shows_a_traceback(
-        rules_key: str, files: list[str], source: str, tower: str, rules_first: bool) -> None:
+        rules_key: str, files: list[str], source: str, tower: str, outputs: str,
+        rules_first: bool) -> None:
     rules_key = "glob" if rules_first else rules_key  # the usual key, more often
     logging.getLogger("linelight").setLevel(logging.CRITICAL)  # a started agent logs a lot
     with tempfile.TemporaryDirectory() as tmp:
-        config = write_case(Path(tmp), rules_key, files, source, tower)
+        config = write_case(Path(tmp), rules_key, files, source, tower, outputs)
         code, text = check_verdict(config)
         assert "Traceback" not in text
         assert code in (0, 1), text

@@ -107,6 +107,10 @@ def test_kill_9_loses_nothing_committed_and_the_sequence_continues(
         agent.start()
         agent.wait_status(lambda s: any(v > 0 for v in s["counters"].values())
                           and s["queue"]["seq_hwm"] > 50, what="some parts counted")
+        # some events delivered before the kill (on a loaded machine the forwarder process may
+        # not have published any yet: the comparison below needs a last one)
+        sub.wait_for(lambda msgs: any(m.topic.startswith(EVENTS) for m in msgs),
+                     what="a first event delivered")
         agent.kill9()
         before = sorted(set(sub.seqs(EVENTS)))
 

@@ -69,6 +69,13 @@ show = { blue = "blink_slow" }
 code = 30000
 show = { amber = "blink_fast" }
 """
+# the single machine's start permit, so the page shows an [[output]] too
+PERMIT = """
+[[output]]
+name = "may_start"
+when = "state == 'producing'"
+"""
+OUTPUTS = "\n[outputs.wiring]\nmay_start = { virtual = true }\n"
 
 SOURCES = """\
 [sources.line]
@@ -94,8 +101,8 @@ def agent(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[AgentProcess]:
     """A running agent whose history already holds a synthetic day up to a minute ago."""
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
-    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port, rules=RULES,
-                          sources=SOURCES, tower=VIRTUAL_TOWER, agent_id="press-07",
+    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port, rules=RULES + PERMIT,
+                          sources=SOURCES, tower=VIRTUAL_TOWER + OUTPUTS, agent_id="press-07",
                           extra=f'token_file = "{token}"')
     (config.parent / "data").mkdir()
     write_day(config.parent / "data" / "history.db", int(time.time() * 1000) - 60_000)
@@ -133,11 +140,13 @@ def test_page_shows_the_state_and_follows_a_change_live_with_a_new_band(
         lamps = driver.find_element("id", "lamptext").text
         assert "green on" in lamps and "blue blinking slowly" in lamps and "red off" in lamps
         assert driver.find_elements("css selector", "#tower .lamp.blink_slow")
+        wait_for(driver, "document.getElementById('outputs').textContent === 'may_start output on'",
+                 "the start permit on")
         driver.execute_script("window.notReloaded = true;")
         changed_ms = time.time() * 1000
 
         rules = agent.config.parent / "rules.d" / "machine.toml"
-        rules.write_text(RULES.replace('when = "level > 5"', 'when = "level > 0"'))
+        rules.write_text((RULES + PERMIT).replace('when = "level > 5"', 'when = "level > 0"'))
 
         wait_for(driver, "document.getElementById('state-name').textContent === 'fault'",
                  "the state fault")
@@ -150,6 +159,8 @@ def test_page_shows_the_state_and_follows_a_change_live_with_a_new_band(
         assert last_two[1][1] >= changed_ms - 1000  # the band starts at the change the test made
         assert "red blinking fast" in driver.find_element("id", "lamptext").text
         assert driver.find_elements("css selector", "#tower .lamp.blink_fast")
+        wait_for(driver, "document.getElementById('outputs').textContent === 'may_start output off'",
+                 "the start permit off in the fault")
         # the history catches up: the reload and the fault are listed with their times
         wait_for(driver, "document.querySelector('#events [data-kind=reload]') && "
                          "[...document.querySelectorAll('#events [data-kind=state]')]"

@@ -14,14 +14,24 @@ from typing import Any
 import pytest
 
 from tests.fixtures.mosquitto import Mosquitto
-from tests.integration.agent_proc import ROOT, AgentProcess, write_config
+from tests.integration.agent_proc import (
+    EXAMPLE_RULES,
+    ROOT,
+    VIRTUAL_TOWER,
+    AgentProcess,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
 DOC = ROOT / "docs" / "operations.md"
 NAMED = {"lamps", "counters", "inputs", "components", "tower.lamps", "sources",  # keyed by names
          "machines", "machines.<name>.lamps", "machines.<name>.counters",
-         "machines.<name>.inputs"}
+         "machines.<name>.inputs", "outputs", "output_lines.outputs",
+         "machines.<name>.outputs"}
+# the example rules and one [[output]], wired virtually: /status shows the outputs' fields too
+OUTPUT = '\n[[output]]\nname = "may_start"\nwhen = "estop_ok and not running"\n'
+WIRING = "\n[outputs.wiring]\nmay_start = { virtual = true }\n"
 TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
     "list": (list,), "map": (dict,), "null": (type(None),), "any": (object,)}
@@ -47,7 +57,8 @@ def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
                 else:
                     out[f"{path}.<name>"] = item
         elif isinstance(value, dict) and path not in ("rules.last_reload",
-                                                      "machines.<name>.tower"):
+                                                      "machines.<name>.tower",
+                                                      "machines.<name>.output_lines"):
             out.update(flatten(value, f"{path}."))
         else:
             out[path] = value
@@ -56,7 +67,8 @@ def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def test_every_status_field_is_documented_with_its_type(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
-    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port)
+    config = write_config(tmp_path / "agent", mqtt_port=mosquitto.port,
+                          rules=EXAMPLE_RULES.read_text() + OUTPUT, tower=VIRTUAL_TOWER + WIRING)
     with AgentProcess(config) as agent:
         agent.start()
         status = agent.wait_status(lambda s: s["broker"]["connected"]

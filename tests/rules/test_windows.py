@@ -225,3 +225,62 @@ def test_a_reload_keeps_what_expressions_read_of_the_state() -> None:
     fresh.carry_over(ev)
     step = _scan(fresh, 8.0)
     assert "long_stop" in step.signals and step.events == ()
+
+
+PERMITS = """
+[inputs]
+guard_closed = { type = "bool", stale_after = "1s" }
+key_switch = { type = "bool", stale_after = "1s", on_stale = true }
+link = { type = "bool", stale_after = "1s", on_stale = "hold:10s" }
+
+[define]
+safe = "guard_closed or key_switch"
+
+[[signal]]
+name = "guarded"
+priority = 1
+when = "guard_closed or key_switch"
+
+[[state]]
+name = "running"
+code = 10000
+priority = 0
+when = true
+
+[[output]]
+name = "permit"
+when = "safe"
+
+[[output]]
+name = "via_signal"
+when = "guarded"
+
+[[output]]
+name = "either"
+when = "guard_closed or link"
+
+[[output]]
+name = "link_lost"
+when = "stale(link) or not known(link) or age(link) > 5s"
+"""
+
+
+def test_an_output_is_off_while_any_input_whose_value_it_reads_is_stale_whatever_on_stale(
+        ) -> None:
+    ev = Evaluator(load(PERMITS))
+    all_good = {"guard_closed": True, "key_switch": False, "link": True}
+    assert ev.step(good(all_good, 0.0), 0.0).outputs == {
+        "permit": True, "via_signal": True, "either": True, "link_lost": False}
+    # key_switch stale reads true (on_stale), so `safe` and the signal are true: no permit
+    stale_key = {**good({**all_good, "guard_closed": False}, 1.0),
+                 "key_switch": Sample(False, Quality.STALE, 1.0)}
+    step = ev.step(stale_key, 1.0)
+    assert "guarded" in step.signals  # a lamp may trust on_stale; an output does not
+    assert step.outputs["permit"] is False and step.outputs["via_signal"] is False
+    # link held (hold:10s) and `guard_closed or link` decided by guard_closed alone: still off;
+    # an output that only asks whether link can be read is not blocked by it
+    stale_link = {**good(all_good, 2.0), "link": Sample(True, Quality.BAD, 2.0)}
+    step = ev.step(stale_link, 2.0)
+    assert step.outputs == {"permit": True, "via_signal": True, "either": False,
+                            "link_lost": True}
+    assert ev.step(good(all_good, 3.0), 3.0).outputs["either"] is True

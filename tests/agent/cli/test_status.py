@@ -113,3 +113,14 @@ async def test_the_inputs_are_aligned_rows_with_source_and_never_read_ones_say_i
     assert "connection refused by 127.0.0.1:" in cells["b"][5], rows
     assert (cells["a"][2], cells["a"][-1], cells["c"][-1]) == ("good", "plc", "demo"), rows
     assert len({row.index(cells[row.split()[0]][2]) for row in rows}) == 1, rows  # aligned
+
+
+def test_the_summary_lists_the_outputs_and_says_which_cannot_be_written() -> None:
+    from linelight.agent.cli.status import summary
+
+    status = {"state": {"name": "stopped", "code": 40000, "for_s": 2}, "lamps": {},
+              "outputs": {"may_start": True, "horn": False},
+              "output_lines": {"outputs": {"may_start": {"failing": False},
+                                           "horn": {"failing": True}}}}
+    assert "outputs    may_start on, horn off (CANNOT WRITE)" in summary(
+        status, "http://x").splitlines()
