@@ -120,6 +120,8 @@ class Agent:
                     tg.cancel_scope.cancel()
                 await tg.start(journal.run)
                 self._build(journal)
+                for memory in self.memories:  # before the first scan: a lamp hold waits on it
+                    tg.start_soon(memory.run)
                 await self._start_parts(tg)
                 self.ready = True
                 self.notifier.ready(self.status_line())
@@ -131,8 +133,6 @@ class Agent:
                     await tg.start(self.supervisor.run, "forwarder", self.forwarder.run)
                     self._publish_initial_live()
                 tg.start_soon(self._keep_notifying)
-                for memory in self.memories:
-                    tg.start_soon(memory.run)
                 await tg.start(self.supervisor.run, "history",
                                partial(self.history.run, self._probe))
                 task_status.started(self)
@@ -202,7 +202,8 @@ class Agent:
             inputs=dict(machine.inputs) if machine.named else None,
             states=machine.states_read(), on_live=partial(self._on_live, machine=machine.wire_name),
             on_counters=memory.counters_changed, on_latches=memory.latches_changed,
-            on_windows=memory.windows_changed, label=machine.name, outputs=lines)
+            on_windows=memory.windows_changed, latches_saved=memory.latches_saved,
+            label=machine.name, outputs=lines)
 
     async def _start_parts(self, tg: TaskGroup) -> None:
         assert self.hardware is not None and self.scan is not None and self.reloader is not None

@@ -5,9 +5,10 @@ A latched fault (a state or signal whose `clear_when` has not been met) is somet
 must act on; a restart, a kill -9, a watchdog restart or an upgrade must not acknowledge it.
 So the scan loop reports every change of the latched set and of counter totals here, and
 `run()` stores them with `Journal.put_meta` (coalesced: only the newest value is written, in
-the next journal commit). The lamp never waits for that write: the scan loop shows the lamp in
-the same tick and the store follows within one commit window. At start, `restore()` seeds the
-evaluator before its first scan.
+the next journal commit; the latches before anything else). A scan that latches something new
+holds its lamps until `latches_saved()` says that latched set is committed (agent.scan,
+"lamp hold"); every other change is stored without anybody waiting. At start, `restore()`
+seeds the evaluator before its first scan.
 
 Each named machine (agent.machines) keeps its own totals and latches, under
 `counter_totals/NAME`, `latches/NAME` and `windows/NAME`; the unnamed single machine keeps the plain keys, so
@@ -42,12 +43,13 @@ MAX_WINDOWS = 10_000  # likewise: 20,000 operations per scan cannot hold more wi
 # entries (bench/rules.py), too many to encode at every edge. A crash can lose the edges of
 # the last second, which moves a "3 within 10 minutes" count by at most the edges of a second.
 WINDOW_STORE_EVERY_S = 1.0
+STORE_RETRY_S = 1.0  # after the journal refused the latches (disk full, file not open)
 MAX_LATCHES = 10_000  # a stored list longer than any rule set could make is damage, not data
 
 
 class MetaStore(Protocol):
     def get_meta(self, key: str, default: Any = None) -> Any: ...
-    async def put_meta(self, key: str, value: Any) -> None: ...
+    async def put_meta(self, key: str, value: Any) -> bool: ...
 
 
 class Remembering(Protocol):
@@ -76,6 +78,13 @@ class RuleMemory:
         self._changed: anyio.Event | None = None
         self._windows: Callable[[], Iterable[WindowMemory]] | None = None
         self._windows_stored = -math.inf
+        # the latched set's generations: every change is one more; `_latches_done` is the
+        # newest whose store has finished, `_latches_ok` whether the disk took it
+        self._latches_gen = 0
+        self._latches_done = 0
+        self._latches_ok = True
+        self._latches_stored: anyio.Event | None = None
+        self._refused = False  # the last store of the latches was refused
 
     # -- start ------------------------------------------------------------------------------
     def restore(self, evaluator: Remembering) -> tuple[str, ...]:
@@ -145,12 +154,25 @@ class RuleMemory:
     def counters_changed(self, totals: Mapping[str, int]) -> None:
         self._set(self._counters_key, dict(totals))
 
-    def latches_changed(self, latches: Iterable[Latch]) -> None:
+    def latches_changed(self, latches: Iterable[Latch]) -> int:
+        """The latched set is now `latches`; returns its generation, for `latches_saved`."""
         now_ns, mono = self._now_ns(), self._mono()
+        self._latches_gen += 1
         self._set(self._latches_key, [
             {"kind": latch.kind, "name": latch.name, "key": latch.key,
              "since_ns": now_ns - int((mono - latch.since) * 1e9)}
             for latch in latches])
+        return self._latches_gen
+
+    async def latches_saved(self, generation: int) -> bool:
+        """Wait until the latched set of `generation` (or a newer one) has been stored: True
+        once it is committed, False as soon as the journal refused it (disk full, journal not
+        open), so the caller need not wait out its bound for a store that will not come."""
+        while self._latches_done < generation:
+            if self._latches_stored is None:
+                self._latches_stored = anyio.Event()
+            await self._latches_stored.wait()
+        return self._latches_ok
 
     def windows_changed(self, windows: Callable[[], Iterable[WindowMemory]]) -> None:
         """The windows took an edge; `windows()` gives them when they are stored (at most
@@ -192,13 +214,40 @@ class RuleMemory:
                     await self._changed.wait()
             if self._windows_due() <= 0:
                 self._take_windows()
-            while self._dirty:
-                key = self._dirty.pop()
-                await self._store.put_meta(key, self._values[key])
+            if not await self._store_dirty():  # refused: again at the next change, or soon
+                with anyio.move_on_after(STORE_RETRY_S):
+                    await self._changed.wait()
 
     async def flush(self) -> None:
         """Store what changed since the last store (also called on a planned stop)."""
         self._take_windows()
+        await self._store_dirty()
+
+    async def _store_dirty(self) -> bool:
+        """Store what is dirty; False if the journal refused the latches (they stay dirty)."""
         while self._dirty:
-            key = self._dirty.pop()
-            await self._store.put_meta(key, self._values[key])
+            # the latches first: a scan's lamps may be waiting for them
+            key = (self._latches_key if self._latches_key in self._dirty
+                   else next(iter(self._dirty)))
+            self._dirty.discard(key)
+            generation = self._latches_gen
+            ok = await self._store.put_meta(key, self._values[key])
+            if key != self._latches_key:
+                continue
+            self._latches_done, self._latches_ok = generation, ok
+            if self._latches_stored is not None:
+                self._latches_stored.set()
+                self._latches_stored = None
+            if ok and self._refused:
+                self._refused = False
+                log.warning("the latched set is stored again")
+            if not ok:
+                count = len(self._values[key])
+                if not self._refused:  # once per outage, not every retry
+                    self._refused = True
+                    log.error("the journal refused the latched set (%d latch%s): a restart "
+                              "now would lose it; storing it again every %g s and at every "
+                              "change", count, "" if count == 1 else "es", STORE_RETRY_S)
+                self._dirty.add(key)
+                return False
+        return True

@@ -71,6 +71,13 @@ class _StatusCollector(Collector):
                        scan.get("overruns"))
         yield _counter("linelight_scan_skipped", "Scan periods skipped to catch up after overruns "
                        "(late scans: the lamps followed the machine late).", scan.get("skipped"))
+        yield _counter("linelight_lamp_holds", "Tower commands held until a new latch was "
+                       "committed.", scan.get("lamp_holds"))
+        yield _counter("linelight_lamp_hold_timeouts", "Held tower commands shown after the "
+                       "bound without the latch committed.", scan.get("lamp_hold_timeouts"))
+        yield _counter("linelight_lamp_hold_refused", "Held tower commands shown at once "
+                       "because the journal refused to store the latch.",
+                       scan.get("lamp_hold_refused"))
 
         q = s.get("queue", {})
         yield _gauge("linelight_queue_depth", "Events waiting in the on-disk queue.", q.get("depth"))

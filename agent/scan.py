@@ -4,6 +4,16 @@ Like a PLC scan: one consistent snapshot per tick, every rule sees the same one,
 and the [[output]] rules' lines are commanded in the same tick. Nothing in a tick awaits: events are handed to the journal
 with `submit` (non-blocking), so neither the disk nor the network can delay the lamps.
 
+One exception, the lamp hold: a tick that latches something new (a state or signal held by
+`clear_when`) hands the latched set to the machine's memory (agent.memory) and commands its
+tower only once the journal has committed that set, so a lamp never shows a latch a crash
+could still lose. The scan loop goes on meanwhile (later ticks' commands replace the held
+one; the [[output]] lines are driven at once: an output that stops a machine never waits for
+the disk). The hold ends when the store is committed, at once when the journal refuses it
+(disk full, journal not open: showing a fault not yet stored beats hiding it), and after
+`hold_max` seconds at most (a stuck writer must not freeze the lamps); refusals and timeouts
+are counted in /status and logged. Every other tick shows its lamps at once, as before.
+
 Several machines (agent.machines) are several `MachineLane`s of one loop: each tick takes one
 snapshot, steps every machine's evaluator on its part of it and shows every machine's lamps
 before any event is submitted. A machine whose inputs fail is `unknown` by its own rules; the
@@ -14,12 +24,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from linelight.agent import events as ev
 from linelight.agent.clock import ClockWatch
@@ -27,6 +37,11 @@ from linelight.agent.journal import Event
 from linelight.rules.values import Pattern, Quality, Sample
 
 log = logging.getLogger(__name__)
+
+# The longest a tick that latched something new holds its lamps for the journal's commit
+# (usually a few ms: one fsync). Beyond it the lamps show the latch anyway: a stuck disk must
+# not keep a fault off the tower.
+LAMP_HOLD_MAX_S = 1.0
 
 
 class EventSink(Protocol):
@@ -66,6 +81,10 @@ class ScanStats:
     last_duration: float = 0.0
     max_duration: float = 0.0
     events: int = 0
+    lamp_holds: int = 0  # ticks whose lamps waited for a new latch to be committed
+    lamp_hold_timeouts: int = 0  # ... and were shown after `hold_max` without the commit
+    lamp_hold_refused: int = 0  # ... and were shown when the journal refused the store
+    lamp_hold_max_s: float = 0.0  # the longest hold
 
 
 @dataclass(slots=True)
@@ -105,12 +124,16 @@ class MachineLane:
     states: Mapping[str, str] = field(default_factory=dict)
     on_live: OnChange | None = None
     on_counters: Callable[[dict[str, int]], None] | None = None
-    on_latches: Callable[[Any], None] | None = None
+    on_latches: Callable[[Any], Any] | None = None  # returns the set's generation
     on_windows: Callable[[Any], None] | None = None
+    # waits until the latched set of a generation is stored: True committed, False refused
+    latches_saved: Callable[[int], Awaitable[bool]] | None = None
     label: str = ""  # for /status and logs (the agent id for the unnamed machine)
     outputs: OutputLines | None = None  # the [[output]] rules' wired lines, driven every scan
     view: ScanView = field(default_factory=ScanView)
     changes: ev.InputChanges = field(default_factory=ev.InputChanges)
+    held: dict[str, Pattern] | None = None  # the newest tower command a lamp hold keeps back
+    hold_generation: int = 0  # the latched set the hold waits for
 
     def select(self, snapshot: dict[str, Sample], states: Mapping[str, Sample]
                ) -> dict[str, Sample]:
@@ -138,10 +161,12 @@ class ScanLoop:
                  on_live: OnChange | None = None,
                  observe: Callable[[float], None] | None = None,
                  on_counters: Callable[[dict[str, int]], None] | None = None,
-                 on_latches: Callable[[Any], None] | None = None,
+                 on_latches: Callable[[Any], Any] | None = None,
                  on_windows: Callable[[Any], None] | None = None,
+                 latches_saved: Callable[[int], Awaitable[bool]] | None = None,
                  machines: list[MachineLane] | None = None,
                  on_change: bool = False,
+                 hold_lamps: bool = True, hold_max: float = LAMP_HOLD_MAX_S,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inputs = inputs
         self.sink = sink
@@ -154,7 +179,8 @@ class ScanLoop:
         if machines is None:
             assert evaluator is not None and tower is not None
             machines = [MachineLane(evaluator, tower, on_live=on_live, on_counters=on_counters,
-                                    on_latches=on_latches, on_windows=on_windows)]
+                                    on_latches=on_latches, on_windows=on_windows,
+                                    latches_saved=latches_saved)]
         for lane in machines:
             lane.changes = self.changes if lane.inputs is None else ev.InputChanges(deadbands,
                                                                                     deadband)
@@ -168,6 +194,10 @@ class ScanLoop:
         self.on_change = on_change and hasattr(inputs, "wait_value_change")
         self._changes_seen = 0
         self.halted = False
+        # hold_lamps=False is the old order (the lamp first, the store after), for bench/
+        self.hold_lamps = hold_lamps
+        self.hold_max = hold_max
+        self._holds: TaskGroup | None = None  # where lamp holds wait (while `run` runs)
 
     @property
     def evaluator(self) -> Any:
@@ -190,6 +220,14 @@ class ScanLoop:
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as holds:
+            self._holds = holds
+            try:
+                await self._run(task_status)
+            finally:
+                self._holds = None
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         self.tick()  # the first tick before `started`: lamps show `unknown` from the start
         task_status.started()
         deadline = self._mono()
@@ -253,7 +291,10 @@ class ScanLoop:
         for lane in self.machines:  # every machine's lamps before any event is submitted
             part = lane.select(snapshot, self._states)
             step = lane.evaluator.step(part, started)
-            lane.tower.show(step.lamps)
+            if self._latches(lane, step, started) or lane.held is not None:
+                lane.held = dict(step.lamps)  # shown when the latch is stored
+            else:
+                lane.tower.show(step.lamps)
             if lane.outputs is not None:
                 lane.outputs.drive(step.outputs)
             steps.append((lane, part, step))
@@ -309,6 +350,55 @@ class ScanLoop:
         self._update_view(lane, step, part, started, now_ns)
         return submitted
 
+    # -- the lamp hold -----------------------------------------------------------------------
+    def _latches(self, lane: MachineLane, step: Any, started: float) -> bool:
+        """Hand a changed latched set to the memory; True when this tick's lamps must wait
+        for it (something new latched, and a hold can wait: `run` is running)."""
+        latched = tuple(getattr(step, "latched", ()))
+        before = lane.view.latched
+        if latched == before:
+            return False
+        lane.view.latched = latched
+        if lane.on_latches is None:
+            return False
+        generation = lane.on_latches(lane.evaluator.latches())
+        if (not self.hold_lamps or lane.latches_saved is None or self._holds is None
+                or not isinstance(generation, int) or set(latched) <= set(before)):
+            return False  # a latch released (reset) is stored without holding the lamps
+        lane.hold_generation = generation
+        if lane.held is None:
+            self.stats.lamp_holds += 1
+            self._holds.start_soon(self._hold, lane, started)
+        return True
+
+    async def _hold(self, lane: MachineLane, since: float) -> None:
+        """Keep the lane's tower command back until its latches are stored (bounded)."""
+        assert lane.latches_saved is not None
+        refused = False
+        with anyio.move_on_after(max(0.0, since + self.hold_max - self._mono())) as scope:
+            while True:
+                generation = lane.hold_generation
+                if not await lane.latches_saved(generation):
+                    refused = True
+                    break
+                if lane.hold_generation == generation:  # nothing newer latched meanwhile
+                    break
+        command, lane.held = lane.held, None
+        waited = self._mono() - since
+        self.stats.lamp_hold_max_s = max(self.stats.lamp_hold_max_s, waited)
+        who = f"machine '{lane.label}'" if lane.name is not None else "the tower"
+        if scope.cancelled_caught:
+            self.stats.lamp_hold_timeouts += 1
+            log.warning("%s shows a new latch %.3f s after its scan without it being stored: "
+                        "the journal did not commit it within %g s (a restart now would lose "
+                        "it)", who, waited, self.hold_max)
+        elif refused:
+            self.stats.lamp_hold_refused += 1
+            log.warning("%s shows a new latch the journal refused to store (a restart now "
+                        "would lose it)", who)
+        if command is not None and not self.halted:  # a planned stop shows on_exit instead
+            lane.tower.show(command)
+
     # -- helpers ----------------------------------------------------------------------------
     def _check_clock(self, now_ns: int) -> int:
         jump, synced = self.clock.check()
@@ -354,11 +444,6 @@ class ScanLoop:
                 lane.on_counters(counters)
             if live is not None:
                 live("counters", counters)
-        latched = tuple(getattr(step, "latched", ()))
-        if latched != view.latched:
-            view.latched = latched
-            if lane.on_latches is not None:
-                lane.on_latches(lane.evaluator.latches())
         edges = getattr(step, "window_edges", 0)  # rolling windows took an edge: store them
         if edges != view.window_edges:
             view.window_edges = edges
@@ -393,7 +478,11 @@ class ScanLoop:
                 "max_duration_s": st.max_duration, "healthy": self.healthy(now),
                 "stall_limit_s": self.stall_limit(),
                 "since_last_tick_s": round(now - st.last_tick, 3) if st.ticks else None,
-                "events_submitted": st.events}
+                "events_submitted": st.events, "lamp_holds": st.lamp_holds,
+                "lamp_hold_timeouts": st.lamp_hold_timeouts,
+                "lamp_hold_refused": st.lamp_hold_refused,
+                "lamp_hold_max_s": round(st.lamp_hold_max_s, 6),
+                "lamp_hold_limit_s": self.hold_max}
 
     def healthy(self, now: float | None = None, limit: float | None = None) -> bool:
         """True while ticks keep coming and finish in time (for the systemd watchdog).

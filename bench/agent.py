@@ -4,6 +4,12 @@ drains; steady RSS with a large queue vs the dependencies' import floor; idle CP
 
     python -m bench.agent [--quick] [--period 20ms] [--inflight N] [--machines 1,4,16]
                           [--in-process]
+    python -m bench.agent --latch [--quick] [--period 20ms]
+
+`--latch`: only the lamp latency of a latching change (a fault whose `clear_when` needs a
+reset), with the lamp hold (the tower command waits for the journal's commit of the latch,
+agent/scan.py) and without it (the old order: lamp first, store after), interleaved in one
+run of one agent, beside a change that latches nothing (never held) as the control.
 
 `--machines`: one run per count, 500 inputs in total each time. With 1 the agent has no
 [machines] table (one unnamed machine, as before); with N > 1, machine m0 carries the
@@ -471,6 +477,151 @@ def start_up(period: str, queued: int, workdir: Path, runs: int) -> dict[str, fl
             "import_s": statistics.median(import_s() for _ in range(runs))}
 
 
+# -- the lamp hold ---------------------------------------------------------------------------
+
+# The latency lane's rules (RULES: `trigger` switches green and amber, never latched) with a
+# fault that latches until a reset.
+LATCH_RULES = RULES.replace("[inputs]\n", """[inputs]
+fault = { type = "bool" }
+reset = { type = "bool" }
+""") + """
+[[state]]
+name = "fault"
+code = 180000
+priority = 90
+when = "fault"
+clear_when = "reset and not fault"
+show = { red = "on" }
+"""
+
+LATCH_SIM = """\
+[sources.sim]
+type = "sim"
+period = "1s"
+
+[sources.sim.inputs]
+fault = { wave = "constant", value = false, type = "bool" }
+reset = { wave = "constant", value = false, type = "bool" }
+trigger = { wave = "constant", value = true, type = "bool" }
+
+[tower.lamps]
+red = { virtual = true }
+green = { virtual = true }
+amber = { virtual = true }
+"""
+
+
+class LampWatch:
+    """When the tower is commanded to light `lamp` (StackLight.show) and when it is written."""
+
+    def __init__(self, tower: Any, lamp: str) -> None:
+        self.output = tower.outputs[lamp]
+        self.commands: list[tuple[float, bool]] = []
+        original = tower.show
+
+        def show(command: Any) -> None:
+            lit = command.get(lamp) is not None and command[lamp].value == "on"
+            if not self.commands or self.commands[-1][1] != lit:
+                self.commands.append((time.monotonic(), lit))
+            original(command)
+
+        tower.show = show
+
+    async def until(self, lit: bool, since: int, before: Any) -> tuple[float, float]:
+        """Wait for the command after index `since` and a new write; their times."""
+        changes: list[tuple[float, bool]] = self.output.changes
+        with anyio.fail_after(10):
+            while (len(self.commands) <= since or self.commands[since][1] != lit  # noqa: ASYNC110
+                   or not changes or changes[-1] is before):
+                await anyio.sleep(0.0002)
+        return self.commands[since][0], changes[-1][0]
+
+
+async def latch_runs(period: str, samples: int, workdir: Path) -> dict[str, Any]:
+    """`samples` latching changes with the hold and as many without, interleaved, plus
+    `samples` changes that latch nothing; each (command, write) latency in seconds."""
+    directory = workdir / "latch"
+    (directory / "rules.d").mkdir(parents=True, exist_ok=True)
+    (directory / "rules.d" / "bench.toml").write_text(LATCH_RULES)
+    text = CONFIG.format(period=period, diag=free_port(), mqtt="")
+    text = text[:text.index("[sources.sim]")] + LATCH_SIM
+    (directory / "agent.toml").write_text(text)
+    config = load_config(directory / "agent.toml")
+    period_s = parse_duration(period)
+    agent = Agent(config, handle_signals=False, watch_files=False)
+    out: dict[str, Any] = {"held": [], "old_order": [], "no_latch": []}
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        assert agent.hardware is not None and agent.scan is not None
+        sim, scan = agent.hardware.sim(None), agent.scan
+        red = LampWatch(agent.hardware.stacklight, "red")
+        green = LampWatch(agent.hardware.stacklight, "green")
+
+        async def change(watch: LampWatch, name: str, value: bool, lit: bool
+                         ) -> tuple[float, float]:
+            await anyio.sleep(random.uniform(0, period_s))  # anywhere in the scan cycle
+            since, writes = len(watch.commands), watch.output.changes
+            before = writes[-1] if writes else None
+            t0 = time.monotonic()
+            sim.force(name, value)
+            command, write = await watch.until(lit, since, before)
+            return command - t0, write - t0
+
+        await anyio.sleep(0.5)  # the first scans decided the state
+        for i in range(2 * samples):
+            hold = i % 2 == 0
+            scan.hold_lamps = hold
+            out["held" if hold else "old_order"].append(await change(red, "fault", True, True))
+            sim.force("fault", False)
+            await change(red, "reset", True, False)  # a release: never held
+            sim.force("reset", False)
+            await anyio.sleep(2 * period_s)  # the release is stored before the next latch
+            if hold:
+                out["no_latch"].append(await change(green, "trigger", False, False))
+                sim.force("trigger", True)
+                await anyio.sleep(2 * period_s)
+        out["_stats"] = scan.status()
+        await agent.stop()
+        tg.cancel_scope.cancel()
+    return out
+
+
+def latch_main(args: argparse.Namespace) -> None:
+    samples = 40 if args.quick else 300
+    period_s = parse_duration(args.period)
+    workdir = Path(tempfile.mkdtemp(prefix="linelight-bench-"))
+    try:
+        runs = anyio.run(latch_runs, args.period, samples, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    figures: dict[str, Any] = {"bench": "agent.latch", "scan_period_ms": period_s * 1000,
+                               "samples": samples}
+    print(f"scan period {period_s * 1000:g} ms, scan on change; latency from the input change "
+          "to the tower command (and to the virtual lamp's write), in one run")
+    print(f"{'change':<34}{'n':>5}{'cmd median':>12}{'cmd p99':>10}{'lamp median':>13}"
+          f"{'lamp p99':>10}")
+    labels = {"held": "latch, lamp waits for the commit", "old_order": "latch, old order (no wait)",
+              "no_latch": "no latch (never waits)"}
+    for name, label in labels.items():
+        cmd = [c * 1000 for c, _ in runs[name]]
+        lamp = [w * 1000 for _, w in runs[name]]
+        figures[name] = {"samples": len(cmd), "command_median_ms": statistics.median(cmd),
+                         "command_p99_ms": pct(cmd, 0.99),
+                         "lamp_median_ms": statistics.median(lamp), "lamp_p99_ms": pct(lamp, 0.99)}
+        f = figures[name]
+        print(f"{label:<34}{len(cmd):>5}{f['command_median_ms']:>10.2f}ms"
+              f"{f['command_p99_ms']:>8.2f}ms{f['lamp_median_ms']:>11.2f}ms{f['lamp_p99_ms']:>8.2f}ms")
+    stats = runs["_stats"]
+    figures["added_median_ms"] = (figures["held"]["command_median_ms"]
+                                  - figures["old_order"]["command_median_ms"])
+    figures.update({k: stats[k] for k in ("lamp_holds", "lamp_hold_timeouts",
+                                          "lamp_hold_refused", "lamp_hold_max_s")})
+    print(f"the hold adds {figures['added_median_ms']:.2f} ms (median) to a latching change; "
+          f"holds {stats['lamp_holds']}, timed out {stats['lamp_hold_timeouts']}, refused "
+          f"{stats['lamp_hold_refused']}, longest {stats['lamp_hold_max_s'] * 1000:.2f} ms")
+    print(json.dumps(figures, separators=(",", ":")))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller queues")
@@ -485,11 +636,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--in-process", action="store_true",
                         help="the forwarder in the agent's event loop (as before agent/uplink) "
                              "instead of its own process")
+    parser.add_argument("--latch", action="store_true",
+                        help="only the lamp latency of a latching change, with the lamp hold "
+                             "and in the old order (no wait), in one run")
     return parser
 
 
 def main() -> None:
     args = build_parser().parse_args()
+    if args.latch:
+        latch_main(args)
+        return
     counts = [int(n) for n in args.machines.split(",") if n.strip()] or [0]
     results = [measure(args, n) for n in counts]
     if len(results) > 1:

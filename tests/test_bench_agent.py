@@ -34,3 +34,8 @@ def test_the_verdict_compares_each_p99_with_the_period_not_their_spread() -> Non
         "within_one_period": False, "late_conditions": ["backlog_drain"]}
     assert verdict(_figures(1.0, 20.0, 2.0), 20.0) == {
         "within_one_period": True, "late_conditions": []}
+
+
+def test_the_latch_lane_is_its_own_run_and_off_by_default() -> None:
+    assert build_parser().parse_args([]).latch is False
+    assert build_parser().parse_args(["--latch", "--quick"]).latch is True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -113,6 +114,7 @@ class Journal:
         self._running = False
         self._closed = False
         self._inflight: _Flight | None = None
+        self._test_delay = commit_delay_for_tests()
 
     # -- opening and closing -----------------------------------------------------------------
     @classmethod
@@ -225,10 +227,13 @@ class Journal:
         result: int = await self._request("dead", int(seq), str(reason))
         return bool(result)
 
-    async def put_meta(self, key: str, value: Any) -> None:
-        """Store a small msgpack-able value under `key`, durably (TypeError if it is not)."""
+    async def put_meta(self, key: str, value: Any) -> bool:
+        """Store a small msgpack-able value under `key`, durably (TypeError if it is not).
+
+        Returns once the value is committed (fsync'd: `synchronous = FULL`) or refused: True
+        when it is on disk, False when the disk refused it (full, I/O error, file not open)."""
         packed = msgpack.packb(value, use_bin_type=True)  # TypeError here, for the caller
-        await self._request("meta", str(key), value, packed)
+        return bool(await self._request("meta", str(key), value, packed))
 
     async def maintain(self) -> JournalStats:
         """Apply retention and the free-disk check now (they also run every interval)."""
@@ -354,6 +359,8 @@ class Journal:
 
     def _commit(self, flight: _Flight) -> None:
         """Worker thread: commit one batch unless close() already did."""
+        if self._test_delay:  # a slow disk, for tests only (TEST_COMMIT_DELAY_ENV)
+            time.sleep(self._test_delay)
         with self._db_lock:
             if flight.result is None and not self._closed:
                 if isinstance(self._store, UnopenedStore) and flight.batch.maintain:
@@ -442,6 +449,33 @@ class Journal:
         self._wake()
         await done.wait()
         return op.result
+
+
+TEST_COMMIT_DELAY_ENV = "LINELIGHT_TEST_COMMIT_DELAY_S"
+MAX_TEST_COMMIT_DELAY_S = 10.0
+
+
+def commit_delay_for_tests() -> float:
+    """Seconds every commit of the writer sleeps first: a slow disk, for tests only.
+
+    `LINELIGHT_TEST_COMMIT_DELAY_S` (unset or 0 in production: no delay) lets a test of the
+    agent as a subprocess make the window between a scan and its commit as wide as it needs
+    (tests/integration/test_latch_restart.py). Bounded; a value that is no number is ignored."""
+    raw = os.environ.get(TEST_COMMIT_DELAY_ENV, "")
+    if not raw:
+        return 0.0
+    try:
+        delay = float(raw)
+    except ValueError:
+        log.error("%s=%r is no number of seconds; ignored", TEST_COMMIT_DELAY_ENV, raw[:40])
+        return 0.0
+    if not 0.0 <= delay <= MAX_TEST_COMMIT_DELAY_S:  # also NaN
+        log.error("%s=%r is not between 0 and %g s; ignored", TEST_COMMIT_DELAY_ENV, raw[:40],
+                  MAX_TEST_COMMIT_DELAY_S)
+        return 0.0
+    log.warning("journal commits are delayed by %g s (%s, a test setting)", delay,
+                TEST_COMMIT_DELAY_ENV)
+    return delay
 
 
 def _on_loop(func: Callable[[list[_Flight]], None], arg: list[_Flight]) -> None:

@@ -471,6 +471,16 @@ async def test_late_scans_are_in_the_metrics() -> None:
 
 
 @pytest.mark.anyio
+async def test_lamp_holds_their_timeouts_and_refusals_are_in_the_metrics() -> None:
+    status = {**STATUS, "scan": {"lamp_holds": 5, "lamp_hold_timeouts": 2,
+                                 "lamp_hold_refused": 1}}
+    text = Metrics(lambda: status).render().decode()
+    assert "linelight_lamp_holds_total 5.0" in text
+    assert "linelight_lamp_hold_timeouts_total 2.0" in text
+    assert "linelight_lamp_hold_refused_total 1.0" in text
+
+
+@pytest.mark.anyio
 async def test_healthz_is_200_with_warnings_and_lists_them() -> None:
     target = Target()
     target.verdict = Verdict("ok", (), ("clock: wall clock not synchronized",))

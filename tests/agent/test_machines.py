@@ -272,8 +272,9 @@ class _Store:
     def get_meta(self, key: str, default: object = None) -> object:
         return self.meta.get(key, default)
 
-    async def put_meta(self, key: str, value: object) -> None:
+    async def put_meta(self, key: str, value: object) -> bool:
         self.meta[key] = value
+        return True
 
 
 @pytest.mark.anyio
