@@ -45,9 +45,15 @@ class StatusError(Exception):
 
 
 def normalize_url(text: str) -> str:
-    """`host:port`, `[::1]:port` or a full URL -> an http URL without a trailing slash."""
+    """`host:port`, `[::1]:port`, `::1:port` or a full URL -> an http URL without a trailing
+    slash."""
     url = text.strip().rstrip("/")
-    return url if "://" in url else f"http://{url}"
+    if "://" in url:
+        return url
+    host, _, port = url.rpartition(":")
+    if host.count(":") >= 1 and not host.startswith("[") and port.isdigit():
+        url = f"[{host}]:{port}"  # an IPv6 address written without brackets
+    return f"http://{url}"
 
 
 def read_config(path: Path | None) -> dict[str, Any]:

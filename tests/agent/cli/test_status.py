@@ -23,9 +23,17 @@ async def status_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int
 
 @pytest.mark.parametrize(("given", "url"), [
     ("127.0.0.1:9750", "http://127.0.0.1:9750"), ("[::1]:9750/", "http://[::1]:9750"),
-    ("http://press:9750/", "http://press:9750")])
+    ("http://press:9750/", "http://press:9750"), ("::1:9750", "http://[::1]:9750")])
 def test_url_takes_host_port_or_a_url(given: str, url: str) -> None:
     assert normalize_url(given) == url
+
+
+@pytest.mark.anyio
+async def test_url_takes_an_ipv6_host_port_with_or_without_brackets() -> None:
+    async with serving(Diagnostics(Target(), [("::1", 0)], None)) as port:
+        answers = [await status_cli("--url", url) for url in (f"::1:{port}", f"[::1]:{port}")]
+    for code, out, err in answers:
+        assert code == 1 and "agent press-7 · up" in out, err  # answered; the Target degraded
 
 
 @pytest.mark.parametrize("host", ["ipc_7+cell.plant.local", ""])
