@@ -358,3 +358,12 @@ def test_a_demo_too_short_for_an_outage_to_drain_has_none_and_says_so(tmp_path: 
     assert not any("broker=DOWN" in t for t in ticks[first_up:]), ticks
     summary = proc.stdout.splitlines()[-1]
     assert summary.endswith(", 0 outages, 0 still queued"), summary
+
+
+@pytest.mark.parametrize("seconds", [20, 21, 30, 45, 60, 120, 600, 3600])
+def test_from_20_seconds_on_the_first_outage_ends_with_room_for_its_drain(seconds: int) -> None:
+    from linelight.agent.demo.runner import OutagePlan
+
+    plan = OutagePlan.for_run(seconds, every=25.0, length=8.0)  # the command's defaults
+    assert plan.first > 0 and plan.fits(plan.first, seconds), plan
+    assert plan.length >= 2.0 and plan.drain_room >= 6.0, plan  # seen, then drained
