@@ -426,8 +426,11 @@ class Agent:
                          else self.hardware.outputs)
             entry["output_lines"] = lines.status() if lines is not None else None
             m = rules.get(lane.label)
+            last = self.reloader.last if self.reloader is not None else None
             entry["rules"] = {"fingerprint": m.ruleset.fingerprint if m else "",
-                              "files": list(m.rule_files.names) if m else []}
+                              "files": list(m.rule_files.names) if m else [],
+                              # its files were rejected by the last reload: old rules run
+                              "kept": last is not None and lane.label in last.rejected}
             wired = dict(m.inputs) if m is not None else {}  # rule input -> table key
             entry["inputs"] = {name: {**i, "source": self._input_source(wired.get(name, name))}
                                for name, i in entry.get("inputs", {}).items()}

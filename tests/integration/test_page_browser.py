@@ -313,6 +313,27 @@ ROW_LAST = ("Object.fromEntries(window.linelightPage.view().rows.map(r => [r.mac
             "r.bands[r.bands.length - 1].start] : null]))")
 
 
+def test_a_machine_whose_file_a_reload_rejected_says_so_on_its_card_only(
+        line_agent: AgentProcess) -> None:
+    rules = line_agent.config.parent / "rules"
+    with chromium.browser() as driver:
+        open_page(driver, line_agent)
+        wait_for(driver, CARD_STATES, "the machines' cards")
+        assert not driver.find_elements("css selector", "#machines .kept")
+        (rules / "press-2.toml").write_text(RULES.replace('when = "level > 0"',
+                                                          'when = "levl > 0"', 1))
+        kept = wait_for(driver, "[...document.querySelectorAll('#machines .kept')]"
+                                ".map(e => e.closest('[data-machine]').dataset.machine)"
+                                ".join(',')", "the rejected machine's card")
+        assert kept == "press-2"
+        assert "last reload rejected: its old rules run" in driver.find_element(
+            "css selector", "#machines [data-machine=press-2]").text
+        assert "for machine press-2" in driver.find_element("id", "reasons").text
+        assert chromium.console_errors(driver) == []
+    status = line_agent.status()
+    assert [m["rules"]["kept"] for m in status["machines"].values()] == [False, True]
+
+
 def test_several_machines_side_by_side_each_with_its_own_band_row(
         line_agent: AgentProcess) -> None:
     rules = line_agent.config.parent / "rules"
