@@ -28,7 +28,7 @@ from linelight.agent.diagnostics import Diagnostics
 from linelight.agent.health import Verdict
 from linelight.agent.history import History, Probe, Recorded
 from linelight.agent.journal import Journal, JournalError
-from linelight.agent.machines import MachineConfig, own_key, rules_fingerprint
+from linelight.agent.machines import STATE_OF, MachineConfig, own_key, rules_fingerprint
 from linelight.agent.memory import RuleMemory
 from linelight.agent.metrics import Metrics
 from linelight.agent.notify import Notifier
@@ -439,8 +439,14 @@ class Agent:
                          else self.hardware.outputs)
             entry["output_lines"] = lines.status() if lines is not None else None
             m = rules.get(lane.label)
+            last = self.reloader.last if self.reloader is not None else None
             entry["rules"] = {"fingerprint": m.ruleset.fingerprint if m else "",
-                              "files": list(m.rule_files.names) if m else []}
+                              "files": list(m.rule_files.names) if m else [],
+                              # its files were rejected by the last reload: old rules run
+                              "kept": last is not None and lane.label in last.rejected}
+            wired = dict(m.inputs) if m is not None else {}  # rule input -> table key
+            entry["inputs"] = {name: {**i, "source": self._input_source(wired.get(name, name))}
+                               for name, i in entry.get("inputs", {}).items()}
             entry["named"] = lane.name is not None
             out[lane.label] = entry
         return out
@@ -473,6 +479,11 @@ class Agent:
             parts["diagnostics"] = {"listen": [f"{h}:{p}" for h, p in self.diagnostics.bound],
                                     "refused": self.diagnostics.refused}
         return parts
+
+    def _input_source(self, key: str) -> str | None:
+        """The source delivering an input-table key; `machine:NAME` for another machine's
+        state code (the scan delivers it)."""
+        return key if key.startswith(STATE_OF) else self._source_of.get(key)
 
     def _inputs_with_sources(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Each input with the source delivering it; inputs the rules read that no source

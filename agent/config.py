@@ -634,9 +634,14 @@ def _agent_id(root: Table) -> str:
     if value is None:
         if root.has("agent_id"):
             return "invalid"  # the problem is reported
-        host = socket.gethostname().split(".")[0] or "linelight"
-        return "".join(c if c in _AGENT_ID_CHARS else "-" for c in host)
+        return default_agent_id()
     return str(value)
+
+
+def default_agent_id() -> str:
+    """The agent_id of a config that names none: the host name, made fit for a client id."""
+    host = socket.gethostname().split(".")[0] or "linelight"
+    return "".join(c if c in _AGENT_ID_CHARS else "-" for c in host)
 
 
 def _path(t: Table, keys: Keys, key: str, base: Path) -> Any:

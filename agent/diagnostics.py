@@ -65,6 +65,24 @@ _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() is also true for 'Â
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*")
 
 
+def token_file_warning(token_file: Path | None) -> str | None:
+    """A sentence when the configured token file does not exist (said by `check` and at start,
+    not first on a POST); None when it exists, is not configured, or is not visible here
+    (`$CREDENTIALS_DIRECTORY` outside the service, a directory this user cannot read:
+    `linelight doctor` reads it as the service does)."""
+    if token_file is None:
+        return None
+    try:
+        resolve_secret_path(str(token_file), "token_file").stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return (f"[diagnostics] token_file {token_file} does not exist: POST /lamp-test and "
+                "/reload are refused until it does (create it: openssl rand -hex 24 > FILE, "
+                "mode 0600)")
+    except (OSError, ConfigError):
+        return None
+    return None
+
+
 class DiagnosticsTarget(Protocol):
     """What the endpoint needs from the running agent."""
 

@@ -116,8 +116,12 @@ def findings(parts: Mapping[str, Any]) -> list[Finding]:
                                       "are marked", "clock"))
     last = (parts.get("rules") or {}).get("last_reload")
     if last is not None and not last["ok"]:
+        machines_kept = last.get("rejected_machines") or []
         out.append(Finding(DEGRADED, "rules: the last reload was rejected, the previous rules "
-                                     "are running"))
+                                     "are running" if not machines_kept else
+                           f"rules: the last reload was rejected for machine "
+                           f"{', '.join(machines_kept)}: its previous rules are running, the "
+                           "other machines reloaded"))
     state = parts.get("state") or {}
     if not named and state.get("name") == "unknown":
         # Without any source for its inputs the state cannot be known: part of that warning.

@@ -58,8 +58,13 @@ class ReloadResult:
     at_ns: int
     errors: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = ()  # with machines: those whose files were rejected
 
     def describe(self) -> str:
+        if not self.ok and self.rejected:
+            return (f"rules of machine {', '.join(self.rejected)} rejected ({len(self.errors)} "
+                    "problems), its old rules kept, the other machines reloaded:\n"
+                    + "\n".join(self.errors))
         if not self.ok:
             return f"rules rejected ({len(self.errors)} problems), old rules kept:\n" + \
                 "\n".join(self.errors)
@@ -98,7 +103,8 @@ def _combined(results: list[ReloadResult], fingerprint: str) -> ReloadResult:
     return ReloadResult(all(r.ok for r in results), any(r.changed for r in results),
                         fingerprint, first.requested_by, first.at_ns,
                         tuple(e for r in results for e in r.errors),
-                        tuple(f for r in results for f in r.files))
+                        tuple(f for r in results for f in r.files),
+                        tuple(m for r in results for m in r.rejected))
 
 
 class Reloader:
@@ -184,8 +190,9 @@ class Reloader:
                 "rules_rejected", len(loaded.problems), now_ns, unsynced=unsynced, machine=name,
                 errors=list(loaded.problems[:MAX_ERRORS_IN_EVENT]),
                 requested_by=requested_by, kept=kept))
-            return ReloadResult(False, False, kept, requested_by,
-                                now_ns, tuple(loaded.problems), loaded.files.names)
+            return ReloadResult(False, False, kept, requested_by, now_ns,
+                                tuple(loaded.problems), loaded.files.names,
+                                (name,) if name else ())
         if loaded.ruleset.fingerprint == kept:
             log.info("rules %sunchanged (asked by %s)", f"of machine '{name}' " if name else "",
                      requested_by)
@@ -292,5 +299,6 @@ class Reloader:
             "rejections": self.rejections,
             "last_reload": None if last is None else {
                 "ok": last.ok, "changed": last.changed, "at_ns": last.at_ns,
-                "requested_by": last.requested_by, "errors": list(last.errors)},
+                "requested_by": last.requested_by, "errors": list(last.errors),
+                "rejected_machines": list(last.rejected)},
         }

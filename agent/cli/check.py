@@ -49,6 +49,7 @@ def _check_rules(paths: list[str]) -> bool:
 
 def _check_config(path: str) -> int:
     from linelight.agent.config import load_config
+    from linelight.agent.diagnostics import token_file_warning
 
     try:
         config = load_config(path)
@@ -57,6 +58,9 @@ def _check_config(path: str) -> int:
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}")
+    token = token_file_warning(config.diagnostics.token_file)
+    if token is not None:
+        print(f"warning: {token}")
     named = [m for m in config.machines if m.named]
     if not named:
         print(f"ok: {path}: {_summary(config.ruleset)}")

@@ -24,6 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from linelight.agent.config import load_config
+    from linelight.agent.diagnostics import token_file_warning
 
     try:
         config = load_config(args.config)
@@ -34,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for warning in config.warnings:
         log.warning("%s", warning)
+    token = token_file_warning(config.diagnostics.token_file)
+    if token is not None:
+        log.warning("%s", token)
     try:
         anyio.run(_main, config, backend="asyncio")
     except (JournalError, DeviceError, BaseExceptionGroup) as exc:

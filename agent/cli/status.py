@@ -3,7 +3,8 @@
 With `--config` (or the default config) it reads the diagnostics address and token from that
 file, sends the token (needed when `allow_remote` makes /status ask for it), and checks that the
 agent answering is the one that config names: another agent holding the port is an error, not
-its status. Exit codes: 0 ok (warnings allowed), 1 degraded, failed, not answering or another
+its status (with `--url` too: then only its agent_id, the config may be a copy of another
+machine's). Exit codes: 0 ok (warnings allowed), 1 degraded, failed, not answering or another
 agent, 2 usage.
 """
 
@@ -46,9 +47,15 @@ class StatusError(Exception):
 
 
 def normalize_url(text: str) -> str:
-    """`host:port`, `[::1]:port` or a full URL -> an http URL without a trailing slash."""
+    """`host:port`, `[::1]:port`, `::1:port` or a full URL -> an http URL without a trailing
+    slash."""
     url = text.strip().rstrip("/")
-    return url if "://" in url else f"http://{url}"
+    if "://" in url:
+        return url
+    host, _, port = url.rpartition(":")
+    if host.count(":") >= 1 and not host.startswith("[") and port.isdigit():
+        url = f"[{host}]:{port}"  # an IPv6 address written without brackets
+    return f"http://{url}"
 
 
 def read_config(path: Path | None) -> dict[str, Any]:
@@ -112,17 +119,20 @@ def fetch(url: str, token: str | None = None) -> dict[str, Any]:
         return result
 
 
-def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url: str) -> None:
-    """The agent answering must be the one `path` configures, not another holding the port."""
+def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url: str,
+                   *, here: bool = True) -> None:
+    """The agent answering must be the one `path` configures, not another holding the port.
+    `here`: the agent runs on this machine, so its config file must be `path` too (with
+    `--url` it may be another machine's, read from a copy: only the agent_id is compared)."""
     expected = data.get("agent_id")
-    if not isinstance(expected, str):
-        import socket
-        expected = socket.gethostname().split(".")[0]
+    if not isinstance(expected, str):  # as the agent names itself, not a guess beside it
+        from linelight.agent.config import default_agent_id
+        expected = default_agent_id()
     answered, its_config = status.get("agent"), str(status.get("config", ""))
     same_file = False
     with contextlib.suppress(OSError):
         same_file = os.path.samefile(its_config, path)
-    if answered != expected or (Path(its_config).is_absolute() and not same_file):
+    if answered != expected or (here and Path(its_config).is_absolute() and not same_file):
         raise StatusError(f"the agent answering at {url} is agent '{answered}' with config "
                           f"{its_config or '?'}, not agent '{expected}' of {path}: another "
                           "agent holds that diagnostics port (is this agent running? "
@@ -158,8 +168,8 @@ def _run(args: argparse.Namespace) -> int:
         raise StatusError(f"no agent answers at {url} ({reason}).\n"
                           "  Is it running?  systemctl status linelight   /   "
                           "journalctl -u linelight -e") from None
-    if path is not None and not args.url:
-        check_identity(status, data, path, url)
+    if path is not None and (args.config is not None or not args.url):
+        check_identity(status, data, path, url, here=not args.url)  # --url alone: any agent
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -176,7 +186,11 @@ def summary(s: dict[str, Any], url: str) -> str:
     lines.append(f"health     {health.get('status', '?')}"
                  + (f" with {len(warnings)} warning{'s' * (len(warnings) != 1)}"
                     if warnings else ""))
-    lines += [f"           - {r}" for r in health.get("reasons", [])]
+    b = s.get("broker", {})
+    for reason in health.get("reasons", []):
+        if reason.startswith("broker: not connected") and b.get("last_error"):
+            reason = "broker: not connected (why: see broker below)"  # its error, said once
+        lines.append(f"           - {reason}")
     lines += [f"           - warning: {w}" for w in warnings]
     machines = s.get("machines", {})
     if any(m.get("named") for m in machines.values()):
@@ -187,7 +201,6 @@ def summary(s: dict[str, Any], url: str) -> str:
     lines.append(f"queue      {q.get('depth', '?')} events, {_bytes(q.get('bytes'))}, oldest "
                  f"{format_age(q.get('oldest_age_s'))}, dropped {q.get('dropped', 0)}, last seq "
                  f"{q.get('seq_hwm', '?')}, boot {q.get('boot', '?')}")
-    b = s.get("broker", {})
     if b.get("url"):
         link = "connected" if b.get("connected") else "DISCONNECTED"
         lines.append(f"broker     {link} {b['url']}, {b.get('published', 0)} acknowledged, "
@@ -195,25 +208,38 @@ def summary(s: dict[str, Any], url: str) -> str:
                      + (f"; last error: {b['last_error']}" if b.get("last_error") else ""))
     else:
         lines.append("broker     none configured: events stay queued on disk")
-    inputs = s.get("inputs", {})
-    if inputs:
-        lines.append("inputs")
-        width = max(len(n) for n in inputs)
-        for name, i in inputs.items():
-            extra = f"  {i['reason']}" if i.get("reason") else ""
-            lines.append(f"  {name:<{width}}  {str(i.get('value')):>10}  {i.get('quality'):<5}"
-                         f"  {format_age(i.get('age_s'))}{extra}")
+    lines += _inputs(s.get("inputs", {}))
     rules = s.get("rules", {})
     last = rules.get("last_reload")
+    kept = ", ".join(last.get("rejected_machines") or []) if last else ""
     lines.append(f"rules      {rules.get('fingerprint', '?')} from {len(rules.get('files', []))} "
                  f"files" + ("" if not last else
-                             f"; last reload {'ok' if last.get('ok') else 'REJECTED'}"))
+                             f"; last reload {'ok' if last.get('ok') else 'REJECTED'}")
+                 + (f" for machine {kept} (its old rules run, the others reloaded)"
+                    if kept else ""))
     scan = s.get("scan", {})
     lines.append(f"scan       every {_ms(scan.get('period_s'))}, last {_ms(scan.get('last_duration_s'))}"
                  f", max {_ms(scan.get('max_duration_s'))}, overruns {scan.get('overruns', 0)}")
     return "\n".join(lines)
 
 
+
+
+def _inputs(inputs: dict[str, Any]) -> list[str]:
+    """One aligned row per input: name, value (`-` never read), quality, age, source, why."""
+    if not inputs:
+        return []
+    rows = [(str(name), "-" if i.get("value") is None else str(i["value"]),
+             str(i.get("quality", "?")), format_age(i.get("age_s")),
+             str(i.get("source") or "-"), str(i.get("reason") or ""))
+            for name, i in inputs.items()]
+    widths = [max(len(row[c]) for row in rows) for c in range(5)]
+    out = ["inputs"]
+    for row in rows:
+        cells = [cell.rjust(w) if c == 1 else cell.ljust(w)
+                 for c, (cell, w) in enumerate(zip(row[:5], widths, strict=True))]
+        out.append(("  " + "  ".join(cells) + "  " + row[5]).rstrip())
+    return out
 
 
 def _machine(m: dict[str, Any], indent: str = "") -> list[str]:

@@ -138,6 +138,7 @@ replay = {{ msgs_per_s = {replay_rate} }}
 flush_on_stop = "3s"
 """
 REPLAY_RATE = 8.0  # messages/s while draining; the simulated machine makes about 4 events/s
+MIN_STORY_S = 20.0  # the shortest --seconds with an outage that fills and drains
 CATCH_UP_S = 3.0  # at the end, how long to wait for the subscriber to see the last event
 
 
@@ -225,8 +226,12 @@ class Demo:
                          else "linelight/demo-press-1/events/#")
                 self.subscriber = DemoSubscriber(self.broker.port, topic)
                 self.subscriber.start()
-                if self.plan.first > 0:
+                if self.plan.first > 0 and self.plan.fits(self.plan.first, self.options.seconds):
                     self.next_outage = self.started + self.plan.first
+                elif self.plan.first > 0:  # one that could not drain would end with a backlog
+                    self.notes.append(f"no automatic outage: {self.options.seconds:g} s is too "
+                                      f"short for one to fill and drain (--seconds "
+                                      f"{MIN_STORY_S:g} or more shows it)")
         else:
             self.notes.append("--no-broker: events stay queued on disk (buffering)")
         config_path = self.workdir / "agent.toml"
@@ -421,7 +426,10 @@ class Demo:
             out.append(MachineFrame(
                 name=lane.label, phase=sim.machine.phase_at(now)[0] if sim.machine else "-",
                 state=v.state, code=v.code, state_for=now - v.state_since_mono,
-                lamps={lamp: p.value for lamp, p in v.lamps.items() if lamp != "white"},
+                # what its tower shows, the lamp test included (as the chosen one's panel)
+                lamps={lamp: p.value for lamp, p in
+                       (tower.patterns() if tower is not None else v.lamps).items()
+                       if lamp != "white"},
                 levels=tower.levels(now) if tower is not None else {},
                 counters=dict(v.counters)))
         return out

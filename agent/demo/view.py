@@ -287,11 +287,10 @@ def describe_rules(ruleset: Any) -> list[str]:
         for rule in rules:
             rows.append((f"{kind} {rule.name:<10} {rule.priority:>3}  {rule.when.source}",
                          ", ".join(str(sh) for sh in rule.show)))
-    width = max((len(left) for left, _ in rows), default=0)
+    rows.append(("state  unknown    (an input it needs is stale or missing)",
+                 ", ".join(str(sh) for sh in ruleset.unknown.show)))
+    width = max(len(left) for left, _ in rows)  # the unknown row too: one arrow column
     lines = [f"{left:<{width}}  → {lamps}" for left, lamps in rows]
-    unknown = ", ".join(str(sh) for sh in ruleset.unknown.show)
-    lines.append(f"{'state  unknown    (an input it needs is stale or missing)':<{width}}  → "
-                 f"{unknown}")
     lines += [f"count  {c.name:<10}      on the {c.edge} edge of {c.expr.source}"
               for c in ruleset.counters]
     return lines

@@ -4,6 +4,9 @@ and /metrics."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +127,10 @@ def _config(tmp_path: Path, live: int, dead: int) -> Path:
     return path
 
 
-@pytest.mark.anyio
-async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def agent_with_sources(tmp_path: Path) -> AsyncIterator[Agent]:
+    """A running agent with a live Modbus device (`plc`: input a), one nobody listens for
+    (`gone`: b) and a simulator (`demo`: c), once both links were tried and the sim ticks."""
     server = ModbusTestServer()
     dead = ModbusTestServer()  # never started: nobody listens on its port
     await server.start()
@@ -142,11 +147,17 @@ async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
                         and sources["demo"]["ticks"] > 0)
 
             await wait_until(seen, what="both Modbus links tried and the simulator ticking")
-            status = agent.status()
-            metrics = agent.metrics().decode()
+            yield agent
             await agent.stop()
     finally:
         await server.stop()
+
+
+@pytest.mark.anyio
+async def test_status_and_metrics_show_every_source(tmp_path: Path) -> None:
+    async with agent_with_sources(tmp_path) as agent:
+        status = agent.status()
+        metrics = agent.metrics().decode()
     sources = status["sources"]
     assert sources["plc"]["type"] == "modbus_tcp" and sources["plc"]["link"]["connected"]
     assert not sources["gone"]["link"]["connected"]
@@ -182,3 +193,64 @@ async def test_inputs_no_source_delivers_are_listed_missing_and_only_warned(
     assert any(w.startswith("input: running read by the rules but no source delivers them")
                for w in status["health"]["warnings"])
     assert any(w.startswith("state: unknown") for w in status["health"]["warnings"])
+
+
+# One part status per way `health.findings` can speak: every sentence and its level.
+EVERY_REASON: list[dict[str, Any]] = [
+    {"scan": None},
+    {"scan": {"healthy": False, "since_last_tick_s": None}},
+    {"scan": {"healthy": False, "since_last_tick_s": 9.0, "last_duration_s": 9.0,
+              "stall_limit_s": 1.0}},
+    {"scan": {"healthy": False, "since_last_tick_s": 3.0}},
+    {"queue": {"writer_running": False, "health": "ok"}},
+    {"queue": {"writer_running": True, "health": "degraded", "health_reasons": []}},
+    {"queue": {"writer_running": True, "health": "degraded",
+               "health_reasons": ["disk_full: 12 events dropped"]}},
+    {"broker": None},
+    {"broker": {"url": "mqtt://b:1883", "connected": False, "last_error": "refused"}},
+    {"inputs": {"run": {"quality": "missing"}}},
+    {"inputs": {"run": {"quality": "stale"}}},
+    *({"components": {name: {"running": False, "restarts": 1, "last_error": "boom"}}}
+      for name in ("source plc", "tower", "outputs", "forwarder", "history", "diagnostics")),
+    {"tower": {"lamps": {"red": {"failing": True}}, "last_error": "EIO"}},
+    {"output_lines": {"outputs": {"may_start": {"failing": True}}, "last_error": "EIO"}},
+    {"clock": {"synchronized": False}},
+    {"rules": {"last_reload": {"ok": False}}},
+    {"rules": {"last_reload": {"ok": False, "rejected_machines": ["press-2"]}}},
+    {"state": {"name": "unknown", "reason": "run is stale"}},
+    {"machines": {"press-2": {"named": True, "state": {"name": "unknown", "reason": "x"},
+                              "tower": {"lamps": {"red": {"failing": True}},
+                                        "last_error": "EIO"},
+                              "output_lines": {"outputs": {"horn": {"failing": True}},
+                                               "last_error": "EIO"}}}},
+]
+
+
+def _documented_reasons() -> list[tuple[re.Pattern[str], str]]:
+    """docs/operations.md's table of health reasons: (what a reason starts with, its level)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text[text.index("| reason starts with | level |"):].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for written in re.findall(r"`([^`]+)`", cells[0]):
+            if ":" not in written:
+                continue  # a `warning_name` or log line, not a reason
+            pattern = re.escape(written.removesuffix(" ...").removesuffix("..."))
+            pattern = re.sub(r"\b(N|M|URL|NAME)\b", r"\\S+", pattern)  # the placeholders
+            pattern = pattern.replace(re.escape("(...)"), r"\(.*\)").replace(
+                re.escape("..."), ".*").replace(re.escape("(error)"), r"\(.*\)")
+            rows.append((re.compile(pattern), cells[1]))
+    return rows
+
+
+@pytest.mark.parametrize("change", EVERY_REASON, ids=lambda c: ",".join(c))
+def test_every_reason_is_documented_with_its_level(change: dict[str, Any]) -> None:
+    documented = _documented_reasons()
+    found = health.findings(_parts(**change))
+    assert found, change
+    for finding in found:
+        levels = [level for pattern, level in documented if pattern.match(finding.text)]
+        assert levels, f"'{finding.text}' has no row in docs/operations.md, Health reasons"
+        assert any(level.split(" ", 1)[0] == finding.level for level in levels), \
+            (finding, levels)

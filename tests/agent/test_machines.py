@@ -134,6 +134,49 @@ def test_machine_problems_name_the_machine_at_file_line_col(tmp_path: Path) -> N
                "'p9_running', which no shared [sources.*] delivers" in p for p in found), found
 
 
+def test_with_machines_no_input_can_be_missing_at_run_time_load_and_reload_refuse_it(
+        tmp_path: Path) -> None:
+    """Without machines an agent may run with no sources (its inputs listed `missing` on the
+    page and in /status); with machines every input a machine reads must be delivered, at load
+    and at each reload, so there is no machine's missing input to list."""
+    from linelight.agent.config import check_ruleset_against, load_ruleset
+    from linelight.agent.machines import RuleFiles
+    from linelight.rules.errors import ConfigProblems
+
+    reads_more = DOWNSTREAM.replace('upstream = { type = "int" }\n',
+                                    'upstream = { type = "int" }\nspeed = { type = "float" }\n')
+    said = ("machine 'filler': input 'speed' is read by the rules but no source delivers it "
+            "(the machine's own sources: running; shared [sources.*]: p1_running; or wire it "
+            "in the machine's 'inputs')")
+    for sub in ("load", "reload"):
+        (tmp_path / sub).mkdir()
+    found = problems_of(write(tmp_path / "load", LINE, downstream=reads_more))
+    assert f"{tmp_path / 'load' / 'downstream.toml'}:4:1: {said}" in found, found
+    config = load_config(write(tmp_path / "reload", LINE))
+    press, filler = config.machines
+    new = load_ruleset(RuleFiles(((str(tmp_path / "reload" / "downstream.toml"), reads_more),)))
+    with pytest.raises(ConfigProblems) as refused:
+        check_ruleset_against(config, new, filler)
+    assert [p.message for p in refused.value.problems] == [said]
+    assert check_ruleset_against(config, press.ruleset, press) is not None  # the others reload
+
+
+def test_a_machines_rules_are_tested_on_their_own_another_machines_state_as_a_code_series(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rule tests run per machine as before machines: a test names the machine's rule files;
+    an input wired to `machine:OTHER` is an int series of OTHER's state codes."""
+    from linelight.agent.cli import main
+
+    (tmp_path / "downstream.toml").write_text(DOWNSTREAM)
+    test = tmp_path / "downstream_test.toml"
+    test.write_text('rules = ["downstream.toml"]\n[[test]]\nname = "starved when press-1 stops"'
+                    '\n[test.inputs]\nrunning = "1x10"\nupstream = "10000x5 40000x5"\n'
+                    '[[test.expect]]\nat = "0.4s"\nstate = "producing"\n'
+                    '[[test.expect]]\nat = "0.9s"\nstate = "starved"\nlamps = { amber = "on" }\n')
+    assert main(["rules", "test", str(test)]) == 0, capsys.readouterr().out
+    assert "1 test: 1 passed, 0 failed" in capsys.readouterr().out
+
+
 def test_top_level_rules_or_tower_beside_machines_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, 'rules = ["press.toml"]\n' + LINE + f"[tower.lamps]\n{LAMPS}")
     found = problems_of(path)
@@ -330,6 +373,27 @@ def test_status_shows_machines_side_by_side() -> None:
         "  press-1  producing  10000  3.0 s  green on          parts = 4",
         "  capper   unknown    30000  1.0 s  amber blink_fast  -",
         "           - input running is stale"], lines
+
+
+@pytest.mark.anyio
+async def test_each_machines_inputs_in_status_name_the_source_that_delivers_them(
+        tmp_path: Path) -> None:
+    from linelight.agent.app import Agent
+    from tests.hw.helpers import wait_until
+
+    path = write(tmp_path, LINE.replace('data_dir = "data"\n',
+                                        'data_dir = "data"\n[diagnostics]\nenabled = false\n'))
+    agent = Agent(load_config(path), handle_signals=False, watch_files=False)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await wait_until(lambda: agent.status()["machines"]["filler"]["inputs"]["upstream"]
+                         ["quality"] == "good", what="the filler reading press-1's state")
+        machines = agent.status()["machines"]
+        await agent.stop()
+    sources = {name: {i: v["source"] for i, v in m["inputs"].items()}
+               for name, m in machines.items()}
+    assert sources == {"press-1": {"running": "cell"},  # shared, wired from p1_running
+                       "filler": {"running": "filler-sim", "upstream": "machine:press-1"}}
 
 
 def test_the_line_example_is_three_machines_on_their_own_simulators() -> None:

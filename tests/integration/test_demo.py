@@ -309,3 +309,61 @@ def test_demo_of_20_seconds_in_an_80x24_terminal_fits_and_ends_well(tmp_path: Pa
     summary = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).strip().splitlines()[-1]
     story = STORY.search(summary.strip())
     assert story is not None and story.group(1) == story.group(2), summary
+
+
+@pytest.mark.anyio
+async def test_during_the_lamp_test_every_machines_lamps_say_what_its_tower_shows(
+        tmp_path: Path) -> None:
+    async with running_demo(tmp_path, [], use_broker=False) as (demo, agent):
+        towers = agent.hardware.towers
+        await demo.on_key("f")  # the chosen press-1 in fault: its rules blink red
+        await until(lambda: towers["press-1"].patterns()["red"].value == "blink_fast")
+        await demo.on_key("l")
+        assert demo.message.startswith("lamp test started")
+        await until(lambda: all(t.status()["lamp_test"] for t in towers.values()))
+        frame = demo.frame()
+        for m in frame.machines:  # the line's rows and plain lines say the test, not the rules
+            shown = {lamp: p.value for lamp, p in towers[m.name].patterns().items()
+                     if lamp != "white"}
+            assert dict(m.lamps) == shown, (m.name, m.lamps, shown)
+        assert frame.lamps == frame.machines[0].lamps  # the chosen machine's panel too
+        lit = "+".join(f"{k}:{v}" for k, v in frame.machines[0].lamps.items() if v != "off")
+        assert f"press-1:fault/{lit or 'off'} " in render_line(frame)
+        assert "blink_fast" not in render_line(frame)  # every tower in the test: on or off
+
+
+def test_the_rules_panel_shows_each_condition_as_written_with_one_arrow_column() -> None:
+    from linelight.agent.config import load_ruleset
+    from linelight.agent.demo.runner import rules_source
+    from linelight.agent.demo.view import describe_rules
+    from linelight.agent.machines import RuleFiles
+
+    text = rules_source().read_text()
+    lines = describe_rules(load_ruleset(RuleFiles(((str(rules_source()), text),))))
+    written = re.findall(r'^when = "(.*)"$', text, re.M)
+    assert written and all(any(w in ln for ln in lines) for w in written), (written, lines)
+    arrows = {ln.index("→") for ln in lines if "→" in ln}
+    assert len(arrows) == 1, lines
+
+
+def test_a_demo_too_short_for_an_outage_to_drain_has_none_and_says_so(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "linelight.agent", "demo", "--seconds", "8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert ("note: no automatic outage: 8 s is too short for one to fill and drain "
+            "(--seconds 20 or more shows it)") in proc.stdout, proc.stdout
+    ticks = [line for line in proc.stdout.splitlines() if line.startswith("t=")]
+    first_up = next(i for i, t in enumerate(ticks) if "broker=up" in t)  # once connected
+    assert not any("broker=DOWN" in t for t in ticks[first_up:]), ticks
+    summary = proc.stdout.splitlines()[-1]
+    assert summary.endswith(", 0 outages, 0 still queued"), summary
+
+
+@pytest.mark.parametrize("seconds", [20, 21, 30, 45, 60, 120, 600, 3600])
+def test_from_20_seconds_on_the_first_outage_ends_with_room_for_its_drain(seconds: int) -> None:
+    from linelight.agent.demo.runner import OutagePlan
+
+    plan = OutagePlan.for_run(seconds, every=25.0, length=8.0)  # the command's defaults
+    assert plan.first > 0 and plan.fits(plan.first, seconds), plan
+    assert plan.length >= 2.0 and plan.drain_room >= 6.0, plan  # seen, then drained

@@ -22,6 +22,7 @@ from harness.agent_proc import (
 from harness.mosquitto import Mosquitto
 from harness.ports import free_port
 from harness.subscriber import Subscriber
+from linelight.agent.cli.status import summary
 from tests.agent.test_machines import RULES as PRESS_RULES
 from tests.hw.modbus_server import ModbusTestServer
 
@@ -270,7 +271,13 @@ async def test_reload_with_one_broken_machine_file_keeps_its_rules_and_switches_
     (rules / "press-2.toml").write_text(PRESS_RULES.replace('when = "running"',
                                                             'when = "runing"', 1))
     await line.wait_lamps(PRESS_1_COILS, AMBER, "press-1 on its new rules")
-    await line.status(lambda s: s["rules"]["rejections"] >= 1, "press-2's file rejected")
+    rejected_now = await line.status(
+        lambda s: (s["rules"]["last_reload"] or {}).get("ok") is False, "press-2's file rejected")
+    assert rejected_now["rules"]["last_reload"]["rejected_machines"] == ["press-2"]
+    assert ("rules: the last reload was rejected for machine press-2: its previous rules are "
+            "running, the other machines reloaded") in rejected_now["health"]["reasons"]
+    assert "last reload REJECTED for machine press-2 (its old rules run, the others reloaded)" \
+        in summary(rejected_now, "http://127.0.0.1")
     # press-2 keeps its old rules: stopped is still red, producing still green
     await line.wait_lamps(PRESS_2_COILS, RED, "press-2 on its old rules")
     await plc.set_discrete(0, [True])

@@ -313,6 +313,27 @@ ROW_LAST = ("Object.fromEntries(window.linelightPage.view().rows.map(r => [r.mac
             "r.bands[r.bands.length - 1].start] : null]))")
 
 
+def test_a_machine_whose_file_a_reload_rejected_says_so_on_its_card_only(
+        line_agent: AgentProcess) -> None:
+    rules = line_agent.config.parent / "rules"
+    with chromium.browser() as driver:
+        open_page(driver, line_agent)
+        wait_for(driver, CARD_STATES, "the machines' cards")
+        assert not driver.find_elements("css selector", "#machines .kept")
+        (rules / "press-2.toml").write_text(RULES.replace('when = "level > 0"',
+                                                          'when = "levl > 0"', 1))
+        kept = wait_for(driver, "[...document.querySelectorAll('#machines .kept')]"
+                                ".map(e => e.closest('[data-machine]').dataset.machine)"
+                                ".join(',')", "the rejected machine's card")
+        assert kept == "press-2"
+        assert "last reload rejected: its old rules run" in driver.find_element(
+            "css selector", "#machines [data-machine=press-2]").text
+        assert "for machine press-2" in driver.find_element("id", "reasons").text
+        assert chromium.console_errors(driver) == []
+    status = line_agent.status()
+    assert [m["rules"]["kept"] for m in status["machines"].values()] == [False, True]
+
+
 def test_several_machines_side_by_side_each_with_its_own_band_row(
         line_agent: AgentProcess) -> None:
     rules = line_agent.config.parent / "rules"
@@ -365,3 +386,24 @@ def test_several_machines_side_by_side_each_with_its_own_band_row(
         wait_for(driver, f"Object.keys({CARD_STATES}).length === 2", "the machines' cards")
         assert chromium.horizontal_overflow(driver) == 0
         assert chromium.console_errors(driver) == []
+
+
+def test_a_fresh_agent_without_sources_lists_each_input_missing_and_is_ok_with_warnings(
+        tmp_path: Path) -> None:
+    """The packaged default's shape (rules, no sources, no broker): the inputs table is not
+    empty, every input the rules read is a `missing` row saying why; health `ok`, warnings."""
+    config = write_config(tmp_path / "agent", rules=RULES, sources="", tower="")
+    with AgentProcess(config) as agent, chromium.browser() as driver:
+        agent.start()
+        open_page(driver, agent)
+        row = wait_for(driver, "(r => r && [...r.cells].map(c => c.textContent))("
+                               "document.querySelector('#inputs tr[data-input=level]'))",
+                       "the level input's row")
+        assert row[2] == "missing" and "delivered by no source" in row[0], row
+        assert driver.find_element("id", "health").text.startswith("ok"), \
+            driver.find_element("id", "health").text
+        warnings = driver.find_element("id", "reasons").text
+        assert "warning: input: level read by the rules but no" in warnings, warnings
+        assert "warning: broker: none configured" in warnings, warnings
+        assert chromium.console_errors(driver) == []
+        assert agent.stop() == 0

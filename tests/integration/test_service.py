@@ -189,10 +189,25 @@ def test_packaged_default_config_starts_with_no_io_and_reports_ready(tmp_path: P
             agent.start(wait_ready=False)
             ready = receive_until(sock, "READY=1")
             status = agent.status()
+            healthz = agent.http("GET", "/healthz")
+            cli = subprocess.run([sys.executable, "-m", "linelight.agent", "status", "--config",
+                                  str(config)], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=60)
             assert agent.stop() == 0
     finally:
         sock.close()
     assert len(ready) == 1 and "state unknown" in ready[0]
+    # A fresh install is ok with warnings, not a 503 that pages for every new IPC (the chroot
+    # test checks the same as root; this runs everywhere): no broker, no sources, the clock.
+    health = status["health"]
+    assert (health["status"], health["reasons"]) == ("ok", []), health
+    assert any(w.startswith("broker: none configured") for w in health["warnings"]), health
+    assert any("read by the rules but no source" in w for w in health["warnings"]), health
+    assert healthz[0] == 200 and healthz[1].startswith(b"ok"), healthz
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "health     ok with" in cli.stdout, cli.stdout
+    # every input the packaged rules read is listed, as missing, not an empty table
+    assert status["inputs"] and {i["quality"] for i in status["inputs"].values()} == {"missing"}
     assert status["state"]["name"] == "unknown"
     assert status["broker"]["connected"] is False and status["broker"]["url"] is None
     assert status["events"]["submitted"] > 0  # recorded on disk, nothing to send them to

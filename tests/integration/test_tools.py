@@ -47,7 +47,9 @@ def test_status_names_another_agent_holding_the_port_and_takes_host_port(
             wait += 0.1
         wrong = linelight("status", "--config", str(other))
         plain = linelight("status", "--url", f"127.0.0.1:{agent.port}")
+        both = linelight("status", "--config", str(other), "--url", f"127.0.0.1:{agent.port}")
         assert second.stop() == 0 and agent.stop() == 0
+    assert both.returncode == 1 and "not agent 'it-other'" in both.stderr, both  # --config: checked
     assert (f"diagnostics cannot listen on 127.0.0.1:{agent.port}: Address already in use"
             in second.log())
     assert wrong.returncode == 1 and wrong.stdout == ""
@@ -133,3 +135,36 @@ def test_doctor_reads_credentials_as_the_service_gets_them_and_checks_the_token(
     assert "[ok  ] diagnostics token" in passes.stdout and "[FAIL]" not in passes.stdout
     assert passes.returncode == 0, passes.stdout
     assert "right" not in passes.stdout and "s3cret" not in passes.stdout
+
+
+def test_a_token_file_that_does_not_exist_is_said_by_check_and_at_start_not_first_on_a_post(
+        tmp_path: Path) -> None:
+    absent = tmp_path / "etc" / "token"
+    config = write_config(tmp_path / "agent", extra=f'token_file = "{absent}"')
+    said = (f"[diagnostics] token_file {absent} does not exist: POST /lamp-test and /reload are "
+            "refused until it does")
+    check = linelight("check", "--config", str(config))
+    assert check.returncode == 0 and f"warning: {said}" in check.stdout, check.stdout
+    with AgentProcess(config) as agent:
+        agent.start()
+        assert said in agent.log()
+        assert agent.stop() == 0
+    absent.parent.mkdir()
+    absent.write_text("t0ken\n")
+    check = linelight("check", "--config", str(config))
+    assert check.returncode == 0 and "warning:" not in check.stdout, check.stdout
+
+
+def test_status_says_a_broker_error_once_on_the_broker_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent", mqtt_port=free_port())  # nothing listens there
+    with AgentProcess(config) as agent:
+        agent.start()
+        agent.wait_status(lambda s: bool(s["broker"]["last_error"]), what="a broker error")
+        proc = linelight("status", "--config", str(config))
+        assert agent.stop() == 0
+    assert proc.returncode == 1  # a configured broker that is down: degraded
+    out = proc.stdout
+    assert "- broker: not connected (why: see broker below)" in out, out
+    assert out.count("connection refused") == 1, out
+    broker = next(line for line in out.splitlines() if line.startswith("broker "))
+    assert "DISCONNECTED" in broker and "connection refused" in broker, out

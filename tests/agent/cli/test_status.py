@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from linelight.agent.cli.status import normalize_url
+from linelight.agent.cli.status import check_identity, normalize_url
 from linelight.agent.diagnostics import Diagnostics
 from tests.agent.test_diagnostics import Target, serving
 
@@ -32,9 +32,43 @@ def test_the_default_url_is_the_agents_default_listen_address() -> None:
 
 @pytest.mark.parametrize(("given", "url"), [
     ("127.0.0.1:9750", "http://127.0.0.1:9750"), ("[::1]:9750/", "http://[::1]:9750"),
-    ("http://press:9750/", "http://press:9750")])
+    ("http://press:9750/", "http://press:9750"), ("::1:9750", "http://[::1]:9750")])
 def test_url_takes_host_port_or_a_url(given: str, url: str) -> None:
     assert normalize_url(given) == url
+
+
+@pytest.mark.anyio
+async def test_url_takes_an_ipv6_host_port_with_or_without_brackets() -> None:
+    async with serving(Diagnostics(Target(), [("::1", 0)], None)) as port:
+        answers = [await status_cli("--url", url) for url in (f"::1:{port}", f"[::1]:{port}")]
+    for code, out, err in answers:
+        assert code == 1 and "agent press-7 · up" in out, err  # answered; the Target degraded
+
+
+@pytest.mark.parametrize("host", ["ipc_7+cell.plant.local", ""])
+def test_without_agent_id_the_identity_check_expects_the_id_the_agent_gives_itself(
+        host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from linelight.agent.cli.status import StatusError
+    from linelight.agent.config import load_config
+
+    monkeypatch.setattr(socket, "gethostname", lambda: host)  # a name a client id cannot be
+    (tmp_path / "m.toml").write_text('[inputs]\nrunning = { type = "bool" }\n[[state]]\n'
+                                     'name = "on"\ncode = 1\npriority = 1\nwhen = "running"\n')
+    path = tmp_path / "agent.toml"
+    path.write_text('rules = ["m.toml"]\n')
+    config = load_config(path)
+    assert config.agent_id == ("ipc_7-cell" if host else "linelight")
+    answered = {"agent": config.agent_id, "config": str(path)}
+    check_identity(answered, {"rules": ["m.toml"]}, path, "http://127.0.0.1:9750")  # itself
+    with pytest.raises(StatusError, match="another agent holds that diagnostics port"):
+        check_identity({**answered, "agent": "other"}, {}, path, "http://127.0.0.1:9750")
+    # --url with --config: the agent may be another machine's, its config file elsewhere
+    remote = {**answered, "config": "/etc/linelight/agent.toml"}
+    check_identity(remote, {}, path, "http://press:9750", here=False)
+    with pytest.raises(StatusError, match="another agent holds that diagnostics port"):
+        check_identity(remote, {}, path, "http://127.0.0.1:9750")
 
 
 @pytest.mark.anyio
@@ -42,7 +76,7 @@ async def test_status_sends_the_config_token_and_says_wrong_token(tmp_path: Path
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     config = tmp_path / "agent.toml"
-    config.write_text(f'[diagnostics]\ntoken_file = "{token}"\n')
+    config.write_text(f'agent_id = "press-7"\n[diagnostics]\ntoken_file = "{token}"\n')
     target = Target()
     async with serving(Diagnostics(target, [("127.0.0.1", 0)], token,
                                    token_for_reads=True)) as port:
@@ -50,7 +84,8 @@ async def test_status_sends_the_config_token_and_says_wrong_token(tmp_path: Path
         without = await status_cli("--url", url)
         code, out, _ = await status_cli("--url", url, "--config", str(config))
         token.write_text("changed\n")
-        config.write_text(f'[diagnostics]\ntoken_file = "{tmp_path / "old"}"\n')
+        config.write_text(f'agent_id = "press-7"\n[diagnostics]\n'
+                          f'token_file = "{tmp_path / "old"}"\n')
         (tmp_path / "old").write_text("s3cret-old\n")
         wrong = await status_cli("--url", url, "--config", str(config))
     assert without[0] == 1 and "a token is required" in without[2]
@@ -68,12 +103,33 @@ async def test_status_reads_a_credentials_directory_token(tmp_path: Path) -> Non
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     config = tmp_path / "agent.toml"
-    config.write_text('[diagnostics]\ntoken_file = "$CREDENTIALS_DIRECTORY/diagnostics-token"\n')
+    config.write_text('agent_id = "press-7"\n[diagnostics]\n'
+                      'token_file = "$CREDENTIALS_DIRECTORY/diagnostics-token"\n')
     async with serving(Diagnostics(Target(), [("127.0.0.1", 0)], token,
                                    token_for_reads=True)) as port:
         code, out, err = await status_cli("--url", f"127.0.0.1:{port}", "--config", str(config),
                                           "--credentials-dir", str(creds))
     assert "agent press-7" in out, err
+
+
+@pytest.mark.anyio
+async def test_the_inputs_are_aligned_rows_with_source_and_never_read_ones_say_init(
+        tmp_path: Path) -> None:
+    from linelight.agent.cli.status import summary
+    from tests.agent.test_health import agent_with_sources
+    from tests.hw.helpers import wait_until
+
+    async with agent_with_sources(tmp_path) as agent:
+        await wait_until(lambda: agent.status()["inputs"]["a"]["quality"] == "good"
+                         and bool(agent.status()["inputs"]["b"].get("reason")),
+                         what="a read, b refused")
+        text = summary(agent.status(), "http://127.0.0.1:9750")
+    rows = text.split("\ninputs\n", 1)[1].splitlines()[:3]
+    cells = {row.split()[0]: row.split(None, 5) for row in rows}
+    assert cells["b"][1:5] == ["-", "init", "-", "gone"], rows  # never read: not `None`
+    assert "connection refused by 127.0.0.1:" in cells["b"][5], rows
+    assert (cells["a"][2], cells["a"][-1], cells["c"][-1]) == ("good", "plc", "demo"), rows
+    assert len({row.index(cells[row.split()[0]][2]) for row in rows}) == 1, rows  # aligned
 
 
 def test_the_summary_lists_the_outputs_and_says_which_cannot_be_written() -> None:
