@@ -22,7 +22,6 @@ import errno
 import functools
 import hmac
 import html
-import ipaddress
 import json
 import logging
 import re
@@ -37,6 +36,12 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from linelight.agent.addresses import (
+    address_of,
+    is_loopback,
+    parse_host,
+    printable,
+)
 from linelight.agent.health import Verdict
 from linelight.agent.history import MAX_HOURS as MAX_HISTORY_HOURS
 from linelight.agent.history import MAX_POINTS as MAX_HISTORY_POINTS
@@ -47,22 +52,18 @@ from linelight.rules.errors import ConfigError, LinelightError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = ("127.0.0.1:9750",)  # loopback only: remote access goes through tailscale serve
 MAX_HEAD = 16 * 1024  # request line and headers
 MAX_HEADERS = 64
 MAX_BODY = 4 * 1024
 MAX_CONNECTIONS = 32  # served at once; the next ones get 503 and are closed at once
 REQUEST_TIMEOUT_S = 5.0  # to deliver the whole request (head and body) after connecting
 WRITE_TIMEOUT_S = 10.0  # to take the whole response
-LOGGED_CHARS = 120  # a client-supplied value is cut to this length in the log
-LOOPBACK_NAMES = ("localhost",)  # and every loopback address literal (127.0.0.0/8, ::1)
 MAX_HOSTS_LOGGED = 16  # distinct refused Hosts logged at warning level; later ones at debug
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TARGET = re.compile(r"/[\x21-\x7e]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() is also true for '²'
-_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*")
 
 
 def token_file_warning(token_file: Path | None) -> str | None:
@@ -145,77 +146,6 @@ class BadRequest(Exception):
 
     def response(self) -> Response:
         return Response(self.code, f"{self.message}\n".encode("latin-1", "replace"))
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`"127.0.0.1:9750"` or `"[::1]:9750"` -> (host, port). Raises ValueError with a sentence."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not _DIGITS.fullmatch(port) or not host:
-        raise ValueError(f"'{text}' is not a listen address; write host:port, "
-                         "e.g. '127.0.0.1:9750' or '[::1]:9750'")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if len(port) > 5 or int(port) > 65535:
-        raise ValueError(f"port {port} in '{text}' is above 65535")
-    return host, int(port)
-
-
-def parse_host(text: str) -> tuple[str, int | None]:
-    """A Host header or an `allowed_hosts` entry -> (lower-case name or address, port or None).
-
-    `name`, `name:port`, `1.2.3.4:port`, `[::1]:port`. Raises ValueError with a sentence.
-    """
-    value = text.strip().lower()
-    port: int | None = None
-    if value.startswith("["):
-        end = value.find("]")
-        name, rest = value[1:end], value[end + 1:]
-        if end < 0 or not _is_address(name) or ":" not in name:
-            raise ValueError(f"'{printable(text)}' is not a host name or address")
-    else:
-        name, _, rest = value.partition(":")
-        rest = ":" + rest if rest or value.endswith(":") else ""
-        name = name.removesuffix(".")
-        if not (_HOST_NAME.fullmatch(name) and len(name) <= 253):
-            raise ValueError(f"'{printable(text)}' is not a host name or address")
-    if rest:
-        digits = rest[1:]
-        if not rest.startswith(":") or not _DIGITS.fullmatch(digits) or len(digits) > 5 \
-                or int(digits) > 65535:
-            raise ValueError(f"'{printable(text)}' has no valid port (1 to 65535) after the name")
-        port = int(digits)
-    return name, port
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen or Host name is this machine only: `localhost` or a loopback address."""
-    if host.lower().removesuffix(".") in LOOPBACK_NAMES:
-        return True
-    address = _address(host)
-    return address is not None and address.is_loopback
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _is_address(text: str) -> bool:
-    return _address(text) is not None
-
-
-def printable(text: str, limit: int = LOGGED_CHARS) -> str:
-    """A client-supplied value for the log: UTF-8 shown as text where it is valid, every
-    control or line-breaking character escaped (`\\x0a`), at most `limit` characters."""
-    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-        text = text.encode("latin-1").decode("utf-8")
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:limit])
-    return out + ("..." if len(text) > limit else "")
 
 
 class Diagnostics:
@@ -354,9 +284,9 @@ class Diagnostics:
         if self.tailnet is not None and self.tailnet.fullmatch(name) and port in (None, 443):
             return None
         local_host, local_port = req.local
-        local = _address(local_host)
+        local = address_of(local_host)
         if (port if port is not None else 80) == local_port and (
-                is_loopback(name) or (local is not None and _address(name) == local)):
+                is_loopback(name) or (local is not None and address_of(name) == local)):
             return None
         self.refused += 1
         if name not in self._hosts_logged:

@@ -15,19 +15,24 @@ import contextlib
 import json
 import os
 import sys
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from linelight.agent.addresses import DEFAULT_LISTEN
 from linelight.agent.cli import DEFAULT_CONFIG
 from linelight.agent.cli.credentials import credentials_directory
+from linelight.agent.diagnostics_config import (
+    DiagnosticsSettings,
+    Identity,
+    default_agent_id,
+    read_identity,
+)
 from linelight.agent.humanize import format_age
+from linelight.rules.errors import ConfigProblems
 
-# agent.diagnostics.DEFAULT_LISTEN as a URL, written out: importing the runtime would slow
-# `linelight status` down five-fold (tests/agent/cli/test_status.py checks they agree)
-DEFAULT_URL = "http://127.0.0.1:9750"
+DEFAULT_URL = f"http://{DEFAULT_LISTEN[0]}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,15 +63,15 @@ def normalize_url(text: str) -> str:
     return f"http://{url}"
 
 
-def read_config(path: Path | None) -> dict[str, Any]:
-    """The config's TOML, without validating the rules (status must work while they are bad)."""
+def read_config(path: Path | None) -> Identity:
+    """The agent id and `[diagnostics]` of the config, read by the agent's own readers, without
+    the rules and sources (status must work while they are bad); the defaults without one."""
     if path is None:
-        return {}
+        return Identity(default_agent_id(), DiagnosticsSettings())
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise StatusError(f"cannot read the config {path}: {getattr(exc, 'strerror', None) or exc}"
-                          ) from None
+        return read_identity(Path(path))
+    except ConfigProblems as exc:
+        raise StatusError(f"cannot read the config {path}: {exc}") from None
 
 
 def config_path(args: argparse.Namespace) -> Path | None:
@@ -74,34 +79,25 @@ def config_path(args: argparse.Namespace) -> Path | None:
     return args.config or (default if default.exists() else None)
 
 
-def endpoint(args: argparse.Namespace, data: dict[str, Any] | None = None) -> str:
+def endpoint(args: argparse.Namespace, identity: Identity | None = None) -> str:
     if args.url:
         return normalize_url(str(args.url))
-    data = read_config(config_path(args)) if data is None else data
-    diagnostics = data.get("diagnostics", {})
-    listen = diagnostics.get("listen", []) if isinstance(diagnostics, dict) else []
-    first = listen[0] if isinstance(listen, list) and listen else listen
-    if isinstance(first, str) and ":" in first:
-        host, _, port = first.rpartition(":")
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        host = "[::1]" if host in ("[::]", "::") else host
-        return f"http://{host}:{port}"
-    return DEFAULT_URL
+    identity = read_config(config_path(args)) if identity is None else identity
+    host, port = identity.diagnostics.listen[0]
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def read_token(data: dict[str, Any], path: Path | None) -> tuple[str | None, str]:
+def read_token(identity: Identity) -> tuple[str | None, str]:
     """The diagnostics token the config names (None if none) and where it came from."""
     from linelight.agent.secrets import resolve_secret_path
     from linelight.rules.errors import ConfigError
 
-    diagnostics = data.get("diagnostics", {})
-    spec = diagnostics.get("token_file") if isinstance(diagnostics, dict) else None
-    if not isinstance(spec, str) or path is None:
+    spec = identity.diagnostics.token_file
+    if spec is None:
         return None, ""
     try:
-        file = resolve_secret_path(spec, "token_file")
-        if not file.is_absolute():
-            file = path.parent / file
+        file = resolve_secret_path(str(spec), "token_file")
         return file.read_text(encoding="utf-8").strip(), str(file)
     except ConfigError as exc:
         raise StatusError(str(exc)) from None
@@ -119,15 +115,12 @@ def fetch(url: str, token: str | None = None) -> dict[str, Any]:
         return result
 
 
-def check_identity(status: dict[str, Any], data: dict[str, Any], path: Path, url: str,
+def check_identity(status: dict[str, Any], identity: Identity, path: Path, url: str,
                    *, here: bool = True) -> None:
     """The agent answering must be the one `path` configures, not another holding the port.
     `here`: the agent runs on this machine, so its config file must be `path` too (with
     `--url` it may be another machine's, read from a copy: only the agent_id is compared)."""
-    expected = data.get("agent_id")
-    if not isinstance(expected, str):  # as the agent names itself, not a guess beside it
-        from linelight.agent.config import default_agent_id
-        expected = default_agent_id()
+    expected = identity.agent_id  # as the agent names itself (the host name when not set)
     answered, its_config = status.get("agent"), str(status.get("config", ""))
     same_file = False
     with contextlib.suppress(OSError):
@@ -150,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     path = config_path(args)
-    data = read_config(path)
-    url = endpoint(args, data)
-    token, token_from = read_token(data, path)
+    identity = read_config(path)
+    url = endpoint(args, identity)
+    token, token_from = read_token(identity)
     try:
         status = fetch(url, token)
     except urllib.error.HTTPError as exc:
@@ -169,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
                           "  Is it running?  systemctl status linelight   /   "
                           "journalctl -u linelight -e") from None
     if path is not None and (args.config is not None or not args.url):
-        check_identity(status, data, path, url, here=not args.url)  # --url alone: any agent
+        check_identity(status, identity, path, url, here=not args.url)  # --url alone: any agent
     if args.json:
         print(json.dumps(status, indent=2))
     else:

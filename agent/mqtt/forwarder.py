@@ -25,6 +25,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
+from linelight.agent.addresses import printable
 from linelight.agent.mqtt.config import MqttSettings, read_mqtt, read_password
 from linelight.agent.mqtt.errors import TransportError
 from linelight.agent.mqtt.link import LinkError, MqttLink, TakeoverWatch, takeover_sentence
@@ -510,7 +511,7 @@ class Forwarder:
                     and type(state.get("timestamp")) is int:
                 if state["timestamp"] < self._host_ts:
                     log.debug("Sparkplug STATE on %s older than the last one: ignored",
-                              _printable(topic))
+                              printable(topic))
                     return  # tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp
                 self._host_ts = state["timestamp"]
                 online = state["online"]
@@ -518,13 +519,13 @@ class Forwarder:
             online = payload.strip() == b"ONLINE"
         if online is None:
             log.warning("Sparkplug STATE on %s ignored: %d bytes that are neither 3.0 JSON "
-                        "{\"online\", \"timestamp\"} nor ONLINE/OFFLINE", _printable(topic),
+                        "{\"online\", \"timestamp\"} nor ONLINE/OFFLINE", printable(topic),
                         len(payload))
             return
         if mqtt_link is None or not mqtt_link.connected:
             return
         if online and not self._born.is_set():
-            log.info("Sparkplug primary host %s is online: births", _printable(topic))
+            log.info("Sparkplug primary host %s is online: births", printable(topic))
             self._births(mqtt_link)
         elif not online and self._born.is_set():
             self._host_offline.set()
@@ -554,12 +555,12 @@ class Forwarder:
                 sp.command_topics[1][:-1]):
             self._on_state(topic, payload)  # the only other subscription
             return
-        shown = _printable(topic)
+        shown = printable(topic)
         try:
             command = decode(payload)
         except (DecodeError, ValueError) as exc:
             log.warning("Sparkplug command on %s ignored: %d bytes that are not a Sparkplug B "
-                        "payload (%s)", shown, len(payload), _printable(str(exc)))
+                        "payload (%s)", shown, len(payload), printable(str(exc)))
             return
         names = sp.alias_names()
         rebirth = False
@@ -572,7 +573,7 @@ class Forwarder:
                 rebirth = rebirth or (metric.WhichOneof("value") == "boolean_value"
                                       and metric.boolean_value)
             else:
-                refused.append(_printable(name))
+                refused.append(printable(name))
         if refused:
             log.warning("Sparkplug command on %s refused: it writes %s; linelight's lamps and "
                         "data come from its rules and inputs, not from the network", shown,
@@ -805,7 +806,3 @@ class Forwarder:
                     await acked.wait()
         return False
 
-
-def _printable(text: str, limit: int = 80) -> str:
-    """Text from the network, safe for a log line: control characters escaped, bounded."""
-    return repr(text[:limit]) + ("..." if len(text) > limit else "")

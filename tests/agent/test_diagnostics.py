@@ -12,13 +12,8 @@ from typing import Any
 import anyio
 import pytest
 
-from linelight.agent.diagnostics import (
-    DEFAULT_LISTEN,
-    Diagnostics,
-    DiagnosticsBindError,
-    parse_listen,
-    render_page,
-)
+from linelight.agent.addresses import DEFAULT_LISTEN, parse_listen
+from linelight.agent.diagnostics import Diagnostics, DiagnosticsBindError, render_page
 from linelight.agent.health import Verdict
 from linelight.agent.metrics import Metrics
 

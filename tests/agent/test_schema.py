@@ -14,7 +14,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from linelight.agent.config import DIAGNOSTICS_KEYS, SCAN_KEYS, TOP_KEYS, load_config
+from linelight.agent.config import SCAN_KEYS, TOP_KEYS, load_config
+from linelight.agent.diagnostics_config import DIAGNOSTICS_KEYS
 from linelight.agent.journal import JOURNAL_KEYS
 from linelight.agent.mqtt import MQTT_KEYS
 from linelight.agent.schema import config_schema

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
-from linelight.agent.cli.status import check_identity, normalize_url
+from linelight.agent.cli.status import check_identity, normalize_url, read_config
 from linelight.agent.diagnostics import Diagnostics
 from tests.agent.test_diagnostics import Target, serving
 
@@ -22,9 +23,9 @@ async def status_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int
 
 
 def test_the_default_url_is_the_agents_default_listen_address() -> None:
+    from linelight.agent.addresses import DEFAULT_LISTEN
     from linelight.agent.cli.status import DEFAULT_URL
-    from linelight.agent.config import DiagnosticsSettings
-    from linelight.agent.diagnostics import DEFAULT_LISTEN
+    from linelight.agent.diagnostics_config import DiagnosticsSettings
 
     assert f"http://{DEFAULT_LISTEN[0]}" == DEFAULT_URL
     assert DiagnosticsSettings().listen == (("127.0.0.1", 9750),)
@@ -61,14 +62,43 @@ def test_without_agent_id_the_identity_check_expects_the_id_the_agent_gives_itse
     config = load_config(path)
     assert config.agent_id == ("ipc_7-cell" if host else "linelight")
     answered = {"agent": config.agent_id, "config": str(path)}
-    check_identity(answered, {"rules": ["m.toml"]}, path, "http://127.0.0.1:9750")  # itself
+    identity = read_config(path)
+    check_identity(answered, identity, path, "http://127.0.0.1:9750")  # itself
     with pytest.raises(StatusError, match="another agent holds that diagnostics port"):
-        check_identity({**answered, "agent": "other"}, {}, path, "http://127.0.0.1:9750")
+        check_identity({**answered, "agent": "other"}, identity, path, "http://127.0.0.1:9750")
     # --url with --config: the agent may be another machine's, its config file elsewhere
     remote = {**answered, "config": "/etc/linelight/agent.toml"}
-    check_identity(remote, {}, path, "http://press:9750", here=False)
+    check_identity(remote, identity, path, "http://press:9750", here=False)
     with pytest.raises(StatusError, match="another agent holds that diagnostics port"):
-        check_identity(remote, {}, path, "http://127.0.0.1:9750")
+        check_identity(remote, identity, path, "http://127.0.0.1:9750")
+
+
+def test_status_reads_the_config_with_the_agents_own_readers(tmp_path: Path) -> None:
+    """The id, the listen address and the token file status uses are the ones the agent's
+    config reader gives (relative paths from the config's folder), even while the rules are
+    broken; a broken [diagnostics] is said with its location."""
+    from linelight.agent.cli.status import StatusError, endpoint, read_token
+    from linelight.agent.config import load_config
+
+    (tmp_path / "m.toml").write_text('[inputs]\nrunning = { type = "bool" }\n[[state]]\n'
+                                     'name = "on"\ncode = 1\npriority = 1\nwhen = "running"\n')
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "token").write_text("t0ken\n")
+    path = tmp_path / "agent.toml"
+    path.write_text('agent_id = "press-7"\nrules = ["m.toml"]\n[diagnostics]\n'
+                    'listen = ["[::1]:9761"]\ntoken_file = "secret/token"\n')
+    agent = load_config(path)
+    identity = read_config(path)
+    assert (identity.agent_id, identity.diagnostics) == (agent.agent_id, agent.diagnostics)
+    args = argparse.Namespace(url=None, config=path)
+    assert endpoint(args, identity) == "http://[::1]:9761"
+    assert read_token(identity) == ("t0ken", str(tmp_path / "secret" / "token"))
+
+    (tmp_path / "m.toml").write_text("[[state]]\nname = \"on\"\ncode = oops\n")  # bad rules
+    assert read_config(path) == identity
+    path.write_text('[diagnostics]\nlisten = ["0.0.0.0:9750"]\n')
+    with pytest.raises(StatusError, match=r"agent.toml:2:.*not a loopback address"):
+        read_config(path)
 
 
 @pytest.mark.anyio

@@ -223,7 +223,7 @@ async def test_writes_are_refused_and_a_malformed_command_is_ignored(
         assert fwd.link.connected and fwd.link.reconnects == 0
     texts = [r.getMessage() for r in caplog.records]
     refused = [t for t in texts if "refused" in t]
-    assert len(refused) == 1 and "'Lamps/red'" in refused[0], texts
+    assert len(refused) == 1 and "writes Lamps/red, bad" in refused[0], texts
     assert "\x1b" not in refused[0] and "\\x1b" in refused[0], refused  # escaped
     malformed = [t for t in texts if "not a Sparkplug B payload" in t]
     assert len(malformed) == 1 and "17 bytes" in malformed[0], texts
