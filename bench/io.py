@@ -302,6 +302,86 @@ async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]
             "bare_cpu_us_per_read": theirs["cpu"] / theirs["polls"] * 1e6}
 
 
+async def _s7_breakdown(port: int, polls: int) -> list[tuple[str, float]]:
+    """CPU microseconds (process_time) per call of each piece of one coalesced S7 poll, timed
+    apart from each other on the same connection and data: the whole `poll_once`, the bare
+    client's `read_area`, linelight's `connection.read` around it, the block's decoding, making
+    its Samples and storing them in the input table. Then the whole poll under cProfile (its top
+    functions by own time go to stderr)."""
+    import cProfile
+    import io
+    import pstats
+
+    import snap7
+
+    from linelight.hw.build import build_hardware
+    from linelight.hw.inputs import InputTable
+    from linelight.hw.s7 import S7Source
+    from linelight.rules.values import Quality, Sample
+
+    sources, _ = _read_config(_s7_toml(port, False))
+    hw = build_hardware(sources, None)
+    source = hw.source("plc")
+    assert isinstance(source, S7Source)
+    conn = hw.s7_connections["plc"]
+    await conn.connect()
+    source.blocks = source._plan(conn.pdu)
+    table = InputTable()
+    await source.poll_once(table)
+    (block, decoder, names), = source._decoders
+    client = conn._client
+    data = await conn.read(block)
+    values = decoder.decode(data)
+    samples = {n: Sample(v, Quality.GOOD, 1.0, 1) for n, v in values.items()}
+    changed = {n: Sample(v + 1, Quality.GOOD, 1.0, 1) for n, v in values.items()}  # type: ignore[operator]
+
+    async def timed(call) -> float:  # type: ignore[no-untyped-def]
+        cpu0 = time.process_time()
+        for _ in range(polls):
+            await call()
+        return (time.process_time() - cpu0) / polls * 1e6
+
+    async def bare_read() -> None:
+        await client.read_area(snap7.Area.DB, 20, block.start, block.size)
+
+    async def make_samples() -> None:
+        now, wall = source._clock(), time.time_ns()
+        {name: Sample(value, Quality.GOOD, now, wall) for name, value in values.items()}
+
+    async def decode() -> None:
+        decoder.decode(data)
+
+    async def answered() -> None:
+        source._answered(names)
+
+    async def store_same() -> None:
+        table.update_many(samples)
+
+    async def store_alternating() -> None:
+        table.update_many(changed)
+        table.update_many(samples)
+
+    rows = [("poll_once, whole", await timed(lambda: source.poll_once(table))),
+            ("  bare client read_area", await timed(bare_read)),
+            ("  connection.read (read_area + lock, deadline)", await timed(lambda: conn.read(block))),
+            ("  _answered (freshness of the names)", await timed(answered)),
+            ("  BlockDecoder.decode", await timed(decode)),
+            ("  200 Samples (dict comprehension)", await timed(make_samples)),
+            ("  InputTable.update_many, same values", await timed(store_same)),
+            ("  InputTable.update_many, all changed (per call)",
+             await timed(store_alternating) / 2)]
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(polls):
+        await source.poll_once(table)
+    profile.disable()
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(18)
+    print(out.getvalue(), file=sys.stderr)
+    await conn.close()
+    return rows
+
+
 # -- 4. OPC UA -----------------------------------------------------------------------------------
 
 UA_ITEMS = 500
@@ -474,9 +554,18 @@ async def _main(quick: bool) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--s7-breakdown", action="store_true",
+                        help="only: CPU time of each piece of one S7 poll, and a profile")
     args = parser.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.ERROR)
+    if args.s7_breakdown:
+        async def breakdown() -> list[tuple[str, float]]:
+            return await _in_server_process(  # type: ignore[no-any-return]
+                _serve_s7, lambda port: _s7_breakdown(port, 500 if args.quick else 2000))
+        for name, us in anyio.run(breakdown):
+            print(f"{name:50} {us:8.1f} us")
+        return 0
     r = anyio.run(_main, args.quick)
     rows = [
         ("Modbus poll, 100 inputs in 4 blocks", f"{r['modbus_requests_per_s']:.0f} req/s",
