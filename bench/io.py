@@ -224,17 +224,29 @@ def _pct(values: list[float], p: float) -> float:
 S7_WORDS = 200
 
 
-def _serve_s7(port: int, ready: multiprocessing.synchronize.Event) -> None:
+def _serve_s7(port: int, ready: multiprocessing.synchronize.Event, changing: bool = False) -> None:
     import snap7
     from snap7.type import SrvArea
 
     server = snap7.Server(log=False)
     db = bytearray(4 * S7_WORDS)
     server.register_area(SrvArea.DB, 20, db)
+    if changing:  # after every read, every byte of the DB changes (two patterns, in turn)
+        patterns = [bytes(len(db)), bytes([0x5A]) * len(db)]
+
+        def flip(event: object) -> None:
+            patterns.reverse()
+            db[:] = patterns[0]
+
+        server.set_read_events_callback(flip)
     server.start_to("127.0.0.1", port)
     ready.set()
     while True:
         time.sleep(3600)
+
+
+def _serve_s7_changing(port: int, ready: multiprocessing.synchronize.Event) -> None:
+    _serve_s7(port, ready, changing=True)
 
 
 def _s7_toml(port: int, spaced: bool) -> str:
@@ -302,8 +314,8 @@ async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]
             "bare_cpu_us_per_read": theirs["cpu"] / theirs["polls"] * 1e6}
 
 
-async def _s7_breakdown(port: int, polls: int) -> list[tuple[str, float]]:
-    """CPU microseconds (process_time) per call of each piece of one coalesced S7 poll, timed
+async def _s7_breakdown(port: int, polls: int) -> list[tuple[str, tuple[float, float]]]:
+    """CPU and wall microseconds per call of each piece of one coalesced S7 poll, timed
     apart from each other on the same connection and data: the whole `poll_once`, the bare
     client's `read_area`, linelight's `connection.read` around it, the block's decoding, making
     its Samples and storing them in the input table. Then the whole poll under cProfile (its top
@@ -328,48 +340,72 @@ async def _s7_breakdown(port: int, polls: int) -> list[tuple[str, float]]:
     source.blocks = source._plan(conn.pdu)
     table = InputTable()
     await source.poll_once(table)
-    (block, decoder, names), = source._decoders
+    (block, decoder), = source._decoders
+    names = decoder.names
     client = conn._client
     data = await conn.read(block)
-    values = decoder.decode(data)
-    samples = {n: Sample(v, Quality.GOOD, 1.0, 1) for n, v in values.items()}
-    changed = {n: Sample(v + 1, Quality.GOOD, 1.0, 1) for n, v in values.items()}  # type: ignore[operator]
+    copy = bytes(bytearray(data))  # equal bytes, another object: what the next read returns
+    values = decoder.values(data)
+    changed = [v + 1 for v in values]  # type: ignore[operator]
+    samples = {n: Sample(v, Quality.GOOD, 1.0, 1) for n, v in zip(names, values, strict=True)}
 
-    async def timed(call) -> float:  # type: ignore[no-untyped-def]
-        cpu0 = time.process_time()
+    async def timed(call) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(polls):
             await call()
-        return (time.process_time() - cpu0) / polls * 1e6
+        return ((time.process_time() - cpu0) / polls * 1e6,
+                (time.perf_counter() - t0) / polls * 1e6)
 
     async def bare_read() -> None:
         await client.read_area(snap7.Area.DB, 20, block.start, block.size)
 
     async def make_samples() -> None:
         now, wall = source._clock(), time.time_ns()
-        {name: Sample(value, Quality.GOOD, now, wall) for name, value in values.items()}
+        {name: Sample(value, Quality.GOOD, now, wall)
+         for name, value in zip(names, values, strict=True)}
 
     async def decode() -> None:
-        decoder.decode(data)
+        decoder.values(data)
+
+    async def compare() -> None:
+        assert copy == data
 
     async def answered() -> None:
-        source._answered(names)
+        source._answered(0, names)
 
     async def store_same() -> None:
         table.update_many(samples)
 
-    async def store_alternating() -> None:
-        table.update_many(changed)
-        table.update_many(samples)
+    async def good_same() -> None:
+        table.update_good(names, values, 1.0, 1)
+
+    async def refresh() -> None:
+        table.refresh_good(names, values, 1.0, 1)
+
+    async def snap() -> None:
+        table.refresh_good(names, values, 1.0, 1)
+        table.snapshot()
+
+    async def snap_only() -> None:
+        table.snapshot()
+
+    async def good_alternating() -> None:
+        table.update_good(names, changed, 1.0, 1)
+        table.update_good(names, values, 1.0, 1)
 
     rows = [("poll_once, whole", await timed(lambda: source.poll_once(table))),
             ("  bare client read_area", await timed(bare_read)),
             ("  connection.read (read_area + lock, deadline)", await timed(lambda: conn.read(block))),
             ("  _answered (freshness of the names)", await timed(answered)),
-            ("  BlockDecoder.decode", await timed(decode)),
-            ("  200 Samples (dict comprehension)", await timed(make_samples)),
-            ("  InputTable.update_many, same values", await timed(store_same)),
-            ("  InputTable.update_many, all changed (per call)",
-             await timed(store_alternating) / 2)]
+            ("  bytes == the last decoded bytes", await timed(compare)),
+            ("  BlockDecoder.values", await timed(decode)),
+            ("  InputTable.update_good, same values", await timed(good_same)),
+            ("  InputTable.update_good, all changed (2 calls)", await timed(good_alternating)),
+            ("  InputTable.refresh_good (read again unchanged)", await timed(refresh)),
+            ("  InputTable.snapshot after a refresh (makes them)", await timed(snap)),
+            ("  InputTable.snapshot, nothing pending", await timed(snap_only)),
+            ("  (generic) 200 Sample(...) in a dict", await timed(make_samples)),
+            ("  (generic) InputTable.update_many, same values", await timed(store_same))]
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(polls):
@@ -487,6 +523,8 @@ async def _plc_figures(seconds: float) -> dict[str, float]:
         return await _s7_rates(port, seconds, False), await _s7_rates(port, seconds / 2, True)
 
     coalesced, single = await _in_server_process(_serve_s7, s7)
+    changing = await _in_server_process(_serve_s7_changing,
+                                        lambda port: _s7_rates(port, seconds, False))
     ua_linelight, ua_bare = await _in_server_process(
         _serve_opcua, lambda port: _opcua_rates(port, seconds))
     bare = coalesced["bare_samples_per_s"]
@@ -503,6 +541,12 @@ async def _plc_figures(seconds: float) -> dict[str, float]:
         "s7_bare_snap7_cpu_us_per_read": round(coalesced["bare_cpu_us_per_read"], 1),
         "ratio_s7_cpu_bare_vs_linelight": round(coalesced["bare_cpu_us_per_read"]
                                                 / coalesced["cpu_us_per_poll"], 2),
+        "s7_changing_samples_per_s": round(changing["samples_per_s"], 1),
+        "s7_changing_bare_snap7_samples_per_s": round(changing["bare_samples_per_s"], 1),
+        "ratio_s7_changing_linelight_vs_bare_snap7": round(
+            changing["samples_per_s"] / changing["bare_samples_per_s"], 2),
+        "s7_changing_cpu_us_per_poll": round(changing["cpu_us_per_poll"], 1),
+        "s7_changing_bare_snap7_cpu_us_per_read": round(changing["bare_cpu_us_per_read"], 1),
         "opcua_samples_per_s": round(ua_linelight, 1),
         "opcua_bare_asyncua_samples_per_s": round(ua_bare, 1),
         "ratio_opcua_linelight_vs_bare_asyncua": round(ua_linelight / ua_bare, 2),
@@ -560,11 +604,12 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     logging.basicConfig(level=logging.ERROR)
     if args.s7_breakdown:
-        async def breakdown() -> list[tuple[str, float]]:
+        async def breakdown() -> list[tuple[str, tuple[float, float]]]:
             return await _in_server_process(  # type: ignore[no-any-return]
                 _serve_s7, lambda port: _s7_breakdown(port, 500 if args.quick else 2000))
-        for name, us in anyio.run(breakdown):
-            print(f"{name:50} {us:8.1f} us")
+        print(f"{'piece of one S7 poll (per call)':52} {'CPU':>8} {'wall':>8}")
+        for name, (cpu, wall) in anyio.run(breakdown):
+            print(f"{name:52} {cpu:5.1f} us {wall:5.1f} us")
         return 0
     r = anyio.run(_main, args.quick)
     rows = [
@@ -585,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
         ("S7, bare python-snap7 read loop", "", f"{r['s7_bare_snap7_samples_per_s']:.0f} samples/s"),
         ("S7 client CPU per poll / bare per read", f"{r['s7_cpu_us_per_poll']:.0f} us",
          f"{r['s7_bare_snap7_cpu_us_per_read']:.0f} us"),
+        ("S7, every byte changed on every read", "",
+         f"{r['s7_changing_samples_per_s']:.0f} samples/s"),
+        ("S7, same, bare python-snap7 read loop", "",
+         f"{r['s7_changing_bare_snap7_samples_per_s']:.0f} samples/s"),
+        ("S7 changing: CPU per poll / bare per read", f"{r['s7_changing_cpu_us_per_poll']:.0f} us",
+         f"{r['s7_changing_bare_snap7_cpu_us_per_read']:.0f} us"),
         (f"OPC UA, {UA_ITEMS} items at {UA_HZ:g} Hz", "",
          f"{r['opcua_samples_per_s']:.0f} samples/s"),
         ("OPC UA, bare asyncua subscription", "",
@@ -597,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['ratio_samples_coalesced_vs_uncoalesced']}, linelight/bare pymodbus req/s = "
           f"{r['ratio_requests_linelight_vs_bare_pymodbus']} (machine shared, figures noisy)")
     print(f"ratios: S7 coalesced/one-each = {r['ratio_s7_coalesced_vs_uncoalesced']}, S7 "
-          f"linelight/bare snap7 = {r['ratio_s7_linelight_vs_bare_snap7']}, OPC UA "
+          f"linelight/bare snap7 = {r['ratio_s7_linelight_vs_bare_snap7']} (unchanged data), "
+          f"{r['ratio_s7_changing_linelight_vs_bare_snap7']} (every byte changing), OPC UA "
           f"linelight/bare asyncua = {r['ratio_opcua_linelight_vs_bare_asyncua']}")
     print(json.dumps(r))
     return 0

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from itertools import repeat
+from operator import itemgetter
+from typing import Protocol, cast
 
 import anyio
 
-from linelight.rules.values import Sample
+from linelight.rules.values import Quality, Sample, Value
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,12 @@ class InputTable:
         self._lock = threading.Lock()
         self._updates = _Waitable()  # every update
         self._value_changes = _Waitable()  # updates whose value or quality differed
+        # For `refresh_good`: per block of names, the count of writes after `update_good`
+        # stored it (no other write since: its samples are still the table's), those samples
+        # and the values they were made of; and the refreshes not yet made into Samples.
+        self._writes = 0
+        self._good: dict[tuple[str, ...], tuple[int, list[Sample], Sequence[Value]]] = {}
+        self._fresh: dict[tuple[str, ...], tuple[float, int]] = {}
         for name in names:
             self.declare(name)
 
@@ -73,13 +81,18 @@ class InputTable:
 
     def get(self, name: str) -> Sample:
         with self._lock:
+            if self._fresh:
+                self._apply_fresh()
             return self._samples.get(name, Sample.init())
 
     def update(self, name: str, sample: Sample) -> None:
         """Store `sample` as the latest of `name`. Call from the event loop only."""
         with self._lock:
+            if self._fresh:
+                self._apply_fresh()
             differs = _differs(self._samples.get(name), sample)
             self._samples[name] = sample
+            self._writes += 1
         self._notify(differs)
 
     def update_many(self, samples: Mapping[str, Sample]) -> None:
@@ -87,9 +100,73 @@ class InputTable:
         if not samples:
             return
         with self._lock:
+            if self._fresh:
+                self._apply_fresh()
             differs = any(_differs(self._samples.get(n), s) for n, s in samples.items())
             self._samples.update(samples)
+            self._writes += 1
         self._notify(differs)
+
+    def update_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
+                    wall_ns: int) -> None:
+        """Store a GOOD sample of `values[i]` for `names[i]`, all at once: what `update_many`
+        does with those samples (one lock, one wake-up, a value change only if some input's
+        value, its type or its quality differs), without a Python-level step per input, for
+        a poller's block (Modbus, S7) read hundreds of times a second."""
+        if len(names) != len(values):
+            raise ValueError(f"{len(names)} input names for {len(values)} values")
+        if not names:
+            return
+        with self._lock:
+            if self._fresh:
+                self._apply_fresh()
+            differs = self._store_good(names, values, at, wall_ns)
+        self._notify(differs)
+
+    def refresh_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
+                     wall_ns: int) -> None:
+        """`update_good(names, values, at, wall_ns)` for inputs read again unchanged: when
+        `values` is the very sequence (unmodified) the last `update_good` or `refresh_good` of
+        `names` was given, and no other write touched the table since, it takes constant
+        time, and the new Samples are made when the table is next read (once, however many
+        refreshes came before). Otherwise it is `update_good`."""
+        if len(names) != len(values):
+            raise ValueError(f"{len(names)} input names for {len(values)} values")
+        with self._lock:
+            record = self._good.get(names)
+            if record is not None and record[2] is values and (record[0] == self._writes or list(
+                    map(self._samples.get, names, repeat(_ABSENT))) == record[1]):
+                self._good[names] = (self._writes, record[1], values)
+                self._fresh[names] = (at, wall_ns)
+                differs = False
+            else:  # another block's values, or written since (marked STALE or BAD, ...)
+                if self._fresh:
+                    self._apply_fresh()
+                differs = self._store_good(names, values, at, wall_ns)
+        self._notify(differs)
+
+    def _store_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
+                    wall_ns: int) -> bool:
+        """Under the lock, no refresh pending: store; whether a value or quality differs."""
+        new = _good_samples(values, at, wall_ns)
+        old = list(map(self._samples.get, names, repeat(_ABSENT)))
+        self._samples.update(zip(names, new, strict=True))
+        self._writes += 1
+        self._good[names] = (self._writes, new, values)
+        old_values = list(map(_VALUE, old))
+        return (list(map(_QUALITY, old)).count(Quality.GOOD) != len(old)
+                or list(map(type, old_values)) != list(map(type, values))
+                or old_values != list(values))
+
+    def _apply_fresh(self) -> None:
+        """Under the lock: make the pending refreshes' Samples (before any read or write)."""
+        self._writes += 1
+        for names, (at, wall_ns) in self._fresh.items():
+            values = self._good[names][2]
+            new = _good_samples(values, at, wall_ns)
+            self._samples.update(zip(names, new, strict=True))
+            self._good[names] = (self._writes, new, values)
+        self._fresh.clear()
 
     def threadsafe_updater(self) -> Updater:
         """Called in the event loop: a function any thread may call to update an input."""
@@ -106,6 +183,8 @@ class InputTable:
     def snapshot(self) -> dict[str, Sample]:
         """A consistent copy of every input's latest sample."""
         with self._lock:
+            if self._fresh:
+                self._apply_fresh()
             return dict(self._samples)
 
     @property
@@ -144,6 +223,7 @@ class ScopedInputs:
     def __init__(self, table: InputTable, prefix: str) -> None:
         self.table = table
         self.prefix = prefix
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def declare(self, name: str) -> None:
         self.table.declare(self.prefix + name)
@@ -156,6 +236,21 @@ class ScopedInputs:
 
     def update_many(self, samples: Mapping[str, Sample]) -> None:
         self.table.update_many({self.prefix + k: v for k, v in samples.items()})
+
+    def update_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
+                    wall_ns: int) -> None:
+        self.table.update_good(self._scoped(names), values, at, wall_ns)
+
+    def refresh_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
+                     wall_ns: int) -> None:
+        self.table.refresh_good(self._scoped(names), values, at, wall_ns)
+
+    def _scoped(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        # a poller's blocks are the same tuples every poll: prefix each once
+        scoped = self._names.get(names)
+        if scoped is None:
+            scoped = self._names[names] = tuple(self.prefix + n for n in names)
+        return scoped
 
     def threadsafe_updater(self) -> Updater:
         inner = self.table.threadsafe_updater()
@@ -187,6 +282,17 @@ class _Waitable:
                 self._event = anyio.Event()
             await self._event.wait()
         return self.count
+
+
+# an input the table does not know: its quality (None) differs from every sample's
+_ABSENT = Sample(None, None, 0.0)  # type: ignore[arg-type]
+_VALUE, _QUALITY = itemgetter(0), itemgetter(1)  # Sample.value, Sample.quality, in C
+
+
+def _good_samples(values: Iterable[Value], at: float, wall_ns: int) -> list[Sample]:
+    """GOOD Samples of `values`, made in C (Sample is a named tuple)."""
+    fields = zip(values, repeat(Quality.GOOD), repeat(at), repeat(wall_ns), repeat(""))
+    return cast("list[Sample]", list(map(tuple.__new__, repeat(Sample), fields)))
 
 
 def _differs(old: Sample | None, new: Sample) -> bool:
