@@ -39,7 +39,7 @@ from linelight.hw.modbus_codec import (
     decode,
     plan_reads,
 )
-from linelight.rules.values import Quality, Sample
+from linelight.rules.values import Quality, Sample, Value
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +346,8 @@ class _BlockState:
     last_answer: float
     stale: bool = False
     names: tuple[str, ...] = ()  # of the block's members, in their order
+    # the last answer decoded and its values: an equal answer only refreshes the ages
+    last: tuple[Sequence[int] | Sequence[bool], list[Value]] | None = None
 
     def __post_init__(self) -> None:
         self.names = tuple(name for name, _ in self.block.members)
@@ -434,13 +436,19 @@ class ModbusSource:
             st.last_answer = now
             st.stale = False
             block = st.block
-            try:
-                values = [decode(point, block.slice_for(point, raw)) for _, point in block.members]
-            except (ValueError, IndexError):  # a malformed answer: say for which points
-                self._store_one_by_one(table, block, raw, now, wall)
-                continue
-            self.counters.samples += len(values)
-            table.update_good(st.names, values, now, wall)
+            if st.last is not None and st.last[0] == raw:  # read again unchanged
+                table.refresh_good(st.names, st.last[1], now, wall)
+            else:
+                try:
+                    values = [decode(point, block.slice_for(point, raw))
+                              for _, point in block.members]
+                except (ValueError, IndexError):  # a malformed answer: say for which points
+                    st.last = None
+                    self._store_one_by_one(table, block, raw, now, wall)
+                    continue
+                st.last = (raw, values)
+                table.update_good(st.names, values, now, wall)
+            self.counters.samples += len(st.names)
 
     def _store_one_by_one(self, table: InputTable, block: ReadBlock,
                           raw: Sequence[int] | Sequence[bool], now: float,
