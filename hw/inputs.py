@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -61,12 +61,13 @@ class InputTable:
         self._lock = threading.Lock()
         self._updates = _Waitable()  # every update
         self._value_changes = _Waitable()  # updates whose value or quality differed
-        # For `refresh_good`: per block of names, the count of writes after `update_good`
-        # stored it (no other write since: its samples are still the table's), those samples
-        # and the values they were made of; and the refreshes not yet made into Samples.
+        # The blocks `update_good` stored, by their tuple of names (no two share a name: a
+        # block taking a name another held forgets that one); those whose Samples are yet to
+        # be made; and a count of the other writes, which may have replaced a block's Samples.
+        self._blocks: dict[tuple[str, ...], _Block] = {}
+        self._owner: dict[str, tuple[str, ...]] = {}
+        self._unmade: dict[tuple[str, ...], _Block] = {}
         self._writes = 0
-        self._good: dict[tuple[str, ...], tuple[int, list[Sample], Sequence[Value]]] = {}
-        self._fresh: dict[tuple[str, ...], tuple[float, int]] = {}
         for name in names:
             self.declare(name)
 
@@ -81,15 +82,15 @@ class InputTable:
 
     def get(self, name: str) -> Sample:
         with self._lock:
-            if self._fresh:
-                self._apply_fresh()
+            if self._unmade:
+                self._make_samples()
             return self._samples.get(name, Sample.init())
 
     def update(self, name: str, sample: Sample) -> None:
         """Store `sample` as the latest of `name`. Call from the event loop only."""
         with self._lock:
-            if self._fresh:
-                self._apply_fresh()
+            if self._unmade:
+                self._make_samples()
             differs = _differs(self._samples.get(name), sample)
             self._samples[name] = sample
             self._writes += 1
@@ -100,73 +101,70 @@ class InputTable:
         if not samples:
             return
         with self._lock:
-            if self._fresh:
-                self._apply_fresh()
+            if self._unmade:
+                self._make_samples()
             differs = any(_differs(self._samples.get(n), s) for n, s in samples.items())
             self._samples.update(samples)
             self._writes += 1
         self._notify(differs)
 
-    def update_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
+    def update_good(self, names: tuple[str, ...], values: tuple[Value, ...], at: float,
                     wall_ns: int) -> None:
-        """Store a GOOD sample of `values[i]` for `names[i]`, all at once: what `update_many`
-        does with those samples (one lock, one wake-up, a value change only if some input's
-        value, its type or its quality differs), without a Python-level step per input, for
-        a poller's block (Modbus, S7) read hundreds of times a second."""
+        """Store a GOOD sample of `values[i]` for `names[i]` (a poller's block: Modbus, S7):
+        what `update_many` does with those samples (one lock, one wake-up, a value change
+        only if some input's value, its type or its quality differs), in a time that does
+        not grow with the block while it is the table's last write to those inputs: it
+        compares `values` with the block's last values (in C; nothing when it is the same
+        tuple, as a poller passes for bytes read again unchanged), and the Samples are made
+        when the table is next read, once however many updates came before."""
         if len(names) != len(values):
             raise ValueError(f"{len(names)} input names for {len(values)} values")
         if not names:
             return
         with self._lock:
-            if self._fresh:
-                self._apply_fresh()
-            differs = self._store_good(names, values, at, wall_ns)
+            block = self._blocks.get(names)
+            if block is not None and (block.writes == self._writes or block.samples is None
+                                      or list(map(self._samples.get, names, repeat(_ABSENT)))
+                                      == block.samples):
+                old = block.values
+                differs = old is not values and (
+                    old != values or list(map(type, old)) != list(map(type, values)))
+                block.set(values, at, wall_ns, self._writes)
+                self._unmade[names] = block
+            else:  # new, or written since (marked STALE or BAD): store and compare each
+                differs = self._store_block(names, values, at, wall_ns, block is None)
         self._notify(differs)
 
-    def refresh_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
-                     wall_ns: int) -> None:
-        """`update_good(names, values, at, wall_ns)` for inputs read again unchanged: when
-        `values` is the very sequence (unmodified) the last `update_good` or `refresh_good` of
-        `names` was given, and no other write touched the table since, it takes constant
-        time, and the new Samples are made when the table is next read (once, however many
-        refreshes came before). Otherwise it is `update_good`."""
-        if len(names) != len(values):
-            raise ValueError(f"{len(names)} input names for {len(values)} values")
-        with self._lock:
-            record = self._good.get(names)
-            if record is not None and record[2] is values and (record[0] == self._writes or list(
-                    map(self._samples.get, names, repeat(_ABSENT))) == record[1]):
-                self._good[names] = (self._writes, record[1], values)
-                self._fresh[names] = (at, wall_ns)
-                differs = False
-            else:  # another block's values, or written since (marked STALE or BAD, ...)
-                if self._fresh:
-                    self._apply_fresh()
-                differs = self._store_good(names, values, at, wall_ns)
-        self._notify(differs)
-
-    def _store_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
-                    wall_ns: int) -> bool:
-        """Under the lock, no refresh pending: store; whether a value or quality differs."""
+    def _store_block(self, names: tuple[str, ...], values: tuple[Value, ...], at: float,
+                     wall_ns: int, new_block: bool) -> bool:
+        """Under the lock: store at once; whether a value or quality differs."""
+        if self._unmade:
+            self._make_samples()
+        if new_block:
+            for name in names:
+                other = self._owner.get(name)
+                if other is not None and other != names:
+                    self._blocks.pop(other, None)
+                self._owner[name] = names
         new = _good_samples(values, at, wall_ns)
         old = list(map(self._samples.get, names, repeat(_ABSENT)))
         self._samples.update(zip(names, new, strict=True))
         self._writes += 1
-        self._good[names] = (self._writes, new, values)
+        block = self._blocks[names] = _Block()
+        block.set(values, at, wall_ns, self._writes)
+        block.samples = new
         old_values = list(map(_VALUE, old))
         return (list(map(_QUALITY, old)).count(Quality.GOOD) != len(old)
                 or list(map(type, old_values)) != list(map(type, values))
                 or old_values != list(values))
 
-    def _apply_fresh(self) -> None:
-        """Under the lock: make the pending refreshes' Samples (before any read or write)."""
-        self._writes += 1
-        for names, (at, wall_ns) in self._fresh.items():
-            values = self._good[names][2]
-            new = _good_samples(values, at, wall_ns)
-            self._samples.update(zip(names, new, strict=True))
-            self._good[names] = (self._writes, new, values)
-        self._fresh.clear()
+    def _make_samples(self) -> None:
+        """Under the lock: the Samples of the blocks updated since the table was last read
+        (before any read or other write; blocks share no name, so the order does not matter)."""
+        for names, block in self._unmade.items():
+            block.samples = _good_samples(block.values, block.at, block.wall_ns)
+            self._samples.update(zip(names, block.samples, strict=True))
+        self._unmade.clear()
 
     def threadsafe_updater(self) -> Updater:
         """Called in the event loop: a function any thread may call to update an input."""
@@ -183,8 +181,8 @@ class InputTable:
     def snapshot(self) -> dict[str, Sample]:
         """A consistent copy of every input's latest sample."""
         with self._lock:
-            if self._fresh:
-                self._apply_fresh()
+            if self._unmade:
+                self._make_samples()
             return dict(self._samples)
 
     @property
@@ -237,13 +235,9 @@ class ScopedInputs:
     def update_many(self, samples: Mapping[str, Sample]) -> None:
         self.table.update_many({self.prefix + k: v for k, v in samples.items()})
 
-    def update_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
+    def update_good(self, names: tuple[str, ...], values: tuple[Value, ...], at: float,
                     wall_ns: int) -> None:
         self.table.update_good(self._scoped(names), values, at, wall_ns)
-
-    def refresh_good(self, names: tuple[str, ...], values: Sequence[Value], at: float,
-                     wall_ns: int) -> None:
-        self.table.refresh_good(self._scoped(names), values, at, wall_ns)
 
     def _scoped(self, names: tuple[str, ...]) -> tuple[str, ...]:
         # a poller's blocks are the same tuples every poll: prefix each once
@@ -261,6 +255,20 @@ class ScopedInputs:
 
         return update_from_thread
 
+
+
+class _Block:
+    """One block of `InputTable.update_good`: its last values, when, and their Samples once
+    made; `writes`: the table's count of other writes when they were last known stored."""
+
+    __slots__ = ("at", "samples", "values", "wall_ns", "writes")
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] | None = None
+
+    def set(self, values: tuple[Value, ...], at: float, wall_ns: int, writes: int) -> None:
+        self.values, self.at, self.wall_ns, self.writes = values, at, wall_ns, writes
+        self.samples = None
 
 
 class _Waitable:

@@ -347,7 +347,7 @@ class _BlockState:
     stale: bool = False
     names: tuple[str, ...] = ()  # of the block's members, in their order
     # the last answer decoded and its values: an equal answer only refreshes the ages
-    last: tuple[Sequence[int] | Sequence[bool], list[Value]] | None = None
+    last: tuple[Sequence[int] | Sequence[bool], tuple[Value, ...]] | None = None
 
     def __post_init__(self) -> None:
         self.names = tuple(name for name, _ in self.block.members)
@@ -437,17 +437,17 @@ class ModbusSource:
             st.stale = False
             block = st.block
             if st.last is not None and st.last[0] == raw:  # read again unchanged
-                table.refresh_good(st.names, st.last[1], now, wall)
+                values = st.last[1]  # the same tuple: the table sees it unchanged at once
             else:
                 try:
-                    values = [decode(point, block.slice_for(point, raw))
-                              for _, point in block.members]
+                    values = tuple([decode(point, block.slice_for(point, raw))
+                                    for _, point in block.members])
                 except (ValueError, IndexError):  # a malformed answer: say for which points
                     st.last = None
                     self._store_one_by_one(table, block, raw, now, wall)
                     continue
                 st.last = (raw, values)
-                table.update_good(st.names, values, now, wall)
+            table.update_good(st.names, values, now, wall)
             self.counters.samples += len(st.names)
 
     def _store_one_by_one(self, table: InputTable, block: ReadBlock,

@@ -255,8 +255,8 @@ class S7Source:
         self._blocks = blocks
         self._decoders = [(block, BlockDecoder(block)) for block in blocks]
         # per block, the bytes of its last decoded answer and their values: bytes equal to
-        # them are not decoded again, and only refresh the inputs' ages (InputTable.refresh_good)
-        self._last_decoded: list[tuple[bytes, list[Value]] | None] = [None] * len(blocks)
+        # them are not decoded again (and the table sees their values unchanged at once)
+        self._last_decoded: list[tuple[bytes, tuple[Value, ...]] | None] = [None] * len(blocks)
 
     def _plan(self, pdu: int) -> list[S7Block]:
         return plan_reads(self.spec.inputs, max_bytes=max_block_bytes(pdu),
@@ -315,8 +315,8 @@ class S7Source:
                 return
             now, wall = self._answered(i, names), time.time_ns()
             last = self._last_decoded[i]
-            if last is not None and last[0] == data:  # read again unchanged: refresh the ages
-                table.refresh_good(names, last[1], now, wall)
+            if last is not None and last[0] == data:  # read again unchanged
+                values = last[1]  # the same tuple: the table sees it unchanged at once
             else:
                 try:
                     values = decoder.values(data)
@@ -325,7 +325,7 @@ class S7Source:
                     self._store_one_by_one(table, block, data, now, wall)
                     continue
                 self._last_decoded[i] = (data, values)
-                table.update_good(names, values, now, wall)
+            table.update_good(names, values, now, wall)
             self.counters.samples += len(names)
 
     def _store_one_by_one(self, table: InputTable, block: S7Block, data: bytes, now: float,

@@ -285,13 +285,14 @@ class BlockDecoder:
         # the order of `values`: the struct's numbers first, then the others
         self.names = tuple(names) + tuple(name for name, _, _ in self.others)
 
-    def values(self, data: bytes) -> list[Value]:
+    def values(self, data: bytes) -> tuple[Value, ...]:
         """Every member's value in the order of `names`; struct.error, IndexError or ValueError
         if `data` is short."""
-        out: list[Value] = list(self._struct.unpack_from(data)) if self._struct is not None \
-            else []
-        out += [decode_from(address, data, at) for _, address, at in self.others]
-        return out
+        numbers: tuple[Value, ...] = self._struct.unpack_from(data) \
+            if self._struct is not None else ()
+        if not self.others:
+            return numbers
+        return numbers + tuple(decode_from(address, data, at) for _, address, at in self.others)
 
     def decode(self, data: bytes) -> dict[str, Value]:
         """Every member's value by name (`values` as a dict)."""

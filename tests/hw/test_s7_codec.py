@@ -131,7 +131,7 @@ def test_a_block_decodes_at_once_as_each_address_would_alone():
         data[10:14] = struct.pack(">f", rng.uniform(-1e6, 1e6))
         expected = {n: decode_from(a, bytes(data), a.byte - block.start) for n, a in addresses}
         assert decoder.decode(bytes(data)) == expected
-        assert decoder.values(bytes(data)) == [expected[n] for n in decoder.names]
+        assert decoder.values(bytes(data)) == tuple(expected[n] for n in decoder.names)
     with pytest.raises(struct.error):
         decoder.decode(b"\x00" * (block.size - 1))  # a short answer fails as a whole
 
