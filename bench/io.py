@@ -265,18 +265,9 @@ SLICE = 0.25  # s: linelight and the bare client take turns in slices this long
 SCAN = 0.020  # s: how often the table is read meanwhile (the example config's scan period)
 
 
-async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]:
-    """linelight's S7 poller (poll_once back to back) and python-snap7's bare AsyncClient
-    reading the same 200 words (400 bytes) in one request and unpacking them (the least a
-    program using the bare client does with what it reads), taking turns in SLICE-long slices
-    for `seconds` each, so both see the same load on the shared machine. A task takes a
-    snapshot of linelight's input table every 20 ms meanwhile, as the agent's scan loop does
-    (the table makes a block's Samples when it is read). Rates, and the client process's CPU
-    time per poll / per read (the server runs in its own process)."""
-    import struct
-
-    import snap7
-
+async def _s7_source(port: int, spaced: bool):  # type: ignore[no-untyped-def]
+    """linelight's S7 source of the 200 words, connected and polled once, with its connection
+    and input table."""
     from linelight.hw.build import build_hardware
     from linelight.hw.inputs import InputTable
     from linelight.hw.s7 import S7Source
@@ -290,6 +281,23 @@ async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]
     source.blocks = source._plan(conn.pdu)  # what run() does after a connect
     table = InputTable()
     await source.poll_once(table)
+    return source, conn, table
+
+
+async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]:
+    """linelight's S7 poller (poll_once back to back) and python-snap7's bare AsyncClient
+    reading the same 200 words (400 bytes) in one request and unpacking them (the least a
+    program using the bare client does with what it reads), taking turns in SLICE-long slices
+    for `seconds` each, so both see the same load on the shared machine. A task takes a
+    snapshot of linelight's input table every 20 ms meanwhile, as the agent's scan loop does
+    (the table makes a block's Samples when it is read). Rates, and the client process's CPU
+    time per poll / per read (the server runs in its own process)."""
+    import struct
+
+    import snap7
+
+
+    source, conn, table = await _s7_source(port, spaced)
     bare = snap7.AsyncClient()
     await bare.connect("127.0.0.1", 0, 1, port)
     ours = {"polls": 0, "time": 0.0, "cpu": 0.0}
@@ -341,20 +349,9 @@ async def _s7_breakdown(port: int, polls: int) -> list[tuple[str, tuple[float, f
 
     import snap7
 
-    from linelight.hw.build import build_hardware
-    from linelight.hw.inputs import InputTable
-    from linelight.hw.s7 import S7Source
     from linelight.rules.values import Quality, Sample
 
-    sources, _ = _read_config(_s7_toml(port, False))
-    hw = build_hardware(sources, None)
-    source = hw.source("plc")
-    assert isinstance(source, S7Source)
-    conn = hw.s7_connections["plc"]
-    await conn.connect()
-    source.blocks = source._plan(conn.pdu)
-    table = InputTable()
-    await source.poll_once(table)
+    source, conn, table = await _s7_source(port, False)
     (block, decoder), = source._decoders
     names = decoder.names
     client = conn._client
