@@ -112,11 +112,11 @@ class InputTable:
                     wall_ns: int) -> None:
         """Store a GOOD sample of `values[i]` for `names[i]` (a poller's block: Modbus, S7):
         what `update_many` does with those samples (one lock, one wake-up, a value change
-        only if some input's value, its type or its quality differs), in a time that does
-        not grow with the block while it is the table's last write to those inputs: it
-        compares `values` with the block's last values (in C; nothing when it is the same
-        tuple, as a poller passes for bytes read again unchanged), and the Samples are made
-        when the table is next read, once however many updates came before."""
+        only if some input's value, its type or its quality differs), without a Python step
+        per input while the block is the table's last write to those inputs: `values` is
+        compared with the block's last values in C (not at all when it is the same tuple, as
+        a poller passes for bytes read again unchanged), and the Samples are made when the
+        table is next read, once however many updates came before."""
         if len(names) != len(values):
             raise ValueError(f"{len(names)} input names for {len(values)} values")
         if not names:
