@@ -10,13 +10,16 @@
 
 3. S7 (python-snap7's server in its own process): 200 WORD addresses of one DB read coalesced
    (one request per poll) and one request each, next to python-snap7's bare AsyncClient reading
-   the same 400 bytes in a loop, the two taking turns in 0.25 s slices; rates and the client's
-   CPU time per poll.
+   the same 400 bytes in a loop and unpacking them, the two taking turns in 0.25 s slices while
+   linelight's input table is read every 20 ms (as the scan loop does); rates and the client's
+   CPU time per poll. Twice: with the DB unchanged, and with a server that changes every byte
+   of it after every read (both clients see changed data on every read).
+   `--s7-breakdown`: only the CPU and wall time of each piece of one poll, and a cProfile.
 4. OPC UA (asyncua's server in its own process): 500 variables changing at 10 Hz, delivered
    through linelight's subscription into the input table, and at the same time to asyncua's
    bare client counting the notifications of its own subscription with the same settings.
 
-Usage: python -m bench.io [--quick]. Prints a table; the last line is one JSON object.
+Usage: python -m bench.io [--quick] [--s7-breakdown]. Prints a table; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -214,17 +217,29 @@ def _pct(values: list[float], p: float) -> float:
 S7_WORDS = 200
 
 
-def _serve_s7(port: int, ready: multiprocessing.synchronize.Event) -> None:
+def _serve_s7(port: int, ready: multiprocessing.synchronize.Event, changing: bool = False) -> None:
     import snap7
     from snap7.type import SrvArea
 
     server = snap7.Server(log=False)
     db = bytearray(4 * S7_WORDS)
     server.register_area(SrvArea.DB, 20, db)
+    if changing:  # after every read, every byte of the DB changes (two patterns, in turn)
+        patterns = [bytes(len(db)), bytes([0x5A]) * len(db)]
+
+        def flip(event: object) -> None:
+            patterns.reverse()
+            db[:] = patterns[0]
+
+        server.set_read_events_callback(flip)
     server.start_to("127.0.0.1", port)
     ready.set()
     while True:
         time.sleep(3600)
+
+
+def _serve_s7_changing(port: int, ready: multiprocessing.synchronize.Event) -> None:
+    _serve_s7(port, ready, changing=True)
 
 
 def _s7_toml(port: int, spaced: bool) -> str:
@@ -237,18 +252,12 @@ def _s7_toml(port: int, spaced: bool) -> str:
 
 
 SLICE = 0.25  # s: linelight and the bare client take turns in slices this long
+SCAN = 0.020  # s: how often the table is read meanwhile (the example config's scan period)
 
 
-async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]:
-    """linelight's S7 poller (poll_once back to back) and python-snap7's bare AsyncClient
-    reading the same 200 words (400 bytes) in one request and unpacking them (the least a
-    program using the bare client does with what it reads), taking turns in SLICE-long slices
-    for `seconds` each, so both see the same load on the shared machine. Rates, and the client
-    process's CPU time per poll / per read (the server runs in its own process)."""
-    import struct
-
-    import snap7
-
+async def _s7_source(port: int, spaced: bool):  # type: ignore[no-untyped-def]
+    """linelight's S7 source of the 200 words, connected and polled once, with its connection
+    and input table."""
     from linelight.hw.build import build_hardware
     from linelight.hw.inputs import InputTable
     from linelight.hw.s7 import S7Source
@@ -262,25 +271,51 @@ async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]
     source.blocks = source._plan(conn.pdu)  # what run() does after a connect
     table = InputTable()
     await source.poll_once(table)
+    return source, conn, table
+
+
+async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]:
+    """linelight's S7 poller (poll_once back to back) and python-snap7's bare AsyncClient
+    reading the same 200 words (400 bytes) in one request and unpacking them (the least a
+    program using the bare client does with what it reads), taking turns in SLICE-long slices
+    for `seconds` each, so both see the same load on the shared machine. A task takes a
+    snapshot of linelight's input table every 20 ms meanwhile, as the agent's scan loop does
+    (the table makes a block's Samples when it is read). Rates, and the client process's CPU
+    time per poll / per read (the server runs in its own process)."""
+    import struct
+
+    import snap7
+
+
+    source, conn, table = await _s7_source(port, spaced)
     bare = snap7.AsyncClient()
     await bare.connect("127.0.0.1", 0, 1, port)
     ours = {"polls": 0, "time": 0.0, "cpu": 0.0}
     theirs = {"polls": 0, "time": 0.0, "cpu": 0.0}
     requests0, samples0 = conn.stats.requests, source.counters.samples
-    for _ in range(max(1, round(seconds / SLICE))):
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < SLICE:
-            await source.poll_once(table)
-            ours["polls"] += 1
-        ours["time"] += time.perf_counter() - t0
-        ours["cpu"] += time.process_time() - cpu0
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < SLICE:
-            data = await bare.read_area(snap7.Area.DB, 20, 0, 2 * S7_WORDS)
-            assert len(struct.unpack(f">{S7_WORDS}H", data)) == S7_WORDS
-            theirs["polls"] += 1
-        theirs["time"] += time.perf_counter() - t0
-        theirs["cpu"] += time.process_time() - cpu0
+
+    async def scan() -> None:
+        while True:
+            table.snapshot()
+            await anyio.sleep(SCAN)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scan)
+        for _ in range(max(1, round(seconds / SLICE))):
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < SLICE:
+                await source.poll_once(table)
+                ours["polls"] += 1
+            ours["time"] += time.perf_counter() - t0
+            ours["cpu"] += time.process_time() - cpu0
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < SLICE:
+                data = await bare.read_area(snap7.Area.DB, 20, 0, 2 * S7_WORDS)
+                assert len(struct.unpack(f">{S7_WORDS}H", data)) == S7_WORDS
+                theirs["polls"] += 1
+            theirs["time"] += time.perf_counter() - t0
+            theirs["cpu"] += time.process_time() - cpu0
+        tg.cancel_scope.cancel()
     await conn.close()
     await bare.disconnect()
     assert conn.stats.failures == 0, conn.stats.last_error
@@ -290,6 +325,102 @@ async def _s7_rates(port: int, seconds: float, spaced: bool) -> dict[str, float]
             "cpu_us_per_poll": ours["cpu"] / ours["polls"] * 1e6,
             "bare_samples_per_s": theirs["polls"] * S7_WORDS / theirs["time"],
             "bare_cpu_us_per_read": theirs["cpu"] / theirs["polls"] * 1e6}
+
+
+async def _s7_breakdown(port: int, polls: int) -> list[tuple[str, tuple[float, float]]]:
+    """CPU and wall microseconds per call of each piece of one coalesced S7 poll, timed
+    apart from each other on the same connection and data: the whole `poll_once`, the bare
+    client's `read_area`, linelight's `connection.read` around it, the block's decoding, making
+    its Samples and storing them in the input table. Then the whole poll under cProfile (its top
+    functions by own time go to stderr)."""
+    import cProfile
+    import io
+    import pstats
+
+    import snap7
+
+    from linelight.rules.values import Quality, Sample
+
+    source, conn, table = await _s7_source(port, False)
+    (block, decoder), = source._decoders
+    names = decoder.names
+    client = conn._client
+    data = await conn.read(block)
+    copy = bytes(bytearray(data))  # equal bytes, another object: what the next read returns
+    values = decoder.values(data)
+    equal = decoder.values(copy)  # equal values, another tuple
+    changed = tuple(v + 1 for v in values)  # type: ignore[operator]
+    samples = {n: Sample(v, Quality.GOOD, 1.0, 1) for n, v in zip(names, values, strict=True)}
+
+    async def timed(call) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        for _ in range(polls):
+            await call()
+        return ((time.process_time() - cpu0) / polls * 1e6,
+                (time.perf_counter() - t0) / polls * 1e6)
+
+    async def bare_read() -> None:
+        await client.read_area(snap7.Area.DB, 20, block.start, block.size)
+
+    async def make_samples() -> None:
+        now, wall = source._clock(), time.time_ns()
+        {name: Sample(value, Quality.GOOD, now, wall)
+         for name, value in zip(names, values, strict=True)}
+
+    async def decode() -> None:
+        decoder.values(data)
+
+    async def compare() -> None:
+        assert copy == data
+
+    async def answered() -> None:
+        source._answered(0, names)
+
+    async def store_same() -> None:
+        table.update_many(samples)
+
+    async def good_same() -> None:
+        table.update_good(names, values, 1.0, 1)
+
+    async def snap() -> None:
+        table.update_good(names, values, 1.0, 1)
+        table.snapshot()
+
+    async def snap_only() -> None:
+        table.snapshot()
+
+    async def good_equal() -> None:
+        table.update_good(names, equal, 1.0, 1)
+        table.update_good(names, values, 1.0, 1)
+
+    async def good_alternating() -> None:
+        table.update_good(names, changed, 1.0, 1)
+        table.update_good(names, values, 1.0, 1)
+
+    await timed(lambda: source.poll_once(table))  # warm-up: the first timed loop runs slower
+    rows = [("poll_once, whole", await timed(lambda: source.poll_once(table))),
+            ("  bare client read_area", await timed(bare_read)),
+            ("  connection.read (read_area + lock, deadline)", await timed(lambda: conn.read(block))),
+            ("  _answered (freshness of the names)", await timed(answered)),
+            ("  bytes == the last decoded bytes", await timed(compare)),
+            ("  BlockDecoder.values", await timed(decode)),
+            ("  InputTable.update_good, the same tuple", await timed(good_same)),
+            ("  InputTable.update_good, equal tuples (2 calls)", await timed(good_equal)),
+            ("  InputTable.update_good, all changed (2 calls)", await timed(good_alternating)),
+            ("  InputTable.update_good + snapshot (makes Samples)", await timed(snap)),
+            ("  InputTable.snapshot, nothing pending", await timed(snap_only)),
+            ("  (generic) 200 Sample(...) in a dict", await timed(make_samples)),
+            ("  (generic) InputTable.update_many, same values", await timed(store_same))]
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(polls):
+        await source.poll_once(table)
+    profile.disable()
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(18)
+    print(out.getvalue(), file=sys.stderr)
+    await conn.close()
+    return rows
 
 
 # -- 4. OPC UA -----------------------------------------------------------------------------------
@@ -397,6 +528,8 @@ async def _plc_figures(seconds: float) -> dict[str, float]:
         return await _s7_rates(port, seconds, False), await _s7_rates(port, seconds / 2, True)
 
     coalesced, single = await _in_server_process(_serve_s7, s7)
+    changing = await _in_server_process(_serve_s7_changing,
+                                        lambda port: _s7_rates(port, seconds, False))
     ua_linelight, ua_bare = await _in_server_process(
         _serve_opcua, lambda port: _opcua_rates(port, seconds))
     bare = coalesced["bare_samples_per_s"]
@@ -413,6 +546,12 @@ async def _plc_figures(seconds: float) -> dict[str, float]:
         "s7_bare_snap7_cpu_us_per_read": round(coalesced["bare_cpu_us_per_read"], 1),
         "ratio_s7_cpu_bare_vs_linelight": round(coalesced["bare_cpu_us_per_read"]
                                                 / coalesced["cpu_us_per_poll"], 2),
+        "s7_changing_samples_per_s": round(changing["samples_per_s"], 1),
+        "s7_changing_bare_snap7_samples_per_s": round(changing["bare_samples_per_s"], 1),
+        "ratio_s7_changing_linelight_vs_bare_snap7": round(
+            changing["samples_per_s"] / changing["bare_samples_per_s"], 2),
+        "s7_changing_cpu_us_per_poll": round(changing["cpu_us_per_poll"], 1),
+        "s7_changing_bare_snap7_cpu_us_per_read": round(changing["bare_cpu_us_per_read"], 1),
         "opcua_samples_per_s": round(ua_linelight, 1),
         "opcua_bare_asyncua_samples_per_s": round(ua_bare, 1),
         "ratio_opcua_linelight_vs_bare_asyncua": round(ua_linelight / ua_bare, 2),
@@ -464,9 +603,19 @@ async def _main(quick: bool) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--s7-breakdown", action="store_true",
+                        help="only: CPU time of each piece of one S7 poll, and a profile")
     args = parser.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.ERROR)
+    if args.s7_breakdown:
+        async def breakdown() -> list[tuple[str, tuple[float, float]]]:
+            return await _in_server_process(  # type: ignore[no-any-return]
+                _serve_s7, lambda port: _s7_breakdown(port, 500 if args.quick else 2000))
+        print(f"{'piece of one S7 poll (per call)':52} {'CPU':>8} {'wall':>8}")
+        for name, (cpu, wall) in anyio.run(breakdown):
+            print(f"{name:52} {cpu:5.1f} us {wall:5.1f} us")
+        return 0
     r = anyio.run(_main, args.quick)
     rows = [
         ("Modbus poll, 100 inputs in 4 blocks", f"{r['modbus_requests_per_s']:.0f} req/s",
@@ -486,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         ("S7, bare python-snap7 read loop", "", f"{r['s7_bare_snap7_samples_per_s']:.0f} samples/s"),
         ("S7 client CPU per poll / bare per read", f"{r['s7_cpu_us_per_poll']:.0f} us",
          f"{r['s7_bare_snap7_cpu_us_per_read']:.0f} us"),
+        ("S7, every byte changed on every read", "",
+         f"{r['s7_changing_samples_per_s']:.0f} samples/s"),
+        ("S7, same, bare python-snap7 read loop", "",
+         f"{r['s7_changing_bare_snap7_samples_per_s']:.0f} samples/s"),
+        ("S7 changing: CPU per poll / bare per read", f"{r['s7_changing_cpu_us_per_poll']:.0f} us",
+         f"{r['s7_changing_bare_snap7_cpu_us_per_read']:.0f} us"),
         (f"OPC UA, {UA_ITEMS} items at {UA_HZ:g} Hz", "",
          f"{r['opcua_samples_per_s']:.0f} samples/s"),
         ("OPC UA, bare asyncua subscription", "",
@@ -498,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['ratio_samples_coalesced_vs_uncoalesced']}, linelight/bare pymodbus req/s = "
           f"{r['ratio_requests_linelight_vs_bare_pymodbus']} (machine shared, figures noisy)")
     print(f"ratios: S7 coalesced/one-each = {r['ratio_s7_coalesced_vs_uncoalesced']}, S7 "
-          f"linelight/bare snap7 = {r['ratio_s7_linelight_vs_bare_snap7']}, OPC UA "
+          f"linelight/bare snap7 = {r['ratio_s7_linelight_vs_bare_snap7']} (unchanged data), "
+          f"{r['ratio_s7_changing_linelight_vs_bare_snap7']} (every byte changing), OPC UA "
           f"linelight/bare asyncua = {r['ratio_opcua_linelight_vs_bare_asyncua']}")
     print(json.dumps(r))
     return 0

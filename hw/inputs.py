@@ -7,11 +7,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from itertools import repeat
+from operator import itemgetter
+from typing import Protocol, cast
 
 import anyio
 
-from linelight.rules.values import Sample
+from linelight.rules.values import Quality, Sample, Value
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ class InputTable:
         self._lock = threading.Lock()
         self._updates = _Waitable()  # every update
         self._value_changes = _Waitable()  # updates whose value or quality differed
+        # The blocks `update_good` stored, by their tuple of names (no two share a name: a
+        # block taking a name another held forgets that one); those whose Samples are yet to
+        # be made; and a count of the other writes, which may have replaced a block's Samples.
+        self._blocks: dict[tuple[str, ...], _Block] = {}
+        self._owner: dict[str, tuple[str, ...]] = {}
+        self._unmade: dict[tuple[str, ...], _Block] = {}
+        self._writes = 0
         for name in names:
             self.declare(name)
 
@@ -73,13 +82,18 @@ class InputTable:
 
     def get(self, name: str) -> Sample:
         with self._lock:
+            if self._unmade:
+                self._make_samples()
             return self._samples.get(name, Sample.init())
 
     def update(self, name: str, sample: Sample) -> None:
         """Store `sample` as the latest of `name`. Call from the event loop only."""
         with self._lock:
+            if self._unmade:
+                self._make_samples()
             differs = _differs(self._samples.get(name), sample)
             self._samples[name] = sample
+            self._writes += 1
         self._notify(differs)
 
     def update_many(self, samples: Mapping[str, Sample]) -> None:
@@ -87,9 +101,70 @@ class InputTable:
         if not samples:
             return
         with self._lock:
+            if self._unmade:
+                self._make_samples()
             differs = any(_differs(self._samples.get(n), s) for n, s in samples.items())
             self._samples.update(samples)
+            self._writes += 1
         self._notify(differs)
+
+    def update_good(self, names: tuple[str, ...], values: tuple[Value, ...], at: float,
+                    wall_ns: int) -> None:
+        """Store a GOOD sample of `values[i]` for `names[i]` (a poller's block: Modbus, S7):
+        what `update_many` does with those samples (one lock, one wake-up, a value change
+        only if some input's value, its type or its quality differs), without a Python step
+        per input while the block is the table's last write to those inputs: `values` is
+        compared with the block's last values in C (not at all when it is the same tuple, as
+        a poller passes for bytes read again unchanged), and the Samples are made when the
+        table is next read, once however many updates came before."""
+        if len(names) != len(values):
+            raise ValueError(f"{len(names)} input names for {len(values)} values")
+        if not names:
+            return
+        with self._lock:
+            block = self._blocks.get(names)
+            if block is not None and (block.writes == self._writes or block.samples is None
+                                      or list(map(self._samples.get, names, repeat(_ABSENT)))
+                                      == block.samples):
+                old = block.values
+                differs = old is not values and (
+                    old != values or list(map(type, old)) != list(map(type, values)))
+                block.set(values, at, wall_ns, self._writes)
+                self._unmade[names] = block
+            else:  # new, or written since (marked STALE or BAD): store and compare each
+                differs = self._store_block(names, values, at, wall_ns, block is None)
+        self._notify(differs)
+
+    def _store_block(self, names: tuple[str, ...], values: tuple[Value, ...], at: float,
+                     wall_ns: int, new_block: bool) -> bool:
+        """Under the lock: store at once; whether a value or quality differs."""
+        if self._unmade:
+            self._make_samples()
+        if new_block:
+            for name in names:
+                other = self._owner.get(name)
+                if other is not None and other != names:
+                    self._blocks.pop(other, None)
+                self._owner[name] = names
+        new = _good_samples(values, at, wall_ns)
+        old = list(map(self._samples.get, names, repeat(_ABSENT)))
+        self._samples.update(zip(names, new, strict=True))
+        self._writes += 1
+        block = self._blocks[names] = _Block()
+        block.set(values, at, wall_ns, self._writes)
+        block.samples = new
+        old_values = list(map(_VALUE, old))
+        return (list(map(_QUALITY, old)).count(Quality.GOOD) != len(old)
+                or list(map(type, old_values)) != list(map(type, values))
+                or old_values != list(values))
+
+    def _make_samples(self) -> None:
+        """Under the lock: the Samples of the blocks updated since the table was last read
+        (before any read or other write; blocks share no name, so the order does not matter)."""
+        for names, block in self._unmade.items():
+            block.samples = _good_samples(block.values, block.at, block.wall_ns)
+            self._samples.update(zip(names, block.samples, strict=True))
+        self._unmade.clear()
 
     def threadsafe_updater(self) -> Updater:
         """Called in the event loop: a function any thread may call to update an input."""
@@ -106,6 +181,8 @@ class InputTable:
     def snapshot(self) -> dict[str, Sample]:
         """A consistent copy of every input's latest sample."""
         with self._lock:
+            if self._unmade:
+                self._make_samples()
             return dict(self._samples)
 
     @property
@@ -144,6 +221,7 @@ class ScopedInputs:
     def __init__(self, table: InputTable, prefix: str) -> None:
         self.table = table
         self.prefix = prefix
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def declare(self, name: str) -> None:
         self.table.declare(self.prefix + name)
@@ -157,6 +235,17 @@ class ScopedInputs:
     def update_many(self, samples: Mapping[str, Sample]) -> None:
         self.table.update_many({self.prefix + k: v for k, v in samples.items()})
 
+    def update_good(self, names: tuple[str, ...], values: tuple[Value, ...], at: float,
+                    wall_ns: int) -> None:
+        self.table.update_good(self._scoped(names), values, at, wall_ns)
+
+    def _scoped(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        # a poller's blocks are the same tuples every poll: prefix each once
+        scoped = self._names.get(names)
+        if scoped is None:
+            scoped = self._names[names] = tuple(self.prefix + n for n in names)
+        return scoped
+
     def threadsafe_updater(self) -> Updater:
         inner = self.table.threadsafe_updater()
         prefix = self.prefix
@@ -166,6 +255,20 @@ class ScopedInputs:
 
         return update_from_thread
 
+
+
+class _Block:
+    """One block of `InputTable.update_good`: its last values, when, and their Samples once
+    made; `writes`: the table's count of other writes when they were last known stored."""
+
+    __slots__ = ("at", "samples", "values", "wall_ns", "writes")
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] | None = None
+
+    def set(self, values: tuple[Value, ...], at: float, wall_ns: int, writes: int) -> None:
+        self.values, self.at, self.wall_ns, self.writes = values, at, wall_ns, writes
+        self.samples = None
 
 
 class _Waitable:
@@ -187,6 +290,17 @@ class _Waitable:
                 self._event = anyio.Event()
             await self._event.wait()
         return self.count
+
+
+# an input the table does not know: its quality (None) differs from every sample's
+_ABSENT = Sample(None, None, 0.0)  # type: ignore[arg-type]
+_VALUE, _QUALITY = itemgetter(0), itemgetter(1)  # Sample.value, Sample.quality, in C
+
+
+def _good_samples(values: Iterable[Value], at: float, wall_ns: int) -> list[Sample]:
+    """GOOD Samples of `values`, made in C (Sample is a named tuple)."""
+    fields = zip(values, repeat(Quality.GOOD), repeat(at), repeat(wall_ns), repeat(""))
+    return cast("list[Sample]", list(map(tuple.__new__, repeat(Sample), fields)))
 
 
 def _differs(old: Sample | None, new: Sample) -> bool:

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +363,7 @@ class OpcUaSource:
                         f"{self.connection.device} for {quiet:.1f} s (subscription silent); "
                         "reconnecting")
             at = self._clock() - quiet
-            table.update_many({name: replace(s, at=at) for name in self.input_names()
+            table.update_many({name: s._replace(at=at) for name in self.input_names()
                                if (s := table.get(name)).quality is Quality.GOOD and s.at < at})
 
     async def _connect_and_subscribe(self, table: InputTable) -> Any:

@@ -41,7 +41,7 @@ from linelight.hw.s7_codec import (
     max_block_bytes,
     plan_reads,
 )
-from linelight.rules.values import Quality, Sample
+from linelight.rules.values import Quality, Sample, Value
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ class S7Connection:
         self.spec = spec
         self.name = spec.name
         self._client: Any = None
-        self._lock = anyio.Lock()  # one request at a time, one deadline each
+        # one request at a time, one deadline each; fast_acquire: no extra trip through the
+        # event loop when it is free (the request itself waits on the socket)
+        self._lock = anyio.Lock(fast_acquire=True)
         self.first_connect = anyio.Event()
         self.stats = S7LinkStats()
         self.next_attempt = NextAttempt()
@@ -148,7 +150,9 @@ class S7Connection:
         if client is not None:
             await _quietly_disconnect(client)
 
-    async def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
+    async def _call(self, describe: Callable[[], str], call: Callable[[Any], Any]) -> Any:
+        """`call(client)` under the lock and a deadline; `describe()` says what it does, for
+        an error (made only then: a poll's reads are the hot path)."""
         # The tower starts before the poller's first connect: give that one a chance, so a
         # normal start does not log a failed lamp write. Later outages fail at once.
         if not self.first_connect.is_set():
@@ -165,11 +169,12 @@ class S7Connection:
                     return await call(client)
             except S7ProtocolError as exc:  # the CPU answered, with an error
                 self.stats.failures += 1
-                raise S7RefusedError(self.device, what, _text(exc)) from exc
+                raise S7RefusedError(self.device, describe(), _text(exc)) from exc
             except (S7Error, OSError, TimeoutError) as exc:  # S7ConnectionError, S7TimeoutError
                 # No answer on a TCP link means the link is gone (or a later answer would be
                 # mistaken for the next one): drop it, the poller reconnects.
                 self.stats.failures += 1
+                what = describe()
                 reason = (f"no answer to {what} within {self.spec.timeout:g} s"
                           if isinstance(exc, TimeoutError) else f"{what} failed: {_text(exc)}")
                 self.stats.last_error = reason
@@ -181,7 +186,7 @@ class S7Connection:
 
     async def read(self, block: S7Block) -> bytes:
         """The bytes of one block (one request: the plan keeps blocks within the PDU)."""
-        data = await self._call(f"reading {block.describe()}", lambda c: c.read_area(
+        data = await self._call(lambda: f"reading {block.describe()}", lambda c: c.read_area(
             _SNAP_AREA[block.area], block.db, block.start, block.size))
         if len(data) < block.size:
             raise S7RefusedError(self.device, f"reading {block.describe()}",
@@ -204,7 +209,7 @@ class S7Connection:
             # tests/hw/test_s7.py::test_snap7_internals_used_for_bit_writes_exist guards both.
             client.protocol.check_write_response(await client._send_receive(request))  # noqa: SLF001
 
-        await self._call(f"writing {address.describe()} = {int(value)}", call)
+        await self._call(lambda: f"writing {address.describe()} = {int(value)}", call)
 
 
 async def _quietly_disconnect(client: Any) -> None:
@@ -229,11 +234,14 @@ class S7Source:
         self.name = spec.name
         self.connection = connection
         self._clock = clock
+        # when inputs were last answered: per input as of the last plan, then per block
+        self._last_answer: dict[str, float] = {}
+        self._block_answer: list[float | None] = []
+        self._decoders: list[tuple[S7Block, BlockDecoder]] = []
+        self._stale: set[str] = set()
         self.blocks = self._plan(MIN_PDU)
         self._planned_for = MIN_PDU
         self.counters = PollCounters(blocks=len(self.blocks))
-        self._last_answer: dict[str, float] = {}
-        self._stale: set[str] = set()
 
     @property
     def blocks(self) -> list[S7Block]:
@@ -242,9 +250,13 @@ class S7Source:
 
     @blocks.setter
     def blocks(self, blocks: list[S7Block]) -> None:
+        self._last_answer = self._answers()
+        self._block_answer = [None] * len(blocks)
         self._blocks = blocks
-        self._decoders = [(block, BlockDecoder(block),
-                           tuple(name for name, _ in block.members)) for block in blocks]
+        self._decoders = [(block, BlockDecoder(block)) for block in blocks]
+        # per block, the bytes of its last decoded answer and their values: bytes equal to
+        # them are not decoded again (and the table sees their values unchanged at once)
+        self._last_decoded: list[tuple[bytes, tuple[Value, ...]] | None] = [None] * len(blocks)
 
     def _plan(self, pdu: int) -> list[S7Block]:
         return plan_reads(self.spec.inputs, max_bytes=max_block_bytes(pdu),
@@ -263,6 +275,7 @@ class S7Source:
             table.declare(name)
         start = self._clock()
         self._last_answer = dict.fromkeys(self.input_names(), start)
+        self._block_answer = [None] * len(self.blocks)
         task_status.started()
         async with anyio.create_task_group() as tg:
             # The watcher marks STALE on time even while a read hangs until its deadline.
@@ -289,38 +302,60 @@ class S7Source:
         """Read every block once: GOOD values, BAD where the CPU refused; stops when the link
         is gone (the inputs then go STALE on their own clock)."""
         self.counters.polls += 1
-        for block, decoder, names in self._decoders:
+        for i, (block, decoder) in enumerate(self._decoders):
+            names = decoder.names
             try:
                 data = await self.connection.read(block)
             except S7RefusedError as exc:
-                self._answered(names)
+                self._answered(i, names)
                 self._mark(table, block, Quality.BAD, str(exc))
                 continue
             except DeviceError as exc:
                 self.counters.last_error = str(exc)
                 return
-            now, wall = self._answered(names), time.time_ns()
-            try:
-                samples = {name: Sample(value, Quality.GOOD, now, wall)
-                           for name, value in decoder.decode(data).items()}
-            except (ValueError, IndexError, struct.error):  # a short answer: say which input
-                samples = {}
-                for name, address in block.members:
-                    try:
-                        value = decode_from(address, data, address.byte - block.start)
-                        samples[name] = Sample(value, Quality.GOOD, now, wall)
-                    except (ValueError, IndexError, struct.error) as exc:
-                        samples[name] = Sample(None, Quality.BAD, now, wall,
-                                               f"cannot decode {address.describe()}: {exc}")
-            self.counters.samples += len(samples)
-            table.update_many(samples)
+            now, wall = self._answered(i, names), time.time_ns()
+            last = self._last_decoded[i]
+            if last is not None and last[0] == data:  # read again unchanged
+                values = last[1]  # the same tuple: the table sees it unchanged at once
+            else:
+                try:
+                    values = decoder.values(data)
+                except (ValueError, IndexError, struct.error):  # a short answer
+                    self._last_decoded[i] = None
+                    self._store_one_by_one(table, block, data, now, wall)
+                    continue
+                self._last_decoded[i] = (data, values)
+            table.update_good(names, values, now, wall)
+            self.counters.samples += len(names)
 
-    def _answered(self, names: tuple[str, ...]) -> float:
+    def _store_one_by_one(self, table: InputTable, block: S7Block, data: bytes, now: float,
+                          wall: int) -> None:
+        """A block whose bytes do not all decode: GOOD where they do, BAD naming the input."""
+        samples = {}
+        for name, address in block.members:
+            try:
+                value = decode_from(address, data, address.byte - block.start)
+                samples[name] = Sample(value, Quality.GOOD, now, wall)
+            except (ValueError, IndexError, struct.error) as exc:
+                samples[name] = Sample(None, Quality.BAD, now, wall,
+                                       f"cannot decode {address.describe()}: {exc}")
+        self.counters.samples += len(samples)
+        table.update_many(samples)
+
+    def _answered(self, block: int, names: tuple[str, ...]) -> float:
         now = self._clock()
-        self._last_answer.update(dict.fromkeys(names, now))
+        self._block_answer[block] = now
         if self._stale:
             self._stale.difference_update(names)
         return now
+
+    def _answers(self) -> dict[str, float]:
+        """When each input was last answered."""
+        answers = dict(self._last_answer)
+        for (_, decoder), at in zip(self._decoders, self._block_answer, strict=True):
+            if at is not None:
+                answers.update(dict.fromkeys(decoder.names, at))
+        return answers
 
     def _mark(self, table: InputTable, block: S7Block, quality: Quality, reason: str) -> None:
         now, wall = self._clock(), time.time_ns()
@@ -331,16 +366,17 @@ class S7Source:
     async def _watch_stale(self, table: InputTable) -> None:
         while True:
             self._mark_stale(table)
-            pending = [t + self.spec.stale_after for n, t in self._last_answer.items()
+            pending = [t + self.spec.stale_after for n, t in self._answers().items()
                        if n not in self._stale]
             wake = min(min(pending, default=math.inf), self._clock() + self.spec.stale_after)
             await anyio.sleep(max(0.001, wake - self._clock()))
 
     def _mark_stale(self, table: InputTable) -> None:
         now, wall = self._clock(), time.time_ns()
+        answers = self._answers()
         samples = {}
         for name, address in self.spec.inputs:
-            silent = now - self._last_answer.get(name, now)
+            silent = now - answers.get(name, now)
             if name in self._stale or silent < self.spec.stale_after:
                 continue
             self._stale.add(name)

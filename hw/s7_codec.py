@@ -281,13 +281,19 @@ class BlockDecoder:
                 names.append(name)
             else:
                 self.others.append((name, address, at))
-        self.names = tuple(names)
         self._struct = struct.Struct("".join(fmt)) if names else None
+        # the order of `values`: the struct's numbers first, then the others
+        self.names = tuple(names) + tuple(name for name, _, _ in self.others)
+
+    def values(self, data: bytes) -> tuple[Value, ...]:
+        """Every member's value in the order of `names`; struct.error, IndexError or ValueError
+        if `data` is short."""
+        numbers: tuple[Value, ...] = self._struct.unpack_from(data) \
+            if self._struct is not None else ()
+        if not self.others:
+            return numbers
+        return numbers + tuple(decode_from(address, data, at) for _, address, at in self.others)
 
     def decode(self, data: bytes) -> dict[str, Value]:
-        """Every member's value; struct.error, IndexError or ValueError if `data` is short."""
-        out: dict[str, Value] = dict(zip(self.names, self._struct.unpack_from(data), strict=True)) \
-            if self._struct is not None else {}
-        for name, address, at in self.others:
-            out[name] = decode_from(address, data, at)
-        return out
+        """Every member's value by name (`values` as a dict)."""
+        return dict(zip(self.names, self.values(data), strict=True))

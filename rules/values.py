@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 Value = bool | int | float | str | None
 
@@ -21,9 +21,9 @@ class Quality(enum.Enum):
         return self is Quality.GOOD
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One reading of one input.
+class Sample(NamedTuple):
+    """One reading of one input (immutable; a named tuple, as cheap to make as Python allows:
+    a poll makes one per input).
 
     `at` is monotonic seconds (the scan clock the evaluator's `now` uses); `wall_ns` is the
     wall-clock time taken at the source (UTC epoch nanoseconds), used for event timestamps.

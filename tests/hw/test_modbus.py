@@ -138,6 +138,39 @@ async def test_stopped_server_makes_inputs_stale_and_restart_makes_them_good(
     assert hw.connections["plc"].stats.connects >= 2  # reconnected by itself
 
 
+async def test_a_block_read_again_unchanged_refreshes_ages_and_a_changed_register_is_seen(
+        modbus_server: ModbusTestServer):
+    await modbus_server.set_holding(0, list(range(10, 20)))
+    await modbus_server.set_coils(0, [False, True, False, True])
+    inputs = "\n".join([f"h{a} = {{ holding_register = {a} }}" for a in range(10)]
+                       + [f"c{a} = {{ coil = {a} }}" for a in range(4)])
+    (spec,), _ = read_config(_source_toml(
+        "modbus_tcp", f'host = "127.0.0.1"\nport = {modbus_server.port}', inputs))
+    hw = build_hardware([spec], None)
+    now = [100.0]
+    source = ModbusSource(spec, hw.connections["plc"], clock=lambda: now[0])
+    await hw.connections["plc"].connect()
+    table = InputTable()
+    await source.poll_once(table)
+    first = table.snapshot()
+    changes = table.value_changes
+    now[0] = 101.0
+    await source.poll_once(table)  # the same registers and coils again
+    again = table.snapshot()
+    assert {n: s.value for n, s in again.items()} == {n: s.value for n, s in first.items()}
+    assert all(s.quality is Quality.GOOD and s.at == 101.0 for s in again.values())
+    assert table.value_changes == changes
+    await modbus_server.set_holding(5, [55])
+    await modbus_server.set_coils(3, [False])
+    now[0] = 102.0
+    await source.poll_once(table)
+    await hw.close()
+    snap = table.snapshot()
+    assert snap["h5"].value == 55 and snap["c3"].value is False
+    assert snap["h4"].value == 14 and snap["c1"].value is True and snap["h4"].at == 102.0
+    assert table.value_changes == changes + 2  # one per block that changed
+
+
 async def test_illegal_address_gives_bad_naming_device_unit_function_and_address(
         modbus_server: ModbusTestServer):
     toml = _source_toml("modbus_tcp", f'host = "127.0.0.1"\nport = {modbus_server.port}',

@@ -16,8 +16,8 @@ from harness.ports import free_port
 from harness.waiting import wait_until
 from linelight.hw.build import build_hardware
 from linelight.hw.inputs import InputTable
-from linelight.hw.s7 import S7Source
-from linelight.rules.values import Pattern, Quality
+from linelight.hw.s7 import S7Connection, S7Source
+from linelight.rules.values import Pattern, Quality, Sample
 from tests.hw.helpers import (
     outputs_follow,
     read_config,
@@ -148,8 +148,11 @@ async def test_a_refused_read_gives_bad_naming_the_plc_address_and_put_get(
     assert table.get("running").value is True  # one refused DB does not cost the others
 
 
+# After the outage the CPU answers other bytes, or exactly those it answered before: the poller
+# then has them decoded already and the table sees the same values, yet the input leaves STALE.
+@pytest.mark.parametrize("answer_after", [b"\x00\x0c", b"\x00\x0b"], ids=["new", "same"])
 async def test_server_gone_makes_inputs_stale_and_restart_makes_them_good(
-        s7_server: S7TestServer):
+        s7_server: S7TestServer, answer_after: bytes):
     s7_server.db10[6:8] = b"\x00\x0b"
     async with running_sources(_toml(s7_server.port, 'speed = { address = "DB10.DBW6" }')) as (hw, table):
         good = await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD)
@@ -159,10 +162,76 @@ async def test_server_gone_makes_inputs_stale_and_restart_makes_them_good(
         assert stale.value == 11  # the last value stays visible, marked stale
         assert stale.reason.startswith("no answer from S7 PLC 'plc' (127.0.0.1:")
         assert "for DB10.DBW6 in " in stale.reason and "(stale_after 1 s)" in stale.reason
-        s7_server.db10[6:8] = b"\x00\x0c"
+        changes = table.value_changes
+        s7_server.db10[6:8] = answer_after
         s7_server.start()
-        await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD and s.value == 12)
+        again = await wait_sample(table, "speed", lambda s: s.quality is Quality.GOOD)
+    assert again.value == int.from_bytes(answer_after, "big") and again.at > stale.at
+    assert not again.reason and table.value_changes > changes  # wakes a scan on change
     assert hw.s7_connections["plc"].stats.connects >= 2  # reconnected by itself
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _polled(server: S7TestServer, words: int, clock: _Clock) -> tuple[S7Source, Any]:
+    """A source of `words` WORDs of DB20 in one block, connected, polled by the test."""
+    inputs = "\n".join(f'w{i} = {{ address = "DB20.DBW{2 * i}" }}' for i in range(words))
+    (spec,), _ = read_config(_toml(server.port, inputs))
+    connection = S7Connection(spec)
+    await connection.connect()
+    source = S7Source(spec, connection, clock=clock)
+    source.blocks = source._plan(connection.pdu)  # what run() does after a connect
+    assert len(source.blocks) == 1
+    return source, connection
+
+
+async def test_a_block_read_again_unchanged_refreshes_every_age_without_a_value_change(
+        s7_server: S7TestServer):
+    s7_server.db20[0:200] = bytes(range(200))
+    clock = _Clock()
+    source, connection = await _polled(s7_server, 100, clock)
+    table = InputTable()
+    await source.poll_once(table)
+    first = table.snapshot()
+    assert first["w3"] == Sample(6 * 256 + 7, Quality.GOOD, 100.0, first["w3"].wall_ns)
+    version, changes = table.version, table.value_changes
+    clock.now = 101.0
+    await source.poll_once(table)
+    again = table.snapshot()
+    await connection.close()
+    assert {n: s.value for n, s in again.items()} == {n: s.value for n, s in first.items()}
+    assert all(s.quality is Quality.GOOD and s.at == 101.0 and s.wall_ns >= first[n].wall_ns
+               for n, s in again.items())
+    assert table.value_changes == changes and table.version > version
+    assert source.counters.samples == 200  # a refreshed input is a sample like any other
+
+
+async def test_one_changed_byte_in_a_block_read_again_is_seen(s7_server: S7TestServer):
+    s7_server.db20[0:200] = bytes(range(200))
+    clock = _Clock()
+    source, connection = await _polled(s7_server, 100, clock)
+    table = InputTable()
+    await source.poll_once(table)
+    first = {n: s.value for n, s in table.snapshot().items()}
+    for offset, name in ((101, "w50"), (199, "w99"), (0, "w0")):  # middle, last, first byte
+        s7_server.db20[offset] ^= 0x10
+        changes = table.value_changes
+        clock.now += 1.0
+        await source.poll_once(table)
+        snap = table.snapshot()
+        word = s7_server.db20[offset & ~1] * 256 + s7_server.db20[offset | 1]
+        assert snap[name] == Sample(word, Quality.GOOD, clock.now, snap[name].wall_ns)
+        assert word != first[name] and table.value_changes == changes + 1
+        s7_server.db20[offset] ^= 0x10  # back, for the next round: seen as a change too
+        await source.poll_once(table)
+        assert table.get(name).value == first[name]
+    await connection.close()
 
 
 async def test_refused_connects_count_as_failures_with_the_next_attempt_in_status():

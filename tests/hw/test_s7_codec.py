@@ -121,7 +121,9 @@ def test_a_block_decodes_at_once_as_each_address_would_alone():
     addresses.append(("scaled", parse_address("DB20.DBW14", "INT", scale=0.1, offset=-5.0)))
     (block,) = plan_reads(addresses, max_bytes=222, max_gap=16)
     decoder = BlockDecoder(block)
-    assert {"word", "dint", "real", "dword_after_hole", "last"} <= set(decoder.names)
+    one_by_one = {name for name, _, _ in decoder.others}
+    assert not {"word", "dint", "real", "dword_after_hole", "last"} & one_by_one
+    assert sorted(decoder.names) == sorted(n for n, _ in addresses)
     rng = random.Random(19)
     for _ in range(50):
         data = bytearray(rng.randbytes(block.size))
@@ -129,6 +131,7 @@ def test_a_block_decodes_at_once_as_each_address_would_alone():
         data[10:14] = struct.pack(">f", rng.uniform(-1e6, 1e6))
         expected = {n: decode_from(a, bytes(data), a.byte - block.start) for n, a in addresses}
         assert decoder.decode(bytes(data)) == expected
+        assert decoder.values(bytes(data)) == tuple(expected[n] for n in decoder.names)
     with pytest.raises(struct.error):
         decoder.decode(b"\x00" * (block.size - 1))  # a short answer fails as a whole
 
