@@ -27,9 +27,12 @@ def find_mosquitto() -> str | None:
     return shutil.which("mosquitto")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now: the kernel's pick for port 0 on `host`
+    (127.0.0.1 or ::1). The demo's, and through harness/ports.py the tests' and benches'."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
