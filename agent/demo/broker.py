@@ -7,6 +7,7 @@ import contextlib
 import getpass
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -36,58 +37,134 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class LocalBroker:
-    """A mosquitto on a free loopback port, in its own directory; `stop()`/`start()` keep the
-    port so the agent reconnects to the same address after an outage."""
+class BrokerError(RuntimeError):
+    """The broker did not start or stop as asked; the message quotes its log."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+
+class LocalBroker:
+    """One mosquitto process on a loopback port, in its own directory: its config, its
+    persistence and its log live in `workdir`. `start()`, `stop()` (SIGTERM, persistence
+    saved), `kill()` (SIGKILL) and `restart()` keep the port and the persistence, so the agent
+    reconnects to the same address after an outage and a subscriber with a persistent session
+    finds it again. The demo's broker, and (harness/mosquitto.py) the tests' and benches'.
+
+    `extra` is appended to the config after the `listener` line, so listener options such as
+    `cafile`/`certfile`/`keyfile`/`require_certificate` apply to it, and global options
+    (`acl_file`, `password_file`, `allow_anonymous false`) work too (mosquitto 2 reads them
+    per listener unless `per_listener_settings` is set, which is never set here).
+    """
+
+    def __init__(self, binary: str, workdir: Path, *, port: int | None = None,
+                 host: str = "127.0.0.1", extra: str = "", autosave: int = 1) -> None:
         self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = port or free_port(host)
+        self.extra = extra
+        # Seconds between persistence writes, so sessions survive `kill()`; 0 writes only at
+        # a clean stop (benchmarks use 0: a full write every second loads the disk).
+        self.autosave = autosave
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir(exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.conf = workdir / "mosquitto.conf"
-        self.log = workdir / "mosquitto.log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        # `user`: started as root, mosquitto would switch to the `mosquitto` user and then
-        # fail to write its persistence file here, losing the subscriber's session in outages.
-        # `max_queued_messages 0`: the subscriber's session holds a whole backlog.
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
-            f"max_queued_messages 0\nlog_dest file {self.log}\nuser {getpass.getuser()}\n")
+        self.starts = 0
+
+    def write_config(self) -> None:
+        lines = [
+            f"listener {self.port} {self.host}",
+            "persistence true",
+            f"persistence_location {self.data_dir}/",
+            f"autosave_interval {self.autosave}",
+            # A subscriber's session holds a whole backlog, not mosquitto's default 1000.
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            # Started as root, mosquitto would drop to the `mosquitto` user and then fail to
+            # write its persistence here, losing the subscriber's session in outages.
+            f"user {getpass.getuser()}",
+        ]
+        if "allow_anonymous" not in self.extra and "password_file" not in self.extra:
+            lines.append("allow_anonymous true")
+        self.conf_path.write_text("\n".join(lines) + "\n" + self.extra.strip() + "\n")
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the broker and return once it accepts TCP connections on its port."""
         if self.running:
             return
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.write_config()
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.starts += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited at start (code {self.proc.returncode}); "
-                                   f"see {self.log}")
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise BrokerError(f"mosquitto exited with {self.proc.returncode} at start on "
+                                  f"port {self.port}: {err.strip()} {self.log_tail()}")
             with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.5):
+                    (self.host, self.port), timeout=0.5):
                 return
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} in {timeout}s")
+            time.sleep(0.02)
+        self.kill()
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within "
+                          f"{timeout}s: {self.log_tail()}")
 
-    def stop(self) -> None:
-        if self.proc is None:
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM: a clean shutdown that saves persistent sessions and retained messages."""
+        if not self.running:
+            self._close_pipes()
+            self.proc = None
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+        self._close_pipes()
         self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes; only what autosave already wrote survives."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(20)
+            self._close_pipes()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _close_pipes(self) -> None:
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
 
 MAX_MACHINES = 64  # machine names counted at most (bounds what a stray publisher can add)
