@@ -139,6 +139,17 @@ def test_the_journal_file_is_opened_read_only_in_one_place() -> None:
     assert readers == {"agent/journal/readonly.py": True}
 
 
+def test_the_agent_and_its_forwarder_process_do_not_load_the_inspection_side() -> None:
+    """sqlite-utils is for the offline tools (queue, doctor); the agent and its forwarder
+    process import the read-only module but must not load it (it cost both processes about
+    5 MB of RSS, bench.agent's memory line), and the agent never loads protobuf."""
+    code = ("import sys, linelight.agent.app, linelight.agent.uplink.child; "
+            "print(sorted(m for m in ('sqlite_utils', 'google.protobuf') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
+
+
 def _folder_of(module: str) -> Path:
     parts = module.split(".")[1:]  # drop "linelight"
     return Path(*parts)

@@ -22,12 +22,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlite_utils import Database
-
 from linelight.agent.journal import schema
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 
 class JournalReadError(Exception):
@@ -60,7 +61,11 @@ class JournalFile:
     def __init__(self, path: str, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
-        self.db = Database(conn)
+        # imported here: the inspection side only; the agent and its forwarder process import
+        # this module (the read-only open) but never load sqlite-utils (about 5 MB each)
+        from sqlite_utils import Database
+
+        self.db: Database = Database(conn)
 
     @classmethod
     def open(cls, path: str, *, timeout: float = 5.0) -> JournalFile:
