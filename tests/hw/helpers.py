@@ -24,18 +24,9 @@ async def wait_sample(table: InputTable, name: str, check: Callable[[Sample], bo
 async def running_sources(toml: str) -> AsyncIterator[tuple[Any, InputTable]]:
     """The one source `toml` declares, built and running into a fresh input table while the
     block runs; then stopped and closed. Yields (hardware, table)."""
-    from linelight.hw.build import build_hardware
-
     (spec,), _ = read_config(toml)
-    hw = build_hardware([spec], None)
-    table = InputTable()
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(hw.run, table)
-            yield hw, table
-            tg.cancel_scope.cancel()
-    finally:
-        await hw.close()
+    async with _running_hardware([spec], None) as running_hw:
+        yield running_hw
 
 
 def read_config(text: str, file: str = "agent.toml", *, section: str = "tower"):
@@ -91,9 +82,15 @@ async def outputs_follow(hw: Any, steps: list[tuple[dict[str, bool], Callable[[]
 async def running(toml: str) -> AsyncIterator[tuple[Any, InputTable]]:
     """The sources and tower of `toml` built and running into a fresh input table until the
     block ends, then closed (the tower's on_exit applied)."""
+    sources, tower = read_config(toml)
+    async with _running_hardware(sources, tower) as running_hw:
+        yield running_hw
+
+
+@asynccontextmanager
+async def _running_hardware(sources: Any, tower: Any) -> AsyncIterator[tuple[Any, InputTable]]:
     from linelight.hw.build import build_hardware
 
-    sources, tower = read_config(toml)
     hw = build_hardware(sources, tower)
     table = InputTable()
     try:
