@@ -68,14 +68,41 @@ STATE_NAMES = {"state": Kind.STR, "state_code": Kind.NUM, "state_for": Kind.NUM}
 
 
 class SlotAllocator:
-    """Hands out slot numbers; slot 0 is `now`."""
+    """Hands out slot numbers (slot 0 is `now`) and the rule set's shared leaf functions.
+
+    A compiled rule set lives as long as the agent runs it, and each of its objects is one
+    more for Python's garbage collector to scan once after a reload (agent/heap.py; the
+    collection holds the event loop). So the compiled functions take what they use as
+    default arguments, not closure cells (one object less per captured name), and the
+    leaves are shared: every read of one slot is the same `itemgetter`, every equal literal
+    the same function (a 326 KiB rule file: 72,000 tracked objects with a closure per
+    node, docs/benchmarks.md "reload stall").
+    """
 
     def __init__(self) -> None:
         self.count = 1
+        self._readers: dict[int, Fn] = {}
+        self._constants: dict[tuple[type, str], Fn] = {}
 
     def take(self) -> int:
         self.count += 1
         return self.count - 1
+
+    def reader(self, slot: int) -> Fn:
+        """`v[slot]`, one function per slot."""
+        fn = self._readers.get(slot)
+        if fn is None:
+            fn = self._readers[slot] = operator.itemgetter(slot)
+        return fn
+
+    def constant(self, value: Any) -> Fn:
+        """A function that returns `value`, one per value (keyed by type and repr, so
+        1, 1.0 and True, or 0.0 and -0.0, stay apart)."""
+        key = (type(value), repr(value))
+        fn = self._constants.get(key)
+        if fn is None:
+            fn = self._constants[key] = _constant(value)
+        return fn
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +214,7 @@ class _Compiler:
         if isinstance(n, Name):
             sym = self.symbol(n)
             self.values.add(n.name)
-            slot = sym.slot
-            return sym.kind, lambda v: v[slot]
+            return sym.kind, self.slots.reader(sym.slot)
         if isinstance(n, Unary):
             return self.unary(n)
         if isinstance(n, Binary):
@@ -204,8 +230,7 @@ class _Compiler:
         raise ExpressionError(n.pos, "this is not an expression")
 
     # -- leaves ----------------------------------------------------------------------------
-    @staticmethod
-    def literal(n: Literal) -> tuple[Kind, Fn]:
+    def literal(self, n: Literal) -> tuple[Kind, Fn]:
         value = n.value
         if isinstance(value, bool):
             kind = Kind.BOOL
@@ -213,7 +238,7 @@ class _Compiler:
             kind = Kind.STR
         else:
             kind = Kind.NUM
-        return kind, lambda v: value
+        return kind, self.slots.constant(value)
 
     def symbol(self, n: Name) -> Symbol:
         sym = self.symbols.get(n.name)
@@ -259,14 +284,14 @@ class _Compiler:
         if n.op == "not":
             g = self.expect(n.operand, Kind.BOOL, "'not'")
 
-            def not_(v: Slots) -> Any:
+            def not_(v: Slots, g: Fn = g) -> Any:
                 x = g(v)
                 return None if x is None else not x
 
             return Kind.BOOL, not_
         g = self.expect(n.operand, Kind.NUM, "'-'")
 
-        def neg(v: Slots) -> Any:
+        def neg(v: Slots, g: Fn = g) -> Any:
             x = g(v)
             return None if x is None else _in_range(-x)
 
@@ -280,7 +305,8 @@ class _Compiler:
         # Kleene logic: `false and unknown` is false, `true or unknown` is true
         decisive = n.op == "or"
 
-        def logic(v: Slots) -> Any:
+        def logic(v: Slots, operands: tuple[Fn, ...] = operands,
+                  decisive: bool = decisive) -> Any:
             unknown = False
             for f in operands:
                 x = f(v)
@@ -301,7 +327,7 @@ class _Compiler:
             raise ExpressionError(n.pos, f"'{n.op}' needs numbers on both sides, not {lk.value}")
         op = _CMP[n.op]
 
-        def cmp(v: Slots) -> Any:
+        def cmp(v: Slots, a: Fn = a, b: Fn = b, op: Callable[[Any, Any], bool] = op) -> Any:
             x = a(v)
             if x is None:
                 return None
@@ -318,7 +344,8 @@ class _Compiler:
         steps = tuple((_ARITH[b.op], b.op in ("/", "%"), self.expect(b.right, Kind.NUM, f"'{b.op}'"))
                       for b in reversed(links))
 
-        def arith(v: Slots) -> Any:
+        def arith(v: Slots, first: Fn = first,
+                  steps: tuple[tuple[Callable[[Any, Any], Any], bool, Fn], ...] = steps) -> Any:
             x = first(v)
             for op, divides, g in steps:
                 if x is None:
@@ -343,7 +370,8 @@ class _Compiler:
         negated = n.negated
         fns = tuple(choices)
 
-        def member(v: Slots) -> Any:
+        def member(v: Slots, a: Fn = a, fns: tuple[Fn, ...] = fns,
+                   negated: bool = negated) -> Any:
             x = a(v)
             if x is None:
                 return None
@@ -383,7 +411,7 @@ class _Compiler:
     def fn_between(self, n: Call) -> tuple[Kind, Fn]:
         x, lo, hi = self.numbers(n)
 
-        def between(v: Slots) -> Any:
+        def between(v: Slots, x: Fn = x, lo: Fn = lo, hi: Fn = hi) -> Any:
             a, b, c = x(v), lo(v), hi(v)
             if a is None or b is None or c is None:
                 return None
@@ -394,7 +422,7 @@ class _Compiler:
     def fn_abs(self, n: Call) -> tuple[Kind, Fn]:
         (x,) = self.numbers(n)
 
-        def abs_(v: Slots) -> Any:
+        def abs_(v: Slots, x: Fn = x) -> Any:
             a = x(v)
             return None if a is None else _in_range(abs(a))
 
@@ -414,7 +442,7 @@ class _Compiler:
                                   "as a plain number, e.g. bit(status_word, 3)")
         shift = index.value
 
-        def bit(v: Slots) -> Any:
+        def bit(v: Slots, x: Fn = x, shift: int = shift) -> Any:
             a = x(v)
             if a is None or (isinstance(a, float) and not a.is_integer()):
                 return None
@@ -426,16 +454,22 @@ class _Compiler:
         values = set(self.values)
         _, x = self.node(n.args[0])
         self.values = values  # known(x) reads whether x can be read, not what it is
-        return Kind.BOOL, lambda v: x(v) is not None
+        def known(v: Slots, x: Fn = x) -> Any:
+            return x(v) is not None
+
+        return Kind.BOOL, known
 
     def fn_stale(self, n: Call) -> tuple[Kind, Fn]:
         slot = self.input_symbol(n.args[0], "stale").usable_slot
-        return Kind.BOOL, lambda v: not v[slot]
+        def stale(v: Slots, slot: int = slot) -> Any:
+            return not v[slot]
+
+        return Kind.BOOL, stale
 
     def fn_age(self, n: Call) -> tuple[Kind, Fn]:
         slot = self.input_symbol(n.args[0], "age").at_slot
 
-        def age(v: Slots) -> Any:
+        def age(v: Slots, slot: int = slot) -> Any:
             at = v[slot]
             return None if at is None else v[NOW_SLOT] - at
 
@@ -443,15 +477,15 @@ class _Compiler:
 
     def fn_rising(self, n: Call) -> tuple[Kind, Fn]:
         x = self.expect(n.args[0], Kind.BOOL, "rising()")
-        return Kind.BOOL, self.edge(x, lambda last, cur: last is False and cur is True)
+        return Kind.BOOL, self.edge(x, _rose)
 
     def fn_falling(self, n: Call) -> tuple[Kind, Fn]:
         x = self.expect(n.args[0], Kind.BOOL, "falling()")
-        return Kind.BOOL, self.edge(x, lambda last, cur: last is True and cur is False)
+        return Kind.BOOL, self.edge(x, _fell)
 
     def fn_changed(self, n: Call) -> tuple[Kind, Fn]:
         _, x = self.node(n.args[0])
-        return Kind.BOOL, self.edge(x, lambda last, cur: bool(last != cur))
+        return Kind.BOOL, self.edge(x, _differs)
 
     def named(self, n: Call, what: str, example: str) -> Symbol:
         """The first argument of `n`, which must be the plain name of a `what`."""
@@ -465,7 +499,7 @@ class _Compiler:
     def fn_on_for(self, n: Call) -> tuple[Kind, Fn]:
         since = self.named(n, "signal", "on_for(door_open)").at_slot
 
-        def on_for(v: Slots) -> Any:
+        def on_for(v: Slots, since: int = since) -> Any:
             at = v[since]
             return 0.0 if at is None else v[NOW_SLOT] - at
 
@@ -486,7 +520,7 @@ class _Compiler:
         last = self.slots.take()
         slot = self.window(n, width)
 
-        def update(v: Slots) -> None:
+        def update(v: Slots, x: Fn = x, last: int = last, slot: int = slot) -> None:
             cur = x(v)
             if cur is None:
                 return  # unknown scans are skipped: an edge compares known values
@@ -496,13 +530,13 @@ class _Compiler:
 
         self.updates.append(update)
         self.memory.append(last)
-        return Kind.NUM, lambda v: v[slot].total(v[NOW_SLOT])
+        return Kind.NUM, _window_total(slot)
 
     def fn_increase(self, n: Call) -> tuple[Kind, Fn]:
         counter = self.named(n, "counter", "increase(parts, 10m)").name
         slot = self.window(n, self.width(n))
         self.feeds.append((counter, slot))  # the evaluator adds each increment as it counts
-        return Kind.NUM, lambda v: v[slot].total(v[NOW_SLOT])
+        return Kind.NUM, _window_total(slot)
 
     def window(self, n: Call, width: float) -> int:
         """A slot for a Window; it is memory (kept on reload) and persisted by its call text."""
@@ -516,7 +550,8 @@ class _Compiler:
         out = self.slots.take()
         mem = self.slots.take()
 
-        def update(v: Slots) -> None:
+        def update(v: Slots, x: Fn = x, out: int = out, mem: int = mem,
+                   fired: Callable[[Any, Any], bool] = fired) -> None:
             cur = x(v)
             if cur is None:
                 v[out] = None
@@ -527,7 +562,7 @@ class _Compiler:
 
         self.updates.append(update)
         self.memory.append(mem)
-        return lambda v: v[out]
+        return self.slots.reader(out)
 
 
 _ARITH: dict[str, Callable[[Any, Any], Any]] = {
@@ -552,8 +587,35 @@ def _in_range(r: Any) -> Any:
     return r if -MAX_INT - 1 <= r <= MAX_INT else None
 
 
+def _rose(last: Any, cur: Any) -> bool:
+    return last is False and cur is True
+
+
+def _fell(last: Any, cur: Any) -> bool:
+    return last is True and cur is False
+
+
+def _differs(last: Any, cur: Any) -> bool:
+    return bool(last != cur)
+
+
+def _constant(value: Any) -> Fn:
+    def constant(v: Slots, value: Any = value) -> Any:
+        return value
+
+    return constant
+
+
+def _window_total(slot: int) -> Fn:
+    def total(v: Slots, slot: int = slot) -> Any:
+        return v[slot].total(v[NOW_SLOT])
+
+    return total
+
+
 def _fold(fns: list[Fn], pick: Callable[[list[Any]], Any]) -> Fn:
-    def fold(v: Slots) -> Any:
+    def fold(v: Slots, fns: tuple[Fn, ...] = tuple(fns),
+             pick: Callable[[list[Any]], Any] = pick) -> Any:
         values = [f(v) for f in fns]
         return None if any(x is None for x in values) else pick(values)
 
