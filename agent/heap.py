@@ -13,7 +13,7 @@ heap that held the event loop, and the scan loop on it, for 120 to 160 ms (docs/
   the new rules are built; then `collect()`, one collection in a worker thread once the
   old rules are gone, so the loop runs a tick between the swap and it. It scans only what is
   not frozen: the new rules and what the agent allocated since it started (a 162 KiB rule
-  file is about 35,000 objects, about 10 ms of CPU on the bench's machine).
+  file is about 24,000 objects, 5 to 8 ms of CPU on the bench's machine).
 - `thaw()` when the agent has stopped, for a process that outlives it (tests, the bench).
 
 A frozen object is still freed by reference counting when its last reference goes: the first

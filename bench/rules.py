@@ -259,6 +259,33 @@ def reload_rounds(text: str, bigs: tuple[str, str], seconds: float,
             for side, results in runs.items()}
 
 
+def tracked_objects(text: str) -> tuple[int, float]:
+    """The objects Python's collector tracks that `text`'s rule set and evaluator keep alive
+    (each is one more for a collection to scan after a reload, agent/heap.py), and the CPU
+    time of one full collection of them alone (the median of 5)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what lives now is not counted, and no collection scans it
+    try:
+        gc.disable()
+        try:
+            kept = (Evaluator(load_rules([("bench.toml", text)])),)
+            gc.collect()
+            count = len(gc.get_objects())
+            took = []
+            for _ in range(5):
+                t0 = time.process_time()
+                gc.collect()
+                took.append((time.process_time() - t0) * 1000)
+            del kept
+        finally:
+            gc.enable()
+    finally:
+        gc.unfreeze()
+    return count, statistics.median(took)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -380,6 +407,8 @@ def main() -> None:
     ratio = lane["windows_median_us"] / lane["plain_median_us"]
     bigs = (rule_text(random.Random(8), scale=4), rule_text(random.Random(9), scale=4))
     stalls = reload_rounds(text, bigs, 1.0 if args.quick else 3.0, ROUNDS)
+    heaps = [(len(t) / 1024, *tracked_objects(t))
+             for t in (text, bigs[0], rule_text(random.Random(8), scale=8))]
 
     print(f"rules: {N_INPUTS} inputs, {N_STATES} states, {N_SIGNALS} signals, "
           f"{N_COUNTERS} counters; {scans} scans, 10 % of inputs change per scan")
@@ -436,6 +465,10 @@ def main() -> None:
         print(f"{f'  reload {n}: max vs idle max':<28}" + "".join(
             f"{stalls[side][f'reload{n}_max_ms'] / max(stalls[side]['idle_max_ms'], 1e-3):>11.1f}x"
             for side in sides))
+    print("what a loaded rule set keeps for the collector to scan (tracked objects, and one "
+          "collection of them alone, CPU):")
+    for kib, count, ms in heaps:
+        print(f"{f'  {kib:.0f} KiB rule file':<28}{count:>12,} objects{ms:>9.2f} ms")
     print(json.dumps({
         "bench": "rules", "inputs": N_INPUTS, "states": N_STATES, "signals": N_SIGNALS,
         "counters": N_COUNTERS, "scans": scans,
@@ -453,6 +486,8 @@ def main() -> None:
         "window_to_plain_ratio": round(ratio, 3),
         "window_entries": lane["window_entries"], "window_bytes": lane["window_bytes"],
         "reload_big_kib": round(stalls["shipped"]["big_kib"]),
+        "heap": [{"kib": round(kib), "tracked_objects": count, "collect_ms": round(ms, 2)}
+                 for kib, count, ms in heaps],
         "reload": {side: {key: round(value * 1000 if key.endswith("_s") else value, 2)
                           for key, value in r.items()} for side, r in stalls.items()},
     }))
