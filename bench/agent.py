@@ -345,19 +345,34 @@ async def prefill(path: Path, n: int) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _proc_kib(f"/proc/{pid}/status", "VmRSS:") / 1024
 
 
-def rss_tree_mb(pid: int) -> float:
-    """RSS of `pid` and its children (the agent and its forwarder process) together."""
-    total = rss_mb(pid)
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        for child in (task / "children").read_text().split():
-            total += rss_mb(int(child))
-    return total
+def pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared with other processes (the interpreter, the
+    libraries both processes map) counted by share, so the PSS of several processes adds
+    up to what they cost together; their RSS counts the shared pages in each."""
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024
+
+
+def _proc_kib(path: str, field: str) -> int:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").glob("*")
+            for child in (task / "children").read_text().split()]
+
+
+def memory_tree(pid: int) -> dict[str, float]:
+    """RSS and PSS of `pid` (the agent) and of its children (its forwarder process)."""
+    children = child_pids(pid)
+    return {"agent_rss_mb": rss_mb(pid), "agent_pss_mb": pss_mb(pid),
+            "children_rss_mb": sum(rss_mb(c) for c in children),
+            "children_pss_mb": sum(pss_mb(c) for c in children)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -407,16 +422,18 @@ def memory_and_cpu(period: str, queued: int, settle: float, idle_s: float,
     try:
         wait_ready(diag)
         time.sleep(settle)
-        rss_queued = rss_tree_mb(proc.pid)
+        first = memory_tree(proc.pid)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(idle_s)
         idle_cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
-        rss_after = rss_tree_mb(proc.pid)
+        after = memory_tree(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    return {"rss_queued_mb": max(rss_queued, rss_after), "idle_cpu_percent": idle_cpu,
-            "fill_s": fill_s, "floor_mb": import_floor_mb()}
+    split = max(first, after, key=lambda m: m["agent_rss_mb"] + m["children_rss_mb"])
+    return {"rss_queued_mb": split["agent_rss_mb"] + split["children_rss_mb"],
+            "pss_queued_mb": split["agent_pss_mb"] + split["children_pss_mb"], **split,
+            "idle_cpu_percent": idle_cpu, "fill_s": fill_s, "floor_mb": import_floor_mb()}
 
 
 CONDITIONS = ("broker_up", "broker_down", "backlog_drain")
@@ -711,6 +728,9 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     figures["backlog"] = lat["_backlog"]
     figures["queued_events"] = queued
     figures["rss_queued_mb"] = mem["rss_queued_mb"]
+    figures["pss_queued_mb"] = mem["pss_queued_mb"]
+    figures |= {key: mem[key] for key in ("agent_rss_mb", "agent_pss_mb", "children_rss_mb",
+                                          "children_pss_mb")}
     figures["rss_import_floor_mb"] = mem["floor_mb"]
     figures["rss_ratio_vs_floor"] = mem["rss_queued_mb"] / mem["floor_mb"]
     figures["idle_cpu_percent"] = mem["idle_cpu_percent"]
@@ -746,6 +766,10 @@ def measure(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     print(f"memory         RSS {mem['rss_queued_mb']:.1f} MB (agent and forwarder process) with "
           f"{queued} events queued; "
           f"import floor {mem['floor_mb']:.1f} MB; ratio {figures['rss_ratio_vs_floor']:.2f}")
+    print(f"               RSS agent {mem['agent_rss_mb']:.1f} + forwarder "
+          f"{mem['children_rss_mb']:.1f} MB; PSS (shared pages counted once) "
+          f"{mem['pss_queued_mb']:.1f} MB: agent {mem['agent_pss_mb']:.1f} + forwarder "
+          f"{mem['children_pss_mb']:.1f} MB")
     print(f"idle CPU       {mem['idle_cpu_percent']:.2f} % of one core (scan every "
           f"{period_s * 1000:g} ms, no input changes, no broker)")
     print(f"start-up       exec to first tower write {start['empty_s']:.3f} s (empty journal), "
