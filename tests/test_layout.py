@@ -150,6 +150,19 @@ def test_the_agent_and_its_forwarder_process_do_not_load_the_inspection_side() -
     assert out == "[]", out
 
 
+def test_the_forwarder_process_does_not_load_the_journal_writer() -> None:
+    """The forwarder process reads the journal through the read-only connection and the
+    record decoder; the writer (`queue`) and the `[journal]` table's reader (`config`) are
+    the agent's, and loading them cost the forwarder 1.3 MB of RSS (docs/benchmarks.md,
+    "Memory")."""
+    code = ("import sys, linelight.agent.uplink.child; "
+            "print(sorted(m for m in ('linelight.agent.journal.queue', "
+            "'linelight.agent.journal.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
+
+
 def _folder_of(module: str) -> Path:
     parts = module.split(".")[1:]  # drop "linelight"
     return Path(*parts)
