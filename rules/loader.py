@@ -62,6 +62,10 @@ MAX_CODE = 2**31 - 1  # a state code fits a 32-bit integer in every consumer
 MAX_PRIORITY = 10**9  # priorities are compared as floats: exact far beyond this
 MAX_INCREMENT = 10**9  # a counter's total stays within 64 bits for centuries of edges
 MAX_COST = 20_000  # operations per scan over all conditions: milliseconds, never seconds
+# inputs per rule set: each costs every scan its coercion, debounce and staleness (about 1 us)
+# and a reload its objects (agent/heap.py), and none is an operation of MAX_COST; 30,000 in a
+# 780 KiB file took 33 ms a scan, more than a 20 ms period, so 5,000: about 5 ms
+MAX_INPUTS = 5_000
 # rolling windows per rule set: each holds up to rules.windows.MAX_ENTRIES edges (about 140
 # bytes each), so 200 windows stay below 30 MB however busy the machine is
 MAX_WINDOWS = 200
@@ -453,6 +457,12 @@ class _Builder:
         self.windows = 0  # rolling windows so far, bounded by MAX_WINDOWS
 
     def build(self) -> RuleSet | None:
+        if len(self.draft.inputs) > MAX_INPUTS:
+            self.problems.add(self.draft.inputs[MAX_INPUTS].location,
+                              f"the rules declare {len(self.draft.inputs)} inputs, more than "
+                              f"{MAX_INPUTS}: each one is work in every scan, so split the "
+                              "machine's rules or read fewer signals")
+            return None
         for spec in self.draft.inputs:
             slots = InputSlots(spec, self.slots.take(), self.slots.take(), self.slots.take())
             self.input_slots.append(slots)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from linelight.rules.errors import ConfigProblems
 from linelight.rules.evaluator import Evaluator
-from linelight.rules.loader import MAX_COST, load_rules
+from linelight.rules.loader import MAX_COST, MAX_INPUTS, load_rules
 from linelight.rules.values import Pattern, Quality, Sample
 from tests.rules.util import load, problems
 
@@ -181,6 +181,18 @@ def test_rules_costing_more_than_the_scan_budget_are_refused() -> None:
     head = "[define]\n" + "\n".join(f'd{i} = "{term}"' for i in range(MAX_COST // 200 + 2))
     [problem] = problems(_one_state("b", head))
     assert f"more than {MAX_COST} operations per scan" in problem
+
+
+def test_more_inputs_than_the_scan_can_afford_are_refused_at_the_first_one_over() -> None:
+    """Inputs cost every scan work that no expression counts: 30,000 of them (780 KiB, under
+    the file-size limit) made each scan take 33 ms; the limit points at the first one over."""
+    def with_inputs(n: int) -> str:  # a and b, then n more
+        return _one_state("b", "".join(f'i{i} = {{ type = "bool" }}\n' for i in range(n)))
+
+    [problem] = problems(with_inputs(MAX_INPUTS - 1))
+    assert problem.startswith(f"rules.toml:{MAX_INPUTS + 2}:"), problem  # [inputs] is line 1
+    assert f"{MAX_INPUTS + 1} inputs, more than {MAX_INPUTS}" in problem
+    assert len(load_rules([("rules.toml", with_inputs(MAX_INPUTS - 2))]).inputs) == MAX_INPUTS
 
 
 TOKENS = st.sampled_from(["a", "b", "1", "2.5", "(", ")", "+", "-", "*", "/", "%", "and", "or",
