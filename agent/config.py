@@ -59,6 +59,7 @@ from linelight.hw.schema import sources_schema_part
 from linelight.rules.errors import ConfigProblems, LocatedError, Location
 from linelight.rules.fields import Problems, Table, did_you_mean
 from linelight.rules.keys import Key, Keys
+from linelight.rules.loader import MAX_INPUTS
 from linelight.rules.model import RuleSet
 from linelight.rules.tomldoc import TomlDoc
 
@@ -191,6 +192,8 @@ def load_config(path: str | Path) -> AgentConfig:
         for draft in drafts:
             machine = _load_machine(draft, base, sources, names, problems, warnings)
             machines += [machine] if machine is not None else []
+        if (sentence := inputs_problem(machines)) is not None:
+            problems.add(root.where("machines"), sentence)
     mqtt = _sparkplug_devices(mqtt, machines)
     problems.raise_if_any()
     first = machines[0]
@@ -326,6 +329,17 @@ def _load_machine(draft: _MachineDraft, base: Path, shared: tuple[SourceSpec, ..
             check_outputs(ruleset, draft.outputs, draft.table, found)
     problems.extend(for_machine(draft.name, found.items))
     return None if found else machine
+
+
+def inputs_problem(machines: Sequence[MachineConfig]) -> str | None:
+    """The sentence when the machines' rules declare more inputs together than one scan
+    affords (each rule set alone is bounded by the loader's MAX_INPUTS; one scan reads all)."""
+    total = sum(len(m.ruleset.inputs) for m in machines)
+    if total <= MAX_INPUTS:
+        return None
+    return (f"the machines' rules declare {total} inputs together, more than {MAX_INPUTS}: "
+            "one scan reads every machine's, so split the machines over more agents or read "
+            "fewer signals")
 
 
 def for_machine(name: str, errors: Sequence[LocatedError]) -> list[LocatedError]:

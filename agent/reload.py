@@ -32,13 +32,14 @@ from linelight.agent.config import (
     AgentConfig,
     check_ruleset_against,
     for_machine,
+    inputs_problem,
     load_ruleset,
     reread_rule_files,
 )
 from linelight.agent.machines import MachineConfig, RuleFiles, rules_fingerprint
 from linelight.agent.rulefiles import unforeseen
 from linelight.agent.scan import EventSink, ScanLoop
-from linelight.rules.errors import ConfigError, ConfigProblems
+from linelight.rules.errors import ConfigError, ConfigProblems, LocatedError, Location
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,12 @@ class Reloader:
                     raise ConfigProblems(for_machine(machine.name, exc.problems)) from None
                 raise
             loaded.machine = check_ruleset_against(self.config, loaded.ruleset, machine)
+            if loaded.machine is not None and len(self.machines) > 1:
+                others = [m for m in self.machines if m is not machine]
+                if (sentence := inputs_problem([*others, loaded.machine])) is not None:
+                    where = machine.location or Location(str(self.config.path), 1, 1)
+                    raise ConfigProblems(for_machine(machine.name, [LocatedError(where,
+                                                                                 sentence)]))
             loaded.evaluator = self.make_evaluator(loaded.ruleset)
         except ConfigProblems as exc:
             loaded.problems = [str(p) for p in exc.problems]

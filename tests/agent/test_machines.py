@@ -488,3 +488,61 @@ async def test_a_latch_survives_a_restart_on_its_own_machine_only(tmp_path: Path
         assert restored == {"press-1": (), "press-2": ("signal 'overheat'",)}
     finally:
         journal.close()
+
+
+# -- bounds ---------------------------------------------------------------------------------
+
+def _crowded(tmp_path: Path, declared: int, delivered: int) -> Path:
+    """Two machines, each with `declared` extra inputs in its rules and its own sim source
+    delivering `delivered` of them."""
+    (tmp_path / "rules").mkdir(parents=True)
+    parts = ['agent_id = "line-1"\ndata_dir = "data"\n']
+    for name in ("press-1", "filler"):
+        extra = "".join(f'x{i} = {{ type = "bool" }}\n' for i in range(declared))
+        rules = RULES.replace('running = { type = "bool" }\n',
+                              'running = { type = "bool" }\n' + extra, 1)
+        (tmp_path / "rules" / f"{name}.toml").write_text(rules)
+        sim = "".join(f'x{i} = {{ wave = "constant", value = true }}\n'
+                      for i in range(delivered))
+        parts.append(f'[machines.{name}]\nrules = ["rules/{name}.toml"]\n'
+                     f'[machines.{name}.sources.{name}-sim]\ntype = "sim"\n'
+                     f'[machines.{name}.sources.{name}-sim.inputs]\n'
+                     f'running = {{ wave = "constant", value = true }}\n{sim}'
+                     f'[machines.{name}.tower.lamps]\n{LAMPS}')
+    path = tmp_path / "agent.toml"
+    path.write_text("".join(parts))
+    return path
+
+
+def test_the_machines_together_may_not_declare_more_inputs_than_one_scan_affords(
+        tmp_path: Path) -> None:
+    """Each rule set is bounded (MAX_INPUTS), and one scan reads every machine's: so the
+    machines together are bounded too, at load (at [machines]) and at a reload."""
+    from linelight.agent.reload import Reloader
+    from linelight.rules.loader import MAX_INPUTS
+
+    half = MAX_INPUTS // 2
+    path = _crowded(tmp_path / "load", half, half)
+    found = problems_of(path)
+    said = (f"the machines' rules declare {2 * (half + 1)} inputs together, more than "
+            f"{MAX_INPUTS}: one scan reads every machine's")
+    assert any(p.startswith(f"{path}:") and said in p for p in found), found
+
+    path = _crowded(tmp_path / "reload", half - 10, half + 10)
+    config = load_config(path)
+    clocks, table, sink = Clocks(), InputTable(), Sink()
+    lanes = [MachineLane(Evaluator(m.ruleset), _tower(clocks), name=m.name,
+                         inputs=dict(m.inputs), label=m.name) for m in config.machines]
+    scan = ScanLoop(inputs=table, sink=sink, clock=clocks.watch(), period=0.02,  # type: ignore[arg-type]
+                    machines=lanes, monotonic=lambda: clocks.mono)
+    reloader = Reloader(config, scan, sink, clocks.watch(), Evaluator)  # type: ignore[arg-type]
+    before = scan.machine("filler").evaluator
+    grown = (tmp_path / "reload" / "rules" / "filler.toml").read_text().replace(
+        'running = { type = "bool" }\n', 'running = { type = "bool" }\n' + "".join(
+            f'x{i} = {{ type = "bool" }}\n' for i in range(half - 10, half + 10)), 1)
+    (tmp_path / "reload" / "rules" / "filler.toml").write_text(grown)
+    result = anyio.run(reloader.reload, "test")
+    assert not result.ok and scan.machine("filler").evaluator is before
+    [error] = result.errors
+    assert error.startswith(f"{path}:") and "machine 'filler': " in error, error
+    assert f"declare {2 * half + 2} inputs together, more than {MAX_INPUTS}" in error, error
