@@ -226,7 +226,7 @@ class Reloader:
                     raise ConfigProblems(for_machine(machine.name, exc.problems)) from None
                 raise
             loaded.machine = check_ruleset_against(self.config, loaded.ruleset, machine)
-            if loaded.machine is not None and len(self.machines) > 1:
+            if loaded.machine is not None:  # one machine: the loader's own bound
                 others = [m for m in self.machines if m is not machine]
                 if (sentence := inputs_problem([*others, loaded.machine])) is not None:
                     where = machine.location or Location(str(self.config.path), 1, 1)

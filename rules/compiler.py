@@ -454,6 +454,7 @@ class _Compiler:
         values = set(self.values)
         _, x = self.node(n.args[0])
         self.values = values  # known(x) reads whether x can be read, not what it is
+
         def known(v: Slots, x: Fn = x) -> Any:
             return x(v) is not None
 
@@ -461,6 +462,7 @@ class _Compiler:
 
     def fn_stale(self, n: Call) -> tuple[Kind, Fn]:
         slot = self.input_symbol(n.args[0], "stale").usable_slot
+
         def stale(v: Slots, slot: int = slot) -> Any:
             return not v[slot]
 
